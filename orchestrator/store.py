@@ -1,0 +1,630 @@
+"""The task store: tasks, runs, status history, indexes and dedupe keys in Redis.
+
+This is the only module that knows Redis key names. Every status change goes
+through one Lua script, so it is atomic: two workers racing to move the same
+task both read Running, and exactly one of them may write Succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from orchestrator.states import Status, sources_of
+
+PREFIX = "orch"
+
+
+class StoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis does not answer; callers answer 503 and retry later."""
+
+
+class TaskNotFound(StoreError):
+    """No task with that (service, id)."""
+
+
+class TaskExists(StoreError):
+    """A task with that (service, id) was already submitted."""
+
+
+class IllegalTransition(StoreError):
+    """The state machine forbids the change; nothing was written."""
+
+    def __init__(self, service: str, task_id: int, current: str, target: str, *, conflict: bool = False):
+        self.service, self.task_id, self.current, self.target = service, task_id, current, target
+        self.conflict = conflict
+        why = "the task moved on meanwhile" if conflict else "that transition is not allowed"
+        super().__init__(f"task {service}/{task_id} is {current}; cannot move to {target}: {why}")
+
+
+def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
+    """A Redis client for the store. Connects lazily, on the first command."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+def task_ref(service: str, task_id: int | str) -> str:
+    """The index member naming one task."""
+    return f"{service}/{task_id}"
+
+
+def split_ref(ref: str) -> tuple[str, int]:
+    service, _, task_id = ref.rpartition("/")
+    return service, int(task_id)
+
+
+def run_id_for(service: str, task_id: int, version: int, attempt: int, stage: str | None = None) -> str:
+    """A run's id: one per (task, context version, stage, attempt), never random."""
+    stage_part = f"-{stage}" if stage else ""
+    return f"{service}-{task_id}-v{version}{stage_part}-a{attempt}"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a successful status change did."""
+
+    service: str
+    task_id: int
+    source: str
+    target: str
+    seq: int
+
+
+# Keys --------------------------------------------------------------------------
+
+def _task_key(service: str, task_id: int | str) -> str:
+    return f"{PREFIX}:task:{service}:{task_id}"
+
+
+def _history_key(service: str, task_id: int | str) -> str:
+    return f"{PREFIX}:task:{service}:{task_id}:history"
+
+
+def _task_runs_key(service: str, task_id: int | str) -> str:
+    return f"{PREFIX}:task:{service}:{task_id}:runs"
+
+
+def _contexts_key(service: str, task_id: int | str) -> str:
+    return f"{PREFIX}:task:{service}:{task_id}:contexts"
+
+
+def _run_key(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}"
+
+
+_SEQ_KEY = f"{PREFIX}:seq"
+_IDX_ALL = f"{PREFIX}:idx:all"
+_IDX_PREFIX = f"{PREFIX}:idx"
+
+
+def _idx_service(service: str) -> str:
+    return f"{_IDX_PREFIX}:service:{service}"
+
+
+def _idx_agent(agent: str) -> str:
+    return f"{_IDX_PREFIX}:agent:{agent}"
+
+
+def _idx_status(status: str) -> str:
+    return f"{_IDX_PREFIX}:status:{status}"
+
+
+def _idem_key(key: str) -> str:
+    return f"{PREFIX}:idem:{key}"
+
+
+def _delivery_key(delivery_id: str) -> str:
+    return f"{PREFIX}:delivery:{delivery_id}"
+
+
+def _lease_key(name: str) -> str:
+    return f"{PREFIX}:lease:{name}"
+
+
+def _fence_key(name: str) -> str:
+    return f"{PREFIX}:fence:{name}"
+
+
+# Scripts -------------------------------------------------------------------------
+
+# Creates a task with its indexes, first history entry and idempotency record,
+# or reports the one that exists. KEYS: task, history, all-index, service-index,
+# agent-index, status-index, seq, idem (or a dummy). ARGV: fields json, member,
+# now, actor, reason, idem ttl (0: none), idem value.
+_CREATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGET', KEYS[1], 'seq') or ''}
+end
+local fields = cjson.decode(ARGV[1])
+local seq = redis.call('INCR', KEYS[7])
+local flat = {}
+for k, v in pairs(fields) do
+  flat[#flat + 1] = k
+  flat[#flat + 1] = v
+end
+redis.call('HSET', KEYS[1], 'seq', seq, 'history_seq', 1, unpack(flat))
+redis.call('ZADD', KEYS[3], seq, ARGV[2])
+redis.call('ZADD', KEYS[4], seq, ARGV[2])
+redis.call('ZADD', KEYS[5], seq, ARGV[2])
+redis.call('ZADD', KEYS[6], seq, ARGV[2])
+redis.call('RPUSH', KEYS[2], cjson.encode({seq = 1, at = tonumber(ARGV[3]), from = cjson.null,
+  to = fields['status'], reason = ARGV[5], actor = ARGV[4]}))
+if tonumber(ARGV[6]) > 0 then
+  redis.call('SET', KEYS[8], ARGV[7], 'EX', tonumber(ARGV[6]))
+end
+return {1, seq}
+"""
+
+# Moves a task to a new status when the state machine allows it.
+# KEYS: task, history. ARGV: target, reason, actor, now, allowed sources (csv),
+# expected current status ('' for any), history limit, status index prefix,
+# member, extra fields json.
+_TRANSITION_LUA = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {-1, ''} end
+if ARGV[6] ~= '' and ARGV[6] ~= current then return {0, current, 'conflict'} end
+local allowed = false
+for src in string.gmatch(ARGV[5], '[^,]+') do
+  if src == current then allowed = true end
+end
+if not allowed then return {0, current, 'illegal'} end
+local seq = redis.call('HINCRBY', KEYS[1], 'history_seq', 1)
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'status_reason', ARGV[2], 'updated_at', ARGV[4])
+local extra = cjson.decode(ARGV[10])
+for k, v in pairs(extra) do redis.call('HSET', KEYS[1], k, v) end
+if current ~= ARGV[1] then
+  local score = redis.call('HGET', KEYS[1], 'seq')
+  redis.call('ZREM', ARGV[8] .. current, ARGV[9])
+  redis.call('ZADD', ARGV[8] .. ARGV[1], score, ARGV[9])
+end
+redis.call('RPUSH', KEYS[2], cjson.encode({seq = seq, at = tonumber(ARGV[4]), from = current,
+  to = ARGV[1], reason = ARGV[2], actor = ARGV[3]}))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
+return {1, current, seq}
+"""
+
+# Lease with fencing: KEYS lease, fence. ARGV holder, ttl ms. Returns the
+# fencing token (strictly increasing per lease name) or 0 when someone else holds it.
+_ACQUIRE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]))
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+"""
+
+# Sets hash fields only when the hash exists (never resurrects a deleted record).
+_UPDATE_EXISTING_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _decode_task(raw: Mapping[str, str]) -> dict[str, Any]:
+    task: dict[str, Any] = dict(raw)
+    for key in ("spec", "outputs", "origin"):
+        if key in task:
+            task[key] = json.loads(task[key])
+    for key in ("id", "seq", "context_version", "history_seq"):
+        if key in task:
+            task[key] = int(task[key])
+    for key in ("created_at", "updated_at"):
+        if key in task:
+            task[key] = float(task[key])
+    return task
+
+
+def _decode_run(raw: Mapping[str, str]) -> dict[str, Any]:
+    run: dict[str, Any] = dict(raw)
+    for key in ("outputs",):
+        if key in run:
+            run[key] = json.loads(run[key])
+    for key in ("task_id", "version", "attempt", "seq"):
+        if key in run:
+            run[key] = int(run[key])
+    if run.get("exit_code") not in (None, ""):
+        run["exit_code"] = int(run["exit_code"])
+    for key in ("queued_at", "started_at", "finished_at"):
+        if run.get(key) not in (None, ""):
+            run[key] = float(run[key])
+    return run
+
+
+class TaskStore:
+    """Tasks, runs and their history, stored in Redis."""
+
+    def __init__(self, client: redis.Redis, *, history_limit: int = 200):
+        self.redis = client
+        self.history_limit = history_limit
+        self._create = client.register_script(_CREATE_LUA)
+        self._transition = client.register_script(_TRANSITION_LUA)
+        self._acquire = client.register_script(_ACQUIRE_LUA)
+        self._renew = client.register_script(_RENEW_LUA)
+        self._update_existing = client.register_script(_UPDATE_EXISTING_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
+
+    # Health ----------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    # Tasks -------------------------------------------------------------------
+
+    def create_task(
+        self,
+        *,
+        service: str,
+        task_id: int,
+        agent: str,
+        spec: Mapping[str, Any],
+        priority: str = "medium",
+        actor: str = "api",
+        origin: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: int = 86400,
+        idempotency_value: Any = None,
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """Store a new task in Pending; raise TaskExists when (service, id) is taken.
+
+        With an idempotency key, the key, the task and its indexes are written
+        together or not at all, so a retried request finds either nothing or
+        everything.
+        """
+        now = time.time() if now is None else now
+        member = task_ref(service, task_id)
+        fields = {
+            "service": service,
+            "id": str(task_id),
+            "agent": agent,
+            "priority": priority,
+            "spec": _encode(dict(spec)),
+            "origin": _encode(dict(origin or {})),
+            "outputs": "{}",
+            "status": Status.PENDING.value,
+            "status_reason": "submitted",
+            "context_version": "1",
+            "created_at": repr(now),
+            "updated_at": repr(now),
+            "submitted_by": actor,
+        }
+        idem_key = _idem_key(idempotency_key) if idempotency_key else _idem_key("-")
+        ttl = idempotency_ttl if idempotency_key else 0
+        value = _encode(idempotency_value if idempotency_value is not None else {"task": member})
+        created, _seq = self._call(
+            self._create,
+            keys=[
+                _task_key(service, task_id), _history_key(service, task_id), _IDX_ALL,
+                _idx_service(service), _idx_agent(agent), _idx_status(Status.PENDING.value),
+                _SEQ_KEY, idem_key,
+            ],
+            args=[json.dumps(fields), member, repr(now), actor, "submitted", ttl, value],
+        )
+        if not int(created):
+            raise TaskExists(f"task {member} already exists")
+        task = self.get_task(service, task_id)
+        assert task is not None
+        return task
+
+    def get_task(self, service: str, task_id: int) -> dict[str, Any] | None:
+        """The task's record, or None."""
+        raw = self._safe(self.redis.hgetall, _task_key(service, task_id))
+        return _decode_task(raw) if raw else None
+
+    def require_task(self, service: str, task_id: int) -> dict[str, Any]:
+        task = self.get_task(service, task_id)
+        if task is None:
+            raise TaskNotFound(f"no task {task_ref(service, task_id)}")
+        return task
+
+    def update_task(self, service: str, task_id: int, **fields: Any) -> None:
+        """Set non-status fields of an existing task (outputs, stage, ...)."""
+        if "status" in fields or "status_reason" in fields:
+            raise ValueError("status changes go through transition()")
+        key = _task_key(service, task_id)
+        encoded = {k: _encode(v) if not isinstance(v, (int, float)) else repr(v) for k, v in fields.items()}
+        encoded["updated_at"] = repr(time.time())
+        flat = [item for pair in encoded.items() for item in pair]
+        if not int(self._call(self._update_existing, keys=[key], args=flat)):
+            raise TaskNotFound(f"no task {task_ref(service, task_id)}")
+
+    def transition(
+        self,
+        service: str,
+        task_id: int,
+        target: Status | str,
+        *,
+        reason: str,
+        actor: str,
+        expect: Status | str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> Transition:
+        """Move the task to `target` atomically, or raise IllegalTransition.
+
+        `expect` makes it a compare-and-set: the write happens only when the
+        task is still in that status. `fields` are written in the same step.
+        """
+        target = Status(target)
+        now = time.time() if now is None else now
+        allowed = ",".join(sorted(s.value for s in sources_of(target)))
+        extra = {k: _encode(v) if not isinstance(v, (int, float)) else repr(v) for k, v in (fields or {}).items()}
+        result = self._call(
+            self._transition,
+            keys=[_task_key(service, task_id), _history_key(service, task_id)],
+            args=[
+                target.value, reason, actor, repr(now), allowed,
+                Status(expect).value if expect else "", self.history_limit,
+                f"{_IDX_PREFIX}:status:", task_ref(service, task_id), json.dumps(extra) if extra else "{}",
+            ],
+        )
+        code = int(result[0])
+        if code == -1:
+            raise TaskNotFound(f"no task {task_ref(service, task_id)}")
+        if code == 0:
+            raise IllegalTransition(service, task_id, result[1], target.value, conflict=result[2] == "conflict")
+        return Transition(service, task_id, result[1], target.value, int(result[2]))
+
+    def history(self, service: str, task_id: int, limit: int | None = None) -> list[dict[str, Any]]:
+        """Status history, oldest first (the newest `limit` entries when given)."""
+        start = -limit if limit else 0
+        raw = self._safe(self.redis.lrange, _history_key(service, task_id), start, -1)
+        return [json.loads(item) for item in raw]
+
+    def list_tasks(
+        self,
+        *,
+        service: str | None = None,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Tasks newest first, filtered; returns a page and the cursor of the next one.
+
+        The most selective index drives the scan; other filters are checked on
+        the records, so a page is always full unless the index is exhausted.
+        """
+        if status:
+            index = _idx_status(status)
+        elif service:
+            index = _idx_service(service)
+        elif agent:
+            index = _idx_agent(agent)
+        else:
+            index = _IDX_ALL
+        upper = f"({int(cursor)}" if cursor else "+inf"
+        found: list[dict[str, Any]] = []
+        batch = max(limit * 2, 20)
+        while len(found) < limit:
+            members = self._safe(
+                self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch, withscores=True
+            )
+            if not members:
+                return found, None
+            pipe = self.redis.pipeline(transaction=False)
+            for member, _score in members:
+                pipe.hgetall(_task_key(*member.rsplit("/", 1)))
+            records = self._safe(pipe.execute)
+            for (member, score), raw in zip(members, records):
+                upper = f"({int(score)}"
+                if not raw:
+                    continue
+                task = _decode_task(raw)
+                if service and task["service"] != service:
+                    continue
+                if status and task["status"] != status:
+                    continue
+                if agent and task["agent"] != agent:
+                    continue
+                found.append(task)
+                if len(found) == limit:
+                    more = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=1)
+                    return found, (upper[1:] if more else None)
+            if len(members) < batch:
+                return found, None
+        return found, None
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many tasks are in each status (for metrics)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for status in Status:
+            pipe.zcard(_idx_status(status.value))
+        counts = self._safe(pipe.execute)
+        return {status.value: int(n) for status, n in zip(Status, counts)}
+
+    def task_refs_in_status(self, *statuses: Status | str) -> list[tuple[str, int]]:
+        """(service, id) of every task in the given statuses, oldest first."""
+        refs: list[tuple[str, int]] = []
+        for status in statuses:
+            for member in self._safe(self.redis.zrange, _idx_status(Status(status).value), 0, -1):
+                refs.append(split_ref(member))
+        return refs
+
+    # Context documents -------------------------------------------------------
+
+    def add_context(self, service: str, task_id: int, document: Mapping[str, Any]) -> int:
+        """Append a context document and bump the context version; returns it."""
+        key = _task_key(service, task_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if not pipe.exists(key):
+                        pipe.reset()
+                        raise TaskNotFound(f"no task {task_ref(service, task_id)}")
+                    pipe.multi()
+                    pipe.hincrby(key, "context_version", 1)
+                    pipe.rpush(_contexts_key(service, task_id), _encode(dict(document)))
+                    pipe.hset(key, "updated_at", repr(time.time()))
+                    version, _, _ = pipe.execute()
+                    return int(version)
+                except redis.WatchError:
+                    continue
+                except redis.ConnectionError as exc:
+                    raise StoreUnavailable(str(exc)) from exc
+
+    def contexts(self, service: str, task_id: int) -> list[dict[str, Any]]:
+        """Context documents added after submission, oldest first."""
+        return [json.loads(d) for d in self._safe(self.redis.lrange, _contexts_key(service, task_id), 0, -1)]
+
+    # Runs --------------------------------------------------------------------
+
+    def create_run(
+        self,
+        service: str,
+        task_id: int,
+        *,
+        version: int,
+        attempt: int,
+        stage: str | None = None,
+        job_name: str = "",
+        runner: str = "",
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """Record a run; a second call for the same run returns the first record."""
+        run_id = run_id_for(service, task_id, version, attempt, stage)
+        key = _run_key(run_id)
+        now = time.time() if now is None else now
+        record = {
+            "run_id": run_id,
+            "service": service,
+            "task_id": str(task_id),
+            "version": str(version),
+            "attempt": str(attempt),
+            "stage": stage or "",
+            "job_name": job_name,
+            "runner": runner,
+            "phase": "Queued",
+            "queued_at": repr(now),
+            "started_at": "",
+            "finished_at": "",
+            "exit_code": "",
+            "failure_reason": "",
+            "outputs": "{}",
+        }
+        if self._safe(self.redis.hsetnx, key, "run_id", run_id):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(key, mapping=record)
+            pipe.zadd(_task_runs_key(service, task_id), {run_id: now}, nx=True)
+            self._safe(pipe.execute)
+        run = self.get_run(run_id)
+        assert run is not None
+        return run
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        raw = self._safe(self.redis.hgetall, _run_key(run_id))
+        return _decode_run(raw) if raw else None
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set fields of an existing run (phase, timestamps, exit code, outputs...)."""
+        encoded = {
+            k: ("" if v is None else _encode(v) if not isinstance(v, (int, float)) else repr(v))
+            for k, v in fields.items()
+        }
+        flat = [item for pair in encoded.items() for item in pair]
+        if not int(self._call(self._update_existing, keys=[_run_key(run_id)], args=flat)):
+            raise StoreError(f"no run {run_id}")
+
+    def list_runs(self, service: str, task_id: int) -> list[dict[str, Any]]:
+        """Every run of the task, oldest first."""
+        ids = self._safe(self.redis.zrange, _task_runs_key(service, task_id), 0, -1)
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(_run_key(run_id))
+        return [_decode_run(raw) for raw in self._safe(pipe.execute) if raw]
+
+    # Idempotency and dedupe --------------------------------------------------
+
+    def get_idempotent(self, key: str) -> Any:
+        """The value stored with a submission's Idempotency-Key, or None."""
+        raw = self._safe(self.redis.get, _idem_key(key))
+        return json.loads(raw) if raw else None
+
+    def claim_delivery(self, delivery_id: str, ttl: int) -> bool:
+        """Mark a webhook delivery as accepted; False when it already was."""
+        return bool(self._safe(self.redis.set, _delivery_key(delivery_id), "1", nx=True, ex=ttl))
+
+    def release_delivery(self, delivery_id: str) -> None:
+        """Forget a delivery whose processing failed before it was queued."""
+        self._safe(self.redis.delete, _delivery_key(delivery_id))
+
+    # Leases ------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> int:
+        """Take or extend the lease; returns its fencing token, 0 when held by another."""
+        return int(self._call(self._acquire, keys=[_lease_key(name), _fence_key(name)],
+                              args=[holder, int(ttl_seconds * 1000)]))
+
+    def renew_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        return bool(self._call(self._renew, keys=[_lease_key(name)], args=[holder, int(ttl_seconds * 1000)]))
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        return bool(self._call(self._release, keys=[_lease_key(name)], args=[holder]))
+
+    def lease_holder(self, name: str) -> str | None:
+        return self._safe(self.redis.get, _lease_key(name))
+
+    def current_fence(self, name: str) -> int:
+        """The newest fencing token issued for the lease (0 when none)."""
+        return int(self._safe(self.redis.get, _fence_key(name)) or 0)
+
+    # Helpers -------------------------------------------------------------------
+
+    def _call(self, script: Any, *, keys: Iterable[str], args: Iterable[Any]) -> Any:
+        try:
+            return script(keys=list(keys), args=list(args))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable("the task store (Redis) does not answer") from exc
+
+    @staticmethod
+    def _safe(func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable("the task store (Redis) does not answer") from exc

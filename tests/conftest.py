@@ -1,0 +1,100 @@
+"""Shared fixtures: a real redis-server per session, settings pointing at it, a real worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestrator import runtime
+from orchestrator.settings import Settings, reset_settings_cache
+from orchestrator.store import TaskStore, connect
+from tests.support.celery_worker import WorkerProcess
+from tests.support.redis_server import RedisServer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test session's own, on a free port."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The session's Redis, emptied before each test."""
+    if redis_server.process is None:  # a fault test stopped it
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for one test alone, which the test may stop and restart."""
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def base_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
+    """An environment for child processes: our Redis, a temporary workspace, no cluster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    env.update({
+        "ORCHESTRATOR_REDIS_URL": redis_url,
+        "ORCHESTRATOR_RUNNER": "local",
+        "ORCHESTRATOR_WORKSPACE_ROOT": str(tmp_path / "workspaces"),
+        "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
+        "ORCHESTRATOR_API_TOKENS": "test-token",
+        "PYTHONPATH": str(REPO_ROOT),
+    })
+    return env
+
+
+@pytest.fixture
+def settings(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings parsed from `base_env`, also installed as this process's settings."""
+    for key, value in base_env.items():
+        if key.startswith("ORCHESTRATOR_"):
+            monkeypatch.setenv(key, value)
+    reset_settings_cache()
+    runtime.reset()
+    yield Settings.from_env(base_env)
+    reset_settings_cache()
+    runtime.reset()
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[TaskStore]:
+    client = connect(redis_url)
+    yield TaskStore(client, history_limit=50)
+    client.close()
+
+
+@pytest.fixture
+def worker_factory(base_env: dict[str, str], tmp_path: Path) -> Iterator:
+    """Start real Celery workers; every one is stopped at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(queues=("events", "coordination", "workspace", "deploy"), **kwargs) -> WorkerProcess:
+        env = dict(base_env)
+        env.update(kwargs.pop("env", {}))
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", queues=queues, **kwargs)
+        started.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -1,0 +1,265 @@
+"""The task store against a real redis-server, including races between processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+from orchestrator.states import Status
+from orchestrator.store import (
+    IllegalTransition,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+    TaskStore,
+    connect,
+    run_id_for,
+)
+from tests.support.redis_server import RedisServer
+
+SPEC = {"id": 1, "title": "Add login", "markdown_files": [{"filename": "task.md", "content": "x"}]}
+
+
+def make(store: TaskStore, service: str = "web", task_id: int = 1, agent: str = "claude", **kw):
+    return store.create_task(service=service, task_id=task_id, agent=agent, spec={**SPEC, "id": task_id}, **kw)
+
+
+def test_create_and_read_back(store: TaskStore) -> None:
+    task = make(store, priority="high", origin={"github_issue": "o/r#3"})
+    assert task["status"] == "Pending"
+    assert task["status_reason"] == "submitted"
+    assert task["context_version"] == 1
+    assert task["spec"]["title"] == "Add login"
+    assert task["origin"] == {"github_issue": "o/r#3"}
+    assert store.history("web", 1) == [
+        {"seq": 1, "at": pytest.approx(task["created_at"]), "from": None, "to": "Pending",
+         "reason": "submitted", "actor": "api"}
+    ]
+
+
+def test_same_service_and_id_is_refused(store: TaskStore) -> None:
+    make(store)
+    with pytest.raises(TaskExists):
+        make(store)
+    make(store, service="other")  # same id in another service is another task
+
+
+def test_idempotency_key_is_stored_with_the_task(store: TaskStore) -> None:
+    make(store, idempotency_key="k1", idempotency_value={"answer": 1}, idempotency_ttl=60)
+    assert store.get_idempotent("k1") == {"answer": 1}
+    assert 0 < store.redis.ttl("orch:idem:k1") <= 60
+    assert store.get_idempotent("unknown") is None
+
+
+def test_legal_transition_moves_status_index_and_history(store: TaskStore) -> None:
+    make(store)
+    result = store.transition("web", 1, Status.QUEUED, reason="admitted", actor="admit",
+                              fields={"queued_run": "r1"})
+    assert (result.source, result.target, result.seq) == ("Pending", "Queued", 2)
+    task = store.get_task("web", 1)
+    assert task["status"] == "Queued" and task["status_reason"] == "admitted" and task["queued_run"] == "r1"
+    assert store.count_by_status()["Queued"] == 1
+    assert store.count_by_status()["Pending"] == 0
+    assert store.task_refs_in_status("Queued") == [("web", 1)]
+
+
+def test_illegal_transition_is_refused_and_not_written(store: TaskStore) -> None:
+    make(store)
+    with pytest.raises(IllegalTransition) as info:
+        store.transition("web", 1, Status.SUCCEEDED, reason="nope", actor="test")
+    assert info.value.current == "Pending" and not info.value.conflict
+    assert store.get_task("web", 1)["status"] == "Pending"
+    assert len(store.history("web", 1)) == 1
+
+
+def test_expect_makes_a_compare_and_set(store: TaskStore) -> None:
+    make(store)
+    store.transition("web", 1, "Queued", reason="", actor="t")
+    with pytest.raises(IllegalTransition) as info:
+        store.transition("web", 1, "Cancelled", reason="", actor="t", expect="Pending")
+    assert info.value.conflict
+
+
+def test_transition_of_unknown_task(store: TaskStore) -> None:
+    with pytest.raises(TaskNotFound):
+        store.transition("web", 99, "Queued", reason="", actor="t")
+
+
+def test_history_is_bounded(redis_url: str) -> None:
+    store = TaskStore(connect(redis_url), history_limit=5)
+    make(store)
+    for _ in range(10):
+        store.transition("web", 1, "Blocked", reason="waiting", actor="t")
+    history = store.history("web", 1)
+    assert len(history) == 5
+    assert [h["seq"] for h in history] == [7, 8, 9, 10, 11]
+
+
+def test_list_newest_first_with_filters_and_cursor(store: TaskStore) -> None:
+    for i in range(1, 8):
+        make(store, service="web" if i % 2 else "api", task_id=i, agent="claude" if i < 5 else "codex")
+    page, cursor = store.list_tasks(limit=3)
+    assert [t["id"] for t in page] == [7, 6, 5]
+    page2, cursor2 = store.list_tasks(limit=3, cursor=cursor)
+    assert [t["id"] for t in page2] == [4, 3, 2]
+    page3, cursor3 = store.list_tasks(limit=3, cursor=cursor2)
+    assert [t["id"] for t in page3] == [1] and cursor3 is None
+    web, _ = store.list_tasks(service="web", limit=10)
+    assert [t["id"] for t in web] == [7, 5, 3, 1]
+    store.transition("web", 3, "Queued", reason="", actor="t")
+    queued_web, _ = store.list_tasks(service="web", status="Queued", limit=10)
+    assert [t["id"] for t in queued_web] == [3]
+    codex_web, _ = store.list_tasks(service="web", agent="codex", limit=10)
+    assert [t["id"] for t in codex_web] == [7, 5]
+    exact, cursor = store.list_tasks(service="web", limit=4)
+    assert len(exact) == 4 and cursor is None
+
+
+def test_context_bumps_version(store: TaskStore) -> None:
+    make(store)
+    assert store.add_context("web", 1, {"content": "more"}) == 2
+    assert store.add_context("web", 1, {"content": "again"}) == 3
+    assert store.get_task("web", 1)["context_version"] == 3
+    assert [c["content"] for c in store.contexts("web", 1)] == ["more", "again"]
+    with pytest.raises(TaskNotFound):
+        store.add_context("web", 2, {"content": "x"})
+
+
+def test_runs_are_recorded_once_per_identity(store: TaskStore) -> None:
+    make(store)
+    run = store.create_run("web", 1, version=1, attempt=1, job_name="job-a", runner="kubernetes")
+    again = store.create_run("web", 1, version=1, attempt=1, job_name="other")
+    assert run["run_id"] == again["run_id"] == run_id_for("web", 1, 1, 1)
+    assert again["job_name"] == "job-a"
+    store.update_run(run["run_id"], phase="Succeeded", exit_code=0, finished_at=time.time(),
+                     outputs={"pull_request_url": "https://github.com/o/r/pull/1"})
+    store.create_run("web", 1, version=2, attempt=1)
+    runs = store.list_runs("web", 1)
+    assert [r["version"] for r in runs] == [1, 2]
+    assert runs[0]["exit_code"] == 0 and runs[0]["outputs"]["pull_request_url"].endswith("/1")
+
+
+def test_update_of_missing_records_never_resurrects_them(store: TaskStore) -> None:
+    with pytest.raises(TaskNotFound):
+        store.update_task("web", 5, outputs={})
+    assert store.get_task("web", 5) is None
+    with pytest.raises(Exception):
+        store.update_run("nope", phase="Running")
+    assert store.get_run("nope") is None
+
+
+def test_delivery_dedupe(store: TaskStore) -> None:
+    assert store.claim_delivery("d-1", ttl=60)
+    assert not store.claim_delivery("d-1", ttl=60)
+    store.release_delivery("d-1")
+    assert store.claim_delivery("d-1", ttl=60)
+
+
+def test_lease_with_fencing(store: TaskStore) -> None:
+    first = store.acquire_lease("ws:web", "a", 0.3)
+    assert first >= 1
+    assert store.acquire_lease("ws:web", "b", 0.3) == 0
+    assert store.acquire_lease("ws:web", "a", 0.3) == first  # re-entrant for the holder
+    time.sleep(0.4)  # the holder crashed: its lease expires
+    second = store.acquire_lease("ws:web", "b", 5)
+    assert second > first
+    assert not store.renew_lease("ws:web", "a", 5)
+    assert not store.release_lease("ws:web", "a")
+    assert store.release_lease("ws:web", "b")
+    assert store.lease_holder("ws:web") is None
+
+
+def test_unavailable_redis_raises_store_unavailable(tmp_path) -> None:
+    server = RedisServer(tmp_path / "r")
+    server.start()
+    store = TaskStore(connect(server.url, timeout=0.5))
+    make(store)
+    server.stop()
+    with pytest.raises(StoreUnavailable):
+        store.get_task("web", 1)
+    with pytest.raises(StoreUnavailable):
+        store.transition("web", 1, "Queued", reason="", actor="t")
+    server.start()  # no data persisted, but the same client recovers by itself
+    assert store.ping()
+
+
+# Races between processes -------------------------------------------------------
+
+def _race_finish(url: str, task_ids: list[int], outcome: str, barrier, results) -> None:
+    store = TaskStore(connect(url))
+    barrier.wait()
+    wins = []
+    for task_id in task_ids:
+        try:
+            store.transition("race", task_id, outcome, reason=f"by {outcome}", actor=outcome, expect="Running")
+            wins.append(task_id)
+        except IllegalTransition:
+            pass
+    results.put((outcome, wins))
+
+
+def test_racing_workers_exactly_one_wins(store: TaskStore, redis_url: str) -> None:
+    task_ids = list(range(1, 101))
+    for task_id in task_ids:
+        store.create_task(service="race", task_id=task_id, agent="a", spec={})
+        for target in ("Queued", "Preparing", "Launching", "Running"):
+            store.transition("race", task_id, target, reason="", actor="setup")
+    ctx = multiprocessing.get_context("spawn")
+    outcomes = ["Succeeded", "Failed", "Cancelled", "Succeeded"]
+    barrier = ctx.Barrier(len(outcomes))
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_race_finish, args=(redis_url, task_ids, o, barrier, results)) for o in outcomes]
+    for proc in procs:
+        proc.start()
+    collected = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    winners: dict[int, int] = {}
+    for _outcome, wins in collected:
+        for task_id in wins:
+            winners[task_id] = winners.get(task_id, 0) + 1
+    assert winners == {task_id: 1 for task_id in task_ids}
+    for task_id in task_ids:
+        history = store.history("race", task_id)
+        assert [h["to"] for h in history][-1] == store.get_task("race", task_id)["status"]
+        assert sum(1 for h in history if h["from"] == "Running") == 1
+
+
+_NEXT = {"Pending": "Queued", "Queued": "Preparing", "Preparing": "Launching", "Launching": "Running",
+         "Running": "Succeeded"}
+
+
+def _race_advance(url: str, count: int, name: str, barrier) -> None:
+    store = TaskStore(connect(url))
+    barrier.wait()
+    for task_id in range(1, count + 1):
+        while True:
+            current = store.get_task("chain", task_id)["status"]
+            if current not in _NEXT:
+                break
+            try:
+                store.transition("chain", task_id, _NEXT[current], reason=name, actor=name, expect=current)
+            except IllegalTransition:
+                continue
+
+
+def test_concurrent_advancers_leave_a_history_without_gaps(store: TaskStore, redis_url: str) -> None:
+    count = 40
+    for task_id in range(1, count + 1):
+        store.create_task(service="chain", task_id=task_id, agent="a", spec={})
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_race_advance, args=(redis_url, count, f"p{i}", barrier)) for i in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    for task_id in range(1, count + 1):
+        history = store.history("chain", task_id)
+        assert [h["to"] for h in history] == ["Pending", "Queued", "Preparing", "Launching", "Running", "Succeeded"]
+        assert [h["seq"] for h in history] == list(range(1, 7))
+        for before, after in zip(history, history[1:]):
+            assert after["from"] == before["to"]

@@ -1,0 +1,1 @@
+"""Celery workers: the pipeline steps that turn queued tasks into agent runs."""

@@ -1,0 +1,91 @@
+"""The Celery application: `celery -A workers.app worker -Q <queues>`.
+
+Creating the app reads the settings but connects to nothing; the broker is
+contacted only when a worker starts or a message is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from orchestrator.settings import ConfigError, Settings, get_settings
+
+QUEUES: tuple[str, ...] = ("events", "coordination", "workspace", "deploy")
+
+# Step name -> queue. Steps are named `orchestrator.<step>`; a step missing here
+# goes to `coordination`, the queue every worker group is expected to serve.
+ROUTES: dict[str, str] = {
+    "orchestrator.handle_event": "events",
+    "orchestrator.admit": "coordination",
+    "orchestrator.finish_run": "coordination",
+    "orchestrator.cancel_task": "coordination",
+    "orchestrator.prepare_workspace": "workspace",
+    "orchestrator.cleanup_workspace": "workspace",
+    "orchestrator.launch_run": "deploy",
+    "orchestrator.cancel_run": "deploy",
+}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from ours; pure, so tests can inspect it."""
+    # Redis redelivers a message that was taken but not acknowledged once the
+    # visibility timeout passes. With acks_late a step is acknowledged only when
+    # it ends, so the timeout must outlast the longest step (its hard time
+    # limit), or a slow but healthy step would be delivered a second time.
+    transport_options = {"visibility_timeout": settings.broker_visibility_timeout}
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        # A step whose connection dropped is cancelled and redelivered rather
+        # than acknowledged on a channel that no longer exists.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Every step is idempotent, so redelivery after a crash is safe and
+        # preferable to losing the step.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "result_expires": 3600,
+        "task_soft_time_limit": settings.step_soft_time_limit,
+        "task_time_limit": settings.step_time_limit,
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "coordination",
+        "task_routes": {name: {"queue": queue} for name, queue in ROUTES.items()},
+        # Flower shows every step, not only the workers.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    """Build the Celery app from settings (the environment's when not given)."""
+    settings = settings or get_settings()
+    celery = Celery("orchestrator", include=["workers.steps"])
+    celery.conf.update(celery_config(settings))
+    return celery
+
+
+def _load() -> Celery:
+    try:
+        return create_celery()
+    except ConfigError as exc:
+        # One readable line instead of a traceback, then a non-zero exit.
+        raise SystemExit(f"orchestrator: configuration error: {exc}") from None
+
+
+app = _load()

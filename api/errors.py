@@ -1,0 +1,72 @@
+"""One error envelope for every failure: `{code, message, errors?}`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from orchestrator.store import StoreUnavailable
+
+log = logging.getLogger("orchestrator.api")
+
+
+class ApiError(Exception):
+    """An error that knows its HTTP status and its envelope."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 errors: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.errors = errors
+
+
+def envelope(status: int, code: str, message: str, errors: dict[str, Any] | None = None) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def request_id() -> str:
+    """The id of the current request (also in its log line)."""
+    if "request_id" not in g:
+        g.request_id = uuid.uuid4().hex[:16]
+    return g.request_id
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render every error as the envelope; never a stack trace or a secret."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return envelope(exc.status, exc.code, exc.message, exc.errors)
+
+    @app.errorhandler(StoreUnavailable)
+    def _unavailable(exc: StoreUnavailable) -> Response:
+        response = envelope(503, "unavailable", "the task store is unavailable; nothing was changed, retry shortly")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return envelope(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        rid = request_id()
+        log.exception("unexpected error", extra={"request_id": rid})
+        return envelope(500, "internal_error", f"unexpected error; quote request id {rid} when reporting it")

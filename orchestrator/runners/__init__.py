@@ -1,0 +1,1 @@
+"""Runners: where a run's agent executes (a Kubernetes Job, or a local process)."""

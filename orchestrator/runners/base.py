@@ -1,0 +1,78 @@
+"""The contract every runner keeps; coordination code depends on this only.
+
+A run is launched by the `deploy` step, observed by the watcher (the singleton
+`orchestrator watch` loop), and its end is handed to the `finish_run` step.
+Nothing here waits for a run to end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What program a run executes; every field comes from configuration."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a runner needs to start one run; built from the task and the run record."""
+
+    run_id: str
+    service: str
+    task_id: int
+    version: int
+    attempt: int
+    agent: AgentSpec
+    workspace_dir: Path  # the service's directory on the shared volume
+    working_directory: str = ""  # relative to workspace_dir
+    stage: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # non-secret values only
+    timeout_seconds: int = 3600
+    submitted_by: str = ""
+    origin: str = ""
+
+
+# Phases a runner reports; the watcher maps them onto task statuses.
+PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """What a runner saw of one run at one moment."""
+
+    run_id: str
+    phase: str
+    reason: str = ""
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    # True when the failure came from the platform (eviction, node loss, image
+    # pull hiccup) rather than the agent, so another attempt may succeed.
+    retryable: bool = False
+
+
+class Runner(Protocol):
+    """A place runs execute."""
+
+    def launch(self, request: RunRequest) -> str:
+        """Start the run, or adopt it when it already exists; return its Job or process name."""
+
+    def observe(self, run_id: str) -> RunObservation | None:
+        """The run's current state, or None when nothing of it exists any more."""
+
+    def cancel(self, run_id: str) -> None:
+        """Stop the run; nothing happens when it already ended or never started."""
+
+    def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """The agent's output lines; with `follow`, until the run ends."""

@@ -1,0 +1,104 @@
+"""What a PM (over REST or the command line) or a GitHub event can ask of a task.
+
+Each operation writes the store first and queues the next step second: an
+answer never claims work that was not stored. When queueing fails after the
+write, the task sits in a waiting status and the reconcile loop re-drives it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator import dispatch
+from orchestrator.states import ACTIVE, CANCELLABLE_FROM, RETRYABLE_FROM, TERMINAL, Status
+from orchestrator.store import IllegalTransition, TaskStore
+
+log = logging.getLogger("orchestrator.operations")
+
+
+class OperationRefused(Exception):
+    """The state machine does not allow the operation now (HTTP 409)."""
+
+
+def _queue(step: str, *args: Any) -> None:
+    try:
+        dispatch.send(step, *args)
+    except dispatch.QueueUnavailable:
+        # Stored but not queued: the reconcile loop picks the task up later.
+        log.warning("could not queue %s for %s; the reconcile loop will re-drive it", step, args)
+
+
+def submit_task(
+    store: TaskStore,
+    spec: Mapping[str, Any],
+    *,
+    actor: str,
+    origin: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    idempotency_ttl: int = 86400,
+    idempotency_value: Any = None,
+) -> dict[str, Any]:
+    """Store a validated task in Pending and queue its admission. Raises TaskExists."""
+    task = store.create_task(
+        service=spec["service_name"], task_id=int(spec["id"]), agent=spec["agent_name"],
+        spec=spec, priority=spec.get("priority", "medium"), actor=actor, origin=origin,
+        idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl, idempotency_value=idempotency_value,
+    )
+    _queue(dispatch.ADMIT, task["service"], task["id"])
+    return task
+
+
+def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, reason: str = "") -> dict[str, Any]:
+    """Cancel a task that has not ended; stop its run when one is active."""
+    task = store.require_task(service, task_id)
+    if Status(task["status"]) not in CANCELLABLE_FROM:
+        raise OperationRefused(f"task {service}/{task_id} already ended ({task['status']}); nothing to cancel")
+    try:
+        store.transition(service, task_id, Status.CANCELLED, reason=reason or f"cancelled by {actor}",
+                         actor=actor, expect=task["status"])
+    except IllegalTransition as exc:
+        raise OperationRefused(str(exc)) from None
+    if Status(task["status"]) in ACTIVE and task.get("current_run"):
+        _queue(dispatch.CANCEL_RUN, task["current_run"])
+    _queue(dispatch.ADMIT, service, task_id)  # dependents and waiting tasks may move now
+    return store.require_task(service, task_id)
+
+
+def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str) -> dict[str, Any]:
+    """Start a failed or cancelled task again."""
+    task = store.require_task(service, task_id)
+    if Status(task["status"]) not in RETRYABLE_FROM:
+        raise OperationRefused(
+            f"task {service}/{task_id} is {task['status']}; only Failed or Cancelled tasks can be retried"
+        )
+    try:
+        store.transition(service, task_id, Status.PENDING, reason=f"retry requested by {actor}",
+                         actor=actor, expect=task["status"])
+    except IllegalTransition as exc:
+        raise OperationRefused(str(exc)) from None
+    _queue(dispatch.ADMIT, service, task_id)
+    return store.require_task(service, task_id)
+
+
+def add_context(
+    store: TaskStore, service: str, task_id: int, document: Mapping[str, Any], *, actor: str
+) -> dict[str, Any]:
+    """Add a context document: bump the version, supersede the active run, start again."""
+    task = store.require_task(service, task_id)
+    version = store.add_context(service, task_id, document)
+    status = Status(task["status"])
+    if status in ACTIVE and task.get("current_run"):
+        _queue(dispatch.CANCEL_RUN, task["current_run"])
+    if status != Status.PENDING:
+        try:
+            store.transition(service, task_id, Status.PENDING, reason=f"context v{version} added by {actor}",
+                             actor=actor)
+        except IllegalTransition:
+            pass  # another writer moved it meanwhile; admission reads the new version anyway
+    _queue(dispatch.ADMIT, service, task_id)
+    return store.require_task(service, task_id)
+
+
+__all__ = ["OperationRefused", "submit_task", "cancel_task", "retry_task", "add_context", "TERMINAL"]

@@ -172,21 +172,21 @@ class TaskSubmissionSchema(StrictSchema):
         if errors:
             raise ValidationError(errors)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _whole(self, data: dict[str, Any], **_: Any) -> None:
         errors: dict[str, Any] = {}
         repo = data.get("repository")
-        if repo:
+        if isinstance(repo, dict) and "url" in repo:
             try:
                 names.git_url(repo["url"], tuple(self.settings.allowed_git_hosts))
             except ValueError as exc:
                 errors["repository"] = {"url": [str(exc)]}
         if data.get("id") in data.get("dependencies", []):
             errors["dependencies"] = ["a task cannot depend on itself"]
-        filenames = [f["filename"] for f in data.get("markdown_files", [])]
+        filenames = [f.get("filename") for f in data.get("markdown_files", [])]
         if len(filenames) != len(set(filenames)):
             errors["markdown_files"] = ["file names must be unique"]
-        subtask_ids = [s["id"] for s in data.get("subtasks", [])]
+        subtask_ids = [s.get("id") for s in data.get("subtasks", [])]
         if len(subtask_ids) != len(set(subtask_ids)):
             errors["subtasks"] = ["subtask ids must be unique"]
         if errors:

@@ -354,9 +354,8 @@ class TaskStore:
         )
         if not int(created):
             raise TaskExists(f"task {member} already exists")
-        task = self.get_task(service, task_id)
-        assert task is not None
-        return task
+        # The script wrote exactly these fields, atomically: no need to read them back.
+        return _decode_task({**fields, "seq": str(_seq), "history_seq": "1"})
 
     def get_task(self, service: str, task_id: int) -> dict[str, Any] | None:
         """The task's record, or None."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -543,3 +544,15 @@ def test_every_value_is_commented() -> None:
                 uncommented.append(f"{number + 1}: {stripped}")
         stack.append((indent, match.group(1)))
     assert not uncommented, uncommented
+
+
+@pytest.mark.parametrize("name", ["default", "all-on-values", "external-redis-values"])
+def test_every_chart_command_names_a_real_entry_point(renders: dict[str, Rendered], name: str) -> None:
+    from tests.support.entrypoints import check_command
+
+    for deployment in renders[name].of_kind("Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        check_command(container["command"])
+        probe = container.get("livenessProbe", {}).get("exec")
+        if probe:
+            check_command(shlex.split(probe["command"][-1]))

@@ -1,0 +1,132 @@
+"""Validation of every name an outsider controls that reaches Kubernetes, git or the filesystem.
+
+Pure functions: each returns the accepted value or raises ValueError with a
+message fit to show the person who sent it. The API, the workspace and the
+Job builder all call these, so a name refused in one place is refused in all.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Service and agent names become parts of Job names, labels and directories.
+# Keeping them short leaves room in the 63-character Job name for the task id,
+# version, attempt and hash suffix.
+MAX_SERVICE_LENGTH = 30
+MAX_AGENT_LENGTH = 30
+MARKDOWN_FILENAME = re.compile(r"^[A-Za-z0-9._-]+\.md$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SSH_URL = re.compile(r"^git@(?P<host>[A-Za-z0-9.-]+):(?P<path>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(\.git)?$")
+# A conservative subset of what git allows in a branch name: nothing a shell or
+# an option parser could read as syntax, even where we never pass it to a shell.
+REF_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+REPO_PATH = re.compile(r"^/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(\.git)?/?$")
+
+
+def dns_label(value: str, *, what: str = "name", max_length: int = 63) -> str:
+    """A DNS-1123 label: lower-case letters, digits and '-', starting and ending alphanumeric."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    if len(value) > max_length:
+        raise ValueError(f"{what} must be at most {max_length} characters")
+    if not DNS_LABEL.fullmatch(value):
+        raise ValueError(
+            f"{what} must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def service_name(value: str) -> str:
+    return dns_label(value, what="service name", max_length=MAX_SERVICE_LENGTH)
+
+
+def agent_name(value: str) -> str:
+    return dns_label(value, what="agent name", max_length=MAX_AGENT_LENGTH)
+
+
+def markdown_filename(value: str) -> str:
+    """A plain file name ending in .md: no directories, no leading dot tricks."""
+    if not isinstance(value, str) or not MARKDOWN_FILENAME.fullmatch(value) or value.startswith("."):
+        raise ValueError("file name must match ^[A-Za-z0-9._-]+\\.md$ and not start with '.'")
+    if len(value) > 128:
+        raise ValueError("file name must be at most 128 characters")
+    return value
+
+
+def relative_path(value: str, *, what: str = "working directory") -> str:
+    """A relative POSIX path that stays inside its root: no '..', no absolute path, no control characters."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string")
+    if value in ("", "."):
+        return ""
+    if len(value) > 255:
+        raise ValueError(f"{what} must be at most 255 characters")
+    if any(ord(c) < 32 or c == "\x7f" for c in value) or "\\" in value:
+        raise ValueError(f"{what} contains forbidden characters")
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        raise ValueError(f"{what} must be relative")
+    if any(part == ".." for part in path.parts):
+        raise ValueError(f"{what} must not contain '..'")
+    if any(part.startswith("-") for part in path.parts):
+        raise ValueError(f"{what} parts must not start with '-'")
+    return str(path)
+
+
+def env_name(value: str) -> str:
+    """An environment variable name a shell and Kubernetes both accept."""
+    if not isinstance(value, str) or not ENV_NAME.fullmatch(value) or len(value) > 128:
+        raise ValueError("environment variable names must match ^[A-Za-z_][A-Za-z0-9_]*$")
+    return value
+
+
+def git_ref(value: str, *, what: str = "branch") -> str:
+    """A branch name git accepts (check-ref-format rules), limited to letters, digits and ._/-."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    problems = (
+        len(value) > 200
+        or not REF_CHARS.fullmatch(value)
+        or value.startswith(("-", "/", "."))
+        or value.endswith(("/", ".", ".lock"))
+        or ".." in value
+        or "//" in value
+        or "@{" in value
+        or value == "@"
+        or any(ord(c) < 33 or c == "\x7f" for c in value)
+        or any(c in value for c in "~^:?*[\\")
+        or any(part.startswith(".") or part.endswith(".lock") for part in value.split("/"))
+    )
+    if problems:
+        raise ValueError(f"{what} is not a valid git branch name")
+    return value
+
+
+def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
+    """An https or `git@host:owner/repo.git` URL to an allowed host; never file://, http:// or options."""
+    if not isinstance(value, str) or not value or len(value) > 500:
+        raise ValueError("repository URL must be a non-empty string of at most 500 characters")
+    if value.startswith("-") or any(ord(c) < 33 or c == "\x7f" for c in value):
+        raise ValueError("repository URL contains forbidden characters")
+    ssh = SSH_URL.fullmatch(value)
+    if ssh:
+        host = ssh.group("host").lower()
+    else:
+        parts = urlsplit(value)
+        if parts.scheme != "https":
+            raise ValueError("repository URL must use https:// or the git@host:owner/repo.git form")
+        if parts.username or parts.password:
+            raise ValueError("repository URL must not carry credentials; the token is configured separately")
+        if parts.query or parts.fragment:
+            raise ValueError("repository URL must not have a query or fragment")
+        host = (parts.hostname or "").lower()
+        if parts.port not in (None, 443):
+            raise ValueError("repository URL must use the default https port")
+        if not REPO_PATH.fullmatch(parts.path):
+            raise ValueError("repository URL must name an owner and a repository, e.g. https://github.com/owner/repo.git")
+    if host not in {h.lower() for h in allowed_hosts}:
+        raise ValueError(f"repository host {host!r} is not in the allowed list")
+    return value

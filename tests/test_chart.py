@@ -556,3 +556,9 @@ def test_every_chart_command_names_a_real_entry_point(renders: dict[str, Rendere
         probe = container.get("livenessProbe", {}).get("exec")
         if probe:
             check_command(shlex.split(probe["command"][-1]))
+
+
+def test_grace_period_shorter_than_a_step_is_refused(chart: Any) -> None:
+    values = {"workerSettings": {"terminationGracePeriodSeconds": 300}, "config": {"stepTimeLimit": 360}}
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
+        chart.render(values=values, name="orchestrator", namespace=NAMESPACE)

@@ -1,13 +1,10 @@
-"""One JSON log line per request, with its request id, and the JSON log formatter."""
+"""One log line per request, with its request id (JSON through orchestrator.logs.JsonFormatter)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from datetime import datetime, timezone
-from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -17,25 +14,6 @@ access_log = logging.getLogger("orchestrator.api.access")
 
 # A caller's X-Request-Id is kept only when it is short and plain (it reaches logs).
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-class JsonFormatter(logging.Formatter):
-    """Each record as one JSON object; fields passed as `extra={"fields": {...}}` are merged in."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key in ("request_id",):
-            if hasattr(record, key):
-                line[key] = getattr(record, key)
-        line.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
 
 
 def init_access_log(app: Flask) -> None:
@@ -58,7 +36,8 @@ def init_access_log(app: Flask) -> None:
         if metrics is not None:
             metrics.observe(route, request.method, response.status_code, seconds)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info("request", extra={"request_id": rid, "fields": {
+            access_log.info("request", extra={
+                "request_id": rid,
                 "method": request.method,
                 "path": request.path,  # never the query string: it may carry anything
                 "route": route,
@@ -66,5 +45,5 @@ def init_access_log(app: Flask) -> None:
                 "duration_ms": round(seconds * 1000, 2),
                 "remote": request.remote_addr,
                 "length": response.calculate_content_length(),
-            }})
+            })
         return response

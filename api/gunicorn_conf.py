@@ -45,7 +45,7 @@ loglevel = os.environ.get("ORCHESTRATOR_LOG_LEVEL", "info").lower()
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "api.access_log.JsonFormatter"}},
+    "formatters": {"json": {"()": "orchestrator.logs.JsonFormatter"}},
     "handlers": {
         "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
         "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
@@ -62,6 +62,19 @@ logconfig_dict: dict[str, Any] = {
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="orchestrator-metrics-")
+
+
+def post_worker_init(worker: Any) -> None:
+    """Scrub configured secrets from every log line of the worker (the app has read its settings)."""
+    import logging
+
+    from orchestrator.logs import SecretFilter
+    from orchestrator.settings import get_settings
+
+    secret_filter = SecretFilter(get_settings().secret_values())
+    for name in ("orchestrator", "gunicorn.error", ""):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(secret_filter)
 
 
 def child_exit(server: Any, worker: Any) -> None:

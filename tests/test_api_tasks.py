@@ -261,7 +261,7 @@ def test_unexpected_error_is_a_500_envelope_with_the_logged_request_id(
 
 
 def test_one_json_log_line_per_request(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
-    from api.access_log import JsonFormatter
+    from orchestrator.logs import JsonFormatter
 
     with caplog.at_level(logging.INFO, logger="orchestrator.api.access"):
         response = client.get("/api/v1/pm/tasks?limit=1&secret=x", headers={**AUTH, "X-Request-Id": "abc-123"})

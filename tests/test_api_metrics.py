@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from tests.support.api import AUTH, valid_task
+from tests.support.api import AUTH, route_steps_to, valid_task
 from tests.support.redis_server import RedisServer
 
 
@@ -17,7 +18,9 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_metrics_count_requests_tasks_and_queues(settings: Settings, store: TaskStore) -> None:
+def test_metrics_count_requests_tasks_and_queues(settings: Settings, store: TaskStore,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    route_steps_to(settings, monkeypatch)
     client = create_app(settings).test_client()
     assert client.post("/api/v1/pm/tasks", json=valid_task(), headers=AUTH).status_code == 202
     assert client.post("/api/v1/pm/tasks", json=valid_task(), headers=AUTH).status_code == 409

@@ -17,7 +17,7 @@ from api.schemas import TaskSummarySchema, TaskViewSchema
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.api import AUTH, valid_task
+from tests.support.api import AUTH, route_steps_to, valid_task
 from tests.support.redis_server import RedisServer
 
 
@@ -38,8 +38,10 @@ class FakeRunner:
 
 
 @pytest.fixture
-def app(settings: Settings) -> Flask:
-    return create_app(settings)
+def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    celery = route_steps_to(settings, monkeypatch)
+    yield create_app(settings)
+    celery.close()
 
 
 @pytest.fixture

@@ -39,3 +39,14 @@ def valid_task(**changes: Any) -> dict[str, Any]:
         else:
             task[key] = value
     return task
+
+
+def route_steps_to(settings: Any, monkeypatch: Any) -> Any:
+    """Point `dispatch.send` at the test's Redis: the process-wide Celery app was built
+    from whatever environment the first import saw."""
+    import workers.app
+    from workers.app import create_celery
+
+    celery = create_celery(settings)
+    monkeypatch.setattr(workers.app, "app", celery)
+    return celery

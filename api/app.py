@@ -33,7 +33,9 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
 
     from api.errors import register_error_handlers
     from api.health import bp as health_bp
+    from api.webhooks import bp as webhooks_bp
 
     register_error_handlers(app)
     app.register_blueprint(health_bp)
+    app.register_blueprint(webhooks_bp)
     return app

@@ -16,6 +16,7 @@ FINISH_RUN = "orchestrator.finish_run"
 CANCEL_RUN = "orchestrator.cancel_run"
 HANDLE_EVENT = "orchestrator.handle_event"
 CLEANUP_WORKSPACE = "orchestrator.cleanup_workspace"
+REPORT_STATUS = "orchestrator.report_status"
 
 
 class QueueUnavailable(StoreUnavailable):

@@ -27,7 +27,7 @@ bp = Blueprint("webhooks", __name__)
 
 # GitHub sends GUIDs and lower-case event names; anything else is not GitHub.
 _DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_EVENT = re.compile(r"^[a-z_]{1,64}$")
+_EVENT = re.compile(r"^[a-z0-9_]{1,64}$")
 _CONFIG_KEY = "orchestrator.github_config"
 
 

@@ -245,8 +245,8 @@ def run_command(ctx: EventContext) -> Outcome:
     if ref is None:
         if command.word == "run" and not is_pull_request:
             return create_task_from_issue(ctx)
-        what = "pull request" if is_pull_request else "issue"
-        return _ignored(f"{ctx.repo}#{issue} is not an {what} this system owns")
+        what = "a pull request" if is_pull_request else "an issue"
+        return _ignored(f"{ctx.repo}#{issue} is not {what} this system owns")
     return _COMMANDS[command.word](ctx, ref, command.argument)
 
 

@@ -110,7 +110,8 @@ def github() -> tuple[Response, int]:
     if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
         return _answer(200, {"status": "duplicate", "delivery": delivery})
     try:
-        dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload)
+        dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload,
+                      argsrepr=f"({delivery!r}, {event!r}, <{len(body)} bytes>)")
     except StoreUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
         try:

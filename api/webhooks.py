@@ -92,9 +92,9 @@ def github() -> tuple[Response, int]:
         raise ApiError("missing or invalid X-Hub-Signature-256", status=401, code="bad_signature")
     event = request.headers.get("X-GitHub-Event", "")
     delivery = request.headers.get("X-GitHub-Delivery", "")
-    if not _EVENT.match(event):
+    if not _EVENT.fullmatch(event):
         raise ApiError("missing or invalid X-GitHub-Event header", code="missing_header")
-    if not _DELIVERY.match(delivery):
+    if not _DELIVERY.fullmatch(delivery):
         raise ApiError("missing or invalid X-GitHub-Delivery header", code="missing_header")
     _check_content_type()
     payload = _parse_json(body)

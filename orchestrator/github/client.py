@@ -145,6 +145,6 @@ class GitHubClient:
 
 
 def _repo(repo: str) -> str:
-    if not isinstance(repo, str) or not _REPO.match(repo) or ".." in repo:
+    if not isinstance(repo, str) or not _REPO.fullmatch(repo) or ".." in repo:
         raise GitHubError(f"not a repository name: {repo!r}")
     return repo

@@ -20,6 +20,7 @@ from typing import Any
 from orchestrator import dispatch
 from orchestrator.github.client import GitHubClient, GitHubError
 from orchestrator.github.routing import STATUS_MARKER, pull_request_key
+from orchestrator.logs import scrub
 from orchestrator.settings import Settings, get_settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
@@ -86,8 +87,7 @@ _HEADLINES = {
 
 
 def _clean(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
+    text = scrub(text, secrets)
     # No mentions from our text: a reason quoting "@someone" must not ping them.
     return text.replace("@", "@\u200b")[:MAX_REASON]
 

@@ -50,7 +50,7 @@ class GitHubConfig:
 
     def service_for(self, full_name: Any) -> tuple[str | None, str]:
         """(service, "") for a mapped repository, else (None, why not)."""
-        if not isinstance(full_name, str) or not _REPO_NAME.match(full_name):
+        if not isinstance(full_name, str) or not _REPO_NAME.fullmatch(full_name):
             return None, "the payload names no repository"
         service = self.repositories.get(full_name.lower())
         if service is None:
@@ -116,7 +116,7 @@ def is_bot(user: Any, config: GitHubConfig) -> bool:
 
 def task_id_of_branch(ref: Any) -> int | None:
     """The task id of a `task-<id>` branch, else None."""
-    match = _TASK_BRANCH.match(ref) if isinstance(ref, str) else None
+    match = _TASK_BRANCH.fullmatch(ref) if isinstance(ref, str) else None
     return int(match.group(1)) if match else None
 
 
@@ -124,7 +124,7 @@ def pull_request_key(url: Any) -> str | None:
     """`owner/repo#n` (lower case) for a pull request's web or API URL, else None."""
     if not isinstance(url, str):
         return None
-    match = _PR_HTML.match(url.strip()) or _PR_API.match(url.strip())
+    match = _PR_HTML.fullmatch(url.strip()) or _PR_API.fullmatch(url.strip())
     if not match:
         return None
     owner, repo, num = match.groups()

@@ -132,3 +132,9 @@ def test_helpers() -> None:
     assert pull_request_key("https://github.com/Acme/Api/issues/7") is None
     assert is_bot(None, CONFIG) and is_bot({"login": "dependabot[bot]"}, CONFIG)
     assert not is_bot({"login": "alice", "type": "User"}, CONFIG)
+
+
+def test_a_trailing_newline_does_not_sneak_through() -> None:
+    assert task_id_of_branch("task-3\n") is None
+    assert pull_request_key("https://github.com/Acme/Api/pull/7\n/x") is None
+    assert CONFIG.service_for(REPO + "\n")[0] is None

@@ -124,6 +124,23 @@ def load(port: int, body: bytes, headers: dict[str, str], total: int, threads: i
     return time.perf_counter() - started, latencies, failures[0]
 
 
+def cpu_seconds(root: int) -> float:
+    """User+system CPU of a process and its children (the gunicorn workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == root or ppid == root:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -164,12 +181,16 @@ def main() -> None:
         for target, port in servers.values():
             processes.append(start_gunicorn(target, port, env, options.workers))
         results: dict[str, list[tuple[float, list[float], int]]] = {"ours": [], "bare": []}
+        cpu: dict[str, list[float]] = {"ours": [], "bare": []}
+        masters = {"ours": processes[0].pid, "bare": processes[1].pid}
         for name, (_, port) in servers.items():  # warm up: imports, connections
-            load(port, body, headers, 100, options.threads)
+            load(port, body, headers, min(100, options.requests), options.threads)
         for _ in range(options.rounds):
             for name in ("bare", "ours"):
                 subprocess.run(["redis-cli", "-p", str(redis_port), "flushall"], stdout=subprocess.DEVNULL)
+                before = cpu_seconds(masters[name])
                 results[name].append(load(servers[name][1], body, headers, options.requests, options.threads))
+                cpu[name].append((cpu_seconds(masters[name]) - before) / options.requests)
         print(f"payload {len(body)} bytes, {options.requests} deliveries x {options.rounds} rounds, "
               f"{options.threads} client threads, {options.workers} gunicorn workers each, {os.cpu_count()} cpus")
         summary = {}
@@ -180,6 +201,10 @@ def main() -> None:
             print(f"{name:5} {rate:8.1f} deliveries/s  p50 {summary[name][1] * 1000:7.2f} ms  "
                   f"p99 {summary[name][2] * 1000:7.2f} ms  non-2xx {failures}  "
                   f"(mean {statistics.mean(latencies) * 1000:.2f} ms)")
+        for name in ("ours", "bare"):
+            print(f"{name:5} server CPU per delivery {min(cpu[name]) * 1000:.2f} ms (best round)")
+        print(f"CPU ratio bare/ours {min(cpu['bare']) / min(cpu['ours']):.2f} "
+              "(the throughput ratio when the servers own the CPUs; less noisy on a shared machine)")
         ratio = summary["ours"][0] / summary["bare"][0]
         p99_ratio = summary["ours"][2] / summary["bare"][2]
         print(f"throughput ratio ours/bare {ratio:.2f} (target >= 0.7); p99 ratio {p99_ratio:.2f} (target <= 1.5)")

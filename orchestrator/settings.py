@@ -69,6 +69,28 @@ def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _parse_upper_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.upper() for item in _parse_list(raw))
+
+
+def _parse_repositories(raw: str) -> dict[str, str]:
+    """`owner/repo=service` pairs; repository names compare case-insensitively, as on GitHub."""
+    result: dict[str, str] = {}
+    for repo, service in _parse_mapping(raw).items():
+        owner, sep, name = repo.partition("/")
+        if not sep or not owner or not name or "/" in name:
+            raise ValueError(f"expected owner/repo=service, got {repo!r}")
+        result[repo.lower()] = service
+    return result
+
+
+def _parse_command_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"expected one word without spaces, got {raw!r}")
+    return value
+
+
 def _parse_redis_url(raw: str) -> str:
     url = raw.strip()
     parsed = urlparse(url)
@@ -178,6 +200,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("GITHUB_WEBHOOK_SECRET", "github_webhook_secrets", _parse_list, "",
              "Webhook secret; several comma-separated while rotating. Empty: webhooks are refused.",
              secret=True),
+    Variable("ORCHESTRATOR_GITHUB_REPOSITORIES", "github_repositories", _parse_repositories, "",
+             "GitHub repositories that may create tasks, as comma-separated `owner/repo=service` pairs."),
+    Variable("ORCHESTRATOR_GITHUB_TRIGGER_LABEL", "github_trigger_label", _parse_str, "orchestrator",
+             "Issue label that turns an issue into a task."),
+    Variable("ORCHESTRATOR_GITHUB_COMMAND_PREFIX", "github_command_prefix", _parse_command_prefix, "/orchestrator",
+             "Word that starts a command in an issue or pull request comment (`/orchestrator run`)."),
+    Variable("ORCHESTRATOR_GITHUB_ALLOWED_ASSOCIATIONS", "github_allowed_associations", _parse_upper_list,
+             "OWNER,MEMBER,COLLABORATOR",
+             "`author_association` values allowed to trigger work by comment, review or new issue."),
+    Variable("ORCHESTRATOR_GITHUB_API_URL", "github_api_url", _parse_str, "https://api.github.com",
+             "Base URL of GitHub's REST API (GitHub Enterprise: `https://host/api/v3`)."),
+    Variable("ORCHESTRATOR_GITHUB_BOT_LOGIN", "github_bot_login", _parse_str, "",
+             "Login of the account that owns `GITHUB_TOKEN`; its own comments never trigger work."),
+    Variable("ORCHESTRATOR_DEFAULT_AGENT", "default_agent", _parse_str, "claude",
+             "Agent of tasks created from GitHub issues."),
+    Variable("ORCHESTRATOR_WEBHOOK_MAX_BYTES", "webhook_max_bytes", _positive_int, "26214400",
+             "Largest webhook body accepted (GitHub caps payloads at 25 MB); larger ones get 413."),
     Variable("ANTHROPIC_API_KEY", "anthropic_api_key", _parse_str, "",
              "API key of the Claude Code agent (local runner; in a cluster it comes from a Secret).",
              secret=True),
@@ -214,6 +253,14 @@ class Settings:
     kubeconfig: Path | None
     github_token: str
     github_webhook_secrets: tuple[str, ...]
+    github_repositories: Mapping[str, str]
+    github_trigger_label: str
+    github_command_prefix: str
+    github_allowed_associations: tuple[str, ...]
+    github_api_url: str
+    github_bot_login: str
+    default_agent: str
+    webhook_max_bytes: int
     anthropic_api_key: str
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 

@@ -25,6 +25,7 @@ Send = Callable[..., None]
 TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED, "Cancelled"})
 LAUNCHABLE = frozenset({Status.LAUNCHING, Status.RUNNING})
 ACTOR = "watcher"
+RESERVED_ENV = frozenset({"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ANTHROPIC_MODEL", "HOME"})
 
 
 def agent_spec(settings: Settings, agent: str, model: str | None) -> AgentSpec:
@@ -43,7 +44,12 @@ def _env(spec: Mapping[str, Any]) -> dict[str, str]:
     raw = spec.get("env") or {}
     if not isinstance(raw, Mapping):
         raise ValueError("task env must be a mapping of names to values")
-    return {names.env_name(str(k)): str(v) for k, v in raw.items()}
+    env = {names.env_name(str(k)): str(v) for k, v in raw.items()}
+    for name in env:
+        # Secrets come only from the Secret (or the worker's environment); our contract is ours.
+        if name in RESERVED_ENV or name.startswith("ORCHESTRATOR_"):
+            raise ValueError(f"task env may not set {name}")
+    return env
 
 
 def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str, Any]) -> RunRequest:

@@ -78,9 +78,14 @@ class KubeTracker:
         self._replace("pods", pod_list.items, pod_list.resource_version)
 
     def _relist_kind(self, kind: str) -> None:
+        """List one kind again (after 410) and re-evaluate every run in it: events may have been lost."""
         client = self.runner.client
         listing = client.list_jobs(kjobs.SELECTOR) if kind == "jobs" else client.list_pods(kjobs.SELECTOR)
+        with self.lock:
+            before = {kjobs.run_id_of(o) for o in self.objects[kind].values()}
         self._replace(kind, listing.items, listing.resource_version)
+        for run_id in sorted((before | {kjobs.run_id_of(o) for o in listing.items}) - {None}):
+            self.on_change(run_id)
 
     def observations(self) -> dict[str, RunObservation]:
         from orchestrator.runners.kubernetes import observe_many

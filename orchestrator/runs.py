@@ -156,7 +156,10 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
         fields.setdefault("started_at", run.get("started_at") or obs.started_at or time.time())
     elif phase != RUNNING and obs.phase == PENDING:
         fields["phase"] = PENDING
-    store.update_run(obs.run_id, **fields)
+    unchanged = all(str(run.get(k) if run.get(k) is not None else "") == str(v) for k, v in fields.items()
+                    if k != "started_at") and (run.get("started_at") or "started_at" not in fields)
+    if not unchanged:  # a reconcile of 1,000 quiet runs writes nothing
+        store.update_run(obs.run_id, **fields)
     if obs.phase == RUNNING:
         task = store.get_task(run["service"], int(run["task_id"]))
         if task and task.get("current_run") == obs.run_id and task["status"] == Status.LAUNCHING.value:

@@ -92,12 +92,39 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    """Track every run: the leader-elected watch, reconcile and sweep loop (safe to run twice)."""
+    import logging
+    import threading
+
+    from orchestrator.runners import get_runner
+    from orchestrator.runtime import get_store
+    from orchestrator.watcher import Watcher
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    watcher = Watcher(get_store(), settings, get_runner(settings), watch_timeout=args.watch_timeout)
+    print(f"orchestrator: watching {settings.runner} runs as {watcher.holder}", flush=True)
+    watcher.run(stop)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description="Run AI coding agents at scale.")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole system on this machine, in the foreground")
     up.add_argument("--redis-port", type=int, default=6390, help="port of the redis-server started when none answers")
     up.set_defaults(func=cmd_up)
+    watch = sub.add_parser("watch", help="track every run (leader-elected; run one or two replicas)")
+    watch.add_argument("--watch-timeout", type=int, default=60,
+                       help="seconds each Kubernetes watch request stays open before it is renewed")
+    watch.set_defaults(func=cmd_watch)
     return parser
 
 

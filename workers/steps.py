@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Task
 
+from orchestrator import runs
 from orchestrator.runtime import get_store
 from orchestrator.settings import get_settings
 from orchestrator.store import StoreUnavailable
@@ -45,3 +46,19 @@ def report_status(self: Task, service: str, task_id: int) -> str:
             log.warning("gave up reporting the status of %s/%s to GitHub: %s", service, task_id, exc)
             return "gave-up"
         raise self.retry(countdown=countdown, exc=exc) from None
+def _runner() -> Any:
+    from orchestrator.runners import get_runner
+
+    return get_runner(get_settings())
+
+
+@app.task(name="orchestrator.launch_run")
+def launch_run(run_id: str) -> str | None:
+    """Start a run's Job (or local process), or adopt it when it exists already."""
+    return runs.launch(get_store(), get_settings(), _runner(), run_id)
+
+
+@app.task(name="orchestrator.cancel_run")
+def cancel_run(run_id: str) -> None:
+    """Stop a run (delete its Job with its pods, or terminate its process group)."""
+    runs.cancel(get_store(), _runner(), run_id)

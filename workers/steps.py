@@ -15,3 +15,27 @@ def probe(self: Task) -> dict[str, Any]:
     """Answer which worker and queue took the message (liveness and routing checks)."""
     info = self.request.delivery_info or {}
     return {"hostname": self.request.hostname or socket.gethostname(), "queue": info.get("routing_key")}
+
+
+@app.task(name="orchestrator.prepare_workspace", bind=True, max_retries=None)
+def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
+    """Prepare the run's workspace and hand the run to launch_run (see orchestrator.workspace.pipeline)."""
+    from orchestrator.runtime import get_store
+    from orchestrator.settings import get_settings
+    from orchestrator.workspace.pipeline import prepare_for_run
+
+    result = prepare_for_run(get_settings(), get_store(), run_id, retries=self.request.retries or 0)
+    if result.action == "retry":
+        raise self.retry(countdown=result.countdown, max_retries=None)
+    return {"action": result.action, "message": result.message}
+
+
+@app.task(name="orchestrator.cleanup_workspace")
+def cleanup_workspace() -> dict[str, Any]:
+    """Sweep the task files of tasks that ended for good and record the workspace's disk use."""
+    from orchestrator.runtime import get_store
+    from orchestrator.settings import get_settings
+    from orchestrator.workspace.cleanup import sweep
+
+    report = sweep(get_settings(), get_store())
+    return {"removed": report.removed, "busy": report.busy, "disk_bytes": report.disk_bytes}

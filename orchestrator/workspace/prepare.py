@@ -164,7 +164,9 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
     try:
         layout = service_layout(settings.workspace_root, service)
         working_directory = names.relative_path(spec.get("working_directory") or "")
-    except ValueError as exc:  # PathEscape is a ValueError too
+    except PathEscape:
+        raise
+    except ValueError as exc:
         raise PreparationError(str(exc)) from None
     settings.workspace_root.mkdir(parents=True, exist_ok=True)
     ensure_dir(layout, layout.path)

@@ -255,6 +255,10 @@ class Settings:
         """Cross-field rules that no single variable can express."""
         if self.step_time_limit <= self.step_soft_time_limit:
             raise ConfigError("ORCHESTRATOR_STEP_TIME_LIMIT: must be greater than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT")
+        if self.git_timeout_seconds >= self.step_soft_time_limit:
+            raise ConfigError(
+                "ORCHESTRATOR_GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT"
+            )
         if self.broker_visibility_timeout <= self.step_time_limit:
             raise ConfigError(
                 "ORCHESTRATOR_BROKER_VISIBILITY_TIMEOUT: must be greater than ORCHESTRATOR_STEP_TIME_LIMIT"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import names
+from orchestrator.logs import scrub as scrub_secrets
 from orchestrator.workspace.files import atomic_write
 
 log = logging.getLogger("orchestrator.workspace.git")
@@ -38,7 +40,7 @@ TOKEN_USER = "x-access-token"
 # ignores `store` and `erase`, so nothing is ever written down.
 CREDENTIAL_HELPER = (
     '!f() { test "$1" = get || return 0; test -n "$' + TOKEN_ENV + '" || return 0; '
-    'echo username=' + TOKEN_USER + '; echo "password=$' + TOKEN_ENV + '"; }; f'
+    "printf 'username=%s\\npassword=%s\\n' " + TOKEN_USER + ' "$' + TOKEN_ENV + '"; }; f'
 )
 # Environment that would point git somewhere else than the directory we name.
 _DROPPED_ENV = frozenset({
@@ -99,8 +101,7 @@ class WrongRemote(PermanentGitError):
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` without any of the secrets, credentials in URLs or authorization headers."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
+    text = scrub_secrets(text, secrets)
     text = _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
     return _AUTH_HEADER.sub(lambda m: m.group(1) + "***", text)
 
@@ -186,13 +187,11 @@ class Git:
         try:
             out, err = process.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            # git starts helpers (git-remote-https, ssh): stop the whole group.
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.communicate()
+            _kill_group(process)
             raise TransientGitError(f"{what} timed out after {self.timeout:g} seconds") from None
+        except BaseException:
+            _kill_group(process)  # e.g. the step's soft time limit: leave no git behind
+            raise
         result = subprocess.CompletedProcess(argv, process.returncode, out, err)
         if check and result.returncode != 0:
             message = scrub((err or out or "").strip(), [self.token, *self.secrets])
@@ -213,13 +212,23 @@ class Git:
         return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
 
 
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """Stop git and the helpers it started (git-remote-https, ssh)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
+
+
 def sanitize_config(git: Git) -> list[str]:
     """Remove local configuration keys that could redirect or hijack our git calls; return them."""
     result = git.run("config", "--local", "--name-only", "--list", check=False)
     removed = []
     for key in sorted({line.strip() for line in result.stdout.splitlines() if line.strip()}):
         lowered = key.lower()
-        if lowered.startswith(_RISKY_CONFIG) or (lowered.startswith("remote.") and not lowered.startswith("remote.origin.")):
+        other_remote = lowered.startswith("remote.") and not lowered.startswith("remote.origin.")
+        if lowered.startswith(_RISKY_CONFIG) or other_remote:
             git.run("config", "--local", "--unset-all", "--", key, check=False)
             removed.append(key)
     if removed:
@@ -263,7 +272,6 @@ def clear_interrupted_state(git: Git) -> None:
     for name in ("rebase-merge", "rebase-apply", "sequencer"):
         path = git_dir / name
         if path.is_dir() and not path.is_symlink():
-            import shutil
             shutil.rmtree(path)
     for name in ("MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "CHERRY_PICK_HEAD", "REVERT_HEAD", "BISECT_LOG"):
         (git_dir / name).unlink(missing_ok=True)
@@ -322,7 +330,8 @@ def checkout_branch(git: Git, *, url: str, base_branch: str, branch: str,
     git.run("remote", "set-head", "origin", "--auto", network=True, check=False)
     default = git.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False).stdout.strip()
     if default and default.removeprefix("refs/remotes/origin/") == branch:
-        raise PermanentGitError(f"the task branch {branch!r} is the repository's default branch; refusing to work on it")
+        raise PermanentGitError(
+            f"the task branch {branch!r} is the repository's default branch; refusing to work on it")
     base = git.rev(f"refs/remotes/origin/{base_branch}")
     if base is None:
         raise PermanentGitError(f"base branch {base_branch!r} does not exist in the repository")

@@ -134,6 +134,10 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         return _fail(settings, store, run, str(exc))
     except (PathEscape, ValueError) as exc:
         return _fail(settings, store, run, str(exc))
+    except OSError as exc:  # the shared volume: full, read-only, gone for a moment
+        if retries < GIT_RETRIES:
+            return StepResult("retry", f"workspace I/O error: {exc}", countdown=backoff(retries))
+        return _fail(settings, store, run, f"workspace I/O error: {exc}")
 
     store.update_run(run_id, branch=prepared.branch or "", commit=prepared.commit or "",
                      workspace_fence=lease.token, working_directory=prepared.working_directory)

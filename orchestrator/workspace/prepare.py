@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator import names
 from orchestrator.settings import Settings
@@ -99,10 +100,16 @@ def _repository(spec: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _check_url(settings: Settings, url: str) -> None:
-    """Validate the URL against the allowed hosts when the API's setting exists (defence in depth)."""
+    """Validate the URL again (defence in depth): https or git@ form, no credentials, an allowed host.
+
+    The host allow-list is the API's setting when it exists; without one only
+    the URL's form is checked.
+    """
     allowed = getattr(settings, "git_allowed_hosts", None)
     if allowed is None:
-        return
+        ssh = names.SSH_URL.fullmatch(url)
+        host = ssh.group("host") if ssh else (urlsplit(url).hostname or "")
+        allowed = (host,)
     try:
         names.git_url(url, tuple(allowed))
     except ValueError as exc:

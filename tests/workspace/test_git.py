@@ -134,6 +134,15 @@ def test_bad_credentials_are_permanent_and_scrubbed(remote: Path, tmp_path: Path
     assert files_containing(repo.directory, wrong) == []
 
 
+def test_a_token_with_shell_characters_reaches_git_unchanged(remote: Path, tmp_path: Path,
+                                                             git_server: GitHttpServer) -> None:
+    odd = 'ghp_a\\nb$HOME"c`d %s'
+    git_server.token = odd
+    repo = make_git(tmp_path / "ws" / "shop", token=odd)
+    checkout_branch(repo, url=REPO_URL, base_branch="main", branch="task-1")
+    assert files_containing(repo.directory, odd) == []
+
+
 def test_no_token_means_no_access(remote: Path, tmp_path: Path) -> None:
     with pytest.raises(PermanentGitError):
         checkout_branch(make_git(tmp_path / "ws" / "shop", token=""), url=REPO_URL, base_branch="main",

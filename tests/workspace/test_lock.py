@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lock
 from tests.workspace.conftest import start_run, task_spec
@@ -40,11 +42,8 @@ def test_two_processes_contend_and_exactly_one_wins(redis_url: str, base_env: di
 
 def test_a_crashed_holders_lease_expires(store: TaskStore) -> None:
     first = lock.acquire(store, "shop", "crashed-run", 0.2)
-    try:
+    with pytest.raises(lock.LeaseBusy):
         lock.acquire(store, "shop", "next-run", 30)
-        raise AssertionError("the lease was free while held")
-    except lock.LeaseBusy:
-        pass
     deadline = time.monotonic() + 5
     while True:
         try:
@@ -55,11 +54,8 @@ def test_a_crashed_holders_lease_expires(store: TaskStore) -> None:
             time.sleep(0.05)
     assert second.token > first.token
     # The old holder wakes up: its token is stale, so it must not write.
-    try:
+    with pytest.raises(lock.LeaseLost):
         lock.check(store, first)
-        raise AssertionError("a stale lease passed the check")
-    except lock.LeaseLost:
-        pass
     lock.check(store, second)
 
 
@@ -79,11 +75,9 @@ def test_the_lease_of_a_run_that_is_over_is_taken_over(store: TaskStore) -> None
     lock.acquire(store, "shop", old, 3600)
     # Still its task's current run and active: it is respected.
     new = start_run(store, task_spec(2, repository=None))
-    try:
+    with pytest.raises(lock.LeaseBusy) as busy:
         lock.acquire(store, "shop", new, 3600)
-        raise AssertionError("took a live run's lease")
-    except lock.LeaseBusy as busy:
-        assert busy.holder == old
+    assert busy.value.holder == old
     store.update_run(old, finished_at=time.time())
     assert lock.acquire(store, "shop", new, 3600).holder == new
 
@@ -93,8 +87,5 @@ def test_a_launched_superseded_run_keeps_its_lease(store: TaskStore) -> None:
     store.update_run(old, job_name="job-old")
     lock.acquire(store, "shop", old, 3600)
     store.transition("shop", 1, "Cancelled", reason="test", actor="test")
-    try:
+    with pytest.raises(lock.LeaseBusy):  # the old agent may still be running
         lock.acquire(store, "shop", "other", 3600)
-        raise AssertionError("took the lease while the old agent may still run")
-    except lock.LeaseBusy:
-        pass

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.settings import Settings
+from orchestrator.settings import ConfigError, Settings
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lock
 from orchestrator.workspace.git import PermanentGitError
 from orchestrator.workspace.layout import PathEscape
-from orchestrator.workspace.prepare import PreparationError, prepare_workspace
+from orchestrator.workspace.prepare import PreparationError, branch_name, prepare_workspace
 from tests.support.git_server import git
 from tests.workspace.conftest import TOKEN, files_containing, start_run, task_spec
 
@@ -193,3 +193,25 @@ def test_a_lost_lease_stops_the_writes(ws_settings: Settings, store: TaskStore) 
     with pytest.raises(lock.LeaseLost):
         prepare_workspace(ws_settings, store, run_id, lease=lease)
     assert not (ws_settings.workspace_root / "shop" / ".task").exists()
+
+
+@pytest.mark.parametrize("url", ["http://git.example.test/acme/shop.git", "file:///etc",
+                                 "https://user:pw@git.example.test/acme/shop.git", "--upload-pack=x"])
+def test_unsafe_repository_urls_are_refused(ws_settings: Settings, store: TaskStore, url: str) -> None:
+    run_id = start_run(store, task_spec(repository={"url": url, "branch": "main"}))
+    with pytest.raises(PreparationError):
+        prepare_workspace(ws_settings, store, run_id)
+    assert not (ws_settings.workspace_root / "shop" / ".git").exists()
+
+
+def test_workspace_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_GIT_TIMEOUT_SECONDS"):
+        Settings.from_env({"ORCHESTRATOR_GIT_TIMEOUT_SECONDS": "300"})
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_BRANCH_TEMPLATE"):
+        Settings.from_env({"ORCHESTRATOR_BRANCH_TEMPLATE": "fixed-name"})
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_BRANCH_TEMPLATE"):
+        Settings.from_env({"ORCHESTRATOR_BRANCH_TEMPLATE": "task {task_id}"})
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_BRANCH_TEMPLATE"):
+        Settings.from_env({"ORCHESTRATOR_BRANCH_TEMPLATE": "task-{id}"})
+    settings = Settings.from_env({"ORCHESTRATOR_BRANCH_TEMPLATE": "agents/{service}/{task_id}"})
+    assert branch_name(settings, "shop", 7) == "agents/shop/7"

@@ -147,14 +147,24 @@ def _write_documents(layout: ServiceLayout, task_id: int, version: int,
 
 def _write_local_file(layout: ServiceLayout, git: Git | None, relpath: str, content: str,
                       *, keep_tracked: bool) -> None:
-    """Write one of our files at the service root; a tracked file of the same name is hidden from git."""
-    path = layout.check(layout.path / relpath, what=relpath)
+    """Write one of our files at the service root; a tracked file of the same name is hidden from git.
+
+    With `keep_tracked`, the repository's own version (CLAUDE.md pointing at
+    AGENTS.md through a symbolic link, say) follows our text.
+    """
+    path = layout.path / relpath
+    layout.check(path.parent, what=relpath)
     tracked = git is not None and is_tracked(git, relpath)
-    if tracked and keep_tracked:
+    original = ""
+    if keep_tracked and path.is_symlink():
+        target = path.resolve()
+        if target.is_relative_to(layout.path.resolve()) and target.is_file():
+            original = target.read_text(errors="replace")
+    elif keep_tracked and tracked:
         original = git.run("show", f"HEAD:{relpath}", check=False).stdout  # type: ignore[union-attr]
-        if original.strip():
-            content = (content + "\n---\n\n# The repository's own instructions\n\n" + original)
-    atomic_write(path, content)
+    if original.strip():
+        content = content + "\n---\n\n# The repository's own instructions\n\n" + original
+    atomic_write(path, content)  # replaces a link rather than writing through it
     if tracked:
         set_skip_worktree(git, relpath, True)  # type: ignore[arg-type]
 
@@ -188,6 +198,12 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         branch = branch_name(settings, service, task_id)
         git = Git(layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
                   secrets=tuple(settings.secret_values()))
+        if layout.git_dir.exists() or layout.git_dir.is_symlink():
+            # A `.git` file or link would send git to a repository outside the workspace.
+            if not layout.git_dir.is_dir() or layout.git_dir.is_symlink():
+                raise PathEscape(".git is not a directory")
+            for inner in (layout.git_dir, layout.git_dir / "info"):
+                layout.check(inner, what=".git")
         if lease:
             lock.check(store, lease)
         result = checkout_branch(git, url=url, base_branch=base_branch, branch=branch,

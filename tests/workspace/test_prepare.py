@@ -215,3 +215,32 @@ def test_workspace_settings_are_checked() -> None:
         Settings.from_env({"ORCHESTRATOR_BRANCH_TEMPLATE": "task-{id}"})
     settings = Settings.from_env({"ORCHESTRATOR_BRANCH_TEMPLATE": "agents/{service}/{task_id}"})
     assert branch_name(settings, "shop", 7) == "agents/shop/7"
+
+
+def test_a_claude_md_that_links_to_agents_md_is_followed(git_server, tmp_path: Path, ws_settings: Settings,
+                                                        store: TaskStore) -> None:
+    seed = tmp_path / "seed"
+    git_server.create_repository("acme/shop", seed, branches={"main": {"AGENTS.md": "Use tabs.\n"}})
+    (seed / "CLAUDE.md").symlink_to("AGENTS.md")
+    git("add", "CLAUDE.md", cwd=seed)
+    git("commit", "-qm", "link", cwd=seed)
+    git("push", "-q", str(git_server.project_root / "acme" / "shop.git"), "main:main", cwd=seed)
+    run_id = start_run(store, task_spec(repository={"url": "https://git.example.test/acme/shop.git",
+                                                     "branch": "main"}))
+    prepared = prepare_workspace(ws_settings, store, run_id)
+    claude = prepared.path / "CLAUDE.md"
+    assert not claude.is_symlink() and "Use tabs." in claude.read_text()
+    assert (prepared.path / "AGENTS.md").read_text() == "Use tabs.\n"
+    assert git("status", "--porcelain", cwd=prepared.path) == ""
+    prepare_workspace(ws_settings, store, run_id)
+    assert claude.read_text().count("Use tabs.") == 1
+
+
+def test_a_git_file_pointing_elsewhere_is_refused(ws_settings: Settings, store: TaskStore, tmp_path: Path,
+                                                  remote: Path) -> None:
+    root = ws_settings.workspace_root / "shop"
+    root.mkdir(parents=True)
+    (root / ".git").write_text(f"gitdir: {tmp_path / 'elsewhere'}\n")
+    run_id = start_run(store, task_spec())
+    with pytest.raises(PathEscape):
+        prepare_workspace(ws_settings, store, run_id)

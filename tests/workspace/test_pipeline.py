@@ -103,7 +103,7 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
                                     store: TaskStore, worker_factory, base_env: dict[str, str],
                                     redis_url: str) -> None:
     env = {**git_server.git_env(), "GITHUB_TOKEN": TOKEN}
-    worker_factory(queues=("workspace",), env=env)
+    worker = worker_factory(queues=("workspace",), env=env)
     run_id = start_run(store, task_spec())
     app = create_celery(settings)
     try:
@@ -121,6 +121,7 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
         report = result.get(timeout=60)
         assert report["disk_bytes"] > 0 and report["removed"] == []
         assert store.gauges()[DISK_GAUGE] == report["disk_bytes"]
+        assert "prepare_workspace" in worker.log() and TOKEN not in worker.log()
         client.close()
     finally:
         app.close()

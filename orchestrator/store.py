@@ -108,6 +108,7 @@ def _run_key(run_id: str) -> str:
 
 
 _SEQ_KEY = f"{PREFIX}:seq"
+_GAUGES_KEY = f"{PREFIX}:gauges"
 _IDX_ALL = f"{PREFIX}:idx:all"
 _IDX_PREFIX = f"{PREFIX}:idx"
 
@@ -663,6 +664,16 @@ class TaskStore:
     def current_fence(self, name: str) -> int:
         """The newest fencing token issued for the lease (0 when none)."""
         return int(self._safe(self.redis.get, _fence_key(name)) or 0)
+
+    # Gauges --------------------------------------------------------------------
+
+    def set_gauge(self, name: str, value: float) -> None:
+        """Record a measured value (e.g. the workspace's disk use) for the metrics endpoint."""
+        self._safe(self.redis.hset, _GAUGES_KEY, name, repr(float(value)))
+
+    def gauges(self) -> dict[str, float]:
+        """Every recorded gauge by name."""
+        return {k: float(v) for k, v in self._safe(self.redis.hgetall, _GAUGES_KEY).items()}
 
     # Helpers -------------------------------------------------------------------
 

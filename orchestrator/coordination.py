@@ -68,13 +68,20 @@ class DependencyState:
         return [(dep, status) for dep, status in self.statuses if status != Status.SUCCEEDED.value]
 
     def reason(self) -> str:
-        """One line naming what the task waits for, e.g. 'waiting for dependencies: 3 (Running), 7 (unknown task)'."""
+        """One line naming what the task waits for, e.g. 'waiting for dependencies: 3, 7 (unknown task)'."""
         if self.satisfied:
             return "dependencies succeeded"
         failed = self.failed
         parts = []
         for dep, status in self.waiting_for:
-            parts.append(f"{dep} (unknown task)" if status == UNKNOWN else f"{dep} ({status})")
+            # Only lasting facts are named; a dependency's progress (Queued,
+            # Running...) would be stale by the time anyone reads it.
+            if status == UNKNOWN:
+                parts.append(f"{dep} (unknown task)")
+            elif dep in failed:
+                parts.append(f"{dep} ({status})")
+            else:
+                parts.append(str(dep))
         prefix = "dependency failed or cancelled; waiting for" if failed else "waiting for dependencies:"
         return f"{prefix} {', '.join(parts)}"
 

@@ -324,8 +324,8 @@ def _decode_task(raw: Mapping[str, str]) -> dict[str, Any]:
 
 def _decode_run(raw: Mapping[str, str]) -> dict[str, Any]:
     run: dict[str, Any] = dict(raw)
-    for key in ("outputs",):
-        if key in run:
+    for key in ("outputs", "inputs"):
+        if run.get(key):
             run[key] = json.loads(run[key])
     for key in ("task_id", "version", "attempt", "seq"):
         if key in run:

@@ -33,6 +33,9 @@ from orchestrator.store import IllegalTransition, TaskStore, run_id_for
 log = logging.getLogger("orchestrator.pipeline")
 
 ACTOR = "coordination"
+# Statuses in which a task may be (or be about to be) in the admission index:
+# only a task outside them is dropped from it, atomically.
+_MAY_WAIT = (Status.PENDING, Status.BLOCKED, Status.QUEUED)
 ENDED_PHASES = ("Succeeded", "Failed")
 _TRUE = ("1", "true", "True", "yes")
 _CAS_ATTEMPTS = 5  # re-reads after losing a compare-and-set before leaving it to the re-drive
@@ -118,7 +121,8 @@ def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int
                 cycle = find_cycle(store, service, task_id, dependency_ids(task["spec"]))
                 if cycle:
                     reason = f"dependency cycle {format_cycle(cycle)}; {reason}"
-                store.remove_waiting(service, task_id)
+                # A concurrent move to Queued is kept; this loop then sees it and re-indexes.
+                store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
                 if status != Status.BLOCKED or task.get("status_reason") != reason:
                     store.transition(service, task_id, Status.BLOCKED, reason=reason, actor=ACTOR, expect=status)
                 return Status.BLOCKED.value
@@ -149,7 +153,7 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
     if status in TERMINAL:
         # Cancelled (or ended without finish): its capacity is free, and the
         # tasks that wait for it may move (on, or to Blocked with the reason).
-        store.remove_waiting(service, task_id)
+        store.remove_waiting(service, task_id, keep=_MAY_WAIT)
         if task.get("current_run"):
             _release_run(store, service, task["current_run"])
         _reevaluate_dependents(store, settings, service, task_id)
@@ -179,25 +183,34 @@ def admit_waiting(store: TaskStore, settings: Settings) -> list[str]:
     limit stops the walk.
     """
     started: list[str] = []
-    full: set[str] = set()
-    now = time.time()
-    for service, task_id in store.waiting():
-        if service in full:
-            continue
-        outcome = _try_start(store, settings, service, task_id, now)
-        if outcome == "global-full":
+    for _ in range(3):
+        full: set[str] = set()
+        now = time.time()
+        freed = False
+        for service, task_id in store.waiting():
+            if service in full:
+                continue
+            outcome = _try_start(store, settings, service, task_id, now)
+            if outcome == "global-full":
+                break
+            if outcome == "service-full":
+                full.add(service)
+            elif outcome == "released":
+                freed = True
+            elif outcome.startswith("run:"):
+                started.append(outcome[4:])
+        if not freed:
             break
-        if outcome == "service-full":
-            full.add(service)
-        elif outcome.startswith("run:"):
-            started.append(outcome[4:])
+        # A slot taken for a task that moved away was given back; walkers that
+        # met it taken may have passed over a task, so walk again.
     return started
 
 
 def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int, now: float) -> str:
     task = store.get_task(service, task_id)
     if task is None or task["status"] != Status.QUEUED.value or not task.get("next_run"):
-        store.remove_waiting(service, task_id)
+        # Pending or Blocked ones are moving (their admission indexes them first); keep those.
+        store.remove_waiting(service, task_id, keep=_MAY_WAIT)
         return "gone"
     if float(task.get("not_before") or 0) > now:
         return "later"  # backing off before a retry
@@ -230,9 +243,10 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
     except IllegalTransition:
         current = store.get_task(service, task_id)
         if not (current and current.get("current_run") == run_id and current["status"] in ACTIVE_VALUES):
-            store.release_slot(run_id)  # the task moved away (cancelled, new context) before it started
+            if store.release_slot(run_id):  # the task moved away (cancelled, new context) before it started
+                return "released"
         return "raced"
-    store.remove_waiting(service, task_id)
+    store.remove_waiting(service, task_id, keep=_MAY_WAIT)
     _send(dispatch.PREPARE_WORKSPACE, run_id)
     return f"run:{run_id}"
 

@@ -302,6 +302,17 @@ return removed
 """
 
 
+# Drops a task from the admission index unless its status is one to keep.
+# KEYS: waiting set, task. ARGV: member, statuses to keep (csv).
+_WAITING_REMOVE_LUA = """
+local status = redis.call('HGET', KEYS[2], 'status') or ''
+for keep in string.gmatch(ARGV[2], '[^,]+') do
+  if keep == status then return 0 end
+end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+
 def _encode(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -353,6 +364,7 @@ class TaskStore:
         self._slot_acquire = client.register_script(_SLOT_ACQUIRE_LUA)
         self._slot_renew = client.register_script(_SLOT_RENEW_LUA)
         self._slot_release = client.register_script(_SLOT_RELEASE_LUA)
+        self._waiting_remove = client.register_script(_WAITING_REMOVE_LUA)
 
     # Health ----------------------------------------------------------------
 
@@ -744,8 +756,16 @@ class TaskStore:
         """Put a task in the admission index (lowest score admitted first); keeps an existing score."""
         self._safe(self.redis.zadd, _WAITING, {task_ref(service, task_id): score}, nx=True)
 
-    def remove_waiting(self, service: str, task_id: int) -> None:
-        self._safe(self.redis.zrem, _WAITING, task_ref(service, task_id))
+    def remove_waiting(self, service: str, task_id: int, *, keep: Iterable[Status | str] = ()) -> bool:
+        """Drop a task from the admission index, unless its status is (still) one of `keep`.
+
+        The check and the removal are one step: a walker that read a stale
+        status cannot drop a task that was queued again meanwhile.
+        """
+        return bool(self._call(
+            self._waiting_remove, keys=[_WAITING, _task_key(service, task_id)],
+            args=[task_ref(service, task_id), ",".join(Status(s).value for s in keep)],
+        ))
 
     def waiting(self, limit: int | None = None) -> list[tuple[str, int]]:
         """Tasks waiting for capacity, in admission order."""

@@ -251,19 +251,28 @@ def read_outputs(workspace_dir: Path, service: str, task_id: int, run_id: str) -
     The agent is an outsider here: only string values of known keys are kept,
     and nothing is followed outside the workspace.
     """
-    base = (workspace_dir / run_output_dir(service, task_id, run_id))
+    root = workspace_dir.resolve()
     found: dict[str, Any] = {}
     try:
-        resolved = base.resolve()
-        if not resolved.is_relative_to(workspace_dir.resolve()):
-            return found
+        resolved = (workspace_dir / run_output_dir(service, task_id, run_id)).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return found
+    if not resolved.is_relative_to(root):
+        return found
+    try:
         outputs = resolved / OUTPUTS_FILE
         if outputs.is_file() and outputs.stat().st_size <= MAX_OUTPUT_BYTES:
             data = json.loads(outputs.read_text(errors="replace"))
             if isinstance(data, dict):
                 found.update({k: v[:2000] for k, v in data.items() if k in OUTPUT_KEYS and isinstance(v, str)})
-        if (resolved / HANDOFF_FILE).is_file():
-            found["handoff_file"] = f"{run_output_dir(service, task_id, run_id)}/{HANDOFF_FILE}"
+                if not found.get("pull_request_url", "https://").startswith("https://"):
+                    del found["pull_request_url"]  # it is shown and linked: nothing but an https URL
     except (OSError, ValueError):
         pass  # unreadable or malformed outputs are the agent's problem, never the task's outcome
+    try:
+        handoff = resolved / HANDOFF_FILE
+        if handoff.is_file() and handoff.resolve().is_relative_to(root):
+            found["handoff_file"] = f"{run_output_dir(service, task_id, run_id)}/{HANDOFF_FILE}"
+    except (OSError, RuntimeError):
+        pass
     return found

@@ -114,8 +114,15 @@ def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int
         if status == Status.PENDING and task.get("current_run"):
             # Superseded by new context or restarted by a retry: the old run no longer counts.
             _release_run(store, service, task["current_run"])
-        deps = dependency_state(store, service, task["spec"])
+        pipeline_name = (task.get("spec") or {}).get("pipeline")
         try:
+            if pipeline_name and not stages_of(settings, task):
+                # Configuration changed since submission: say so rather than run the wrong agent.
+                store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
+                store.transition(service, task_id, Status.FAILED, actor=ACTOR, expect=status,
+                                 reason=f"pipeline {pipeline_name!r} is not configured")
+                return Status.FAILED.value
+            deps = dependency_state(store, service, task["spec"])
             if not deps.satisfied:
                 reason = deps.reason()
                 cycle = find_cycle(store, service, task_id, dependency_ids(task["spec"]))
@@ -166,6 +173,8 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
     if was_pending:
         # A retried task: its dependents blocked on its failure now wait for it again.
         _reevaluate_dependents(store, settings, service, task_id)
+    if result == Status.FAILED.value:
+        _notify(service, task_id)
     admit_waiting(store, settings)
     after = store.get_task(service, task_id)
     return after["status"] if after else result
@@ -285,6 +294,10 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
 
     outputs = dict(run.get("outputs") or {})
     outputs.update(read_outputs(settings.workspace_root / service, service, task_id, run_id))
+    if not outputs.get("log_tail"):
+        tail = _log_tail(settings, run_id)
+        if tail:
+            outputs["log_tail"] = tail
     if outputs != (run.get("outputs") or {}):
         store.update_run(run_id, outputs=outputs)
     stage = run.get("stage") or ""
@@ -338,6 +351,30 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         _reevaluate_dependents(store, settings, service, task_id)
     admit_waiting(store, settings)
     return target.value
+
+
+LOG_TAIL_LINES = 20
+
+
+def _log_tail(settings: Settings, run_id: str) -> str:
+    """The run's last output lines from its runner, secrets blanked; '' when they cannot be had.
+
+    The watcher usually records them as the run's `log_tail` output; this is
+    the fallback, and it never fails the outcome.
+    """
+    try:
+        from orchestrator.runners import get_runner
+    except ImportError:
+        return ""
+    try:
+        lines = list(get_runner(settings).logs(run_id, tail=LOG_TAIL_LINES))[-LOG_TAIL_LINES:]
+    except Exception:
+        log.info("no output lines for run %s", run_id, exc_info=True)
+        return ""
+    text = "\n".join(line.rstrip("\n") for line in lines)[-4000:]
+    for secret in settings.secret_values():
+        text = text.replace(secret, "***")
+    return text
 
 
 def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Mapping[str, Any],

@@ -357,3 +357,33 @@ def test_redrive_resends_lost_steps_and_reclaims_slots(store: TaskStore, drive: 
     store.acquire_slot("web-1-v1-a1", SERVICE, lease_seconds=60, global_limit=5, service_limit=5)
     done = pipeline.redrive_stuck(store, drive.settings)
     assert done["released"] == ["web-1-v1-a1"] and store.slot_counts() == (0, {})
+
+
+def test_a_pipeline_that_is_not_configured_fails_the_task(store: TaskStore, drive: Driver) -> None:
+    submit(store, 1, pipeline="gone")
+    drive.run()
+    task = store.require_task(SERVICE, 1)
+    assert (task["status"], task["status_reason"]) == ("Failed", "pipeline 'gone' is not configured")
+    assert store.list_runs(SERVICE, 1) == [] and store.waiting() == []
+
+
+def test_log_tail_falls_back_to_the_runner_with_secrets_blanked(store: TaskStore, drive: Driver,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    class Runner:
+        def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None):
+            return iter([f"line {n}\n" for n in range(30)] + [f"token {drive.settings.github_token}\n"])
+
+    fake = types.ModuleType("orchestrator.runners")
+    fake.get_runner = lambda settings: Runner()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "orchestrator.runners", fake)
+    drive.settings = drive.settings.replace(github_token="ghp_secret")
+    set_behaviour(store, SERVICE, 1, hold=True)
+    submit(store, 1)
+    drive.run()
+    store.update_run("web-1-v1-a1", phase="Succeeded", exit_code=0)  # a watcher that recorded no tail
+    pipeline.finish(store, drive.settings, "web-1-v1-a1")
+    tail = store.require_task(SERVICE, 1)["outputs"]["log_tail"].splitlines()
+    assert tail[0] == "line 11" and tail[-1] == "token ***" and len(tail) == 20

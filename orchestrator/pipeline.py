@@ -294,6 +294,9 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
 
     outputs = dict(run.get("outputs") or {})
     outputs.update(read_outputs(settings.workspace_root / service, service, task_id, run_id))
+    for key in ("branch", "commit"):  # what prepare_workspace recorded, unless the agent said otherwise
+        if run.get(key) and not outputs.get(key):
+            outputs[key] = run[key]
     if not outputs.get("log_tail"):
         tail = _log_tail(settings, run_id)
         if tail:

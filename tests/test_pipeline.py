@@ -387,3 +387,19 @@ def test_log_tail_falls_back_to_the_runner_with_secrets_blanked(store: TaskStore
     pipeline.finish(store, drive.settings, "web-1-v1-a1")
     tail = store.require_task(SERVICE, 1)["outputs"]["log_tail"].splitlines()
     assert tail[0] == "line 11" and tail[-1] == "token ***" and len(tail) == 20
+
+
+def test_a_run_requeued_by_a_busy_workspace_resumes_with_its_slot(store: TaskStore, drive: Driver) -> None:
+    from orchestrator.states import Status
+
+    submit(store, 1)
+    while drive.sent and drive.sent[0][0] != dispatch.PREPARE_WORKSPACE:
+        drive.run(limit=1)
+    # prepare_workspace found the workspace busy: Preparing -> Queued, then asks for admission again.
+    store.transition(SERVICE, 1, Status.QUEUED, reason="waiting for the workspace", actor="workspace",
+                     expect=Status.PREPARING)
+    drive.sent = [(dispatch.ADMIT, (SERVICE, 1), None)]
+    drive.run()
+    assert status(store, 1) == "Succeeded"
+    assert [r["run_id"] for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1"]
+    assert store.slot_counts() == (0, {})

@@ -180,6 +180,10 @@ def _parse_command(raw: str) -> tuple[str, ...]:
         return tuple(shlex.split(raw))
     except ValueError as exc:
         raise ValueError(f"cannot split the command: {exc}") from None
+def _parse_pipelines(raw: str) -> dict[str, Any]:
+    from orchestrator.coordination import parse_pipelines  # the stage rules live with coordination
+
+    return parse_pipelines(raw)
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,16 @@ VARIABLES: tuple[Variable, ...] = (
              "Global limit on runs active at once."),
     Variable("ORCHESTRATOR_MAX_RUNS_PER_SERVICE", "max_runs_per_service", _positive_int, "1",
              "Limit on runs active at once for one service (they share one workspace directory)."),
+    Variable("ORCHESTRATOR_MAX_RETRIES", "max_retries", _non_negative_int, "2",
+             "Further attempts of a run that failed for a platform reason (eviction, node loss, image pull); agent failures are not retried."),
+    Variable("ORCHESTRATOR_RETRY_BACKOFF_SECONDS", "retry_backoff_seconds", _parse_float, "30",
+             "Delay before the first retry attempt; doubled for each further one."),
+    Variable("ORCHESTRATOR_SLOT_LEASE_SECONDS", "slot_lease_seconds", _parse_float, "900",
+             "Lease of a run's capacity slot; renewed while the run is active, so a lost run frees its slot after this long."),
+    Variable("ORCHESTRATOR_STUCK_AFTER_SECONDS", "stuck_after_seconds", _parse_float, "600",
+             "A task waiting, preparing or launching unchanged for this long is re-driven by the reconcile loop."),
+    Variable("ORCHESTRATOR_PIPELINES", "pipelines", _parse_pipelines, "",
+             "Pipelines of agent stages, as JSON or the path of a YAML/JSON file (see Coordination). Empty: none."),
     Variable("ORCHESTRATOR_API_URL", "api_url", _parse_str, "http://127.0.0.1:8080",
              "Base URL of the API, for the `orchestrator` command line."),
     Variable("ORCHESTRATOR_API_TOKEN", "api_token", _parse_str, "",
@@ -347,6 +361,11 @@ class Settings:
     task_files_max_age_days: int
     max_active_runs: int
     max_runs_per_service: int
+    max_retries: int
+    retry_backoff_seconds: float
+    slot_lease_seconds: float
+    stuck_after_seconds: float
+    pipelines: Mapping[str, Any]
     api_url: str
     api_token: str
     data_dir: Path

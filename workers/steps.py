@@ -9,7 +9,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import runs
+from orchestrator import pipeline, runs
 from orchestrator.runtime import get_store
 from orchestrator.settings import get_settings
 from orchestrator.store import StoreUnavailable
@@ -95,3 +95,15 @@ def cleanup_workspace(service: str | None = None, task_id: int | None = None) ->
 
     report = sweep(get_settings(), get_store())
     return {"removed": report.removed, "busy": report.busy, "disk_bytes": report.disk_bytes}
+
+
+@app.task(name="orchestrator.admit")
+def admit(service: str, task_id: int) -> None:
+    """Decide Blocked or Queued for the task and start waiting tasks as capacity allows."""
+    pipeline.admit(get_store(), get_settings(), service, int(task_id))
+
+
+@app.task(name="orchestrator.finish_run")
+def finish_run(run_id: str) -> None:
+    """Record the outcome of an ended run and move the tasks it affects."""
+    pipeline.finish(get_store(), get_settings(), run_id)

@@ -142,6 +142,8 @@ class TaskSubmissionSchema(StrictSchema):
                                 "maxProperties": 50})
     agent = AgentOverridesField(keys=fields.String(), values=fields.Raw(), load_default=dict,
                                 metadata={"description": "agent overrides; keys allowed by configuration"})
+    pipeline = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=63),
+                             metadata={"description": "a pipeline of agent stages named in ORCHESTRATOR_PIPELINES"})
 
     def __init__(self, *, settings: Settings, **kwargs: Any):
         super().__init__(**kwargs)
@@ -156,6 +158,12 @@ class TaskSubmissionSchema(StrictSchema):
             "description": "agent overrides; allowed keys: " + (", ".join(allowed) or "none (not configured)"),
             "maxProperties": min(len(allowed), 20),
         }
+
+    @validates("pipeline")
+    def _pipeline(self, value: str | None, data_key: str) -> None:
+        if value is not None and value not in self.settings.pipelines:
+            known = ", ".join(sorted(self.settings.pipelines)) or "none are configured"
+            raise ValidationError(f"unknown pipeline (known: {known})")
 
     @validates("agent")
     def _agent(self, value: dict[str, Any], data_key: str) -> None:

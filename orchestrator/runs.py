@@ -6,6 +6,7 @@ waits for a run to end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -13,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator import dispatch, names
+from orchestrator.coordination import run_output_dir
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
 from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
@@ -55,18 +57,31 @@ def _env(spec: Mapping[str, Any]) -> dict[str, str]:
 def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str, Any]) -> RunRequest:
     """The RunRequest of a run, from the task's spec, the run record and configuration."""
     spec = task.get("spec") or {}
-    agent = names.agent_name(str(spec.get("agent_name") or task.get("agent") or ""))
+    # A pipeline stage names its own agent (and maybe image) on the run record.
+    agent = names.agent_name(str(run.get("agent") or spec.get("agent_name") or task.get("agent") or ""))
     # prepare_workspace may record the directory it prepared on the run; else the task's own.
     workdir = names.relative_path(str(run.get("working_directory") or spec.get("working_directory") or ""))
     timeout = int(spec.get("timeout_seconds") or settings.default_timeout_seconds)
     origin = task.get("origin") or {}
+    agent_program = agent_spec(settings, agent, spec.get("model"))
+    if run.get("image"):
+        agent_program = dataclasses.replace(agent_program, image=str(run["image"]))
+    output_dir = names.relative_path(str(run.get("output_dir") or run_output_dir(
+        run["service"], int(run["task_id"]), run["run_id"])), what="output directory")
+    inputs = run.get("inputs") or {}
+    contract = {key: str(value) for key, value in {
+        "ORCHESTRATOR_STAGE_PROMPT": run.get("prompt") or "",
+        "ORCHESTRATOR_INPUT_BRANCH": inputs.get("branch") or "",
+        "ORCHESTRATOR_INPUT_PULL_REQUEST_URL": inputs.get("pull_request_url") or "",
+        "ORCHESTRATOR_HANDOFF_FILE": inputs.get("handoff_file") or "",
+    }.items() if value}
     return RunRequest(
         run_id=run["run_id"],
         service=names.service_name(run["service"]),
         task_id=int(run["task_id"]),
         version=int(run["version"]),
         attempt=int(run["attempt"]),
-        agent=agent_spec(settings, agent, spec.get("model")),
+        agent=agent_program,
         workspace_dir=settings.workspace_root / run["service"],
         working_directory=workdir,
         stage=run.get("stage") or None,
@@ -74,6 +89,8 @@ def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str,
         timeout_seconds=max(1, min(timeout, settings.max_timeout_seconds)),
         submitted_by=str(task.get("submitted_by") or ""),
         origin=json.dumps(origin, sort_keys=True) if origin else "",
+        output_dir=output_dir,
+        contract_env=contract,
     )
 
 

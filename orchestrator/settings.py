@@ -232,7 +232,7 @@ VARIABLES: tuple[Variable, ...] = (
              "Delay before the first retry attempt; doubled for each further one."),
     Variable("ORCHESTRATOR_SLOT_LEASE_SECONDS", "slot_lease_seconds", _parse_float, "900",
              "Lease of a run's capacity slot; renewed while the run is active, so a lost run frees its slot after this long."),
-    Variable("ORCHESTRATOR_STUCK_AFTER_SECONDS", "stuck_after_seconds", _parse_float, "600",
+    Variable("ORCHESTRATOR_STUCK_AFTER_SECONDS", "stuck_after_seconds", _parse_float, "90",
              "A task waiting, preparing or launching unchanged for this long is re-driven by the reconcile loop."),
     Variable("ORCHESTRATOR_PIPELINES", "pipelines", _parse_pipelines, "",
              "Pipelines of agent stages, as JSON or the path of a YAML/JSON file (see Coordination). Empty: none."),

@@ -165,6 +165,10 @@ class LocalTracker:
         return False
 
 
+# The workspace sweep only removes files of tasks that ended long ago: hourly is plenty.
+WORKSPACE_SWEEP_SECONDS = 3600.0
+
+
 @dataclass
 class ReconcileReport:
     """What one reconcile did (logged, and read by tests and the benchmark)."""
@@ -174,6 +178,7 @@ class ReconcileReport:
     finished: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
+    redriven: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Watcher:
@@ -196,6 +201,7 @@ class Watcher:
         self._streams: list[threading.Thread] = []
         self._stream_stop = threading.Event()
         self.leader = False
+        self._next_workspace_sweep = 0.0
 
     # Applying observations ---------------------------------------------------------
 
@@ -259,7 +265,27 @@ class Watcher:
             if run_id not in active:
                 self._missing.pop(run_id, None)
         report.swept = self.sweep()
+        report.redriven = self.coordinate()
         return report
+
+    def coordinate(self) -> dict[str, list[str]]:
+        """Coordination's periodic share: re-drive tasks whose step was lost, renew or reclaim slots,
+        and now and then sweep the workspace of tasks that ended for good."""
+        from orchestrator import pipeline  # coordination imports runs; import here to keep the cycle lazy
+
+        try:
+            done = pipeline.redrive_stuck(self.store, self.settings)
+        except (StoreError, dispatch.QueueUnavailable) as exc:
+            log.warning("re-drive failed: %s", exc)
+            return {}
+        now = time.monotonic()
+        if now >= self._next_workspace_sweep:
+            self._next_workspace_sweep = now + WORKSPACE_SWEEP_SECONDS
+            try:
+                self.send(dispatch.CLEANUP_WORKSPACE)
+            except dispatch.QueueUnavailable as exc:
+                log.warning("could not queue the workspace sweep: %s", exc)
+        return {key: value for key, value in done.items() if value}
 
     def sweep(self) -> list[str]:
         """Delete our finished Jobs older than configured (never a live one, never one not ours)."""

@@ -40,11 +40,25 @@ def main() -> int:
         "summary": f"Read {len(documents)} document(s); the task is: {title}" if title else "Read the task.",
         "finished_at": time.time(),
     }
-    tmp = output_dir / ".result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, output_dir / "result.json")
+    handoff = os.environ.get("ORCHESTRATOR_HANDOFF_FILE")
+    if handoff:
+        # A pipeline stage: the previous agent's notes, relative to the service's directory.
+        print(f"example agent: received hand-off {handoff}", flush=True)
+        result["received_handoff"] = handoff
+    if os.environ.get("ORCHESTRATOR_STAGE_PROMPT"):
+        result["stage_prompt"] = os.environ["ORCHESTRATOR_STAGE_PROMPT"]
+    _write(output_dir / "result.json", json.dumps(result, indent=2))
+    # outputs.json and handoff.md are what coordination reads back when the run ends.
+    _write(output_dir / "outputs.json", json.dumps({"summary": result["summary"]}))
+    _write(output_dir / "handoff.md", f"# Hand-off from run {run_id}\n\n{result['summary']}\n")
     print(f"example agent: wrote {output_dir / 'result.json'}", flush=True)
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -113,8 +113,9 @@ def container_env(request: RunRequest, settings: Settings, *, output_root: str) 
         "ORCHESTRATOR_TASK_ID": str(request.task_id),
         "ORCHESTRATOR_CONTEXT_VERSION": str(request.version),
         "ORCHESTRATOR_ATTEMPT": str(request.attempt),
-        "ORCHESTRATOR_OUTPUT_DIR": f"{output_root}/.orchestrator/runs/{request.run_id}",
+        "ORCHESTRATOR_OUTPUT_DIR": f"{output_root}/{request.output_dir or f'.orchestrator/runs/{request.run_id}'}",
         "HOME": "/tmp/home",
+        **request.contract_env,
     }
     if request.stage:
         contract["ORCHESTRATOR_STAGE"] = request.stage

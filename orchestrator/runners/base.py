@@ -41,6 +41,11 @@ class RunRequest:
     timeout_seconds: int = 3600
     submitted_by: str = ""
     origin: str = ""
+    # Where the agent writes outputs.json and handoff.md, relative to workspace_dir
+    # (coordination reads them back from there when the run ends).
+    output_dir: str = ""
+    # Our own contract values for this run (stage prompt, previous stage's outputs), all ORCHESTRATOR_*.
+    contract_env: Mapping[str, str] = field(default_factory=dict)
 
 
 # Phases a runner reports; the watcher maps them onto task statuses.

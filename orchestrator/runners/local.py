@@ -64,8 +64,9 @@ class LocalRunner:
             "ORCHESTRATOR_TASK_ID": str(request.task_id),
             "ORCHESTRATOR_CONTEXT_VERSION": str(request.version),
             "ORCHESTRATOR_ATTEMPT": str(request.attempt),
-            "ORCHESTRATOR_OUTPUT_DIR": str(request.workspace_dir / ".orchestrator" / "runs" / request.run_id),
+            "ORCHESTRATOR_OUTPUT_DIR": str(request.workspace_dir / (request.output_dir or f".orchestrator/runs/{request.run_id}")),
         })
+        env.update(request.contract_env)
         if request.stage:
             env["ORCHESTRATOR_STAGE"] = request.stage
         if request.agent.model:

@@ -72,9 +72,12 @@ def _fail(settings: Settings, store: TaskStore, run: dict, message: str) -> Step
     store.update_run(run_id, phase="Failed", failure_reason=reason, finished_at=time.time())
     lock.release(store, service, run_id)
     try:
-        dispatch.send(dispatch.ADMIT, service, task_id)  # dependents and waiting tasks may move now
+        # finish_run frees the run's capacity slot; admit moves dependents and waiting tasks.
+        dispatch.send(dispatch.FINISH_RUN, run_id)
+        dispatch.send(dispatch.ADMIT, service, task_id)
     except dispatch.QueueUnavailable:
-        log.warning("could not queue admit for %s/%s after a failed preparation", service, task_id)
+        log.warning("could not queue finish/admit for %s/%s after a failed preparation; reconcile will",
+                    service, task_id)
     log.warning("run %s: %s", run_id, reason)
     return StepResult("failed", reason)
 
@@ -117,6 +120,10 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
                              actor=ACTOR, expect=Status.PREPARING)
         except IllegalTransition:
             return StepResult("skipped", "the task moved on meanwhile")
+        try:
+            dispatch.send(dispatch.ADMIT, service, task_id)  # admission decides when it runs again
+        except dispatch.QueueUnavailable:
+            log.warning("could not queue admit for %s/%s; the reconcile loop will", service, task_id)
         return StepResult("requeued", str(busy))
 
     try:

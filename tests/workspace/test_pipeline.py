@@ -52,7 +52,7 @@ def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: Task
     result = pipeline.prepare_for_run(ws_settings, store, run_id, retries=pipeline.BUSY_RETRIES)
     assert result.action == "requeued"
     assert store.get_task("shop", 7)["status"] == "Queued"
-    assert sent == []
+    assert sent == [(dispatch.ADMIT, "shop", 7)]  # admission decides when it runs again
 
 
 def test_transient_git_failure_is_retried_then_fails(remote: Path, git_server: GitHttpServer,
@@ -77,7 +77,7 @@ def test_permanent_failure_fails_the_task_with_a_scrubbed_message(remote: Path, 
     assert task["status"] == "Failed" and "no-such-branch" in task["status_reason"]
     assert store.get_run(run_id)["phase"] == "Failed"
     assert lock.holder(store, "shop") is None
-    assert sent == [(dispatch.ADMIT, "shop", 7)]
+    assert sent == [(dispatch.FINISH_RUN, run_id), (dispatch.ADMIT, "shop", 7)]
 
 
 def test_wrong_token_failure_never_shows_the_token(remote: Path, ws_settings: Settings, store: TaskStore,

@@ -182,7 +182,10 @@ def test_unavailable_redis_raises_store_unavailable(tmp_path) -> None:
     with pytest.raises(StoreUnavailable):
         store.transition("web", 1, "Queued", reason="", actor="t")
     server.start()  # no data persisted, but the same client recovers by itself
-    assert store.ping()
+    try:
+        assert store.ping()
+    finally:
+        server.stop()
 
 
 # Races between processes -------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -49,7 +49,11 @@ class ApiClient:
 
     def __init__(self, base_url: str, token: str = "", *, timeout: float = 10.0,
                  session: requests.Session | None = None):
-        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(f"the API URL {base_url!r} is not an http:// or https:// URL; check --api-url or "
+                             "ORCHESTRATOR_API_URL")
+        self.base_url = base_url.strip().rstrip("/")
         self.token = token
         self.timeout = timeout
         self.session = session or requests.Session()
@@ -74,11 +78,10 @@ class ApiClient:
         try:
             response = self.session.request(method, url, headers=self._headers(kwargs.pop("headers", None)),
                                             timeout=timeout or self.timeout, stream=stream, **kwargs)
-        except requests.exceptions.InvalidURL:
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema):
             raise UsageError(f"the API URL {self.base_url!r} is not a valid URL; check --api-url or "
                              "ORCHESTRATOR_API_URL") from None
-        except requests.exceptions.MissingSchema:
-            raise UsageError(f"the API URL {self.base_url!r} has no scheme; use http://host:port") from None
         except requests.exceptions.Timeout:
             raise TimedOut(f"the API at {self.base_url} did not answer in time; check that it is running "
                               "and not overloaded, then try again") from None

@@ -20,6 +20,9 @@ MAX_AGENT_LENGTH = 30
 MARKDOWN_FILENAME = re.compile(r"^[A-Za-z0-9._-]+\.md$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SSH_URL = re.compile(r"^git@(?P<host>[A-Za-z0-9.-]+):(?P<path>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(\.git)?$")
+# A conservative subset of what git allows in a branch name: nothing a shell or
+# an option parser could read as syntax, even where we never pass it to a shell.
+REF_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
 REPO_PATH = re.compile(r"^/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(\.git)?/?$")
 
 
@@ -29,7 +32,7 @@ def dns_label(value: str, *, what: str = "name", max_length: int = 63) -> str:
         raise ValueError(f"{what} must be a non-empty string")
     if len(value) > max_length:
         raise ValueError(f"{what} must be at most {max_length} characters")
-    if not DNS_LABEL.match(value):
+    if not DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"{what} must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit"
         )
@@ -46,7 +49,7 @@ def agent_name(value: str) -> str:
 
 def markdown_filename(value: str) -> str:
     """A plain file name ending in .md: no directories, no leading dot tricks."""
-    if not isinstance(value, str) or not MARKDOWN_FILENAME.match(value) or value.startswith("."):
+    if not isinstance(value, str) or not MARKDOWN_FILENAME.fullmatch(value) or value.startswith("."):
         raise ValueError("file name must match ^[A-Za-z0-9._-]+\\.md$ and not start with '.'")
     if len(value) > 128:
         raise ValueError("file name must be at most 128 characters")
@@ -75,17 +78,18 @@ def relative_path(value: str, *, what: str = "working directory") -> str:
 
 def env_name(value: str) -> str:
     """An environment variable name a shell and Kubernetes both accept."""
-    if not isinstance(value, str) or not ENV_NAME.match(value) or len(value) > 128:
+    if not isinstance(value, str) or not ENV_NAME.fullmatch(value) or len(value) > 128:
         raise ValueError("environment variable names must match ^[A-Za-z_][A-Za-z0-9_]*$")
     return value
 
 
 def git_ref(value: str, *, what: str = "branch") -> str:
-    """A branch name git accepts (git check-ref-format rules) that cannot pose as an option."""
+    """A branch name git accepts (check-ref-format rules), limited to letters, digits and ._/-."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty string")
     problems = (
         len(value) > 200
+        or not REF_CHARS.fullmatch(value)
         or value.startswith(("-", "/", "."))
         or value.endswith(("/", ".", ".lock"))
         or ".." in value
@@ -107,7 +111,7 @@ def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
         raise ValueError("repository URL must be a non-empty string of at most 500 characters")
     if value.startswith("-") or any(ord(c) < 33 or c == "\x7f" for c in value):
         raise ValueError("repository URL contains forbidden characters")
-    ssh = SSH_URL.match(value)
+    ssh = SSH_URL.fullmatch(value)
     if ssh:
         host = ssh.group("host").lower()
     else:
@@ -121,7 +125,7 @@ def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
         host = (parts.hostname or "").lower()
         if parts.port not in (None, 443):
             raise ValueError("repository URL must use the default https port")
-        if not REPO_PATH.match(parts.path):
+        if not REPO_PATH.fullmatch(parts.path):
             raise ValueError("repository URL must name an owner and a repository, e.g. https://github.com/owner/repo.git")
     if host not in {h.lower() for h in allowed_hosts}:
         raise ValueError(f"repository host {host!r} is not in the allowed list")

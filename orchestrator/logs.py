@@ -1,0 +1,82 @@
+"""JSON log lines for every process, with configured secrets scrubbed from each one.
+
+Scrubbing happens in a filter on the root handler, so a secret that slips into
+a message, an argument or a traceback is replaced before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "***"
+
+# Attributes every LogRecord has; anything else was passed with `extra=` and is shown.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret in `text` (longest first, so overlapping ones all go)."""
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """Renders the message once and removes secrets from it and from the traceback."""
+
+    def __init__(self, secrets: Iterable[str]):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        record.msg = scrub(record.getMessage(), self.secrets)
+        record.args = ()
+        if record.exc_info:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info), self.secrets)
+            record.exc_info = None
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, scrub(value, self.secrets))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str = "INFO", secrets: Iterable[str] = (), stream: Any = None) -> logging.Handler:
+    """Install one JSON handler on the root logger; returns it (tests attach their own stream)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(SecretFilter(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_orchestrator", False):
+            root.removeHandler(old)
+    handler._orchestrator = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler

@@ -271,14 +271,27 @@ def start_redis(stack: Stack, settings: Settings, args: argparse.Namespace, env:
     return url, how
 
 
-def api_command() -> list[str]:
-    """gunicorn with the API's config module when it exists; GUNICORN_BIND sets the address either way."""
+def api_command(bind: str) -> list[str]:
+    """gunicorn with the API's config module when it exists, bound to our address."""
     args = [sys.executable, "-m", "gunicorn"]
     if importlib.util.find_spec("api.gunicorn_conf") is not None:
         args += ["-c", "python:api.gunicorn_conf"]
     else:
         args += ["--workers", "2", "--access-logfile", "-"]
+    # Command-line flags win over the config file. The control socket would be
+    # one fixed path in $HOME shared by every gunicorn of this user: not needed here.
+    args += ["--bind", bind]
+    if _gunicorn_has_control_socket():
+        args.append("--no-control-socket")
     return args + ["api.wsgi:app"]
+
+
+def _gunicorn_has_control_socket() -> bool:
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return False
+    return any("--no-control-socket" in (getattr(s, "cli", None) or []) for s in KNOWN_SETTINGS)
 
 
 def has_command(name: str) -> bool:
@@ -344,7 +357,7 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
         redis_url, redis_how = start_redis(stack, settings, args, os.environ, ctx)
         token = settings.api_tokens[0] if settings.api_tokens else localstate.ensure_token(data_dir)
         env = child_env(settings, redis_url, token, f"{args.host}:{api_port}")
-        stack.start("api", api_command(), env)
+        stack.start("api", api_command(f"{args.host}:{api_port}"), env)
         from workers.app import QUEUES  # builds the Celery app: only now that settings are known good
 
         stack.start("worker", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES),
@@ -383,6 +396,7 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         lock.close()
+        ctx.note("orchestrator up: stopped.")
 
 
 def _wait_for_api(stack: Stack, api_url: str, timeout: float = 90.0) -> None:

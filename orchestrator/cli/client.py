@@ -115,23 +115,27 @@ class ApiClient:
                             f"(HTTP {status}, {kind}); check --api-url or ORCHESTRATOR_API_URL",
                             exit_code=Unreachable.exit_code if status == 503 else None)
         message = str(body.get("message") or "").rstrip(".")
+        code = str(body.get("code") or "")
         details = flatten_errors(body.get("errors"))
         request_id = body.get("request_id") or response.headers.get("X-Request-Id")
         if status in (401, 403):
             return AuthError(f"the API refused the token (HTTP {status}); set ORCHESTRATOR_API_TOKEN to a token "
                              "listed in the API's ORCHESTRATOR_API_TOKENS")
         if status == 404:
-            return NotFound(f"{message}; list existing tasks with `orchestrator task list`")
+            if code in ("no_run", "no_logs"):
+                return NotFound(message, code=code)
+            return NotFound(f"{message}; list existing tasks with `orchestrator task list`", code=code)
         if status == 409:
-            return Conflict(message)
+            return Conflict(message, code=code)
         if status == 413:
-            return InvalidRequest(f"{message}; attach smaller documents")
+            return InvalidRequest(f"{message}; attach smaller documents", code=code)
         if status in (400, 415, 422):
-            return InvalidRequest(f"the API refused the request: {message}", details=details)
+            return InvalidRequest(f"the API refused the request: {message}", details=details, code=code)
         if status == 503:
-            return Unreachable(f"{message}; the API cannot serve requests now (is Redis running?), try again shortly")
+            return Unreachable(f"{message}; the API cannot serve requests now (is Redis running?), try again shortly",
+                               code=code)
         suffix = f" (request id {request_id})" if request_id else ""
-        return ServerError(f"the API failed: {message}{suffix}; see the API log, then try again")
+        return ServerError(f"the API failed: {message}{suffix}; see the API log, then try again", code=code)
 
     def _json(self, response: requests.Response) -> Any:
         try:

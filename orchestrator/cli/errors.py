@@ -19,10 +19,12 @@ class CliError(Exception):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, message: str, *, details: list[str] | None = None, exit_code: int | None = None):
+    def __init__(self, message: str, *, details: list[str] | None = None, exit_code: int | None = None,
+                 code: str = ""):
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.code = code  # the API's error code, when the error came from it
         if exit_code is not None:
             self.exit_code = exit_code
 

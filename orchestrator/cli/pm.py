@@ -224,11 +224,26 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
     """Print the agent's output; with -f, until the run ends."""
     service, task_id = parse_ref(args.ref)
-    if args.tail is not None and args.tail < 0:
-        raise UsageError("--tail must be 0 or more")
+    if args.tail is not None and args.tail < 1:
+        raise UsageError("--tail must be at least 1")
+    if args.follow:
+        _wait_for_run(ctx, service, task_id)
     for line in ctx.client.logs(service, task_id, tail=args.tail, follow=args.follow):
         ctx.print(line)
     return EXIT_OK
+
+
+def _wait_for_run(ctx: Context, service: str, task_id: int, interval: float = 0.5) -> None:
+    """With -f on a task that has no run yet, wait for its first run instead of failing."""
+    told = False
+    while True:
+        task = ctx.client.get_task(service, task_id)
+        if task.get("runs") or str(field(task, "status")) in TERMINAL_STATUSES:
+            return
+        if not told:
+            ctx.note(f"waiting for {service}/{task_id} to start (it is {field(task, 'status')})…")
+            told = True
+        time.sleep(interval)
 
 
 # Changing -------------------------------------------------------------------
@@ -269,13 +284,8 @@ def cmd_context(ctx: Context, args: argparse.Namespace) -> int:
     """Add a context document; the task starts a new run that sees it."""
     service, task_id = parse_ref(args.ref)
     content = taskmaster.read_document(args.file, "context")
-    filename = args.file.name
-    try:
-        names.markdown_filename(filename)
-    except ValueError:
-        filename = "context.md"
-    task = ctx.client.add_context(service, task_id, {"filename": filename, "content": content,
-                                                      "file_type": "context"})
+    # The API stores it as context-v<N>.md; the file's name becomes its title.
+    task = ctx.client.add_context(service, task_id, {"content": content, "title": args.file.stem[:500]})
     if ctx.json:
         ctx.print(dumps(task))
     else:

@@ -21,6 +21,8 @@ TASK_FIELDS = ("id", "title", "description", "details", "test_strategy", "priori
                "dependencies", "subtasks")
 SUBTASK_FIELDS = ("id", "title", "description", "dependencies", "details", "status", "test_strategy")
 PRIORITIES = ("high", "medium", "low")
+# The Task Master statuses the API keeps as `submitted_status`; others are left to its default.
+TASKMASTER_STATUSES = ("pending", "in-progress", "done", "review", "deferred", "cancelled", "blocked")
 
 
 def load_tasks(path: Path, *, tag: str | None = None) -> list[dict[str, Any]]:
@@ -162,16 +164,24 @@ def render_task_markdown(task: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _status(item: Mapping[str, Any]) -> str:
+    status = _text(item, "status").lower().replace("_", "-")
+    return status if status in TASKMASTER_STATUSES else ""
+
+
 def _clean_subtask(sub: Mapping[str, Any]) -> dict[str, Any]:
-    cleaned: dict[str, Any] = {"id": _as_int(sub.get("id")) or 0, "title": _text(sub, "title")}
-    for name in ("description", "details", "status"):
+    sub_id = _as_int(sub.get("id")) or 0
+    cleaned: dict[str, Any] = {"id": sub_id, "title": _text(sub, "title") or f"Subtask {sub_id}"}
+    for name in ("description", "details"):
         value = _text(sub, name)
         if value:
             cleaned[name] = value
+    if _status(sub):
+        cleaned["status"] = _status(sub)
     strategy = test_strategy(sub)
     if strategy:
         cleaned["test_strategy"] = strategy
-    cleaned["dependencies"] = _int_dependencies(sub.get("dependencies"))
+    cleaned["dependencies"] = [d for d in _int_dependencies(sub.get("dependencies")) if d != sub_id]
     return cleaned
 
 
@@ -216,11 +226,10 @@ def build_submission(
     priority = _text(task, "priority").lower()
     if priority in PRIORITIES:
         body["priority"] = priority
-    status = _text(task, "status")
-    if status:
-        body["status"] = status
-    body["dependencies"] = dependencies(task)
-    subtasks = [s for s in task.get("subtasks") or [] if isinstance(s, dict) and _as_int(s.get("id")) is not None]
+    if _status(task):
+        body["status"] = _status(task)
+    body["dependencies"] = [d for d in dependencies(task) if d != task_id]
+    subtasks = [s for s in task.get("subtasks") or [] if isinstance(s, dict) and (_as_int(s.get("id")) or 0) >= 1]
     body["subtasks"] = [_clean_subtask(s) for s in subtasks]
     files = [{"filename": "task.md", "content": render_task_markdown(task), "file_type": "task"}]
     criteria = acceptance_criteria(task)

@@ -159,7 +159,7 @@ def test_context_sends_the_document(api: FakeApi, tmp_path: Path, capsys: pytest
         202, {"service_name": "demo", "id": 1, "status": "Pending", "context_version": 2})
     assert main(["task", "context", "demo/1", "--file", str(doc)]) == EXIT_OK
     assert capsys.readouterr().out == "added context to demo/1 (now v2): Pending\n"
-    assert api.requests[-1]["body"] == {"filename": "notes.md", "content": "Use tabs.\n", "file_type": "context"}
+    assert api.requests[-1]["body"] == {"content": "Use tabs.\n", "title": "notes"}
 
 
 def test_health(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

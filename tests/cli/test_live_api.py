@@ -176,6 +176,8 @@ def test_error_paths(live_api: Gunicorn, tmp_path: Path, capsys: pytest.CaptureF
     monkeypatch.setenv("ORCHESTRATOR_API_TOKEN", "")
     reset_settings_cache()
     assert "no API token: set ORCHESTRATOR_API_TOKEN" in failure(EXIT_AUTH, "task", "list")
+    monkeypatch.setenv("ORCHESTRATOR_API_TOKEN", TOKEN)
+    reset_settings_cache()
     assert "cannot reach the API" in failure(EXIT_UNREACHABLE, "--api-url", f"http://127.0.0.1:{free_port()}",
                                              "task", "list")
 

@@ -25,6 +25,8 @@ from orchestrator.cli.stack import http_ok
 from orchestrator.settings import reset_settings_cache
 from tests.support.redis_server import free_port
 
+pytest.importorskip("api.tasks", reason="the PM API (issue 3) is not on this branch yet")
+
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "tasks.json")
 TOKEN = "test-token"
 

@@ -1,0 +1,196 @@
+{{/* Name of the chart, or nameOverride. */}}
+{{- define "orchestrator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified name: release-chart, or fullnameOverride; at most 63 characters. */}}
+{{- define "orchestrator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of one component's objects: fullname-component, at most 63 characters. */}}
+{{- define "orchestrator.componentName" -}}
+{{- printf "%s-%s" (include "orchestrator.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "orchestrator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "orchestrator.labels" -}}
+helm.sh/chart: {{ include "orchestrator.chart" . }}
+{{ include "orchestrator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: orchestrator
+{{- end }}
+
+{{- define "orchestrator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "orchestrator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of one component: call with (dict "root" $ "component" "api"). */}}
+{{- define "orchestrator.componentLabels" -}}
+{{ include "orchestrator.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "orchestrator.componentSelectorLabels" -}}
+{{ include "orchestrator.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "orchestrator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "orchestrator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "orchestrator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Namespace of agent Jobs. */}}
+{{- define "orchestrator.jobNamespace" -}}
+{{- default .Release.Namespace .Values.config.jobNamespace }}
+{{- end }}
+
+{{/* Secret holding the credentials (the chart's own or existingSecret). */}}
+{{- define "orchestrator.secretName" -}}
+{{- default (include "orchestrator.componentName" (dict "root" . "component" "secrets")) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{- define "orchestrator.configMapName" -}}
+{{- include "orchestrator.componentName" (dict "root" . "component" "config") }}
+{{- end }}
+
+{{- define "orchestrator.jobTemplateConfigMapName" -}}
+{{- include "orchestrator.componentName" (dict "root" . "component" "job-template") }}
+{{- end }}
+
+{{/* True when a workspace claim is mounted (created here or elsewhere). */}}
+{{- define "orchestrator.workspaceClaim" -}}
+{{- if or .Values.sharedWorkspace.enabled .Values.sharedWorkspace.useExisting }}{{ .Values.sharedWorkspace.name }}{{ end }}
+{{- end }}
+
+{{/*
+Pod annotations: the user's, plus checksums of the ConfigMaps and Secret the
+pod reads, so `helm upgrade` rolls the pods when one of them changes.
+*/}}
+{{- define "orchestrator.podAnnotations" -}}
+checksum/config: {{ include (print .Template.BasePath "/config/configmap.yaml") . | sha256sum }}
+{{- if not .Values.secrets.existingSecret }}
+checksum/secret: {{ include (print .Template.BasePath "/config/secret.yaml") . | sha256sum }}
+{{- end }}
+{{- if .Values.claudeCodeChart.enabled }}
+checksum/job-template: {{ include (print .Template.BasePath "/config/job-template-configmap.yaml") . | sha256sum }}
+{{- end }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+ORCHESTRATOR_REDIS_URL: the whole URL from a Secret, or built from host, port
+and a password from a Secret (Kubernetes expands $(REDIS_PASSWORD), which must
+be defined first).
+*/}}
+{{- define "orchestrator.redisEnv" -}}
+{{- if .Values.redis.externalUrl.existingSecret }}
+- name: ORCHESTRATOR_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.externalUrl.existingSecret }}
+      key: {{ .Values.redis.externalUrl.key }}
+{{- else }}
+{{- $scheme := ternary "rediss" "redis" .Values.redis.tls }}
+{{- if .Values.redis.auth.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "redis.auth.existingSecret is required when redis.auth.enabled" .Values.redis.auth.existingSecret }}
+      key: {{ .Values.redis.auth.existingSecretPasswordKey }}
+- name: ORCHESTRATOR_REDIS_URL
+  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s:%d/%d" $scheme .Values.redis.host (int .Values.redis.port) (int .Values.redis.db) | quote }}
+{{- else }}
+- name: ORCHESTRATOR_REDIS_URL
+  value: {{ printf "%s://%s:%d/%d" $scheme .Values.redis.host (int .Values.redis.port) (int .Values.redis.db) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* One credential from the Secret, as an env entry: (dict "root" $ "env" "NAME" "key" "key"). */}}
+{{- define "orchestrator.secretEnv" -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "orchestrator.secretName" .root }}
+      key: {{ .key }}
+      optional: true
+{{- end }}
+
+{{/* Volumes of every pod: a writable /tmp under the read-only root filesystem. */}}
+{{- define "orchestrator.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{- define "orchestrator.volumes" -}}
+- name: tmp
+  emptyDir: {}
+{{- end }}
+
+{{/* Volumes of the pods that touch workspaces and launch Jobs (workers, watcher). */}}
+{{- define "orchestrator.workVolumeMounts" -}}
+- name: workspace
+  mountPath: {{ .Values.sharedWorkspace.mountPath }}
+{{- if .Values.claudeCodeChart.enabled }}
+- name: job-template
+  mountPath: {{ .Values.claudeCodeChart.mountPath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "orchestrator.workVolumes" -}}
+{{- with (include "orchestrator.workspaceClaim" .) }}
+- name: workspace
+  persistentVolumeClaim:
+    claimName: {{ . }}
+{{- else }}
+# No shared claim: a scratch directory (enough for the local runner only).
+- name: workspace
+  emptyDir: {}
+{{- end }}
+{{- if .Values.claudeCodeChart.enabled }}
+- name: job-template
+  configMap:
+    name: {{ include "orchestrator.jobTemplateConfigMapName" . }}
+{{- end }}
+{{- end }}
+
+{{/* Env of the processes that run pipeline steps. */}}
+{{- define "orchestrator.workerEnv" -}}
+{{ include "orchestrator.redisEnv" . | trim }}
+{{ include "orchestrator.secretEnv" (dict "root" . "env" "GITHUB_TOKEN" "key" "github-token") }}
+{{- if eq .Values.config.runner "local" }}
+{{- /* The local runner starts the agent as a child process, which needs the key itself. */}}
+{{ include "orchestrator.secretEnv" (dict "root" . "env" "ANTHROPIC_API_KEY" "key" "anthropic-api-key") }}
+{{- end }}
+{{- end }}
+
+{{- define "orchestrator.flowerSecretName" -}}
+{{- default (include "orchestrator.componentName" (dict "root" . "component" "flower")) .Values.flower.basicAuth.existingSecret }}
+{{- end }}

@@ -1,0 +1,564 @@
+"""The Helm chart: lint, render every values set, validate every object against Kubernetes' schema.
+
+No helm binary and no cluster: helm-python-sdk carries Helm's Go SDK, and
+kubernetes-validate carries the Kubernetes JSON schemas. Each values set is
+rendered once per module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+from tests.support.chart import (  # noqa: E402
+    CHART_DIR,
+    NAMESPACE,
+    Rendered,
+    ci_values_files,
+    load_values,
+    render,
+)
+from workers.app import QUEUES  # noqa: E402
+
+# The oldest Kubernetes we support and the newest kubernetes-validate ships.
+KUBE_VERSIONS = ("1.30", kubernetes_validate.latest_version())
+# Kinds from CRDs (KEDA, Prometheus Operator): Kubernetes ships no schema for them.
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+
+VALUE_SETS: dict[str, Path | None] = {"default": None}
+VALUE_SETS.update({path.stem: path for path in ci_values_files()})
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[Any]:
+    with helm.Chart.load(CHART_DIR) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def renders(chart: Any) -> dict[str, Rendered]:
+    """Every values set rendered once."""
+    return {name: render(chart, load_values(path) if path else {}) for name, path in VALUE_SETS.items()}
+
+
+@pytest.fixture(scope="module")
+def default(renders: dict[str, Rendered]) -> Rendered:
+    return renders["default"]
+
+
+def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def _worker_deployments(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    prefix = "orchestrator-worker-"
+    return {d["metadata"]["name"][len(prefix):]: d for d in rendered.of_kind("Deployment")
+            if d["metadata"]["name"].startswith(prefix)}
+
+
+def test_ci_values_files_exist() -> None:
+    assert {"production-values", "minimal-values", "all-on-values", "keda-values",
+            "external-redis-values"} <= set(VALUE_SETS)
+
+
+def test_production_values_are_the_old_readme_ones() -> None:
+    values = load_values(VALUE_SETS["production-values"])
+    assert values["image"]["tag"] == "v1.0.0"
+    assert values["ingress"]["tls"][0]["hosts"] == ["orchestrator.yourdomain.com"]
+    assert values["resources"] == {"limits": {"cpu": "1000m", "memory": "1Gi"},
+                                   "requests": {"cpu": "200m", "memory": "256Mi"}}
+    assert values["sharedWorkspace"] == {"enabled": True, "size": "100Gi", "storageClass": "fast-ssd"}
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_lint_strict(name: str) -> None:
+    path = VALUE_SETS[name]
+    report = helm.lint(CHART_DIR, load_values(path) if path else {}, strict=True, namespace=NAMESPACE,
+                       kube_version="v1.30.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], report
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_object_is_valid_kubernetes(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    assert rendered.objects
+    for obj in rendered.objects:
+        if obj["kind"] in CRD_KINDS:
+            continue  # checked by the structural tests below
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']} invalid for {version}: {exc.message}")
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_names_are_unique_and_short(renders: dict[str, Rendered], name: str) -> None:
+    seen = set()
+    for obj in renders[name].objects:
+        key = (obj["kind"], obj["metadata"]["name"])
+        assert key not in seen, key
+        seen.add(key)
+        assert len(obj["metadata"]["name"]) <= 63
+
+
+def test_default_renders_the_components(default: Rendered) -> None:
+    names = {d["metadata"]["name"] for d in default.of_kind("Deployment")}
+    assert names == {"orchestrator-api", "orchestrator-watcher", "orchestrator-worker-events",
+                     "orchestrator-worker-coordination", "orchestrator-worker-workspace",
+                     "orchestrator-worker-deploy"}
+    assert not default.of_kind("HorizontalPodAutoscaler")
+    assert not [o for o in default.objects if o["kind"] in CRD_KINDS]
+    assert default.named("Service", "orchestrator")["spec"]["ports"][0]["port"] == 80
+    assert default.named("Ingress", "orchestrator")["spec"]["ingressClassName"] == "nginx"
+
+
+def test_old_defaults_are_kept(chart: Any) -> None:
+    values = chart.values
+    assert values["replicaCount"] == 1
+    assert values["service"] == {"type": "ClusterIP", "port": 80, "targetPort": 8080, "name": "http"}
+    assert values["ingress"]["className"] == "nginx"
+    assert values["rbac"] == {"create": True, "namespaced": True}
+    assert values["claudeCodeChart"]["mountPath"] == "/infra"
+    workspace = values["sharedWorkspace"]
+    assert (workspace["name"], workspace["size"], workspace["enabled"]) == ("shared-workspace-pvc", "50Gi", False)
+    assert values["healthCheck"]["path"] == "/health"
+    assert values["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert values["podSecurityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_container_has_resources_and_a_security_context(renders: dict[str, Rendered], name: str) -> None:
+    for owner, spec in renders[name].pod_specs():
+        assert spec["securityContext"]["runAsNonRoot"] is True, owner
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", owner
+        for container in _containers(spec):
+            where = f"{name}: {owner} container {container['name']}"
+            assert container["resources"].get("limits") and container["resources"].get("requests"), where
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            assert context["runAsNonRoot"] is True, where
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_no_secret_value_in_a_config_map(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    secrets = rendered.values["secrets"]
+    sensitive = [secrets[key] for key in ("anthropicApiKey", "githubToken", "githubWebhookSecret", "apiTokens")]
+    sensitive += [rendered.values["flower"]["basicAuth"]["password"]]
+    sensitive = [value for value in sensitive if value]
+    for config_map in rendered.of_kind("ConfigMap"):
+        text = json.dumps(config_map)
+        for value in sensitive:
+            assert value not in text, f"{name}: a secret value is in ConfigMap {config_map['metadata']['name']}"
+    # Credentials reach pods only from Secrets: no literal value for a credential variable.
+    for owner, spec in rendered.pod_specs():
+        for container in _containers(spec):
+            for var in ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY",
+                        "FLOWER_BASIC_AUTH", "REDIS_PASSWORD"):
+                entry = _env(container).get(var)
+                if entry is not None:
+                    assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name}: {owner} {var}"
+
+
+def test_secret_values_land_in_the_secret(renders: dict[str, Rendered]) -> None:
+    rendered = renders["all-on-values"]
+    secret = rendered.named("Secret", "orchestrator-secrets")
+    decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert decoded == {"anthropic-api-key": "ci-anthropic-key", "github-token": "ci-github-token",
+                       "github-webhook-secret": "ci-webhook-secret", "api-tokens": "ci-token-a,ci-token-b"}
+    flower = rendered.named("Secret", "orchestrator-flower")
+    assert base64.b64decode(flower["data"]["flower-basic-auth"]).decode() == "ops:ci-flower-password"
+
+
+def test_existing_secret_replaces_the_chart_secret(renders: dict[str, Rendered]) -> None:
+    rendered = renders["keda-values"]
+    assert not rendered.of_kind("Secret")
+    config = rendered.named("ConfigMap", "orchestrator-config")["data"]
+    assert config["ORCHESTRATOR_AGENT_SECRET"] == "orchestrator-credentials"
+    api = rendered.named("Deployment", "orchestrator-api")["spec"]["template"]
+    assert "checksum/secret" not in api["metadata"]["annotations"]
+    tokens = _env(api["spec"]["containers"][0])["ORCHESTRATOR_API_TOKENS"]
+    assert tokens["valueFrom"]["secretKeyRef"]["name"] == "orchestrator-credentials"
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_rbac_kind_follows_namespaced(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    rbac = rendered.values["rbac"]
+    kinds = {o["kind"] for o in rendered.objects if o["apiVersion"].startswith("rbac.authorization.k8s.io")}
+    if not rbac["create"]:
+        assert kinds == set()
+    elif rbac["namespaced"]:
+        assert kinds == {"Role", "RoleBinding"}
+    else:
+        assert kinds == {"ClusterRole", "ClusterRoleBinding"}
+
+
+@pytest.mark.parametrize("name", ["default", "all-on-values"])
+def test_rbac_is_least_privilege(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    role = next(o for o in rendered.objects if o["kind"] in {"Role", "ClusterRole"})
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert rules == {
+        (("batch",), ("jobs",)): {"create", "get", "list", "watch", "delete"},
+        (("",), ("pods", "pods/log")): {"get", "list", "watch"},
+        (("",), ("events",)): {"list", "watch"},
+    }
+    binding = next(o for o in rendered.objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"})
+    assert binding["roleRef"]["kind"] == role["kind"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "orchestrator", "namespace": NAMESPACE}]
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_worker_deployments_follow_values(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    groups = {g: w for g, w in rendered.values["workers"].items() if w["enabled"]}
+    deployments = _worker_deployments(rendered)
+    assert set(deployments) == set(groups)
+    served = set()
+    for group, worker in groups.items():
+        deployment = deployments[group]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        command = container["command"]
+        assert command[:4] == ["celery", "-A", "workers.app", "worker"]
+        queues = command[command.index("-Q") + 1].split(",")
+        assert queues == worker["queues"]
+        served.update(queues)
+        assert command[command.index("-c") + 1] == str(worker["concurrency"])
+        assert container["resources"] == worker["resources"]
+        scaled = worker["autoscaling"]["enabled"] or worker["autoscaling"]["keda"]["enabled"]
+        assert deployment["spec"].get("replicas") == (None if scaled else worker["replicas"])
+    assert served == set(QUEUES), f"{name}: some queue has no worker"
+
+
+def test_replicas_follow_values(renders: dict[str, Rendered]) -> None:
+    workers = _worker_deployments(renders["external-redis-values"])
+    assert set(workers) == {"coordination"}
+    assert workers["coordination"]["spec"]["replicas"] == 2
+    all_on = renders["all-on-values"]
+    hpas = {h["metadata"]["name"]: h["spec"] for h in all_on.of_kind("HorizontalPodAutoscaler")}
+    assert hpas["orchestrator-worker-deploy"]["maxReplicas"] == 20
+    assert hpas["orchestrator-worker-events"]["minReplicas"] == 2
+    assert hpas["orchestrator-api"]["maxReplicas"] == 6
+
+
+def test_keda_scaled_objects_replace_the_hpa(renders: dict[str, Rendered]) -> None:
+    rendered = renders["keda-values"]
+    scaled = {s["metadata"]["name"]: s["spec"] for s in rendered.of_kind("ScaledObject")}
+    assert set(scaled) == {"orchestrator-worker-events", "orchestrator-worker-deploy"}
+    assert not rendered.of_kind("HorizontalPodAutoscaler")
+    events = scaled["orchestrator-worker-events"]
+    assert events["scaleTargetRef"]["name"] == "orchestrator-worker-events"
+    assert events["minReplicaCount"] == 0
+    trigger = events["triggers"][0]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"]["listName"] == "events" and trigger["metadata"]["listLength"] == "50"
+    assert trigger["metadata"]["address"] == "redis-master:6379"
+    auth = rendered.named("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "redis-auth",
+                                               "key": "redis-password"}]
+    assert "replicas" not in rendered.named("Deployment", "orchestrator-worker-events")["spec"]
+    assert rendered.named("Deployment", "orchestrator-worker-coordination")["spec"]["replicas"] == 1
+
+
+def test_service_monitor_scrapes_metrics(renders: dict[str, Rendered]) -> None:
+    rendered = renders["all-on-values"]
+    (monitor,) = rendered.of_kind("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s",
+                                             "scrapeTimeout": "10s"}]
+    service = rendered.named("Service", "orchestrator")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_services_and_pdbs_select_pods(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in rendered.of_kind("Deployment")]
+    for obj in rendered.of_kind("Service") + rendered.of_kind("PodDisruptionBudget"):
+        selector = obj["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        matches = [labels for labels in pod_labels if selector.items() <= labels.items()]
+        assert len(matches) == 1, f"{name}: {obj['kind']}/{obj['metadata']['name']} selects {len(matches)}"
+
+
+def test_pdbs_cover_every_component(default: Rendered) -> None:
+    pdbs = {p["metadata"]["name"] for p in default.of_kind("PodDisruptionBudget")}
+    assert pdbs == {d["metadata"]["name"] for d in default.of_kind("Deployment")}
+    assert all(p["spec"]["maxUnavailable"] == 1 for p in default.of_kind("PodDisruptionBudget"))
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_workers_shut_down_warm(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    grace = rendered.values["workerSettings"]["terminationGracePeriodSeconds"]
+    assert grace > rendered.values["config"]["stepTimeLimit"]
+    for deployment in _worker_deployments(rendered).values():
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+
+
+def test_worker_liveness_pings_through_the_broker(default: Rendered) -> None:
+    for deployment in _worker_deployments(default).values():
+        probe = deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+        command = " ".join(probe["exec"]["command"])
+        assert "celery -A workers.app inspect ping" in command
+        assert '-d "celery@${HOSTNAME}"' in command
+        assert probe["timeoutSeconds"] > 10  # the ping itself waits up to 10 s
+
+
+def test_api_runs_gunicorn_with_health_probes(default: Rendered) -> None:
+    spec = default.named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["command"] == ["gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["ports"][0]["containerPort"] == 8080
+    assert spec["automountServiceAccountToken"] is False
+    config = default.named("ConfigMap", "orchestrator-config")["data"]
+    assert config["GUNICORN_BIND"] == "0.0.0.0:8080"
+
+
+def test_watcher_is_a_singleton_control_loop(renders: dict[str, Rendered]) -> None:
+    watcher = renders["default"].named("Deployment", "orchestrator-watcher")
+    assert watcher["spec"]["replicas"] == 1
+    assert watcher["spec"]["template"]["spec"]["containers"][0]["command"] == ["orchestrator", "watch"]
+    assert renders["all-on-values"].named("Deployment", "orchestrator-watcher")["spec"]["replicas"] == 2
+    assert not [d for d in renders["minimal-values"].of_kind("Deployment") if "watcher" in d["metadata"]["name"]]
+
+
+def test_flower_is_optional_and_authenticated(renders: dict[str, Rendered]) -> None:
+    assert not [d for d in renders["default"].of_kind("Deployment") if "flower" in d["metadata"]["name"]]
+    flower = renders["all-on-values"].named("Deployment", "orchestrator-flower")["spec"]["template"]["spec"]
+    container = flower["containers"][0]
+    assert container["command"] == ["celery", "-A", "workers.app", "flower", "--port=5555"]
+    ref = _env(container)["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "orchestrator-flower", "key": "flower-basic-auth"}
+    external = renders["external-redis-values"].named("Deployment", "orchestrator-flower")
+    ref = _env(external["spec"]["template"]["spec"]["containers"][0])["FLOWER_BASIC_AUTH"]["valueFrom"]
+    assert ref["secretKeyRef"] == {"name": "flower-auth", "key": "basic-auth"}
+
+
+def test_flower_without_credentials_is_refused(chart: Any) -> None:
+    with pytest.raises(helm.HelmRenderError, match="flower.basicAuth.password"):
+        chart.render(values={"flower": {"enabled": True}}, name="orchestrator", namespace=NAMESPACE)
+
+
+def test_redis_url_from_release_or_external_secret(renders: dict[str, Rendered]) -> None:
+    api = renders["default"].named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]["containers"][0]
+    env = _env(api)
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "redis-password"}
+    assert env["ORCHESTRATOR_REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@redis-master:6379/0"
+    names = [item["name"] for item in api["env"]]
+    assert names.index("REDIS_PASSWORD") < names.index("ORCHESTRATOR_REDIS_URL")  # needed for $(...) expansion
+    external = renders["external-redis-values"].named("Deployment", "orchestrator-worker-coordination")
+    env = _env(external["spec"]["template"]["spec"]["containers"][0])
+    assert env["ORCHESTRATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "managed-redis", "key": "url"}
+    assert "REDIS_PASSWORD" not in env
+    minimal = renders["minimal-values"].named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]
+    assert _env(minimal["containers"][0])["ORCHESTRATOR_REDIS_URL"]["value"] == "redis://redis-master:6379/0"
+
+
+def test_anthropic_key_only_where_the_agent_runs_in_the_worker(renders: dict[str, Rendered]) -> None:
+    for owner, spec in renders["default"].pod_specs():
+        assert "ANTHROPIC_API_KEY" not in _env(spec["containers"][0]), owner
+    local = renders["external-redis-values"].named("Deployment", "orchestrator-worker-coordination")
+    assert "ANTHROPIC_API_KEY" in _env(local["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_shared_workspace_and_job_template_are_wired(renders: dict[str, Rendered]) -> None:
+    rendered = renders["production-values"]
+    pvc = rendered.named("PersistentVolumeClaim", "shared-workspace-pvc")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "100Gi"
+    assert pvc["spec"]["storageClassName"] == "fast-ssd"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    config = rendered.named("ConfigMap", "orchestrator-config")["data"]
+    assert config["ORCHESTRATOR_WORKSPACE_PVC"] == "shared-workspace-pvc"
+    assert config["ORCHESTRATOR_WORKSPACE_ROOT"] == "/workspace"
+    assert config["ORCHESTRATOR_JOB_TEMPLATE"] == "/infra/job-template.yaml"
+    assert config["ORCHESTRATOR_RUNNER"] == "kubernetes"
+    assert config["ORCHESTRATOR_NAMESPACE"] == NAMESPACE
+    worker = rendered.named("Deployment", "orchestrator-worker-deploy")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in worker["volumes"]}
+    assert volumes["workspace"]["persistentVolumeClaim"]["claimName"] == "shared-workspace-pvc"
+    assert volumes["job-template"]["configMap"]["name"] == "orchestrator-job-template"
+    mounts = {m["name"]: m["mountPath"] for m in worker["containers"][0]["volumeMounts"]}
+    assert mounts == {"tmp": "/tmp", "workspace": "/workspace", "job-template": "/infra"}
+    existing = renders["external-redis-values"]
+    assert not existing.of_kind("PersistentVolumeClaim")
+    assert existing.named("ConfigMap", "orchestrator-config")["data"]["ORCHESTRATOR_WORKSPACE_PVC"] == "team-workspace"
+    minimal = renders["minimal-values"].named("ConfigMap", "orchestrator-config")["data"]
+    assert "ORCHESTRATOR_WORKSPACE_PVC" not in minimal and "ORCHESTRATOR_JOB_TEMPLATE" not in minimal
+
+
+def test_job_template_is_a_valid_pod_template(default: Rendered) -> None:
+    config_map = default.named("ConfigMap", "orchestrator-job-template")
+    template = yaml.safe_load(config_map["data"]["job-template.yaml"])
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "probe"},
+           "spec": {"template": template}}
+    template["spec"]["containers"][0].setdefault("image", "agent:test")
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
+
+
+def test_job_namespace_apart_from_a_shared_claim_is_refused(chart: Any) -> None:
+    values = {"config": {"jobNamespace": "agents"}, "sharedWorkspace": {"enabled": True}}
+    with pytest.raises(helm.HelmRenderError, match="jobNamespace"):
+        chart.render(values=values, name="orchestrator", namespace=NAMESPACE)
+
+
+def test_checksums_roll_pods_when_config_changes(chart: Any, default: Rendered) -> None:
+    changed = render(chart, {"config": {"maxActiveRuns": 99}, "secrets": {"githubToken": "rotated"}})
+
+    def annotations(rendered: Rendered) -> dict[str, str]:
+        return rendered.named("Deployment", "orchestrator-worker-deploy")["spec"]["template"]["metadata"][
+            "annotations"]
+
+    before, after = annotations(default), annotations(changed)
+    assert {"checksum/config", "checksum/secret", "checksum/job-template"} <= before.keys()
+    assert before["checksum/config"] != after["checksum/config"]
+    assert before["checksum/secret"] != after["checksum/secret"]
+    assert before["checksum/job-template"] == after["checksum/job-template"]
+
+
+def test_helm_test_hook_calls_ready(default: Rendered) -> None:
+    (pod,) = default.of_kind("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["containers"][0]["command"][-1] == "http://orchestrator:80/ready"
+
+
+def test_notes_tell_how_to_reach_api_and_flower(renders: dict[str, Rendered]) -> None:
+    default = renders["default"].notes
+    assert "port-forward svc/orchestrator 8080:80" in default and "http://orchestrator.local/" in default
+    assert "Flower is off" in default
+    all_on = renders["all-on-values"].notes
+    assert "https://orchestrator.example.com/" in all_on
+    assert "port-forward svc/orchestrator-flower 5555:5555" in all_on
+
+
+@pytest.mark.parametrize("values, where", [
+    ({"bogus": 1}, "bogus"),
+    ({"replicaCount": "two"}, "/replicaCount"),
+    ({"workers": {"evnets": {"replicas": 2}}}, "evnets"),
+    ({"workers": {"events": {"queues": ["nope"]}}}, "/workers/events/queues/0"),
+    ({"workers": {"deploy": {"concurrency": 0}}}, "/workers/deploy/concurrency"),
+    ({"ingress": {"hosts": [{"host": "a", "paths": [{"path": "/", "pathType": "Prefix", "x": 1}]}]}}, "x"),
+    ({"sharedWorkspace": {"accessMode": "ReadWriteAll"}}, "/sharedWorkspace/accessMode"),
+    ({"config": {"runner": "docker"}}, "/config/runner"),
+])
+def test_schema_rejects_unknown_keys_and_wrong_types(chart: Any, values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
+        chart.validate_schema(values)
+
+
+# Objects whose keys are Kubernetes' (or free maps), not the chart's: the schema
+# leaves them open; kubernetes-validate checks what they become.
+OPEN_OBJECTS = {"global", "podSecurityContext", "securityContext", "affinity", "tolerations",
+                "claudeCodeChart.jobTemplate", "config.extraEnv", "podAnnotations", "nodeSelector",
+                "serviceAccount.annotations", "ingress.annotations", "serviceMonitor.labels", "limits", "requests"}
+
+
+def _schema_nodes(schema: dict[str, Any], root: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict]]:
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[1]]
+    yield path, schema
+    for key, sub in schema.get("properties", {}).items():
+        yield from _schema_nodes(sub, root, f"{path}.{key}" if path else key)
+    if isinstance(schema.get("items"), dict):
+        yield from _schema_nodes(schema["items"], root, f"{path}[]")
+
+
+def _is_open(path: str) -> bool:
+    return any(path == p or path.endswith("." + p) or path.startswith(p + ".") for p in OPEN_OBJECTS)
+
+
+def test_schema_closes_every_object_of_the_chart() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    for path, node in _schema_nodes(schema, schema):
+        if node.get("type") == "object" and not _is_open(path):
+            assert node.get("additionalProperties") is False, f"{path or '<root>'} accepts unknown keys"
+
+
+def _value_paths(value: Any, path: str = "") -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            child = f"{path}.{key}" if path else key
+            yield child
+            if not _is_open(child):
+                yield from _value_paths(sub, child)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _value_paths(item, f"{path}[]")
+
+
+def test_schema_covers_every_value(chart: Any) -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    known = {path for path, _ in _schema_nodes(schema, schema)}
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    missing = [path for path in _value_paths(values) if path not in known and not _is_open(path.rsplit(".", 1)[0])]
+    assert not missing
+    chart.validate_schema(values)
+
+
+def test_every_value_is_commented() -> None:
+    """Each key of the chart's own objects has a comment right above it (list items and
+    open Kubernetes objects excepted: their keys are Kubernetes')."""
+    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str]] = []  # (indent, key or "[]") of what encloses the line
+    uncommented = []
+    for number, line in enumerate(lines):
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if stripped.startswith("-"):
+            stack.append((indent, "[]"))
+            continue
+        match = re.match(r"^([A-Za-z][\w.\-/]*):", stripped)
+        if not match:
+            continue
+        keys = [key for _, key in stack]
+        parent = ".".join(keys)
+        if "[]" not in keys and not (parent and _is_open(parent)):
+            if not lines[number - 1].strip().startswith("#"):
+                uncommented.append(f"{number + 1}: {stripped}")
+        stack.append((indent, match.group(1)))
+    assert not uncommented, uncommented
+
+
+@pytest.mark.parametrize("name", ["default", "all-on-values", "external-redis-values"])
+def test_every_chart_command_names_a_real_entry_point(renders: dict[str, Rendered], name: str) -> None:
+    from tests.support.entrypoints import check_command
+
+    for deployment in renders[name].of_kind("Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        check_command(container["command"])
+        probe = container.get("livenessProbe", {}).get("exec")
+        if probe:
+            check_command(shlex.split(probe["command"][-1]))
+
+
+def test_grace_period_shorter_than_a_step_is_refused(chart: Any) -> None:
+    values = {"workerSettings": {"terminationGracePeriodSeconds": 300}, "config": {"stepTimeLimit": 360}}
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
+        chart.render(values=values, name="orchestrator", namespace=NAMESPACE)

@@ -1,0 +1,131 @@
+"""docker-compose.yml: valid against the Compose Specification, every command a real entry point."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+jsonschema = pytest.importorskip("jsonschema")
+
+from tests.support.entrypoints import REPO_ROOT, check_command  # noqa: E402
+from workers.app import QUEUES  # noqa: E402
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# The shared schema lives beside the repository (a fresh clone in CI) or at /work/shared.
+SCHEMA_CANDIDATES = (REPO_ROOT.parent / "shared" / "schemas" / "compose-spec.json",
+                     Path("/work/shared/schemas/compose-spec.json"))
+
+
+def compose_schema_path() -> Path:
+    for path in SCHEMA_CANDIDATES:
+        if path.is_file():
+            return path
+    raise AssertionError(f"compose-spec.json not found in {[str(p) for p in SCHEMA_CANDIDATES]}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def _image_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items() if svc.get("build")}
+
+
+def test_schema_is_found() -> None:
+    assert compose_schema_path().is_file()
+
+
+def test_compose_file_matches_the_compose_spec(compose: dict[str, Any]) -> None:
+    schema = json.loads(compose_schema_path().read_text())
+    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_the_schema_catches_a_wrong_file(compose: dict[str, Any]) -> None:
+    schema = json.loads(compose_schema_path().read_text())
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["api"]["helthcheck"] = {}
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
+
+
+def test_the_components_are_there(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"redis", "api", "watcher", "flower"} <= set(services)
+    images = {svc.get("image") for svc in _image_services(compose).values()}
+    assert images == {"orchestrator:local"}, "every component runs the image the Dockerfile builds"
+    for svc in _image_services(compose).values():
+        assert svc["build"]["dockerfile"] == "Dockerfile"
+
+
+def test_every_queue_has_a_worker(compose: dict[str, Any]) -> None:
+    served = set()
+    for svc in compose["services"].values():
+        command = svc.get("command") or []
+        if command[:4] == ["celery", "-A", "workers.app", "worker"]:
+            served.update(command[command.index("-Q") + 1].split(","))
+    assert served == set(QUEUES)
+
+
+@pytest.mark.parametrize("service", ["api", "watcher", "flower", "worker-events", "worker-coordination",
+                                     "worker-workspace", "worker-deploy"])
+def test_every_command_names_a_real_entry_point(compose: dict[str, Any], service: str) -> None:
+    notes = check_command(compose["services"][service]["command"])
+    for note in notes:
+        warnings.warn(f"{service}: {note}", stacklevel=1)
+
+
+def test_redis_keeps_its_data(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert "redis-data" in compose["volumes"]
+
+
+def test_start_order_and_health_checks(compose: dict[str, Any]) -> None:
+    assert compose["services"]["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    for name, svc in _image_services(compose).items():
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
+        if name != "watcher":
+            assert svc.get("healthcheck"), f"{name} has no health check"
+    assert "/ready" in " ".join(compose["services"]["api"]["healthcheck"]["test"])
+    worker = compose["services"]["worker-deploy"]
+    assert "inspect ping" in " ".join(worker["healthcheck"]["test"])
+
+
+def test_workers_shut_down_warm(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        if name.startswith("worker-"):
+            assert svc["stop_grace_period"] == "7m", name  # longer than the 360 s step time limit
+
+
+def test_shared_workspace_and_runner_by_configuration(compose: dict[str, Any]) -> None:
+    for name, svc in _image_services(compose).items():
+        assert "workspace:/workspace" in svc["volumes"], name
+        env = svc["environment"]
+        assert env["ORCHESTRATOR_WORKSPACE_ROOT"] == "/workspace"
+        assert env["ORCHESTRATOR_RUNNER"] == "${ORCHESTRATOR_RUNNER:-local}"
+        assert env["KUBECONFIG"] == "${ORCHESTRATOR_KUBECONFIG_FILE:+/kube/config}"
+        assert "${ORCHESTRATOR_KUBECONFIG_FILE:-/dev/null}:/kube/config:ro" in svc["volumes"]
+
+
+def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
+    for name, svc in _image_services(compose).items():
+        env = svc["environment"]
+        for var in ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY",
+                    "FLOWER_BASIC_AUTH"):
+            # No value: compose passes the variable through from the shell or .env, or leaves it unset.
+            assert env.get(var) is None, f"{name}: {var} has a value in the file"
+
+
+def test_ports_are_local_only(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this machine"

@@ -60,7 +60,8 @@ class Context:
             return self.settings.api_token
         running = localstate.running_stack(self.settings.data_dir)
         if running and str(running.get("api_url", "")).rstrip("/") == api_url.rstrip("/"):
-            return localstate.read_token(self.settings.data_dir)
+            # The stack's generated token, or the first configured one it was given.
+            return localstate.read_token(self.settings.data_dir) or next(iter(self.settings.api_tokens), "")
         return ""
 
     @cached_property

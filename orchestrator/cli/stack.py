@@ -318,6 +318,9 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str) -> dict
     else:
         env["ORCHESTRATOR_WORKSPACE_ROOT"] = str(settings.workspace_root)
     env["GUNICORN_BIND"] = bind
+    # A laptop needs two API processes, and Ctrl-C should not wait long for open log streams.
+    env.setdefault("GUNICORN_WORKERS", "2")
+    env.setdefault("GUNICORN_GRACEFUL_TIMEOUT", "5")
     env["FLOWER_UNAUTHENTICATED_API"] = "true"
     # The children run from the same code as this command, even outside the install.
     root = str(Path(__file__).resolve().parents[2])
@@ -340,6 +343,9 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         lock.close()
         raise UsageError("--concurrency must be at least 1")
+    if args.flower and importlib.util.find_spec("flower") is None:
+        lock.close()
+        raise UsageError("--flower needs Flower: pip install flower")
 
     log_dir = data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from orchestrator.settings import ConfigError
 COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cli.stack",
     "orchestrator.cli.pm",
+    "orchestrator.cli.watch",
 )
 
 

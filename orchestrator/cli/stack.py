@@ -294,15 +294,12 @@ def _gunicorn_has_control_socket() -> bool:
     return any("--no-control-socket" in (getattr(s, "cli", None) or []) for s in KNOWN_SETTINGS)
 
 
-def has_command(name: str) -> bool:
-    """True when `orchestrator <name>` exists (the watcher comes from another module)."""
-    from orchestrator.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._subparsers._group_actions if parser._subparsers else []:
-        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
-            return True
-    return False
+def watcher_available() -> bool:
+    """True when this installation has the watcher behind `orchestrator watch`."""
+    try:
+        return importlib.util.find_spec("orchestrator.watcher") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def child_env(settings: Settings, redis_url: str, token: str, bind: str) -> dict[str, str]:
@@ -369,7 +366,7 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
         stack.start("worker", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES),
                                "-c", str(args.concurrency), "-n", f"orchestrator-up-{os.getpid()}@%h",
                                "--without-gossip", "--without-mingle", "-l", "INFO"], env)
-        watcher = has_command("watch")
+        watcher = watcher_available()
         if watcher:
             stack.start("watch", [sys.executable, "-m", "orchestrator.cli", "watch"], env)
         flower_url = ""

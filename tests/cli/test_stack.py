@@ -110,3 +110,19 @@ def test_child_env_defaults(settings) -> None:
     assert env["ORCHESTRATOR_REDIS_URL"] == "redis://127.0.0.1:1/0"
     configured = stack.child_env(settings, "redis://x:1/0", "tok", "127.0.0.1:1")
     assert configured["ORCHESTRATOR_API_TOKENS"] == os.environ["ORCHESTRATOR_API_TOKENS"]
+
+
+def test_without_redis_server_up_uses_an_in_memory_redis_and_warns(up_factory, tmp_path: Path) -> None:
+    # A PATH without redis-server (the interpreter is called by its full path anyway).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    up = up_factory(env={"ORCHESTRATOR_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "PATH": str(bin_dir)})
+    up.start()
+    output = up.output()
+    assert "warning: no Redis answers at ORCHESTRATOR_REDIS_URL and redis-server is not installed" in output
+    assert "nothing will persist" in output and "in-memory fakeredis" in output
+    health = cli({**up.env, "ORCHESTRATOR_API_URL": up.api_url}, "health")
+    assert health.returncode == 0, health.stdout + health.stderr
+    children = stack.descendants(up.proc.pid)
+    assert up.interrupt() == 0
+    assert [pid for pid in children if alive(pid)] == []

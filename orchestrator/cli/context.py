@@ -44,6 +44,12 @@ class Context:
     def json(self) -> bool:
         return self.output == "json"
 
+    @property
+    def live(self) -> bool:
+        """Redraw in place (progress, `task watch`): only for people at a terminal, never for JSON."""
+        isatty = getattr(self.stdout, "isatty", None)
+        return not self.json and bool(isatty and isatty())
+
     def api_url(self) -> str:
         """--api-url, else ORCHESTRATOR_API_URL, else the local stack's, else the default."""
         explicit = getattr(self.args, "api_url", None) or os.environ.get("ORCHESTRATOR_API_URL", "").strip()

@@ -143,7 +143,7 @@ def _submit_all(ctx: Context, args: argparse.Namespace, tasks: list[dict[str, An
     ordered = taskmaster.dependency_order(tasks)
     total = len(ordered)
     results: list[dict[str, Any]] = []
-    live = ctx.style.enabled  # redraw a progress line only on a terminal
+    live = ctx.live  # redraw a progress line only on a terminal
     for index, task in enumerate(ordered, start=1):
         ref = f"{args.service}/{task['id']}"
         if live:
@@ -303,7 +303,7 @@ def cmd_watch(ctx: Context, args: argparse.Namespace) -> int:
     service, task_id = parse_ref(args.ref)
     if args.interval <= 0:
         raise UsageError("--interval must be more than 0 seconds")
-    live = ctx.style.enabled or ctx.stdout.isatty()
+    live = ctx.live
     last_status = None
     while True:
         task = ctx.client.get_task(service, task_id)

@@ -34,6 +34,7 @@ from orchestrator.cli.errors import EXIT_FAILED, EXIT_OK, Conflict, Unreachable,
 from orchestrator.settings import Settings
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 20.0  # seconds the children get to stop before SIGKILL
 
 
@@ -162,7 +163,7 @@ class Stack:
         self._logs.append(log)
         # Own session per child: Ctrl-C reaches `up` only, which stops children in order.
         proc = subprocess.Popen(list(args), env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         self.children.append((name, proc, log_path))
         return proc
 
@@ -206,6 +207,15 @@ class Stack:
                 _reap()
                 time.sleep(0.05)
         _reap()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when `up` dies, even by SIGKILL (Linux), so nothing is orphaned."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -126,3 +126,16 @@ def test_without_redis_server_up_uses_an_in_memory_redis_and_warns(up_factory, t
     children = stack.descendants(up.proc.pid)
     assert up.interrupt() == 0
     assert [pid for pid in children if alive(pid)] == []
+
+
+def test_children_stop_even_when_up_is_killed(up_factory) -> None:
+    up = up_factory()
+    up.start()
+    children = stack.descendants(up.proc.pid)
+    assert children
+    up.proc.kill()  # SIGKILL: no chance to clean up; the children's parent-death signal does it
+    up.proc.wait()
+    deadline = time.monotonic() + 60
+    while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in children if alive(pid)] == []

@@ -167,3 +167,28 @@ def test_health(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.routes[("GET", "/ready")] = json_answer(503, {"status": "unavailable", "reason": "redis does not answer"})
     assert main(["health"]) == 5
     assert "not ready: redis does not answer" in capsys.readouterr().out
+
+
+def test_watch_on_a_terminal_redraws_with_the_last_log_lines(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Tty()
+    monkeypatch.setattr("sys.stdout", screen)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    statuses = iter(["Queued", "Running", "Succeeded"])
+    api.routes[("GET", f"{TASKS}/demo/1")] = lambda _r: json_answer(
+        200, {"service_name": "demo", "id": 1, "title": "T", "status": next(statuses), "status_reason": ""})
+    logs = iter([json_answer(404, {"code": "no_run", "message": "task demo/1 has no run yet"}),
+                 (200, {"Content-Type": "text/plain"}, b"working\n"),
+                 (200, {"Content-Type": "text/plain"}, b"working\ndone\n")])
+    api.routes[("GET", f"{TASKS}/demo/1/logs")] = lambda _r: next(logs)
+    assert main(["task", "watch", "demo/1", "--interval", "0.01"]) == EXIT_OK
+    frames = screen.getvalue().split("\x1b[H\x1b[J")[1:]
+    assert len(frames) == 3
+    assert "last log lines" not in frames[0] and "working" in frames[1]
+    assert "\x1b[32mSucceeded\x1b[0m" in frames[2] and frames[2].rstrip().endswith("done")

@@ -226,11 +226,21 @@ def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
     service, task_id = parse_ref(args.ref)
     if args.tail is not None and args.tail < 1:
         raise UsageError("--tail must be at least 1")
-    if args.follow:
+    if not args.follow:
+        for line in ctx.client.logs(service, task_id, tail=args.tail):
+            ctx.print(line)
+        return EXIT_OK
+    while True:
         _wait_for_run(ctx, service, task_id)
-    for line in ctx.client.logs(service, task_id, tail=args.tail, follow=args.follow):
-        ctx.print(line)
-    return EXIT_OK
+        printed = 0
+        for line in ctx.client.logs(service, task_id, tail=args.tail, follow=True):
+            ctx.print(line)
+            printed += 1
+        # A stream that ended before the run wrote anything may have started too early
+        # (the run was still being prepared): ask again until the task ends.
+        if printed or str(field(ctx.client.get_task(service, task_id), "status")) in TERMINAL_STATUSES:
+            return EXIT_OK
+        time.sleep(0.5)
 
 
 def _wait_for_run(ctx: Context, service: str, task_id: int, interval: float = 0.5) -> None:

@@ -192,3 +192,16 @@ def test_watch_on_a_terminal_redraws_with_the_last_log_lines(api: FakeApi, monke
     assert len(frames) == 3
     assert "last log lines" not in frames[0] and "working" in frames[1]
     assert "\x1b[32mSucceeded\x1b[0m" in frames[2] and frames[2].rstrip().endswith("done")
+
+
+def test_logs_follow_waits_for_the_run_and_asks_again_after_an_early_empty_stream(
+        api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    views = iter([{"status": "Queued", "runs": []}, {"status": "Preparing", "runs": [{"run_id": "r"}]},
+                  {"status": "Preparing", "runs": [{"run_id": "r"}]}, {"status": "Running", "runs": [{"run_id": "r"}]}])
+    api.routes[("GET", f"{TASKS}/demo/1")] = lambda _r: json_answer(200, {"service_name": "demo", "id": 1,
+                                                                          **next(views)})
+    streams = iter([b"", b"one\ntwo\n"])
+    api.routes[("GET", f"{TASKS}/demo/1/logs")] = lambda _r: (200, {"Content-Type": "text/plain"}, next(streams))
+    assert main(["task", "logs", "demo/1", "-f"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert out == "one\ntwo\n" and "waiting for demo/1 to start (it is Queued)" in err

@@ -16,6 +16,7 @@ class Resources:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._store: TaskStore | None = None
+        self._runner: Any = None
 
     def store(self) -> TaskStore:
         if self._store is None:
@@ -23,17 +24,36 @@ class Resources:
                                     history_limit=self.settings.status_history_limit)
         return self._store
 
+    def runner(self) -> Any:
+        """The runner that holds run logs (a Kubernetes or local runner), built on first use."""
+        if self._runner is None:
+            from orchestrator.runners import get_runner  # type: ignore[attr-defined]
+
+            self._runner = get_runner(self.settings)
+        return self._runner
+
 
 def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     """Build the API app; `settings` defaults to the environment's."""
     settings = settings or get_settings()
     app = Flask(__name__)
     app.config.update(JSON_SORT_KEYS=False, **config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["orchestrator"] = Resources(settings)
 
+    from api.access_log import init_access_log
     from api.errors import register_error_handlers
     from api.health import bp as health_bp
+    from api.metrics import bp as metrics_bp
+    from api.metrics import init_metrics
+    from api.openapi import bp as openapi_bp
+    from api.tasks import bp as tasks_bp
 
     register_error_handlers(app)
+    init_metrics(app)
+    init_access_log(app)
     app.register_blueprint(health_bp)
+    app.register_blueprint(metrics_bp)
+    app.register_blueprint(openapi_bp)
+    app.register_blueprint(tasks_bp)
     return app

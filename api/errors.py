@@ -9,7 +9,8 @@ from typing import Any
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from orchestrator.store import StoreUnavailable
+from orchestrator.operations import OperationRefused
+from orchestrator.store import IllegalTransition, StoreUnavailable, TaskExists, TaskNotFound
 
 log = logging.getLogger("orchestrator.api")
 
@@ -19,11 +20,14 @@ class ApiError(Exception):
 
     status = 400
     code = "bad_request"
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 errors: dict[str, Any] | None = None):
+                 errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        if headers is not None:
+            self.headers = headers
         if status is not None:
             self.status = status
         if code is not None:
@@ -52,7 +56,22 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return envelope(exc.status, exc.code, exc.message, exc.errors)
+        response = envelope(exc.status, exc.code, exc.message, exc.errors)
+        response.headers.update(exc.headers)
+        return response
+
+    @app.errorhandler(TaskNotFound)
+    def _not_found(exc: TaskNotFound) -> Response:
+        return envelope(404, "task_not_found", str(exc))
+
+    @app.errorhandler(TaskExists)
+    def _exists(exc: TaskExists) -> Response:
+        return envelope(409, "task_exists", f"{exc}; submit it with another id, or send new context to it")
+
+    @app.errorhandler(OperationRefused)
+    @app.errorhandler(IllegalTransition)
+    def _refused(exc: Exception) -> Response:
+        return envelope(409, "conflict", str(exc))
 
     @app.errorhandler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> Response:
@@ -63,7 +82,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return envelope(exc.code or 500, code, exc.description or exc.name)
+        response = envelope(exc.code or 500, code, exc.description or exc.name)
+        for name, value in exc.get_headers():  # e.g. Allow on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -130,3 +130,37 @@ def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
     if host not in {h.lower() for h in allowed_hosts}:
         raise ValueError(f"repository host {host!r} is not in the allowed list")
     return value
+
+
+# Submitted env values land in Job specs and logs, so anything that looks like a
+# credential is refused by name: secrets reach agents only as secretKeyRefs.
+SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE", "APIKEY", "ACCESSKEY",
+                     "SSHKEY", "COOKIE", "SESSION")
+SECRET_NAME_WORDS = ("KEY", "PAT", "PWD", "AUTH", "DSN")
+# Names the runner sets itself, or that change how every program in the Job loads.
+RESERVED_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "SHELL", "PYTHONPATH", "NODE_OPTIONS", "BASH_ENV", "ENV"})
+RESERVED_ENV_PREFIXES = ("ORCHESTRATOR_", "LD_", "KUBERNETES_", "GIT_", "DYLD_")
+SECRET_VALUE_PREFIXES = ("ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "sk-ant-", "xoxb-", "AKIA", "-----BEGIN")
+
+
+def plain_env_name(value: str) -> str:
+    """An env name for a submitted, non-secret value: valid, not reserved, not credential-like."""
+    env_name(value)
+    upper = value.upper()
+    if upper in RESERVED_ENV_NAMES or upper.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"environment variable {value} is reserved for the system")
+    words = upper.split("_")
+    if any(part in upper for part in SECRET_NAME_PARTS) or any(w in SECRET_NAME_WORDS for w in words):
+        raise ValueError(
+            f"environment variable {value} looks like a secret; secrets are configured as Kubernetes Secrets, not submitted"
+        )
+    return value
+
+
+def plain_env_value(value: str) -> str:
+    """A submitted env value: bounded text that does not look like a well-known credential."""
+    if not isinstance(value, str) or len(value) > 4096 or "\x00" in value:
+        raise ValueError("environment values must be strings of at most 4096 characters without NUL")
+    if value.strip().startswith(SECRET_VALUE_PREFIXES):
+        raise ValueError("environment value looks like a credential; secrets are configured as Kubernetes Secrets")
+    return value

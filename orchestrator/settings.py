@@ -159,6 +159,18 @@ VARIABLES: tuple[Variable, ...] = (
              "Seconds after which a pipeline step is killed."),
     Variable("ORCHESTRATOR_BROKER_VISIBILITY_TIMEOUT", "broker_visibility_timeout", _positive_int, "3600",
              "Seconds before the broker redelivers an unacknowledged step; longer than the longest step."),
+    Variable("ORCHESTRATOR_ALLOWED_GIT_HOSTS", "allowed_git_hosts", _parse_list, "github.com",
+             "Comma-separated hosts a submitted repository URL may point to."),
+    Variable("ORCHESTRATOR_MAX_REQUEST_BYTES", "max_request_bytes", _positive_int, "1048576",
+             "Largest PM API request body accepted, in bytes (larger: 413)."),
+    Variable("ORCHESTRATOR_DEFAULT_TIMEOUT_SECONDS", "default_timeout_seconds", _positive_int, "3600",
+             "Run timeout of a submitted task that names none."),
+    Variable("ORCHESTRATOR_MAX_TIMEOUT_SECONDS", "max_timeout_seconds", _positive_int, "21600",
+             "Largest `timeout_seconds` a submission may ask for."),
+    Variable("ORCHESTRATOR_ALLOWED_AGENT_OVERRIDES", "allowed_agent_overrides", _parse_list, "",
+             "Comma-separated keys a submission may set in its `agent` object. Empty: no overrides."),
+    Variable("ORCHESTRATOR_PAGE_SIZE_MAX", "page_size_max", _positive_int, "100",
+             "Largest page of tasks the list endpoint returns."),
     Variable("KUBECONFIG", "kubeconfig", _parse_optional_path, "",
              "Kubeconfig file for the Kubernetes runner; empty: in-cluster configuration."),
     Variable("GITHUB_TOKEN", "github_token", _parse_str, "",
@@ -193,6 +205,12 @@ class Settings:
     step_soft_time_limit: int
     step_time_limit: int
     broker_visibility_timeout: int
+    allowed_git_hosts: tuple[str, ...]
+    max_request_bytes: int
+    default_timeout_seconds: int
+    max_timeout_seconds: int
+    allowed_agent_overrides: tuple[str, ...]
+    page_size_max: int
     kubeconfig: Path | None
     github_token: str
     github_webhook_secrets: tuple[str, ...]
@@ -221,6 +239,10 @@ class Settings:
         """Cross-field rules that no single variable can express."""
         if self.step_time_limit <= self.step_soft_time_limit:
             raise ConfigError("ORCHESTRATOR_STEP_TIME_LIMIT: must be greater than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT")
+        if self.default_timeout_seconds > self.max_timeout_seconds:
+            raise ConfigError(
+                "ORCHESTRATOR_DEFAULT_TIMEOUT_SECONDS: must not be greater than ORCHESTRATOR_MAX_TIMEOUT_SECONDS"
+            )
         if self.broker_visibility_timeout <= self.step_time_limit:
             raise ConfigError(
                 "ORCHESTRATOR_BROKER_VISIBILITY_TIMEOUT: must be greater than ORCHESTRATOR_STEP_TIME_LIMIT"

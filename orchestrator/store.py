@@ -140,6 +140,15 @@ def _fence_key(name: str) -> str:
     return f"{PREFIX}:fence:{name}"
 
 
+# Kombu's Redis transport: the default priority steps are 0, 3, 6, 9; step 0 is
+# the plain queue name, the others get a separator and the step appended.
+_QUEUE_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def _queue_keys(name: str) -> list[str]:
+    return [name + suffix for suffix in _QUEUE_PRIORITY_SUFFIXES]
+
+
 # Scripts -------------------------------------------------------------------------
 
 # Creates a task with its indexes, first history entry and idempotency record,
@@ -345,9 +354,8 @@ class TaskStore:
         )
         if not int(created):
             raise TaskExists(f"task {member} already exists")
-        task = self.get_task(service, task_id)
-        assert task is not None
-        return task
+        # The script wrote exactly these fields, atomically: no need to read them back.
+        return _decode_task({**fields, "seq": str(_seq), "history_seq": "1"})
 
     def get_task(self, service: str, task_id: int) -> dict[str, Any] | None:
         """The task's record, or None."""
@@ -475,6 +483,21 @@ class TaskStore:
             pipe.zcard(_idx_status(status.value))
         counts = self._safe(pipe.execute)
         return {status.value: int(n) for status, n in zip(Status, counts)}
+
+    def queue_depths(self, names: Iterable[str]) -> dict[str, int]:
+        """Messages waiting in each Celery queue (for metrics).
+
+        Kombu's Redis transport keeps a queue as a list named after it, plus
+        one list per priority step (`<name>\\x06\\x16<priority>`); all are counted.
+        """
+        names = list(names)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            for key in _queue_keys(name):
+                pipe.llen(key)
+        counts = self._safe(pipe.execute)
+        per = len(_QUEUE_PRIORITY_SUFFIXES)
+        return {name: sum(int(n) for n in counts[i * per:(i + 1) * per]) for i, name in enumerate(names)}
 
     def task_refs_in_status(self, *statuses: Status | str) -> list[tuple[str, int]]:
         """(service, id) of every task in the given statuses, oldest first."""

@@ -1,0 +1,49 @@
+"""One log line per request, with its request id (JSON through orchestrator.logs.JsonFormatter)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from flask import Flask, Response, g, request
+
+from api.errors import request_id
+
+access_log = logging.getLogger("orchestrator.api.access")
+
+# A caller's X-Request-Id is kept only when it is short and plain (it reaches logs).
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def init_access_log(app: Flask) -> None:
+    """Give every request an id, then log it and count it when it ends."""
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-Id", "")
+        if REQUEST_ID.match(incoming):
+            g.request_id = incoming
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        rid = request_id()
+        response.headers["X-Request-Id"] = rid
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics = app.extensions.get("orchestrator_metrics")
+        if metrics is not None:
+            metrics.observe(route, request.method, response.status_code, seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("request", extra={
+                "request_id": rid,
+                "method": request.method,
+                "path": request.path,  # never the query string: it may carry anything
+                "route": route,
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 2),
+                "remote": request.remote_addr,
+                "length": response.calculate_content_length(),
+            })
+        return response

@@ -1,0 +1,98 @@
+"""Prometheus metrics: GET /metrics (open, like health).
+
+Request counts and latencies are recorded by the app's request hooks. Task
+counts and queue depths are read from Redis when Prometheus scrapes, so they
+are the same whichever worker answers. Under gunicorn with several workers,
+set PROMETHEUS_MULTIPROC_DIR (api/gunicorn_conf.py does) and the request
+metrics of every worker are merged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from orchestrator.store import StoreError
+
+log = logging.getLogger("orchestrator.api")
+
+bp = Blueprint("metrics", __name__)
+
+# The queues the API reports; the same names as workers.app.QUEUES (not
+# imported, so the API never builds the Celery app just to be scraped).
+QUEUES: tuple[str, ...] = ("events", "coordination", "workspace", "deploy")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class RequestMetrics:
+    """The request counter and latency histogram of one app."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.requests = Counter("orchestrator_api_requests", "API requests by route, method and status.",
+                                ["route", "method", "status"], registry=registry)
+        self.latency = Histogram("orchestrator_api_request_duration_seconds", "API request latency by route.",
+                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Record one finished request."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+
+class StoreCollector(Collector):
+    """Tasks by status and queue depths, read from Redis at scrape time."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.app.extensions["orchestrator"].store()
+        up = GaugeMetricFamily("orchestrator_store_up", "1 when the task store (Redis) answered this scrape.")
+        try:
+            counts = store.count_by_status()
+            depths = store.queue_depths(QUEUES)
+        except StoreError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        tasks = GaugeMetricFamily("orchestrator_tasks", "Tasks by status.", labels=["status"])
+        for status, n in counts.items():
+            tasks.add_metric([status], n)
+        yield tasks
+        queues = GaugeMetricFamily("orchestrator_queue_depth", "Messages waiting in each queue.", labels=["queue"])
+        for queue, n in depths.items():
+            queues.add_metric([queue], n)
+        yield queues
+
+
+def init_metrics(app: Flask) -> RequestMetrics:
+    """Create the app's metrics (a registry per app, so several apps can coexist in tests)."""
+    metrics = RequestMetrics(CollectorRegistry(auto_describe=True))
+    app.extensions["orchestrator_metrics"] = metrics
+    return metrics
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text: requests, latency, tasks by status, queue depths."""
+    own: RequestMetrics = current_app.extensions["orchestrator_metrics"]
+    scrape = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(scrape)  # every worker's request metrics
+        text = b""
+    else:
+        text = generate_latest(own.registry)
+    scrape.register(StoreCollector(current_app._get_current_object()))  # type: ignore[attr-defined]
+    return Response(text + generate_latest(scrape), mimetype=CONTENT_TYPE_LATEST)

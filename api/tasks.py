@@ -1,0 +1,356 @@
+"""The PM API: submit, list, follow, change and cancel tasks (/api/v1/pm/tasks...)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+from marshmallow import Schema, ValidationError
+
+from api import schemas
+from api.auth import protect
+from api.errors import ApiError
+from orchestrator import names, operations
+from orchestrator.settings import Settings
+from orchestrator.states import Status
+from orchestrator.store import TaskExists, TaskStore, split_ref, task_ref
+
+log = logging.getLogger("orchestrator.api")
+
+PREFIX = "/api/v1/pm/tasks"
+bp = protect(Blueprint("tasks", __name__, url_prefix=PREFIX))
+
+# Spec fields shown in a task view, with what an older record lacking one shows.
+SPEC_FIELDS: dict[str, Any] = {
+    "description": "", "details": "", "test_strategy": "", "dependencies": [], "subtasks": [],
+    "markdown_files": [], "repository": None, "model": None, "working_directory": "",
+    "timeout_seconds": None, "env": {}, "agent": {},
+}
+
+
+# Resources -----------------------------------------------------------------------------
+
+
+def _settings() -> Settings:
+    return current_app.extensions["orchestrator"].settings
+
+
+def _store() -> TaskStore:
+    return current_app.extensions["orchestrator"].store()
+
+
+def _schema(name: str) -> Schema:
+    """The app's schema instances, built once from its settings."""
+    built = current_app.extensions.get("orchestrator_schemas")
+    if built is None:
+        built = build_schemas(_settings())
+        current_app.extensions["orchestrator_schemas"] = built
+    return built[name]
+
+
+def build_schemas(settings: Settings) -> dict[str, Schema]:
+    """Schema instances carrying the settings-dependent rules (also used by the OpenAPI document)."""
+    return {
+        "submission": schemas.TaskSubmissionSchema(settings=settings),
+        "context": schemas.ContextSchema(),
+        "cancel": schemas.CancelSchema(),
+        "list": schemas.ListQuerySchema(settings=settings),
+        "logs": schemas.LogsQuerySchema(),
+    }
+
+
+def _actor() -> str:
+    """Who asked, for the history: a short digest of the token (never the token)."""
+    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    return "api:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+# Input ---------------------------------------------------------------------------------
+
+
+def _json_body(*, required: bool) -> Any:
+    """The request's JSON document: 413 when too large, 415 when not JSON, 400 when malformed."""
+    length = request.content_length
+    limit = _settings().max_request_bytes
+    if length is not None and length > limit:
+        raise ApiError(f"request body is larger than {limit} bytes", status=413, code="payload_too_large")
+    has_body = bool(length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not has_body and not required:
+        return {}
+    if request.mimetype != "application/json":
+        raise ApiError("send the request body as application/json", status=415, code="unsupported_media_type")
+    # A chunked body declares no length: read one byte past the limit to see whether it is over.
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(f"request body is larger than {limit} bytes", status=413, code="payload_too_large")
+    if not raw:
+        if required:
+            raise ApiError("the request body must be a JSON object", code="invalid_json")
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError("the request body is not valid JSON", code="invalid_json") from None
+
+
+def _load(name: str, data: Any) -> dict[str, Any]:
+    """Validate with a schema; every bad field is named in the 400 answer."""
+    if not isinstance(data, Mapping):
+        raise ApiError("expected a JSON object", code="validation_error",
+                       errors={"_schema": ["expected a JSON object"]})
+    try:
+        return _schema(name).load(data)
+    except ValidationError as exc:
+        raise ApiError("the request is invalid; see errors", code="validation_error",
+                       errors=exc.normalized_messages()) from None
+
+
+def _query(name: str) -> dict[str, Any]:
+    return _load(name, request.args.to_dict(flat=True))
+
+
+def _service(service: str) -> str:
+    try:
+        return names.service_name(service)
+    except ValueError as exc:
+        raise ApiError(str(exc), code="validation_error", errors={"service": [str(exc)]}) from None
+
+
+# Views of stored records -----------------------------------------------------------------
+
+
+def _iso(ts: Any) -> str | None:
+    if ts in (None, ""):
+        return None
+    return datetime.fromtimestamp(float(ts), timezone.utc).isoformat()
+
+
+def task_url(service: str, task_id: int) -> str:
+    """Path of a task resource."""
+    return f"{PREFIX}/{service}/{task_id}"
+
+
+def task_summary(task: Mapping[str, Any]) -> dict[str, Any]:
+    """A task as the list shows it (TaskSummarySchema)."""
+    spec = task.get("spec") or {}
+    return {
+        "service_name": task["service"],
+        "id": task["id"],
+        "agent_name": task.get("agent", ""),
+        "title": spec.get("title", ""),
+        "priority": task.get("priority", spec.get("priority", "medium")),
+        "status": task["status"],
+        "status_reason": task.get("status_reason", ""),
+        "submitted_status": spec.get("status", "pending"),
+        "context_version": task.get("context_version", 1),
+        "current_run": task.get("current_run") or None,
+        "created_at": _iso(task.get("created_at")),
+        "updated_at": _iso(task.get("updated_at")),
+        "url": task_url(task["service"], task["id"]),
+    }
+
+
+def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run as a task view shows it (RunViewSchema)."""
+    outputs = run.get("outputs") or {}
+    return {
+        "run_id": run.get("run_id", ""),
+        "version": run.get("version"),
+        "attempt": run.get("attempt"),
+        "stage": run.get("stage", ""),
+        "job_name": run.get("job_name", ""),
+        "phase": run.get("phase", ""),
+        "queued_at": _iso(run.get("queued_at")),
+        "started_at": _iso(run.get("started_at")),
+        "finished_at": _iso(run.get("finished_at")),
+        "exit_code": run.get("exit_code") if run.get("exit_code") != "" else None,
+        "failure_reason": run.get("failure_reason", ""),
+        "pull_request_url": outputs.get("pull_request_url") if isinstance(outputs, Mapping) else None,
+    }
+
+
+def history_view(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A status change (HistoryEntrySchema)."""
+    return {"seq": entry.get("seq"), "at": _iso(entry.get("at")), "from": entry.get("from"),
+            "to": entry.get("to"), "reason": entry.get("reason", ""), "actor": entry.get("actor", "")}
+
+
+def task_view(task: Mapping[str, Any], runs: list[Mapping[str, Any]],
+              history: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """A task with its documents, runs and recent history (TaskViewSchema)."""
+    view = task_summary(task)
+    spec = task.get("spec") or {}
+    for key, default in SPEC_FIELDS.items():
+        view[key] = spec.get(key, default)
+    view["runs"] = [run_view(r) for r in runs]
+    view["history"] = [history_view(h) for h in history]
+    return view
+
+
+def accepted_view(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The 202 answer to a submission: the task as it was stored, rebuilt the same way on a replay."""
+    first = dict(task, status=Status.PENDING.value, status_reason="submitted", context_version=1,
+                 current_run=None, updated_at=task.get("created_at"))
+    entry = {"seq": 1, "at": task.get("created_at"), "from": None, "to": Status.PENDING.value,
+             "reason": "submitted", "actor": task.get("submitted_by", "")}
+    return task_view(first, [], [entry])
+
+
+def _full_view(store: TaskStore, service: str, task_id: int) -> dict[str, Any]:
+    task = store.require_task(service, task_id)
+    return task_view(task, store.list_runs(service, task_id),
+                     store.history(service, task_id, limit=schemas.HISTORY_SHOWN))
+
+
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    response = current_app.response_class(json.dumps(body, separators=(",", ":")), status=status,
+                                          mimetype="application/json")
+    response.headers.update(headers or {})
+    return response
+
+
+# Endpoints -----------------------------------------------------------------------------
+
+
+@bp.post("")
+def submit_task() -> Response:
+    """Validate, store and queue a task; 202 with the task and its Location."""
+    body = _json_body(required=True)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not re.match(schemas.IDEMPOTENCY_KEY_PATTERN, key):
+        raise ApiError("Idempotency-Key must be 1-128 letters, digits or . _ : -", code="validation_error",
+                       errors={"Idempotency-Key": ["must match " + schemas.IDEMPOTENCY_KEY_PATTERN]})
+    spec = _load("submission", body)
+    fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    store = _store()
+    settings = _settings()
+    if key:
+        first = store.get_idempotent(key)
+        if first:
+            return _replay(store, first, fingerprint)
+    try:
+        task = operations.submit_task(
+            store, spec, actor=_actor(), origin={"kind": "api"},
+            idempotency_key=key, idempotency_ttl=settings.idempotency_ttl_seconds,
+            idempotency_value={"task": task_ref(spec["service_name"], spec["id"]), "fingerprint": fingerprint},
+        )
+    except TaskExists:
+        first = store.get_idempotent(key) if key else None
+        if first:  # a concurrent request with the same key won the race
+            return _replay(store, first, fingerprint)
+        raise
+    view = accepted_view(task)
+    return _json(view, 202, {"Location": view["url"]})
+
+
+def _replay(store: TaskStore, first: Mapping[str, Any], fingerprint: str) -> Response:
+    """The first answer again, when the same Idempotency-Key comes with the same task."""
+    if first.get("fingerprint") != fingerprint:
+        raise ApiError("this Idempotency-Key was used for a different request", status=422,
+                       code="idempotency_key_reused")
+    task = store.require_task(*split_ref(first["task"]))
+    view = accepted_view(task)
+    return _json(view, 202, {"Location": view["url"], "Idempotent-Replayed": "true"})
+
+
+@bp.get("")
+def list_tasks() -> Response:
+    """Tasks newest first, filtered by service, status and agent, one page at a time."""
+    query = _query("list")
+    items, cursor = _store().list_tasks(service=query.get("service"), status=query.get("status"),
+                                        agent=query.get("agent"), limit=query["limit"],
+                                        cursor=query.get("cursor"))
+    return _json({"items": [task_summary(t) for t in items], "next_cursor": cursor})
+
+
+@bp.get("/<service>/<int:task_id>")
+def get_task(service: str, task_id: int) -> Response:
+    """One task: status and reason, runs, recent history."""
+    return _json(_full_view(_store(), _service(service), task_id))
+
+
+@bp.post("/<service>/<int:task_id>/context")
+def add_context(service: str, task_id: int) -> Response:
+    """Add a context document; supersedes the active run and starts a new one."""
+    service = _service(service)
+    body = _json_body(required=True)
+    document = _load("context", body)
+    store = _store()
+    actor = _actor()
+    document = {**document, "added_by": actor,
+                "added_at": datetime.now(timezone.utc).isoformat()}
+    operations.add_context(store, service, task_id, document, actor=actor)
+    return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
+
+
+@bp.post("/<service>/<int:task_id>/cancel")
+def cancel_task(service: str, task_id: int) -> Response:
+    """Cancel a task that has not ended (409 when it has)."""
+    service = _service(service)
+    body = _load("cancel", _json_body(required=False))
+    store = _store()
+    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"])
+    return _json(_full_view(store, service, task_id))
+
+
+@bp.post("/<service>/<int:task_id>/retry")
+def retry_task(service: str, task_id: int) -> Response:
+    """Start a Failed or Cancelled task again (409 otherwise)."""
+    service = _service(service)
+    _json_body(required=False)  # optional; when present it must still be JSON
+    store = _store()
+    operations.retry_task(store, service, task_id, actor=_actor())
+    return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
+
+
+@bp.get("/<service>/<int:task_id>/logs")
+def task_logs(service: str, task_id: int) -> Response:
+    """The agent's output of the latest run; `follow=true` streams until the run ends."""
+    service = _service(service)
+    query = _query("logs")
+    store = _store()
+    store.require_task(service, task_id)
+    runs = store.list_runs(service, task_id)
+    if not runs:
+        raise ApiError(f"task {service}/{task_id} has no run yet; logs appear once it is launched",
+                       status=404, code="no_run")
+    run_id = runs[-1]["run_id"]
+    try:
+        runner = current_app.extensions["orchestrator"].runner()
+    except ImportError:
+        raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
+    secrets = [s for s in _settings().secret_values() if len(s) >= 4]
+    headers = {"X-Run-Id": run_id}
+    if query["follow"]:
+        lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
+        return Response(stream_with_context(_stream(lines, secrets, run_id)), mimetype="text/plain",
+                        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    try:
+        text = "".join(_line(line, secrets) for line in runner.logs(run_id, follow=False, tail=query.get("tail")))
+    except (LookupError, FileNotFoundError):
+        raise ApiError(f"run {run_id} has no logs yet", status=404, code="no_logs") from None
+    return Response(text, mimetype="text/plain", headers=headers)
+
+
+def _line(line: str, secrets: list[str]) -> str:
+    """One output line, with any configured secret value masked."""
+    for secret in secrets:
+        if secret in line:
+            line = line.replace(secret, "***")
+    return line if line.endswith("\n") else line + "\n"
+
+
+def _stream(lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
+    try:
+        for line in lines:
+            yield _line(line, secrets)
+    except (LookupError, FileNotFoundError):
+        return
+    except Exception:  # the status line is already sent; end the stream and say why in the log
+        log.exception("log stream of run %s ended by an error", run_id)

@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     from api.metrics import init_metrics
     from api.openapi import bp as openapi_bp
     from api.tasks import bp as tasks_bp
+    from api.webhooks import bp as webhooks_bp
 
     register_error_handlers(app)
     init_metrics(app)
@@ -56,4 +57,5 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(tasks_bp)
+    app.register_blueprint(webhooks_bp)
     return app

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +71,28 @@ def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _parse_upper_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.upper() for item in _parse_list(raw))
+
+
+def _parse_repositories(raw: str) -> dict[str, str]:
+    """`owner/repo=service` pairs; repository names compare case-insensitively, as on GitHub."""
+    result: dict[str, str] = {}
+    for repo, service in _parse_mapping(raw).items():
+        owner, sep, name = repo.partition("/")
+        if not sep or not owner or not name or "/" in name:
+            raise ValueError(f"expected owner/repo=service, got {repo!r}")
+        result[repo.lower()] = service
+    return result
+
+
+def _parse_command_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"expected one word without spaces, got {raw!r}")
+    return value
+
+
 def _parse_redis_url(raw: str) -> str:
     url = raw.strip()
     parsed = urlparse(url)
@@ -108,6 +132,36 @@ def _parse_mapping(raw: str) -> dict[str, str]:
             raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
         result[key.strip()] = value.strip()
     return result
+
+
+def _parse_json(raw: str, kind: type) -> Any:
+    if not raw.strip():
+        return kind()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"expected a JSON {kind.__name__}") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"expected a JSON {kind.__name__}")
+    return value
+
+
+def _parse_json_list(raw: str) -> tuple[Any, ...]:
+    """A JSON array (tolerations), kept immutable."""
+    return tuple(_parse_json(raw, list))
+
+
+def _parse_json_object(raw: str) -> dict[str, Any]:
+    """A JSON object (affinity)."""
+    return _parse_json(raw, dict)
+
+
+def _parse_command(raw: str) -> tuple[str, ...]:
+    """A command line split the way a POSIX shell splits words (no shell runs it)."""
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise ValueError(f"cannot split the command: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -171,6 +225,53 @@ VARIABLES: tuple[Variable, ...] = (
              "Comma-separated keys a submission may set in its `agent` object. Empty: no overrides."),
     Variable("ORCHESTRATOR_PAGE_SIZE_MAX", "page_size_max", _positive_int, "100",
              "Largest page of tasks the list endpoint returns."),
+    Variable("ORCHESTRATOR_AGENT_IMAGE", "agent_image", _parse_str, "ghcr.io/orchestrator/claude-code-agent:latest",
+             "Container image of agent Jobs (Kubernetes runner)."),
+    Variable("ORCHESTRATOR_AGENT_IMAGES", "agent_images", _parse_mapping, "",
+             "Per-agent image overrides, `agent=image` pairs separated by commas."),
+    Variable("ORCHESTRATOR_AGENT_COMMAND", "agent_command", _parse_command,
+             "claude -p --dangerously-skip-permissions 'Read CLAUDE.md in this directory and complete the task it describes.'",
+             "Command of the agent container, split like a shell would (Kubernetes runner). The task's model reaches it as `ANTHROPIC_MODEL`."),
+    Variable("ORCHESTRATOR_LOCAL_AGENT_COMMAND", "local_agent_command", _parse_command, "",
+             "Agent command of the local runner. Empty: Claude Code when `claude` is installed and `ANTHROPIC_API_KEY` is set, else the built-in example agent (`python -m orchestrator.agents.example`)."),
+    Variable("ORCHESTRATOR_AGENT_SECRET", "agent_secret", _parse_str, "orchestrator-agent",
+             "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied)."),
+    Variable("ORCHESTRATOR_WORKSPACE_PVC", "workspace_pvc", _parse_str, "orchestrator-workspace",
+             "PersistentVolumeClaim of the shared workspace; each Job mounts its service's directory only."),
+    Variable("ORCHESTRATOR_JOB_TEMPLATE", "job_template", _parse_optional_path, "",
+             "YAML pod template replacing the built-in one (the chart mounts it from a ConfigMap); empty: built-in."),
+    Variable("ORCHESTRATOR_JOB_BACKOFF_LIMIT", "job_backoff_limit", _non_negative_int, "0",
+             "`backoffLimit` of agent Jobs: pod retries inside one run (evictions never count)."),
+    Variable("ORCHESTRATOR_JOB_TTL_SECONDS", "job_ttl_seconds", _non_negative_int, "86400",
+             "`ttlSecondsAfterFinished` of agent Jobs: Kubernetes deletes finished Jobs after this."),
+    Variable("ORCHESTRATOR_JOB_REQUESTS", "job_requests", _parse_mapping, "cpu=500m,memory=1Gi",
+             "Resource requests of the agent container, `name=quantity` pairs."),
+    Variable("ORCHESTRATOR_JOB_LIMITS", "job_limits", _parse_mapping, "memory=4Gi",
+             "Resource limits of the agent container, `name=quantity` pairs."),
+    Variable("ORCHESTRATOR_JOB_NODE_SELECTOR", "job_node_selector", _parse_mapping, "",
+             "Node selector of agent pods, `label=value` pairs."),
+    Variable("ORCHESTRATOR_JOB_TOLERATIONS", "job_tolerations", _parse_json_list, "",
+             "Tolerations of agent pods, a JSON array."),
+    Variable("ORCHESTRATOR_JOB_AFFINITY", "job_affinity", _parse_json_object, "",
+             "Affinity of agent pods, a JSON object."),
+    Variable("ORCHESTRATOR_JOB_IMAGE_PULL_SECRETS", "job_image_pull_secrets", _parse_list, "",
+             "Comma-separated image pull Secret names for agent pods."),
+    Variable("ORCHESTRATOR_JOB_SERVICE_ACCOUNT", "job_service_account", _parse_str, "",
+             "Service account of agent pods; empty: the namespace default, with no API token mounted."),
+    Variable("ORCHESTRATOR_JOB_RUN_AS_USER", "job_run_as_user", _positive_int, "1000",
+             "Non-root user (and group) id agent containers run as."),
+    Variable("ORCHESTRATOR_KUBE_REQUEST_TIMEOUT", "kube_request_timeout", _parse_float, "10",
+             "Seconds any Kubernetes API request may take (connect and read) before it is retried."),
+    Variable("ORCHESTRATOR_KUBE_RETRIES", "kube_retries", _non_negative_int, "5",
+             "Retries of a Kubernetes API request after 429, 5xx, timeouts or connection errors (exponential backoff with jitter, honouring `Retry-After`)."),
+    Variable("ORCHESTRATOR_RECONCILE_SECONDS", "reconcile_seconds", _parse_float, "30",
+             "Period of the watcher's reconcile: list what exists and repair what the watch missed."),
+    Variable("ORCHESTRATOR_PENDING_TIMEOUT_SECONDS", "pending_timeout_seconds", _positive_int, "600",
+             "A run whose pod stays unschedulable or cannot pull its image this long fails."),
+    Variable("ORCHESTRATOR_SWEEP_AFTER_SECONDS", "sweep_after_seconds", _positive_int, "172800",
+             "The watcher's sweep deletes our finished Jobs older than this that Kubernetes did not remove."),
+    Variable("ORCHESTRATOR_WATCHER_LEASE_SECONDS", "watcher_lease_seconds", _parse_float, "15",
+             "Lease of the active `orchestrator watch`; a standby takes over after this."),
     Variable("KUBECONFIG", "kubeconfig", _parse_optional_path, "",
              "Kubeconfig file for the Kubernetes runner; empty: in-cluster configuration."),
     Variable("GITHUB_TOKEN", "github_token", _parse_str, "",
@@ -178,6 +279,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("GITHUB_WEBHOOK_SECRET", "github_webhook_secrets", _parse_list, "",
              "Webhook secret; several comma-separated while rotating. Empty: webhooks are refused.",
              secret=True),
+    Variable("ORCHESTRATOR_GITHUB_REPOSITORIES", "github_repositories", _parse_repositories, "",
+             "GitHub repositories that may create tasks, as comma-separated `owner/repo=service` pairs."),
+    Variable("ORCHESTRATOR_GITHUB_TRIGGER_LABEL", "github_trigger_label", _parse_str, "orchestrator",
+             "Issue label that turns an issue into a task."),
+    Variable("ORCHESTRATOR_GITHUB_COMMAND_PREFIX", "github_command_prefix", _parse_command_prefix, "/orchestrator",
+             "Word that starts a command in an issue or pull request comment (`/orchestrator run`)."),
+    Variable("ORCHESTRATOR_GITHUB_ALLOWED_ASSOCIATIONS", "github_allowed_associations", _parse_upper_list,
+             "OWNER,MEMBER,COLLABORATOR",
+             "`author_association` values allowed to trigger work by comment, review or new issue."),
+    Variable("ORCHESTRATOR_GITHUB_API_URL", "github_api_url", _parse_str, "https://api.github.com",
+             "Base URL of GitHub's REST API (GitHub Enterprise: `https://host/api/v3`)."),
+    Variable("ORCHESTRATOR_GITHUB_BOT_LOGIN", "github_bot_login", _parse_str, "",
+             "Login of the account that owns `GITHUB_TOKEN`; its own comments never trigger work."),
+    Variable("ORCHESTRATOR_DEFAULT_AGENT", "default_agent", _parse_str, "claude",
+             "Agent of tasks created from GitHub issues."),
+    Variable("ORCHESTRATOR_WEBHOOK_MAX_BYTES", "webhook_max_bytes", _positive_int, "26214400",
+             "Largest webhook body accepted (GitHub caps payloads at 25 MB); larger ones get 413."),
     Variable("ANTHROPIC_API_KEY", "anthropic_api_key", _parse_str, "",
              "API key of the Claude Code agent (local runner; in a cluster it comes from a Secret).",
              secret=True),
@@ -211,9 +329,40 @@ class Settings:
     max_timeout_seconds: int
     allowed_agent_overrides: tuple[str, ...]
     page_size_max: int
+    agent_image: str
+    agent_images: Mapping[str, str]
+    agent_command: tuple[str, ...]
+    local_agent_command: tuple[str, ...]
+    agent_secret: str
+    workspace_pvc: str
+    job_template: Path | None
+    job_backoff_limit: int
+    job_ttl_seconds: int
+    job_requests: Mapping[str, str]
+    job_limits: Mapping[str, str]
+    job_node_selector: Mapping[str, str]
+    job_tolerations: tuple[Any, ...]
+    job_affinity: Mapping[str, Any]
+    job_image_pull_secrets: tuple[str, ...]
+    job_service_account: str
+    job_run_as_user: int
+    kube_request_timeout: float
+    kube_retries: int
+    reconcile_seconds: float
+    pending_timeout_seconds: int
+    sweep_after_seconds: int
+    watcher_lease_seconds: float
     kubeconfig: Path | None
     github_token: str
     github_webhook_secrets: tuple[str, ...]
+    github_repositories: Mapping[str, str]
+    github_trigger_label: str
+    github_command_prefix: str
+    github_allowed_associations: tuple[str, ...]
+    github_api_url: str
+    github_bot_login: str
+    default_agent: str
+    webhook_max_bytes: int
     anthropic_api_key: str
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 

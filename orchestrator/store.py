@@ -132,6 +132,14 @@ def _delivery_key(delivery_id: str) -> str:
     return f"{PREFIX}:delivery:{delivery_id}"
 
 
+def _event_handled_key(delivery_id: str) -> str:
+    return f"{PREFIX}:event-handled:{delivery_id}"
+
+
+def _pull_request_key(key: str) -> str:
+    return f"{PREFIX}:github:pr:{key}"
+
+
 def _lease_key(name: str) -> str:
     return f"{PREFIX}:lease:{name}"
 
@@ -616,6 +624,25 @@ class TaskStore:
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery whose processing failed before it was queued."""
         self._safe(self.redis.delete, _delivery_key(delivery_id))
+
+    def event_handled(self, delivery_id: str) -> bool:
+        """True when the queued event of this delivery was already acted on."""
+        return bool(self._safe(self.redis.exists, _event_handled_key(delivery_id)))
+
+    def mark_event_handled(self, delivery_id: str, ttl: int) -> None:
+        """Remember that this delivery's event was acted on (a redelivered step skips it)."""
+        self._safe(self.redis.set, _event_handled_key(delivery_id), "1", ex=ttl)
+
+    # GitHub pull requests ------------------------------------------------------
+
+    def link_pull_request(self, key: str, service: str, task_id: int) -> None:
+        """Remember which task a pull request (`owner/repo#n`) belongs to."""
+        self._safe(self.redis.set, _pull_request_key(key), task_ref(service, task_id))
+
+    def task_for_pull_request(self, key: str) -> tuple[str, int] | None:
+        """(service, task id) linked to a pull request, or None."""
+        ref = self._safe(self.redis.get, _pull_request_key(key))
+        return split_ref(ref) if ref else None
 
     # Leases ------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ QUEUES: tuple[str, ...] = ("events", "coordination", "workspace", "deploy")
 # goes to `coordination`, the queue every worker group is expected to serve.
 ROUTES: dict[str, str] = {
     "orchestrator.handle_event": "events",
+    "orchestrator.report_status": "events",
     "orchestrator.admit": "coordination",
     "orchestrator.finish_run": "coordination",
     "orchestrator.cancel_task": "coordination",

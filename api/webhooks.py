@@ -1,0 +1,122 @@
+"""The GitHub webhook receiver: verify, validate, dedupe, queue. Nothing slow happens here.
+
+GitHub gives up after 10 seconds, so the request only checks the signature,
+decides from the payload alone whether anyone routes the event, claims the
+delivery id and queues it to the `events` queue; the handler runs in a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+
+from api.errors import ApiError
+from orchestrator import dispatch
+from orchestrator.github import signature
+from orchestrator.github.routing import GitHubConfig, match
+from orchestrator.store import StoreUnavailable
+
+log = logging.getLogger("orchestrator.webhooks")
+
+bp = Blueprint("webhooks", __name__)
+
+# GitHub sends GUIDs and lower-case event names; anything else is not GitHub.
+_DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_EVENT = re.compile(r"^[a-z0-9_]{1,64}$")
+_CONFIG_KEY = "orchestrator.github_config"
+
+
+@bp.record_once
+def _announce(state: BlueprintSetupState) -> None:
+    """Say at start-up, once, why every delivery will be refused."""
+    settings = state.app.extensions["orchestrator"].settings
+    if not settings.github_webhook_secrets:
+        log.warning("GITHUB_WEBHOOK_SECRET is not set: POST /webhooks/github refuses every delivery")
+    state.app.extensions[_CONFIG_KEY] = GitHubConfig.from_settings(settings)
+
+
+def _answer(status: int, body: dict[str, Any]) -> tuple[Response, int]:
+    return jsonify(body), status
+
+
+def _read_body(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(f"the body is larger than {limit} bytes", status=413, code="payload_too_large")
+    body = request.stream.read(limit + 1)  # also bounds a chunked body without Content-Length
+    if len(body) > limit:
+        raise ApiError(f"the body is larger than {limit} bytes", status=413, code="payload_too_large")
+    return body
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError("the body is not valid UTF-8", code="malformed_body") from None
+    except RecursionError:
+        raise ApiError("the JSON body is nested too deeply", code="malformed_body") from None
+    except ValueError as exc:
+        raise ApiError(f"the body is not valid JSON: {exc.msg} at position {exc.pos}"
+                       if isinstance(exc, json.JSONDecodeError) else "the body is not valid JSON",
+                       code="malformed_body") from None
+    if not isinstance(payload, dict):
+        raise ApiError("the JSON body must be an object", code="malformed_body")
+    return payload
+
+
+def _check_content_type() -> None:
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        raise ApiError("send the payload as application/json (webhook setting 'Content type')",
+                       status=415, code="unsupported_media_type")
+    charset = request.mimetype_params.get("charset")
+    if charset and charset.lower().replace("_", "-") not in {"utf-8", "utf8"}:
+        raise ApiError("the payload must be UTF-8", status=415, code="unsupported_media_type")
+
+
+@bp.post("/webhooks/github")
+def github() -> tuple[Response, int]:
+    """Accept one GitHub delivery: 202 queued or ignored, 200 ping or duplicate."""
+    resources = current_app.extensions["orchestrator"]
+    settings = resources.settings
+    if not settings.github_webhook_secrets:
+        raise ApiError("webhooks are disabled: no webhook secret is configured", status=403,
+                       code="webhooks_disabled")
+    body = _read_body(settings.webhook_max_bytes)
+    if not signature.verify(body, request.headers.get("X-Hub-Signature-256"), settings.github_webhook_secrets):
+        raise ApiError("missing or invalid X-Hub-Signature-256", status=401, code="bad_signature")
+    event = request.headers.get("X-GitHub-Event", "")
+    delivery = request.headers.get("X-GitHub-Delivery", "")
+    if not _EVENT.fullmatch(event):
+        raise ApiError("missing or invalid X-GitHub-Event header", code="missing_header")
+    if not _DELIVERY.fullmatch(delivery):
+        raise ApiError("missing or invalid X-GitHub-Delivery header", code="missing_header")
+    _check_content_type()
+    payload = _parse_json(body)
+
+    if event == "ping":
+        return _answer(200, {"status": "pong", "delivery": delivery})
+    config = current_app.extensions.get(_CONFIG_KEY) or GitHubConfig.from_settings(settings)
+    decision = match(event, payload, config)
+    if not decision.routed:
+        return _answer(202, {"status": "ignored", "reason": decision.reason, "delivery": delivery})
+
+    store = resources.store()
+    if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
+        return _answer(200, {"status": "duplicate", "delivery": delivery})
+    try:
+        dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload,
+                      argsrepr=f"({delivery!r}, {event!r}, <{len(body)} bytes>)")
+    except StoreUnavailable:
+        # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
+        try:
+            store.release_delivery(delivery)
+        except StoreUnavailable:
+            log.error("delivery %s was claimed but not queued, and the claim could not be released", delivery)
+        raise
+    return _answer(202, {"status": "queued", "delivery": delivery})

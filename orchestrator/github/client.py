@@ -1,0 +1,150 @@
+"""A small GitHub REST client: issue comments, with retries that honour Retry-After.
+
+Standard library only. The token goes in one header and nowhere else: not in
+an exception message, a log line or `repr()`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from orchestrator import __version__
+
+log = logging.getLogger("orchestrator.github")
+
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class GitHubError(Exception):
+    """GitHub refused or did not answer. `transient`: trying later may work."""
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds GitHub asks us to wait: Retry-After (seconds or a date), or the rate limit reset."""
+    value = headers.get("Retry-After")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+        except (TypeError, ValueError):
+            pass
+    if headers.get("X-RateLimit-Remaining") == "0" and (headers.get("X-RateLimit-Reset") or "").isdigit():
+        return max(0.0, float(headers["X-RateLimit-Reset"]) - now)
+    return None
+
+
+class GitHubClient:
+    """Issue comments over GitHub's REST API."""
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str = "https://api.github.com",
+        *,
+        timeout: float = 10.0,
+        attempts: int = 4,
+        backoff: float = 0.5,
+        max_wait: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._token = token
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> GitHubClient:
+        """A client with GITHUB_TOKEN and ORCHESTRATOR_GITHUB_API_URL."""
+        return cls(settings.github_token, settings.github_api_url, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"GitHubClient(base_url={self.base_url!r}, token=***)"
+
+    # API --------------------------------------------------------------------------
+
+    def create_comment(self, repo: str, issue: int, body: str) -> dict[str, Any]:
+        """Comment on an issue or pull request; returns the comment (with its `id`)."""
+        return self.request("POST", f"/repos/{_repo(repo)}/issues/{int(issue)}/comments", {"body": body})
+
+    def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
+        """Replace the text of an issue comment."""
+        return self.request("PATCH", f"/repos/{_repo(repo)}/issues/comments/{int(comment_id)}", {"body": body})
+
+    # Transport ----------------------------------------------------------------------
+
+    def request(self, method: str, path: str, payload: Any = None) -> Any:
+        """One API call, retried on 429, 5xx, secondary rate limits and network errors."""
+        data = json.dumps(payload).encode("utf-8") if payload is not None else None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._once(method, path, data)
+            except GitHubError as exc:
+                if not exc.transient or attempt == self.attempts:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                if wait > self.max_wait:
+                    raise  # too long to wait inside a step; the caller retries later
+                log.info("GitHub %s %s: %s; retrying in %.1fs", method, path, exc, wait)
+                self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        return self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+    def _once(self, method: str, path: str, data: bytes | None) -> Any:
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers={
+            "Accept": "application/vnd.github+json",
+            "Authorization": f"Bearer {self._token}",
+            "X-GitHub-Api-Version": "2022-11-28",
+            "User-Agent": f"orchestrator/{__version__}",
+            "Content-Type": "application/json",
+        })
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            headers = dict(exc.headers.items()) if exc.headers else {}
+            try:
+                detail = json.loads(exc.read() or b"{}").get("message", "")
+            except (ValueError, AttributeError):
+                detail = ""
+            retry_after = _retry_after(headers, self.clock())
+            # 403 with Retry-After or an exhausted quota is GitHub's (secondary) rate limit.
+            transient = status in RETRY_STATUSES or (status == 403 and retry_after is not None)
+            raise GitHubError(f"GitHub answered {status} {str(detail)[:200]}".strip(), status=status,
+                              transient=transient, retry_after=retry_after) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise GitHubError(f"GitHub did not answer: {type(reason).__name__}", transient=True) from None
+        return json.loads(body) if body else None
+
+
+def _repo(repo: str) -> str:
+    if not isinstance(repo, str) or not _REPO.fullmatch(repo) or ".." in repo:
+        raise GitHubError(f"not a repository name: {repo!r}")
+    return repo

@@ -1,0 +1,275 @@
+"""Event routing: a table of (event, action, predicate) -> handler name.
+
+Pure: a predicate sees only the payload and the configuration, so the
+webhook request can decide "queue or ignore" without touching Redis. Facts
+that need the store (is this pull request one of ours?) are checked by the
+handler when the queued event is processed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.github.commands import parse_command
+from orchestrator.names import service_name
+
+# Marks the status comments the reporter writes, so they never trigger anything.
+STATUS_MARKER = "<!-- orchestrator:status"
+
+_TASK_BRANCH = re.compile(r"^task-([0-9]{1,9})$")
+_PR_HTML = re.compile(r"^https?://[^/]+/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)/pull/([0-9]{1,9})/?$")
+_PR_API = re.compile(r"^https?://[^/]+/(?:api/v3/)?repos/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)/pulls/([0-9]{1,9})/?$")
+_REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    """What routing needs from the settings."""
+
+    repositories: Mapping[str, str]
+    trigger_label: str = "orchestrator"
+    command_prefix: str = "/orchestrator"
+    allowed_associations: frozenset[str] = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+    bot_login: str = ""
+    default_agent: str = "claude"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> GitHubConfig:
+        """Build from an `orchestrator.settings.Settings`."""
+        return cls(
+            repositories={k.lower(): v for k, v in settings.github_repositories.items()},
+            trigger_label=settings.github_trigger_label,
+            command_prefix=settings.github_command_prefix,
+            allowed_associations=frozenset(a.upper() for a in settings.github_allowed_associations),
+            bot_login=settings.github_bot_login,
+            default_agent=settings.default_agent,
+        )
+
+    def service_for(self, full_name: Any) -> tuple[str | None, str]:
+        """(service, "") for a mapped repository, else (None, why not)."""
+        if not isinstance(full_name, str) or not _REPO_NAME.fullmatch(full_name):
+            return None, "the payload names no repository"
+        service = self.repositories.get(full_name.lower())
+        if service is None:
+            return None, f"repository {full_name} is not mapped to a service"
+        try:
+            service_name(service)
+        except ValueError as exc:
+            return None, f"repository {full_name} maps to {service!r}, which is refused: {exc}"
+        return service, ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One row of the table: which deliveries it takes and who handles them."""
+
+    event: str
+    action: str
+    predicate: Callable[[Mapping[str, Any], GitHubConfig], str | None]  # None: take it; else why not
+    handler: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The routing answer: a handler name, or None and the reason it is ignored."""
+
+    handler: str | None
+    reason: str
+
+    @property
+    def routed(self) -> bool:
+        return self.handler is not None
+
+
+# Payload access -------------------------------------------------------------------
+
+def dig(payload: Any, *path: str) -> Any:
+    """payload[a][b]... or None when any step is missing or not an object."""
+    for key in path:
+        if not isinstance(payload, Mapping):
+            return None
+        payload = payload.get(key)
+    return payload
+
+
+def number(value: Any) -> int | None:
+    """A positive issue or pull request number, or None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**9:
+        return value
+    return None
+
+
+def is_bot(user: Any, config: GitHubConfig) -> bool:
+    """GitHub Apps, `[bot]` accounts and our own account never trigger work."""
+    if not isinstance(user, Mapping):
+        return True  # an actor we cannot identify is not trusted to trigger anything
+    login = user.get("login")
+    if not isinstance(login, str) or not login:
+        return True
+    if user.get("type") == "Bot" or login.lower().endswith("[bot]"):
+        return True
+    return bool(config.bot_login) and login.lower() == config.bot_login.lower()
+
+
+def task_id_of_branch(ref: Any) -> int | None:
+    """The task id of a `task-<id>` branch, else None."""
+    match = _TASK_BRANCH.fullmatch(ref) if isinstance(ref, str) else None
+    return int(match.group(1)) if match else None
+
+
+def pull_request_key(url: Any) -> str | None:
+    """`owner/repo#n` (lower case) for a pull request's web or API URL, else None."""
+    if not isinstance(url, str):
+        return None
+    match = _PR_HTML.fullmatch(url.strip()) or _PR_API.fullmatch(url.strip())
+    if not match:
+        return None
+    owner, repo, num = match.groups()
+    return f"{owner}/{repo}#{int(num)}".lower()
+
+
+# Checks: each returns None when satisfied, else the reason ---------------------
+
+Check = Callable[[Mapping[str, Any], GitHubConfig], "str | None"]
+
+
+def _repository_mapped(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    service, why = c.service_for(dig(p, "repository", "full_name"))
+    return None if service else why
+
+
+def _sender_not_bot(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    return f"sent by a bot or by this system ({dig(p, 'sender', 'login')})" if is_bot(p.get("sender"), c) else None
+
+
+def _plain_issue(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    if number(dig(p, "issue", "number")) is None:
+        return "the payload has no issue number"
+    return "the issue is a pull request" if dig(p, "issue", "pull_request") is not None else None
+
+
+def _issue_open(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    return None if dig(p, "issue", "state") == "open" else "the issue is not open"
+
+
+def _label_is_trigger(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    name = dig(p, "label", "name")
+    if isinstance(name, str) and name.casefold() == c.trigger_label.casefold():
+        return None
+    return f"label {name!r} is not the trigger label {c.trigger_label!r}"
+
+
+def _issue_has_trigger_label(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    labels = dig(p, "issue", "labels")
+    names = [dig(label, "name") for label in labels] if isinstance(labels, list) else []
+    if any(isinstance(n, str) and n.casefold() == c.trigger_label.casefold() for n in names):
+        return None
+    return f"the issue does not carry the trigger label {c.trigger_label!r}"
+
+
+def _allowed(association: Any, c: GitHubConfig, who: str) -> str | None:
+    if isinstance(association, str) and association.upper() in c.allowed_associations:
+        return None
+    return f"{who} association {association!r} may not trigger work"
+
+
+def _issue_author_allowed(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    return _allowed(dig(p, "issue", "author_association"), c, "issue author")
+
+
+def _comment_not_ours(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    if is_bot(dig(p, "comment", "user"), c) or is_bot(p.get("sender"), c):
+        return "comment by a bot or by this system"
+    body = dig(p, "comment", "body")
+    if isinstance(body, str) and STATUS_MARKER in body:
+        return "the comment is one of this system's status comments"
+    return None
+
+
+def _comment_has_command(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    if parse_command(dig(p, "comment", "body"), c.command_prefix) is None:
+        return f"the comment holds no {c.command_prefix} command"
+    if number(dig(p, "issue", "number")) is None:
+        return "the payload has no issue number"
+    return None
+
+
+def _comment_author_allowed(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    return _allowed(dig(p, "comment", "author_association"), c, "commenter")
+
+
+def _changes_requested(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    state = dig(p, "review", "state")
+    if isinstance(state, str) and state.lower() == "changes_requested":
+        return None
+    return f"review state {state!r} is not changes_requested"
+
+
+def _review_not_bot(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    return "review by a bot or by this system" if is_bot(dig(p, "review", "user"), c) else None
+
+
+def _review_author_allowed(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    return _allowed(dig(p, "review", "author_association"), c, "reviewer")
+
+
+def _has_pull_request(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    if number(dig(p, "pull_request", "number")) is None:
+        return "the payload has no pull request number"
+    return None
+
+
+def all_of(*checks: Check) -> Callable[[Mapping[str, Any], GitHubConfig], str | None]:
+    """A predicate that runs checks in order and reports the first refusal."""
+
+    def predicate(payload: Mapping[str, Any], config: GitHubConfig) -> str | None:
+        for check in checks:
+            reason = check(payload, config)
+            if reason:
+                return reason
+        return None
+
+    return predicate
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("issues", "labeled",
+          all_of(_repository_mapped, _sender_not_bot, _label_is_trigger, _plain_issue, _issue_open),
+          "create_task_from_issue"),
+    Route("issues", "opened",
+          all_of(_repository_mapped, _sender_not_bot, _plain_issue, _issue_has_trigger_label, _issue_author_allowed),
+          "create_task_from_issue"),
+    Route("issue_comment", "created",
+          all_of(_repository_mapped, _comment_not_ours, _comment_has_command, _comment_author_allowed),
+          "run_command"),
+    Route("pull_request_review", "submitted",
+          all_of(_repository_mapped, _has_pull_request, _changes_requested, _review_not_bot, _review_author_allowed),
+          "follow_up_on_review"),
+    Route("pull_request_review_comment", "created",
+          all_of(_repository_mapped, _has_pull_request, _comment_not_ours, _comment_author_allowed),
+          "follow_up_on_review"),
+    Route("pull_request", "closed",
+          all_of(_repository_mapped, _has_pull_request),
+          "close_pull_request"),
+)
+
+
+def match(event: str, payload: Any, config: GitHubConfig, routes: Iterable[Route] = ROUTES) -> Decision:
+    """Which handler takes this delivery, or why none does."""
+    if not isinstance(payload, Mapping):
+        return Decision(None, "the payload is not a JSON object")
+    action = payload.get("action")
+    candidates = [r for r in routes if r.event == event and r.action == action]
+    if not candidates:
+        shown = f"{event}.{action}" if isinstance(action, str) else event
+        return Decision(None, f"no route for {shown[:120]}")
+    reasons: list[str] = []
+    for route in candidates:
+        reason = route.predicate(payload, config)
+        if reason is None:
+            return Decision(route.handler, "")
+        reasons.append(reason)
+    return Decision(None, "; ".join(reasons))

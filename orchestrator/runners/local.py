@@ -1,0 +1,244 @@
+"""The local runner: the agent as a detached process on this machine (laptops, tests, `orchestrator up`).
+
+Same lifecycle as a Job: launch returns at once, the watcher polls status
+files, cancel terminates the process group, logs stream a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation, RunRequest
+from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
+from orchestrator.settings import Settings
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+# Variables of the worker an agent may see; everything else (Redis URL, API tokens...) stays out.
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "PYTHONPATH", "VIRTUAL_ENV")
+START_GRACE_SECONDS = 60.0
+
+
+def default_local_command(settings: Settings) -> tuple[str, ...]:
+    """Claude Code when it can really run here, else the built-in example agent."""
+    if settings.local_agent_command:
+        return settings.local_agent_command
+    if settings.anthropic_api_key and shutil.which("claude"):
+        return settings.agent_command
+    return (sys.executable, "-m", "orchestrator.agents.example")
+
+
+class LocalRunner:
+    """Runs agents as detached local processes; state lives in data_dir/runs/<run id>/."""
+
+    kind = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.data_dir / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        if not RUN_ID.match(run_id):
+            raise ValueError(f"invalid run id {run_id!r}")
+        return self.root / run_id
+
+    def environment(self, request: RunRequest) -> dict[str, str]:
+        """The agent's environment: the same contract as a Job, secrets from the worker's environment."""
+        env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+        for name, value in request.env.items():
+            if name in {"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ANTHROPIC_MODEL"} or name.startswith("ORCHESTRATOR_"):
+                raise LaunchFailed(f"task env may not set {name}")
+            env[name] = str(value)
+        env.update({
+            "ORCHESTRATOR_RUN_ID": request.run_id,
+            "ORCHESTRATOR_SERVICE": request.service,
+            "ORCHESTRATOR_TASK_ID": str(request.task_id),
+            "ORCHESTRATOR_CONTEXT_VERSION": str(request.version),
+            "ORCHESTRATOR_ATTEMPT": str(request.attempt),
+            "ORCHESTRATOR_OUTPUT_DIR": str(request.workspace_dir / ".orchestrator" / "runs" / request.run_id),
+        })
+        if request.stage:
+            env["ORCHESTRATOR_STAGE"] = request.stage
+        if request.agent.model:
+            env["ANTHROPIC_MODEL"] = request.agent.model
+        if self.settings.anthropic_api_key:
+            env["ANTHROPIC_API_KEY"] = self.settings.anthropic_api_key
+        if self.settings.github_token:
+            env["GITHUB_TOKEN"] = self.settings.github_token
+        return env
+
+    def launch(self, request: RunRequest) -> str:
+        """Start the supervisor (detached) unless this run was started already; return the run id."""
+        run_dir = self.run_dir(request.run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec_path = run_dir / "spec.json"
+        if spec_path.exists():
+            return request.run_id  # adopted: a redelivered launch step
+        cwd = request.workspace_dir / request.working_directory if request.working_directory else request.workspace_dir
+        if not cwd.is_dir():
+            raise LaunchFailed(f"the run's working directory {cwd} does not exist")
+        timeout = max(1, min(int(request.timeout_seconds or self.settings.default_timeout_seconds),
+                             self.settings.max_timeout_seconds))
+        command = list(request.agent.command) + list(request.agent.args)
+        env = self.environment(request)
+        tmp = run_dir / ".spec.tmp"
+        tmp.write_text(json.dumps({"command": command, "cwd": str(cwd), "timeout": timeout,
+                                   "launched_at": time.time()}))
+        os.replace(tmp, spec_path)
+        supervisor_env = dict(env)
+        supervisor_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")) if p)
+        # The supervisor forks and its parent exits at once: this wait is milliseconds.
+        subprocess.run([sys.executable, "-m", "orchestrator.runners.local_supervisor", str(run_dir)],
+                       env=supervisor_env, check=True, timeout=30, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return request.run_id
+
+    def _status(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.run_dir(run_id) / "status.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def observe(self, run_id: str) -> RunObservation | None:
+        """The run's state from its status file; None when it never existed or was swept."""
+        run_dir = self.run_dir(run_id)
+        status = self._status(run_id)
+        if status is None:
+            spec = run_dir / "spec.json"
+            if not spec.exists():
+                return None
+            launched = json.loads(spec.read_text()).get("launched_at", 0)
+            if time.time() - launched > START_GRACE_SECONDS:
+                return RunObservation(run_id, FAILED, reason="the local supervisor never started",
+                                      finished_at=time.time(), retryable=True)
+            return RunObservation(run_id, PENDING, reason="starting")
+        phase = status.get("phase")
+        if phase == "Running" and not _alive(int(status.get("pid", 0))):
+            # The supervisor died without writing an outcome (machine restart, SIGKILL).
+            return RunObservation(run_id, FAILED, reason="the local run was lost (its supervisor died)",
+                                  started_at=status.get("started_at"), finished_at=time.time(), retryable=True)
+        if phase not in {PENDING, RUNNING, SUCCEEDED, FAILED}:
+            phase = FAILED
+        return RunObservation(run_id, phase, reason=status.get("reason", phase), exit_code=status.get("exit_code"),
+                              started_at=status.get("started_at"), finished_at=status.get("finished_at"))
+
+    def observe_all(self) -> dict[str, RunObservation]:
+        """Observations of every run with a directory."""
+        found: dict[str, RunObservation] = {}
+        if not self.root.is_dir():
+            return found
+        for entry in self.root.iterdir():
+            if entry.is_dir() and RUN_ID.match(entry.name):
+                obs = self.observe(entry.name)
+                if obs is not None:
+                    found[entry.name] = obs
+        return found
+
+    def cancel(self, run_id: str, *, wait: float = 10.0) -> None:
+        """Terminate the supervisor and the agent's process group; a finished run is left alone."""
+        run_dir = self.run_dir(run_id)
+        deadline = time.monotonic() + 3
+        status = self._status(run_id)
+        while status is None and (run_dir / "spec.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # launched a moment ago: the supervisor is starting
+            status = self._status(run_id)
+        if status is None or status.get("phase") != "Running":
+            return
+        pid, agent = int(status["pid"]), int(status.get("agent_pgid") or 0)
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            current = self._status(run_id) or {}
+            if current.get("phase") != "Running":
+                return
+            time.sleep(0.05)
+        for group in (agent, pid):
+            if group:
+                _signal_group(group, signal.SIGKILL)
+        from orchestrator.runners.local_supervisor import write_status
+        write_status(run_dir, phase=FAILED, exit_code=-9, reason="Cancelled", started_at=status.get("started_at"),
+                     finished_at=time.time(), pid=pid)
+
+    def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """Lines of the run's output file; with `follow`, until the run ends."""
+        run_dir = self.run_dir(run_id)
+        if not (run_dir / "spec.json").exists():
+            raise LogsUnavailable(f"run {run_id} has no local output (never launched here, or swept)")
+        return self._follow(run_id, run_dir / "output.log", follow, tail)
+
+    def _follow(self, run_id: str, path: Path, follow: bool, tail: int | None) -> Iterator[str]:
+        while not path.exists():
+            if not follow:
+                return
+            status = self._status(run_id)
+            if status and status.get("phase") in {SUCCEEDED, FAILED}:
+                return
+            time.sleep(0.1)
+        with open(path, "rb") as handle:
+            if tail is not None:
+                lines = handle.read().splitlines()
+                for line in lines[-tail:] if tail else []:
+                    yield line.decode("utf-8", errors="replace")
+            buffer = b""
+            while True:
+                chunk = handle.read(65536)
+                if chunk:
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        yield line.decode("utf-8", errors="replace")
+                    continue
+                if not follow:
+                    break
+                status = self._status(run_id) or {}
+                if status.get("phase") in {SUCCEEDED, FAILED}:
+                    rest = handle.read()
+                    if rest:
+                        buffer += rest
+                        continue
+                    break
+                time.sleep(0.1)
+            if buffer:
+                yield buffer.decode("utf-8", errors="replace")
+
+    def sweep(self, older_than: float) -> list[str]:
+        """Remove directories of finished runs that ended more than `older_than` seconds ago."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        cutoff = time.time() - older_than
+        for entry in self.root.iterdir():
+            status = self._status(entry.name) if RUN_ID.match(entry.name) else None
+            if status and status.get("phase") in {SUCCEEDED, FAILED} and (status.get("finished_at") or 0) < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,114 @@
+"""Supervisor of one local run: `python -m orchestrator.runners.local_supervisor RUN_DIR`.
+
+It detaches (double fork, its own session) so the launch step returns at once
+and no zombie is left in the worker, runs the agent in its own process group,
+captures its output to RUN_DIR/output.log, enforces the timeout, and writes
+the outcome atomically to RUN_DIR/status.json. Secrets arrive in its
+environment and are passed on to the agent; they are never written to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+GRACE_SECONDS = 5.0
+
+
+def write_status(run_dir: Path, **fields: Any) -> None:
+    """Replace status.json atomically (a reader sees the old or the new file, never half of one)."""
+    tmp = run_dir / f".status.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(fields))
+    os.replace(tmp, run_dir / "status.json")
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def supervise(run_dir: Path) -> int:
+    """Run the agent described by RUN_DIR/spec.json to its end; return its exit code."""
+    spec = json.loads((run_dir / "spec.json").read_text())
+    started = time.time()
+    cancelled = False
+    log = open(run_dir / "output.log", "ab", buffering=0)
+    try:
+        proc = subprocess.Popen(spec["command"], cwd=spec["cwd"], env=dict(os.environ), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        log.write(f"orchestrator: cannot start the agent: {exc.strerror or exc}\n".encode())
+        write_status(run_dir, phase="Failed", exit_code=127, reason=f"cannot start the agent: {exc.strerror or exc}",
+                     started_at=started, finished_at=time.time(), pid=os.getpid())
+        return 127
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal cancelled
+        cancelled = True
+        _kill_group(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    write_status(run_dir, phase="Running", pid=os.getpid(), agent_pgid=proc.pid, started_at=started)
+    deadline = started + float(spec["timeout"])
+    timed_out = False
+    kill_at: float | None = None
+    while True:
+        try:
+            code = proc.wait(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.time()
+        if now >= deadline and not timed_out and not cancelled:
+            timed_out = True
+            log.write(f"orchestrator: the run exceeded its timeout of {spec['timeout']}s; stopping it\n".encode())
+            _kill_group(proc.pid, signal.SIGTERM)
+        if (timed_out or cancelled) and kill_at is None:
+            kill_at = now + GRACE_SECONDS
+        if kill_at is not None and now >= kill_at:
+            _kill_group(proc.pid, signal.SIGKILL)
+    _kill_group(proc.pid, signal.SIGKILL)  # whatever the agent left behind in its group
+    finished = time.time()
+    if cancelled:
+        write_status(run_dir, phase="Failed", exit_code=code, reason="Cancelled", started_at=started,
+                     finished_at=finished, pid=os.getpid())
+    elif timed_out:
+        write_status(run_dir, phase="Failed", exit_code=code, reason="DeadlineExceeded: the run exceeded its timeout",
+                     started_at=started, finished_at=finished, pid=os.getpid())
+    elif code == 0:
+        write_status(run_dir, phase="Succeeded", exit_code=0, reason="Completed", started_at=started,
+                     finished_at=finished, pid=os.getpid())
+    else:
+        write_status(run_dir, phase="Failed", exit_code=code, reason=f"Error: exit code {code}",
+                     started_at=started, finished_at=finished, pid=os.getpid())
+    log.close()
+    return code
+
+
+def main(argv: list[str]) -> int:
+    run_dir = Path(argv[0])
+    if os.fork():
+        return 0  # the launcher waits for this parent only; the child lives on, adopted by init
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    try:
+        supervise(run_dir)
+    except BaseException as exc:  # never leave a run without a final status
+        write_status(run_dir, phase="Failed", exit_code=None, reason=f"supervisor error: {type(exc).__name__}",
+                     finished_at=time.time(), pid=os.getpid())
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,190 @@
+"""A run's life as plain code: launch it, record what the watcher saw, cancel it.
+
+The steps in `workers/steps.py` and the watcher call these; nothing here
+waits for a run to end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from orchestrator import dispatch, names
+from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
+from orchestrator.runners.errors import RunnerError
+from orchestrator.settings import Settings
+from orchestrator.states import Status
+from orchestrator.store import IllegalTransition, TaskStore
+
+log = logging.getLogger("orchestrator.runs")
+
+Send = Callable[..., None]
+TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED, "Cancelled"})
+LAUNCHABLE = frozenset({Status.LAUNCHING, Status.RUNNING})
+ACTOR = "watcher"
+RESERVED_ENV = frozenset({"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ANTHROPIC_MODEL", "HOME"})
+
+
+def agent_spec(settings: Settings, agent: str, model: str | None) -> AgentSpec:
+    """The program a run executes: image and command from configuration, model from the task."""
+    if settings.runner == "local":
+        from orchestrator.runners.local import default_local_command
+
+        command = default_local_command(settings)
+    else:
+        command = settings.agent_command
+    image = settings.agent_images.get(agent, settings.agent_image)
+    return AgentSpec(name=agent, image=image, command=tuple(command), model=model or None)
+
+
+def _env(spec: Mapping[str, Any]) -> dict[str, str]:
+    raw = spec.get("env") or {}
+    if not isinstance(raw, Mapping):
+        raise ValueError("task env must be a mapping of names to values")
+    env = {names.env_name(str(k)): str(v) for k, v in raw.items()}
+    for name in env:
+        # Secrets come only from the Secret (or the worker's environment); our contract is ours.
+        if name in RESERVED_ENV or name.startswith("ORCHESTRATOR_"):
+            raise ValueError(f"task env may not set {name}")
+    return env
+
+
+def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str, Any]) -> RunRequest:
+    """The RunRequest of a run, from the task's spec, the run record and configuration."""
+    spec = task.get("spec") or {}
+    agent = names.agent_name(str(spec.get("agent_name") or task.get("agent") or ""))
+    # prepare_workspace may record the directory it prepared on the run; else the task's own.
+    workdir = names.relative_path(str(run.get("working_directory") or spec.get("working_directory") or ""))
+    timeout = int(spec.get("timeout_seconds") or settings.default_timeout_seconds)
+    origin = task.get("origin") or {}
+    return RunRequest(
+        run_id=run["run_id"],
+        service=names.service_name(run["service"]),
+        task_id=int(run["task_id"]),
+        version=int(run["version"]),
+        attempt=int(run["attempt"]),
+        agent=agent_spec(settings, agent, spec.get("model")),
+        workspace_dir=settings.workspace_root / run["service"],
+        working_directory=workdir,
+        stage=run.get("stage") or None,
+        env=_env(spec),
+        timeout_seconds=max(1, min(timeout, settings.max_timeout_seconds)),
+        submitted_by=str(task.get("submitted_by") or ""),
+        origin=json.dumps(origin, sort_keys=True) if origin else "",
+    )
+
+
+def _fail_launch(store: TaskStore, run_id: str, reason: str, send: Send) -> None:
+    store.update_run(run_id, phase=FAILED, failure_reason=reason, finished_at=time.time(), retryable="0")
+    _finish(store, run_id, send)
+
+
+def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
+           send: Send = dispatch.send) -> str | None:
+    """Start the run (or adopt it) and record its Job name; a refused launch fails the run at once."""
+    run = store.get_run(run_id)
+    if run is None:
+        log.warning("launch_run: no run %s; ignored", run_id)
+        return None
+    task = store.get_task(run["service"], int(run["task_id"]))
+    if task is None or task.get("current_run") != run_id or Status(task["status"]) not in LAUNCHABLE:
+        log.info("launch_run: run %s is no longer the task's active run; ignored", run_id)
+        return None
+    if run.get("phase") in TERMINAL_PHASES:
+        return None
+    try:
+        request = build_request(settings, task, run)
+    except ValueError as exc:
+        _fail_launch(store, run_id, f"invalid task: {exc}", send)
+        return None
+    try:
+        name = runner.launch(request)
+    except RunnerError as exc:
+        log.warning("launch_run: run %s failed to launch: %s", run_id, exc)
+        _fail_launch(store, run_id, f"launch failed: {exc}", send)
+        return None
+    store.update_run(run_id, job_name=name, runner=settings.runner, launched_at=time.time(),
+                     phase=run.get("phase") if run.get("phase") == RUNNING else "Launched")
+    return name
+
+
+def _finish(store: TaskStore, run_id: str, send: Send) -> bool:
+    """Hand the ended run to finish_run once (unless its task moved on meanwhile)."""
+    run = store.get_run(run_id)
+    if run is None or run.get("finish_sent"):
+        return False
+    task = store.get_task(run["service"], int(run["task_id"]))
+    if task is None or task.get("current_run") != run_id or Status(task["status"]) not in LAUNCHABLE:
+        # Cancelled or superseded: whoever moved the task on already re-drove it.
+        store.update_run(run_id, finish_sent="skipped: the task moved on")
+        return False
+    # Sent before it is marked: a crash in between sends twice (finish_run is
+    # idempotent), never zero times.
+    send(dispatch.FINISH_RUN, run_id)
+    store.update_run(run_id, finish_sent="1")
+    return True
+
+
+def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dispatch.send,
+                      actor: str = ACTOR) -> bool:
+    """Record what a runner saw; move Launching -> Running; on the end, send FINISH_RUN once.
+
+    Returns True when it sent FINISH_RUN. An ended run is never reopened, and a
+    running run never goes back to pending, so the status does not flap.
+    """
+    run = store.get_run(obs.run_id)
+    if run is None:
+        return False
+    phase = run.get("phase") or ""
+    if phase in TERMINAL_PHASES:
+        return _finish(store, obs.run_id, send) if not run.get("finish_sent") else False
+    fields: dict[str, Any] = {"observed_reason": obs.reason[:1000]}
+    if obs.started_at and not run.get("started_at"):
+        fields["started_at"] = obs.started_at
+    if obs.phase in (SUCCEEDED, FAILED):
+        fields.update(phase=obs.phase, finished_at=obs.finished_at or time.time(),
+                      exit_code=obs.exit_code, retryable="1" if obs.retryable else "0",
+                      failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000])
+        fields.setdefault("started_at", run.get("started_at") or obs.started_at)
+        store.update_run(obs.run_id, **fields)
+        return _finish(store, obs.run_id, send)
+    if obs.phase == RUNNING:
+        fields["phase"] = RUNNING
+        fields.setdefault("started_at", run.get("started_at") or obs.started_at or time.time())
+    elif phase != RUNNING and obs.phase == PENDING:
+        fields["phase"] = PENDING
+    unchanged = all(str(run.get(k) if run.get(k) is not None else "") == str(v) for k, v in fields.items()
+                    if k != "started_at") and (run.get("started_at") or "started_at" not in fields)
+    if not unchanged:  # a reconcile of 1,000 quiet runs writes nothing
+        store.update_run(obs.run_id, **fields)
+    if obs.phase == RUNNING:
+        task = store.get_task(run["service"], int(run["task_id"]))
+        if task and task.get("current_run") == obs.run_id and task["status"] == Status.LAUNCHING.value:
+            try:
+                store.transition(run["service"], int(run["task_id"]), Status.RUNNING,
+                                 reason=f"run {obs.run_id} started", actor=actor, expect=Status.LAUNCHING)
+            except IllegalTransition:
+                pass  # moved on meanwhile (cancelled, superseded): nothing to do
+    return False
+
+
+def record_lost(store: TaskStore, run_id: str, reason: str, *, send: Send = dispatch.send) -> bool:
+    """The run's Job or process vanished before its end was seen: fail it (retryable) and hand it on."""
+    run = store.get_run(run_id)
+    if run is None or run.get("phase") in TERMINAL_PHASES:
+        return False
+    return apply_observation(store, RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(),
+                                                   retryable=True), send=send)
+
+
+def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "system") -> None:
+    """Stop the run and record it Cancelled; an ended run is left as it was."""
+    runner.cancel(run_id)
+    run = store.get_run(run_id)
+    if run is None or run.get("phase") in TERMINAL_PHASES:
+        return
+    store.update_run(run_id, phase="Cancelled", finished_at=time.time(), failure_reason=f"cancelled by {actor}",
+                     finish_sent="skipped: cancelled")

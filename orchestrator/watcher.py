@@ -1,0 +1,342 @@
+"""The singleton control loop behind `orchestrator watch`.
+
+One active at a time (a Redis lease; a standby takes over when it lapses).
+While leader it
+- watches our Jobs and pods by label (Kubernetes runner), resuming from the
+  last resourceVersion and listing again after 410 Gone;
+- reconciles every ORCHESTRATOR_RECONCILE_SECONDS: one list of Jobs and one
+  of pods (two requests however many runs), compared with the runs our store
+  says are active, repairing whatever the watch missed; after a restart this
+  adopts every running Job;
+- sweeps our finished Jobs older than ORCHESTRATOR_SWEEP_AFTER_SECONDS.
+With the local runner the same loop polls the status files of local runs.
+
+The finished state lives in the store: a Job deleted by its TTL after we saw
+it end changes nothing, so a finished task is never run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import dispatch, runs
+from orchestrator.kube import jobs as kjobs
+from orchestrator.kube import status as kstatus
+from orchestrator.kube.client import Gone, KubeError
+from orchestrator.runners.base import FAILED, SUCCEEDED, RunObservation, Runner
+from orchestrator.settings import Settings
+from orchestrator.states import Status
+from orchestrator.store import StoreError, TaskStore
+
+log = logging.getLogger("orchestrator.watcher")
+LEASE = "watcher"
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class KubeTracker:
+    """A cache of our Jobs and pods, filled by lists and kept fresh by two watch streams."""
+
+    def __init__(self, runner: Any, settings: Settings, on_change: Callable[[str], None], *,
+                 watch_timeout: int = 60) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.on_change = on_change
+        self.watch_timeout = watch_timeout
+        self.lock = threading.RLock()
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {"jobs": {}, "pods": {}}
+        self.resource_version: dict[str, str] = {"jobs": "", "pods": ""}
+
+    def _replace(self, kind: str, items: list[dict[str, Any]], resource_version: str) -> None:
+        with self.lock:
+            fresh = {o["metadata"]["name"]: o for o in items}
+            old = self.objects[kind]
+            # Keep a cached object that is newer than the listed one (a watch event raced the list).
+            for name, obj in fresh.items():
+                if name in old and _rv(old[name]) > _rv(obj):
+                    fresh[name] = old[name]
+            self.objects[kind] = fresh
+            self.resource_version[kind] = resource_version
+
+    def relist(self) -> None:
+        """List Jobs and pods (two requests) and replace the cache."""
+        job_list, pod_list = self.runner.snapshot()
+        self._replace("jobs", job_list.items, job_list.resource_version)
+        self._replace("pods", pod_list.items, pod_list.resource_version)
+
+    def _relist_kind(self, kind: str) -> None:
+        """List one kind again (after 410) and re-evaluate every run in it: events may have been lost."""
+        client = self.runner.client
+        listing = client.list_jobs(kjobs.SELECTOR) if kind == "jobs" else client.list_pods(kjobs.SELECTOR)
+        with self.lock:
+            before = {kjobs.run_id_of(o) for o in self.objects[kind].values()}
+        self._replace(kind, listing.items, listing.resource_version)
+        for run_id in sorted((before | {kjobs.run_id_of(o) for o in listing.items}) - {None}):
+            self.on_change(run_id)
+
+    def observations(self) -> dict[str, RunObservation]:
+        from orchestrator.runners.kubernetes import observe_many
+
+        with self.lock:
+            jobs_, pods = list(self.objects["jobs"].values()), list(self.objects["pods"].values())
+        return observe_many(jobs_, pods, now=time.time(), pending_timeout=self.settings.pending_timeout_seconds)
+
+    def observation(self, run_id: str) -> RunObservation | None:
+        with self.lock:
+            job = next((j for j in self.objects["jobs"].values() if kjobs.run_id_of(j) == run_id), None)
+            pods = [p for p in self.objects["pods"].values() if kjobs.run_id_of(p) == run_id]
+        return kstatus.observe(run_id, job, pods, now=time.time(),
+                               pending_timeout=self.settings.pending_timeout_seconds)
+
+    def job_running(self, run_id: str) -> bool:
+        """True when the run's Job exists and has not finished (so a failure we inferred must stop it)."""
+        with self.lock:
+            job = next((j for j in self.objects["jobs"].values() if kjobs.run_id_of(j) == run_id), None)
+        return job is not None and not kstatus.is_finished(job)
+
+    def finished_jobs(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [j for j in self.objects["jobs"].values() if kstatus.is_finished(j)]
+
+    def stream(self, kind: str, stop: threading.Event) -> None:
+        """Follow one watch stream until `stop`; resume from the last resourceVersion, relist after 410."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                if not self.resource_version[kind]:
+                    self._relist_kind(kind)
+                for type_, obj in self.runner.client.watch(kind, kjobs.SELECTOR, self.resource_version[kind],
+                                                           timeout_seconds=self.watch_timeout):
+                    failures = 0
+                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if type_ != "BOOKMARK":
+                        with self.lock:
+                            name = obj["metadata"]["name"]
+                            if type_ == "DELETED":
+                                self.objects[kind].pop(name, None)
+                            elif _rv(obj) >= _rv(self.objects[kind].get(name, {})):
+                                self.objects[kind][name] = obj
+                    if rv:
+                        self.resource_version[kind] = rv
+                    run_id = kjobs.run_id_of(obj)
+                    if run_id and type_ != "BOOKMARK":
+                        self.on_change(run_id)
+                    if stop.is_set():
+                        return
+            except Gone:
+                log.info("watch %s: resourceVersion expired (410); listing again", kind)
+                self.resource_version[kind] = ""
+            except (KubeError, StoreError) as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                log.warning("watch %s: %s; again in %.1fs", kind, exc, delay)
+                stop.wait(delay)
+
+
+class LocalTracker:
+    """The local runner's equivalent: status files read on every poll."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def relist(self) -> None:
+        pass
+
+    def observations(self) -> dict[str, RunObservation]:
+        return self.runner.observe_all()
+
+    def observation(self, run_id: str) -> RunObservation | None:
+        return self.runner.observe(run_id)
+
+    def job_running(self, run_id: str) -> bool:
+        return False
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconcile did (logged, and read by tests and the benchmark)."""
+
+    active: int = 0
+    observed: int = 0
+    finished: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
+
+
+class Watcher:
+    """Leader-elected tracking loop for every active run."""
+
+    def __init__(self, store: TaskStore, settings: Settings, runner: Runner, *, send: Callable[..., None] = dispatch.send,
+                 holder: str | None = None, watch_timeout: int = 60, poll_seconds: float | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.runner = runner
+        self.send = send
+        self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{random.getrandbits(32):08x}"
+        self.kube = getattr(runner, "kind", "") == "kubernetes"
+        self.tracker: Any = KubeTracker(runner, settings, self._on_change, watch_timeout=watch_timeout) \
+            if self.kube else LocalTracker(runner)
+        self.poll_seconds = poll_seconds if poll_seconds is not None else (
+            settings.reconcile_seconds if self.kube else min(settings.reconcile_seconds, 1.0))
+        self.lock = threading.Lock()
+        self._missing: dict[str, int] = {}
+        self._streams: list[threading.Thread] = []
+        self._stream_stop = threading.Event()
+        self.leader = False
+
+    # Applying observations ---------------------------------------------------------
+
+    def _on_change(self, run_id: str) -> None:
+        obs = self.tracker.observation(run_id)
+        if obs is not None:
+            self.apply(obs)
+
+    def apply(self, obs: RunObservation) -> bool:
+        """Record one observation (serialised: the streams and the reconcile share it)."""
+        with self.lock:
+            run = self.store.get_run(obs.run_id)
+            if run is None:
+                return False  # not a run of this store (or long gone)
+            sent = runs.apply_observation(self.store, obs, send=self.send)
+            if obs.phase in (SUCCEEDED, FAILED) and self.tracker.job_running(obs.run_id):
+                # We decided it failed (pending timeout, crash loop) while its Job still runs: stop it.
+                try:
+                    self.runner.cancel(obs.run_id)
+                except KubeError as exc:
+                    log.warning("could not delete the Job of failed run %s: %s", obs.run_id, exc)
+            return sent
+
+    def active_runs(self) -> dict[str, dict[str, Any]]:
+        """Runs our store says are launching or running (read before listing, so no launch races a list)."""
+        active: dict[str, dict[str, Any]] = {}
+        for service, task_id in self.store.task_refs_in_status(Status.LAUNCHING, Status.RUNNING):
+            task = self.store.get_task(service, task_id)
+            run_id = task.get("current_run") if task else None
+            run = self.store.get_run(run_id) if run_id else None
+            if run is not None:
+                active[run_id] = run
+        return active
+
+    def reconcile(self) -> ReconcileReport:
+        """List what exists, compare with the store, repair what the watch missed."""
+        report = ReconcileReport()
+        active = self.active_runs()
+        report.active = len(active)
+        self.tracker.relist()
+        observations = self.tracker.observations()
+        report.observed = len(observations)
+        for run_id, run in active.items():
+            obs = observations.get(run_id)
+            if obs is not None:
+                self._missing.pop(run_id, None)
+                if self.apply(obs):
+                    report.finished.append(run_id)
+                continue
+            if not run.get("job_name") or run.get("phase") in runs.TERMINAL_PHASES:
+                continue  # not launched yet (the launch step is on its way), or already ended
+            # Gone before we saw its end. Twice in a row, so one odd list cannot fail a run.
+            self._missing[run_id] = self._missing.get(run_id, 0) + 1
+            if self._missing[run_id] >= 2:
+                self._missing.pop(run_id, None)
+                with self.lock:
+                    if runs.record_lost(self.store, run_id, "the run's Job disappeared before its end was seen",
+                                        send=self.send):
+                        report.lost.append(run_id)
+        for run_id in list(self._missing):
+            if run_id not in active:
+                self._missing.pop(run_id, None)
+        report.swept = self.sweep()
+        return report
+
+    def sweep(self) -> list[str]:
+        """Delete our finished Jobs older than configured (never a live one, never one not ours)."""
+        if not self.kube:
+            return self.runner.sweep(self.settings.sweep_after_seconds)
+        cutoff = time.time() - self.settings.sweep_after_seconds
+        removed = []
+        for job in self.tracker.finished_jobs():
+            labels = (job.get("metadata") or {}).get("labels") or {}
+            at = kstatus.finished_at(job)
+            if labels.get(kjobs.LABEL_MANAGED_BY) != kjobs.MANAGED_BY or at is None or at >= cutoff:
+                continue
+            name = job["metadata"]["name"]
+            try:
+                if self.runner.client.delete_job(name):
+                    removed.append(name)
+            except KubeError as exc:
+                log.warning("sweep: could not delete Job %s: %s", name, exc)
+        return removed
+
+    # The loop ------------------------------------------------------------------------
+
+    def _start_streams(self) -> None:
+        if not self.kube or self._streams:
+            return
+        self._stream_stop = threading.Event()
+        for kind in ("jobs", "pods"):
+            thread = threading.Thread(target=self.tracker.stream, args=(kind, self._stream_stop),
+                                      name=f"watch-{kind}", daemon=True)
+            thread.start()
+            self._streams.append(thread)
+
+    def _stop_streams(self) -> None:
+        self._stream_stop.set()
+        for thread in self._streams:
+            thread.join(timeout=self.tracker.watch_timeout + self.settings.kube_request_timeout + 1)
+        self._streams = []
+
+    def run(self, stop: threading.Event) -> None:
+        """Take part in the election; while leader, watch, reconcile and sweep until `stop`."""
+        ttl = self.settings.watcher_lease_seconds
+        next_reconcile = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    token = self.store.acquire_lease(LEASE, self.holder, ttl)
+                except StoreError as exc:
+                    log.warning("lease: %s", exc)
+                    token = 0
+                if not token:
+                    if self.leader:
+                        log.warning("lost the watcher lease; standing by")
+                        self._stop_streams()
+                    self.leader = False
+                    stop.wait(min(ttl / 3, 5.0))
+                    continue
+                if not self.leader:
+                    log.info("watcher lease taken (fencing token %d); adopting every active run", token)
+                    self.leader = True
+                    next_reconcile = 0.0
+                now = time.monotonic()
+                if now >= next_reconcile:
+                    try:
+                        report = self.reconcile()
+                        log.info("reconcile: %d active, %d observed, %d finished, %d lost, %d swept",
+                                 report.active, report.observed, len(report.finished), len(report.lost),
+                                 len(report.swept))
+                    except (KubeError, StoreError) as exc:
+                        log.warning("reconcile failed: %s", exc)
+                    next_reconcile = now + self.poll_seconds
+                    self._start_streams()
+                stop.wait(max(0.05, min(ttl / 3, next_reconcile - time.monotonic())))
+        finally:
+            self._stop_streams()
+            if self.leader:
+                try:
+                    self.store.release_lease(LEASE, self.holder)
+                except StoreError:
+                    pass
+            self.leader = False

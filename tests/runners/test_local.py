@@ -1,0 +1,165 @@
+"""The local runner end to end: detached launch, logs follow, exit code, timeout, cancel kills the group."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator import dispatch, runs
+from orchestrator.runners import get_runner
+from orchestrator.runners.base import AgentSpec, RunRequest
+from orchestrator.runners.errors import LogsUnavailable
+from orchestrator.runners.local import LocalRunner
+from orchestrator.settings import Settings
+from orchestrator.store import TaskStore
+from orchestrator.watcher import Watcher
+from tests.support.runs import Sent, launching_task
+
+
+def wait_for(check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def local(settings: Settings) -> Iterator[LocalRunner]:
+    runner = LocalRunner(settings.replace(anthropic_api_key="sk-local-secret", github_token="ghp-local"))
+    yield runner
+    for run_id in runner.observe_all():  # never leave a process behind
+        runner.cancel(run_id, wait=3)
+
+
+def request(settings: Settings, run_id: str, command: list[str], *, timeout: int = 60, **changes) -> RunRequest:
+    workspace = settings.workspace_root / "billing"
+    workspace.mkdir(parents=True, exist_ok=True)
+    base = dict(run_id=run_id, service="billing", task_id=1, version=1, attempt=1,
+                agent=AgentSpec(name="claude", image="", command=tuple(command), model="claude-haiku"),
+                workspace_dir=workspace, env={"GREETING": "hello"}, timeout_seconds=timeout)
+    base.update(changes)
+    return RunRequest(**base)
+
+
+def sh(script: str) -> list[str]:
+    return ["/bin/sh", "-c", script]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is not alive for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_launch_returns_at_once_and_the_env_contract_holds(local: LocalRunner, settings: Settings) -> None:
+    script = ('echo "greeting=$GREETING model=$ANTHROPIC_MODEL run=$ORCHESTRATOR_RUN_ID"; '
+              'echo "key=${ANTHROPIC_API_KEY:+set} redis=${ORCHESTRATOR_REDIS_URL:-absent}"; pwd; exit 3')
+    started = time.monotonic()
+    assert local.launch(request(settings, "r-env", sh(script))) == "r-env"
+    assert time.monotonic() - started < 5  # returned before the agent ended (it is detached)
+    obs = wait_for(lambda: (o := local.observe("r-env")) and o.phase == "Failed" and o)
+    assert obs.exit_code == 3 and obs.reason == "Error: exit code 3" and obs.finished_at >= obs.started_at
+    lines = list(local.logs("r-env"))
+    assert lines[0] == "greeting=hello model=claude-haiku run=r-env"
+    assert lines[1] == "key=set redis=absent"  # secrets passed on, our settings kept out
+    assert lines[2] == str(settings.workspace_root / "billing")
+    run_dir = settings.data_dir / "runs" / "r-env"
+    assert "sk-local-secret" not in "".join(p.read_text() for p in run_dir.iterdir() if p.is_file())
+
+
+def test_a_second_launch_adopts(local: LocalRunner, settings: Settings) -> None:
+    req = request(settings, "r-twice", sh("echo once"))
+    local.launch(req)
+    local.launch(req)
+    wait_for(lambda: (o := local.observe("r-twice")) and o.phase == "Succeeded")
+    assert list(local.logs("r-twice")) == ["once"]
+
+
+def test_logs_follow_until_the_run_ends_and_tail(local: LocalRunner, settings: Settings) -> None:
+    local.launch(request(settings, "r-follow", sh("for i in 1 2 3 4; do echo line $i; sleep 0.2; done")))
+    assert list(local.logs("r-follow", follow=True)) == ["line 1", "line 2", "line 3", "line 4"]
+    assert list(local.logs("r-follow", tail=2)) == ["line 3", "line 4"]
+    with pytest.raises(LogsUnavailable):
+        list(local.logs("never-launched"))
+
+
+def test_the_timeout_stops_the_whole_group(local: LocalRunner, settings: Settings) -> None:
+    # The agent starts a grandchild that would outlive a plain kill of the agent.
+    local.launch(request(settings, "r-slow", sh("sleep 60 & echo child $!; wait"), timeout=1))
+    child = int(wait_for(lambda: [line for line in local.logs("r-slow") if line.startswith("child")])[0].split()[1])
+    obs = wait_for(lambda: (o := local.observe("r-slow")) and o.phase == "Failed" and o)
+    assert obs.reason.startswith("DeadlineExceeded")
+    wait_for(lambda: not alive(child), timeout=5)
+
+
+def test_cancel_kills_the_process_group(local: LocalRunner, settings: Settings) -> None:
+    local.launch(request(settings, "r-cancel", sh("sleep 60 & echo child $!; wait")))
+    child = int(wait_for(lambda: [line for line in local.logs("r-cancel") if line.startswith("child")])[0].split()[1])
+    status = wait_for(lambda: local._status("r-cancel"))
+    local.cancel("r-cancel")
+    obs = local.observe("r-cancel")
+    assert obs.phase == "Failed" and obs.reason == "Cancelled"
+    wait_for(lambda: not alive(child), timeout=5)
+    assert not alive(int(status["pid"]))
+    local.cancel("r-cancel")  # already ended: nothing happens
+
+
+def test_a_missing_command_fails_with_127(local: LocalRunner, settings: Settings) -> None:
+    local.launch(request(settings, "r-missing", ["/nonexistent/agent"]))
+    obs = wait_for(lambda: (o := local.observe("r-missing")) and o.phase == "Failed" and o)
+    assert obs.exit_code == 127
+
+
+def test_the_built_in_agent_runs_the_whole_lifecycle_through_the_watcher(store: TaskStore, settings: Settings) -> None:
+    run_id = launching_task(store, model="claude-sonnet")
+    workspace = settings.workspace_root / "billing"
+    workspace.mkdir(parents=True)
+    (workspace / "CLAUDE.md").write_text("# Add an invoice endpoint\n\nDetails.\n")
+    (workspace / "TASK.md").write_text("task\n")
+    runner = get_runner(settings)
+    assert isinstance(runner, LocalRunner)
+    sent = Sent()
+    assert runs.launch(store, settings, runner, run_id, send=sent) == run_id
+    watcher = Watcher(store, settings, runner, send=sent)
+    wait_for(lambda: watcher.reconcile() and sent.of(dispatch.FINISH_RUN))
+    run = store.get_run(run_id)
+    assert (run["phase"], run["exit_code"]) == ("Succeeded", 0)
+    result = (workspace / ".orchestrator" / "runs" / run_id / "result.json").read_text()
+    assert "Add an invoice endpoint" in result and "claude-sonnet" in result
+    assert any("read CLAUDE.md" in line for line in runner.logs(run_id))
+    assert [h["to"] for h in store.history("billing", 1)][-1] in {"Running", "Launching"}
+
+
+def test_the_example_agent_without_a_brief_exits_2(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.agents.example"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == 2 and "no CLAUDE.md" in proc.stderr
+
+
+def test_the_local_runner_is_not_picked_by_accident_inside_a_cluster(settings: Settings,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.settings import ConfigError
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.delenv("ORCHESTRATOR_RUNNER", raising=False)
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_RUNNER"):
+        get_runner(settings)
+    monkeypatch.setenv("ORCHESTRATOR_RUNNER", "local")
+    assert isinstance(get_runner(settings), LocalRunner)

@@ -1,0 +1,119 @@
+"""Launching, observing and cancelling runs against the store (and the emulator for Kubernetes)."""
+
+from __future__ import annotations
+
+from orchestrator import dispatch, runs
+from orchestrator.kube.client import KubeClient
+from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
+from orchestrator.runners.kubernetes import KubernetesRunner
+from orchestrator.settings import Settings
+from orchestrator.states import Status
+from orchestrator.store import TaskStore
+from tests.support.kube_emulator import Fault, KubeEmulator
+from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
+from tests.support.runs import Sent, launching_task
+
+
+def test_launch_creates_the_job_once_and_a_redelivery_adopts_it(store: TaskStore, kube_settings: Settings,
+                                                               kube_runner: KubernetesRunner,
+                                                               emulator: KubeEmulator) -> None:
+    run_id = launching_task(store, model="claude-opus-4", env={"DEBUG": "1"}, timeout_seconds=900,
+                            working_directory="app")
+    sent = Sent()
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=sent) == "billing-1-v1-a1"
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=sent) == "billing-1-v1-a1"
+    (job,) = emulator.items("jobs")
+    assert emulator.count(lambda r: r.method == "POST") == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 900
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["workingDir"] == "/workspace/app"
+    assert {"name": "ANTHROPIC_MODEL", "value": "claude-opus-4"} in container["env"]
+    run = store.get_run(run_id)
+    assert run["job_name"] == "billing-1-v1-a1" and run["runner"] == "kubernetes"
+    assert sent.calls == []
+
+
+def test_a_stale_launch_message_does_nothing(store: TaskStore, kube_settings: Settings,
+                                             kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    run_id = launching_task(store)
+    store.transition("billing", 1, Status.CANCELLED, reason="cancelled by pm", actor="pm")
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=Sent()) is None
+    assert emulator.items("jobs") == []
+
+
+def test_retries_then_permanent_failure_after_the_limit(store: TaskStore, kube_settings: Settings,
+                                                        kube_runner: KubernetesRunner, emulator: KubeEmulator,
+                                                        sleeps: list[float]) -> None:
+    run_id = launching_task(store)
+    emulator.faults.append(Fault(status=503, times=1000, method="POST"))
+    sent = Sent()
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=sent) is None
+    assert emulator.count(lambda r: r.method == "POST") == kube_settings.kube_retries + 1
+    assert len(sleeps) == kube_settings.kube_retries
+    run = store.get_run(run_id)
+    assert run["phase"] == FAILED and "503 after 4 attempts" in run["failure_reason"]
+    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+
+
+def test_a_refused_manifest_fails_the_run_at_once(store: TaskStore, kube_settings: Settings,
+                                                  kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    run_id = launching_task(store)
+    emulator.faults.append(Fault(status=403, times=1, method="POST"))
+    sent = Sent()
+    runs.launch(store, kube_settings, kube_runner, run_id, send=sent)
+    assert emulator.count(lambda r: r.method == "POST") == 1
+    assert "needs permission to create jobs.batch" in store.get_run(run_id)["failure_reason"]
+    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+
+
+def test_an_invalid_task_env_fails_the_run(store: TaskStore, kube_settings: Settings,
+                                           kube_runner: KubernetesRunner) -> None:
+    run_id = launching_task(store, env={"GITHUB_TOKEN": "smuggled"})
+    sent = Sent()
+    runs.launch(store, kube_settings, kube_runner, run_id, send=sent)
+    assert "may not set GITHUB_TOKEN" in store.get_run(run_id)["failure_reason"]
+    assert "smuggled" not in str(store.get_run(run_id))
+
+
+def test_observations_move_the_task_and_finish_once(store: TaskStore) -> None:
+    run_id = launching_task(store)
+    sent = Sent()
+    runs.apply_observation(store, RunObservation(run_id, PENDING, reason="ContainerCreating"), send=sent)
+    assert store.get_task("billing", 1)["status"] == "Launching"
+    runs.apply_observation(store, RunObservation(run_id, RUNNING, started_at=100.0), send=sent)
+    runs.apply_observation(store, RunObservation(run_id, RUNNING, started_at=100.0), send=sent)
+    assert store.get_task("billing", 1)["status"] == "Running"
+    runs.apply_observation(store, RunObservation(run_id, PENDING, reason="Evicted"), send=sent)  # no flap back
+    assert store.get_run(run_id)["phase"] == RUNNING
+    done = RunObservation(run_id, FAILED, reason="Error: exit code 3", exit_code=3, finished_at=200.0)
+    assert runs.apply_observation(store, done, send=sent) is True
+    assert runs.apply_observation(store, done, send=sent) is False
+    assert runs.apply_observation(store, RunObservation(run_id, SUCCEEDED, exit_code=0), send=sent) is False
+    run = store.get_run(run_id)
+    assert (run["phase"], run["exit_code"], run["failure_reason"]) == (FAILED, 3, "Error: exit code 3")
+    assert run["started_at"] == 100.0 and run["finished_at"] == 200.0
+    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+    history = [h["to"] for h in store.history("billing", 1)]
+    assert history.count("Running") == 1
+
+
+def test_a_run_whose_task_moved_on_is_recorded_but_not_finished(store: TaskStore) -> None:
+    run_id = launching_task(store)
+    store.transition("billing", 1, Status.CANCELLED, reason="cancelled by pm", actor="pm")
+    sent = Sent()
+    runs.apply_observation(store, RunObservation(run_id, SUCCEEDED, exit_code=0), send=sent)
+    assert sent.calls == [] and store.get_run(run_id)["phase"] == SUCCEEDED
+
+
+def test_cancel_deletes_the_job_and_records_it(store: TaskStore, kube_settings: Settings,
+                                               kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    run_id = launching_task(store)
+    runs.launch(store, kube_settings, kube_runner, run_id, send=Sent())
+    emulator.start_pod("billing-1-v1-a1")
+    runs.cancel(store, kube_runner, run_id, actor="pm@example.com")
+    assert emulator.items("jobs") == [] and emulator.items("pods") == []
+    delete = next(r for r in emulator.requests if r.method == "DELETE")
+    assert delete.path.endswith("/jobs/billing-1-v1-a1")
+    run = store.get_run(run_id)
+    assert run["phase"] == "Cancelled" and run["failure_reason"] == "cancelled by pm@example.com"
+    runs.cancel(store, kube_runner, run_id)  # again: nothing to do, no error

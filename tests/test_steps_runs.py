@@ -1,0 +1,41 @@
+"""The launch_run and cancel_run steps on a real Celery worker, with the local runner."""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator import dispatch
+from orchestrator.runners.local import LocalRunner
+from orchestrator.settings import Settings
+from orchestrator.states import Status
+from orchestrator.store import TaskStore
+from tests.support.runs import launching_task
+from workers.app import create_celery
+
+
+def wait_for(check, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_launch_and_cancel_steps(store: TaskStore, settings: Settings, worker_factory) -> None:
+    worker_factory(queues=("deploy",), env={"ORCHESTRATOR_LOCAL_AGENT_COMMAND": "sh -c 'echo started; sleep 60'"})
+    (settings.workspace_root / "billing").mkdir(parents=True)
+    run_id = launching_task(store)
+    app = create_celery(settings)
+    try:
+        app.send_task(dispatch.LAUNCH_RUN, args=[run_id], queue="deploy")
+        wait_for(lambda: store.get_run(run_id)["job_name"] == run_id)
+        runner = LocalRunner(settings)
+        wait_for(lambda: (o := runner.observe(run_id)) and o.phase == "Running")
+        store.transition("billing", 1, Status.CANCELLED, reason="cancelled by pm", actor="pm")
+        app.send_task(dispatch.CANCEL_RUN, args=[run_id], queue="deploy")
+        wait_for(lambda: store.get_run(run_id)["phase"] == "Cancelled")
+        assert runner.observe(run_id).reason == "Cancelled"
+    finally:
+        app.close()

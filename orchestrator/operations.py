@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator import dispatch
+from orchestrator.coordination import dependency_ids, find_cycle, format_cycle
 from orchestrator.states import ACTIVE, CANCELLABLE_FROM, RETRYABLE_FROM, TERMINAL, Status
 from orchestrator.store import IllegalTransition, TaskStore
 
@@ -20,6 +21,16 @@ log = logging.getLogger("orchestrator.operations")
 
 class OperationRefused(Exception):
     """The state machine does not allow the operation now (HTTP 409)."""
+
+
+class DependencyCycle(OperationRefused):
+    """The submission's dependencies would close a cycle with stored tasks (HTTP 409)."""
+
+    code = "dependency_cycle"
+
+    def __init__(self, service: str, cycle: list[int]):
+        self.service, self.cycle = service, cycle
+        super().__init__(f"dependencies would form a cycle in service {service}: {format_cycle(cycle)}")
 
 
 def _queue(step: str, *args: Any) -> None:
@@ -40,12 +51,21 @@ def submit_task(
     idempotency_ttl: int = 86400,
     idempotency_value: Any = None,
 ) -> dict[str, Any]:
-    """Store a validated task in Pending and queue its admission. Raises TaskExists."""
+    """Store a validated task in Pending and queue its admission. Raises TaskExists or DependencyCycle."""
+    service, task_id = spec["service_name"], int(spec["id"])
+    dependencies = dependency_ids(spec)
+    cycle = find_cycle(store, service, task_id, dependencies)
+    if cycle:
+        raise DependencyCycle(service, cycle)
     task = store.create_task(
         service=spec["service_name"], task_id=int(spec["id"]), agent=spec["agent_name"],
         spec=spec, priority=spec.get("priority", "medium"), actor=actor, origin=origin,
         idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl, idempotency_value=idempotency_value,
     )
+    # The reverse edges are written before admission is queued, so a dependency
+    # that ends from now on finds this task among its dependents.
+    if dependencies:
+        store.add_dependents(service, task_id, dependencies)
     _queue(dispatch.ADMIT, task["service"], task["id"])
     return task
 
@@ -101,4 +121,4 @@ def add_context(
     return store.require_task(service, task_id)
 
 
-__all__ = ["OperationRefused", "submit_task", "cancel_task", "retry_task", "add_context", "TERMINAL"]
+__all__ = ["OperationRefused", "DependencyCycle", "submit_task", "cancel_task", "retry_task", "add_context", "TERMINAL"]

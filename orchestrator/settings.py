@@ -123,6 +123,24 @@ def _parse_optional_path(raw: str) -> Path | None:
     return _parse_path(raw) if raw.strip() else None
 
 
+def _parse_branch_template(raw: str) -> str:
+    """A branch name template; checked by rendering it for a sample task."""
+    from orchestrator.names import git_ref
+
+    template = raw.strip()
+    try:
+        sample = template.format(task_id=1, service="svc")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("only {task_id} and {service} may appear in braces") from None
+    if "{task_id}" not in template:
+        raise ValueError("must contain {task_id}, so each task gets its own branch")
+    try:
+        git_ref(sample)
+    except ValueError:
+        raise ValueError(f"does not make a valid git branch name: {raw!r}") from None
+    return template
+
+
 def _parse_mapping(raw: str) -> dict[str, str]:
     """`key=value,key=value` pairs, e.g. repository to service."""
     result: dict[str, str] = {}
@@ -162,6 +180,10 @@ def _parse_command(raw: str) -> tuple[str, ...]:
         return tuple(shlex.split(raw))
     except ValueError as exc:
         raise ValueError(f"cannot split the command: {exc}") from None
+def _parse_pipelines(raw: str) -> dict[str, Any]:
+    from orchestrator.coordination import parse_pipelines  # the stage rules live with coordination
+
+    return parse_pipelines(raw)
 
 
 @dataclass(frozen=True)
@@ -189,10 +211,31 @@ VARIABLES: tuple[Variable, ...] = (
              "Kubernetes namespace for agent Jobs."),
     Variable("ORCHESTRATOR_WORKSPACE_ROOT", "workspace_root", _parse_path, ".orchestrator/workspaces",
              "Root of the shared workspace: one directory per service (the shared PVC in a cluster)."),
+    Variable("ORCHESTRATOR_BRANCH_TEMPLATE", "branch_template", _parse_branch_template, "task-{task_id}",
+             "Name of a task's git branch; `{task_id}` and `{service}` are replaced. Never the base branch."),
+    Variable("ORCHESTRATOR_GIT_TIMEOUT_SECONDS", "git_timeout_seconds", _positive_int, "120",
+             "Seconds one git command may take before it is stopped (and retried later)."),
+    Variable("ORCHESTRATOR_WORKSPACE_LEASE_SECONDS", "workspace_lease_seconds", _positive_int, "7200",
+             "Expiry of a service's workspace lease, held by a run from preparation to its end; a crashed holder's lease lapses after it."),
+    Variable("ORCHESTRATOR_AGENT_ALLOWED_TOOLS", "agent_allowed_tools", _parse_list,
+             "Bash,Read,Write,Edit,MultiEdit,Glob,Grep,LS,TodoWrite",
+             "Comma-separated tools the agent may use without asking, written to its settings file in the workspace."),
+    Variable("ORCHESTRATOR_TASK_FILES_MAX_AGE_DAYS", "task_files_max_age_days", _positive_int, "14",
+             "Days after which the task files of a Succeeded or Failed task are removed from the workspace by the sweep."),
     Variable("ORCHESTRATOR_MAX_ACTIVE_RUNS", "max_active_runs", _positive_int, "10",
              "Global limit on runs active at once."),
     Variable("ORCHESTRATOR_MAX_RUNS_PER_SERVICE", "max_runs_per_service", _positive_int, "1",
              "Limit on runs active at once for one service (they share one workspace directory)."),
+    Variable("ORCHESTRATOR_MAX_RETRIES", "max_retries", _non_negative_int, "2",
+             "Further attempts of a run that failed for a platform reason (eviction, node loss, image pull); agent failures are not retried."),
+    Variable("ORCHESTRATOR_RETRY_BACKOFF_SECONDS", "retry_backoff_seconds", _parse_float, "30",
+             "Delay before the first retry attempt; doubled for each further one."),
+    Variable("ORCHESTRATOR_SLOT_LEASE_SECONDS", "slot_lease_seconds", _parse_float, "900",
+             "Lease of a run's capacity slot; renewed while the run is active, so a lost run frees its slot after this long."),
+    Variable("ORCHESTRATOR_STUCK_AFTER_SECONDS", "stuck_after_seconds", _parse_float, "600",
+             "A task waiting, preparing or launching unchanged for this long is re-driven by the reconcile loop."),
+    Variable("ORCHESTRATOR_PIPELINES", "pipelines", _parse_pipelines, "",
+             "Pipelines of agent stages, as JSON or the path of a YAML/JSON file (see Coordination). Empty: none."),
     Variable("ORCHESTRATOR_API_URL", "api_url", _parse_str, "http://127.0.0.1:8080",
              "Base URL of the API, for the `orchestrator` command line."),
     Variable("ORCHESTRATOR_API_TOKEN", "api_token", _parse_str, "",
@@ -311,8 +354,18 @@ class Settings:
     runner: str
     namespace: str
     workspace_root: Path
+    branch_template: str
+    git_timeout_seconds: int
+    workspace_lease_seconds: int
+    agent_allowed_tools: tuple[str, ...]
+    task_files_max_age_days: int
     max_active_runs: int
     max_runs_per_service: int
+    max_retries: int
+    retry_backoff_seconds: float
+    slot_lease_seconds: float
+    stuck_after_seconds: float
+    pipelines: Mapping[str, Any]
     api_url: str
     api_token: str
     data_dir: Path
@@ -391,6 +444,10 @@ class Settings:
         if self.default_timeout_seconds > self.max_timeout_seconds:
             raise ConfigError(
                 "ORCHESTRATOR_DEFAULT_TIMEOUT_SECONDS: must not be greater than ORCHESTRATOR_MAX_TIMEOUT_SECONDS"
+            )
+        if self.git_timeout_seconds >= self.step_soft_time_limit:
+            raise ConfigError(
+                "ORCHESTRATOR_GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT"
             )
         if self.broker_visibility_timeout <= self.step_time_limit:
             raise ConfigError(

@@ -108,6 +108,7 @@ def _run_key(run_id: str) -> str:
 
 
 _SEQ_KEY = f"{PREFIX}:seq"
+_GAUGES_KEY = f"{PREFIX}:gauges"
 _IDX_ALL = f"{PREFIX}:idx:all"
 _IDX_PREFIX = f"{PREFIX}:idx"
 
@@ -155,6 +156,21 @@ _QUEUE_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 def _queue_keys(name: str) -> list[str]:
     return [name + suffix for suffix in _QUEUE_PRIORITY_SUFFIXES]
+# Capacity slots: sorted sets of run ids scored by lease expiry (ms, Redis clock),
+# one global and one per service, plus a hash run id -> service.
+_SLOTS_GLOBAL = f"{PREFIX}:slots:global"
+_SLOTS_SERVICE_PREFIX = f"{PREFIX}:slots:service:"
+_SLOTS_HOLDERS = f"{PREFIX}:slots:holders"
+# Tasks waiting for capacity, scored by admission order (priority, then age).
+_WAITING = f"{PREFIX}:waiting"
+
+
+def _slots_service(service: str) -> str:
+    return f"{_SLOTS_SERVICE_PREFIX}{service}"
+
+
+def _dependents_key(service: str, task_id: int | str) -> str:
+    return f"{PREFIX}:dependents:{service}:{task_id}"
 
 
 # Scripts -------------------------------------------------------------------------
@@ -190,11 +206,14 @@ return {1, seq}
 # Moves a task to a new status when the state machine allows it.
 # KEYS: task, history. ARGV: target, reason, actor, now, allowed sources (csv),
 # expected current status ('' for any), history limit, status index prefix,
-# member, extra fields json.
+# member, extra fields json, expected field values json.
 _TRANSITION_LUA = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {-1, ''} end
 if ARGV[6] ~= '' and ARGV[6] ~= current then return {0, current, 'conflict'} end
+for k, v in pairs(cjson.decode(ARGV[11])) do
+  if (redis.call('HGET', KEYS[1], k) or '') ~= v then return {0, current, 'conflict'} end
+end
 local allowed = false
 for src in string.gmatch(ARGV[5], '[^,]+') do
   if src == current then allowed = true end
@@ -250,6 +269,66 @@ return 0
 """
 
 
+# Capacity slot, taken atomically against both limits. Expired holders (a
+# crashed worker, a lost finish) are dropped first, so a slot can never leak
+# for longer than its lease. KEYS: global set, service set, holders hash.
+# ARGV: run id, service, lease ms, global limit, service limit.
+# Returns 1 taken (or already held: lease renewed), 0 global full, -1 service full.
+_SLOT_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiry = now + tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+  redis.call('ZADD', KEYS[2], expiry, ARGV[1])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return -1 end
+redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+redis.call('ZADD', KEYS[2], expiry, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return 1
+"""
+
+# Extends a held slot; 0 when it is not held (released or expired).
+# KEYS: global set, holders hash. ARGV: run id, lease ms, service-set prefix.
+_SLOT_RENEW_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) <= now then return 0 end
+local service = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if service then redis.call('ZADD', ARGV[3] .. service, now + tonumber(ARGV[2]), ARGV[1]) end
+return 1
+"""
+
+# Frees a slot (idempotent). KEYS: global set, holders hash. ARGV: run id, service-set prefix.
+_SLOT_RELEASE_LUA = """
+local service = redis.call('HGET', KEYS[2], ARGV[1])
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if service then
+  removed = removed + redis.call('ZREM', ARGV[2] .. service, ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return removed
+"""
+
+
+# Drops a task from the admission index unless its status is one to keep.
+# KEYS: waiting set, task. ARGV: member, statuses to keep (csv).
+_WAITING_REMOVE_LUA = """
+local status = redis.call('HGET', KEYS[2], 'status') or ''
+for keep in string.gmatch(ARGV[2], '[^,]+') do
+  if keep == status then return 0 end
+end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+
 def _encode(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -272,8 +351,8 @@ def _decode_task(raw: Mapping[str, str]) -> dict[str, Any]:
 
 def _decode_run(raw: Mapping[str, str]) -> dict[str, Any]:
     run: dict[str, Any] = dict(raw)
-    for key in ("outputs",):
-        if key in run:
+    for key in ("outputs", "inputs"):
+        if run.get(key):
             run[key] = json.loads(run[key])
     for key in ("task_id", "version", "attempt", "seq"):
         if key in run:
@@ -298,6 +377,10 @@ class TaskStore:
         self._renew = client.register_script(_RENEW_LUA)
         self._update_existing = client.register_script(_UPDATE_EXISTING_LUA)
         self._release = client.register_script(_RELEASE_LUA)
+        self._slot_acquire = client.register_script(_SLOT_ACQUIRE_LUA)
+        self._slot_renew = client.register_script(_SLOT_RENEW_LUA)
+        self._slot_release = client.register_script(_SLOT_RELEASE_LUA)
+        self._waiting_remove = client.register_script(_WAITING_REMOVE_LUA)
 
     # Health ----------------------------------------------------------------
 
@@ -397,12 +480,15 @@ class TaskStore:
         actor: str,
         expect: Status | str | None = None,
         fields: Mapping[str, Any] | None = None,
+        expect_fields: Mapping[str, str] | None = None,
         now: float | None = None,
     ) -> Transition:
         """Move the task to `target` atomically, or raise IllegalTransition.
 
         `expect` makes it a compare-and-set: the write happens only when the
-        task is still in that status. `fields` are written in the same step.
+        task is still in that status (and, with `expect_fields`, when those
+        fields still hold those values; a missing field reads as '').
+        `fields` are written in the same step.
         """
         target = Status(target)
         now = time.time() if now is None else now
@@ -415,6 +501,7 @@ class TaskStore:
                 target.value, reason, actor, repr(now), allowed,
                 Status(expect).value if expect else "", self.history_limit,
                 f"{_IDX_PREFIX}:status:", task_ref(service, task_id), json.dumps(extra) if extra else "{}",
+                json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
             ],
         )
         code = int(result[0])
@@ -663,6 +750,98 @@ class TaskStore:
     def current_fence(self, name: str) -> int:
         """The newest fencing token issued for the lease (0 when none)."""
         return int(self._safe(self.redis.get, _fence_key(name)) or 0)
+
+    # Gauges --------------------------------------------------------------------
+
+    def set_gauge(self, name: str, value: float) -> None:
+        """Record a measured value (e.g. the workspace's disk use) for the metrics endpoint."""
+        self._safe(self.redis.hset, _GAUGES_KEY, name, repr(float(value)))
+
+    def gauges(self) -> dict[str, float]:
+        """Every recorded gauge by name."""
+        return {k: float(v) for k, v in self._safe(self.redis.hgetall, _GAUGES_KEY).items()}
+    # Capacity slots ------------------------------------------------------------
+
+    def acquire_slot(
+        self, run_id: str, service: str, *, lease_seconds: float, global_limit: int, service_limit: int
+    ) -> int:
+        """Take a run slot under both limits: 1 taken (or renewed), 0 global limit reached, -1 service limit."""
+        return int(self._call(
+            self._slot_acquire,
+            keys=[_SLOTS_GLOBAL, _slots_service(service), _SLOTS_HOLDERS],
+            args=[run_id, service, max(1, int(lease_seconds * 1000)), global_limit, service_limit],
+        ))
+
+    def renew_slot(self, run_id: str, lease_seconds: float) -> bool:
+        """Extend a held slot's lease; False when the run holds none."""
+        return bool(self._call(self._slot_renew, keys=[_SLOTS_GLOBAL, _SLOTS_HOLDERS],
+                               args=[run_id, max(1, int(lease_seconds * 1000)), _SLOTS_SERVICE_PREFIX]))
+
+    def release_slot(self, run_id: str) -> bool:
+        """Free the run's slot; False when it held none (already released or expired)."""
+        return bool(self._call(self._slot_release, keys=[_SLOTS_GLOBAL, _SLOTS_HOLDERS],
+                               args=[run_id, _SLOTS_SERVICE_PREFIX]))
+
+    def slot_holders(self) -> dict[str, tuple[str, float]]:
+        """Every run recorded as holding a slot: run id -> (service, lease expiry in epoch seconds).
+
+        Expired holders are included (expiry in the past) until an acquisition
+        or `release_slot` drops them, so a sweep can see and clean them.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(_SLOTS_GLOBAL, 0, -1, withscores=True)
+        pipe.hgetall(_SLOTS_HOLDERS)
+        members, services = self._safe(pipe.execute)
+        held = {run_id: (services.get(run_id, ""), score / 1000.0) for run_id, score in members}
+        for run_id, service in services.items():  # in the hash but gone from the set: expired and purged
+            held.setdefault(run_id, (service, 0.0))
+        return held
+
+    def slot_counts(self) -> tuple[int, dict[str, int]]:
+        """Live (unexpired) slots: the global count and the count per service."""
+        seconds, micros = self._safe(self.redis.time)
+        now_ms = seconds * 1000 + micros // 1000
+        holders = self.slot_holders()
+        live = [service for service, expiry in holders.values() if expiry * 1000 > now_ms]
+        per_service: dict[str, int] = {}
+        for service in live:
+            per_service[service] = per_service.get(service, 0) + 1
+        return len(live), per_service
+
+    # Admission order -------------------------------------------------------------
+
+    def add_waiting(self, service: str, task_id: int, score: float) -> None:
+        """Put a task in the admission index (lowest score admitted first); keeps an existing score."""
+        self._safe(self.redis.zadd, _WAITING, {task_ref(service, task_id): score}, nx=True)
+
+    def remove_waiting(self, service: str, task_id: int, *, keep: Iterable[Status | str] = ()) -> bool:
+        """Drop a task from the admission index, unless its status is (still) one of `keep`.
+
+        The check and the removal are one step: a walker that read a stale
+        status cannot drop a task that was queued again meanwhile.
+        """
+        return bool(self._call(
+            self._waiting_remove, keys=[_WAITING, _task_key(service, task_id)],
+            args=[task_ref(service, task_id), ",".join(Status(s).value for s in keep)],
+        ))
+
+    def waiting(self, limit: int | None = None) -> list[tuple[str, int]]:
+        """Tasks waiting for capacity, in admission order."""
+        end = -1 if limit is None else limit - 1
+        return [split_ref(m) for m in self._safe(self.redis.zrange, _WAITING, 0, end)]
+
+    # Dependencies ------------------------------------------------------------------
+
+    def add_dependents(self, service: str, task_id: int, dependencies: Iterable[int]) -> None:
+        """Record that `task_id` waits for each of `dependencies` (the reverse edges)."""
+        pipe = self.redis.pipeline(transaction=True)
+        for dep in dependencies:
+            pipe.sadd(_dependents_key(service, dep), str(task_id))
+        self._safe(pipe.execute)
+
+    def dependents_of(self, service: str, task_id: int) -> list[int]:
+        """Ids of the tasks (same service) that named `task_id` as a dependency."""
+        return sorted(int(m) for m in self._safe(self.redis.smembers, _dependents_key(service, task_id)))
 
     # Helpers -------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ def base_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
         "ORCHESTRATOR_WORKSPACE_ROOT": str(tmp_path / "workspaces"),
         "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
         "ORCHESTRATOR_API_TOKENS": "test-token",
+        # git.example.test is the tests' own git server (tests/support/git_server.py).
+        "ORCHESTRATOR_ALLOWED_GIT_HOSTS": "github.com,git.example.test",
         "PYTHONPATH": str(REPO_ROOT),
     })
     return env

@@ -7,11 +7,14 @@ import socket
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import runs
+from orchestrator import pipeline, runs
 from orchestrator.runtime import get_store
 from orchestrator.settings import get_settings
 from orchestrator.store import StoreUnavailable
+from orchestrator.workspace.cleanup import sweep
+from orchestrator.workspace.pipeline import prepare_for_run
 from workers.app import app
 
 log = logging.getLogger("orchestrator.steps")
@@ -46,6 +49,8 @@ def report_status(self: Task, service: str, task_id: int) -> str:
             log.warning("gave up reporting the status of %s/%s to GitHub: %s", service, task_id, exc)
             return "gave-up"
         raise self.retry(countdown=countdown, exc=exc) from None
+
+
 def _runner() -> Any:
     from orchestrator.runners import get_runner
 
@@ -62,3 +67,43 @@ def launch_run(run_id: str) -> str | None:
 def cancel_run(run_id: str) -> None:
     """Stop a run (delete its Job with its pods, or terminate its process group)."""
     runs.cancel(get_store(), _runner(), run_id)
+
+
+@app.task(name="orchestrator.prepare_workspace", bind=True, max_retries=None)
+def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
+    """Prepare the run's workspace and hand the run to launch_run (see orchestrator.workspace.pipeline)."""
+
+    # Busy lease and transient git failures come back as "retry" with a countdown;
+    # the bounds live in the plain code, so the step itself retries without limit.
+    try:
+        result = prepare_for_run(get_settings(), get_store(), run_id, retries=self.request.retries or 0)
+    except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
+        # Redis away or git too slow for the step: the task is still in Preparing, so try again later.
+        raise self.retry(exc=exc, countdown=10, max_retries=30)
+    if result.action == "retry":
+        raise self.retry(countdown=result.countdown, max_retries=None)
+    return {"action": result.action, "message": result.message}
+
+
+@app.task(name="orchestrator.cleanup_workspace")
+def cleanup_workspace(service: str | None = None, task_id: int | None = None) -> dict[str, Any]:
+    """Sweep the task files of tasks that ended for good and record the workspace's disk use.
+
+    A closed pull request names its task; the sweep covers it with every other
+    ended task, so the arguments only say why the sweep runs now.
+    """
+
+    report = sweep(get_settings(), get_store())
+    return {"removed": report.removed, "busy": report.busy, "disk_bytes": report.disk_bytes}
+
+
+@app.task(name="orchestrator.admit")
+def admit(service: str, task_id: int) -> None:
+    """Decide Blocked or Queued for the task and start waiting tasks as capacity allows."""
+    pipeline.admit(get_store(), get_settings(), service, int(task_id))
+
+
+@app.task(name="orchestrator.finish_run")
+def finish_run(run_id: str) -> None:
+    """Record the outcome of an ended run and move the tasks it affects."""
+    pipeline.finish(get_store(), get_settings(), run_id)

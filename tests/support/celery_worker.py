@@ -15,13 +15,15 @@ class WorkerProcess:
     """`celery -A workers.app worker` as a child process; waits until it is ready."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, *, queues: Iterable[str],
-                 concurrency: int = 1, pool: str = "prefork", name: str = "test"):
+                 concurrency: int = 1, pool: str = "prefork", name: str = "test",
+                 include: Iterable[str] = ()):
         self.env = dict(env)
         self.log_path = log_path
         self.queues = ",".join(queues)
         self.concurrency = concurrency
         self.pool = pool
         self.name = name
+        self.include = ",".join(include)  # extra step modules (test stand-ins)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
@@ -30,6 +32,8 @@ class WorkerProcess:
             "-c", str(self.concurrency), "-P", self.pool, "-n", f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h",
             "--without-gossip", "--without-mingle", "-l", "INFO",
         ]
+        if self.include:
+            args += ["--include", self.include]
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)

@@ -1,0 +1,353 @@
+"""Git for the workspace: clone or refresh a checkout, put it on the task's branch.
+
+Every call runs `git` with an argument list (no shell), `--` before names that
+come from input, validated refs and URLs, no terminal prompt and a timeout.
+
+The token reaches git only through the environment of the git process: a
+credential helper given on the command line (`-c credential.helper=...`, never
+stored in `.git/config`) prints it when git asks. So the token never appears in
+the remote URL, the repository, a task file or an argument list, and git's
+messages are scrubbed of it anyway before anyone sees them.
+
+An agent of an earlier run had write access to this checkout, so settings it
+could have planted in `.git/config` (URL rewrites, credential helpers, hooks,
+filters, proxies) are removed before git talks to the network, and hooks are
+disabled for our calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import names
+from orchestrator.logs import scrub as scrub_secrets
+from orchestrator.workspace.files import atomic_write
+
+log = logging.getLogger("orchestrator.workspace.git")
+
+TOKEN_ENV = "ORCHESTRATOR_GIT_TOKEN"
+# GitHub accepts any user name with a token; this one works for app and personal tokens alike.
+TOKEN_USER = "x-access-token"
+# The helper reads the token from its environment when git asks (`get`), and
+# ignores `store` and `erase`, so nothing is ever written down.
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || return 0; test -n "$' + TOKEN_ENV + '" || return 0; '
+    "printf 'username=%s\\npassword=%s\\n' " + TOKEN_USER + ' "$' + TOKEN_ENV + '"; }; f'
+)
+# Environment that would point git somewhere else than the directory we name.
+_DROPPED_ENV = frozenset({
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE", "GIT_TRACE_CURL",
+    "GIT_TRACE_PACKET", "GIT_CURL_VERBOSE",
+})
+# Local configuration keys (lower-case prefixes) an earlier agent could use to
+# redirect our fetch, steal the token or run a command during checkout.
+_RISKY_CONFIG = (
+    "url.", "credential", "http.", "https.", "include.", "includeif.", "protocol.", "filter.",
+    "core.sshcommand", "core.askpass", "core.fsmonitor", "core.hookspath", "core.gitproxy",
+    "core.worktree", "remote.origin.pushurl", "remote.origin.uploadpack", "remote.origin.receivepack",
+    "remote.origin.proxy", "remote.origin.vcs", "uploadpack.", "safe.",
+)
+EXCLUDE_BEGIN = "# >>> orchestrator: files written before each run"
+EXCLUDE_END = "# <<< orchestrator"
+
+_TRANSIENT = re.compile(
+    r"could not resolve host|couldn't resolve host|temporary failure in name resolution|connection refused|"
+    r"connection timed out|operation timed out|timed out|connection reset|failed to connect|"
+    r"the requested url returned error: 5\d\d|http 5\d\d|rpc failed|early eof|unexpected disconnect|"
+    r"remote end hung up|gnutls_handshake|ssl_error|tls connection|network is unreachable|no route to host|"
+    r"index\.lock|unable to access .*: (recv|send)|transfer closed|service unavailable|bad gateway|"
+    r"too many requests|returned error: 429",
+    re.IGNORECASE,
+)
+_PERMANENT = re.compile(
+    r"authentication failed|could not read username|could not read password|terminal prompts disabled|"
+    r"returned error: 40[1-4]|repository not found|not found|does not appear to be a git repository|"
+    r"permission denied|invalid username or password|couldn't find remote ref|not a valid|"
+    r"invalid refspec|host key verification failed",
+    re.IGNORECASE,
+)
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_AUTH_HEADER = re.compile(r"(authorization:\s*\w+\s+)\S+", re.IGNORECASE)
+
+
+class GitError(Exception):
+    """A git operation failed; the message is already scrubbed of secrets."""
+
+    transient = False
+
+
+class TransientGitError(GitError):
+    """Worth another try later: unreachable host, timeout, server error."""
+
+    transient = True
+
+
+class PermanentGitError(GitError):
+    """Another try will fail the same way: bad credentials, missing branch, wrong remote."""
+
+
+class WrongRemote(PermanentGitError):
+    """The directory holds a checkout of another repository."""
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` without any of the secrets, credentials in URLs or authorization headers."""
+    text = scrub_secrets(text, secrets)
+    text = _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+    return _AUTH_HEADER.sub(lambda m: m.group(1) + "***", text)
+
+
+def classify(message: str, *, network: bool) -> bool:
+    """True when a failure with this message is transient (worth retrying)."""
+    if _TRANSIENT.search(message):
+        return True
+    if _PERMANENT.search(message):
+        return False
+    # An unknown failure while talking to a server is more often a glitch than
+    # a lasting fault; retries are bounded, so guessing transient costs little.
+    return network
+
+
+def normalize_url(url: str) -> str:
+    """A repository URL reduced to what identifies the repository (host case, `.git`, trailing `/`)."""
+    value = url.strip().rstrip("/")
+    if value.endswith(".git"):
+        value = value[:-4]
+    match = re.match(r"^(?P<scheme>[a-z]+://)(?P<host>[^/]+)(?P<path>/.*)?$", value, re.IGNORECASE)
+    if match:
+        return match.group("scheme").lower() + match.group("host").lower() + (match.group("path") or "")
+    ssh = re.match(r"^(?P<user>[^@]+)@(?P<host>[^:]+):(?P<path>.*)$", value)
+    if ssh:
+        return f"ssh://{ssh.group('user')}@{ssh.group('host').lower()}/{ssh.group('path')}"
+    return value
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    """Where a checkout stands after `checkout_branch`."""
+
+    branch: str
+    base_branch: str
+    commit: str
+    started_from: str  # "local" (the branch existed here), "remote" (pushed earlier) or "base"
+    cloned: bool
+
+
+@dataclass
+class Git:
+    """Runs git commands in one directory with our safety settings."""
+
+    directory: Path
+    token: str = ""
+    timeout: float = 120.0
+    secrets: Sequence[str] = field(default_factory=tuple)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        env.update({
+            "GIT_TERMINAL_PROMPT": "0",
+            "LC_ALL": "C",  # messages in English, so classification works
+            "LANGUAGE": "C",
+            TOKEN_ENV: self.token,
+        })
+        env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        return env
+
+    def _config_args(self) -> list[str]:
+        return [
+            "-c", "credential.helper=",
+            "-c", f"credential.helper={CREDENTIAL_HELPER}",
+            "-c", "core.askPass=",
+            "-c", "core.hooksPath=/dev/null",
+            "-c", "core.fsmonitor=false",
+            "-c", "protocol.ext.allow=never",
+            "-c", "protocol.file.allow=never",
+            "-c", f"safe.directory={self.directory}",
+            "-c", "advice.detachedHead=false",
+            "-c", "init.defaultBranch=orchestrator-unborn",
+        ]
+
+    def run(self, *args: str, network: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `git <args>` in the directory; raise a classified GitError on failure when `check`."""
+        argv = ["git", *self._config_args(), *args]
+        what = f"git {args[0]}" if args else "git"
+        process = subprocess.Popen(
+            argv, cwd=self.directory, env=self._env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        try:
+            out, err = process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise TransientGitError(f"{what} timed out after {self.timeout:g} seconds") from None
+        except BaseException:
+            _kill_group(process)  # e.g. the step's soft time limit: leave no git behind
+            raise
+        result = subprocess.CompletedProcess(argv, process.returncode, out, err)
+        if check and result.returncode != 0:
+            message = scrub((err or out or "").strip(), [self.token, *self.secrets])
+            message = message[-2000:] or f"exit status {result.returncode}"
+            error = TransientGitError if classify(message, network=network) else PermanentGitError
+            raise error(f"{what} failed: {message}")
+        return result
+
+    def output(self, *args: str, network: bool = False) -> str:
+        return self.run(*args, network=network).stdout.strip()
+
+    def ok(self, *args: str) -> bool:
+        return self.run(*args, check=False).returncode == 0
+
+    def rev(self, ref: str) -> str | None:
+        """The commit `ref` names, or None."""
+        result = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
+        return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """Stop git and the helpers it started (git-remote-https, ssh)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
+
+
+def sanitize_config(git: Git) -> list[str]:
+    """Remove local configuration keys that could redirect or hijack our git calls; return them."""
+    result = git.run("config", "--local", "--name-only", "--list", check=False)
+    removed = []
+    for key in sorted({line.strip() for line in result.stdout.splitlines() if line.strip()}):
+        lowered = key.lower()
+        other_remote = lowered.startswith("remote.") and not lowered.startswith("remote.origin.")
+        if lowered.startswith(_RISKY_CONFIG) or other_remote:
+            git.run("config", "--local", "--unset-all", "--", key, check=False)
+            removed.append(key)
+    if removed:
+        log.warning("removed local git settings from %s: %s", git.directory, ", ".join(removed))
+    return removed
+
+
+def ensure_remote(git: Git, url: str) -> bool:
+    """Make `origin` point at `url`; raise WrongRemote when it points at another repository.
+
+    Returns True when the repository was initialised here (first use).
+    """
+    created = False
+    if not (git.directory / ".git").exists():
+        git.run("init", "--quiet")
+        created = True
+    result = git.run("config", "--local", "--get-all", "remote.origin.url", check=False)
+    urls = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    if not urls:
+        if not created and git.rev("HEAD"):
+            # A checkout with history but no origin is not one we made.
+            raise WrongRemote("the service directory holds a git checkout without an origin remote; "
+                              "refusing to reuse it")
+        git.run("remote", "add", "--", "origin", url)
+        return True
+    if len(urls) > 1 or normalize_url(urls[0]) != normalize_url(url):
+        shown = scrub(urls[0], git.secrets)
+        raise WrongRemote(f"the service directory holds a checkout of another repository ({shown}); "
+                          "refusing to reuse it")
+    # Same repository; restore the standard fetch refspec in case it was changed.
+    git.run("config", "--local", "--replace-all", "remote.origin.fetch",
+            "+refs/heads/*:refs/remotes/origin/*")
+    return created
+
+
+def clear_interrupted_state(git: Git) -> None:
+    """Forget what a crashed git process or agent left: locks, rebases, merges in progress."""
+    git_dir = git.directory / ".git"
+    for name in ("index.lock", "HEAD.lock", "shallow.lock", "config.lock"):
+        (git_dir / name).unlink(missing_ok=True)
+    for name in ("rebase-merge", "rebase-apply", "sequencer"):
+        path = git_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+    for name in ("MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "CHERRY_PICK_HEAD", "REVERT_HEAD", "BISECT_LOG"):
+        (git_dir / name).unlink(missing_ok=True)
+
+
+def set_excludes(git: Git, patterns: Sequence[str]) -> None:
+    """Keep our files out of `git status` and `git add` via `.git/info/exclude` (never committed)."""
+    info = git.directory / ".git" / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    path = info / "exclude"
+    existing = path.read_text() if path.is_file() else ""
+    kept, skipping = [], False
+    for line in existing.splitlines():
+        if line == EXCLUDE_BEGIN:
+            skipping = True
+        elif line == EXCLUDE_END:
+            skipping = False
+        elif not skipping:
+            kept.append(line)
+    block = [EXCLUDE_BEGIN, *patterns, EXCLUDE_END]
+    atomic_write(path, "\n".join([*kept, *block]) + "\n")
+
+
+def is_tracked(git: Git, relpath: str) -> bool:
+    return git.ok("ls-files", "--error-unmatch", "--", relpath)
+
+
+def set_skip_worktree(git: Git, relpath: str, skip: bool) -> None:
+    """Hide (or stop hiding) our changes to a tracked file from `git add` and `git status`."""
+    flag = "--skip-worktree" if skip else "--no-skip-worktree"
+    git.run("update-index", flag, "--", relpath, check=False)
+
+
+def checkout_branch(git: Git, *, url: str, base_branch: str, branch: str,
+                    local_files: Sequence[str] = (), excludes: Sequence[str] = ()) -> CheckoutResult:
+    """Clone or refresh the checkout and leave it clean on `branch`.
+
+    The branch keeps the work committed on it earlier (locally, or pushed to
+    the remote); otherwise it is created from the remote's `base_branch`.
+    Uncommitted changes and untracked files (except ignored ones) are
+    discarded, so the agent starts from committed state only.
+    """
+    names.git_ref(base_branch, what="base branch")
+    names.git_ref(branch, what="branch")
+    if branch == base_branch:
+        raise PermanentGitError(f"the task branch {branch!r} is the base branch; refusing to work on it")
+    created = ensure_remote(git, url)
+    sanitize_config(git)
+    clear_interrupted_state(git)
+    # Before `git clean`: files listed here survive it (our task files, other tasks' too).
+    set_excludes(git, excludes)
+    for relpath in local_files:
+        set_skip_worktree(git, relpath, False)
+    git.run("fetch", "--prune", "--no-tags", "--quiet", "origin", network=True)
+    # Learn the remote's default branch (what clone would record); best effort.
+    git.run("remote", "set-head", "origin", "--auto", network=True, check=False)
+    default = git.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False).stdout.strip()
+    if default and default.removeprefix("refs/remotes/origin/") == branch:
+        raise PermanentGitError(
+            f"the task branch {branch!r} is the repository's default branch; refusing to work on it")
+    base = git.rev(f"refs/remotes/origin/{base_branch}")
+    if base is None:
+        raise PermanentGitError(f"base branch {base_branch!r} does not exist in the repository")
+    local = git.rev(f"refs/heads/{branch}")
+    remote = git.rev(f"refs/remotes/origin/{branch}")
+    if local and remote and local != remote and git.ok("merge-base", "--is-ancestor", local, remote):
+        start, started_from = remote, "remote"  # pushed work ahead of ours: take it
+    elif local:
+        start, started_from = local, "local"
+    elif remote:
+        start, started_from = remote, "remote"
+    else:
+        start, started_from = base, "base"
+    git.run("checkout", "--force", "--quiet", "--no-track", "-B", branch, start, "--")
+    git.run("reset", "--hard", "--quiet", start)
+    git.run("clean", "-d", "--force", "--quiet")
+    commit = git.output("rev-parse", "HEAD")
+    return CheckoutResult(branch=branch, base_branch=base_branch, commit=commit,
+                          started_from=started_from, cloned=created)

@@ -1,0 +1,141 @@
+"""Where things live on the shared volume, and the guard that keeps every derived path inside it.
+
+    <workspace root>/
+      <service>/                      the repository checkout (or a plain directory)
+        CLAUDE.md                     the agent's instructions for the current run
+        .claude/settings.local.json   the agent's settings (allowed tools)
+        .task/<task id>/v<version>/   the task's documents for one context version
+
+Every path built from input (service name, task id, file name, working
+directory) is validated with `orchestrator.names`, resolved, and checked to
+stay under its root; a symbolic link on the way that leads elsewhere is
+refused, because the agent of an earlier run could have planted one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator import names
+
+TASK_DIR = ".task"
+INSTRUCTIONS_FILE = "CLAUDE.md"
+AGENT_SETTINGS_DIR = ".claude"
+# settings.local.json rather than settings.json: Claude Code reads both, and the
+# local one is meant to stay out of version control, so a repository's own
+# committed settings are never overwritten.
+AGENT_SETTINGS_FILE = "settings.local.json"
+# Marks temporary files of atomic writes; a crash can leave them behind.
+TEMP_MARK = ".orch-tmp-"
+# Directories directly under the root that are not services.
+RESERVED = frozenset({".archive", ".trash"})
+
+
+class PathEscape(ValueError):
+    """A path derived from input would leave its root (traversal or symbolic link)."""
+
+
+def confine(root: Path, path: Path, *, what: str = "path") -> Path:
+    """`path` resolved, refused unless it stays under `root` and crosses no symbolic link below it."""
+    try:
+        rel = Path(path).relative_to(root)
+    except ValueError:
+        raise PathEscape(f"{what} leaves the workspace") from None
+    if any(part in ("..", "") for part in rel.parts):
+        raise PathEscape(f"{what} leaves the workspace")
+    # No symbolic link below the root, even one pointing inside it: our own
+    # directories never contain links, so one found there was planted.
+    probe = Path(root)
+    for part in rel.parts:
+        probe = probe / part
+        if probe.is_symlink():
+            raise PathEscape(f"{what} goes through a symbolic link")
+    real_root = Path(root).resolve()
+    real = Path(path).resolve()
+    if real != real_root and not real.is_relative_to(real_root):
+        raise PathEscape(f"{what} leaves the workspace")
+    return real
+
+
+def version_dir_name(version: int) -> str:
+    return f"v{int(version)}"
+
+
+@dataclass(frozen=True)
+class ServiceLayout:
+    """The paths of one service's directory."""
+
+    root: Path
+    service: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.service
+
+    @property
+    def git_dir(self) -> Path:
+        return self.path / ".git"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.path / TASK_DIR
+
+    @property
+    def instructions(self) -> Path:
+        return self.path / INSTRUCTIONS_FILE
+
+    @property
+    def agent_settings(self) -> Path:
+        return self.path / AGENT_SETTINGS_DIR / AGENT_SETTINGS_FILE
+
+    def task_dir(self, task_id: int) -> Path:
+        return self.tasks_dir / str(_task_id(task_id))
+
+    def version_dir(self, task_id: int, version: int) -> Path:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise PathEscape("context version must be an integer >= 1")
+        return self.task_dir(task_id) / version_dir_name(version)
+
+    def document(self, task_id: int, version: int, filename: str) -> Path:
+        """A task document's path; the name must be a plain markdown file name."""
+        return self.version_dir(task_id, version) / names.markdown_filename(filename)
+
+    def working_dir(self, working_directory: str) -> Path:
+        """The agent's start directory inside the service directory."""
+        rel = names.relative_path(working_directory or "")
+        return self.path / rel if rel else self.path
+
+    def check(self, path: Path, *, what: str = "path") -> Path:
+        """Refuse `path` unless it stays inside this service's directory."""
+        confine(self.root, self.path, what="service directory")
+        return confine(self.path, path, what=what)
+
+
+def _task_id(task_id: int) -> int:
+    if not isinstance(task_id, int) or isinstance(task_id, bool) or task_id < 1:
+        raise PathEscape("task id must be an integer >= 1")
+    return task_id
+
+
+def service_layout(root: Path, service: str) -> ServiceLayout:
+    """The layout of one service, after validating its name and confining its directory."""
+    name = names.service_name(service)
+    if name in RESERVED:
+        raise PathEscape("service name is reserved")
+    layout = ServiceLayout(Path(root), name)
+    confine(Path(root), layout.path, what="service directory")
+    return layout
+
+
+def relative_link(target: Path, start: Path) -> str:
+    """`target` as a POSIX path relative to `start` (both inside one service directory)."""
+    return Path(os.path.relpath(target, start)).as_posix()
+
+
+def ensure_dir(layout: ServiceLayout, path: Path) -> Path:
+    """Create `path` (and parents) inside the service directory, refusing links that escape."""
+    layout.check(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return layout.check(path)

@@ -1,0 +1,154 @@
+"""What the `prepare_workspace` step does for one run, as plain code the thin Celery step calls.
+
+Order: check the run is still its task's current run in Preparing; take the
+service's lease (holder = run id); prepare; move the task Preparing ->
+Launching (compare-and-set); queue `launch_run`.
+
+- Lease busy: the step is retried with a countdown while the task stays in
+  Preparing; after `BUSY_RETRIES` tries the task goes back to Queued (the
+  state machine's edge for "workspace lost, try later") and admission picks
+  it up again when capacity frees.
+- Transient git failure: retried with exponential backoff, at most
+  `GIT_RETRIES` times, then treated as permanent.
+- Permanent failure: the task moves to Failed with git's message (scrubbed
+  of secrets), the run is recorded as failed, the lease is released and
+  admission is asked to look at the service again (dependents, waiting tasks).
+- Repeated delivery after a crash: a task already in Launching for this run
+  has `launch_run` sent again (launching is idempotent); anything else that is
+  not this run in Preparing is a stale message and is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from orchestrator import dispatch
+from orchestrator.settings import Settings
+from orchestrator.states import ACTIVE, Status
+from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.workspace import lock
+from orchestrator.workspace.git import GitError, scrub
+from orchestrator.workspace.layout import PathEscape
+from orchestrator.workspace.prepare import PreparationError, PreparedWorkspace, prepare_workspace
+
+log = logging.getLogger("orchestrator.workspace.pipeline")
+
+ACTOR = "workspace"
+BUSY_RETRIES = 20
+BUSY_COUNTDOWN = 15.0
+GIT_RETRIES = 5
+GIT_BACKOFF_BASE = 5.0
+GIT_BACKOFF_MAX = 300.0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What the step should do next: `action` is launched, retry, failed, requeued or skipped."""
+
+    action: str
+    message: str = ""
+    countdown: float | None = None
+    prepared: PreparedWorkspace | None = None
+
+
+def backoff(retries: int, *, base: float = GIT_BACKOFF_BASE, cap: float = GIT_BACKOFF_MAX) -> float:
+    """Exponential backoff with jitter, so retries of many runs do not arrive together."""
+    delay = min(cap, base * (2 ** retries))
+    return delay * random.uniform(0.75, 1.25)
+
+
+def _fail(settings: Settings, store: TaskStore, run: dict, message: str) -> StepResult:
+    service, task_id, run_id = run["service"], int(run["task_id"]), run["run_id"]
+    message = scrub(message, settings.secret_values())[:1000]
+    reason = f"workspace preparation failed: {message}"
+    try:
+        store.transition(service, task_id, Status.FAILED, reason=reason, actor=ACTOR, expect=Status.PREPARING)
+    except IllegalTransition:
+        lock.release(store, service, run_id)
+        return StepResult("skipped", "the task moved on meanwhile")
+    store.update_run(run_id, phase="Failed", failure_reason=reason, finished_at=time.time())
+    lock.release(store, service, run_id)
+    try:
+        dispatch.send(dispatch.ADMIT, service, task_id)  # dependents and waiting tasks may move now
+    except dispatch.QueueUnavailable:
+        log.warning("could not queue admit for %s/%s after a failed preparation", service, task_id)
+    log.warning("run %s: %s", run_id, reason)
+    return StepResult("failed", reason)
+
+
+def _release_unless_launched(store: TaskStore, run: dict) -> None:
+    """Give the lease back, unless an agent of this run was launched and may still use the workspace."""
+    if not run.get("job_name"):
+        lock.release(store, run["service"], run["run_id"])
+
+
+def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0) -> StepResult:
+    """Do the prepare_workspace step for `run_id`; `retries` is how often it was retried already."""
+    run = store.get_run(run_id)
+    if run is None:
+        return StepResult("skipped", f"no run {run_id}")
+    service, task_id = run["service"], int(run["task_id"])
+    task = store.get_task(service, task_id)
+    if task is None:
+        _release_unless_launched(store, run)
+        return StepResult("skipped", f"no task {service}/{task_id}")
+    status = Status(task["status"])
+    if task.get("current_run") != run_id:
+        _release_unless_launched(store, run)
+        return StepResult("skipped", "the run was superseded")
+    if status == Status.LAUNCHING:
+        dispatch.send(dispatch.LAUNCH_RUN, run_id)  # a crash came between the transition and the send
+        return StepResult("launched", "already prepared")
+    if status != Status.PREPARING:
+        if status not in ACTIVE:
+            _release_unless_launched(store, run)
+        return StepResult("skipped", f"the task is {status.value}")
+
+    try:
+        lease = lock.acquire(store, service, run_id, settings.workspace_lease_seconds)
+    except lock.LeaseBusy as busy:
+        if retries < BUSY_RETRIES:
+            return StepResult("retry", str(busy), countdown=BUSY_COUNTDOWN * random.uniform(0.8, 1.2))
+        try:
+            store.transition(service, task_id, Status.QUEUED, reason=f"waiting for the workspace: {busy}",
+                             actor=ACTOR, expect=Status.PREPARING)
+        except IllegalTransition:
+            return StepResult("skipped", "the task moved on meanwhile")
+        return StepResult("requeued", str(busy))
+
+    try:
+        prepared = prepare_workspace(settings, store, run_id, lease=lease)
+    except lock.LeaseLost as exc:
+        return StepResult("retry", str(exc), countdown=backoff(retries))
+    except GitError as exc:
+        if exc.transient and retries < GIT_RETRIES:
+            log.info("run %s: transient git failure, retry %d: %s", run_id, retries + 1, exc)
+            return StepResult("retry", str(exc), countdown=backoff(retries))
+        return _fail(settings, store, run, str(exc))
+    except PreparationError as exc:
+        if exc.transient and retries < GIT_RETRIES:
+            return StepResult("retry", str(exc), countdown=backoff(retries))
+        return _fail(settings, store, run, str(exc))
+    except (PathEscape, ValueError) as exc:
+        return _fail(settings, store, run, str(exc))
+    except OSError as exc:  # the shared volume: full, read-only, gone for a moment
+        if retries < GIT_RETRIES:
+            return StepResult("retry", f"workspace I/O error: {exc}", countdown=backoff(retries))
+        return _fail(settings, store, run, f"workspace I/O error: {exc}")
+
+    store.update_run(run_id, branch=prepared.branch or "", commit=prepared.commit or "",
+                     workspace_fence=lease.token, working_directory=prepared.working_directory)
+    where = f"on branch {prepared.branch} at {prepared.commit[:12]}" if prepared.branch and prepared.commit \
+        else "(task files only, no repository)"
+    try:
+        store.transition(service, task_id, Status.LAUNCHING, reason=f"workspace ready {where}",
+                         actor=ACTOR, expect=Status.PREPARING)
+    except IllegalTransition:
+        # Cancelled or superseded while we prepared: the workspace is not ours to keep.
+        lock.release(store, service, run_id)
+        return StepResult("skipped", "the task moved on meanwhile")
+    dispatch.send(dispatch.LAUNCH_RUN, run_id)
+    return StepResult("launched", f"workspace ready {where}", prepared=prepared)

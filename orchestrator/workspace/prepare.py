@@ -1,0 +1,235 @@
+"""Prepare one run's workspace: checkout on the task's branch, task documents, CLAUDE.md, agent settings.
+
+`prepare_workspace` is idempotent and safe to repeat after a crash at any
+line: git leaves a usable checkout whatever point it stopped at (we init,
+check the remote, fetch, then force the branch), every file is written to a
+temporary name and renamed, and what an interrupted attempt or an older
+version left behind (temporary files, other version directories of the task)
+is removed. The agent's committed work on the task branch is kept; its
+uncommitted changes are discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import names
+from orchestrator.settings import Settings
+from orchestrator.store import TaskStore
+from orchestrator.workspace import documents as docs
+from orchestrator.workspace import lock
+from orchestrator.workspace.files import atomic_write, remove_path, remove_temp_files
+from orchestrator.workspace.git import Git, PermanentGitError, checkout_branch, is_tracked, set_skip_worktree
+from orchestrator.workspace.layout import (
+    AGENT_SETTINGS_DIR,
+    AGENT_SETTINGS_FILE,
+    INSTRUCTIONS_FILE,
+    TASK_DIR,
+    PathEscape,
+    ServiceLayout,
+    ensure_dir,
+    relative_link,
+    service_layout,
+    version_dir_name,
+)
+
+log = logging.getLogger("orchestrator.workspace.prepare")
+
+# Files we write at the service root that a repository might also track.
+LOCAL_FILES: tuple[str, ...] = (INSTRUCTIONS_FILE, f"{AGENT_SETTINGS_DIR}/{AGENT_SETTINGS_FILE}")
+# What `git status` and `git add` must never see (kept in .git/info/exclude).
+EXCLUDES: tuple[str, ...] = (f"/{TASK_DIR}/", f"/{INSTRUCTIONS_FILE}", f"/{AGENT_SETTINGS_DIR}/{AGENT_SETTINGS_FILE}")
+
+
+class PreparationError(Exception):
+    """The workspace cannot be prepared; `transient` says whether a later try may succeed."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class PreparedWorkspace:
+    """What a run finds on the shared volume."""
+
+    run_id: str
+    service: str
+    task_id: int
+    version: int
+    path: Path  # the service directory
+    working_dir: Path  # where the agent starts (the service directory or inside it)
+    working_directory: str  # the same, relative to `path` ("" for the service directory)
+    task_dir: Path  # .task/<id>/v<version>
+    documents: tuple[str, ...]  # paths relative to `path`
+    branch: str | None
+    base_branch: str | None
+    commit: str | None
+    repository: str | None
+
+
+def branch_name(settings: Settings, service: str, task_id: int) -> str:
+    """The task's branch from ORCHESTRATOR_BRANCH_TEMPLATE."""
+    name = settings.branch_template.format(task_id=task_id, service=service)
+    try:
+        return names.git_ref(name)
+    except ValueError as exc:
+        raise PreparationError(f"ORCHESTRATOR_BRANCH_TEMPLATE gives an invalid branch: {exc}") from None
+
+
+def _repository(spec: dict[str, Any]) -> tuple[str, str] | None:
+    repo = spec.get("repository")
+    if not repo:
+        return None
+    url = repo.get("url") if isinstance(repo, dict) else None
+    if not isinstance(url, str) or not url:
+        raise PreparationError("the task's repository has no URL")
+    if url.startswith("-") or any(ord(c) < 33 or c == "\x7f" for c in url):
+        raise PreparationError("the task's repository URL contains forbidden characters")
+    base = repo.get("branch") or "main"
+    try:
+        names.git_ref(base, what="base branch")
+    except ValueError as exc:
+        raise PreparationError(str(exc)) from None
+    return url, base
+
+
+def _check_url(settings: Settings, url: str) -> None:
+    """Validate the URL again (defence in depth): https or git@ form, no credentials, an allowed host."""
+    try:
+        names.git_url(url, tuple(settings.allowed_git_hosts))
+    except ValueError as exc:
+        raise PreparationError(str(exc)) from None
+
+
+def _clean_leftovers(layout: ServiceLayout) -> None:
+    """Remove temporary files of interrupted writes where we write (never the repository's files)."""
+    for directory in (layout.path / TASK_DIR, layout.path / AGENT_SETTINGS_DIR, layout.git_dir / "info"):
+        if directory.exists():
+            layout.check(directory)
+            remove_temp_files(directory)
+    for entry in layout.path.iterdir():
+        if entry.name.startswith(".orch-tmp-"):
+            remove_path(entry)
+
+
+def _write_documents(layout: ServiceLayout, task_id: int, version: int,
+                     documents: Sequence[docs.Document]) -> Path:
+    """Write the version directory and drop what older versions or earlier attempts left."""
+    task_dir = ensure_dir(layout, layout.task_dir(task_id))
+    version_dir = ensure_dir(layout, layout.version_dir(task_id, version))
+    wanted = {doc.filename for doc in documents}
+    for doc in documents:
+        atomic_write(layout.check(layout.document(task_id, version, doc.filename), what="document"), doc.content)
+    for entry in version_dir.iterdir():
+        if entry.name not in wanted:
+            remove_path(entry)
+    current = version_dir_name(version)
+    for entry in task_dir.iterdir():
+        if entry.name != current:
+            remove_path(entry)  # an older (or abandoned newer) version would mislead the agent
+    return version_dir
+
+
+def _write_local_file(layout: ServiceLayout, git: Git | None, relpath: str, content: str,
+                      *, keep_tracked: bool) -> None:
+    """Write one of our files at the service root; a tracked file of the same name is hidden from git.
+
+    With `keep_tracked`, the repository's own version (CLAUDE.md pointing at
+    AGENTS.md through a symbolic link, say) follows our text.
+    """
+    path = layout.path / relpath
+    layout.check(path.parent, what=relpath)
+    tracked = git is not None and is_tracked(git, relpath)
+    original = ""
+    if keep_tracked and path.is_symlink():
+        target = path.resolve()
+        if target.is_relative_to(layout.path.resolve()) and target.is_file():
+            original = target.read_text(errors="replace")
+    elif keep_tracked and tracked:
+        original = git.run("show", f"HEAD:{relpath}", check=False).stdout  # type: ignore[union-attr]
+    if original.strip():
+        content = content + "\n---\n\n# The repository's own instructions\n\n" + original
+    atomic_write(path, content)  # replaces a link rather than writing through it
+    if tracked:
+        set_skip_worktree(git, relpath, True)  # type: ignore[arg-type]
+
+
+def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
+                      *, lease: lock.Lease | None = None) -> PreparedWorkspace:
+    """Make the run's workspace ready; raise PreparationError, GitError, PathEscape or LeaseLost."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise PreparationError(f"no run {run_id}")
+    service, task_id, version = run["service"], int(run["task_id"]), int(run["version"])
+    task = store.require_task(service, task_id)
+    spec: dict[str, Any] = task.get("spec") or {}
+    try:
+        layout = service_layout(settings.workspace_root, service)
+        working_directory = names.relative_path(spec.get("working_directory") or "")
+    except PathEscape:
+        raise
+    except ValueError as exc:
+        raise PreparationError(str(exc)) from None
+    settings.workspace_root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(layout, layout.path)
+    _clean_leftovers(layout)
+
+    repository = _repository(spec)
+    git: Git | None = None
+    branch = base_branch = commit = None
+    if repository:
+        url, base_branch = repository
+        _check_url(settings, url)
+        branch = branch_name(settings, service, task_id)
+        git = Git(layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
+                  secrets=tuple(settings.secret_values()))
+        if layout.git_dir.exists() or layout.git_dir.is_symlink():
+            # A `.git` file or link would send git to a repository outside the workspace.
+            if not layout.git_dir.is_dir() or layout.git_dir.is_symlink():
+                raise PathEscape(".git is not a directory")
+            for inner in (layout.git_dir, layout.git_dir / "info"):
+                layout.check(inner, what=".git")
+        if lease:
+            lock.check(store, lease)
+        result = checkout_branch(git, url=url, base_branch=base_branch, branch=branch,
+                                 local_files=LOCAL_FILES, excludes=EXCLUDES)
+        commit = result.commit
+        log.info("workspace %s: %s on %s at %s (from %s)", service, url, branch, commit[:12], result.started_from)
+
+    working_dir = layout.working_dir(working_directory)
+    if repository and not working_dir.is_dir():
+        raise PermanentGitError(f"working directory {working_directory!r} does not exist on branch {branch}")
+    ensure_dir(layout, working_dir)
+
+    if lease:
+        lock.check(store, lease)
+    documents = docs.task_documents(spec, store.contexts(service, task_id),
+                                    service=service, task_id=task_id, version=version)
+    version_dir = _write_documents(layout, task_id, version, documents)
+    links = [(doc, relative_link(version_dir / doc.filename, working_dir)) for doc in documents]
+    instructions = docs.render_instructions(
+        links, service=service, task_id=task_id, version=version,
+        title=str(spec.get("title") or f"Task {task_id}"), run_id=run_id,
+        start_dir=working_directory, branch=branch, base_branch=base_branch,
+    )
+    ensure_dir(layout, layout.path / AGENT_SETTINGS_DIR)
+    _write_local_file(layout, git, INSTRUCTIONS_FILE, instructions, keep_tracked=True)
+    _write_local_file(layout, git, f"{AGENT_SETTINGS_DIR}/{AGENT_SETTINGS_FILE}",
+                      docs.render_agent_settings(settings.agent_allowed_tools), keep_tracked=False)
+    if lease:
+        lock.check(store, lease)
+    return PreparedWorkspace(
+        run_id=run_id, service=service, task_id=task_id, version=version, path=layout.path,
+        working_dir=working_dir, working_directory=working_directory, task_dir=version_dir,
+        documents=tuple(relative_link(version_dir / d.filename, layout.path) for d in documents),
+        branch=branch, base_branch=base_branch, commit=commit,
+        repository=repository[0] if repository else None,
+    )
+
+
+__all__ = ["PreparedWorkspace", "PreparationError", "PathEscape", "prepare_workspace", "branch_name"]

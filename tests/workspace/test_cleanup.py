@@ -1,0 +1,68 @@
+"""The workspace sweep: which task files go, which stay, and the disk use gauge."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from orchestrator.settings import Settings
+from orchestrator.store import TaskStore
+from orchestrator.workspace import lock
+from orchestrator.workspace.cleanup import DISK_GAUGE, disk_usage, sweep, task_ended
+from orchestrator.workspace.prepare import prepare_workspace
+from tests.workspace.conftest import start_run, task_spec
+
+
+def prepared(ws_settings: Settings, store: TaskStore, task_id: int) -> Path:
+    run_id = start_run(store, task_spec(task_id, repository=None))
+    return prepare_workspace(ws_settings, store, run_id).path / ".task" / str(task_id)
+
+
+def test_sweep_removes_ended_tasks_only(ws_settings: Settings, store: TaskStore) -> None:
+    cancelled = prepared(ws_settings, store, 1)
+    store.transition("shop", 1, "Cancelled", reason="pm", actor="test")
+    old = prepared(ws_settings, store, 2)
+    store.transition("shop", 2, "Failed", reason="x", actor="test", now=time.time() - 30 * 86400)
+    recent = prepared(ws_settings, store, 3)
+    store.transition("shop", 3, "Failed", reason="x", actor="test")
+    pr_closed = prepared(ws_settings, store, 4)
+    store.transition("shop", 4, "Launching", reason="x", actor="test")
+    store.transition("shop", 4, "Succeeded", reason="x", actor="test")
+    store.update_task("shop", 4, outputs={"pull_request_closed": True})
+    active = prepared(ws_settings, store, 5)
+    orphan = ws_settings.workspace_root / "shop" / ".task" / "6"
+    orphan.mkdir()
+    instructions = ws_settings.workspace_root / "shop" / "CLAUDE.md"  # describes task 5, which stays
+    # Active task 5 holds no lease in this test; its run would in production.
+    report = sweep(ws_settings, store)
+    assert sorted(report.removed) == ["shop/1", "shop/2", "shop/4", "shop/6"]
+    assert not cancelled.exists() and not old.exists() and not pr_closed.exists() and not orphan.exists()
+    assert recent.exists() and active.exists() and instructions.exists()
+    assert report.disk_bytes == disk_usage(ws_settings.workspace_root) > 0
+    assert store.gauges()[DISK_GAUGE] == report.disk_bytes
+
+
+def test_sweep_skips_a_busy_service_and_removes_our_claude_md(ws_settings: Settings, store: TaskStore) -> None:
+    files = prepared(ws_settings, store, 1)
+    store.transition("shop", 1, "Cancelled", reason="pm", actor="test")
+    lock.acquire(store, "shop", "some-run", 60)
+    report = sweep(ws_settings, store)
+    assert report.busy == ["shop"] and files.exists()
+    lock.release(store, "shop", "some-run")
+    report = sweep(ws_settings, store)
+    assert report.removed == ["shop/1"] and not files.exists()
+    assert not (ws_settings.workspace_root / "shop" / "CLAUDE.md").exists()
+
+
+def test_task_ended_rules() -> None:
+    now = 1_000_000.0
+    day = 86400.0
+    assert task_ended(None, now=now, max_age_seconds=day)
+    assert task_ended({"status": "Cancelled", "updated_at": now}, now=now, max_age_seconds=day)
+    assert not task_ended({"status": "Running", "updated_at": 0}, now=now, max_age_seconds=day)
+    assert not task_ended({"status": "Succeeded", "updated_at": now - 10}, now=now, max_age_seconds=day)
+    assert task_ended({"status": "Succeeded", "updated_at": now - 2 * day}, now=now, max_age_seconds=day)
+    assert task_ended({"status": "Succeeded", "updated_at": now, "outputs": {"pull_request_merged": True}},
+                      now=now, max_age_seconds=day)
+    assert not task_ended({"status": "Pending", "updated_at": 0, "outputs": {"pull_request_closed": True}},
+                          now=now, max_age_seconds=day)

@@ -1,0 +1,127 @@
+"""The prepare_workspace step's plain code, and the step itself in a real Celery worker."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from orchestrator import dispatch
+from orchestrator.settings import Settings
+from orchestrator.store import TaskStore
+from orchestrator.workspace import lock, pipeline
+from orchestrator.workspace.cleanup import DISK_GAUGE
+from tests.support.git_server import GitHttpServer
+from tests.workspace.conftest import TOKEN, start_run, task_spec
+from workers.app import create_celery
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Steps queued by the code under test (the queue itself is exercised in the worker test)."""
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(dispatch, "send", lambda step, *args, **kw: calls.append((step, *args)))
+    return calls
+
+
+def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: Settings, store: TaskStore,
+                                                     sent: list) -> None:
+    run_id = start_run(store, task_spec())
+    result = pipeline.prepare_for_run(ws_settings, store, run_id)
+    assert result.action == "launched"
+    task = store.get_task("shop", 7)
+    assert task["status"] == "Launching" and "branch task-7" in task["status_reason"]
+    assert sent == [(dispatch.LAUNCH_RUN, run_id)]
+    run = store.get_run(run_id)
+    assert run["branch"] == "task-7" and len(run["commit"]) == 40
+    assert lock.holder(store, "shop") == run_id  # held until the run ends
+    # Redelivered after a crash between the transition and the send: launch is asked again, nothing else.
+    assert pipeline.prepare_for_run(ws_settings, store, run_id).action == "launched"
+    assert sent[-1] == (dispatch.LAUNCH_RUN, run_id)
+
+
+def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: TaskStore, sent: list) -> None:
+    run_id = start_run(store, task_spec(repository=None))
+    lock.acquire(store, "shop", "another-tool", 3600)
+    result = pipeline.prepare_for_run(ws_settings, store, run_id)
+    assert result.action == "retry" and result.countdown and "another-tool" in result.message
+    assert store.get_task("shop", 7)["status"] == "Preparing"
+    result = pipeline.prepare_for_run(ws_settings, store, run_id, retries=pipeline.BUSY_RETRIES)
+    assert result.action == "requeued"
+    assert store.get_task("shop", 7)["status"] == "Queued"
+    assert sent == []
+
+
+def test_transient_git_failure_is_retried_then_fails(remote: Path, git_server: GitHttpServer,
+                                                     ws_settings: Settings, store: TaskStore, sent: list) -> None:
+    git_server.fail_status = 503
+    run_id = start_run(store, task_spec())
+    first = pipeline.prepare_for_run(ws_settings, store, run_id)
+    assert first.action == "retry" and first.countdown is not None
+    assert pipeline.backoff(3) > pipeline.backoff(0) * 2
+    last = pipeline.prepare_for_run(ws_settings, store, run_id, retries=pipeline.GIT_RETRIES)
+    assert last.action == "failed"
+    assert store.get_task("shop", 7)["status"] == "Failed"
+
+
+def test_permanent_failure_fails_the_task_with_a_scrubbed_message(remote: Path, ws_settings: Settings,
+                                                                  store: TaskStore, sent: list) -> None:
+    run_id = start_run(store, task_spec(repository={"url": "https://git.example.test/acme/shop.git",
+                                                     "branch": "no-such-branch"}))
+    result = pipeline.prepare_for_run(ws_settings, store, run_id)
+    assert result.action == "failed"
+    task = store.get_task("shop", 7)
+    assert task["status"] == "Failed" and "no-such-branch" in task["status_reason"]
+    assert store.get_run(run_id)["phase"] == "Failed"
+    assert lock.holder(store, "shop") is None
+    assert sent == [(dispatch.ADMIT, "shop", 7)]
+
+
+def test_wrong_token_failure_never_shows_the_token(remote: Path, ws_settings: Settings, store: TaskStore,
+                                                  sent: list) -> None:
+    bad = ws_settings.replace(github_token="ghp_bad_but_secret_value_123")
+    run_id = start_run(store, task_spec())
+    result = pipeline.prepare_for_run(bad, store, run_id)
+    assert result.action == "failed"
+    reason = store.get_task("shop", 7)["status_reason"]
+    assert "ghp_bad_but_secret_value_123" not in reason and TOKEN not in reason
+    assert any(h["to"] == "Failed" for h in store.history("shop", 7))
+
+
+def test_stale_messages_are_dropped(ws_settings: Settings, store: TaskStore, sent: list) -> None:
+    run_id = start_run(store, task_spec(repository=None))
+    store.transition("shop", 7, "Cancelled", reason="pm", actor="test")
+    assert pipeline.prepare_for_run(ws_settings, store, run_id).action == "skipped"
+    assert pipeline.prepare_for_run(ws_settings, store, "shop-99-v1-a1").action == "skipped"
+    assert sent == []
+
+
+def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, settings: Settings,
+                                    store: TaskStore, worker_factory, base_env: dict[str, str],
+                                    redis_url: str) -> None:
+    env = {**git_server.git_env(), "GITHUB_TOKEN": TOKEN}
+    worker = worker_factory(queues=("workspace",), env=env)
+    run_id = start_run(store, task_spec())
+    app = create_celery(settings)
+    try:
+        app.send_task(dispatch.PREPARE_WORKSPACE, args=[run_id], queue="workspace")
+        deadline = time.monotonic() + 60
+        while store.get_task("shop", 7)["status"] != "Launching":
+            assert time.monotonic() < deadline, store.get_task("shop", 7)
+            time.sleep(0.1)
+        # launch_run waits in the deploy queue, which no worker of this test serves.
+        client = redis.Redis.from_url(redis_url)
+        assert client.llen("deploy") == 1
+        workspace = Path(base_env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "shop"
+        assert (workspace / ".task" / "7" / "v1" / "task.md").is_file()
+        result = app.send_task(dispatch.CLEANUP_WORKSPACE, queue="workspace", ignore_result=False)
+        report = result.get(timeout=60)
+        assert report["disk_bytes"] > 0 and report["removed"] == []
+        assert store.gauges()[DISK_GAUGE] == report["disk_bytes"]
+        assert "prepare_workspace" in worker.log() and TOKEN not in worker.log()
+        client.close()
+    finally:
+        app.close()

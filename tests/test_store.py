@@ -174,15 +174,18 @@ def test_lease_with_fencing(store: TaskStore) -> None:
 def test_unavailable_redis_raises_store_unavailable(tmp_path) -> None:
     server = RedisServer(tmp_path / "r")
     server.start()
-    store = TaskStore(connect(server.url, timeout=0.5))
-    make(store)
-    server.stop()
-    with pytest.raises(StoreUnavailable):
-        store.get_task("web", 1)
-    with pytest.raises(StoreUnavailable):
-        store.transition("web", 1, "Queued", reason="", actor="t")
-    server.start()  # no data persisted, but the same client recovers by itself
-    assert store.ping()
+    try:
+        store = TaskStore(connect(server.url, timeout=0.5))
+        make(store)
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            store.get_task("web", 1)
+        with pytest.raises(StoreUnavailable):
+            store.transition("web", 1, "Queued", reason="", actor="t")
+        server.start()  # no data persisted, but the same client recovers by itself
+        assert store.ping()
+    finally:
+        server.stop()  # the restarted server must not outlive the test
 
 
 # Races between processes -------------------------------------------------------

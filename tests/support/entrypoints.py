@@ -7,6 +7,8 @@ app and its queues, the `orchestrator` console script and its subcommand.
 
 from __future__ import annotations
 
+import argparse
+
 import configparser
 import importlib
 import importlib.util
@@ -92,7 +94,8 @@ def check_command(argv: Sequence[str]) -> list[str]:
         from orchestrator import cli
 
         parser = cli.build_parser()
-        choices = next(a.choices for a in parser._actions if getattr(a, "choices", None))  # noqa: SLF001
+        choices = next(a.choices for a in parser._actions  # noqa: SLF001
+                       if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
         if subcommand not in choices:
             notes.append(f"`orchestrator {subcommand}` is not in orchestrator/cli.py yet; not checked")
     else:

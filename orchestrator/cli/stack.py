@@ -1,0 +1,455 @@
+"""`orchestrator up`: the whole system on this machine, in the foreground, stopped by Ctrl-C.
+
+Every piece runs as a child process in its own session, so a Ctrl-C in the
+terminal reaches this process alone, which then stops the children in reverse
+order. This process is also a child subreaper (Linux), so an agent that its
+worker left behind is re-parented here and stopped too: nothing outlives `up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import redis
+
+from orchestrator.cli import localstate
+from orchestrator.cli.context import Context, common_options
+from orchestrator.cli.errors import EXIT_FAILED, EXIT_OK, Conflict, Unreachable, UsageError
+from orchestrator.settings import Settings
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+STOP_TIMEOUT = 20.0  # seconds the children get to stop before SIGKILL
+
+
+class StopRequested(Exception):
+    """SIGTERM or SIGHUP: stop like Ctrl-C."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `up`."""
+    up = sub.add_parser("up", parents=[common_options()],
+                        help="run the whole system on this machine, in the foreground (Ctrl-C stops it)",
+                        description="Start Redis (unless one answers at ORCHESTRATOR_REDIS_URL), the API, a worker "
+                        "for every queue, the watcher and, with --flower, Flower.")
+    up.add_argument("--host", default="127.0.0.1", help="address the API and Flower listen on (default 127.0.0.1)")
+    up.add_argument("--api-port", type=int, help="port of the API (default: the port of ORCHESTRATOR_API_URL, 8080)")
+    up.add_argument("--redis-port", type=int, default=6390,
+                    help="port of the redis-server started when none answers (default 6390; a free one if taken)")
+    up.add_argument("--flower", action="store_true", help="also run Flower, the Celery dashboard")
+    up.add_argument("--flower-port", type=int, default=5555, help="port of Flower (default 5555)")
+    up.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
+    up.set_defaults(func=cmd_up)
+
+
+# Small helpers --------------------------------------------------------------
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING at the URL."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own local URL
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants (an agent whose worker died) are re-parented to us, so we can stop them."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def child_pids(parent: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is `parent`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name, which may itself hold spaces and parentheses.
+        rest = stat[stat.rfind(")") + 2:].split()
+        if len(rest) > 1 and int(rest[1]) == parent and rest[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def descendants(root: int) -> list[int]:
+    """Every live descendant of `root`."""
+    seen: list[int] = []
+    frontier = [root]
+    while frontier:
+        kids = child_pids(frontier.pop())
+        seen.extend(kids)
+        frontier.extend(kids)
+    return seen
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# The stack ------------------------------------------------------------------
+
+
+class Stack:
+    """Child processes of `orchestrator up`, each with a log file, stopped together."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self._logs: list[IO[bytes]] = []
+
+    def start(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "ab")
+        self._logs.append(log)
+        # Own session per child: Ctrl-C reaches `up` only, which stops children in order.
+        proc = subprocess.Popen(list(args), env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        self.children.append((name, proc, log_path))
+        return proc
+
+    def exited(self) -> tuple[str, int, Path] | None:
+        """The first child that has exited, if any."""
+        for name, proc, log_path in self.children:
+            if proc.poll() is not None:
+                return name, proc.returncode, log_path
+        return None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM every child's process group (last started first), then SIGKILL what remains."""
+        for _name, proc, _log in reversed(self.children):
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for _name, proc, _log in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+            _signal_group(proc.pid, signal.SIGKILL)  # members of its group that outlived the leader
+        self._sweep()
+        for log in self._logs:
+            log.close()
+
+    def _sweep(self) -> None:
+        """Stop descendants re-parented to us (agents in their own session) and reap them."""
+        for sig, pause in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 1.0)):
+            left = descendants(os.getpid())
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + pause
+            while time.monotonic() < deadline and descendants(os.getpid()):
+                _reap()
+                time.sleep(0.05)
+        _reap()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when `up` dies, even by SIGKILL (Linux), so nothing is orphaned."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# Choosing the pieces -----------------------------------------------------------
+
+
+def acquire_lock(data_dir: Path) -> IO[str]:
+    """Hold `up.lock` for as long as we run; a second `up` sees it taken and says so."""
+    handle = open(data_dir / localstate.LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        state = localstate.read_state(data_dir) or {}
+        where = f" with the API at {state['api_url']}" if state.get("api_url") else ""
+        pid = f" (pid {state['pid']})" if state.get("pid") else ""
+        raise Conflict(f"orchestrator up is already running from {data_dir}{pid}{where}; use it, or stop it "
+                       "with Ctrl-C in its terminal first") from None
+    return handle
+
+
+def start_redis(stack: Stack, settings: Settings, args: argparse.Namespace, env: Mapping[str, str],
+                ctx: Context) -> tuple[str, str]:
+    """The Redis URL to use and how it was found: configured, redis-server started, or in-memory."""
+    if redis_answers(settings.redis_url):
+        return settings.redis_url, "configured (ORCHESTRATOR_REDIS_URL)"
+    port = args.redis_port if port_free("127.0.0.1", args.redis_port) else free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    binary = shutil.which("redis-server")
+    if binary:
+        redis_dir = settings.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        proc = stack.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+                                     "--appendonly", "yes", "--save", ""], env)
+        how = f"redis-server started here, data in {redis_dir}"
+    elif importlib.util.find_spec("fakeredis") is not None:
+        ctx.note(ctx.err_style.yellow("warning:") + " no Redis answers at ORCHESTRATOR_REDIS_URL and redis-server "
+                 "is not installed: using an in-memory Redis (fakeredis); nothing will persist after Ctrl-C")
+        proc = stack.start("redis", [sys.executable, "-m", "orchestrator.cli.fakeredis_server", "--port", str(port)],
+                           env)
+        how = "in-memory fakeredis (nothing persists)"
+    else:
+        raise Unreachable("no Redis answers at ORCHESTRATOR_REDIS_URL and neither redis-server nor fakeredis is "
+                          "installed; install redis-server (apt install redis-server) or pip install 'fakeredis[lua]'")
+    deadline = time.monotonic() + 20
+    while not redis_answers(url, timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise Unreachable(f"the Redis started on port {port} did not answer:\n{tail(stack.children[-1][2])}")
+        time.sleep(0.1)
+    return url, how
+
+
+def api_command(bind: str) -> list[str]:
+    """gunicorn with the API's config module when it exists, bound to our address."""
+    args = [sys.executable, "-m", "gunicorn"]
+    if importlib.util.find_spec("api.gunicorn_conf") is not None:
+        args += ["-c", "python:api.gunicorn_conf"]
+    else:
+        args += ["--workers", "2", "--access-logfile", "-"]
+    # Command-line flags win over the config file. The control socket would be
+    # one fixed path in $HOME shared by every gunicorn of this user: not needed here.
+    args += ["--bind", bind]
+    if _gunicorn_has_control_socket():
+        args.append("--no-control-socket")
+    return args + ["api.wsgi:app"]
+
+
+def _gunicorn_has_control_socket() -> bool:
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return False
+    return any("--no-control-socket" in (getattr(s, "cli", None) or []) for s in KNOWN_SETTINGS)
+
+
+def watcher_available() -> bool:
+    """True when this installation has the watcher behind `orchestrator watch`."""
+    try:
+        return importlib.util.find_spec("orchestrator.watcher") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def child_env(settings: Settings, redis_url: str, token: str, bind: str) -> dict[str, str]:
+    """The environment of every child: this one, plus where Redis is and the local defaults."""
+    env = dict(os.environ)
+    env["ORCHESTRATOR_REDIS_URL"] = redis_url
+    if not settings.api_tokens:
+        env["ORCHESTRATOR_API_TOKENS"] = token
+    env["ORCHESTRATOR_RUNNER"] = settings.runner  # `local` unless configured for a cluster
+    env["ORCHESTRATOR_DATA_DIR"] = str(settings.data_dir)
+    if not os.environ.get("ORCHESTRATOR_WORKSPACE_ROOT", "").strip():
+        env["ORCHESTRATOR_WORKSPACE_ROOT"] = str(settings.data_dir / "workspaces")
+    else:
+        env["ORCHESTRATOR_WORKSPACE_ROOT"] = str(settings.workspace_root)
+    env["GUNICORN_BIND"] = bind
+    # A laptop needs two API processes, and Ctrl-C should not wait long for open log streams.
+    env.setdefault("GUNICORN_WORKERS", "2")
+    env.setdefault("GUNICORN_GRACEFUL_TIMEOUT", "5")
+    env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    # The children run from the same code as this command, even outside the install.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
+    """Run Redis, the API, a worker for every queue, the watcher and Flower until Ctrl-C."""
+    settings = ctx.settings
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(data_dir)
+    api_port = args.api_port or urlparse(settings.api_url).port or 8080
+    for port, what, option in ((api_port, "the API", "--api-port"),
+                               *(((args.flower_port, "Flower", "--flower-port"),) if args.flower else ())):
+        if not port_free(args.host, port):
+            lock.close()
+            raise Conflict(f"port {port} for {what} is in use by another program; choose another with {option}")
+    if args.concurrency < 1:
+        lock.close()
+        raise UsageError("--concurrency must be at least 1")
+    if args.flower and importlib.util.find_spec("flower") is None:
+        lock.close()
+        raise UsageError("--flower needs Flower: pip install flower")
+
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(log_dir)
+    become_subreaper()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def stop_requested(signum: int, _frame: Any) -> None:
+        raise StopRequested(signum)
+
+    for sig in previous:
+        signal.signal(sig, stop_requested)
+    api_url = f"http://{args.host}:{api_port}"
+    try:
+        redis_url, redis_how = start_redis(stack, settings, args, os.environ, ctx)
+        token = settings.api_tokens[0] if settings.api_tokens else localstate.ensure_token(data_dir)
+        env = child_env(settings, redis_url, token, f"{args.host}:{api_port}")
+        stack.start("api", api_command(f"{args.host}:{api_port}"), env)
+        from workers.app import QUEUES  # builds the Celery app: only now that settings are known good
+
+        stack.start("worker", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES),
+                               "-c", str(args.concurrency), "-n", f"orchestrator-up-{os.getpid()}@%h",
+                               "--without-gossip", "--without-mingle", "-l", "INFO"], env)
+        watcher = watcher_available()
+        if watcher:
+            stack.start("watch", [sys.executable, "-m", "orchestrator.cli", "watch"], env)
+        flower_url = ""
+        if args.flower:
+            stack.start("flower", [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+                                   f"--address={args.host}", f"--port={args.flower_port}"], env)
+            flower_url = f"http://{args.host}:{args.flower_port}"
+        _wait_for_api(stack, api_url)
+        localstate.write_state(data_dir, {"pid": os.getpid(), "api_url": api_url, "flower_url": flower_url,
+                                          "redis": redis_how, "started_at": time.time()})
+        _banner(ctx, api_url=api_url, flower_url=flower_url, token=token, redis_url=redis_url, redis_how=redis_how,
+                env=env, log_dir=log_dir, watcher=watcher, settings=settings)
+        while True:
+            ended = stack.exited()
+            if ended:
+                name, code, log_path = ended
+                ctx.fail(f"{name} exited with code {code}; stopping everything. Last lines of {log_path}:\n"
+                         + tail(log_path))
+                return EXIT_FAILED
+            time.sleep(0.5)
+    except (KeyboardInterrupt, StopRequested):
+        ctx.note("\norchestrator up: stopping…")
+        return EXIT_OK
+    finally:
+        # A second Ctrl-C while stopping must not leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+        localstate.clear_state(data_dir, os.getpid())
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        lock.close()
+        ctx.note("orchestrator up: stopped.")
+
+
+def _wait_for_api(stack: Stack, api_url: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not http_ok(f"{api_url}/health"):
+        ended = stack.exited()
+        if ended:
+            name, code, log_path = ended
+            raise Unreachable(f"{name} exited with code {code} while starting; last lines of {log_path}:\n"
+                              + tail(log_path))
+        if time.monotonic() > deadline:
+            raise Unreachable(f"the API did not answer at {api_url}/health within {int(timeout)} s; see "
+                              f"{stack.log_dir / 'api.log'}")
+        time.sleep(0.2)
+
+
+def _banner(ctx: Context, *, api_url: str, flower_url: str, token: str, redis_url: str, redis_how: str,
+            env: Mapping[str, str], log_dir: Path, watcher: bool, settings: Settings) -> None:
+    s = ctx.style
+    ctx.print(s.green("orchestrator up: everything runs; Ctrl-C stops it."))
+    rows = [
+        ("API", api_url),
+        ("API docs", f"{api_url}/api/v1/docs  (OpenAPI: {api_url}/api/v1/openapi.json)"),
+        ("Flower", flower_url or "not started (add --flower)"),
+        ("API token", token),
+        ("Redis", f"{_hide_password(redis_url)}  ({redis_how})"),
+        ("runner", f"{env['ORCHESTRATOR_RUNNER']}; workspaces in {env['ORCHESTRATOR_WORKSPACE_ROOT']}"),
+        ("watcher", "running" if watcher else "not available in this version"),
+        ("logs", str(log_dir)),
+    ]
+    for label, value in rows:
+        ctx.print(f"  {s.bold(f'{label:<10}')} {value}")
+    ctx.print("")
+    ctx.print("In another terminal (same directory), submit the example and follow it:")
+    ctx.print("  orchestrator task submit --task-json examples/tasks.json --task-id 1 --service demo --agent claude")
+    ctx.print("  orchestrator task watch demo/1")
+
+
+def _hide_password(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url

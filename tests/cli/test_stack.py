@@ -1,0 +1,141 @@
+"""`orchestrator up` as a user runs it: a subprocess, its banner, a second `up`, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+from orchestrator.cli import localstate, stack
+from orchestrator.cli.errors import EXIT_CONFLICT
+from tests.cli.up_process import alive, cli
+from tests.support.redis_server import free_port
+
+
+def test_up_starts_everything_refuses_a_second_and_leaves_nothing_on_ctrl_c(up_factory, tmp_path: Path) -> None:
+    # No Redis answers at the configured URL: `up` starts its own redis-server.
+    # No token configured: `up` generates one and keeps it in the data dir.
+    up = up_factory(env={"ORCHESTRATOR_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                         "ORCHESTRATOR_API_TOKENS": None})
+    up.start()
+    banner = up.output()
+    data_dir = Path(up.env["ORCHESTRATOR_DATA_DIR"])
+    token = localstate.read_token(data_dir)
+    assert token and f"API token  {token}" in banner
+    assert (data_dir / localstate.TOKEN_FILE).stat().st_mode & 0o077 == 0
+    assert f"API        {up.api_url}" in banner and "redis-server started here" in banner
+
+    # The PM commands find the local stack and its token by themselves.
+    env = {k: v for k, v in up.env.items() if k not in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN")}
+    health = cli(env, "health")
+    assert health.returncode == 0, health.stderr
+    assert f"API {up.api_url}: alive" in health.stdout and "ready" in health.stdout
+
+    second = cli(up.env, "up", "--api-port", str(free_port()))
+    assert second.returncode == EXIT_CONFLICT
+    assert f"orchestrator up is already running from {data_dir} (pid {up.proc.pid})" in second.stderr
+
+    children = stack.descendants(up.proc.pid)
+    assert len(children) >= 4  # redis, gunicorn master and workers, celery and its pool
+    assert up.interrupt() == 0
+    assert "stopped." in up.output()
+    assert [pid for pid in children if alive(pid)] == []
+    assert localstate.running_stack(data_dir) is None
+
+
+def test_port_in_use_is_a_conflict(base_env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = cli(base_env, "up", "--api-port", str(port))
+    assert result.returncode == EXIT_CONFLICT
+    assert f"port {port} for the API is in use by another program; choose another with --api-port" in result.stderr
+
+
+ORPHAN_SCRIPT = """
+import subprocess, sys, time
+from pathlib import Path
+from orchestrator.cli import stack
+assert stack.become_subreaper()
+s = stack.Stack(Path(sys.argv[1]))
+# A child that starts a grandchild in its own session (as a local runner does) and exits.
+s.start("parent", [sys.executable, "-c", "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(60)'], start_new_session=True); print(p.pid, flush=True)"], {})
+time.sleep(0.2)
+deadline = time.monotonic() + 20
+while not (Path(sys.argv[1]) / "parent.log").read_text().strip() and time.monotonic() < deadline:
+    time.sleep(0.05)
+orphan = int((Path(sys.argv[1]) / "parent.log").read_text().split()[0])
+print(orphan, orphan in stack.child_pids(__import__("os").getpid()), flush=True)
+s.stop(timeout=5)
+"""
+
+
+def test_stop_sweeps_orphans_re_parented_to_up(tmp_path: Path, base_env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path)], env=base_env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    orphan, adopted = result.stdout.split()
+    assert adopted == "True"  # the subreaper adopted the grandchild when its parent exited
+    assert not alive(int(orphan))
+
+
+def test_descendants() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import subprocess,sys,time; "
+                             "subprocess.Popen([sys.executable,'-c','import time; time.sleep(30)']); time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(stack.descendants(proc.pid)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(stack.descendants(proc.pid)) == 1
+        assert proc.pid in stack.child_pids(os.getpid())
+    finally:
+        for pid in stack.descendants(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+
+
+def test_child_env_defaults(settings) -> None:
+    env = stack.child_env(settings.replace(api_tokens=()), "redis://127.0.0.1:1/0", "tok", "127.0.0.1:1")
+    assert env["ORCHESTRATOR_API_TOKENS"] == "tok"
+    assert env["ORCHESTRATOR_RUNNER"] == "local" and env["FLOWER_UNAUTHENTICATED_API"] == "true"
+    assert env["ORCHESTRATOR_REDIS_URL"] == "redis://127.0.0.1:1/0"
+    configured = stack.child_env(settings, "redis://x:1/0", "tok", "127.0.0.1:1")
+    assert configured["ORCHESTRATOR_API_TOKENS"] == os.environ["ORCHESTRATOR_API_TOKENS"]
+
+
+def test_without_redis_server_up_uses_an_in_memory_redis_and_warns(up_factory, tmp_path: Path) -> None:
+    # A PATH without redis-server (the interpreter is called by its full path anyway).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    up = up_factory(env={"ORCHESTRATOR_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "PATH": str(bin_dir)})
+    up.start()
+    output = up.output()
+    assert "warning: no Redis answers at ORCHESTRATOR_REDIS_URL and redis-server is not installed" in output
+    assert "nothing will persist" in output and "in-memory fakeredis" in output
+    health = cli({**up.env, "ORCHESTRATOR_API_URL": up.api_url}, "health")
+    assert health.returncode == 0, health.stdout + health.stderr
+    children = stack.descendants(up.proc.pid)
+    assert up.interrupt() == 0
+    assert [pid for pid in children if alive(pid)] == []
+
+
+def test_children_stop_even_when_up_is_killed(up_factory) -> None:
+    up = up_factory()
+    up.start()
+    children = stack.descendants(up.proc.pid)
+    assert children
+    up.proc.kill()  # SIGKILL: no chance to clean up; the children's parent-death signal does it
+    up.proc.wait()
+    deadline = time.monotonic() + 60
+    while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in children if alive(pid)] == []

@@ -107,11 +107,19 @@ def github() -> tuple[Response, int]:
         return _answer(202, {"status": "ignored", "reason": decision.reason, "delivery": delivery})
 
     store = resources.store()
+    argsrepr = f"({delivery!r}, {event!r}, <{len(body)} bytes>)"
+    if dispatch.bound_to(store):
+        # Claim and queue in one atomic step; the body goes in as received (it
+        # was just parsed as JSON), not encoded a second time.
+        outgoing = dispatch.prepare(dispatch.HANDLE_EVENT, delivery, event,
+                                    dispatch.RawJSON(body.decode("utf-8")), argsrepr=argsrepr)
+        if not store.claim_delivery(delivery, settings.delivery_ttl_seconds, enqueue=outgoing.enqueue()):
+            return _answer(200, {"status": "duplicate", "delivery": delivery})
+        return _answer(202, {"status": "queued", "delivery": delivery})
     if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
         return _answer(200, {"status": "duplicate", "delivery": delivery})
     try:
-        dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload,
-                      argsrepr=f"({delivery!r}, {event!r}, <{len(body)} bytes>)")
+        dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload, argsrepr=argsrepr)
     except StoreUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
         try:

@@ -1,12 +1,32 @@
-"""Sending pipeline steps to their queues by name (the sender needs no step code)."""
+"""Sending pipeline steps to their queues by name (the sender needs no step code).
+
+A step message is built by Celery itself (`app.amqp.as_task_v2`: the same
+headers, ids and ETA a `send_task` would write) and pushed onto the queue's
+Redis list in one LPUSH, wrapped the way kombu's Redis transport wraps it.
+That skips what `send_task` adds around the same LPUSH on every call (producer
+pool, a new redis client object per publish, the publish retry loop), which
+was most of the cost of an API request (see bench/RESULTS.md). A broker that
+is not plain Redis goes through `send_task` as before.
+
+No retry here: a caller that stored something before sending either answers
+503 (nothing claimed) or leaves a stored record that the reconcile loop
+re-drives, so a hidden wait in the request path would only slow the answer.
+"""
 
 from __future__ import annotations
 
+import base64
+import os
+import threading
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from kombu.exceptions import OperationalError
+from kombu.utils.json import dumps
+from redis.connection import parse_url
 
-from orchestrator.store import StoreUnavailable
+from orchestrator.store import StoreUnavailable, TaskStore, connect
 
 # Step names: the interface between who asks for work and who does it.
 ADMIT = "orchestrator.admit"
@@ -18,22 +38,142 @@ HANDLE_EVENT = "orchestrator.handle_event"
 CLEANUP_WORKSPACE = "orchestrator.cleanup_workspace"
 REPORT_STATUS = "orchestrator.report_status"
 
+# How a message is persisted and encoded by kombu's Redis transport.
+_PERSISTENT = 2
+_REPLY_TO = str(uuid.uuid4())  # unused (results are ignored) but present, as send_task writes it
+
+_clients: dict[tuple[str, int], TaskStore] = {}
+_bound: dict[tuple[str, int], bool] = {}
+_clients_lock = threading.Lock()
+
 
 class QueueUnavailable(StoreUnavailable):
     """The broker did not take the message."""
+
+
+def _broker(url: str) -> TaskStore:
+    """One long-lived client per broker URL and process (a forked child builds its own)."""
+    key = (url, os.getpid())
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = TaskStore(connect(url, timeout=2.0))
+    return client
+
+
+def _plain_redis(app: Any) -> bool:
+    """True when the broker is a Redis whose queue lists carry their plain names."""
+    url = str(app.conf.broker_url or "")
+    options = app.conf.broker_transport_options or {}
+    return url.startswith(("redis://", "rediss://")) and not options.get("global_keyprefix")
+
+
+class RawJSON(str):
+    """An argument that is already a JSON text (a webhook body): placed in the message as is.
+
+    Saves encoding again what was just parsed; the text must be valid JSON.
+    """
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One step message ready to push: the queue and the broker message."""
+
+    queue: str
+    body: bytes
+
+    def enqueue(self) -> tuple[str, bytes]:
+        """The `enqueue=` argument of the store methods that write and queue in one step."""
+        return self.queue, self.body
+
+
+def _encode_args(args: list[Any]) -> str:
+    if not any(isinstance(a, RawJSON) for a in args):
+        return dumps(args)
+    return "[" + ",".join(str(a) if isinstance(a, RawJSON) else dumps(a) for a in args) + "]"
+
+
+def message(app: Any, step: str, args: list[Any], *, countdown: float | None = None,
+            argsrepr: str | None = None) -> tuple[str, bytes]:
+    """(queue, broker message) for one step: Celery's protocol 2 in kombu's Redis envelope."""
+    if argsrepr is None and any(isinstance(a, RawJSON) for a in args):
+        argsrepr = repr([a if not isinstance(a, RawJSON) else f"<{len(a)} characters of JSON>" for a in args])
+    queue = app.amqp.router.route({}, step, args, {})["queue"].name
+    task_id = str(uuid.uuid4())
+    parent = app.current_worker_task  # a step sending the next one: keep Flower's chain
+    root_id = parent_id = None
+    if parent is not None and parent.request.id:
+        root_id = parent.request.root_id or parent.request.id
+        parent_id = parent.request.id
+    task = app.amqp.as_task_v2(task_id, step, args=args, kwargs={}, countdown=countdown, argsrepr=argsrepr,
+                               root_id=root_id, parent_id=parent_id,
+                               ignore_result=None)
+    properties = dict(task.properties, reply_to=_REPLY_TO, delivery_mode=_PERSISTENT,
+                      delivery_info={"exchange": "", "routing_key": queue}, priority=0,
+                      body_encoding="base64", delivery_tag=str(uuid.uuid4()))
+    envelope = {
+        "body": base64.b64encode(
+            f"[{_encode_args(args)},{dumps(task.body[1])},{dumps(task.body[2])}]".encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": task.headers,
+        "properties": properties,
+    }
+    return queue, dumps(envelope).encode()
+
+
+def prepare(step: str, *args: Any, countdown: float | None = None, argsrepr: str | None = None) -> Outgoing:
+    """Build (without sending) the message `send` would push; for writing it together with a record."""
+    from workers.app import app
+
+    return Outgoing(*message(app, step, list(args), countdown=countdown, argsrepr=argsrepr))
+
+
+def bound_to(store: TaskStore) -> bool:
+    """True when steps are queued on the very Redis (server and database) that holds `store`.
+
+    Only then may a `prepare`d message be pushed by a store method in the same
+    atomic step as a record; otherwise callers write first and `send` second.
+    """
+    from workers.app import app
+
+    if send is not _SEND or not _plain_redis(app):
+        # `send` was replaced (a test capturing steps): every step must go through it.
+        return False
+    url = str(app.conf.broker_url)
+    pool = store.redis.connection_pool
+    key = (url, id(pool))
+    known = _bound.get(key)
+    if known is None:
+        broker = parse_url(url)
+        mine = pool.connection_kwargs
+        fields = ("host", "port", "db", "path", "username")
+        defaults = {"host": "localhost", "port": 6379, "db": 0, "path": None, "username": None}
+        known = _bound[key] = all(str(broker.get(f, defaults[f])) == str(mine.get(f, defaults[f])) for f in fields)
+    return known
 
 
 def send(step: str, *args: Any, countdown: float | None = None, argsrepr: str | None = None) -> None:
     """Queue one step; raise QueueUnavailable when the broker does not answer.
 
     `argsrepr` replaces the arguments as Flower shows them (a large payload
-    would otherwise be repr'd into the message headers and the sent event).
+    would otherwise be repr'd into the message headers).
     """
     from workers.app import app  # the Celery app is built on first use, not at import
 
+    if not _plain_redis(app):
+        try:
+            app.send_task(step, args=list(args), countdown=countdown, argsrepr=argsrepr, retry=False)
+        except OperationalError as exc:
+            raise QueueUnavailable("the queue does not answer") from exc
+        return
+    queue, body = message(app, step, list(args), countdown=countdown, argsrepr=argsrepr)
     try:
-        app.send_task(step, args=list(args), countdown=countdown, argsrepr=argsrepr,
-                      retry=True, retry_policy={"max_retries": 2, "interval_start": 0.1,
-                                                "interval_step": 0.2, "interval_max": 0.5})
-    except OperationalError as exc:
+        _broker(app.conf.broker_url).enqueue(queue, body)
+    except StoreUnavailable as exc:
         raise QueueUnavailable("the queue (Redis) does not answer") from exc
+
+
+_SEND = send

@@ -57,16 +57,18 @@ def submit_task(
     cycle = find_cycle(store, service, task_id, dependencies)
     if cycle:
         raise DependencyCycle(service, cycle)
+    # One atomic step writes the task, the reverse edges of its dependencies (so
+    # a dependency that ends from now on finds it among its dependents) and, when
+    # the broker is this Redis, its admission message: stored and queued, or nothing.
+    outgoing = dispatch.prepare(dispatch.ADMIT, service, task_id) if dispatch.bound_to(store) else None
     task = store.create_task(
-        service=spec["service_name"], task_id=int(spec["id"]), agent=spec["agent_name"],
+        service=service, task_id=task_id, agent=spec["agent_name"],
         spec=spec, priority=spec.get("priority", "medium"), actor=actor, origin=origin,
         idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl, idempotency_value=idempotency_value,
+        dependencies=dependencies, enqueue=outgoing.enqueue() if outgoing else None,
     )
-    # The reverse edges are written before admission is queued, so a dependency
-    # that ends from now on finds this task among its dependents.
-    if dependencies:
-        store.add_dependents(service, task_id, dependencies)
-    _queue(dispatch.ADMIT, task["service"], task["id"])
+    if outgoing is None:
+        _queue(dispatch.ADMIT, service, task_id)
     return task
 
 

@@ -200,7 +200,25 @@ redis.call('RPUSH', KEYS[2], cjson.encode({seq = 1, at = tonumber(ARGV[3]), from
 if tonumber(ARGV[6]) > 0 then
   redis.call('SET', KEYS[8], ARGV[7], 'EX', tonumber(ARGV[6]))
 end
+for i = 10, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[9])
+end
+if ARGV[8] ~= '' then
+  redis.call('LPUSH', KEYS[9], ARGV[8])
+end
 return {1, seq}
+"""
+
+# Claims a webhook delivery and, only when the claim is new, queues its message.
+# KEYS: delivery claim, queue list. ARGV: ttl, message ('' to only claim).
+_CLAIM_DELIVERY_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
+  return 0
+end
+if ARGV[2] ~= '' then
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+end
+return 1
 """
 
 # Moves a task to a new status when the state machine allows it.
@@ -372,6 +390,7 @@ class TaskStore:
         self.redis = client
         self.history_limit = history_limit
         self._create = client.register_script(_CREATE_LUA)
+        self._claim_delivery = client.register_script(_CLAIM_DELIVERY_LUA)
         self._transition = client.register_script(_TRANSITION_LUA)
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._renew = client.register_script(_RENEW_LUA)
@@ -406,13 +425,18 @@ class TaskStore:
         idempotency_key: str | None = None,
         idempotency_ttl: int = 86400,
         idempotency_value: Any = None,
+        dependencies: Iterable[int] = (),
+        enqueue: tuple[str, bytes | str] | None = None,
         now: float | None = None,
     ) -> dict[str, Any]:
         """Store a new task in Pending; raise TaskExists when (service, id) is taken.
 
         With an idempotency key, the key, the task and its indexes are written
         together or not at all, so a retried request finds either nothing or
-        everything.
+        everything. `dependencies` records the reverse edges (as
+        `add_dependents`) and `enqueue=(queue, message)` pushes a broker message
+        (see `enqueue`) in the same atomic step: stored, linked and queued, or
+        none of them.
         """
         now = time.time() if now is None else now
         member = task_ref(service, task_id)
@@ -440,8 +464,11 @@ class TaskStore:
                 _task_key(service, task_id), _history_key(service, task_id), _IDX_ALL,
                 _idx_service(service), _idx_agent(agent), _idx_status(Status.PENDING.value),
                 _SEQ_KEY, idem_key,
+                _queue_keys(enqueue[0])[0] if enqueue else _task_key(service, task_id),
+                *(_dependents_key(service, dep) for dep in dependencies),
             ],
-            args=[json.dumps(fields), member, repr(now), actor, "submitted", ttl, value],
+            args=[json.dumps(fields), member, repr(now), actor, "submitted", ttl, value,
+                  enqueue[1] if enqueue else "", str(task_id)],
         )
         if not int(created):
             raise TaskExists(f"task {member} already exists")
@@ -579,6 +606,14 @@ class TaskStore:
         counts = self._safe(pipe.execute)
         return {status.value: int(n) for status, n in zip(Status, counts)}
 
+    def enqueue(self, queue: str, message: bytes | str) -> None:
+        """Push one broker message onto a Celery queue, as kombu's Redis transport does.
+
+        Kombu keeps a priority-0 message in the list named after the queue and
+        its consumers BRPOP from the other end, so LPUSH is a plain publish.
+        """
+        self._safe(self.redis.lpush, _queue_keys(queue)[0], message)
+
     def queue_depths(self, names: Iterable[str]) -> dict[str, int]:
         """Messages waiting in each Celery queue (for metrics).
 
@@ -704,9 +739,16 @@ class TaskStore:
         raw = self._safe(self.redis.get, _idem_key(key))
         return json.loads(raw) if raw else None
 
-    def claim_delivery(self, delivery_id: str, ttl: int) -> bool:
-        """Mark a webhook delivery as accepted; False when it already was."""
-        return bool(self._safe(self.redis.set, _delivery_key(delivery_id), "1", nx=True, ex=ttl))
+    def claim_delivery(self, delivery_id: str, ttl: int, *, enqueue: tuple[str, bytes | str] | None = None) -> bool:
+        """Mark a webhook delivery as accepted; False when it already was.
+
+        With `enqueue=(queue, message)` the message is pushed in the same atomic
+        step, only when the claim is new: a claimed delivery is always queued.
+        """
+        if enqueue is None:
+            return bool(self._safe(self.redis.set, _delivery_key(delivery_id), "1", nx=True, ex=ttl))
+        return bool(int(self._call(self._claim_delivery, keys=[_delivery_key(delivery_id), _queue_keys(enqueue[0])[0]],
+                                   args=[ttl, enqueue[1]])))
 
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery whose processing failed before it was queued."""

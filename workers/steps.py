@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from typing import Any
 
@@ -51,10 +52,19 @@ def report_status(self: Task, service: str, task_id: int) -> str:
         raise self.retry(countdown=countdown, exc=exc) from None
 
 
+_runners: dict[int, tuple[Any, Any]] = {}  # pid -> (settings, runner)
+
+
 def _runner() -> Any:
+    """This process's runner, built once per settings: building a Kubernetes one reads the
+    kubeconfig (YAML) and opens a new connection pool, which cost more than the launch itself."""
     from orchestrator.runners import get_runner
 
-    return get_runner(get_settings())
+    settings = get_settings()
+    cached = _runners.get(os.getpid())
+    if cached is None or cached[0] is not settings:
+        cached = _runners[os.getpid()] = (settings, get_runner(settings))
+    return cached[1]
 
 
 @app.task(name="orchestrator.launch_run")

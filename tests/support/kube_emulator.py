@@ -107,6 +107,7 @@ class Request:
     method: str
     path: str
     query: dict[str, str]
+    at: float = field(default_factory=time.time)  # when it arrived (benchmarks count per minute)
 
 
 @dataclass
@@ -125,6 +126,7 @@ class KubeEmulator:
         self.state = _State()
         self.cond = threading.Condition()
         self.requests: list[Request] = []
+        self.created: list[tuple[str, str, float]] = []  # (kind, name, time) of every successful create
         self.faults: list[Fault] = []
         self.closing = False
         self._server: ThreadingHTTPServer | None = None
@@ -382,6 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
                 except KeyError:
                     self._status(409, "AlreadyExists", f'{kind} "{body["metadata"]["name"]}" already exists')
                     return
+                emu.created.append((kind, created["metadata"]["name"], time.time()))
                 self._send_json(201, created)
             else:
                 self._status(405, "MethodNotAllowed", method)

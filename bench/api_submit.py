@@ -167,13 +167,14 @@ def _serve(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, 
     return process, port
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: C901
     """Run both servers in turn and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--processes", type=int, default=4, help="load generator processes")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     p99_ratio = real["p99_ms"] / bare["p99_ms"] if bare["p99_ms"] else float("nan")
     print(f"throughput ratio (real/bare): {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.7 else 'NOT met'})")
     print(f"p99 ratio (real/bare): {p99_ratio:.2f} (target <= 1.50: {'met' if p99_ratio <= 1.5 else 'NOT met'})")
+    if args.json:
+        args.json.write_text(json.dumps({"ours": real, "bare": bare, "ratio": ratio, "p99_ratio": p99_ratio,
+                                         "connections": args.connections, "seconds": args.seconds}, indent=2))
 
 
 if __name__ == "__main__":

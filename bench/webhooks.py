@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -70,10 +71,13 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_gunicorn(target: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen:
-    args = [sys.executable, "-m", "gunicorn", target, "-b", f"127.0.0.1:{port}", "-w", str(workers),
-            "--log-level", "warning"]
-    process = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)
+def start_gunicorn(target: str, port: int, env: dict[str, str], workers: int | None) -> subprocess.Popen:
+    """`target` under the API's own gunicorn configuration (both targets the same)."""
+    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+    if workers:
+        env["GUNICORN_WORKERS"] = str(workers)
+    args = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", target]
+    process = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
     wait_port(port)
     return process
 
@@ -150,8 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="GUNICORN_WORKERS (default: the config's)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per target; the best is kept")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     options = parser.parse_args()
 
     fixtures = next(p for p in FIXTURES if p.is_dir())
@@ -172,7 +177,7 @@ def main() -> None:
     env.update({
         "ORCHESTRATOR_REDIS_URL": redis_url, "GITHUB_WEBHOOK_SECRET": SECRET,
         "ORCHESTRATOR_GITHUB_REPOSITORIES": "Codertocat/Hello-World=hello-world",
-        "ORCHESTRATOR_GITHUB_TRIGGER_LABEL": "bug", "ORCHESTRATOR_LOG_LEVEL": "WARNING",
+        "ORCHESTRATOR_GITHUB_TRIGGER_LABEL": "bug", "ORCHESTRATOR_LOG_LEVEL": "INFO",
         "PYTHONPATH": str(ROOT),
     })
     servers = {"ours": ("api.wsgi:app", free_port()), "bare": ("bench.webhooks:bare_app()", free_port())}
@@ -192,7 +197,7 @@ def main() -> None:
                 results[name].append(load(servers[name][1], body, headers, options.requests, options.threads))
                 cpu[name].append((cpu_seconds(masters[name]) - before) / options.requests)
         print(f"payload {len(body)} bytes, {options.requests} deliveries x {options.rounds} rounds, "
-              f"{options.threads} client threads, {options.workers} gunicorn workers each, {os.cpu_count()} cpus")
+              f"{options.threads} client threads, gunicorn workers each: {options.workers or 'config default'}, {os.cpu_count()} cpus")
         summary = {}
         for name, runs in results.items():
             seconds, latencies, failures = min(runs, key=lambda r: r[0])
@@ -208,6 +213,12 @@ def main() -> None:
         ratio = summary["ours"][0] / summary["bare"][0]
         p99_ratio = summary["ours"][2] / summary["bare"][2]
         print(f"throughput ratio ours/bare {ratio:.2f} (target >= 0.7); p99 ratio {p99_ratio:.2f} (target <= 1.5)")
+        if options.json:
+            options.json.write_text(json.dumps({
+                name: {"rps": rate, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000}
+                for name, (rate, p50, p99) in summary.items()} | {
+                "ratio": ratio, "p99_ratio": p99_ratio, "cpu_ratio": min(cpu["bare"]) / min(cpu["ours"]),
+                "requests": options.requests, "threads": options.threads}, indent=2))
     finally:
         for process in processes:
             stop(process)

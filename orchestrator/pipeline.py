@@ -408,32 +408,42 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
     now = time.time() if now is None else now
     done: dict[str, list[str]] = {"renewed": [], "released": [], "resent": [], "reevaluated": []}
 
-    for run_id, (_service, _expiry) in store.slot_holders().items():
-        run = store.get_run(run_id)
-        task = store.get_task(run["service"], int(run["task_id"])) if run else None
+    # Reads in pipelined batches: with thousands of active runs, one round trip
+    # per run and per reconcile would make the reconcile as long as its period.
+    holders = store.slot_holders()
+    held_runs = store.get_runs(holders)
+    held_tasks = store.task_fields([(r["service"], int(r["task_id"])) if r else ("", 0) for r in held_runs],
+                                   "current_run", "next_run")
+    renew: list[str] = []
+    for (run_id, (_service, _expiry)), run, task in zip(holders.items(), held_runs, held_tasks):
+        task = task if run else None
         if task and task["status"] in ACTIVE_VALUES and task.get("current_run") == run_id:
-            store.renew_slot(run_id, settings.slot_lease_seconds)
-            done["renewed"].append(run_id)
+            renew.append(run_id)
         elif task and task["status"] == Status.QUEUED.value and task.get("next_run") == run_id:
             pass  # an admission in flight (or interrupted): the walk below finishes it
         else:
             _release_run(store, run["service"] if run else _service, run_id)
             done["released"].append(run_id)
+    store.renew_slots(renew, settings.slot_lease_seconds)
+    done["renewed"].extend(renew)
 
     stale = now - settings.stuck_after_seconds
     for status in (Status.PENDING, Status.BLOCKED, Status.QUEUED, Status.PREPARING, Status.LAUNCHING,
                    Status.RUNNING):
-        for service, task_id in store.task_refs_in_status(status):
-            task = store.get_task(service, task_id)
-            if task is None or task["status"] != status.value or float(task["updated_at"]) > stale:
+        refs = store.task_refs_in_status(status)
+        candidates: list[tuple[str, int, str]] = []  # stale tasks: (service, id, current run)
+        for (service, task_id), task in zip(refs, store.task_fields(refs, "updated_at", "current_run")):
+            if task is None or task["status"] != status.value or float(task["updated_at"] or 0) > stale:
                 continue
-            ref = f"{service}/{task_id}"
             if status in (Status.PENDING, Status.BLOCKED, Status.QUEUED):
                 _reevaluate(store, settings, service, task_id)
-                done["reevaluated"].append(ref)
+                done["reevaluated"].append(f"{service}/{task_id}")
                 continue
-            run_id = task.get("current_run") or ""
-            run = store.get_run(run_id) if run_id else None
+            candidates.append((service, task_id, task.get("current_run") or ""))
+        stale_runs = store.get_runs(run_id for _, _, run_id in candidates if run_id)
+        runs_by_id = {r["run_id"]: r for r in stale_runs if r and r.get("run_id")}
+        for service, task_id, run_id in candidates:
+            run = runs_by_id.get(run_id) if run_id else None
             if run and run.get("phase") in ENDED_PHASES:
                 step = dispatch.FINISH_RUN  # the end was recorded but its finish message was lost
             elif status == Status.PREPARING:

@@ -145,6 +145,37 @@ def _finish(store: TaskStore, run_id: str, send: Send) -> bool:
     return True
 
 
+def _progress_fields(run: Mapping[str, Any], obs: RunObservation) -> dict[str, Any]:
+    """What a not-yet-ended observation would write on the run (the end adds its own fields)."""
+    fields: dict[str, Any] = {"observed_reason": obs.reason[:1000]}
+    if obs.started_at and not run.get("started_at"):
+        fields["started_at"] = obs.started_at
+    if obs.phase == RUNNING:
+        fields["phase"] = RUNNING
+        fields.setdefault("started_at", run.get("started_at") or obs.started_at or time.time())
+    elif (run.get("phase") or "") != RUNNING and obs.phase == PENDING:
+        fields["phase"] = PENDING
+    return fields
+
+
+def _unchanged(run: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    return all(str(run.get(k) if run.get(k) is not None else "") == str(v) for k, v in fields.items()
+               if k != "started_at") and bool(run.get("started_at") or "started_at" not in fields)
+
+
+def is_quiet(run: Mapping[str, Any], task_status: str | None, obs: RunObservation) -> bool:
+    """True when applying `obs` would change nothing: a run that goes on as already recorded.
+
+    Lets a reconcile skip, without reading anything again, the many runs that
+    simply keep running; anything else goes through `apply_observation`.
+    """
+    if obs.phase not in (RUNNING, PENDING) or (run.get("phase") or "") in TERMINAL_PHASES:
+        return False
+    if obs.phase == RUNNING and task_status == Status.LAUNCHING.value:
+        return False
+    return _unchanged(run, _progress_fields(run, obs))
+
+
 def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dispatch.send,
                       actor: str = ACTOR) -> bool:
     """Record what a runner saw; move Launching -> Running; on the end, send FINISH_RUN once.
@@ -158,9 +189,7 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
     phase = run.get("phase") or ""
     if phase in TERMINAL_PHASES:
         return _finish(store, obs.run_id, send) if not run.get("finish_sent") else False
-    fields: dict[str, Any] = {"observed_reason": obs.reason[:1000]}
-    if obs.started_at and not run.get("started_at"):
-        fields["started_at"] = obs.started_at
+    fields = _progress_fields(run, obs)
     if obs.phase in (SUCCEEDED, FAILED):
         fields.update(phase=obs.phase, finished_at=obs.finished_at or time.time(),
                       exit_code=obs.exit_code, retryable="1" if obs.retryable else "0",
@@ -168,14 +197,7 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
         fields.setdefault("started_at", run.get("started_at") or obs.started_at)
         store.update_run(obs.run_id, **fields)
         return _finish(store, obs.run_id, send)
-    if obs.phase == RUNNING:
-        fields["phase"] = RUNNING
-        fields.setdefault("started_at", run.get("started_at") or obs.started_at or time.time())
-    elif phase != RUNNING and obs.phase == PENDING:
-        fields["phase"] = PENDING
-    unchanged = all(str(run.get(k) if run.get(k) is not None else "") == str(v) for k, v in fields.items()
-                    if k != "started_at") and (run.get("started_at") or "started_at" not in fields)
-    if not unchanged:  # a reconcile of 1,000 quiet runs writes nothing
+    if not _unchanged(run, fields):  # a reconcile of 1,000 quiet runs writes nothing
         store.update_run(obs.run_id, **fields)
     if obs.phase == RUNNING:
         task = store.get_task(run["service"], int(run["task_id"]))

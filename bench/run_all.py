@@ -1,0 +1,203 @@
+"""Run every benchmark and write bench/RESULTS.md (machine, date, commit, figures, targets).
+
+    python bench/run_all.py            # sizes that finish in a few minutes
+    python bench/run_all.py --full     # longer runs (minutes each)
+    python bench/run_all.py --only api_submit,webhooks --out /tmp/RESULTS.md
+
+Each benchmark runs as its own process (python bench/<name>.py --json ...),
+one after the other, so none measures another's leftovers. Their printed
+output goes to this terminal as it comes; the figures come back as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+QUICK: dict[str, list[str]] = {
+    "api_submit": ["--seconds", "6"],
+    "webhooks": ["--requests", "1500", "--rounds", "2"],
+    "pipeline": ["--seconds", "10", "--rate", "20", "--burst", "200"],
+    "tracking": ["--counts", "10,100,1000,10000", "--window", "12", "--reconcile", "5"],
+    "webhook_burst": ["--deliveries", "5000", "--replays", "250"],
+}
+FULL: dict[str, list[str]] = {
+    "api_submit": ["--seconds", "30"],
+    "webhooks": ["--requests", "5000", "--rounds", "3"],
+    "pipeline": ["--seconds", "60", "--rate", "20", "--burst", "1000"],
+    "tracking": ["--counts", "10,100,1000,10000", "--window", "60", "--reconcile", "30"],
+    "webhook_burst": ["--deliveries", "5000", "--replays", "500"],
+}
+
+
+def machine() -> dict[str, str]:
+    """Cores, memory and CPU model of this machine, and its load when the run began."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor()
+    memory = ""
+    try:
+        kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")).split()[1])
+        memory = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, StopIteration):
+        pass
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {"cores": str(os.cpu_count()), "memory": memory, "cpu": model or "unknown",
+            "python": platform.python_version(), "load": load}
+
+
+def commit() -> str:
+    """The checked-out commit (and whether the tree had changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    sha = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return sha + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def run(name: str, args: list[str], tmp: Path) -> Any:
+    """Run bench/<name>.py with --json; its figures, or None when it failed."""
+    out = tmp / f"{name}.json"
+    print(f"\n=== {name} {' '.join(args)}", flush=True)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *args, "--json", str(out)],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if result.returncode != 0 or not out.exists():
+        print(f"=== {name} failed (exit {result.returncode})", flush=True)
+        return None
+    return json.loads(out.read_text())
+
+
+def _ok(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("**yes**" if flag else "**NO**")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, target, met) for every benchmark that ran."""
+    out: list[tuple[str, str, str, str]] = []
+    a = results.get("api_submit")
+    if a:
+        out.append(("API submit throughput, POST /api/v1/pm/tasks / bare Flask LPUSH",
+                    f"{a['ratio']:.2f} ({a['ours']['rps']:.0f} vs {a['bare']['rps']:.0f} req/s, "
+                    f"{a['connections']} connections)", ">= 0.70", _ok(a["ratio"] >= 0.7)))
+        out.append(("API submit p99 latency, ours / bare",
+                    f"{a['p99_ratio']:.2f} ({a['ours']['p99_ms']:.1f} vs {a['bare']['p99_ms']:.1f} ms; "
+                    f"p50 {a['ours']['p50_ms']:.1f} vs {a['bare']['p50_ms']:.1f} ms)", "<= 1.50",
+                    _ok(a["p99_ratio"] <= 1.5)))
+    w = results.get("webhooks")
+    if w:
+        out.append(("Webhook intake throughput, POST /webhooks/github / bare Flask LPUSH",
+                    f"{w['ratio']:.2f} ({w['ours']['rps']:.0f} vs {w['bare']['rps']:.0f} deliveries/s; "
+                    f"server CPU ratio {w['cpu_ratio']:.2f})", ">= 0.70", _ok(w["ratio"] >= 0.7)))
+        out.append(("Webhook intake p99 latency, ours / bare",
+                    f"{w['p99_ratio']:.2f} ({w['ours']['p99_ms']:.1f} vs {w['bare']['p99_ms']:.1f} ms)", "<= 1.50",
+                    _ok(w["p99_ratio"] <= 1.5)))
+    p = results.get("pipeline")
+    if p:
+        s = p["pipeline"]["steady"]
+        out.append((f"Pipeline submit -> Job created at a steady {s['count'] / max(s['submit_seconds'], 1e-9):.0f} "
+                    "tasks/s (Kubernetes runner, emulator), p50 / p99",
+                    f"{s['p50_ms']:.0f} / {s['p99_ms']:.0f} ms ({s['completed']}/{s['count']} Jobs created; "
+                    f"bare chain {p['chain']['steady']['p50_ms']:.0f} / {p['chain']['steady']['p99_ms']:.0f} ms)",
+                    "keeps up (every Job created)", _ok(s["completed"] == s["count"])))
+        ratio = p["rate_ratio"]
+        out.append((f"Pipeline highest sustained rate, {p['workers']} worker processes, / bare Celery chain of "
+                    f"{p['steps']} no-op steps",
+                    f"{ratio:.2f} ({p['pipeline']['burst']['rate']:.1f} vs {p['chain']['burst']['rate']:.1f} tasks/s)",
+                    ">= 0.50", _ok(_finite(ratio) and ratio >= 0.5)))
+        out.append(("Pipeline: Jobs created per task", f"{p['job_creates']} for {p['tasks_submitted']} tasks",
+                    "exactly one each", _ok(p["job_creates"] == p["tasks_submitted"])))
+    t = results.get("tracking")
+    if t:
+        rpm = [r["requests_per_minute"] for r in t]
+        flat = max(rpm) <= 1.5 * min(rpm) if min(rpm) > 0 else False
+        out.append(("Tracking: Kubernetes API requests per minute at " + " / ".join(f"{r['runs']:,}" for r in t) + " runs",
+                    " / ".join(f"{x:.0f}" for x in rpm) + " (per reconcile: "
+                    + " / ".join(str(r["requests_per_reconcile"]) for r in t) + ")",
+                    "flat (max <= 1.5 x min)", _ok(flat)))
+        out.append(("Tracking: one reconcile (in-process, the emulator in the same process)",
+                    " / ".join(f"{r['reconcile_seconds']:.2f}" for r in t) + " s", "", "n/a"))
+        big = max(t, key=lambda r: r["runs"])
+        out.append((f"Watcher memory (RSS) at {big['runs']:,} runs",
+                    f"{big['rss_mb']:.0f} MB (peak {big['peak_rss_mb']:.0f} MB; at "
+                    + " / ".join(f"{r['runs']:,}: {r['rss_mb']:.0f}" for r in t) + " MB)",
+                    "< 200 MB at 10,000", _ok(big["peak_rss_mb"] < 200 if big["runs"] >= 10000 else None)))
+    b = results.get("webhook_burst")
+    if b:
+        out.append((f"Webhook burst: {b['deliveries']:,} deliveries + {b['replays']} replays answered within 10 s",
+                    f"{b['sent'] - b['over_budget']:,}/{b['sent']:,} (p50 {b['p50_ms']:.0f} ms, p99 {b['p99_ms']:.0f} ms, "
+                    f"max {b['max_ms']:.0f} ms; answers {b['statuses']})", "all", _ok(b["over_budget"] == 0)))
+        out.append(("Webhook burst: none lost (accepted = queued, one message per delivery id)",
+                    f"accepted {b['accepted']:,}, queued {b['queued']:,}, lost {b['lost']}, queued twice {b['queued_twice']}",
+                    "0 lost, 0 twice",
+                    _ok(b["lost"] == 0 and b["queued_twice"] == 0 and b["accepted"] == b["deliveries"])))
+        if "handled" in b:
+            out.append(("Webhook burst: none processed twice (2 workers drain the queue)",
+                        f"handled {b['handled']:,}/{b['accepted']:,} in {b['handle_seconds']:.0f} s, "
+                        f"processed twice {b['processed_twice']}", "all handled, 0 twice",
+                        _ok(b["handled"] == b["accepted"] and b["processed_twice"] == 0)))
+    return out
+
+
+def write(path: Path, results: dict[str, Any], info: dict[str, str], sha: str, started: str, full: bool) -> None:
+    lines = [
+        "# Benchmark results", "",
+        f"Written by `python bench/run_all.py{' --full' if full else ''}`. Each script under `bench/` says in its "
+        "docstring exactly what it measures and how.", "",
+        "| | |", "| --- | --- |",
+        f"| date | {started} |", f"| commit | `{sha}` |",
+        f"| machine | {info['cores']} cores, {info['memory']}, {info['cpu']} |",
+        f"| load average when started | {info['load']} (a shared machine: figures move between runs) |",
+        f"| Python | {info['python']} |", "",
+        "| figure | measured | target | met |", "| --- | --- | --- | --- |",
+    ]
+    for figure, measured, target, met in rows(results):
+        lines.append(f"| {figure} | {measured} | {target} | {met} |")
+    missing = [name for name, value in results.items() if value is None]
+    if missing:
+        lines += ["", "Failed to run: " + ", ".join(missing)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmarks in turn and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="longer runs")
+    parser.add_argument("--only", default="", help="comma-separated subset: " + ",".join(QUICK))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args(argv)
+    plan = FULL if args.full else QUICK
+    names = [n for n in args.only.split(",") if n] or list(plan)
+    info, sha = machine(), commit()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
+        for name in names:
+            results[name] = run(name, plan[name], Path(tmp))
+    write(args.out, results, info, sha, started, args.full)
+    print(f"\nwrote {args.out}")
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

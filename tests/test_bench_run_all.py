@@ -1,0 +1,62 @@
+"""The benchmark runner: its table from figures (pure), and the burst script on a tiny burst.
+
+Figures are printed and written, never asserted against targets here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import run_all
+from tests.conftest import REPO_ROOT
+
+FIGURES = {
+    "api_submit": {"ratio": 0.8, "p99_ratio": 1.2, "connections": 32, "seconds": 5,
+                   "ours": {"rps": 400, "p50_ms": 10, "p99_ms": 60}, "bare": {"rps": 500, "p50_ms": 8, "p99_ms": 50}},
+    "webhooks": {"ratio": 0.6, "p99_ratio": 1.6, "cpu_ratio": 0.5, "ours": {"rps": 300, "p50_ms": 5, "p99_ms": 16},
+                 "bare": {"rps": 500, "p50_ms": 4, "p99_ms": 10}},
+    "pipeline": {"workers": 2, "steps": 3, "rate_ratio": 0.6, "job_creates": 10, "tasks_submitted": 10,
+                 "pipeline": {"steady": {"count": 200, "completed": 200, "submit_seconds": 10, "p50_ms": 50,
+                                         "p99_ms": 90}, "burst": {"rate": 30.0}},
+                 "chain": {"steady": {"p50_ms": 10, "p99_ms": 20}, "burst": {"rate": 50.0}}},
+    "tracking": [{"runs": n, "requests_per_minute": 24.0, "requests_per_reconcile": 2, "reconcile_seconds": 0.1,
+                  "rss_mb": 80.0 + n / 100, "peak_rss_mb": 90.0 + n / 100} for n in (10, 100, 1000, 10000)],
+    "webhook_burst": {"deliveries": 5000, "replays": 250, "sent": 5250, "over_budget": 0, "p50_ms": 100,
+                      "p99_ms": 900, "max_ms": 1500, "statuses": {"202": 5000, "200": 250}, "accepted": 5000,
+                      "queued": 5000, "lost": 0, "queued_twice": 0, "handled": 5000, "handle_seconds": 40,
+                      "processed_twice": 0},
+}
+
+
+def test_every_figure_has_a_row_with_its_target(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    run_all.write(out, FIGURES, run_all.machine(), "abc123", "2026-01-01 00:00 UTC", False)
+    text = out.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table) >= 14
+    assert "| commit | `abc123` |" in text and "cores" in text
+    met = {row.split(" | ")[0].lstrip("| "): row.rsplit(" | ", 1)[1] for row in table[6:]}
+    assert met["API submit throughput, POST /api/v1/pm/tasks / bare Flask LPUSH"] == "**yes** |"
+    assert met["Webhook intake throughput, POST /webhooks/github / bare Flask LPUSH"] == "**NO** |"
+    assert met["Watcher memory (RSS) at 10,000 runs"] == "**yes** |"
+
+
+def test_a_missing_benchmark_is_named(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    run_all.write(out, {"pipeline": None}, run_all.machine(), "abc", "now", False)
+    assert "Failed to run: pipeline" in out.read_text()
+
+
+def test_the_burst_script_runs_on_a_tiny_burst(base_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "burst.json"
+    result = subprocess.run(
+        [sys.executable, "bench/webhook_burst.py", "--deliveries", "20", "--replays", "5", "--senders", "1x4",
+         "--no-handle", "--json", str(out)],
+        cwd=REPO_ROOT, env=base_env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["sent"] == 25 and figures["accepted"] == 20 and figures["queued"] == 20

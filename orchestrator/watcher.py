@@ -40,6 +40,20 @@ log = logging.getLogger("orchestrator.watcher")
 LEASE = "watcher"
 
 
+# What the tracker keeps of a Job or pod: everything observing a run, sweeping
+# and ordering events read. Not the spec (the pod template with its env,
+# volumes and containers): with ten thousand runs the full objects alone
+# would take hundreds of megabytes.
+_KEPT_METADATA = ("name", "namespace", "uid", "labels", "annotations", "resourceVersion", "creationTimestamp",
+                  "deletionTimestamp")
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Job or pod reduced to its metadata and status."""
+    meta = obj.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta}, "status": obj.get("status") or {}}
+
+
 def _rv(obj: dict[str, Any]) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -73,14 +87,14 @@ class KubeTracker:
 
     def relist(self) -> None:
         """List Jobs and pods (two requests) and replace the cache."""
-        job_list, pod_list = self.runner.snapshot()
+        job_list, pod_list = self.runner.snapshot(slim)
         self._replace("jobs", job_list.items, job_list.resource_version)
         self._replace("pods", pod_list.items, pod_list.resource_version)
 
     def _relist_kind(self, kind: str) -> None:
         """List one kind again (after 410) and re-evaluate every run in it: events may have been lost."""
         client = self.runner.client
-        listing = client.list_jobs(kjobs.SELECTOR) if kind == "jobs" else client.list_pods(kjobs.SELECTOR)
+        listing = client.list_jobs(kjobs.SELECTOR, slim) if kind == "jobs" else client.list_pods(kjobs.SELECTOR, slim)
         with self.lock:
             before = {kjobs.run_id_of(o) for o in self.objects[kind].values()}
         self._replace(kind, listing.items, listing.resource_version)
@@ -128,7 +142,7 @@ class KubeTracker:
                             if type_ == "DELETED":
                                 self.objects[kind].pop(name, None)
                             elif _rv(obj) >= _rv(self.objects[kind].get(name, {})):
-                                self.objects[kind][name] = obj
+                                self.objects[kind][name] = slim(obj)
                     if rv:
                         self.resource_version[kind] = rv
                     run_id = kjobs.run_id_of(obj)

@@ -10,11 +10,12 @@ would cost more than the request.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,6 +51,98 @@ class PermanentKubeError(KubeError):
 
 class Gone(KubeError):
     """410: the watch's resourceVersion is too old; list again."""
+
+
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
+_CHUNK = 256 * 1024
+_WS = " \t\n\r"
+
+
+def parse_list(chunks: Iterable[bytes], transform: Transform) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Parse a Kubernetes list answer arriving in `chunks`, one item at a time; (transformed items, metadata).
+
+    Only the item being parsed and the unread rest of one chunk are held, so a
+    list of ten thousand objects costs what `transform` keeps of them.
+    """
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    source = iter(chunks)
+    state = {"buf": "", "pos": 0, "eof": False}
+
+    def more() -> bool:
+        if state["eof"]:
+            return False
+        chunk = next(source, None)
+        if chunk is None:
+            state["eof"] = True
+            state["buf"] = state["buf"][state["pos"]:] + utf8.decode(b"", final=True)
+        else:
+            state["buf"] = state["buf"][state["pos"]:] + utf8.decode(chunk)
+        state["pos"] = 0
+        return True
+
+    def skip_ws() -> str:
+        while True:
+            buf, pos = state["buf"], state["pos"]
+            while pos < len(buf) and buf[pos] in _WS:
+                pos += 1
+            state["pos"] = pos
+            if pos < len(buf):
+                return buf[pos]
+            if not more():
+                raise ValueError("the list answer ended early")
+
+    def expect(char: str) -> None:
+        if skip_ws() != char:
+            raise ValueError(f"the list answer is not JSON: expected {char!r}")
+        state["pos"] += 1
+
+    def value() -> Any:
+        skip_ws()
+        while True:
+            try:
+                obj, end = decoder.raw_decode(state["buf"], state["pos"])
+            except json.JSONDecodeError:
+                if not more():
+                    raise
+                continue
+            if end == len(state["buf"]) and not state["eof"] and not isinstance(obj, (dict, list, str)):
+                more()  # a number or literal may go on in the next chunk
+                continue
+            state["pos"] = end
+            return obj
+
+    items: list[dict[str, Any]] = []
+    metadata: dict[str, Any] = {}
+    expect("{")
+    if skip_ws() == "}":
+        return items, metadata
+    while True:
+        key = value()
+        expect(":")
+        if key == "items" and skip_ws() == "[":
+            state["pos"] += 1
+            if skip_ws() == "]":
+                state["pos"] += 1
+            else:
+                while True:
+                    items.append(transform(value()))
+                    sep = skip_ws()
+                    state["pos"] += 1
+                    if sep == "]":
+                        break
+                    if sep != ",":
+                        raise ValueError("the list answer is not JSON: expected ',' or ']'")
+        else:
+            got = value()
+            if key == "metadata" and isinstance(got, dict):
+                metadata = got
+        sep = skip_ws()
+        state["pos"] += 1
+        if sep == "}":
+            return items, metadata
+        if sep != ",":
+            raise ValueError("the list answer is not JSON: expected ',' or '}'")
 
 
 @dataclass(frozen=True)
@@ -198,12 +291,26 @@ class KubeClient:
                 return None
             raise
 
-    def list_jobs(self, selector: str) -> Listing:
-        """Every Job matching the label selector, in one request."""
-        data = self._call("list Jobs", "list", "jobs.batch", lambda: self._json(
+    def list_jobs(self, selector: str, transform: Transform | None = None) -> Listing:
+        """Every Job matching the label selector, in one request.
+
+        With `transform`, the answer is parsed one item at a time and only what
+        `transform` returns is kept: ten thousand full Jobs never sit in memory at once.
+        """
+        return self._call("list Jobs", "list", "jobs.batch", lambda: self._listing(
             self.batch.list_namespaced_job(self.namespace, label_selector=selector, _preload_content=False,
-                                           _request_timeout=self._timeout(max(self.timeout, 60)))))
-        return Listing(data.get("items") or [], (data.get("metadata") or {}).get("resourceVersion", ""))
+                                           _request_timeout=self._timeout(max(self.timeout, 60))), transform))
+
+    @classmethod
+    def _listing(cls, response: Any, transform: Transform | None) -> Listing:
+        if transform is None:
+            data = cls._json(response)
+            return Listing(data.get("items") or [], (data.get("metadata") or {}).get("resourceVersion", ""))
+        try:
+            items, metadata = parse_list(response.stream(_CHUNK), transform)
+        finally:
+            response.release_conn()
+        return Listing(items, (metadata or {}).get("resourceVersion", ""))
 
     def delete_job(self, name: str) -> bool:
         """Delete the Job and its pods (foreground propagation); False when it was already gone."""
@@ -220,12 +327,11 @@ class KubeClient:
 
     # Pods ----------------------------------------------------------------------
 
-    def list_pods(self, selector: str) -> Listing:
-        """Every pod matching the label selector, in one request."""
-        data = self._call("list pods", "list", "pods", lambda: self._json(
+    def list_pods(self, selector: str, transform: Transform | None = None) -> Listing:
+        """Every pod matching the label selector, in one request (`transform`: as `list_jobs`)."""
+        return self._call("list pods", "list", "pods", lambda: self._listing(
             self.core.list_namespaced_pod(self.namespace, label_selector=selector, _preload_content=False,
-                                          _request_timeout=self._timeout(max(self.timeout, 60)))))
-        return Listing(data.get("items") or [], (data.get("metadata") or {}).get("resourceVersion", ""))
+                                          _request_timeout=self._timeout(max(self.timeout, 60))), transform))
 
     def pod_log(self, name: str, *, follow: bool = False, tail: int | None = None,
                 read_timeout: float | None = None) -> Iterator[str]:

@@ -40,18 +40,32 @@ log = logging.getLogger("orchestrator.watcher")
 LEASE = "watcher"
 
 
-# What the tracker keeps of a Job or pod: everything observing a run, sweeping
-# and ordering events read. Not the spec (the pod template with its env,
-# volumes and containers): with ten thousand runs the full objects alone
-# would take hundreds of megabytes.
-_KEPT_METADATA = ("name", "namespace", "uid", "labels", "annotations", "resourceVersion", "creationTimestamp",
-                  "deletionTimestamp")
+# What the tracker keeps of a Job or pod: what observing a run, sweeping and
+# ordering events read. Not the spec (the pod template with its env, volumes
+# and containers), nor labels, annotations and status fields nothing reads:
+# with ten thousand runs the full objects would take hundreds of megabytes.
+# The kept dicts use these (shared) key strings, not one copy per object.
+_KEPT_METADATA = ("name", "resourceVersion", "creationTimestamp", "deletionTimestamp")
+_KEPT_LABELS = (kjobs.LABEL_MANAGED_BY, kjobs.LABEL_RUN)
+_KEPT_ANNOTATIONS = (kjobs.ANNOTATION_RUN_ID,)
+_KEPT_STATUS = ("phase", "reason", "message", "startTime", "completionTime", "conditions", "active", "succeeded",
+                "failed")
+_KEPT_CONTAINER = ("name", "state", "lastState", "restartCount")
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """A Job or pod reduced to its metadata and status."""
+    """A Job or pod reduced to the metadata and status the tracker reads."""
     meta = obj.get("metadata") or {}
-    return {"metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta}, "status": obj.get("status") or {}}
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    kept = {k: meta[k] for k in _KEPT_METADATA if k in meta}
+    kept["labels"] = {k: labels[k] for k in _KEPT_LABELS if k in labels}
+    kept["annotations"] = {k: annotations[k] for k in _KEPT_ANNOTATIONS if k in annotations}
+    status = obj.get("status") or {}
+    kept_status = {k: status[k] for k in _KEPT_STATUS if k in status}
+    if "containerStatuses" in status:
+        kept_status["containerStatuses"] = [{k: c[k] for k in _KEPT_CONTAINER if k in c}
+                                            for c in status["containerStatuses"] or []]
+    return {"metadata": kept, "status": kept_status}
 
 
 def _rv(obj: dict[str, Any]) -> int:
@@ -121,6 +135,20 @@ class KubeTracker:
             job = next((j for j in self.objects["jobs"].values() if kjobs.run_id_of(j) == run_id), None)
         return job is not None and not kstatus.is_finished(job)
 
+    def pod_lags(self, run_id: str) -> bool:
+        """True when the run's Job has failed but its newest pod still looks alive in our cache.
+
+        Jobs and pods come on two streams: the Job's end can arrive before the
+        event of the pod that caused it, whose exit code and reason matter.
+        """
+        with self.lock:
+            job = next((j for j in self.objects["jobs"].values() if kjobs.run_id_of(j) == run_id), None)
+            pods = [p for p in self.objects["pods"].values() if kjobs.run_id_of(p) == run_id]
+        if job is None or not kstatus.is_finished(job):
+            return False  # a failure we inferred from the pod itself (pending too long, crash loop)
+        pod = kstatus.newest_pod(pods)
+        return pod is not None and ((pod.get("status") or {}).get("phase") or "Pending") in ("Running", "Pending")
+
     def finished_jobs(self) -> list[dict[str, Any]]:
         with self.lock:
             return [j for j in self.objects["jobs"].values() if kstatus.is_finished(j)]
@@ -178,6 +206,9 @@ class LocalTracker:
     def job_running(self, run_id: str) -> bool:
         return False
 
+    def pod_lags(self, run_id: str) -> bool:
+        return False
+
 
 # The workspace sweep only removes files of tasks that ended long ago: hourly is plenty.
 WORKSPACE_SWEEP_SECONDS = 3600.0
@@ -221,8 +252,11 @@ class Watcher:
 
     def _on_change(self, run_id: str) -> None:
         obs = self.tracker.observation(run_id)
-        if obs is not None:
-            self.apply(obs)
+        if obs is None:
+            return
+        if obs.phase == FAILED and self.tracker.pod_lags(run_id):
+            return  # the pod's own end is on its way (or the next reconcile applies what it lists)
+        self.apply(obs)
 
     def apply(self, obs: RunObservation) -> bool:
         """Record one observation (serialised: the streams and the reconcile share it)."""

@@ -110,11 +110,14 @@ def github() -> tuple[Response, int]:
     if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
         return _answer(200, {"status": "duplicate", "delivery": delivery})
     try:
+        # Kept until acted on: the reconcile loop re-sends it if the queue message is lost.
+        store.keep_pending_event(delivery, event, body.decode("utf-8"), settings.delivery_ttl_seconds)
         dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload,
                       argsrepr=f"({delivery!r}, {event!r}, <{len(body)} bytes>)")
     except StoreUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
         try:
+            store.drop_pending_event(delivery)
             store.release_delivery(delivery)
         except StoreUnavailable:
             log.error("delivery %s was claimed but not queued, and the claim could not be released", delivery)

@@ -137,6 +137,14 @@ def _event_handled_key(delivery_id: str) -> str:
     return f"{PREFIX}:event-handled:{delivery_id}"
 
 
+def _event_pending_key(delivery_id: str) -> str:
+    return f"{PREFIX}:event-pending:{delivery_id}"
+
+
+# Accepted deliveries whose event was not acted on yet: delivery id -> when last queued.
+_EVENTS_PENDING = f"{PREFIX}:events:pending"
+
+
 def _pull_request_key(key: str) -> str:
     return f"{PREFIX}:github:pr:{key}"
 
@@ -717,8 +725,53 @@ class TaskStore:
         return bool(self._safe(self.redis.exists, _event_handled_key(delivery_id)))
 
     def mark_event_handled(self, delivery_id: str, ttl: int) -> None:
-        """Remember that this delivery's event was acted on (a redelivered step skips it)."""
-        self._safe(self.redis.set, _event_handled_key(delivery_id), "1", ex=ttl)
+        """Remember that this delivery's event was acted on (a redelivered step skips it); drop its pending copy."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(_event_handled_key(delivery_id), "1", ex=ttl)
+        pipe.zrem(_EVENTS_PENDING, delivery_id)
+        pipe.delete(_event_pending_key(delivery_id))
+        self._safe(pipe.execute)
+
+    def keep_pending_event(self, delivery_id: str, event: str, body: str, ttl: int, now: float | None = None) -> None:
+        """Keep an accepted delivery's event until it is acted on, so a lost queue message can be re-sent.
+
+        The queue message alone is not enough: a worker that took it and lost its
+        connection leaves it unacknowledged until the broker's visibility timeout
+        (an hour); the reconcile loop re-sends it from this copy much sooner.
+        """
+        now = time.time() if now is None else now
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(_event_pending_key(delivery_id), mapping={"event": event, "body": body, "resent": 0})
+        pipe.expire(_event_pending_key(delivery_id), ttl)
+        pipe.zadd(_EVENTS_PENDING, {delivery_id: now})
+        self._safe(pipe.execute)
+
+    def drop_pending_event(self, delivery_id: str) -> None:
+        """Forget an accepted delivery's pending event (refused before it was queued, or given up)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(_EVENTS_PENDING, delivery_id)
+        pipe.delete(_event_pending_key(delivery_id))
+        self._safe(pipe.execute)
+
+    def pending_events(self, queued_before: float, limit: int = 100) -> list[tuple[str, str, str, int]]:
+        """(delivery id, event, body, times re-sent) of events queued before `queued_before` and not acted on."""
+        ids = self._safe(self.redis.zrangebyscore, _EVENTS_PENDING, "-inf", queued_before, start=0, num=limit)
+        found = []
+        for delivery_id in ids:
+            raw = self._safe(self.redis.hgetall, _event_pending_key(delivery_id))
+            if not raw or "body" not in raw:
+                self._safe(self.redis.zrem, _EVENTS_PENDING, delivery_id)  # expired: nothing to re-send
+                continue
+            found.append((delivery_id, raw.get("event", ""), raw["body"], int(raw.get("resent") or 0)))
+        return found
+
+    def requeued_pending_event(self, delivery_id: str, now: float | None = None) -> None:
+        """Record that a pending event was queued again (counted; not re-sent again before the next threshold)."""
+        now = time.time() if now is None else now
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(_EVENTS_PENDING, {delivery_id: now}, xx=True)
+        pipe.hincrby(_event_pending_key(delivery_id), "resent", 1)
+        self._safe(pipe.execute)
 
     # GitHub pull requests ------------------------------------------------------
 

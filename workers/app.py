@@ -22,7 +22,6 @@ ROUTES: dict[str, str] = {
     "orchestrator.report_status": "events",
     "orchestrator.admit": "coordination",
     "orchestrator.finish_run": "coordination",
-    "orchestrator.cancel_task": "coordination",
     "orchestrator.prepare_workspace": "workspace",
     "orchestrator.cleanup_workspace": "workspace",
     "orchestrator.launch_run": "deploy",

@@ -129,7 +129,7 @@ class LocalRunner:
                                       finished_at=time.time(), retryable=True)
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
-        if phase == "Running" and not _alive(int(status.get("pid", 0))):
+        if phase == "Running" and not pid_alive(int(status.get("pid", 0))):
             # The supervisor died without writing an outcome (machine restart, SIGKILL).
             return RunObservation(run_id, FAILED, reason="the local run was lost (its supervisor died)",
                                   started_at=status.get("started_at"), finished_at=time.time(), retryable=True)
@@ -242,7 +242,8 @@ def _supervisor_running(run_dir: Path) -> bool:
     return False
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process with that pid exists (ours or not)."""
     if pid <= 0:
         return False
     try:

@@ -109,20 +109,26 @@ def github() -> tuple[Response, int]:
     store = resources.store()
     argsrepr = f"({delivery!r}, {event!r}, <{len(body)} bytes>)"
     if dispatch.bound_to(store):
-        # Claim and queue in one atomic step; the body goes in as received (it
-        # was just parsed as JSON), not encoded a second time.
-        outgoing = dispatch.prepare(dispatch.HANDLE_EVENT, delivery, event,
-                                    dispatch.RawJSON(body.decode("utf-8")), argsrepr=argsrepr)
-        if not store.claim_delivery(delivery, settings.delivery_ttl_seconds, enqueue=outgoing.enqueue()):
+        # Claim, keep the pending copy (re-sent by the reconcile loop if the
+        # queue message is lost) and queue, in one atomic step; the body goes in
+        # as received (it was just parsed as JSON), not encoded a second time.
+        text = body.decode("utf-8")
+        outgoing = dispatch.prepare(dispatch.HANDLE_EVENT, delivery, event, dispatch.RawJSON(text),
+                                    argsrepr=argsrepr)
+        if not store.claim_delivery(delivery, settings.delivery_ttl_seconds, enqueue=outgoing.enqueue(),
+                                    pending=(event, text)):
             return _answer(200, {"status": "duplicate", "delivery": delivery})
         return _answer(202, {"status": "queued", "delivery": delivery})
     if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
         return _answer(200, {"status": "duplicate", "delivery": delivery})
     try:
+        # Kept until acted on: the reconcile loop re-sends it if the queue message is lost.
+        store.keep_pending_event(delivery, event, body.decode("utf-8"), settings.delivery_ttl_seconds)
         dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload, argsrepr=argsrepr)
     except StoreUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
         try:
+            store.drop_pending_event(delivery)
             store.release_delivery(delivery)
         except StoreUnavailable:
             log.error("delivery %s was claimed but not queued, and the claim could not be released", delivery)

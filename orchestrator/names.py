@@ -23,6 +23,9 @@ SSH_URL = re.compile(r"^git@(?P<host>[A-Za-z0-9.-]+):(?P<path>[A-Za-z0-9_.-]+/[A
 # A conservative subset of what git allows in a branch name: nothing a shell or
 # an option parser could read as syntax, even where we never pass it to a shell.
 REF_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+# A directory the agent is told to start in (CLAUDE.md says it in words an agent may paste
+# into a shell): no spaces, quotes, `$`, backticks or other shell syntax.
+PATH_CHARS = re.compile(r"[A-Za-z0-9._/@+=,-]+")
 REPO_PATH = re.compile(r"^/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(\.git)?/?$")
 
 
@@ -57,7 +60,7 @@ def markdown_filename(value: str) -> str:
 
 
 def relative_path(value: str, *, what: str = "working directory") -> str:
-    """A relative POSIX path that stays inside its root: no '..', no absolute path, no control characters."""
+    """A relative POSIX path that stays inside its root: no '..', no absolute path, no shell syntax."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string")
     if value in ("", "."):
@@ -66,6 +69,8 @@ def relative_path(value: str, *, what: str = "working directory") -> str:
         raise ValueError(f"{what} must be at most 255 characters")
     if any(ord(c) < 32 or c == "\x7f" for c in value) or "\\" in value:
         raise ValueError(f"{what} contains forbidden characters")
+    if not PATH_CHARS.fullmatch(value):
+        raise ValueError(f"{what} may hold only letters, digits and . _ - / @ + = ,")
     path = PurePosixPath(value)
     if path.is_absolute():
         raise ValueError(f"{what} must be relative")

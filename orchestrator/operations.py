@@ -72,16 +72,27 @@ def submit_task(
     return task
 
 
+CANCEL_ATTEMPTS = 10
+
+
 def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, reason: str = "") -> dict[str, Any]:
     """Cancel a task that has not ended; stop its run when one is active."""
-    task = store.require_task(service, task_id)
-    if Status(task["status"]) not in CANCELLABLE_FROM:
-        raise OperationRefused(f"task {service}/{task_id} already ended ({task['status']}); nothing to cancel")
-    try:
-        store.transition(service, task_id, Status.CANCELLED, reason=reason or f"cancelled by {actor}",
-                         actor=actor, expect=task["status"])
-    except IllegalTransition as exc:
-        raise OperationRefused(str(exc)) from None
+    # The pipeline moves a task on by itself (Queued -> Preparing...). A cancel that
+    # loses such a race reads the task again rather than refusing the PM: only an
+    # ended task is a real conflict.
+    for _ in range(CANCEL_ATTEMPTS):
+        task = store.require_task(service, task_id)
+        if Status(task["status"]) not in CANCELLABLE_FROM:
+            raise OperationRefused(f"task {service}/{task_id} already ended ({task['status']}); nothing to cancel")
+        try:
+            store.transition(service, task_id, Status.CANCELLED, reason=reason or f"cancelled by {actor}",
+                             actor=actor, expect=task["status"])
+            break
+        except IllegalTransition as exc:
+            if not exc.conflict:
+                raise OperationRefused(str(exc)) from None
+    else:
+        raise OperationRefused(f"task {service}/{task_id} keeps changing; try the cancel again")
     if Status(task["status"]) in ACTIVE and task.get("current_run"):
         _queue(dispatch.CANCEL_RUN, task["current_run"])
     _queue(dispatch.ADMIT, service, task_id)  # dependents and waiting tasks may move now

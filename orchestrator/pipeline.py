@@ -8,6 +8,7 @@ moves on. Nothing here waits for a run to end.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -459,5 +460,42 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
             store.update_task(service, task_id, redriven_at=now)
             done["resent"].append(f"{step}:{run_id}")
 
+    done["resent"].extend(redrive_events(store, settings, now))
     admit_waiting(store, settings)
     return done
+
+
+# How often an accepted delivery's event is queued again before it is given up (logged).
+MAX_EVENT_RESENDS = 5
+
+
+def redrive_events(store: TaskStore, settings: Settings, now: float | None = None) -> list[str]:
+    """Queue again the events of accepted webhook deliveries not acted on within the stuck threshold.
+
+    The queue message of an event can be lost (a worker took it and lost its
+    connection to Redis); the delivery was answered 202, so its event is kept
+    in the store until handled and re-sent from there. handle_event skips a
+    delivery already handled, so a late original changes nothing.
+    """
+    now = time.time() if now is None else now
+    resent: list[str] = []
+    for delivery, event, body, times in store.pending_events(now - settings.stuck_after_seconds):
+        if times >= MAX_EVENT_RESENDS:
+            log.error("github delivery %s (%s) was queued %d times and never handled; giving up",
+                      delivery, event, times + 1)
+            store.drop_pending_event(delivery)
+            continue
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            store.drop_pending_event(delivery)
+            continue
+        try:
+            dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload,
+                          argsrepr=f"({delivery!r}, {event!r}, <{len(body)} bytes>)")
+        except dispatch.QueueUnavailable:
+            log.warning("could not queue the event of delivery %s again; next reconcile", delivery)
+            break
+        store.requeued_pending_event(delivery, now)
+        resent.append(f"{dispatch.HANDLE_EVENT}:{delivery}")
+    return resent

@@ -137,6 +137,14 @@ def _event_handled_key(delivery_id: str) -> str:
     return f"{PREFIX}:event-handled:{delivery_id}"
 
 
+def _event_pending_key(delivery_id: str) -> str:
+    return f"{PREFIX}:event-pending:{delivery_id}"
+
+
+# Accepted deliveries whose event was not acted on yet: delivery id -> when last queued.
+_EVENTS_PENDING = f"{PREFIX}:events:pending"
+
+
 def _pull_request_key(key: str) -> str:
     return f"{PREFIX}:github:pr:{key}"
 
@@ -209,11 +217,18 @@ end
 return {1, seq}
 """
 
-# Claims a webhook delivery and, only when the claim is new, queues its message.
-# KEYS: delivery claim, queue list. ARGV: ttl, message ('' to only claim).
+# Claims a webhook delivery and, only when the claim is new, keeps its pending
+# copy and queues its message.
+# KEYS: delivery claim, queue list, pending event hash, pending events zset.
+# ARGV: ttl, message ('' to only claim), event ('' for no pending copy), body, now, delivery id.
 _CLAIM_DELIVERY_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
   return 0
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[3], 'event', ARGV[3], 'body', ARGV[4], 'resent', 0)
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[1]))
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
 end
 if ARGV[2] ~= '' then
   redis.call('LPUSH', KEYS[2], ARGV[2])
@@ -767,16 +782,23 @@ class TaskStore:
         raw = self._safe(self.redis.get, _idem_key(key))
         return json.loads(raw) if raw else None
 
-    def claim_delivery(self, delivery_id: str, ttl: int, *, enqueue: tuple[str, bytes | str] | None = None) -> bool:
+    def claim_delivery(self, delivery_id: str, ttl: int, *, enqueue: tuple[str, bytes | str] | None = None,
+                       pending: tuple[str, str] | None = None, now: float | None = None) -> bool:
         """Mark a webhook delivery as accepted; False when it already was.
 
-        With `enqueue=(queue, message)` the message is pushed in the same atomic
-        step, only when the claim is new: a claimed delivery is always queued.
+        Only when the claim is new, and in the same atomic step: `pending=(event,
+        body)` keeps the event as `keep_pending_event` does, and
+        `enqueue=(queue, message)` pushes its message. A claimed delivery is
+        then always queued and kept.
         """
-        if enqueue is None:
+        if enqueue is None and pending is None:
             return bool(self._safe(self.redis.set, _delivery_key(delivery_id), "1", nx=True, ex=ttl))
-        return bool(int(self._call(self._claim_delivery, keys=[_delivery_key(delivery_id), _queue_keys(enqueue[0])[0]],
-                                   args=[ttl, enqueue[1]])))
+        now = time.time() if now is None else now
+        event, body = pending or ("", "")
+        keys = [_delivery_key(delivery_id), _queue_keys(enqueue[0])[0] if enqueue else _delivery_key(delivery_id),
+                _event_pending_key(delivery_id), _EVENTS_PENDING]
+        return bool(int(self._call(self._claim_delivery, keys=keys,
+                                   args=[ttl, enqueue[1] if enqueue else "", event, body, repr(now), delivery_id])))
 
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery whose processing failed before it was queued."""
@@ -787,8 +809,53 @@ class TaskStore:
         return bool(self._safe(self.redis.exists, _event_handled_key(delivery_id)))
 
     def mark_event_handled(self, delivery_id: str, ttl: int) -> None:
-        """Remember that this delivery's event was acted on (a redelivered step skips it)."""
-        self._safe(self.redis.set, _event_handled_key(delivery_id), "1", ex=ttl)
+        """Remember that this delivery's event was acted on (a redelivered step skips it); drop its pending copy."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(_event_handled_key(delivery_id), "1", ex=ttl)
+        pipe.zrem(_EVENTS_PENDING, delivery_id)
+        pipe.delete(_event_pending_key(delivery_id))
+        self._safe(pipe.execute)
+
+    def keep_pending_event(self, delivery_id: str, event: str, body: str, ttl: int, now: float | None = None) -> None:
+        """Keep an accepted delivery's event until it is acted on, so a lost queue message can be re-sent.
+
+        The queue message alone is not enough: a worker that took it and lost its
+        connection leaves it unacknowledged until the broker's visibility timeout
+        (an hour); the reconcile loop re-sends it from this copy much sooner.
+        """
+        now = time.time() if now is None else now
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(_event_pending_key(delivery_id), mapping={"event": event, "body": body, "resent": 0})
+        pipe.expire(_event_pending_key(delivery_id), ttl)
+        pipe.zadd(_EVENTS_PENDING, {delivery_id: now})
+        self._safe(pipe.execute)
+
+    def drop_pending_event(self, delivery_id: str) -> None:
+        """Forget an accepted delivery's pending event (refused before it was queued, or given up)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(_EVENTS_PENDING, delivery_id)
+        pipe.delete(_event_pending_key(delivery_id))
+        self._safe(pipe.execute)
+
+    def pending_events(self, queued_before: float, limit: int = 100) -> list[tuple[str, str, str, int]]:
+        """(delivery id, event, body, times re-sent) of events queued before `queued_before` and not acted on."""
+        ids = self._safe(self.redis.zrangebyscore, _EVENTS_PENDING, "-inf", queued_before, start=0, num=limit)
+        found = []
+        for delivery_id in ids:
+            raw = self._safe(self.redis.hgetall, _event_pending_key(delivery_id))
+            if not raw or "body" not in raw:
+                self._safe(self.redis.zrem, _EVENTS_PENDING, delivery_id)  # expired: nothing to re-send
+                continue
+            found.append((delivery_id, raw.get("event", ""), raw["body"], int(raw.get("resent") or 0)))
+        return found
+
+    def requeued_pending_event(self, delivery_id: str, now: float | None = None) -> None:
+        """Record that a pending event was queued again (counted; not re-sent again before the next threshold)."""
+        now = time.time() if now is None else now
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(_EVENTS_PENDING, {delivery_id: now}, xx=True)
+        pipe.hincrby(_event_pending_key(delivery_id), "resent", 1)
+        self._safe(pipe.execute)
 
     # GitHub pull requests ------------------------------------------------------
 

@@ -210,6 +210,9 @@ class LocalTracker:
         return False
 
 
+# How long a stopping watcher waits for its watch streams before it releases the lease.
+SHUTDOWN_WAIT_SECONDS = 2.0
+
 # The workspace sweep only removes files of tasks that ended long ago: hourly is plenty.
 WORKSPACE_SWEEP_SECONDS = 3600.0
 
@@ -372,10 +375,14 @@ class Watcher:
             thread.start()
             self._streams.append(thread)
 
-    def _stop_streams(self) -> None:
+    def _stop_streams(self, wait: float | None = None) -> None:
+        """Stop the watch streams; wait for them at most `wait` seconds (default: one watch request)."""
         self._stream_stop.set()
+        if wait is None:
+            wait = self.tracker.watch_timeout + self.settings.kube_request_timeout + 1
+        deadline = time.monotonic() + wait
         for thread in self._streams:
-            thread.join(timeout=self.tracker.watch_timeout + self.settings.kube_request_timeout + 1)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._streams = []
 
     def run(self, stop: threading.Event) -> None:
@@ -413,7 +420,11 @@ class Watcher:
                     self._start_streams()
                 stop.wait(max(0.05, min(ttl / 3, next_reconcile - time.monotonic())))
         finally:
-            self._stop_streams()
+            # A stream blocked in a watch request ends only when the request does (up to
+            # watch_timeout): on shutdown do not wait for it (its thread is a daemon, and
+            # applying an observation is idempotent), so SIGTERM stops the watcher in
+            # seconds and the lease is released for a standby at once.
+            self._stop_streams(wait=SHUTDOWN_WAIT_SECONDS)
             if self.leader:
                 try:
                     self.store.release_lease(LEASE, self.holder)

@@ -188,6 +188,19 @@ def test_secret_values_land_in_the_secret(renders: dict[str, Rendered]) -> None:
     assert base64.b64decode(flower["data"]["flower-basic-auth"]).decode() == "ops:ci-flower-password"
 
 
+def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered], default: Rendered) -> None:
+    from orchestrator.settings import Settings
+
+    config = renders["all-on-values"].named("ConfigMap", "orchestrator-config")["data"]
+    assert config["ORCHESTRATOR_GITHUB_REPOSITORIES"] == "acme/shop=shop,acme/billing=billing"
+    assert config["ORCHESTRATOR_AGENT_IMAGE"] == "registry.example.com/agents/claude-code:2.1"
+    # What the chart renders is what the processes accept at start-up.
+    settings = Settings.from_env({k: v for k, v in config.items() if k != "ORCHESTRATOR_JOB_TEMPLATE"})
+    assert settings.max_retries == 3 and settings.github_trigger_label == "agent"
+    assert set(settings.pipelines) == {"review"}
+    assert "ORCHESTRATOR_PIPELINES" not in default.named("ConfigMap", "orchestrator-config")["data"]
+
+
 def test_existing_secret_replaces_the_chart_secret(renders: dict[str, Rendered]) -> None:
     rendered = renders["keda-values"]
     assert not rendered.of_kind("Secret")

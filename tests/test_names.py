@@ -48,7 +48,7 @@ def test_git_urls_refused(bad: str) -> None:
         names.git_url(bad, HOSTS)
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/../../b", "/etc", "a\\b", "-rf", "a\nb"])
+@pytest.mark.parametrize("bad", ["../x", "a/../../b", "/etc", "a\\b", "-rf", "a\nb", "$(id)", "a b", "a;b", "`id`", "a&&b"])
 def test_relative_paths_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         names.relative_path(bad)

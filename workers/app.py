@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 from orchestrator.settings import ConfigError, Settings, get_settings
@@ -22,7 +22,6 @@ ROUTES: dict[str, str] = {
     "orchestrator.report_status": "events",
     "orchestrator.admit": "coordination",
     "orchestrator.finish_run": "coordination",
-    "orchestrator.cancel_task": "coordination",
     "orchestrator.prepare_workspace": "workspace",
     "orchestrator.cleanup_workspace": "workspace",
     "orchestrator.launch_run": "deploy",
@@ -82,6 +81,21 @@ def create_celery(settings: Settings | None = None) -> Celery:
     celery = Celery("orchestrator", include=["workers.steps"])
     celery.conf.update(celery_config(settings))
     return celery
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def scrub_worker_logs(logger: Any = None, **kwargs: Any) -> None:
+    """Put the secret filter on every handler Celery installed, so no configured secret reaches a worker's log."""
+    from orchestrator.logs import SecretFilter
+
+    try:
+        secrets = get_settings().secret_values()
+    except ConfigError:
+        return
+    for handler in getattr(logger, "handlers", []):
+        if not any(isinstance(f, SecretFilter) for f in handler.filters):
+            handler.addFilter(SecretFilter(secrets))
 
 
 def _load() -> Celery:

@@ -8,22 +8,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from orchestrator.runners.local import pid_alive
+
 STATE_FILE = "up.json"  # pid and URLs of the running stack
 LOCK_FILE = "up.lock"  # flock held while the stack runs
 TOKEN_FILE = "api-token"  # the generated API token of the local stack (mode 0600)
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with that pid exists (ours or not)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:

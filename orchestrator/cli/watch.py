@@ -6,10 +6,10 @@ The loop itself is `orchestrator.watcher.Watcher`; this module only wires it to 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 
+from orchestrator import logs
 from orchestrator.cli.context import Context
 from orchestrator.cli.errors import CliError
 
@@ -33,7 +33,8 @@ def cmd_watch(ctx: Context, args: argparse.Namespace) -> int:
                        "install a version that has it") from None
 
     settings = ctx.settings
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # JSON lines with every configured secret scrubbed, like the API's and the workers' logs.
+    logs.configure(settings.log_level, secrets=settings.secret_values())
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -82,19 +82,24 @@ class LocalRunner:
         run_dir = self.run_dir(request.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         spec_path = run_dir / "spec.json"
-        if spec_path.exists():
-            return request.run_id  # adopted: a redelivered launch step
-        cwd = request.workspace_dir / request.working_directory if request.working_directory else request.workspace_dir
-        if not cwd.is_dir():
-            raise LaunchFailed(f"the run's working directory {cwd} does not exist")
-        timeout = max(1, min(int(request.timeout_seconds or self.settings.default_timeout_seconds),
-                             self.settings.max_timeout_seconds))
-        command = list(request.agent.command) + list(request.agent.args)
         env = self.environment(request)
-        tmp = run_dir / ".spec.tmp"
-        tmp.write_text(json.dumps({"command": command, "cwd": str(cwd), "timeout": timeout,
-                                   "launched_at": time.time()}))
-        os.replace(tmp, spec_path)
+        if spec_path.exists():
+            if (run_dir / "status.json").exists() or _supervisor_running(run_dir):
+                return request.run_id  # adopted: a redelivered launch step
+            # The spec was written but its supervisor never started (the step died in
+            # between): start it now. Should two start, the supervisor lock keeps one.
+        else:
+            cwd = request.workspace_dir / request.working_directory if request.working_directory \
+                else request.workspace_dir
+            if not cwd.is_dir():
+                raise LaunchFailed(f"the run's working directory {cwd} does not exist")
+            timeout = max(1, min(int(request.timeout_seconds or self.settings.default_timeout_seconds),
+                                 self.settings.max_timeout_seconds))
+            command = list(request.agent.command) + list(request.agent.args)
+            tmp = run_dir / ".spec.tmp"
+            tmp.write_text(json.dumps({"command": command, "cwd": str(cwd), "timeout": timeout,
+                                       "launched_at": time.time()}))
+            os.replace(tmp, spec_path)
         supervisor_env = dict(env)
         supervisor_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")) if p)
@@ -124,7 +129,7 @@ class LocalRunner:
                                       finished_at=time.time(), retryable=True)
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
-        if phase == "Running" and not _alive(int(status.get("pid", 0))):
+        if phase == "Running" and not pid_alive(int(status.get("pid", 0))):
             # The supervisor died without writing an outcome (machine restart, SIGKILL).
             return RunObservation(run_id, FAILED, reason="the local run was lost (its supervisor died)",
                                   started_at=status.get("started_at"), finished_at=time.time(), retryable=True)
@@ -226,7 +231,19 @@ class LocalRunner:
         return removed
 
 
-def _alive(pid: int) -> bool:
+def _supervisor_running(run_dir: Path) -> bool:
+    """True when a supervisor holds the run's lock (it started and has not exited)."""
+    from orchestrator.runners.local_supervisor import take_lock
+
+    fd = take_lock(run_dir)
+    if fd is None:
+        return True
+    os.close(fd)  # nobody held it: closing releases it at once
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with that pid exists (ours or not)."""
     if pid <= 0:
         return False
     try:

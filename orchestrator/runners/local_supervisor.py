@@ -9,6 +9,7 @@ environment and are passed on to the agent; they are never written to a file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -35,8 +36,27 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
+LOCK_FILE = "supervisor.lock"
+
+
+def take_lock(run_dir: Path) -> int | None:
+    """Lock the run for this supervisor (held until it exits); None when another supervisor has it."""
+    fd = os.open(run_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def supervise(run_dir: Path) -> int:
     """Run the agent described by RUN_DIR/spec.json to its end; return its exit code."""
+    # One supervisor per run, whatever the number of launch attempts: a second one
+    # (a launch step re-driven after a crash) leaves at once, and so does a late
+    # one after the run already started.
+    if take_lock(run_dir) is None or (run_dir / "status.json").exists():
+        return 0
     spec = json.loads((run_dir / "spec.json").read_text())
     started = time.time()
     cancelled = False

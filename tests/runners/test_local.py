@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +89,28 @@ def test_a_second_launch_adopts(local: LocalRunner, settings: Settings) -> None:
     local.launch(req)
     wait_for(lambda: (o := local.observe("r-twice")) and o.phase == "Succeeded")
     assert list(local.logs("r-twice")) == ["once"]
+
+
+def test_a_launch_that_died_before_its_supervisor_started_is_completed_once(local: LocalRunner,
+                                                                          settings: Settings) -> None:
+    counter = settings.workspace_root / "starts"
+    req = request(settings, "run-half", sh(f"echo started >> {counter}; sleep 0.3"))
+    run_dir = local.run_dir("run-half")
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({  # what a launch step wrote before it was killed
+        "command": list(req.agent.command), "cwd": str(req.workspace_dir), "timeout": 60,
+        "launched_at": time.time()}))
+    # Re-driven twice at once, then once more after the run started: one agent start.
+    threads = [threading.Thread(target=local.launch, args=(req,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_for(lambda: (local.observe("run-half") or None) and local.observe("run-half").phase == "Succeeded")
+    local.launch(req)
+    time.sleep(0.5)
+    assert counter.read_text().splitlines() == ["started"]
+    assert local.observe("run-half").phase == "Succeeded"
 
 
 def test_logs_follow_until_the_run_ends_and_tail(local: LocalRunner, settings: Settings) -> None:

@@ -122,13 +122,19 @@ class Stack:
         return proc
 
     def start_worker(self, name: str = "worker", queues: Iterable[str] = ALL_QUEUES, concurrency: int = 2,
-                     extra_env: Mapping[str, str] | None = None) -> Process:
+                     extra_env: Mapping[str, str] | None = None, include: Iterable[str] = ()) -> Process:
+        """Start a Celery worker; `include` adds modules (test-only hooks such as tests.support.step_hooks)."""
         args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
                 "-c", str(concurrency), "-n", f"{name}-{time.monotonic_ns()}@%h", "--without-gossip",
                 "--without-mingle", "-l", "INFO"]
+        if include:
+            args += ["--include", ",".join(include)]
+        # A restarted worker appends to the same log: look only at what this start wrote.
+        log_path = self.logs / f"{name}.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         proc = self._start(name, args, extra_env)
         deadline = time.monotonic() + 60
-        while " ready." not in proc.log():
+        while " ready." not in proc.log()[offset:]:
             if not proc.alive or time.monotonic() > deadline:
                 raise RuntimeError(f"worker {name} did not start:\n{proc.log()[-3000:]}")
             time.sleep(0.1)

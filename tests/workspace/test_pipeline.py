@@ -113,8 +113,11 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
             assert time.monotonic() < deadline, store.get_task("shop", 7)
             time.sleep(0.1)
         # launch_run waits in the deploy queue, which no worker of this test serves.
+        # The task moves to Launching just before launch_run is queued: wait for the message too.
         client = redis.Redis.from_url(redis_url)
-        assert client.llen("deploy") == 1
+        while client.llen("deploy") != 1:
+            assert time.monotonic() < deadline, client.llen("deploy")
+            time.sleep(0.05)
         workspace = Path(base_env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "shop"
         assert (workspace / ".task" / "7" / "v1" / "task.md").is_file()
         result = app.send_task(dispatch.CLEANUP_WORKSPACE, queue="workspace", ignore_result=False)

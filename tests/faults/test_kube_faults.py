@@ -1,0 +1,187 @@
+"""The Kubernetes runner end to end against the API emulator, with faults.
+
+The stack (redis, gunicorn, workers, watcher: separate processes) runs with
+ORCHESTRATOR_RUNNER=kubernetes and a KUBECONFIG pointing at the emulator,
+which serves real HTTP from a thread of this test process. A small stand-in
+for the Job controller starts a pod for every new Job and completes it.
+Every Job the API server created is counted from the emulator's own events.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.kube import jobs as kjobs
+from orchestrator.store import TaskStore, connect
+from tests.support.faults import ALL_SECRETS, FaultStack, assert_no_secret_leaked, leaks_in_text, succeeded_count, \
+    task_body
+from tests.support.kube_emulator import Fault, KubeEmulator
+
+
+class JobController:
+    """Stands in for Kubernetes' Job controller: a pod per new Job, which succeeds a moment later."""
+
+    def __init__(self, emulator: KubeEmulator, run_seconds: float = 0.5):
+        self.emu = emulator
+        self.run_seconds = run_seconds
+        self.started: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="job-controller", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            for job in self.emu.items("jobs"):
+                name = job["metadata"]["name"]
+                if name not in self.started:
+                    pod = self.emu.start_pod(name)
+                    self.started[name] = time.monotonic()
+                    self.emu.append_log(pod["metadata"]["name"], "agent: working")
+                elif not job["status"].get("conditions") and time.monotonic() - self.started[name] > self.run_seconds:
+                    for pod in self.emu.items("pods", selector=f"job-name={name}"):
+                        self.emu.terminate_pod(pod["metadata"]["name"], 0)
+                    self.emu.finish_job(name, "Complete")
+
+
+def jobs_created(emu: KubeEmulator, run_id: str | None = None) -> int:
+    """How many Jobs the API server created (for one run): its own ADDED events, not the requests."""
+    with emu.cond:
+        events = list(emu.state.events)
+    return sum(1 for _rv, kind, type_, obj in events if kind == "jobs" and type_ == "ADDED"
+               and (run_id is None or kjobs.run_id_of(obj) == run_id))
+
+
+def create_requests(emu: KubeEmulator) -> int:
+    return emu.count(lambda r: r.method == "POST" and r.path.endswith("/jobs"))
+
+
+def write_kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+        "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+        "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator",
+                                                       "namespace": "default"}}],
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[KubeEmulator]:
+    emu = KubeEmulator()
+    emu.start()
+    controller = JobController(emu)
+    controller.thread.start()
+    yield emu
+    controller.stop.set()
+    controller.thread.join(timeout=5)
+    emu.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, emulator: KubeEmulator) -> Iterator[FaultStack]:
+    tmp = tmp_path_factory.mktemp("kube-faults")
+    env = {
+        "ORCHESTRATOR_RUNNER": "kubernetes",
+        "ORCHESTRATOR_NAMESPACE": "default",
+        "KUBECONFIG": str(write_kubeconfig(tmp / "kubeconfig", emulator.url)),
+        "ORCHESTRATOR_KUBE_REQUEST_TIMEOUT": "1",
+        "ORCHESTRATOR_KUBE_RETRIES": "3",
+    }
+    running = FaultStack(tmp, env=env)
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+
+
+def submit(stack: FaultStack, service: str, task_id: int = 1) -> None:
+    status, body = stack.request("POST", "/api/v1/pm/tasks", task_body(task_id, service))
+    assert status == 202, body
+
+
+def assert_one_job(stack: FaultStack, emu: KubeEmulator, service: str, task_id: int = 1) -> dict:
+    task = stack.wait_end(service, task_id)
+    assert task["status"] == "Succeeded", task
+    assert succeeded_count(task) == 1 and len(task["runs"]) == 1, task
+    assert jobs_created(emu, task["runs"][0]["run_id"]) == 1
+    return task
+
+
+def test_a_task_runs_as_one_job(stack: FaultStack, emulator: KubeEmulator) -> None:
+    submit(stack, "kube-plain")
+    assert_one_job(stack, emulator, "kube-plain")
+
+
+def test_worker_killed_after_creating_the_job_leaves_one_job(stack: FaultStack, emulator: KubeEmulator) -> None:
+    stack.processes["worker0"].stop()
+    paused = stack.start_paused_worker("paused", "launch_run", concurrency=1)
+    submit(stack, "kube-kill")
+    stack.wait_hook("launch_run")  # the Job exists; the run does not record it yet
+    paused.kill()
+    stack.start_worker("worker0")
+    assert_one_job(stack, emulator, "kube-kill")
+
+
+def test_500_and_429_with_retry_after_are_retried_into_one_job(stack: FaultStack, emulator: KubeEmulator) -> None:
+    before = create_requests(emulator)
+    emulator.faults[:] = [Fault(status=500, method="POST", path_contains="/jobs", times=2),
+                          Fault(status=429, method="POST", path_contains="/jobs", times=1, retry_after=1)]
+    submit(stack, "kube-flaky")
+    assert_one_job(stack, emulator, "kube-flaky")
+    assert [f.hits for f in emulator.faults] == [2, 1]
+    assert create_requests(emulator) - before == 4  # two 500s, one 429, then the create
+    log = "".join(p.log() for n, p in stack.processes.items() if n.startswith("worker"))
+    assert "answered 500; retry" in log and "answered 429; retry" in log
+
+
+def test_a_hanging_api_server_times_out_and_is_retried(stack: FaultStack, emulator: KubeEmulator) -> None:
+    emulator.faults[:] = [Fault(hang=4, method="POST", path_contains="/jobs", times=1)]
+    submit(stack, "kube-hang")
+    assert_one_job(stack, emulator, "kube-hang")
+    assert emulator.faults[0].hits == 1
+
+
+def test_failures_past_the_retry_limit_fail_the_task_with_the_reason(stack: FaultStack,
+                                                                     emulator: KubeEmulator) -> None:
+    fault = Fault(status=500, method="POST", path_contains="/jobs", times=1000)
+    emulator.faults[:] = [fault]
+    try:
+        submit(stack, "kube-down")
+        task = stack.wait_end("kube-down", 1, timeout=60)
+    finally:
+        emulator.faults.clear()
+    assert task["status"] == "Failed", task
+    assert "launch failed" in task["status_reason"] and "500" in task["status_reason"], task["status_reason"]
+    assert fault.hits == 4  # the first try and ORCHESTRATOR_KUBE_RETRIES=3 retries, then no more
+    assert len(task["runs"]) == 1 and jobs_created(emulator, task["runs"][0]["run_id"]) == 0
+    # The worker is free again: the next task runs.
+    submit(stack, "kube-down", 2)
+    assert_one_job(stack, emulator, "kube-down", 2)
+
+
+def test_no_secret_in_job_specs_logs_responses_or_files(stack: FaultStack, emulator: KubeEmulator) -> None:
+    with emulator.cond:
+        created = [obj for _rv, kind, type_, obj in emulator.state.events if kind == "jobs" and type_ == "ADDED"]
+    assert created
+    for job in created:
+        text = json.dumps(job)
+        assert not leaks_in_text(text, ALL_SECRETS), job["metadata"]["name"]
+        env = {e["name"]: e for c in job["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+        assert "secretKeyRef" in env["ANTHROPIC_API_KEY"]["valueFrom"]
+    # SIGTERM stops the watcher promptly although its watch requests are open: it releases its
+    # lease itself (before the fix it waited for the open watch to time out and was SIGKILLed first).
+    stack.processes["watcher"].stop(timeout=10)
+    client = connect(stack.redis.url)
+    try:
+        assert TaskStore(client).lease_holder("watcher") is None
+    finally:
+        client.close()
+    stack.down()
+    assert_no_secret_leaked(stack)

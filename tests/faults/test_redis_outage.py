@@ -1,0 +1,142 @@
+"""Redis crashes (SIGKILL) for 10 s under a steady stream of submissions and signed webhooks.
+
+- while it is down the API answers 503 (the error envelope), never 500, and
+  never 202 for something it did not store;
+- the same worker processes reconnect and consume again by themselves;
+- with AOF (appendfsync always) nothing that got a 202 is lost: every accepted
+  task is still there after the restart and reaches an end state.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from orchestrator.github.signature import sign
+from tests.support.faults import SECRETS, FaultStack, assert_no_secret_leaked, succeeded_count, task_body, wait_until
+
+OUTAGE_SECONDS = 10
+HOOK_SERVICE = "hooks"
+
+
+@dataclass
+class Answer:
+    kind: str  # "task" or "webhook"
+    ref: int
+    status: int
+    body: Any
+    at: float
+
+
+def issue_labeled(number: int) -> dict[str, Any]:
+    """An `issues` `labeled` delivery that creates a task (routed: mapped repository, trigger label)."""
+    return {
+        "action": "labeled", "label": {"name": "orchestrator"},
+        "issue": {"number": number, "title": f"Issue {number}", "body": "Fix it.", "state": "open",
+                  "labels": [{"name": "orchestrator"}], "author_association": "OWNER",
+                  "html_url": f"https://github.com/acme/shop/issues/{number}"},
+        "repository": {"full_name": "acme/shop", "default_branch": "main"},
+        "sender": {"login": "pm", "type": "User"},
+    }
+
+
+@pytest.fixture
+def stack(tmp_path) -> Iterator[FaultStack]:
+    running = FaultStack(tmp_path, env={"ORCHESTRATOR_GITHUB_REPOSITORIES": f"acme/shop={HOOK_SERVICE}"})
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+
+
+class Traffic:
+    """Submissions and webhooks, alternating, until stopped; every answer recorded."""
+
+    def __init__(self, stack: FaultStack, interval: float = 0.3):
+        self.stack, self.interval = stack, interval
+        self.answers: list[Answer] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            status, body = self.stack.request("POST", "/api/v1/pm/tasks", task_body(n, f"outage-{n % 3}"),
+                                              timeout=15)
+            self.answers.append(Answer("task", n, status, body, time.monotonic()))
+            raw = json.dumps(issue_labeled(n)).encode()
+            status, text = self.stack.raw("POST", "/webhooks/github", raw, {
+                "X-Hub-Signature-256": sign(raw, SECRETS["GITHUB_WEBHOOK_SECRET"]), "X-GitHub-Event": "issues",
+                "X-GitHub-Delivery": f"delivery-{n}", "Content-Type": "application/json"}, timeout=15)
+            self.answers.append(Answer("webhook", n, status, json.loads(text) if text else None, time.monotonic()))
+            self.stop.wait(self.interval)
+
+    def accepted(self, kind: str, after: float = 0.0) -> list[Answer]:
+        return [a for a in list(self.answers) if a.kind == kind and a.status == 202 and a.at > after]
+
+
+def test_redis_down_for_10s_loses_nothing_and_workers_resume(stack: FaultStack) -> None:
+    workers = {name: p.proc.pid for name, p in stack.processes.items() if name.startswith("worker") and p.proc}
+    traffic = Traffic(stack)
+    traffic.thread.start()
+    try:
+        wait_until(lambda: traffic.accepted("task") and traffic.accepted("webhook"), 30, "accepted traffic")
+        stack.redis.kill()  # a crash: no clean shutdown, no final save
+        down_at = time.monotonic()
+        time.sleep(OUTAGE_SECONDS)  # the outage itself, while the traffic goes on
+        stack.redis.start()
+        up_at = time.monotonic()
+        wait_until(lambda: len(traffic.accepted("task", up_at)) >= 2 and traffic.accepted("webhook", up_at),
+                   60, "submissions accepted again after the restart")
+    finally:
+        traffic.stop.set()
+        traffic.thread.join(timeout=30)
+
+    # While Redis was down: 503 in the envelope, never a 500, never a 202 without a stored record.
+    statuses = {(a.kind, a.status) for a in traffic.answers}
+    assert {a.status for a in traffic.answers} <= {202, 503}, statuses
+    refused = [a for a in traffic.answers if a.status == 503]
+    assert {a.kind for a in refused} == {"task", "webhook"}, statuses
+    assert all(a.body["code"] == "unavailable" and a.body["message"] for a in refused)
+    assert any(down_at < a.at < up_at + 1 for a in refused)
+
+    # The same worker processes are alive: they reconnected by themselves.
+    for name, pid in workers.items():
+        assert stack.processes[name].alive and stack.processes[name].proc.pid == pid
+
+    # Every accepted submission is still stored and runs to its end, once.
+    for answer in traffic.accepted("task"):
+        task = stack.wait_end(f"outage-{answer.ref % 3}", answer.ref, timeout=120)
+        assert task["status"] == "Succeeded", task
+        assert succeeded_count(task) == 1 and len(task["runs"]) == 1
+    # ... including those submitted after the restart: the reconnected workers consume again.
+    assert traffic.accepted("task", up_at)
+
+    # Every accepted webhook delivery became its task (the handler ran after the restart if need be).
+    for answer in traffic.accepted("webhook"):
+        assert answer.body["status"] == "queued", answer.body
+        wait_until(lambda: stack.request("GET", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{answer.ref}")[0] == 200, 60,
+                   f"the task of delivery {answer.ref}")
+        # Its repository is github.com, out of reach here: end it by cancelling.
+        status, body = stack.request("POST", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{answer.ref}/cancel",
+                                     {"reason": "test"})
+        assert status == 200 or (status == 409 and "already ended" in body["message"]), body
+        assert stack.wait_end(HOOK_SERVICE, answer.ref)["status"] in {"Cancelled", "Failed"}
+    # A refused delivery is not half-claimed: GitHub's redelivery of it is accepted now.
+    again = next(a for a in refused if a.kind == "webhook")
+    raw = json.dumps(issue_labeled(again.ref)).encode()
+    status, text = stack.raw("POST", "/webhooks/github", raw, {
+        "X-Hub-Signature-256": sign(raw, SECRETS["GITHUB_WEBHOOK_SECRET"]), "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": f"delivery-{again.ref}", "Content-Type": "application/json"})
+    assert status == 202 and json.loads(text)["status"] == "queued", text
+
+    stack.down()
+    assert_no_secret_leaked(stack)

@@ -1,0 +1,37 @@
+"""Cancelling a task that the pipeline moves on at the same moment."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator import dispatch, operations
+from orchestrator.store import TaskStore
+
+
+def test_cancel_wins_over_a_concurrent_pipeline_move(store: TaskStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple] = []
+    monkeypatch.setattr(dispatch, "send", lambda step, *args, **kw: sent.append((step, *args)))
+    store.create_task(service="web", task_id=1, agent="a", spec={})
+    store.transition("web", 1, "Queued", reason="", actor="t")
+    real_get = store.require_task
+    moved = []
+
+    def racing_get(service: str, task_id: int):
+        task = real_get(service, task_id)
+        if not moved:  # the pipeline admits the task right after the cancel read it
+            moved.append(True)
+            store.transition("web", 1, "Preparing", reason="admitted", actor="coordination",
+                             fields={"current_run": "web-1-v1-a1"})
+        return task
+
+    monkeypatch.setattr(store, "require_task", racing_get)
+    task = operations.cancel_task(store, "web", 1, actor="pm")
+    assert task["status"] == "Cancelled"
+    assert (dispatch.CANCEL_RUN, "web-1-v1-a1") in sent  # the run admitted meanwhile is stopped too
+
+
+def test_cancel_of_an_ended_task_is_refused(store: TaskStore) -> None:
+    store.create_task(service="web", task_id=2, agent="a", spec={})
+    store.transition("web", 2, "Cancelled", reason="", actor="t")
+    with pytest.raises(operations.OperationRefused, match="already ended"):
+        operations.cancel_task(store, "web", 2, actor="pm")

@@ -36,17 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.kube_emulator import KubeEmulator  # noqa: E402
+from tests.support.kube_emulator import KubeEmulator, kubeconfig_for  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.stack import Process  # noqa: E402
 
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{{name: emulator, cluster: {{server: "{url}"}}}}]
-users: [{{name: bench, user: {{token: bench}}}}]
-contexts: [{{name: emulator, context: {{cluster: emulator, user: bench, namespace: default}}}}]
-current-context: emulator
-"""
 ALL_QUEUES = "events,coordination,workspace,deploy"
 
 
@@ -83,7 +76,7 @@ class Bench:
         self.redis.start()
         url = self.emulator.start()
         kubeconfig = self.workdir / "kubeconfig"
-        kubeconfig.write_text(KUBECONFIG.format(url=url))
+        kubeconfig.write_text(kubeconfig_for(url))
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
         env.update({
             "ORCHESTRATOR_REDIS_URL": self.redis.url, "ORCHESTRATOR_RUNNER": "kubernetes",

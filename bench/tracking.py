@@ -42,17 +42,10 @@ from orchestrator.settings import Settings  # noqa: E402
 from orchestrator.states import Status  # noqa: E402
 from orchestrator.store import TaskStore, connect  # noqa: E402
 from orchestrator.watcher import Watcher  # noqa: E402
-from tests.support.kube_emulator import KubeEmulator  # noqa: E402
+from tests.support.kube_emulator import KubeEmulator, kubeconfig_for  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.runs import Sent, launching_task  # noqa: E402
 
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{{name: emulator, cluster: {{server: "{url}"}}}}]
-users: [{{name: bench, user: {{token: bench}}}}]
-contexts: [{{name: emulator, context: {{cluster: emulator, user: bench, namespace: default}}}}]
-current-context: emulator
-"""
 
 
 def fill(store: TaskStore, settings: Settings, emulator: KubeEmulator, count: int) -> None:
@@ -85,7 +78,7 @@ def measure(workdir: Path, count: int, window: float, reconcile: float) -> dict[
     emulator = KubeEmulator()
     url = emulator.start()
     kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(KUBECONFIG.format(url=url))
+    kubeconfig.write_text(kubeconfig_for(url))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     env.update({"ORCHESTRATOR_REDIS_URL": server.url, "ORCHESTRATOR_RUNNER": "kubernetes",
                 "KUBECONFIG": str(kubeconfig), "ORCHESTRATOR_RECONCILE_SECONDS": str(reconcile),

@@ -496,3 +496,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+
+KUBECONFIG_TEMPLATE = """apiVersion: v1
+kind: Config
+clusters: [{{name: emulator, cluster: {{server: "{url}"}}}}]
+users: [{{name: bench, user: {{token: bench}}}}]
+contexts: [{{name: emulator, context: {{cluster: emulator, user: bench, namespace: default}}}}]
+current-context: emulator
+"""
+
+
+def kubeconfig_for(url: str) -> str:
+    """A kubeconfig pointing the official client at an emulator (for processes started by benches and tests)."""
+    return KUBECONFIG_TEMPLATE.format(url=url)

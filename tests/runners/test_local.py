@@ -138,7 +138,8 @@ def test_cancel_kills_the_process_group(local: LocalRunner, settings: Settings) 
     obs = local.observe("r-cancel")
     assert obs.phase == "Failed" and obs.reason == "Cancelled"
     wait_for(lambda: not alive(child), timeout=5)
-    assert not alive(int(status["pid"]))
+    # The supervisor records the cancel, then exits; on a loaded machine that takes a moment.
+    wait_for(lambda: not alive(int(status["pid"])), timeout=10)
     local.cancel("r-cancel")  # already ended: nothing happens
 
 

@@ -227,10 +227,11 @@ def submit_task() -> Response:
         raise ApiError("Idempotency-Key must be 1-128 letters, digits or . _ : -", code="validation_error",
                        errors={"Idempotency-Key": ["must match " + schemas.IDEMPOTENCY_KEY_PATTERN]})
     spec = _load("submission", body)
-    fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     store = _store()
     settings = _settings()
-    if key:
+    fingerprint = ""
+    if key:  # only a keyed request is ever compared with another
+        fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         first = store.get_idempotent(key)
         if first:
             return _replay(store, first, fingerprint)
@@ -238,7 +239,8 @@ def submit_task() -> Response:
         task = operations.submit_task(
             store, spec, actor=_actor(), origin={"kind": "api"},
             idempotency_key=key, idempotency_ttl=settings.idempotency_ttl_seconds,
-            idempotency_value={"task": task_ref(spec["service_name"], spec["id"]), "fingerprint": fingerprint},
+            idempotency_value={"task": task_ref(spec["service_name"], spec["id"]),
+                               "fingerprint": fingerprint} if key else None,
         )
     except TaskExists:
         first = store.get_idempotent(key) if key else None

@@ -3,6 +3,9 @@
 A step message is built by Celery itself (`app.amqp.as_task_v2`: the same
 headers, ids and ETA a `send_task` would write) and pushed onto the queue's
 Redis list in one LPUSH, wrapped the way kombu's Redis transport wraps it.
+Celery builds each step's message once per process; later messages of that
+step copy it and change only what differs per message (ids and arguments),
+because building it anew was a tenth of an API request's time.
 That skips what `send_task` adds around the same LPUSH on every call (producer
 pool, a new redis client object per publish, the publish retry loop), which
 was most of the cost of an API request (see bench/RESULTS.md). A broker that
@@ -22,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from celery.utils.saferepr import saferepr
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
 from redis.connection import parse_url
@@ -63,11 +67,18 @@ def _broker(url: str) -> TaskStore:
     return client
 
 
+_plain: dict[tuple[int, str], bool] = {}
+
+
 def _plain_redis(app: Any) -> bool:
     """True when the broker is a Redis whose queue lists carry their plain names."""
     url = str(app.conf.broker_url or "")
-    options = app.conf.broker_transport_options or {}
-    return url.startswith(("redis://", "rediss://")) and not options.get("global_keyprefix")
+    key = (id(app), url)
+    plain = _plain.get(key)
+    if plain is None:  # reading Celery's configuration is slow enough to show in a request's time
+        options = app.conf.broker_transport_options or {}
+        plain = _plain[key] = url.startswith(("redis://", "rediss://")) and not options.get("global_keyprefix")
+    return plain
 
 
 class RawJSON(str):
@@ -100,28 +111,61 @@ def message(app: Any, step: str, args: list[Any], *, countdown: float | None = N
     """(queue, broker message) for one step: Celery's protocol 2 in kombu's Redis envelope."""
     if argsrepr is None and any(isinstance(a, RawJSON) for a in args):
         argsrepr = repr([a if not isinstance(a, RawJSON) else f"<{len(a)} characters of JSON>" for a in args])
-    queue = app.amqp.router.route({}, step, args, {})["queue"].name
+    queue = _queue_of(app, step)
     task_id = str(uuid.uuid4())
     parent = app.current_worker_task  # a step sending the next one: keep Flower's chain
     root_id = parent_id = None
     if parent is not None and parent.request.id:
         root_id = parent.request.root_id or parent.request.id
         parent_id = parent.request.id
-    task = app.amqp.as_task_v2(task_id, step, args=args, kwargs={}, countdown=countdown, argsrepr=argsrepr,
-                               root_id=root_id, parent_id=parent_id,
-                               ignore_result=None)
-    properties = dict(task.properties, reply_to=_REPLY_TO, delivery_mode=_PERSISTENT,
+    if countdown is None:
+        headers, properties, embed = _from_template(app, step, task_id, args, argsrepr, root_id, parent_id)
+    else:  # an ETA: rare (retries), so Celery builds the whole message
+        task = app.amqp.as_task_v2(task_id, step, args=args, kwargs={}, countdown=countdown, argsrepr=argsrepr,
+                                   root_id=root_id, parent_id=parent_id, ignore_result=None)
+        headers, properties, embed = task.headers, dict(task.properties), task.body[2]
+    properties.update(reply_to=_REPLY_TO, delivery_mode=_PERSISTENT,
                       delivery_info={"exchange": "", "routing_key": queue}, priority=0,
                       body_encoding="base64", delivery_tag=str(uuid.uuid4()))
     envelope = {
-        "body": base64.b64encode(
-            f"[{_encode_args(args)},{dumps(task.body[1])},{dumps(task.body[2])}]".encode()).decode(),
+        "body": base64.b64encode(f"[{_encode_args(args)},{{}},{dumps(embed)}]".encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": task.headers,
+        "headers": headers,
         "properties": properties,
     }
     return queue, dumps(envelope).encode()
+
+
+_queues: dict[tuple[str, int], str] = {}
+
+
+def _queue_of(app: Any, step: str) -> str:
+    """The queue a step is routed to (routes go by step name alone, so it is looked up once)."""
+    key = (step, id(app))
+    queue = _queues.get(key)
+    if queue is None:
+        queue = _queues[key] = app.amqp.router.route({}, step, [], {})["queue"].name
+    return queue
+
+
+_templates: dict[tuple[str, int, int], Any] = {}
+
+
+def _from_template(app: Any, step: str, task_id: str, args: list[Any], argsrepr: str | None,
+                   root_id: str | None, parent_id: str | None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """(headers, properties, embed) of a message without ETA, from Celery's message for this step."""
+    key = (step, id(app), os.getpid())  # the headers name the sending process
+    template = _templates.get(key)
+    if template is None:
+        template = _templates[key] = app.amqp.as_task_v2("template", step, args=[], kwargs={}, ignore_result=None)
+    if argsrepr is None:
+        argsrepr = repr(args)
+        if len(argsrepr) > app.amqp.argsrepr_maxsize:  # Celery shortens a long one
+            argsrepr = saferepr(args, app.amqp.argsrepr_maxsize)
+    headers = dict(template.headers, id=task_id, root_id=root_id or task_id, parent_id=parent_id,
+                   argsrepr=argsrepr, stamps={})
+    return headers, dict(template.properties, correlation_id=task_id), template.body[2]
 
 
 def prepare(step: str, *args: Any, countdown: float | None = None, argsrepr: str | None = None) -> Outgoing:

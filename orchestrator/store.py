@@ -185,26 +185,21 @@ def _dependents_key(service: str, task_id: int | str) -> str:
 
 # Creates a task with its indexes, first history entry and idempotency record,
 # or reports the one that exists. KEYS: task, history, all-index, service-index,
-# agent-index, status-index, seq, idem (or a dummy). ARGV: fields json, member,
-# now, actor, reason, idem ttl (0: none), idem value.
+# agent-index, status-index, seq, idem (or a dummy), queue list (or a dummy),
+# dependents sets... ARGV: status, member, now, actor, reason, idem ttl (0: none),
+# idem value, message ('' for none), task id, then the task's fields as name, value...
 _CREATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('HGET', KEYS[1], 'seq') or ''}
 end
-local fields = cjson.decode(ARGV[1])
 local seq = redis.call('INCR', KEYS[7])
-local flat = {}
-for k, v in pairs(fields) do
-  flat[#flat + 1] = k
-  flat[#flat + 1] = v
-end
-redis.call('HSET', KEYS[1], 'seq', seq, 'history_seq', 1, unpack(flat))
+redis.call('HSET', KEYS[1], 'seq', seq, 'history_seq', 1, unpack(ARGV, 10))
 redis.call('ZADD', KEYS[3], seq, ARGV[2])
 redis.call('ZADD', KEYS[4], seq, ARGV[2])
 redis.call('ZADD', KEYS[5], seq, ARGV[2])
 redis.call('ZADD', KEYS[6], seq, ARGV[2])
 redis.call('RPUSH', KEYS[2], cjson.encode({seq = 1, at = tonumber(ARGV[3]), from = cjson.null,
-  to = fields['status'], reason = ARGV[5], actor = ARGV[4]}))
+  to = ARGV[1], reason = ARGV[5], actor = ARGV[4]}))
 if tonumber(ARGV[6]) > 0 then
   redis.call('SET', KEYS[8], ARGV[7], 'EX', tonumber(ARGV[6]))
 end
@@ -482,8 +477,8 @@ class TaskStore:
                 _queue_keys(enqueue[0])[0] if enqueue else _task_key(service, task_id),
                 *(_dependents_key(service, dep) for dep in dependencies),
             ],
-            args=[json.dumps(fields), member, repr(now), actor, "submitted", ttl, value,
-                  enqueue[1] if enqueue else "", str(task_id)],
+            args=[fields["status"], member, repr(now), actor, "submitted", ttl, value,
+                  enqueue[1] if enqueue else "", str(task_id), *(item for pair in fields.items() for item in pair)],
         )
         if not int(created):
             raise TaskExists(f"task {member} already exists")

@@ -38,6 +38,27 @@ def test_the_message_is_the_one_send_task_writes(settings: Settings, store: Task
     assert _body(ours) == _body(theirs)
 
 
+@pytest.mark.parametrize("args", [["svc", 7], ["x" * 3000]], ids=["short", "argsrepr-shortened"])
+def test_a_message_without_eta_matches_send_task_too(settings: Settings, store: TaskStore, monkeypatch,
+                                                     args: list) -> None:
+    # Messages without an ETA are copied from a per-step template: each must still
+    # be the message send_task writes, with its own ids.
+    celery = route_steps_to(settings, monkeypatch)
+    celery.send_task(dispatch.ADMIT, args=args)
+    dispatch.send(dispatch.ADMIT, *args)
+    dispatch.send(dispatch.ADMIT, *args)
+    second, ours, theirs = _queued(store, "coordination")
+    assert set(ours["headers"]) == set(theirs["headers"])
+    assert set(ours["properties"]) == set(theirs["properties"])
+    for key in ("task", "argsrepr", "kwargsrepr", "retries", "timelimit", "ignore_result", "eta", "expires",
+                "parent_id", "group", "shadow", "lang", "stamps", "stamped_headers", "replaced_task_nesting"):
+        assert ours["headers"][key] == theirs["headers"][key], key
+    assert _body(ours) == _body(theirs)
+    assert ours["headers"]["root_id"] == ours["headers"]["id"] == ours["properties"]["correlation_id"]
+    assert second["headers"]["id"] != ours["headers"]["id"]
+    assert second["properties"]["delivery_tag"] != ours["properties"]["delivery_tag"]
+
+
 def test_a_step_goes_to_its_routed_queue(settings: Settings, store: TaskStore, monkeypatch) -> None:
     route_steps_to(settings, monkeypatch)
     dispatch.send(dispatch.LAUNCH_RUN, "run-2")

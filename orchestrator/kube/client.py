@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client as k8s
@@ -267,10 +268,9 @@ class KubeClient:
     def create_job(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the Job; when it exists already (409), adopt it. Returns (job, created)."""
         name = body["metadata"]["name"]
+        path = f"/apis/batch/v1/namespaces/{quote(self.namespace, safe='')}/jobs"
         try:
-            job = self._call(f"create Job {name}", "create", "jobs.batch", lambda: self._json(
-                self.batch.create_namespaced_job(self.namespace, body, _preload_content=False,
-                                                 _request_timeout=self._timeout())))
+            job = self._call(f"create Job {name}", "create", "jobs.batch", lambda: self._post(path, body))
             return job, True
         except PermanentKubeError as exc:
             if exc.status != 409:
@@ -279,6 +279,25 @@ class KubeClient:
         if existing is None:  # deleted between our create and get: try once more
             return self.create_job(body)
         return existing, False
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a manifest as it is, with the ApiClient's host, authentication and connection pool.
+
+        The generated `create_namespaced_*` methods validate the dict into the
+        client's pydantic models and serialise it back: the same JSON for our
+        manifests, at most of a launch step's time. The API server validates
+        it instead, strictly (`fieldValidation=Strict`), so an unknown field in
+        an ops pod template is still refused rather than silently dropped.
+        """
+        method, url, headers, _, _ = self.api_client.param_serialize(
+            "POST", path, query_params=[("fieldValidation", "Strict")],
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            auth_settings=["BearerToken"])
+        response = self.api_client.call_api(method, url, headers, dict(body), _request_timeout=self._timeout())
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return self._json(response.response)
 
     def get_job(self, name: str) -> dict[str, Any] | None:
         """The Job, or None when it does not exist."""

@@ -231,10 +231,12 @@ end
 return 1
 """
 
-# Moves a task to a new status when the state machine allows it.
-# KEYS: task, history. ARGV: target, reason, actor, now, allowed sources (csv),
-# expected current status ('' for any), history limit, status index prefix,
-# member, extra fields json, expected field values json.
+# Moves a task to a new status when the state machine allows it; only then, in
+# the same step, sets fields of a run (when it exists) and pushes a queue message.
+# KEYS: task, history, run (optional), queue list (optional). ARGV: target,
+# reason, actor, now, allowed sources (csv), expected current status ('' for
+# any), history limit, status index prefix, member, extra fields json, expected
+# field values json, run fields json, message ('' for none).
 _TRANSITION_LUA = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {-1, ''} end
@@ -259,7 +261,28 @@ end
 redis.call('RPUSH', KEYS[2], cjson.encode({seq = seq, at = tonumber(ARGV[4]), from = current,
   to = ARGV[1], reason = ARGV[2], actor = ARGV[3]}))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
+  for k, v in pairs(cjson.decode(ARGV[12])) do redis.call('HSET', KEYS[3], k, v) end
+end
+if KEYS[4] and ARGV[13] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[13]) end
 return {1, current, seq}
+"""
+
+# A run and its task (and the task's context documents) in one round trip.
+# KEYS: run. ARGV: task key prefix, contexts suffix ('' to skip the contexts).
+# Returns {} without a run, else {run fields, task fields, contexts}.
+_RUN_WITH_TASK_LUA = """
+local run = redis.call('HGETALL', KEYS[1])
+if #run == 0 then return {} end
+local service, task_id
+for i = 1, #run, 2 do
+  if run[i] == 'service' then service = run[i + 1] elseif run[i] == 'task_id' then task_id = run[i + 1] end
+end
+if not service or not task_id then return {run, {}, {}} end
+local key = ARGV[1] .. service .. ':' .. task_id
+local contexts = {}
+if ARGV[2] ~= '' then contexts = redis.call('LRANGE', key .. ARGV[2], 0, -1) end
+return {run, redis.call('HGETALL', key), contexts}
 """
 
 # Lease with fencing: KEYS lease, fence. ARGV holder, ttl ms. Returns the
@@ -363,6 +386,12 @@ def _encode(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def _encode_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    """Run fields as stored: None as '', numbers as repr, the rest as `_encode`."""
+    return {k: ("" if v is None else _encode(v) if not isinstance(v, (int, float)) else repr(v))
+            for k, v in fields.items()}
+
+
 def _decode_task(raw: Mapping[str, str]) -> dict[str, Any]:
     task: dict[str, Any] = dict(raw)
     for key in ("spec", "outputs", "origin"):
@@ -402,6 +431,7 @@ class TaskStore:
         self._create = client.register_script(_CREATE_LUA)
         self._claim_delivery = client.register_script(_CLAIM_DELIVERY_LUA)
         self._transition = client.register_script(_TRANSITION_LUA)
+        self._run_with_task = client.register_script(_RUN_WITH_TASK_LUA)
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._update_existing = client.register_script(_UPDATE_EXISTING_LUA)
@@ -518,6 +548,8 @@ class TaskStore:
         expect: Status | str | None = None,
         fields: Mapping[str, Any] | None = None,
         expect_fields: Mapping[str, str] | None = None,
+        run_fields: tuple[str, Mapping[str, Any]] | None = None,
+        enqueue: tuple[str, bytes | str] | None = None,
         now: float | None = None,
     ) -> Transition:
         """Move the task to `target` atomically, or raise IllegalTransition.
@@ -525,22 +557,27 @@ class TaskStore:
         `expect` makes it a compare-and-set: the write happens only when the
         task is still in that status (and, with `expect_fields`, when those
         fields still hold those values; a missing field reads as '').
-        `fields` are written in the same step.
+        `fields` are written in the same step, and so, only when the move is
+        made, are `run_fields=(run id, fields)` (as `update_run`, on a run that
+        exists) and `enqueue=(queue, message)` (as `enqueue`): the next step is
+        queued exactly when the status that asks for it is written.
         """
         target = Status(target)
         now = time.time() if now is None else now
         allowed = ",".join(sorted(s.value for s in sources_of(target)))
         extra = {k: _encode(v) if not isinstance(v, (int, float)) else repr(v) for k, v in (fields or {}).items()}
-        result = self._call(
-            self._transition,
-            keys=[_task_key(service, task_id), _history_key(service, task_id)],
-            args=[
-                target.value, reason, actor, repr(now), allowed,
-                Status(expect).value if expect else "", self.history_limit,
-                f"{_IDX_PREFIX}:status:", task_ref(service, task_id), json.dumps(extra) if extra else "{}",
-                json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
-            ],
-        )
+        keys = [_task_key(service, task_id), _history_key(service, task_id)]
+        args: list[Any] = [
+            target.value, reason, actor, repr(now), allowed,
+            Status(expect).value if expect else "", self.history_limit,
+            f"{_IDX_PREFIX}:status:", task_ref(service, task_id), json.dumps(extra) if extra else "{}",
+            json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
+        ]
+        if run_fields or enqueue:
+            run_key = _run_key(run_fields[0]) if run_fields else _run_key("")
+            keys += [run_key, _queue_keys(enqueue[0])[0] if enqueue else run_key]
+            args += [json.dumps(_encode_fields(run_fields[1])) if run_fields else "{}", enqueue[1] if enqueue else ""]
+        result = self._call(self._transition, keys=keys, args=args)
         code = int(result[0])
         if code == -1:
             raise TaskNotFound(f"no task {task_ref(service, task_id)}")
@@ -750,12 +787,25 @@ class TaskStore:
         raw = self._safe(self.redis.hgetall, _run_key(run_id))
         return _decode_run(raw) if raw else None
 
+    def get_run_with_task(self, run_id: str, *, contexts: bool = False
+                          ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[dict[str, Any]]]:
+        """(run, its task, the task's context documents if asked) in one round trip; None for what is missing.
+
+        The steps that act on a run read both first; two round trips each was a
+        good part of a step's own time.
+        """
+        found = self._call(self._run_with_task, keys=[_run_key(run_id)],
+                           args=[f"{PREFIX}:task:", ":contexts" if contexts else ""])
+        if not found:
+            return None, None, []
+        run_raw, task_raw, docs = found
+        run = _decode_run(dict(zip(run_raw[::2], run_raw[1::2])))
+        task = _decode_task(dict(zip(task_raw[::2], task_raw[1::2]))) if task_raw else None
+        return run, task, [json.loads(d) for d in docs] if task else []
+
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of an existing run (phase, timestamps, exit code, outputs...)."""
-        encoded = {
-            k: ("" if v is None else _encode(v) if not isinstance(v, (int, float)) else repr(v))
-            for k, v in fields.items()
-        }
+        encoded = _encode_fields(fields)
         flat = [item for pair in encoded.items() for item in pair]
         if not int(self._call(self._update_existing, keys=[_run_key(run_id)], args=flat)):
             raise StoreError(f"no run {run_id}")
@@ -878,6 +928,11 @@ class TaskStore:
 
     def lease_holder(self, name: str) -> str | None:
         return self._safe(self.redis.get, _lease_key(name))
+
+    def lease_state(self, name: str) -> tuple[str | None, int]:
+        """(holder, newest fencing token) of a lease, read together (0 when none was issued)."""
+        holder, fence = self._safe(self.redis.mget, [_lease_key(name), _fence_key(name)])
+        return holder, int(fence or 0)
 
     def current_fence(self, name: str) -> int:
         """The newest fencing token issued for the lease (0 when none)."""

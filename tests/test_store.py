@@ -82,6 +82,38 @@ def test_expect_makes_a_compare_and_set(store: TaskStore) -> None:
     assert info.value.conflict
 
 
+def test_run_fields_and_message_are_written_only_with_the_move(store: TaskStore) -> None:
+    make(store)
+    run_id = store.create_run("web", 1, version=1, attempt=1)["run_id"]
+    store.transition("web", 1, "Queued", reason="", actor="t")
+    with pytest.raises(IllegalTransition):
+        store.transition("web", 1, "Launching", reason="", actor="t", expect="Pending",
+                         run_fields=(run_id, {"branch": "task-1"}), enqueue=("deploy", "m-1"))
+    assert "branch" not in store.get_run(run_id)
+    assert store.queue_depths(["deploy"]) == {"deploy": 0}
+    store.transition("web", 1, "Preparing", reason="", actor="t", expect="Queued",
+                     run_fields=(run_id, {"branch": "task-1", "workspace_fence": 3}), enqueue=("deploy", "m-2"))
+    run = store.get_run(run_id)
+    assert run["branch"] == "task-1" and run["workspace_fence"] == "3"
+    assert store.redis.lrange("deploy", 0, -1) == ["m-2"]
+    # A run that is gone is not brought back by the fields meant for it.
+    store.transition("web", 1, "Launching", reason="", actor="t", run_fields=("web-1-v9-a1", {"phase": "x"}))
+    assert store.get_run("web-1-v9-a1") is None
+
+
+def test_run_with_its_task_and_contexts_in_one_read(store: TaskStore) -> None:
+    assert store.get_run_with_task("nope") == (None, None, [])
+    make(store)
+    store.add_context("web", 1, {"title": "more", "content": "y"})
+    run_id = store.create_run("web", 1, version=2, attempt=1)["run_id"]
+    run, task, contexts = store.get_run_with_task(run_id, contexts=True)
+    assert run == store.get_run(run_id) and task == store.get_task("web", 1)
+    assert contexts == store.contexts("web", 1) == [{"title": "more", "content": "y"}]
+    assert store.get_run_with_task(run_id)[2] == []
+    store.redis.delete("orch:task:web:1")
+    assert store.get_run_with_task(run_id, contexts=True) == (run, None, [])
+
+
 def test_transition_of_unknown_task(store: TaskStore) -> None:
     with pytest.raises(TaskNotFound):
         store.transition("web", 99, "Queued", reason="", actor="t")

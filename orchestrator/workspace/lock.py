@@ -84,8 +84,8 @@ def acquire(store: TaskStore, service: str, holder: str, ttl_seconds: float) -> 
 
 def check(store: TaskStore, lease: Lease) -> None:
     """Raise LeaseLost unless `lease` is still the newest grant and held by its holder."""
-    name = lease_name(lease.service)
-    if store.current_fence(name) != lease.token or store.lease_holder(name) != lease.holder:
+    holder, fence = store.lease_state(lease_name(lease.service))
+    if fence != lease.token or holder != lease.holder:
         raise LeaseLost(f"the workspace lease of {lease.service} passed to another holder")
 
 

@@ -90,11 +90,10 @@ def _release_unless_launched(store: TaskStore, run: dict) -> None:
 
 def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0) -> StepResult:
     """Do the prepare_workspace step for `run_id`; `retries` is how often it was retried already."""
-    run = store.get_run(run_id)
+    run, task, contexts = store.get_run_with_task(run_id, contexts=True)
     if run is None:
         return StepResult("skipped", f"no run {run_id}")
     service, task_id = run["service"], int(run["task_id"])
-    task = store.get_task(service, task_id)
     if task is None:
         _release_unless_launched(store, run)
         return StepResult("skipped", f"no task {service}/{task_id}")
@@ -127,7 +126,7 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         return StepResult("requeued", str(busy))
 
     try:
-        prepared = prepare_workspace(settings, store, run_id, lease=lease)
+        prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts))
     except lock.LeaseLost as exc:
         return StepResult("retry", str(exc), countdown=backoff(retries))
     except GitError as exc:
@@ -146,16 +145,24 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
             return StepResult("retry", f"workspace I/O error: {exc}", countdown=backoff(retries))
         return _fail(settings, store, run, f"workspace I/O error: {exc}")
 
-    store.update_run(run_id, branch=prepared.branch or "", commit=prepared.commit or "",
-                     workspace_fence=lease.token, working_directory=prepared.working_directory)
     where = f"on branch {prepared.branch} at {prepared.commit[:12]}" if prepared.branch and prepared.commit \
         else "(task files only, no repository)"
+    # What was prepared is recorded on the run, and launch_run queued, in the
+    # same atomic step as the move to Launching (when the queue is on the store's
+    # Redis): a crash can no longer fall between the move and the message.
+    bound = dispatch.bound_to(store)
     try:
         store.transition(service, task_id, Status.LAUNCHING, reason=f"workspace ready {where}",
-                         actor=ACTOR, expect=Status.PREPARING)
+                         actor=ACTOR, expect=Status.PREPARING,
+                         expect_fields={"current_run": run_id},
+                         run_fields=(run_id, {"branch": prepared.branch or "", "commit": prepared.commit or "",
+                                              "workspace_fence": lease.token,
+                                              "working_directory": prepared.working_directory}),
+                         enqueue=dispatch.prepare(dispatch.LAUNCH_RUN, run_id).enqueue() if bound else None)
     except IllegalTransition:
         # Cancelled or superseded while we prepared: the workspace is not ours to keep.
         lock.release(store, service, run_id)
         return StepResult("skipped", "the task moved on meanwhile")
-    dispatch.send(dispatch.LAUNCH_RUN, run_id)
+    if not bound:
+        dispatch.send(dispatch.LAUNCH_RUN, run_id)
     return StepResult("launched", f"workspace ready {where}", prepared=prepared)

@@ -19,7 +19,7 @@ from typing import Any
 
 from orchestrator import names
 from orchestrator.settings import Settings
-from orchestrator.store import TaskStore
+from orchestrator.store import TaskNotFound, TaskStore
 from orchestrator.workspace import documents as docs
 from orchestrator.workspace import lock
 from orchestrator.workspace.files import atomic_write, remove_path, remove_temp_files
@@ -159,14 +159,26 @@ def _write_local_file(layout: ServiceLayout, git: Git | None, relpath: str, cont
         set_skip_worktree(git, relpath, True)  # type: ignore[arg-type]
 
 
+Loaded = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
+
+
 def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
-                      *, lease: lock.Lease | None = None) -> PreparedWorkspace:
-    """Make the run's workspace ready; raise PreparationError, GitError, PathEscape or LeaseLost."""
-    run = store.get_run(run_id)
-    if run is None:
-        raise PreparationError(f"no run {run_id}")
+                      *, lease: lock.Lease | None = None, loaded: Loaded | None = None) -> PreparedWorkspace:
+    """Make the run's workspace ready; raise PreparationError, GitError, PathEscape or LeaseLost.
+
+    `loaded` is (run, task, contexts) as `store.get_run_with_task(run_id, contexts=True)`
+    returned them, when the caller has just read them: a task's spec never
+    changes, and a context added later belongs to a later version than this run's.
+    """
+    if loaded is None:
+        run, task, contexts = store.get_run_with_task(run_id, contexts=True)
+        if run is None:
+            raise PreparationError(f"no run {run_id}")
+        if task is None:
+            raise TaskNotFound(f"no task {run['service']}/{run['task_id']}")
+    else:
+        run, task, contexts = loaded
     service, task_id, version = run["service"], int(run["task_id"]), int(run["version"])
-    task = store.require_task(service, task_id)
     spec: dict[str, Any] = task.get("spec") or {}
     try:
         layout = service_layout(settings.workspace_root, service)
@@ -208,8 +220,7 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
 
     if lease:
         lock.check(store, lease)
-    documents = docs.task_documents(spec, store.contexts(service, task_id),
-                                    service=service, task_id=task_id, version=version)
+    documents = docs.task_documents(spec, contexts, service=service, task_id=task_id, version=version)
     version_dir = _write_documents(layout, task_id, version, documents)
     links = [(doc, relative_link(version_dir / doc.filename, working_dir)) for doc in documents]
     instructions = docs.render_instructions(

@@ -15,6 +15,7 @@ refused, because the agent of an earlier run could have planted one.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,16 +48,19 @@ def confine(root: Path, path: Path, *, what: str = "path") -> Path:
         raise PathEscape(f"{what} leaves the workspace")
     # No symbolic link below the root, even one pointing inside it: our own
     # directories never contain links, so one found there was planted.
-    probe = Path(root)
+    probe = os.fspath(root)
     for part in rel.parts:
-        probe = probe / part
-        if probe.is_symlink():
+        probe = os.path.join(probe, part)
+        try:
+            mode = os.lstat(probe).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            break  # nothing exists below a missing component
+        if stat.S_ISLNK(mode):
             raise PathEscape(f"{what} goes through a symbolic link")
-    real_root = Path(root).resolve()
-    real = Path(path).resolve()
-    if real != real_root and not real.is_relative_to(real_root):
-        raise PathEscape(f"{what} leaves the workspace")
-    return real
+    # With no link and no '..' below the root, the path resolves to the root's
+    # real path joined with the same parts: resolving it again would repeat
+    # the walk above, one system call per component, on every check.
+    return Path(os.path.realpath(root)).joinpath(*rel.parts)
 
 
 def version_dir_name(version: int) -> str:
@@ -109,7 +113,8 @@ class ServiceLayout:
 
     def check(self, path: Path, *, what: str = "path") -> Path:
         """Refuse `path` unless it stays inside this service's directory."""
-        confine(self.root, self.path, what="service directory")
+        if os.path.islink(self.path):  # all `confine(root, service directory)` would find: its name is validated
+            raise PathEscape("service directory goes through a symbolic link")
         return confine(self.path, path, what=what)
 
 

@@ -103,10 +103,15 @@ def _next_run_fields(store: TaskStore, settings: Settings, task: Mapping[str, An
 # Admission -------------------------------------------------------------------------------
 
 
-def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int) -> str | None:
-    """Move a waiting task (Pending, Blocked, Queued) to Blocked or Queued; its status afterwards."""
-    for _ in range(_CAS_ATTEMPTS):
-        task = store.get_task(service, task_id)
+def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
+                task: dict[str, Any] | None = None) -> str | None:
+    """Move a waiting task (Pending, Blocked, Queued) to Blocked or Queued; its status afterwards.
+
+    `task` is its record when the caller has just read it (the first decision uses it).
+    """
+    for attempt in range(_CAS_ATTEMPTS):
+        if attempt or task is None:
+            task = store.get_task(service, task_id)
         if task is None:
             return None
         status = Status(task["status"])
@@ -152,7 +157,7 @@ def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int
 def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> str | None:
     """Decide Blocked or Queued for a waiting task, start what capacity allows; tidy up after an ended one.
 
-    Returns the task's status afterwards (None when there is no such task).
+    Returns the status this call left the task in (None when there is no such task).
     """
     task = store.get_task(service, task_id)
     if task is None:
@@ -170,15 +175,17 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
     if status in ACTIVE:
         return status.value  # its run is under way; re-sending its step is the re-drive's business
     was_pending = status == Status.PENDING
-    result = _reevaluate(store, settings, service, task_id)
+    result = _reevaluate(store, settings, service, task_id, task)
     if was_pending:
         # A retried task: its dependents blocked on its failure now wait for it again.
         _reevaluate_dependents(store, settings, service, task_id)
     if result == Status.FAILED.value:
         _notify(service, task_id)
-    admit_waiting(store, settings)
-    after = store.get_task(service, task_id)
-    return after["status"] if after else result
+    started = _admit_waiting(store, settings)
+    # What this call left it in, without reading the task once more.
+    if result == Status.QUEUED.value and (service, task_id) in started:
+        return Status.PREPARING.value
+    return result
 
 
 def _reevaluate_dependents(store: TaskStore, settings: Settings, service: str, task_id: int) -> None:
@@ -192,7 +199,12 @@ def admit_waiting(store: TaskStore, settings: Settings) -> list[str]:
     A service at its own limit does not hold back the others; the global
     limit stops the walk.
     """
-    started: list[str] = []
+    return list(_admit_waiting(store, settings).values())
+
+
+def _admit_waiting(store: TaskStore, settings: Settings) -> dict[tuple[str, int], str]:
+    """`admit_waiting`: (service, task id) -> run id of each task it started."""
+    started: dict[tuple[str, int], str] = {}
     for _ in range(3):
         full: set[str] = set()
         now = time.time()
@@ -208,7 +220,7 @@ def admit_waiting(store: TaskStore, settings: Settings) -> list[str]:
             elif outcome == "released":
                 freed = True
             elif outcome.startswith("run:"):
-                started.append(outcome[4:])
+                started[(service, task_id)] = outcome[4:]
         if not freed:
             break
         # A slot taken for a task that moved away was given back; walkers that
@@ -238,26 +250,30 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
         return "service-full"
     stage = find_stage(stages_of(settings, task), stage_name)
     previous = task.get("outputs") or {}
-    store.update_run(
-        run_id,
-        agent=stage.agent if stage else task["agent"],
-        image=stage.image if stage else "",
-        prompt=stage.prompt if stage else "",
-        output_dir=run_output_dir(service, task_id, run_id),
-        inputs={k: previous[k] for k in ("branch", "pull_request_url", "handoff_file") if previous.get(k)},
-    )
+    run_fields = {
+        "agent": stage.agent if stage else task["agent"],
+        "image": stage.image if stage else "",
+        "prompt": stage.prompt if stage else "",
+        "output_dir": run_output_dir(service, task_id, run_id),
+        "inputs": {k: previous[k] for k in ("branch", "pull_request_url", "handoff_file") if previous.get(k)},
+    }
+    # The run's fields, the move to Preparing, leaving the admission index and
+    # the prepare_workspace message are one atomic step (when the queue is on
+    # the store's Redis): four round trips were half of the admission's time.
+    bound = dispatch.bound_to(store)
     try:
         store.transition(service, task_id, Status.PREPARING, reason=f"admitted as run {run_id}", actor=ACTOR,
                          expect=Status.QUEUED, expect_fields={"next_run": run_id},
-                         fields={"current_run": run_id})
+                         fields={"current_run": run_id}, run_fields=(run_id, run_fields), unwait=True,
+                         enqueue=dispatch.prepare(dispatch.PREPARE_WORKSPACE, run_id).enqueue() if bound else None)
     except IllegalTransition:
         current = store.get_task(service, task_id)
         if not (current and current.get("current_run") == run_id and current["status"] in ACTIVE_VALUES):
             if store.release_slot(run_id):  # the task moved away (cancelled, new context) before it started
                 return "released"
         return "raced"
-    store.remove_waiting(service, task_id, keep=_MAY_WAIT)
-    _send(dispatch.PREPARE_WORKSPACE, run_id)
+    if not bound:
+        _send(dispatch.PREPARE_WORKSPACE, run_id)
     return f"run:{run_id}"
 
 

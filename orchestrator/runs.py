@@ -102,11 +102,10 @@ def _fail_launch(store: TaskStore, run_id: str, reason: str, send: Send) -> None
 def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
            send: Send = dispatch.send) -> str | None:
     """Start the run (or adopt it) and record its Job name; a refused launch fails the run at once."""
-    run = store.get_run(run_id)
+    run, task, _ = store.get_run_with_task(run_id)
     if run is None:
         log.warning("launch_run: no run %s; ignored", run_id)
         return None
-    task = store.get_task(run["service"], int(run["task_id"]))
     if task is None or task.get("current_run") != run_id or Status(task["status"]) not in LAUNCHABLE:
         log.info("launch_run: run %s is no longer the task's active run; ignored", run_id)
         return None

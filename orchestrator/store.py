@@ -232,11 +232,13 @@ return 1
 """
 
 # Moves a task to a new status when the state machine allows it; only then, in
-# the same step, sets fields of a run (when it exists) and pushes a queue message.
-# KEYS: task, history, run (optional), queue list (optional). ARGV: target,
-# reason, actor, now, allowed sources (csv), expected current status ('' for
-# any), history limit, status index prefix, member, extra fields json, expected
-# field values json, run fields json, message ('' for none).
+# the same step, sets fields of a run (when it exists), pushes a queue message
+# and drops the task from the admission index.
+# KEYS: task, history, then optionally run, queue list, admission index.
+# ARGV: target, reason, actor, now, allowed sources (csv), expected current
+# status ('' for any), history limit, status index prefix, member, extra fields
+# json, expected field values json, then with the optional keys: run fields
+# json, message ('' for none), '1' to drop from the admission index.
 _TRANSITION_LUA = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {-1, ''} end
@@ -261,11 +263,24 @@ end
 redis.call('RPUSH', KEYS[2], cjson.encode({seq = seq, at = tonumber(ARGV[4]), from = current,
   to = ARGV[1], reason = ARGV[2], actor = ARGV[3]}))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
-  for k, v in pairs(cjson.decode(ARGV[12])) do redis.call('HSET', KEYS[3], k, v) end
+if #KEYS >= 5 then
+  if ARGV[12] ~= '{}' and redis.call('EXISTS', KEYS[3]) == 1 then
+    for k, v in pairs(cjson.decode(ARGV[12])) do redis.call('HSET', KEYS[3], k, v) end
+  end
+  if ARGV[13] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[13]) end
+  if ARGV[14] == '1' then redis.call('ZREM', KEYS[5], ARGV[9]) end
 end
-if KEYS[4] and ARGV[13] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[13]) end
 return {1, current, seq}
+"""
+
+# Records a run unless it exists (then leaves it as it is) and returns it.
+# KEYS: run, the task's runs. ARGV: run id, now, then the record as name, value...
+_CREATE_RUN_LUA = """
+if redis.call('HSETNX', KEYS[1], 'run_id', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
+end
+return redis.call('HGETALL', KEYS[1])
 """
 
 # A run and its task (and the task's context documents) in one round trip.
@@ -432,6 +447,7 @@ class TaskStore:
         self._claim_delivery = client.register_script(_CLAIM_DELIVERY_LUA)
         self._transition = client.register_script(_TRANSITION_LUA)
         self._run_with_task = client.register_script(_RUN_WITH_TASK_LUA)
+        self._create_run = client.register_script(_CREATE_RUN_LUA)
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._update_existing = client.register_script(_UPDATE_EXISTING_LUA)
@@ -550,6 +566,7 @@ class TaskStore:
         expect_fields: Mapping[str, str] | None = None,
         run_fields: tuple[str, Mapping[str, Any]] | None = None,
         enqueue: tuple[str, bytes | str] | None = None,
+        unwait: bool = False,
         now: float | None = None,
     ) -> Transition:
         """Move the task to `target` atomically, or raise IllegalTransition.
@@ -559,8 +576,9 @@ class TaskStore:
         fields still hold those values; a missing field reads as '').
         `fields` are written in the same step, and so, only when the move is
         made, are `run_fields=(run id, fields)` (as `update_run`, on a run that
-        exists) and `enqueue=(queue, message)` (as `enqueue`): the next step is
-        queued exactly when the status that asks for it is written.
+        exists), `enqueue=(queue, message)` (as `enqueue`) and, with `unwait`,
+        the task's removal from the admission index: the next step is queued
+        exactly when the status that asks for it is written.
         """
         target = Status(target)
         now = time.time() if now is None else now
@@ -573,10 +591,11 @@ class TaskStore:
             f"{_IDX_PREFIX}:status:", task_ref(service, task_id), json.dumps(extra) if extra else "{}",
             json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
         ]
-        if run_fields or enqueue:
-            run_key = _run_key(run_fields[0]) if run_fields else _run_key("")
-            keys += [run_key, _queue_keys(enqueue[0])[0] if enqueue else run_key]
-            args += [json.dumps(_encode_fields(run_fields[1])) if run_fields else "{}", enqueue[1] if enqueue else ""]
+        if run_fields or enqueue or unwait:
+            keys += [_run_key(run_fields[0]) if run_fields else keys[0],
+                     _queue_keys(enqueue[0])[0] if enqueue else keys[0], _WAITING]
+            args += [json.dumps(_encode_fields(run_fields[1])) if run_fields else "{}",
+                     enqueue[1] if enqueue else "", "1" if unwait else ""]
         result = self._call(self._transition, keys=keys, args=args)
         code = int(result[0])
         if code == -1:
@@ -774,14 +793,9 @@ class TaskStore:
             "failure_reason": "",
             "outputs": "{}",
         }
-        if self._safe(self.redis.hsetnx, key, "run_id", run_id):
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(key, mapping=record)
-            pipe.zadd(_task_runs_key(service, task_id), {run_id: now}, nx=True)
-            self._safe(pipe.execute)
-        run = self.get_run(run_id)
-        assert run is not None
-        return run
+        raw = self._call(self._create_run, keys=[key, _task_runs_key(service, task_id)],
+                         args=[run_id, repr(now), *(item for pair in record.items() for item in pair)])
+        return _decode_run(dict(zip(raw[::2], raw[1::2])))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         raw = self._safe(self.redis.hgetall, _run_key(run_id))

@@ -22,7 +22,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import TaskNotFound, TaskStore
 from orchestrator.workspace import documents as docs
 from orchestrator.workspace import lock
-from orchestrator.workspace.files import atomic_write, remove_path, remove_temp_files
+from orchestrator.workspace.files import atomic_write, make_durable, remove_path, remove_temp_files
 from orchestrator.workspace.git import Git, PermanentGitError, checkout_branch, is_tracked, set_skip_worktree
 from orchestrator.workspace.layout import (
     AGENT_SETTINGS_DIR,
@@ -118,13 +118,19 @@ def _clean_leftovers(layout: ServiceLayout) -> None:
 
 
 def _write_documents(layout: ServiceLayout, task_id: int, version: int,
-                     documents: Sequence[docs.Document]) -> Path:
-    """Write the version directory and drop what older versions or earlier attempts left."""
+                     documents: Sequence[docs.Document], written: list[Path] | None = None) -> Path:
+    """Write the version directory and drop what older versions or earlier attempts left.
+
+    With `written`, the files are not flushed here but appended to it (see `prepare_workspace`).
+    """
     task_dir = ensure_dir(layout, layout.task_dir(task_id))
     version_dir = ensure_dir(layout, layout.version_dir(task_id, version))
     wanted = {doc.filename for doc in documents}
     for doc in documents:
-        atomic_write(layout.check(layout.document(task_id, version, doc.filename), what="document"), doc.content)
+        path = layout.check(layout.document(task_id, version, doc.filename), what="document")
+        atomic_write(path, doc.content, durable=written is None)
+        if written is not None:
+            written.append(path)
     for entry in version_dir.iterdir():
         if entry.name not in wanted:
             remove_path(entry)
@@ -136,7 +142,7 @@ def _write_documents(layout: ServiceLayout, task_id: int, version: int,
 
 
 def _write_local_file(layout: ServiceLayout, git: Git | None, relpath: str, content: str,
-                      *, keep_tracked: bool) -> None:
+                      *, keep_tracked: bool, written: list[Path] | None = None) -> None:
     """Write one of our files at the service root; a tracked file of the same name is hidden from git.
 
     With `keep_tracked`, the repository's own version (CLAUDE.md pointing at
@@ -154,7 +160,9 @@ def _write_local_file(layout: ServiceLayout, git: Git | None, relpath: str, cont
         original = git.run("show", f"HEAD:{relpath}", check=False).stdout  # type: ignore[union-attr]
     if original.strip():
         content = content + "\n---\n\n# The repository's own instructions\n\n" + original
-    atomic_write(path, content)  # replaces a link rather than writing through it
+    atomic_write(path, content, durable=written is None)  # replaces a link rather than writing through it
+    if written is not None:
+        written.append(path)
     if tracked:
         set_skip_worktree(git, relpath, True)  # type: ignore[arg-type]
 
@@ -221,7 +229,13 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
     if lease:
         lock.check(store, lease)
     documents = docs.task_documents(spec, contexts, service=service, task_id=task_id, version=version)
-    version_dir = _write_documents(layout, task_id, version, documents)
+    # Written without a flush each, then flushed together (make_durable below)
+    # before this returns: the caller records the workspace as ready only
+    # afterwards, no agent reads these files before that, and a preparation
+    # interrupted earlier (even by a power loss) is done again, rewriting
+    # whatever differs.
+    written: list[Path] = []
+    version_dir = _write_documents(layout, task_id, version, documents, written)
     links = [(doc, relative_link(version_dir / doc.filename, working_dir)) for doc in documents]
     instructions = docs.render_instructions(
         links, service=service, task_id=task_id, version=version,
@@ -229,9 +243,14 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         start_dir=working_directory, branch=branch, base_branch=base_branch,
     )
     ensure_dir(layout, layout.path / AGENT_SETTINGS_DIR)
-    _write_local_file(layout, git, INSTRUCTIONS_FILE, instructions, keep_tracked=True)
+    _write_local_file(layout, git, INSTRUCTIONS_FILE, instructions, keep_tracked=True, written=written)
     _write_local_file(layout, git, f"{AGENT_SETTINGS_DIR}/{AGENT_SETTINGS_FILE}",
-                      docs.render_agent_settings(settings.agent_allowed_tools), keep_tracked=False)
+                      docs.render_agent_settings(settings.agent_allowed_tools), keep_tracked=False,
+                      written=written)
+    # The files, and the entries of every directory on their way from the root
+    # (some were just created), last before the run is recorded as ready.
+    make_durable(written, [settings.workspace_root, layout.path, layout.tasks_dir, layout.task_dir(task_id),
+                           working_dir])
     if lease:
         lock.check(store, lease)
     return PreparedWorkspace(

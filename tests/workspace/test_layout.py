@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.workspace.files import atomic_write, remove_temp_files
+from orchestrator.workspace.files import atomic_write, make_durable, remove_temp_files
 from orchestrator.workspace.layout import PathEscape, confine, service_layout
 
 
@@ -52,6 +52,18 @@ def test_atomic_write_replaces_a_planted_link_instead_of_following_it(tmp_path: 
     assert atomic_write(link, "new")
     assert target.read_text() == "keep" and not link.is_symlink() and link.read_text() == "new"
     assert not atomic_write(link, "new")  # unchanged content is not rewritten
+
+
+def test_writes_flushed_together(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    paths = [tmp_path / "a.md", tmp_path / "d" / "b.md"]
+    for path in paths:
+        assert atomic_write(path, path.name, durable=False)
+    make_durable(paths, [tmp_path])
+    assert [p.read_text() for p in paths] == ["a.md", "b.md"]
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".orch-tmp-")]
+    with pytest.raises(FileNotFoundError):  # a file that is not there cannot be made to last
+        make_durable([tmp_path / "gone.md"])
 
 
 def test_temp_files_are_swept(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ refused, because the agent of an earlier run could have planted one.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from dataclasses import dataclass
@@ -38,8 +39,11 @@ class PathEscape(ValueError):
     """A path derived from input would leave its root (traversal or symbolic link)."""
 
 
-def confine(root: Path, path: Path, *, what: str = "path") -> Path:
-    """`path` resolved, refused unless it stays under `root` and crosses no symbolic link below it."""
+def confine(root: Path, path: Path, *, what: str = "path", real_root: Path | None = None) -> Path:
+    """`path` resolved, refused unless it stays under `root` and crosses no symbolic link below it.
+
+    `real_root` is `root` resolved, when the caller knows it already.
+    """
     try:
         rel = Path(path).relative_to(root)
     except ValueError:
@@ -60,7 +64,7 @@ def confine(root: Path, path: Path, *, what: str = "path") -> Path:
     # With no link and no '..' below the root, the path resolves to the root's
     # real path joined with the same parts: resolving it again would repeat
     # the walk above, one system call per component, on every check.
-    return Path(os.path.realpath(root)).joinpath(*rel.parts)
+    return (real_root or Path(os.path.realpath(root))).joinpath(*rel.parts)
 
 
 def version_dir_name(version: int) -> str:
@@ -111,11 +115,16 @@ class ServiceLayout:
         rel = names.relative_path(working_directory or "")
         return self.path / rel if rel else self.path
 
+    @functools.cached_property
+    def _real_root(self) -> Path:
+        # The configured root is the operator's, never an agent's to change: resolved once per layout.
+        return Path(os.path.realpath(self.root))
+
     def check(self, path: Path, *, what: str = "path") -> Path:
         """Refuse `path` unless it stays inside this service's directory."""
         if os.path.islink(self.path):  # all `confine(root, service directory)` would find: its name is validated
             raise PathEscape("service directory goes through a symbolic link")
-        return confine(self.path, path, what=what)
+        return confine(self.path, path, what=what, real_root=self._real_root / self.service)
 
 
 def _task_id(task_id: int) -> int:

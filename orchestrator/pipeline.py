@@ -140,12 +140,12 @@ def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int
                     store.transition(service, task_id, Status.BLOCKED, reason=reason, actor=ACTOR, expect=status)
                 return Status.BLOCKED.value
             score = admission_score(task.get("priority"), int(task.get("seq") or 0))
-            # Indexed before the move, so a crash in between leaves it findable
-            # (an index entry of a task that is not Queued is dropped when met).
-            store.add_waiting(service, task_id, score)
-            if status != Status.QUEUED:
+            if status == Status.QUEUED:
+                store.add_waiting(service, task_id, score)  # (an index entry of a task not Queued is dropped when met)
+            else:
+                # Indexed in the same atomic step as the move: never Queued without being findable.
                 store.transition(service, task_id, Status.QUEUED, reason="waiting for capacity", actor=ACTOR,
-                                 expect=status, fields=_next_run_fields(store, settings, task))
+                                 expect=status, fields=_next_run_fields(store, settings, task), wait_score=score)
             return Status.QUEUED.value
         except IllegalTransition as exc:
             if not exc.conflict:

@@ -238,7 +238,8 @@ return 1
 # ARGV: target, reason, actor, now, allowed sources (csv), expected current
 # status ('' for any), history limit, status index prefix, member, extra fields
 # json, expected field values json, then with the optional keys: run fields
-# json, message ('' for none), '1' to drop from the admission index.
+# json, message ('' for none), '1' to drop from the admission index, score to
+# add to it with ('' for none).
 _TRANSITION_LUA = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {-1, ''} end
@@ -269,6 +270,7 @@ if #KEYS >= 5 then
   end
   if ARGV[13] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[13]) end
   if ARGV[14] == '1' then redis.call('ZREM', KEYS[5], ARGV[9]) end
+  if ARGV[15] ~= '' then redis.call('ZADD', KEYS[5], 'NX', ARGV[15], ARGV[9]) end
 end
 return {1, current, seq}
 """
@@ -567,6 +569,7 @@ class TaskStore:
         run_fields: tuple[str, Mapping[str, Any]] | None = None,
         enqueue: tuple[str, bytes | str] | None = None,
         unwait: bool = False,
+        wait_score: float | None = None,
         now: float | None = None,
     ) -> Transition:
         """Move the task to `target` atomically, or raise IllegalTransition.
@@ -576,9 +579,10 @@ class TaskStore:
         fields still hold those values; a missing field reads as '').
         `fields` are written in the same step, and so, only when the move is
         made, are `run_fields=(run id, fields)` (as `update_run`, on a run that
-        exists), `enqueue=(queue, message)` (as `enqueue`) and, with `unwait`,
-        the task's removal from the admission index: the next step is queued
-        exactly when the status that asks for it is written.
+        exists), `enqueue=(queue, message)` (as `enqueue`), with `unwait` the
+        task's removal from the admission index and with `wait_score` its
+        addition (as `add_waiting`): the next step is queued, and the index
+        follows, exactly when the status that asks for it is written.
         """
         target = Status(target)
         now = time.time() if now is None else now
@@ -591,11 +595,12 @@ class TaskStore:
             f"{_IDX_PREFIX}:status:", task_ref(service, task_id), json.dumps(extra) if extra else "{}",
             json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
         ]
-        if run_fields or enqueue or unwait:
+        if run_fields or enqueue or unwait or wait_score is not None:
             keys += [_run_key(run_fields[0]) if run_fields else keys[0],
                      _queue_keys(enqueue[0])[0] if enqueue else keys[0], _WAITING]
             args += [json.dumps(_encode_fields(run_fields[1])) if run_fields else "{}",
-                     enqueue[1] if enqueue else "", "1" if unwait else ""]
+                     enqueue[1] if enqueue else "", "1" if unwait else "",
+                     repr(float(wait_score)) if wait_score is not None else ""]
         result = self._call(self._transition, keys=keys, args=args)
         code = int(result[0])
         if code == -1:

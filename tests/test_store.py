@@ -96,6 +96,11 @@ def test_run_fields_and_message_are_written_only_with_the_move(store: TaskStore)
     run = store.get_run(run_id)
     assert run["branch"] == "task-1" and run["workspace_fence"] == "3"
     assert store.redis.lrange("deploy", 0, -1) == ["m-2"]
+    assert store.waiting() == []
+    store.transition("web", 1, "Queued", reason="", actor="t", wait_score=5)
+    assert store.waiting() == [("web", 1)]
+    store.transition("web", 1, "Preparing", reason="", actor="t", unwait=True)
+    assert store.waiting() == []
     # A run that is gone is not brought back by the fields meant for it.
     store.transition("web", 1, "Launching", reason="", actor="t", run_fields=("web-1-v9-a1", {"phase": "x"}))
     assert store.get_run("web-1-v9-a1") is None

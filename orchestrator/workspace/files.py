@@ -100,22 +100,10 @@ def make_durable(files: Iterable[Path], directories: Iterable[Path] = ()) -> Non
     """
     files = list(dict.fromkeys(files))
     dirs = list(dict.fromkeys([*directories, *(f.parent for f in files)]))
-    if not files:
-        for directory in dirs:
-            _fsync_dir(directory)
-        return
-    # The files' data concurrently (this thread flushes one of them itself), then
-    # the directories: by then their entries were mostly committed with the files,
-    # so these flushes rarely wait, and handing each to a thread cost more CPU.
     pool = _flusher()
-    pending = [pool.submit(_fsync_file, f) for f in files[1:]]
-    try:
-        _fsync_file(files[0])
-    finally:
-        for future in pending:
-            future.result()
-    for directory in dirs:
-        _fsync_dir(directory)
+    pending = [pool.submit(_fsync_file, f) for f in files] + [pool.submit(_fsync_dir, d) for d in dirs]
+    for future in pending:
+        future.result()
 
 
 def remove_path(path: Path) -> None:

@@ -285,7 +285,7 @@ class KubeClient:
 
         The generated `create_namespaced_*` methods validate the dict into the
         client's pydantic models and serialise it back: the same JSON for our
-        manifests, at most of a launch step's time. The API server validates
+        manifests, for most of a launch step's time. The API server validates
         it instead, strictly (`fieldValidation=Strict`), so an unknown field in
         an ops pod template is still refused rather than silently dropped.
         """

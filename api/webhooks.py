@@ -107,14 +107,13 @@ def github() -> tuple[Response, int]:
         return _answer(202, {"status": "ignored", "reason": decision.reason, "delivery": delivery})
 
     store = resources.store()
-    argsrepr = f"({delivery!r}, {event!r}, <{len(body)} bytes>)"
+    # The body is kept once, as received, in the delivery's pending copy (which
+    # the reconcile loop re-sends from if the queue message is lost); the queue
+    # message names only the delivery, and the worker reads the body from the copy.
+    text = body.decode("utf-8")
     if dispatch.bound_to(store):
-        # Claim, keep the pending copy (re-sent by the reconcile loop if the
-        # queue message is lost) and queue, in one atomic step; the body goes in
-        # as received (it was just parsed as JSON), not encoded a second time.
-        text = body.decode("utf-8")
-        outgoing = dispatch.prepare(dispatch.HANDLE_EVENT, delivery, event, dispatch.RawJSON(text),
-                                    argsrepr=argsrepr)
+        # Claim, keep and queue in one atomic step.
+        outgoing = dispatch.prepare(dispatch.HANDLE_EVENT, delivery, event)
         if not store.claim_delivery(delivery, settings.delivery_ttl_seconds, enqueue=outgoing.enqueue(),
                                     pending=(event, text)):
             return _answer(200, {"status": "duplicate", "delivery": delivery})
@@ -122,9 +121,8 @@ def github() -> tuple[Response, int]:
     if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
         return _answer(200, {"status": "duplicate", "delivery": delivery})
     try:
-        # Kept until acted on: the reconcile loop re-sends it if the queue message is lost.
-        store.keep_pending_event(delivery, event, body.decode("utf-8"), settings.delivery_ttl_seconds)
-        dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload, argsrepr=argsrepr)
+        store.keep_pending_event(delivery, event, text, settings.delivery_ttl_seconds)
+        dispatch.send(dispatch.HANDLE_EVENT, delivery, event)
     except StoreUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
         try:

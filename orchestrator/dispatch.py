@@ -81,13 +81,6 @@ def _plain_redis(app: Any) -> bool:
     return plain
 
 
-class RawJSON(str):
-    """An argument that is already a JSON text (a webhook body): placed in the message as is.
-
-    Saves encoding again what was just parsed; the text must be valid JSON.
-    """
-
-
 @dataclass(frozen=True)
 class Outgoing:
     """One step message ready to push: the queue and the broker message."""
@@ -100,17 +93,9 @@ class Outgoing:
         return self.queue, self.body
 
 
-def _encode_args(args: list[Any]) -> str:
-    if not any(isinstance(a, RawJSON) for a in args):
-        return dumps(args)
-    return "[" + ",".join(str(a) if isinstance(a, RawJSON) else dumps(a) for a in args) + "]"
-
-
 def message(app: Any, step: str, args: list[Any], *, countdown: float | None = None,
             argsrepr: str | None = None) -> tuple[str, bytes]:
     """(queue, broker message) for one step: Celery's protocol 2 in kombu's Redis envelope."""
-    if argsrepr is None and any(isinstance(a, RawJSON) for a in args):
-        argsrepr = repr([a if not isinstance(a, RawJSON) else f"<{len(a)} characters of JSON>" for a in args])
     queue = _queue_of(app, step)
     task_id = str(uuid.uuid4())
     parent = app.current_worker_task  # a step sending the next one: keep Flower's chain
@@ -128,7 +113,7 @@ def message(app: Any, step: str, args: list[Any], *, countdown: float | None = N
                       delivery_info={"exchange": "", "routing_key": queue}, priority=0,
                       body_encoding="base64", delivery_tag=str(uuid.uuid4()))
     envelope = {
-        "body": base64.b64encode(f"[{_encode_args(args)},{{}},{dumps(embed)}]".encode()).decode(),
+        "body": base64.b64encode(f"[{dumps(args)},{{}},{dumps(embed)}]".encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,

@@ -8,6 +8,7 @@ also marked handled, so a redelivered step does not add the same context twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -333,10 +334,28 @@ HANDLERS: dict[str, Callable[[EventContext], Outcome]] = {
 
 
 def handle_event(store: TaskStore, settings: Settings, delivery_id: str, event: str,
-                 payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Route one queued delivery and act on it; returns what was done (for logs and tests)."""
+                 payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Route one queued delivery and act on it; returns what was done (for logs and tests).
+
+    Without `payload`, the delivery's pending copy in the store is the payload:
+    the receiver keeps the body there once, and queues only the delivery id.
+    """
     if store.event_handled(delivery_id):
         return {"delivery": delivery_id, "status": "duplicate", "detail": "already handled"}
+    if payload is None:
+        pending = store.pending_event(delivery_id)
+        if pending is None:
+            log.warning("github delivery %s (%s): its payload is no longer kept (expired); nothing done",
+                        delivery_id, event)
+            return {"delivery": delivery_id, "status": "expired", "detail": "the payload is no longer kept"}
+        try:
+            payload = json.loads(pending[1])
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):  # the receiver parsed it before keeping it: a damaged copy
+            store.mark_event_handled(delivery_id, settings.delivery_ttl_seconds)
+            log.error("github delivery %s (%s): the kept payload is not a JSON object; dropped", delivery_id, event)
+            return {"delivery": delivery_id, "status": "ignored", "detail": "the kept payload is not a JSON object"}
     config = GitHubConfig.from_settings(settings)
     decision = match(event, payload, config)
     if decision.handler is None:

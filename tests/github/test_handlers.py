@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from typing import Any
 
@@ -210,6 +211,30 @@ def test_the_same_delivery_is_handled_once(store: TaskStore, github_settings: Se
     second = handle_event(store, github_settings, "d-1", "pull_request_review_comment", payload)
     assert (first["status"], second["status"]) == ("changed", "duplicate")
     assert len(store.contexts(SERVICE, 9)) == 1
+
+
+def test_the_payload_is_read_from_the_kept_copy(store: TaskStore, github_settings: Settings) -> None:
+    # The receiver queues only the delivery id; the body waits in the store until handled.
+    pr_task(store, pull_request_url=PR_URL)
+    body = json.dumps(load("pull_request_review_comment/created.payload.json"))
+    store.keep_pending_event("d-7", "pull_request_review_comment", body, ttl=60)
+    assert handle_event(store, github_settings, "d-7", "pull_request_review_comment")["status"] == "changed"
+    assert store.pending_event("d-7") is None  # handled: the copy is dropped
+    assert handle_event(store, github_settings, "d-7", "pull_request_review_comment")["status"] == "duplicate"
+    assert len(store.contexts(SERVICE, 9)) == 1
+
+
+def test_a_payload_no_longer_kept_does_nothing(store: TaskStore, github_settings: Settings) -> None:
+    before = store.list_tasks(limit=100)
+    assert handle_event(store, github_settings, "d-gone", "issues")["status"] == "expired"
+    assert store.list_tasks(limit=100) == before
+
+
+def test_a_damaged_kept_payload_is_dropped(store: TaskStore, github_settings: Settings) -> None:
+    store.keep_pending_event("d-bad", "issues", "[1, 2", ttl=60)
+    assert handle_event(store, github_settings, "d-bad", "issues")["status"] == "ignored"
+    assert store.pending_event("d-bad") is None and store.pending_events(queued_before=10**10) == []
+    assert handle_event(store, github_settings, "d-bad", "issues")["status"] == "duplicate"
 
 
 @pytest.mark.parametrize("login", [BOT, "dependabot[bot]"])

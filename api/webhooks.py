@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 
 from api.errors import ApiError
@@ -41,7 +41,8 @@ def _announce(state: BlueprintSetupState) -> None:
 
 
 def _answer(status: int, body: dict[str, Any]) -> tuple[Response, int]:
-    return jsonify(body), status
+    # json.dumps straight into a response: jsonify's provider machinery showed in the profile.
+    return current_app.response_class(json.dumps(body), mimetype="application/json"), status
 
 
 def _read_body(limit: int) -> bytes:

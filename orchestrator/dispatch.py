@@ -19,13 +19,13 @@ re-drives, so a hidden wait in the request path would only slow the answer.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
@@ -120,8 +120,8 @@ def message(app: Any, step: str, args: list[Any], *, countdown: float | None = N
         "headers": headers,
         "properties": properties,
     }
-    # Plain json: the envelope holds only strings, numbers, None and containers of them.
-    return queue, json.dumps(envelope).encode()
+    # orjson: the envelope holds only strings, numbers, None and containers of them.
+    return queue, orjson.dumps(envelope)
 
 
 _queues: dict[tuple[str, int], str] = {}

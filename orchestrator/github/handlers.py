@@ -8,11 +8,12 @@ also marked handled, so a redelivered step does not add the same context twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from orchestrator import dispatch, names, operations
 from orchestrator.github import reporter
@@ -360,8 +361,8 @@ def handle_event(store: TaskStore, settings: Settings, delivery_id: str, event: 
                         delivery_id, event)
             return {"delivery": delivery_id, "status": "expired", "detail": "the payload is no longer kept"}
         try:
-            payload = json.loads(pending[1])
-        except ValueError:
+            payload = orjson.loads(pending[1])  # the parser the receiver accepted it with (same depth limit)
+        except orjson.JSONDecodeError:
             payload = None
         if not isinstance(payload, dict):  # the receiver parsed it before keeping it: a damaged copy
             store.mark_event_handled(delivery_id, settings.delivery_ttl_seconds)

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
@@ -70,22 +71,15 @@ def _broker(url: str) -> TaskStore:
 _plain: dict[tuple[int, str], bool] = {}
 
 
-def _plain_redis(app: Any) -> bool:
-    """True when the broker is a Redis whose queue lists carry their plain names."""
-    url = str(app.conf.broker_url or "")
+def _plain_redis(app: Any, url: str | None = None) -> bool:
+    """True when the broker (`url`, read from `app` when not given) is a Redis whose queue lists carry their plain names."""
+    url = str(app.conf.broker_url or "") if url is None else url
     key = (id(app), url)
     plain = _plain.get(key)
     if plain is None:  # reading Celery's configuration is slow enough to show in a request's time
         options = app.conf.broker_transport_options or {}
         plain = _plain[key] = url.startswith(("redis://", "rediss://")) and not options.get("global_keyprefix")
     return plain
-
-
-class RawJSON(str):
-    """An argument that is already a JSON text (a webhook body): placed in the message as is.
-
-    Saves encoding again what was just parsed; the text must be valid JSON.
-    """
 
 
 @dataclass(frozen=True)
@@ -100,17 +94,9 @@ class Outgoing:
         return self.queue, self.body
 
 
-def _encode_args(args: list[Any]) -> str:
-    if not any(isinstance(a, RawJSON) for a in args):
-        return dumps(args)
-    return "[" + ",".join(str(a) if isinstance(a, RawJSON) else dumps(a) for a in args) + "]"
-
-
 def message(app: Any, step: str, args: list[Any], *, countdown: float | None = None,
             argsrepr: str | None = None) -> tuple[str, bytes]:
     """(queue, broker message) for one step: Celery's protocol 2 in kombu's Redis envelope."""
-    if argsrepr is None and any(isinstance(a, RawJSON) for a in args):
-        argsrepr = repr([a if not isinstance(a, RawJSON) else f"<{len(a)} characters of JSON>" for a in args])
     queue = _queue_of(app, step)
     task_id = str(uuid.uuid4())
     parent = app.current_worker_task  # a step sending the next one: keep Flower's chain
@@ -128,13 +114,14 @@ def message(app: Any, step: str, args: list[Any], *, countdown: float | None = N
                       delivery_info={"exchange": "", "routing_key": queue}, priority=0,
                       body_encoding="base64", delivery_tag=str(uuid.uuid4()))
     envelope = {
-        "body": base64.b64encode(f"[{_encode_args(args)},{{}},{dumps(embed)}]".encode()).decode(),
+        "body": base64.b64encode(f"[{dumps(args)},{{}},{dumps(embed)}]".encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,
         "properties": properties,
     }
-    return queue, dumps(envelope).encode()
+    # orjson: the envelope holds only strings, numbers, None and containers of them.
+    return queue, orjson.dumps(envelope)
 
 
 _queues: dict[tuple[str, int], str] = {}
@@ -183,10 +170,11 @@ def bound_to(store: TaskStore) -> bool:
     """
     from workers.app import app
 
-    if send is not _SEND or not _plain_redis(app):
-        # `send` was replaced (a test capturing steps): every step must go through it.
+    if send is not _SEND:  # replaced (a test capturing steps): every step must go through it
         return False
-    url = str(app.conf.broker_url)
+    url = str(app.conf.broker_url or "")
+    if not _plain_redis(app, url):
+        return False
     pool = store.redis.connection_pool
     key = (url, id(pool))
     known = _bound.get(key)

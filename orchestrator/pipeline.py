@@ -8,7 +8,6 @@ moves on. Nothing here waits for a run to end.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -495,20 +494,14 @@ def redrive_events(store: TaskStore, settings: Settings, now: float | None = Non
     """
     now = time.time() if now is None else now
     resent: list[str] = []
-    for delivery, event, body, times in store.pending_events(now - settings.stuck_after_seconds):
+    for delivery, event, _body, times in store.pending_events(now - settings.stuck_after_seconds):
         if times >= MAX_EVENT_RESENDS:
             log.error("github delivery %s (%s) was queued %d times and never handled; giving up",
                       delivery, event, times + 1)
             store.drop_pending_event(delivery)
             continue
         try:
-            payload = json.loads(body)
-        except ValueError:
-            store.drop_pending_event(delivery)
-            continue
-        try:
-            dispatch.send(dispatch.HANDLE_EVENT, delivery, event, payload,
-                          argsrepr=f"({delivery!r}, {event!r}, <{len(body)} bytes>)")
+            dispatch.send(dispatch.HANDLE_EVENT, delivery, event)  # the worker reads the body from the store
         except dispatch.QueueUnavailable:
             log.warning("could not queue the event of delivery %s again; next reconcile", delivery)
             break

@@ -894,6 +894,11 @@ class TaskStore:
         pipe.zadd(_EVENTS_PENDING, {delivery_id: now})
         self._safe(pipe.execute)
 
+    def pending_event(self, delivery_id: str) -> tuple[str, str] | None:
+        """(event, body) of an accepted delivery not yet acted on; None once handled (or expired)."""
+        event, body = self._safe(self.redis.hmget, _event_pending_key(delivery_id), ["event", "body"])
+        return None if body is None else (event or "", body)
+
     def drop_pending_event(self, delivery_id: str) -> None:
         """Forget an accepted delivery's pending event (refused before it was queued, or given up)."""
         pipe = self.redis.pipeline(transaction=True)

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from orchestrator.settings import Settings
+from orchestrator.store import TaskStore, connect
 from tests.support.github import SECRET, drain, github_settings, load, queued, signed_headers  # noqa: F401
 from tests.support.celery_app import point_celery_at
 from tests.support.redis_server import RedisServer
@@ -38,7 +39,9 @@ def test_a_routed_delivery_is_queued_once(client: FlaskClient, redis_url: str) -
     assert first.status_code == 202 and first.get_json() == {"status": "queued", "delivery": delivery}
     messages = queued(redis_url, "events")
     assert [m["step"] for m in messages] == ["orchestrator.handle_event"]
-    assert messages[0]["args"] == [delivery, "issues", json.loads(body)]
+    # The message names the delivery; the body is kept once, as received, in the store.
+    assert messages[0]["args"] == [delivery, "issues"]
+    assert TaskStore(connect(redis_url)).pending_event(delivery) == ("issues", body.decode())
     again = post(client, body, delivery=delivery)
     assert again.status_code == 200 and again.get_json()["status"] == "duplicate"
     assert len(queued(redis_url, "events")) == 1
@@ -155,6 +158,7 @@ def test_a_body_at_the_limit_is_read(github_settings: Settings) -> None:
     (b"[1, 2, 3]", "must be an object"),
     (b'"text"', "must be an object"),
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
     (b'{"a": NaN', "not valid JSON"),
 ])
 def test_malformed_bodies_are_400(client: FlaskClient, redis_url: str, body: bytes, fragment: str) -> None:

@@ -66,15 +66,6 @@ def test_a_step_goes_to_its_routed_queue(settings: Settings, store: TaskStore, m
     assert message["headers"]["task"] == dispatch.LAUNCH_RUN and _body(message)[0] == ["run-2"]
 
 
-def test_a_raw_json_argument_is_embedded_as_is(settings: Settings, store: TaskStore, monkeypatch) -> None:
-    route_steps_to(settings, monkeypatch)
-    text = '{"action": "labeled", "n": [1, 2.5, null], "s": "caf\\u00e9"}'
-    dispatch.send(dispatch.HANDLE_EVENT, "d-1", "issues", dispatch.RawJSON(text))
-    [message] = _queued(store, "events")
-    assert _body(message)[0] == ["d-1", "issues", json.loads(text)]
-    assert "characters of JSON" in message["headers"]["argsrepr"]  # never the payload itself
-
-
 def test_bound_only_to_the_same_server_and_database(settings: Settings, store: TaskStore, monkeypatch) -> None:
     route_steps_to(settings, monkeypatch)
     assert dispatch.bound_to(store)

@@ -30,3 +30,19 @@ def test_json_lines_are_scrubbed_in_message_args_extra_and_traceback() -> None:
     assert lines[0]["message"] == "cloning with ***" and lines[0]["url"] == "https://x:***@h/r"
     assert lines[1]["level"] == "ERROR" and "RuntimeError: failed: ***" in lines[1]["exception"]
     assert "s3cr3t-value" not in stream.getvalue()
+
+
+def test_the_time_of_each_line_is_its_own_even_when_seconds_repeat() -> None:
+    import json
+    import logging
+
+    from orchestrator.logs import JsonFormatter
+
+    formatter = JsonFormatter()
+    times = []
+    for created in (1700000000.25, 1700000000.5, 1700000001.125, 1700000000.75):
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, "m", (), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        times.append(json.loads(formatter.format(record))["time"])
+    assert times == ["2023-11-14T22:13:20.250Z", "2023-11-14T22:13:20.500Z",
+                     "2023-11-14T22:13:21.125Z", "2023-11-14T22:13:20.750Z"]

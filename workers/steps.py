@@ -30,8 +30,11 @@ def probe(self: Task) -> dict[str, Any]:
 
 @app.task(name="orchestrator.handle_event", autoretry_for=(StoreUnavailable,), retry_backoff=True,
           retry_backoff_max=60, max_retries=20)
-def handle_event(delivery_id: str, event: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Act on one verified GitHub delivery (routing and handlers in orchestrator.github.handlers)."""
+def handle_event(delivery_id: str, event: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Act on one verified GitHub delivery (routing and handlers in orchestrator.github.handlers).
+
+    The message names the delivery; its payload is read from the store's pending copy.
+    """
     from orchestrator.github import handlers
 
     return handlers.handle_event(get_store(), get_settings(), delivery_id, event, payload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from typing import Any
 
@@ -74,6 +75,33 @@ def test_an_empty_body_and_a_missing_title_still_make_a_document() -> None:
     payload["issue"]["title"] = None
     spec = task_spec_from_issue(payload, SERVICE, "claude")
     assert spec["title"] == "Issue #1" and spec["details"] == ""
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("clone_url", "https://evil.example/acme/repo.git", "not in the allowed list"),
+    ("clone_url", "file:///etc/passwd", "https://"),
+    ("clone_url", "--upload-pack=touch /tmp/x", "forbidden characters"),
+    ("default_branch", "--orphan", "branch"),
+    ("default_branch", "main; rm -rf /", "branch"),
+])
+def test_an_issue_naming_a_refused_repository_makes_no_task(store: TaskStore, github_settings: Settings,
+                                                            field: str, value: str, reason: str) -> None:
+    payload = load("issues/labeled.payload.json")
+    payload["repository"][field] = value
+    result = deliver(store, github_settings, "issues", payload)
+    assert result["status"] == "ignored" and "repository is refused" in result["detail"], result
+    assert reason in result["detail"]
+    assert store.get_task(SERVICE, 1) is None
+
+
+def test_an_enterprise_host_is_taken_from_the_payload_when_allowed(store: TaskStore,
+                                                                   github_settings: Settings) -> None:
+    payload = load("issues/labeled.payload.json")
+    payload["repository"]["clone_url"] = f"https://git.acme.example/{REPO}.git"
+    assert deliver(store, github_settings, "issues", payload)["status"] == "ignored"
+    allowed = github_settings.replace(allowed_git_hosts=("github.com", "git.acme.example"))
+    assert deliver(store, allowed, "issues", payload)["status"] == "changed"
+    assert store.require_task(SERVICE, 1)["spec"]["repository"]["url"] == f"https://git.acme.example/{REPO}.git"
 
 
 def test_the_default_agent_is_validated(store: TaskStore, github_settings: Settings) -> None:
@@ -210,6 +238,30 @@ def test_the_same_delivery_is_handled_once(store: TaskStore, github_settings: Se
     second = handle_event(store, github_settings, "d-1", "pull_request_review_comment", payload)
     assert (first["status"], second["status"]) == ("changed", "duplicate")
     assert len(store.contexts(SERVICE, 9)) == 1
+
+
+def test_the_payload_is_read_from_the_kept_copy(store: TaskStore, github_settings: Settings) -> None:
+    # The receiver queues only the delivery id; the body waits in the store until handled.
+    pr_task(store, pull_request_url=PR_URL)
+    body = json.dumps(load("pull_request_review_comment/created.payload.json"))
+    store.keep_pending_event("d-7", "pull_request_review_comment", body, ttl=60)
+    assert handle_event(store, github_settings, "d-7", "pull_request_review_comment")["status"] == "changed"
+    assert store.pending_event("d-7") is None  # handled: the copy is dropped
+    assert handle_event(store, github_settings, "d-7", "pull_request_review_comment")["status"] == "duplicate"
+    assert len(store.contexts(SERVICE, 9)) == 1
+
+
+def test_a_payload_no_longer_kept_does_nothing(store: TaskStore, github_settings: Settings) -> None:
+    before = store.list_tasks(limit=100)
+    assert handle_event(store, github_settings, "d-gone", "issues")["status"] == "expired"
+    assert store.list_tasks(limit=100) == before
+
+
+def test_a_damaged_kept_payload_is_dropped(store: TaskStore, github_settings: Settings) -> None:
+    store.keep_pending_event("d-bad", "issues", "[1, 2", ttl=60)
+    assert handle_event(store, github_settings, "d-bad", "issues")["status"] == "ignored"
+    assert store.pending_event("d-bad") is None and store.pending_events(queued_before=10**10) == []
+    assert handle_event(store, github_settings, "d-bad", "issues")["status"] == "duplicate"
 
 
 @pytest.mark.parametrize("login", [BOT, "dependabot[bot]"])

@@ -76,8 +76,11 @@ def _notify(service: str, task_id: int) -> None:
 
 
 def _next_run_fields(store: TaskStore, settings: Settings, task: Mapping[str, Any], stage: str | None = None,
-                     *, retries: int = 0, not_before: float = 0.0) -> dict[str, Any]:
-    """Fields naming the run the task will start when admitted (written with its move to Queued)."""
+                     *, retries: int = 0, not_before: float = 0.0, has_runs: bool = True) -> dict[str, Any]:
+    """Fields naming the run the task will start when admitted (written with its move to Queued).
+
+    `has_runs=False`: the caller knows the task has no recorded run (nothing to read).
+    """
     service, task_id = task["service"], int(task["id"])
     stages = stages_of(settings, task)
     if stage is None:
@@ -88,7 +91,7 @@ def _next_run_fields(store: TaskStore, settings: Settings, task: Mapping[str, An
         stage = ""
     version = int(task["context_version"])
     attempt = 1 + max(
-        (r["attempt"] for r in store.list_runs(service, task_id)
+        (r["attempt"] for r in (store.list_runs(service, task_id) if has_runs else ())
          if r["version"] == version and (r.get("stage") or "") == stage),
         default=0,
     )
@@ -103,14 +106,17 @@ def _next_run_fields(store: TaskStore, settings: Settings, task: Mapping[str, An
 
 
 def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
-                task: dict[str, Any] | None = None) -> str | None:
+                task: dict[str, Any] | None = None, *, has_runs: bool = True) -> str | None:
     """Move a waiting task (Pending, Blocked, Queued) to Blocked or Queued; its status afterwards.
 
-    `task` is its record when the caller has just read it (the first decision uses it).
+    `task` is its record when the caller has just read it, with `has_runs`
+    whether it had a run then (the first decision uses them; a task that is
+    not Queued gets no new run meanwhile).
     """
     for attempt in range(_CAS_ATTEMPTS):
         if attempt or task is None:
             task = store.get_task(service, task_id)
+            has_runs = True
         if task is None:
             return None
         status = Status(task["status"])
@@ -145,7 +151,8 @@ def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int
             else:
                 # Indexed in the same atomic step as the move: never Queued without being findable.
                 store.transition(service, task_id, Status.QUEUED, reason="waiting for capacity", actor=ACTOR,
-                                 expect=status, fields=_next_run_fields(store, settings, task), wait_score=score)
+                                 expect=status, fields=_next_run_fields(store, settings, task, has_runs=has_runs),
+                                 wait_score=score)
             return Status.QUEUED.value
         except IllegalTransition as exc:
             if not exc.conflict:
@@ -159,7 +166,7 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
 
     Returns the status this call left the task in (None when there is no such task).
     """
-    task = store.get_task(service, task_id)
+    task, dependents, has_runs = store.get_task_with_links(service, task_id)
     if task is None:
         return None
     status = Status(task["status"])
@@ -169,16 +176,17 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
         store.remove_waiting(service, task_id, keep=_MAY_WAIT)
         if task.get("current_run"):
             _release_run(store, service, task["current_run"])
-        _reevaluate_dependents(store, settings, service, task_id)
+        _reevaluate_dependents(store, settings, service, task_id, dependents)
         admit_waiting(store, settings)
         return status.value
     if status in ACTIVE:
         return status.value  # its run is under way; re-sending its step is the re-drive's business
     was_pending = status == Status.PENDING
-    result = _reevaluate(store, settings, service, task_id, task)
+    result = _reevaluate(store, settings, service, task_id, task, has_runs=has_runs)
     if was_pending:
         # A retried task: its dependents blocked on its failure now wait for it again.
-        _reevaluate_dependents(store, settings, service, task_id)
+        # (A dependent submitted after the read above is admitted by its own step.)
+        _reevaluate_dependents(store, settings, service, task_id, dependents)
     if result == Status.FAILED.value:
         _notify(service, task_id)
     started = _admit_waiting(store, settings)
@@ -188,8 +196,9 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
     return result
 
 
-def _reevaluate_dependents(store: TaskStore, settings: Settings, service: str, task_id: int) -> None:
-    for dependent in store.dependents_of(service, task_id):
+def _reevaluate_dependents(store: TaskStore, settings: Settings, service: str, task_id: int,
+                           dependents: list[int] | None = None) -> None:
+    for dependent in store.dependents_of(service, task_id) if dependents is None else dependents:
         _reevaluate(store, settings, service, dependent)
 
 

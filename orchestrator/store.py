@@ -36,6 +36,10 @@ class TaskExists(StoreError):
     """A task with that (service, id) was already submitted."""
 
 
+class LeaseNotHeld(StoreError):
+    """A change conditioned on holding a lease was refused: the lease passed to another holder."""
+
+
 class IllegalTransition(StoreError):
     """The state machine forbids the change; nothing was written."""
 
@@ -239,7 +243,8 @@ return 1
 # status ('' for any), history limit, status index prefix, member, extra fields
 # json, expected field values json, then with the optional keys: run fields
 # json, message ('' for none), '1' to drop from the admission index, score to
-# add to it with ('' for none).
+# add to it with ('' for none); and with a lease and its fence as KEYS 6 and 7,
+# its holder and token, which must still be current for the move.
 _TRANSITION_LUA = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {-1, ''} end
@@ -252,6 +257,10 @@ for src in string.gmatch(ARGV[5], '[^,]+') do
   if src == current then allowed = true end
 end
 if not allowed then return {0, current, 'illegal'} end
+if #KEYS >= 7 and (redis.call('GET', KEYS[6]) ~= ARGV[16]
+    or tonumber(redis.call('GET', KEYS[7]) or '0') ~= tonumber(ARGV[17])) then
+  return {0, current, 'lease'}
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'history_seq', 1)
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'status_reason', ARGV[2], 'updated_at', ARGV[4])
 local extra = cjson.decode(ARGV[10])
@@ -582,6 +591,7 @@ class TaskStore:
         enqueue: tuple[str, bytes | str] | None = None,
         unwait: bool = False,
         wait_score: float | None = None,
+        lease: tuple[str, str, int] | None = None,
         now: float | None = None,
     ) -> Transition:
         """Move the task to `target` atomically, or raise IllegalTransition.
@@ -595,6 +605,8 @@ class TaskStore:
         task's removal from the admission index and with `wait_score` its
         addition (as `add_waiting`): the next step is queued, and the index
         follows, exactly when the status that asks for it is written.
+        `lease=(name, holder, token)` makes the move also conditional on that
+        lease still being held with that fencing token (LeaseNotHeld otherwise).
         """
         target = Status(target)
         now = time.time() if now is None else now
@@ -607,16 +619,21 @@ class TaskStore:
             f"{_IDX_PREFIX}:status:", task_ref(service, task_id), json.dumps(extra) if extra else "{}",
             json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
         ]
-        if run_fields or enqueue or unwait or wait_score is not None:
+        if run_fields or enqueue or unwait or wait_score is not None or lease:
             keys += [_run_key(run_fields[0]) if run_fields else keys[0],
                      _queue_keys(enqueue[0])[0] if enqueue else keys[0], _WAITING]
             args += [json.dumps(_encode_fields(run_fields[1])) if run_fields else "{}",
                      enqueue[1] if enqueue else "", "1" if unwait else "",
                      repr(float(wait_score)) if wait_score is not None else ""]
+        if lease:
+            keys += [_lease_key(lease[0]), _fence_key(lease[0])]
+            args += [lease[1], int(lease[2])]
         result = self._call(self._transition, keys=keys, args=args)
         code = int(result[0])
         if code == -1:
             raise TaskNotFound(f"no task {task_ref(service, task_id)}")
+        if code == 0 and result[2] == "lease":
+            raise LeaseNotHeld(f"the lease {lease[0] if lease else ''} passed to another holder")
         if code == 0:
             raise IllegalTransition(service, task_id, result[1], target.value, conflict=result[2] == "conflict")
         return Transition(service, task_id, result[1], target.value, int(result[2]))

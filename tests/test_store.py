@@ -10,6 +10,7 @@ import pytest
 from orchestrator.states import Status
 from orchestrator.store import (
     IllegalTransition,
+    LeaseNotHeld,
     StoreUnavailable,
     TaskExists,
     TaskNotFound,
@@ -104,6 +105,18 @@ def test_run_fields_and_message_are_written_only_with_the_move(store: TaskStore)
     # A run that is gone is not brought back by the fields meant for it.
     store.transition("web", 1, "Launching", reason="", actor="t", run_fields=("web-1-v9-a1", {"phase": "x"}))
     assert store.get_run("web-1-v9-a1") is None
+
+
+def test_a_move_conditioned_on_a_lease(store: TaskStore) -> None:
+    make(store)
+    token = store.acquire_lease("ws:web", "run-a", 30)
+    with pytest.raises(LeaseNotHeld):
+        store.transition("web", 1, "Queued", reason="", actor="t", lease=("ws:web", "run-a", token + 1))
+    with pytest.raises(LeaseNotHeld):
+        store.transition("web", 1, "Queued", reason="", actor="t", lease=("ws:web", "run-b", token))
+    assert store.get_task("web", 1)["status"] == "Pending"
+    store.transition("web", 1, "Queued", reason="", actor="t", lease=("ws:web", "run-a", token))
+    assert store.get_task("web", 1)["status"] == "Queued"
 
 
 def test_run_with_its_task_and_contexts_in_one_read(store: TaskStore) -> None:

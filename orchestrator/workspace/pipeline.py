@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from orchestrator import dispatch
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
-from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.store import IllegalTransition, LeaseNotHeld, TaskStore
 from orchestrator.workspace import lock
 from orchestrator.workspace.git import GitError, scrub
 from orchestrator.workspace.layout import PathEscape
@@ -126,7 +126,8 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         return StepResult("requeued", str(busy))
 
     try:
-        prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts))
+        prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
+                                     final_check=False)
     except lock.LeaseLost as exc:
         return StepResult("retry", str(exc), countdown=backoff(retries))
     except GitError as exc:
@@ -149,7 +150,9 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         else "(task files only, no repository)"
     # What was prepared is recorded on the run, and launch_run queued, in the
     # same atomic step as the move to Launching (when the queue is on the store's
-    # Redis): a crash can no longer fall between the move and the message.
+    # Redis): a crash can no longer fall between the move and the message. The
+    # step also checks the lease is still ours: no window between that check
+    # and the record that the workspace is ready.
     bound = dispatch.bound_to(store)
     try:
         store.transition(service, task_id, Status.LAUNCHING, reason=f"workspace ready {where}",
@@ -158,7 +161,11 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
                          run_fields=(run_id, {"branch": prepared.branch or "", "commit": prepared.commit or "",
                                               "workspace_fence": lease.token,
                                               "working_directory": prepared.working_directory}),
-                         enqueue=dispatch.prepare(dispatch.LAUNCH_RUN, run_id).enqueue() if bound else None)
+                         enqueue=dispatch.prepare(dispatch.LAUNCH_RUN, run_id).enqueue() if bound else None,
+                         lease=(lock.lease_name(service), lease.holder, lease.token))
+    except LeaseNotHeld as exc:
+        return StepResult("retry", f"the workspace lease of {service} passed to another holder ({exc})",
+                          countdown=backoff(retries))
     except IllegalTransition:
         # Cancelled or superseded while we prepared: the workspace is not ours to keep.
         lock.release(store, service, run_id)

@@ -171,12 +171,16 @@ Loaded = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 
 
 def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
-                      *, lease: lock.Lease | None = None, loaded: Loaded | None = None) -> PreparedWorkspace:
+                      *, lease: lock.Lease | None = None, loaded: Loaded | None = None,
+                      final_check: bool = True) -> PreparedWorkspace:
     """Make the run's workspace ready; raise PreparationError, GitError, PathEscape or LeaseLost.
 
     `loaded` is (run, task, contexts) as `store.get_run_with_task(run_id, contexts=True)`
     returned them, when the caller has just read them: a task's spec never
     changes, and a context added later belongs to a later version than this run's.
+    With `final_check=False` the lease is checked before each write but not
+    after the last: the caller checks it in the same atomic step as recording
+    the workspace as ready (`store.transition(lease=...)`).
     """
     if loaded is None:
         run, task, contexts = store.get_run_with_task(run_id, contexts=True)
@@ -251,7 +255,7 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
     # (some were just created), last before the run is recorded as ready.
     make_durable(written, [settings.workspace_root, layout.path, layout.tasks_dir, layout.task_dir(task_id),
                            working_dir])
-    if lease:
+    if lease and final_check:
         lock.check(store, lease)
     return PreparedWorkspace(
         run_id=run_id, service=service, task_id=task_id, version=version, path=layout.path,

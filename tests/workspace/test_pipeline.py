@@ -91,6 +91,24 @@ def test_wrong_token_failure_never_shows_the_token(remote: Path, ws_settings: Se
     assert any(h["to"] == "Failed" for h in store.history("shop", 7))
 
 
+def test_a_lease_lost_after_the_writes_is_retried_not_launched(ws_settings: Settings, store: TaskStore,
+                                                                sent: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id = start_run(store, task_spec(repository=None))
+    real = pipeline.prepare_workspace
+
+    def then_lose_the_lease(*args: Any, **kwargs: Any) -> Any:
+        prepared = real(*args, **kwargs)
+        lock.release(store, "shop", run_id)  # expired while the step was paused; another run took it
+        lock.acquire(store, "shop", "another-run", 60)
+        return prepared
+
+    monkeypatch.setattr(pipeline, "prepare_workspace", then_lose_the_lease)
+    result = pipeline.prepare_for_run(ws_settings, store, run_id)
+    assert result.action == "retry" and result.countdown
+    assert store.get_task("shop", 7)["status"] == "Preparing" and sent == []
+    assert "branch" not in store.get_run(run_id)  # nothing recorded as prepared
+
+
 def test_stale_messages_are_dropped(ws_settings: Settings, store: TaskStore, sent: list) -> None:
     run_id = start_run(store, task_spec(repository=None))
     store.transition("shop", 7, "Cancelled", reason="pm", actor="test")

@@ -87,6 +87,51 @@ class KubeTracker:
         self.lock = threading.RLock()
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"jobs": {}, "pods": {}}
         self.resource_version: dict[str, str] = {"jobs": "", "pods": ""}
+        # Names by run id, so that one watch event costs the same with ten or ten
+        # thousand runs (a scan of every cached object per event did not).
+        self._job_of_run: dict[str, str] = {}
+        self._pods_of_run: dict[str, dict[str, None]] = {}  # an insertion-ordered set of pod names
+
+    # The run-id index; callers hold the lock.
+
+    def _index(self, kind: str, name: str, obj: dict[str, Any]) -> None:
+        run_id = kjobs.run_id_of(obj)
+        if not run_id:
+            return
+        if kind == "jobs":
+            self._job_of_run.setdefault(run_id, name)
+        else:
+            self._pods_of_run.setdefault(run_id, {})[name] = None
+
+    def _unindex(self, kind: str, name: str, obj: dict[str, Any]) -> None:
+        run_id = kjobs.run_id_of(obj)
+        if not run_id:
+            return
+        if kind == "jobs":
+            if self._job_of_run.get(run_id) == name:
+                del self._job_of_run[run_id]
+        else:
+            names = self._pods_of_run.get(run_id)
+            if names is not None:
+                names.pop(name, None)
+                if not names:
+                    del self._pods_of_run[run_id]
+
+    def _put(self, kind: str, name: str, obj: dict[str, Any] | None) -> None:
+        """Cache (or with None, forget) one object and keep the index in step."""
+        old = self.objects[kind].pop(name, None)
+        if old is not None:
+            self._unindex(kind, name, old)
+        if obj is not None:
+            self.objects[kind][name] = obj
+            self._index(kind, name, obj)
+
+    def _of_run(self, run_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The run's cached Job and pods (callers hold the lock)."""
+        job_name = self._job_of_run.get(run_id)
+        job = self.objects["jobs"].get(job_name) if job_name else None
+        pods = self.objects["pods"]
+        return job, [pods[n] for n in self._pods_of_run.get(run_id, ()) if n in pods]
 
     def _replace(self, kind: str, items: list[dict[str, Any]], resource_version: str) -> None:
         with self.lock:
@@ -98,21 +143,64 @@ class KubeTracker:
                     fresh[name] = old[name]
             self.objects[kind] = fresh
             self.resource_version[kind] = resource_version
+            if kind == "jobs":
+                self._job_of_run = {}
+            else:
+                self._pods_of_run = {}
+            for name, obj in fresh.items():
+                self._index(kind, name, obj)
+
+    def _slim_unless_cached(self, kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """`slim`, except that a listed object whose resourceVersion we hold already is the cached one.
+
+        Most runs change nothing between two lists: reusing what we keep spares
+        slimming them again, and the list then holds the same objects as the cache
+        instead of a second copy of them.
+        """
+        cached = self.objects[kind]
+
+        def transform(obj: dict[str, Any]) -> dict[str, Any]:
+            meta = obj.get("metadata") or {}
+            rv = meta.get("resourceVersion")
+            old = cached.get(meta.get("name")) if rv else None
+            if old is not None and old["metadata"].get("resourceVersion") == rv:
+                return old
+            return slim(obj)
+
+        return transform
 
     def relist(self) -> None:
         """List Jobs and pods (two requests) and replace the cache."""
-        job_list, pod_list = self.runner.snapshot(slim)
+        client = self.runner.client
+        job_list = client.list_jobs(kjobs.SELECTOR, self._slim_unless_cached("jobs"))
         self._replace("jobs", job_list.items, job_list.resource_version)
+        pod_list = client.list_pods(kjobs.SELECTOR, self._slim_unless_cached("pods"))
         self._replace("pods", pod_list.items, pod_list.resource_version)
 
     def _relist_kind(self, kind: str) -> None:
-        """List one kind again (after 410) and re-evaluate every run in it: events may have been lost."""
+        """List one kind again (after 410) and re-evaluate the runs whose objects changed meanwhile.
+
+        An event we lost is a change we have not seen: an object listed with a
+        resourceVersion other than the cached one, or one that appeared or went.
+        The runs of unchanged objects lost nothing and are left alone.
+        """
         client = self.runner.client
-        listing = client.list_jobs(kjobs.SELECTOR, slim) if kind == "jobs" else client.list_pods(kjobs.SELECTOR, slim)
+        transform = self._slim_unless_cached(kind)
+        listing = client.list_jobs(kjobs.SELECTOR, transform) if kind == "jobs" \
+            else client.list_pods(kjobs.SELECTOR, transform)
         with self.lock:
-            before = {kjobs.run_id_of(o) for o in self.objects[kind].values()}
+            before = dict(self.objects[kind])
         self._replace(kind, listing.items, listing.resource_version)
-        for run_id in sorted((before | {kjobs.run_id_of(o) for o in listing.items}) - {None}):
+        listed = {o["metadata"]["name"]: o for o in listing.items}
+        changed: set[str | None] = set()
+        for name, obj in listed.items():
+            old = before.get(name)
+            if old is None or _rv(old) != _rv(obj) or not _rv(obj):
+                changed.add(kjobs.run_id_of(obj))
+        for name, old in before.items():
+            if name not in listed:
+                changed.add(kjobs.run_id_of(old))
+        for run_id in sorted(changed - {None}):  # type: ignore[type-var]
             self.on_change(run_id)
 
     def observations(self) -> dict[str, RunObservation]:
@@ -124,15 +212,14 @@ class KubeTracker:
 
     def observation(self, run_id: str) -> RunObservation | None:
         with self.lock:
-            job = next((j for j in self.objects["jobs"].values() if kjobs.run_id_of(j) == run_id), None)
-            pods = [p for p in self.objects["pods"].values() if kjobs.run_id_of(p) == run_id]
+            job, pods = self._of_run(run_id)
         return kstatus.observe(run_id, job, pods, now=time.time(),
                                pending_timeout=self.settings.pending_timeout_seconds)
 
     def job_running(self, run_id: str) -> bool:
         """True when the run's Job exists and has not finished (so a failure we inferred must stop it)."""
         with self.lock:
-            job = next((j for j in self.objects["jobs"].values() if kjobs.run_id_of(j) == run_id), None)
+            job, _pods = self._of_run(run_id)
         return job is not None and not kstatus.is_finished(job)
 
     def pod_lags(self, run_id: str) -> bool:
@@ -142,8 +229,7 @@ class KubeTracker:
         event of the pod that caused it, whose exit code and reason matter.
         """
         with self.lock:
-            job = next((j for j in self.objects["jobs"].values() if kjobs.run_id_of(j) == run_id), None)
-            pods = [p for p in self.objects["pods"].values() if kjobs.run_id_of(p) == run_id]
+            job, pods = self._of_run(run_id)
         if job is None or not kstatus.is_finished(job):
             return False  # a failure we inferred from the pod itself (pending too long, crash loop)
         pod = kstatus.newest_pod(pods)
@@ -168,9 +254,9 @@ class KubeTracker:
                         with self.lock:
                             name = obj["metadata"]["name"]
                             if type_ == "DELETED":
-                                self.objects[kind].pop(name, None)
+                                self._put(kind, name, None)
                             elif _rv(obj) >= _rv(self.objects[kind].get(name, {})):
-                                self.objects[kind][name] = slim(obj)
+                                self._put(kind, name, slim(obj))
                     if rv:
                         self.resource_version[kind] = rv
                     run_id = kjobs.run_id_of(obj)

@@ -296,6 +296,13 @@ class LocalTracker:
         return False
 
 
+# The run fields a reconcile reads to tell a quiet run (runs.is_quiet) and a
+# launched one: with ten thousand runs, reading and decoding whole run records
+# (inputs, outputs...) cost more than everything else the store does in a
+# reconcile. tests/test_watcher.py checks is_quiet gives the same answer on these
+# fields as on the whole record.
+RECONCILE_RUN_FIELDS = ("run_id", "phase", "job_name", "started_at", "observed_reason")
+
 # How long a stopping watcher waits for its watch streams before it releases the lease.
 SHUTDOWN_WAIT_SECONDS = 2.0
 
@@ -365,16 +372,20 @@ class Watcher:
     def active_runs(self) -> dict[str, dict[str, Any]]:
         """Runs our store says are launching or running (read before listing, so no launch races a list).
 
-        Each run carries its task's status as `task_status`. Read in pipelined
-        batches: two round trips per thousand runs, not two per run.
+        Each run carries its task's status as `task_status`, and only the
+        fields a reconcile compares (RECONCILE_RUN_FIELDS): one script per
+        thousand runs reads them. A run that needs writing is read again in full
+        by `apply`.
         """
         refs = self.store.task_refs_in_status(Status.LAUNCHING, Status.RUNNING)
-        tasks = [t for t in self.store.task_fields(refs, "current_run") if t and t.get("current_run")]
-        runs_ = self.store.get_runs(t["current_run"] for t in tasks)
         active: dict[str, dict[str, Any]] = {}
-        for task, run in zip(tasks, runs_):
-            if run is not None:
-                active[task["current_run"]] = {**run, "task_status": task["status"]}
+        for row in self.store.current_runs(refs, *RECONCILE_RUN_FIELDS):
+            if row is None:
+                continue  # the task went meanwhile
+            task_status, run_id, run = row
+            if run_id and run is not None and run.get("run_id"):
+                run["task_status"] = task_status
+                active[run_id] = run
         return active
 
     def reconcile(self) -> ReconcileReport:

@@ -13,6 +13,7 @@ from orchestrator.kube.client import KubeClient, Listing
 from orchestrator.kube.jobs import ANNOTATION_RUN_ID
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
+from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from orchestrator.watcher import KubeTracker, Watcher
 from tests.support.kube_emulator import KubeEmulator, now_iso
@@ -302,3 +303,38 @@ def test_a_relist_after_410_re_evaluates_the_runs_that_changed_and_only_those(tr
                   _obj("p4", "run-4", 14), _obj("p5", "run-5", 31)]
     tracker._relist_kind("pods")
     assert changed == ["run-1", "run-2", "run-5"]
+
+
+def test_a_reconcile_reads_enough_of_each_run_to_tell_a_quiet_one(store, kube_settings) -> None:
+    """is_quiet answers the same on RECONCILE_RUN_FIELDS as on the whole run record."""
+    from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
+    from orchestrator.watcher import RECONCILE_RUN_FIELDS
+
+    records = [{}, {"phase": "Launched"}, {"phase": "Pending", "observed_reason": "waiting for a pod"},
+               {"phase": "Running", "started_at": 1700000000.5, "observed_reason": "Running"},
+               {"phase": "Running", "started_at": 1700000000.5, "observed_reason": "Evicted; waiting"},
+               {"phase": "Succeeded", "started_at": 1700000000.5}]
+    observations = [RunObservation("x", RUNNING, reason="Running", started_at=1700000000.5),
+                    RunObservation("x", RUNNING, reason="Running"),
+                    RunObservation("x", PENDING, reason="waiting for a pod"),
+                    RunObservation("x", PENDING, reason="Unschedulable", started_at=1700000000.5),
+                    RunObservation("x", SUCCEEDED, reason="Completed", exit_code=0),
+                    RunObservation("x", FAILED, reason="Error: exit code 1", exit_code=1)]
+    checked, answers = 0, set()
+    for i, fields in enumerate(records, start=1):
+        run_id = launching_task(store, task_id=i)
+        if fields:
+            store.update_run(run_id, **fields)
+        for task_status in ("Launching", "Running"):
+            if task_status == "Running":
+                store.transition("billing", i, Status.RUNNING, reason="test", actor="test")
+            watcher = Watcher(store, kube_settings, KubernetesRunner(kube_settings), send=Sent())
+            narrow = watcher.active_runs()[run_id]
+            assert set(narrow) == {*RECONCILE_RUN_FIELDS, "task_status"}
+            whole = store.get_run(run_id)
+            for obs in observations:
+                obs = RunObservation(run_id, obs.phase, obs.reason, obs.exit_code, obs.started_at)
+                quiet = runs.is_quiet(whole, task_status, obs)
+                assert runs.is_quiet(narrow, task_status, obs) == quiet, (fields, task_status, obs)
+                checked, answers = checked + 1, answers | {quiet}
+    assert checked == len(records) * 2 * len(observations) and answers == {True, False}

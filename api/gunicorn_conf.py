@@ -9,6 +9,7 @@ own access log is off to avoid a second line per request.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import shutil
@@ -75,6 +76,10 @@ def post_worker_init(worker: Any) -> None:
     for name in ("orchestrator", "gunicorn.error", ""):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(secret_filter)
+    # Everything the app imported lives as long as the worker: take it out of the
+    # garbage collector's view, so a full collection (which stops every thread of
+    # the worker) walks only what requests created, not the whole import graph.
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, current_app, request, stream_with_context
 from marshmallow import Schema, ValidationError
 
@@ -94,7 +95,7 @@ def _json_body(*, required: bool) -> Any:
             raise ApiError("the request body must be a JSON object", code="invalid_json")
         return {}
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)  # a third of json's time; refuses NaN, invalid UTF-8 and deep nesting too
     except (ValueError, RecursionError):
         raise ApiError("the request body is not valid JSON", code="invalid_json") from None
 
@@ -209,7 +210,7 @@ def _full_view(store: TaskStore, service: str, task_id: int) -> dict[str, Any]:
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    response = current_app.response_class(json.dumps(body, separators=(",", ":")), status=status,
+    response = current_app.response_class(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status,
                                           mimetype="application/json")
     response.headers.update(headers or {})
     return response

@@ -1,32 +1,40 @@
 """Benchmark: POST /api/v1/pm/tasks under gunicorn against a bare Flask endpoint doing one LPUSH.
 
-    python -m bench.api_submit [--seconds 10] [--connections 32] [--processes 4]
+    python bench/api_submit.py [--seconds 10] [--connections 32] [--processes 4] [--no-floors]
 
-Both servers run with the same gunicorn config (api/gunicorn_conf.py) against
+Every server runs with the same gunicorn config (api/gunicorn_conf.py) against
 the same Redis (a redis-server of the benchmark's own), one after the other in
-the same run. The load generator is Python (processes x threads, one
-keep-alive http.client connection per thread) on the same machine, so both
-sides share its cores. Prints throughput, p50/p99 latency and the ratios.
-Target: real/bare throughput >= 0.7 and p99 real/bare <= 1.5.
+the same run, driven by bench/_common.py's closed-loop load generator
+(processes x threads keep-alive connections, on the same cores). Prints
+throughput, p50/p99 latency, the server's CPU per request and the ratios.
+Target: ours/bare throughput >= 0.7 and p99 ours/bare <= 1.5.
+
+Two "floor" endpoints run too (unless --no-floors), to show where the budget
+goes: the bare endpoint plus only the request validation (the same marshmallow
+schema), and the bare endpoint plus only the store write (the task, its
+indexes and its queued step in one Lua call, no validation). Each does a part
+of what the real endpoint must do; neither can be faster than the bare one.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+
+from bench._common import drive, serve, stop  # noqa: E402
+
 TOKEN = "bench-token"
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
 
 
 def bare_app() -> Any:
@@ -42,6 +50,56 @@ def bare_app() -> Any:
         """Store the body in one list."""
         client.lpush("bench:bare", request.get_data())
         return {"ok": True}, 202
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def validation_floor_app() -> Any:
+    """The bare endpoint plus the submission schema's validation, nothing else (gunicorn factory)."""
+    from api.tasks import build_schemas
+    from orchestrator.settings import get_settings
+
+    app = bare_app()
+    schema = build_schemas(get_settings())["submission"]
+    lpush = app.view_functions["bare"]
+
+    def validated() -> Any:
+        from flask import request
+
+        schema.load(json.loads(request.get_data()))
+        return lpush()
+
+    app.view_functions["bare"] = validated
+    return app
+
+
+def store_floor_app() -> Any:
+    """The bare endpoint replaced by the store's write of a task and its step, nothing else (gunicorn factory)."""
+    from flask import Flask, request
+
+    from orchestrator import dispatch
+    from orchestrator.settings import get_settings
+    from orchestrator.store import TaskStore, connect
+
+    app = Flask("store-floor")
+    store = TaskStore(connect(get_settings().redis_url))
+
+    @app.post("/bare")
+    def stored() -> tuple[dict[str, bool], int]:
+        """Create the (unvalidated) task with its admission message, as the real endpoint does."""
+        spec = json.loads(request.get_data())
+        outgoing = dispatch.prepare(dispatch.ADMIT, spec["service_name"], spec["id"])
+        store.create_task(service=spec["service_name"], task_id=spec["id"], agent=spec["agent_name"], spec=spec,
+                          enqueue=outgoing.enqueue())
+        return {"ok": True}, 202
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
 
     return app
 
@@ -59,125 +117,32 @@ def task_body(service: str, task_id: int) -> bytes:
     }).encode()
 
 
-def _connection_loop(port: int, path: str, service: str, stop_at: float, warm_until: float,
-                     latencies: list[float], errors: list[int]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-    task_id = 0
-    while True:
-        now = time.perf_counter()
-        if now >= stop_at:
-            break
-        task_id += 1
-        body = task_body(service, task_id)
-        started = time.perf_counter()
-        try:
-            conn.request("POST", path, body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            status = response.status
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            status = 0
-        elapsed = time.perf_counter() - started
-        if started >= warm_until:
-            if status == 202:
-                latencies.append(elapsed)
-            else:
-                errors.append(status)
-    conn.close()
+def make_request(seq: int, proc: int, thread: int) -> tuple[bytes, dict[str, str]]:
+    """One submission: each connection submits its own service's tasks 1, 2, 3..."""
+    return task_body(f"bench-p{proc}-t{thread}", seq), HEADERS
 
 
-def _generator_process(port: int, path: str, proc: int, threads: int, warmup: float, seconds: float,
-                       start_at: float, results: Any) -> None:
-    while time.time() < start_at:
-        time.sleep(0.005)
-    t0 = time.perf_counter()
-    warm_until, stop_at = t0 + warmup, t0 + warmup + seconds
-    latencies: list[float] = []
-    errors: list[int] = []
-    workers = [threading.Thread(target=_connection_loop,
-                                args=(port, path, f"bench-p{proc}-t{i}", stop_at, warm_until, latencies, errors))
-               for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    results.put((latencies, errors))
+TARGETS = (
+    ("bare", "bare LPUSH", "bench.api_submit:bare_app()", "/bare"),
+    ("ours", "POST /api/v1/pm/tasks", "api.wsgi:app", "/api/v1/pm/tasks"),
+)
+FLOORS = (
+    ("validation_floor", "bare + validation only", "bench.api_submit:validation_floor_app()", "/bare"),
+    ("store_floor", "bare + store write only", "bench.api_submit:store_floor_app()", "/bare"),
+)
 
 
-def load(port: int, path: str, *, connections: int, processes: int, warmup: float, seconds: float) -> dict[str, Any]:
-    """Drive `path` with `connections` keep-alive connections; return throughput and latency figures."""
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    per = [connections // processes + (1 if i < connections % processes else 0) for i in range(processes)]
-    start_at = time.time() + 1.5  # every process starts at the same moment
-    procs = [ctx.Process(target=_generator_process, args=(port, path, i, n, warmup, seconds, start_at, results))
-             for i, n in enumerate(per)]
-    for p in procs:
-        p.start()
-    latencies: list[float] = []
-    errors: list[int] = []
-    for _ in procs:
-        lat, err = results.get(timeout=seconds + warmup + 120)
-        latencies += lat
-        errors += err
-    for p in procs:
-        p.join()
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
-
-    return {"requests": len(latencies), "errors": len(errors), "rps": len(latencies) / seconds,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", app],
-        env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/health")
-            conn.getresponse().read()
-            conn.close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                raise SystemExit(f"gunicorn for {app} exited; see {log}")
-            time.sleep(0.1)
-    else:
-        process.terminate()
-        raise SystemExit(f"gunicorn for {app} did not answer; see {log}")
-    return process, port
-
-
-def main(argv: list[str] | None = None) -> None:  # noqa: C901
-    """Run both servers in turn and print the comparison."""
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run every server in turn and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--processes", type=int, default=4, help="load generator processes")
+    parser.add_argument("--no-floors", action="store_true", help="skip the two floor endpoints")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT))
     from tests.support.redis_server import RedisServer
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-api-"))
@@ -187,33 +152,43 @@ def main(argv: list[str] | None = None) -> None:  # noqa: C901
     env.update({"ORCHESTRATOR_REDIS_URL": redis_server.url, "ORCHESTRATOR_API_TOKENS": TOKEN,
                 "ORCHESTRATOR_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)})
     figures: dict[str, dict[str, Any]] = {}
+    labels: dict[str, str] = {}
     try:
-        for name, app, path in (("bare LPUSH", "bench.api_submit:bare_app()", "/bare"),
-                                ("POST /api/v1/pm/tasks", "api.wsgi:app", "/api/v1/pm/tasks")):
-            process, port = _serve(app, env, workdir / f"{name.split()[0]}.log")
+        for key, label, app, path in TARGETS + (() if args.no_floors else FLOORS):
+            redis.Redis.from_url(redis_server.url).flushall()
+            process, port = serve(app, env, workdir / f"{key}.log")
             try:
-                figures[name] = load(port, path, connections=args.connections, processes=args.processes,
-                                     warmup=args.warmup, seconds=args.seconds)
+                figures[key] = drive(port, path, make_request, connections=args.connections,
+                                     processes=args.processes, warmup=args.warmup, seconds=args.seconds,
+                                     ok=(202,), server_pid=process.pid)
+                labels[key] = label
             finally:
-                process.terminate()
-                process.wait(timeout=30)
+                stop(process)
     finally:
         redis_server.stop()
 
     workers = env.get("GUNICORN_WORKERS") or "config default"
     print(f"gunicorn -c python:api.gunicorn_conf (workers: {workers}), {os.cpu_count()} cores, "
-          f"{args.connections} connections ({args.processes} generator processes), {args.seconds:g}s each")
-    print(f"{'endpoint':<24}{'requests':>10}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
-    for name, f in figures.items():
-        print(f"{name:<24}{f['requests']:>10}{f['errors']:>8}{f['rps']:>10.0f}{f['p50_ms']:>9.1f}{f['p99_ms']:>9.1f}")
-    bare, real = figures["bare LPUSH"], figures["POST /api/v1/pm/tasks"]
-    ratio = real["rps"] / bare["rps"] if bare["rps"] else float("nan")
-    p99_ratio = real["p99_ms"] / bare["p99_ms"] if bare["p99_ms"] else float("nan")
-    print(f"throughput ratio (real/bare): {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.7 else 'NOT met'})")
-    print(f"p99 ratio (real/bare): {p99_ratio:.2f} (target <= 1.50: {'met' if p99_ratio <= 1.5 else 'NOT met'})")
+          f"{args.connections} keep-alive connections ({args.processes} generator processes), {args.seconds:g}s each")
+    print(f"{'endpoint':<26}{'requests':>10}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server CPU ms/req':>19}")
+    for key, f in figures.items():
+        print(f"{labels[key]:<26}{f['requests']:>10}{f['errors']:>8}{f['rps']:>9.0f}{f['p50_ms']:>9.1f}"
+              f"{f['p99_ms']:>9.1f}{f.get('server_cpu_ms', float('nan')):>19.3f}")
+    bare, ours = figures["bare"], figures["ours"]
+    result: dict[str, Any] = {"ours": ours, "bare": bare, "connections": args.connections, "seconds": args.seconds,
+                              "ratio": ours["rps"] / bare["rps"] if bare["rps"] else float("nan"),
+                              "p99_ratio": ours["p99_ms"] / bare["p99_ms"] if bare["p99_ms"] else float("nan")}
+    for key in ("validation_floor", "store_floor"):
+        if key in figures:
+            result[key] = figures[key] | {"ratio": figures[key]["rps"] / bare["rps"] if bare["rps"] else float("nan")}
+            print(f"{labels[key]} / bare: {result[key]['ratio']:.2f} (a part of the real work alone)")
+    print(f"throughput ratio (ours/bare): {result['ratio']:.2f} "
+          f"(target >= 0.70: {'met' if result['ratio'] >= 0.7 else 'NOT met'})")
+    print(f"p99 ratio (ours/bare): {result['p99_ratio']:.2f} "
+          f"(target <= 1.50: {'met' if result['p99_ratio'] <= 1.5 else 'NOT met'})")
     if args.json:
-        args.json.write_text(json.dumps({"ours": real, "bare": bare, "ratio": ratio, "p99_ratio": p99_ratio,
-                                         "connections": args.connections, "seconds": args.seconds}, indent=2))
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.github.signature import sign  # noqa: E402
-from tests.support.redis_server import RedisServer, free_port  # noqa: E402
+from bench._common import serve, stop  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.stack import Process  # noqa: E402
 
 SECRET = "bench-secret"
@@ -89,23 +90,6 @@ def _sender(port: int, body: bytes, signature: str, ids: list[str], threads: int
     results.put(out)
 
 
-def _serve(env: dict[str, str], logs: Path, port: int) -> Process:
-    proc = Process("api", [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"],
-                   {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}, logs).start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/health")
-            conn.getresponse().read()
-            conn.close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.stop()
-    raise SystemExit(f"the API did not start:\n{proc.log()[-3000:]}")
-
-
 def queued_delivery_ids(redis_client: Any, queue: str = "events") -> list[str]:
     """The delivery id (first argument) of every message waiting in `queue`."""
     ids = []
@@ -142,12 +126,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     })
     figures: dict[str, Any] = {"deliveries": args.deliveries, "replays": args.replays, "senders": args.senders}
     procs: list[Process] = []
+    api = None
     try:
         import redis
 
         client = redis.Redis.from_url(redis_server.url)
-        port = free_port()
-        procs.append(_serve(env, workdir / "logs", port))
+        api, port = serve("api.wsgi:app", env, workdir / "logs" / "api.log")
 
         ids = [str(uuid.uuid4()) for _ in range(args.deliveries)]
         replayed = random.Random(1).sample(ids, min(args.replays, len(ids)))
@@ -206,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             store = TaskStore(connect(redis_server.url))
             handled = sum(1 for d in accepted if store.event_handled(d))
             acted: collections.Counter[str] = collections.Counter()
-            for proc in procs[1:]:
+            for proc in procs:
                 for line in proc.log().splitlines():
                     if "github delivery " in line:
                         for d in line.split("github delivery ", 1)[1].split(" ", 1)[:1]:
@@ -217,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         for proc in reversed(procs):
             proc.stop()
+        if api is not None:
+            stop(api)
         redis_server.stop()
 
     print(f"{figures['sent']} requests ({args.deliveries} deliveries + {args.replays} replays) in "

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
@@ -70,9 +71,9 @@ def _broker(url: str) -> TaskStore:
 _plain: dict[tuple[int, str], bool] = {}
 
 
-def _plain_redis(app: Any) -> bool:
-    """True when the broker is a Redis whose queue lists carry their plain names."""
-    url = str(app.conf.broker_url or "")
+def _plain_redis(app: Any, url: str | None = None) -> bool:
+    """True when the broker (`url`, read from `app` when not given) is a Redis whose queue lists carry their plain names."""
+    url = str(app.conf.broker_url or "") if url is None else url
     key = (id(app), url)
     plain = _plain.get(key)
     if plain is None:  # reading Celery's configuration is slow enough to show in a request's time
@@ -119,7 +120,8 @@ def message(app: Any, step: str, args: list[Any], *, countdown: float | None = N
         "headers": headers,
         "properties": properties,
     }
-    return queue, dumps(envelope).encode()
+    # orjson: the envelope holds only strings, numbers, None and containers of them.
+    return queue, orjson.dumps(envelope)
 
 
 _queues: dict[tuple[str, int], str] = {}
@@ -168,10 +170,11 @@ def bound_to(store: TaskStore) -> bool:
     """
     from workers.app import app
 
-    if send is not _SEND or not _plain_redis(app):
-        # `send` was replaced (a test capturing steps): every step must go through it.
+    if send is not _SEND:  # replaced (a test capturing steps): every step must go through it
         return False
-    url = str(app.conf.broker_url)
+    url = str(app.conf.broker_url or "")
+    if not _plain_redis(app, url):
+        return False
     pool = store.redis.connection_pool
     key = (url, id(pool))
     known = _bound.get(key)

@@ -158,6 +158,7 @@ def test_a_body_at_the_limit_is_read(github_settings: Settings) -> None:
     (b"[1, 2, 3]", "must be an object"),
     (b'"text"', "must be an object"),
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
     (b'{"a": NaN', "not valid JSON"),
 ])
 def test_malformed_bodies_are_400(client: FlaskClient, redis_url: str, body: bytes, fragment: str) -> None:

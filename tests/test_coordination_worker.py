@@ -21,6 +21,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from tests.support import coordination_harness as harness
 from workers.app import create_celery
+from tests.support.wait import wait_for
 
 PIPELINES = json.dumps({"implement-review-fix": [
     {"name": "implement", "agent": "claude", "prompt": "implement it"},
@@ -47,15 +48,6 @@ def coordinated(worker_factory: Callable, settings: Settings, store: TaskStore,
     yield start
     for app in apps:
         app.close()
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}: {check!r}")
 
 
 def submit(store: TaskStore, task_id: int, deps: list[int] | None = None, service: str = "web",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 from orchestrator import dispatch
 from orchestrator.runners.local import LocalRunner
@@ -11,16 +10,7 @@ from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from tests.support.runs import launching_task
 from workers.app import create_celery
-
-
-def wait_for(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from tests.support.wait import wait_for
 
 
 def test_launch_and_cancel_steps(store: TaskStore, settings: Settings, worker_factory) -> None:

@@ -19,15 +19,7 @@ from orchestrator.watcher import KubeTracker, Watcher
 from tests.support.kube_emulator import KubeEmulator, now_iso
 from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import Sent, launching_task
-
-
-def wait_for(check: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+from tests.support.wait import wait_for
 
 
 class Running:

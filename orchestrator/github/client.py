@@ -6,10 +6,8 @@ an exception message, a log line or `repr()`.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import random
 import re
 import time
 import urllib.error
@@ -18,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator import __version__
+from orchestrator.backoff import jittered, retry_after_seconds
 
 log = logging.getLogger("orchestrator.github")
 
@@ -38,15 +37,9 @@ class GitHubError(Exception):
 
 def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds GitHub asks us to wait: Retry-After (seconds or a date), or the rate limit reset."""
-    value = headers.get("Retry-After")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-        except (TypeError, ValueError):
-            pass
+    seconds = retry_after_seconds(headers.get("Retry-After"), now)
+    if seconds is not None:
+        return seconds
     if headers.get("X-RateLimit-Remaining") == "0" and (headers.get("X-RateLimit-Reset") or "").isdigit():
         return max(0.0, float(headers["X-RateLimit-Reset"]) - now)
     return None
@@ -113,7 +106,7 @@ class GitHubClient:
         raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int) -> float:
-        return self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        return jittered(self.backoff, attempt - 1)
 
     def _once(self, method: str, path: str, data: bytes | None) -> Any:
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers={

@@ -8,13 +8,14 @@ also marked handled, so a redelivered step does not add the same context twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import dispatch, operations
+import orjson
+
+from orchestrator import dispatch, names, operations
 from orchestrator.github import reporter
 from orchestrator.github.commands import parse_command
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
@@ -87,6 +88,8 @@ def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -
     url = _text(dig(payload, "issue", "html_url"), 500)
     full_name = str(dig(payload, "repository", "full_name"))
     branch = dig(payload, "repository", "default_branch")
+    # The payload's own clone URL, so a GitHub Enterprise host works too; checked by the caller.
+    clone_url = dig(payload, "repository", "clone_url")
     document = f"# {title}\n\n{body.strip()}\n\n---\nFrom GitHub issue {full_name}#{issue_number}: {url}\n"
     return {
         "id": issue_number,
@@ -102,7 +105,7 @@ def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -
         "agent_name": agent,
         "markdown_files": [{"filename": "task.md", "content": document, "file_type": "task"}],
         "repository": {
-            "url": f"https://github.com/{full_name}.git",
+            "url": clone_url if isinstance(clone_url, str) and clone_url else f"https://github.com/{full_name}.git",
             "branch": branch if isinstance(branch, str) and branch else "main",
         },
     }
@@ -215,6 +218,15 @@ def create_task_from_issue(ctx: EventContext) -> Outcome:
     except ValueError as exc:
         return _ignored(f"ORCHESTRATOR_DEFAULT_AGENT is refused: {exc}")
     spec = task_spec_from_issue(ctx.payload, service, agent)
+    if not isinstance(spec["id"], int) or spec["id"] < 1:
+        return _ignored("the issue has no valid number")
+    # The same rules as a task submitted through the API: signed or not, a
+    # payload names the repository and branch that git will be run on.
+    try:
+        names.git_url(spec["repository"]["url"], tuple(ctx.settings.allowed_git_hosts))
+        names.git_ref(spec["repository"]["branch"])
+    except ValueError as exc:
+        return _ignored(f"the issue's repository is refused: {exc}")
     ref = (service, spec["id"])
     try:
         operations.submit_task(ctx.store, spec, actor=ctx.actor, origin=issue_origin(ctx.payload))
@@ -349,8 +361,8 @@ def handle_event(store: TaskStore, settings: Settings, delivery_id: str, event: 
                         delivery_id, event)
             return {"delivery": delivery_id, "status": "expired", "detail": "the payload is no longer kept"}
         try:
-            payload = json.loads(pending[1])
-        except ValueError:
+            payload = orjson.loads(pending[1])  # the parser the receiver accepted it with (same depth limit)
+        except orjson.JSONDecodeError:
             payload = None
         if not isinstance(payload, dict):  # the receiver parsed it before keeping it: a damaged copy
             store.mark_event_handled(delivery_id, settings.delivery_ttl_seconds)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from orchestrator.backoff import jittered, retry_after_seconds
 from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
 
@@ -174,11 +174,7 @@ def _message(exc: ApiException) -> str:
 
 def _retry_after(exc: ApiException) -> float | None:
     headers = exc.headers or {}
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after_seconds(headers.get("Retry-After") or headers.get("retry-after"), time.time())
 
 
 class KubeClient:
@@ -206,7 +202,7 @@ class KubeClient:
     # Retry machinery -----------------------------------------------------------
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.0)
+        delay = jittered(self.backoff, attempt, self.max_backoff)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_backoff))
         return delay

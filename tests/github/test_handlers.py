@@ -77,6 +77,33 @@ def test_an_empty_body_and_a_missing_title_still_make_a_document() -> None:
     assert spec["title"] == "Issue #1" and spec["details"] == ""
 
 
+@pytest.mark.parametrize("field,value,reason", [
+    ("clone_url", "https://evil.example/acme/repo.git", "not in the allowed list"),
+    ("clone_url", "file:///etc/passwd", "https://"),
+    ("clone_url", "--upload-pack=touch /tmp/x", "forbidden characters"),
+    ("default_branch", "--orphan", "branch"),
+    ("default_branch", "main; rm -rf /", "branch"),
+])
+def test_an_issue_naming_a_refused_repository_makes_no_task(store: TaskStore, github_settings: Settings,
+                                                            field: str, value: str, reason: str) -> None:
+    payload = load("issues/labeled.payload.json")
+    payload["repository"][field] = value
+    result = deliver(store, github_settings, "issues", payload)
+    assert result["status"] == "ignored" and "repository is refused" in result["detail"], result
+    assert reason in result["detail"]
+    assert store.get_task(SERVICE, 1) is None
+
+
+def test_an_enterprise_host_is_taken_from_the_payload_when_allowed(store: TaskStore,
+                                                                   github_settings: Settings) -> None:
+    payload = load("issues/labeled.payload.json")
+    payload["repository"]["clone_url"] = f"https://git.acme.example/{REPO}.git"
+    assert deliver(store, github_settings, "issues", payload)["status"] == "ignored"
+    allowed = github_settings.replace(allowed_git_hosts=("github.com", "git.acme.example"))
+    assert deliver(store, allowed, "issues", payload)["status"] == "changed"
+    assert store.require_task(SERVICE, 1)["spec"]["repository"]["url"] == f"https://git.acme.example/{REPO}.git"
+
+
 def test_the_default_agent_is_validated(store: TaskStore, github_settings: Settings) -> None:
     result = deliver(store, github_settings.replace(default_agent="Bad Agent"), "issues",
                      load("issues/labeled.payload.json"))

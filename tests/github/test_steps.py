@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from typing import Any
 
 from api.app import create_app
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from tests.support.fake_github import FakeGitHub
 from tests.support.github import REPO, SERVICE, github_settings, load, signed_headers  # noqa: F401
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support.wait import wait_for
 
 
 def test_a_worker_handles_events_and_reports_back(github_settings: Settings, store: TaskStore,

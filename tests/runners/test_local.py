@@ -21,16 +21,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.watcher import Watcher
 from tests.support.runs import Sent, launching_task
-
-
-def wait_for(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from tests.support.wait import wait_for
 
 
 @pytest.fixture

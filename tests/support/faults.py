@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack
+from tests.support.wait import wait_for
 
 # Recognisable values: any of them found in a log, a response, a file or a manifest is a leak.
 SECRETS: dict[str, str] = {
@@ -117,14 +118,7 @@ class FaultStack(Stack):
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll `predicate` until it is truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
+    return wait_for(predicate, what, timeout=timeout, interval=interval)
 
 
 def succeeded_count(task: Mapping[str, Any]) -> int:

@@ -23,7 +23,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,12 +198,21 @@ class KubeTracker:
         for run_id in sorted({run_id for run_id in map(kjobs.run_id_of, touched) if run_id}):
             self.on_change(run_id)
 
-    def observations(self) -> dict[str, RunObservation]:
-        from orchestrator.runners.kubernetes import observe_many
+    def observations(self, run_ids: Iterable[str]) -> dict[str, RunObservation]:
+        """Observations of the given runs that have a Job or pod in the cache.
 
+        Only the runs asked for: finished Jobs stay listed until their TTL (a
+        day by default), and observing them on every reconcile was work for nothing.
+        """
+        now, timeout = time.time(), self.settings.pending_timeout_seconds
         with self.lock:
-            jobs_, pods = list(self.objects["jobs"].values()), list(self.objects["pods"].values())
-        return observe_many(jobs_, pods, now=time.time(), pending_timeout=self.settings.pending_timeout_seconds)
+            found = {run_id: self._of_run(run_id) for run_id in run_ids}
+        observed = {}
+        for run_id, (job, pods) in found.items():
+            obs = kstatus.observe(run_id, job, pods, now=now, pending_timeout=timeout)
+            if obs is not None:
+                observed[run_id] = obs
+        return observed
 
     def observation(self, run_id: str) -> RunObservation | None:
         with self.lock:
@@ -278,8 +287,8 @@ class LocalTracker:
     def relist(self) -> None:
         pass
 
-    def observations(self) -> dict[str, RunObservation]:
-        return self.runner.observe_all()
+    def observations(self, run_ids: Iterable[str]) -> dict[str, RunObservation]:
+        return self.runner.observe_all()  # the local runner reads every run's status file at once
 
     def observation(self, run_id: str) -> RunObservation | None:
         return self.runner.observe(run_id)
@@ -294,8 +303,8 @@ class LocalTracker:
 # The run fields a reconcile reads to tell a quiet run (runs.is_quiet) and a
 # launched one: with ten thousand runs, reading and decoding whole run records
 # (inputs, outputs...) took 0.4 s of each reconcile, more than the rest of its
-# store reads together. tests/test_watcher.py checks is_quiet gives the same answer on these
-# fields as on the whole record.
+# store reads together. tests/test_watcher.py checks is_quiet gives the same
+# answer on these fields as on the whole record.
 RECONCILE_RUN_FIELDS = ("run_id", "phase", "job_name", "started_at", "observed_reason")
 
 # How long a stopping watcher waits for its watch streams before it releases the lease.
@@ -310,7 +319,7 @@ class ReconcileReport:
     """What one reconcile did (logged, and read by tests and the benchmark)."""
 
     active: int = 0
-    observed: int = 0
+    observed: int = 0  # active runs whose Job or pods were listed
     finished: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
@@ -389,8 +398,8 @@ class Watcher:
         active = self.active_runs()
         report.active = len(active)
         self.tracker.relist()
-        observations = self.tracker.observations()
-        report.observed = len(observations)
+        observations = self.tracker.observations(active)
+        report.observed = sum(1 for run_id in active if run_id in observations)
         for run_id, run in active.items():
             obs = observations.get(run_id)
             if obs is not None:

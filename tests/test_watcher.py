@@ -222,6 +222,22 @@ def test_reconcile_costs_two_requests_however_many_runs(store, kube_settings, ku
     assert len(emulator.requests) - before == 2
 
 
+
+def test_reconcile_observes_the_active_runs_only(store, kube_settings, kube_runner, emulator) -> None:
+    """A finished Job stays listed until its TTL; a reconcile does not observe the runs nobody waits for."""
+    for i in (1, 2):
+        launched(store, kube_settings, kube_runner, i)
+        emulator.start_pod(f"billing-{i}-v1-a1", suffix="p")
+    emulator.put("jobs", {"metadata": {"name": "billing-9-v1-a1", "namespace": "default",
+                                       "labels": {"app.kubernetes.io/managed-by": "orchestrator"},
+                                       "annotations": {ANNOTATION_RUN_ID: "billing-9-v1-a1"}},
+                          "spec": {"template": {"spec": {"containers": []}}}})
+    emulator.finish_job("billing-9-v1-a1", "Complete")
+    sent = Sent()
+    report = Watcher(store, kube_settings, kube_runner, send=sent).reconcile()
+    assert (report.active, report.observed, report.finished, report.lost) == (2, 2, [], [])
+    assert sent.of(dispatch.FINISH_RUN) == []
+
 # The tracker's cache on its own (a fake client: lists and events as given) --------------------
 
 class FakeLists:

@@ -8,7 +8,8 @@ each with its launched run, and the Kubernetes API emulator
 holds their Jobs and running pods. Then:
 
   * the real watcher (`python -m orchestrator.cli watch`, a process of its own)
-    adopts them all (Launching -> Running), and from two seconds later runs
+    adopts them all (Launching -> Running; "adopt s" is from its start until
+    the store shows every task Running), and from two seconds later runs
     for `--window` seconds; every request it makes to the emulator in that
     window is counted (lists, watches, gets: the emulator records each one) and
     scaled to requests per minute. Its resident memory (VmRSS sampled every
@@ -183,11 +184,13 @@ def measure(workdir: Path, count: int, window: float, reconcile: float) -> dict[
         log = open(workdir / f"watcher-{count}.log", "wb")
         watcher_proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "watch"], env=env, cwd=ROOT,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120 + count / 50
+        adopt_started = time.monotonic()
+        deadline = adopt_started + 120 + count / 50
         while store.count_by_status().get(Status.RUNNING.value, 0) < count:
             if watcher_proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the watcher did not adopt the runs; see {workdir}/watcher-{count}.log")
             time.sleep(0.2)
+        adopt_seconds = time.monotonic() - adopt_started
         time.sleep(min(2.0, reconcile))  # let the first reconcile finish and the watches settle
         before, t0, cpu0 = emulator.request_count(), time.time(), cpu_seconds(watcher_proc.pid)
         rss_max = 0
@@ -222,7 +225,8 @@ def measure(workdir: Path, count: int, window: float, reconcile: float) -> dict[
                 "requests_in_window": len(requests), "requests_by_kind": kinds, "reconciles_in_window": reconciles,
                 "watcher_cpu_seconds_per_minute": cpu / window * 60,
                 "requests_per_reconcile": max(counted), "reconcile_seconds": sorted(seconds)[1],
-                "rss_mb": max(rss, rss_max) / 1024, "peak_rss_mb": hwm / 1024, "fill_seconds": fill_seconds}
+                "rss_mb": max(rss, rss_max) / 1024, "peak_rss_mb": hwm / 1024, "fill_seconds": fill_seconds,
+                "adopt_seconds": adopt_seconds}
     finally:
         if watcher_proc is not None and watcher_proc.poll() is None:
             watcher_proc.terminate()
@@ -247,13 +251,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp:
         print(f"watcher reconcile every {args.reconcile:g}s, observed {args.window:g}s per size")
         print(f"{'runs':>7} {'requests/min':>13} {'per reconcile':>14} {'reconcile s':>12} {'CPU s/min':>10} "
-              f"{'RSS MB':>7} {'peak MB':>8}")
+              f"{'RSS MB':>7} {'peak MB':>8} {'adopt s':>8}")
         for count in (int(c) for c in args.counts.split(",")):
             row = measure(Path(tmp), count, args.window, args.reconcile)
             rows.append(row)
             print(f"{count:>7} {row['requests_per_minute']:>13.1f} {row['requests_per_reconcile']:>14} "
                   f"{row['reconcile_seconds']:>12.2f} {row['watcher_cpu_seconds_per_minute']:>10.1f} "
-                  f"{row['rss_mb']:>7.1f} {row['peak_rss_mb']:>8.1f}",
+                  f"{row['rss_mb']:>7.1f} {row['peak_rss_mb']:>8.1f} {row['adopt_seconds']:>8.1f}",
                   flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

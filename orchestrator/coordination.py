@@ -138,9 +138,18 @@ PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _RANK_SPAN = 1e12  # more tasks than that will never be submitted; scores stay exact doubles
 
 
-def admission_score(priority: str | None, seq: int) -> float:
-    """Lower is admitted first: highest priority first, then oldest (submission order)."""
+def admission_score(priority: str | None, seq: int, created_at: float | None = None, ageing: float = 0.0) -> float:
+    """Lower is admitted first.
+
+    With `ageing` seconds per priority level (and the task's `created_at`): the
+    submission time, less `ageing` for each level above `medium` (more for each
+    below), so a higher priority goes first unless a lower one has waited that
+    much longer; nothing waits for ever behind a stream of urgent work. Without:
+    strict priorities, oldest (submission order) first within one.
+    """
     rank = PRIORITY_RANK.get((priority or "medium").lower(), PRIORITY_RANK["medium"])
+    if ageing > 0 and created_at is not None:
+        return float(created_at) + (rank - PRIORITY_RANK["medium"]) * ageing
     return rank * _RANK_SPAN + seq
 
 

@@ -133,7 +133,8 @@ def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int
                 if status != Status.BLOCKED or task.get("status_reason") != reason:
                     store.transition(service, task_id, Status.BLOCKED, reason=reason, actor=ACTOR, expect=status)
                 return Status.BLOCKED.value
-            score = admission_score(task.get("priority"), int(task.get("seq") or 0))
+            score = admission_score(task.get("priority"), int(task.get("seq") or 0), task.get("created_at"),
+                                    settings.priority_ageing_seconds)
             # Indexed before the move, so a crash in between leaves it findable
             # (an index entry of a task that is not Queued is dropped when met).
             store.add_waiting(service, task_id, score)
@@ -345,7 +346,9 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
     _release_run(store, service, run_id)
     if target == Status.QUEUED:
         task_after = store.require_task(service, task_id)
-        store.add_waiting(service, task_id, admission_score(task_after.get("priority"), int(task_after["seq"])))
+        store.add_waiting(service, task_id, admission_score(task_after.get("priority"), int(task_after["seq"]),
+                                                            task_after.get("created_at"),
+                                                            settings.priority_ageing_seconds))
         if fields.get("not_before"):
             # Wake the admission when the backoff is over (the re-drive would too, later).
             _send(dispatch.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))

@@ -48,6 +48,16 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"expected a number >= 0, got {raw!r}")
+    return value
+
+
 def _parse_float(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -226,6 +236,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Global limit on runs active at once."),
     Variable("ORCHESTRATOR_MAX_RUNS_PER_SERVICE", "max_runs_per_service", _positive_int, "1",
              "Limit on runs active at once for one service (they share one workspace directory)."),
+    Variable("ORCHESTRATOR_PRIORITY_AGEING_SECONDS", "priority_ageing_seconds", _non_negative_float, "1800",
+             "Waiting time worth one priority level: a task waiting this much longer than one a level above goes first, so low priorities never starve. 0: strict priorities."),
     Variable("ORCHESTRATOR_MAX_RETRIES", "max_retries", _non_negative_int, "2",
              "Further attempts of a run that failed for a platform reason (eviction, node loss, image pull); agent failures are not retried."),
     Variable("ORCHESTRATOR_RETRY_BACKOFF_SECONDS", "retry_backoff_seconds", _parse_float, "30",
@@ -361,6 +373,7 @@ class Settings:
     task_files_max_age_days: int
     max_active_runs: int
     max_runs_per_service: int
+    priority_ageing_seconds: float
     max_retries: int
     retry_backoff_seconds: float
     slot_lease_seconds: float

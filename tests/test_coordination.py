@@ -72,6 +72,24 @@ def test_admission_score_orders_priority_then_age() -> None:
     assert sorted(scores, key=scores.get) == ["high-old", "high-new", "medium-old", "unknown", "none", "low"]
 
 
+def test_with_ageing_a_long_wait_outweighs_a_priority_level() -> None:
+    hour = 3600.0
+    now = 1_000_000.0
+
+    def score(priority: str, waited: float, seq: int = 0) -> float:
+        return admission_score(priority, seq, created_at=now - waited, ageing=hour)
+
+    # Submitted together: priority decides, as without ageing.
+    together = {p: score(p, 0) for p in ("low", "critical", "medium", "high")}
+    assert sorted(together, key=together.get) == ["critical", "high", "medium", "low"]
+    # A low task that has waited more than two levels' worth goes before a fresh high one...
+    assert score("low", 2 * hour + 1) < score("high", 0)
+    # ...but not before one that has waited about as long.
+    assert score("high", 2 * hour) < score("low", 2 * hour + 1)
+    # Without ageing, priorities are strict however long a task waited.
+    assert admission_score("high", 10**6, created_at=now, ageing=0) < admission_score("low", 1, created_at=0, ageing=0)
+
+
 def test_parse_pipelines_from_json_and_yaml_file(tmp_path: Path) -> None:
     raw = json.dumps({"irf": {"stages": [{"name": "implement", "agent": "claude"},
                                          {"name": "review", "agent": "reviewer", "image": "r:1", "prompt": "p"}]}})

@@ -200,6 +200,25 @@ def test_update_of_missing_records_never_resurrects_them(store: TaskStore) -> No
     assert store.get_run("nope") is None
 
 
+def test_current_runs_reads_each_tasks_run_fields_in_batches(store: TaskStore) -> None:
+    for task_id in (1, 2, 3):
+        make(store, task_id=task_id)
+    first = store.create_run("web", 1, version=1, attempt=1)
+    store.update_task("web", 1, current_run=first["run_id"])
+    store.update_run(first["run_id"], phase="Running", job_name="web-1-v1-a1", observed_reason="Running")
+    store.update_task("web", 3, current_run="web-3-v1-a1")  # names a run whose record is gone
+    refs = [("web", 1), ("web", 2), ("web", 3), ("web", 99)]
+    rows = store.current_runs(refs, "run_id", "phase", "job_name", "started_at", batch=2)
+    assert rows == [
+        ("Pending", first["run_id"], {"run_id": first["run_id"], "phase": "Running", "job_name": "web-1-v1-a1",
+                                      "started_at": ""}),
+        ("Pending", "", None),  # no current run
+        ("Pending", "web-3-v1-a1", None),
+        None,  # no such task
+    ]
+    assert store.current_runs([]) == []
+
+
 def test_delivery_dedupe(store: TaskStore) -> None:
     assert store.claim_delivery("d-1", ttl=60)
     assert not store.claim_delivery("d-1", ttl=60)

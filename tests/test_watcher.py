@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from orchestrator import dispatch, runs
-from orchestrator.kube.client import KubeClient
+from orchestrator.kube.client import KubeClient, Listing
+from orchestrator.kube.jobs import ANNOTATION_RUN_ID
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
+from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from orchestrator.watcher import Watcher
+from orchestrator.watcher import KubeTracker, Watcher
 from tests.support.kube_emulator import KubeEmulator, now_iso
 from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import Sent, launching_task
@@ -218,3 +220,129 @@ def test_reconcile_costs_two_requests_however_many_runs(store, kube_settings, ku
     report = watcher.reconcile()
     assert report.active == 30 and report.observed == 30
     assert len(emulator.requests) - before == 2
+
+
+
+def test_reconcile_observes_the_active_runs_only(store, kube_settings, kube_runner, emulator) -> None:
+    """A finished Job stays listed until its TTL; a reconcile does not observe the runs nobody waits for."""
+    for i in (1, 2):
+        launched(store, kube_settings, kube_runner, i)
+        emulator.start_pod(f"billing-{i}-v1-a1", suffix="p")
+    emulator.put("jobs", {"metadata": {"name": "billing-9-v1-a1", "namespace": "default",
+                                       "labels": {"app.kubernetes.io/managed-by": "orchestrator"},
+                                       "annotations": {ANNOTATION_RUN_ID: "billing-9-v1-a1"}},
+                          "spec": {"template": {"spec": {"containers": []}}}})
+    emulator.finish_job("billing-9-v1-a1", "Complete")
+    sent = Sent()
+    report = Watcher(store, kube_settings, kube_runner, send=sent).reconcile()
+    assert (report.active, report.observed, report.finished, report.lost) == (2, 2, [], [])
+    assert sent.of(dispatch.FINISH_RUN) == []
+
+# The tracker's cache on its own (a fake client: lists and events as given) --------------------
+
+class FakeLists:
+    """list_jobs / list_pods answering whatever the test put in `jobs` and `pods`, through the transform."""
+
+    def __init__(self) -> None:
+        self.jobs: list[dict] = []
+        self.pods: list[dict] = []
+        self.rv = "1"
+
+    def list_jobs(self, selector, transform=None):
+        return Listing([(transform or dict)(o) for o in self.jobs], self.rv)
+
+    def list_pods(self, selector, transform=None):
+        return Listing([(transform or dict)(o) for o in self.pods], self.rv)
+
+
+def _obj(name: str, run_id: str, rv: int, phase: str = "Running") -> dict:
+    return {"metadata": {"name": name, "resourceVersion": str(rv), "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {ANNOTATION_RUN_ID: run_id}, "labels": {}},
+            "spec": {"big": "x" * 100}, "status": {"phase": phase}}
+
+
+@pytest.fixture
+def tracker(kube_settings: Settings):
+    lists = FakeLists()
+    changed: list[str] = []
+    tracker = KubeTracker(type("R", (), {"client": lists})(), kube_settings, changed.append)
+    return tracker, lists, changed
+
+
+def test_a_relist_keeps_the_cached_object_of_an_unchanged_resource_version(tracker) -> None:
+    tracker, lists, _changed = tracker
+    lists.jobs = [_obj("a", "run-a", 5), _obj("b", "run-b", 6)]
+    tracker.relist()
+    first = dict(tracker.objects["jobs"])
+    assert "spec" not in first["a"]  # slimmed
+    lists.jobs = [_obj("a", "run-a", 5), _obj("b", "run-b", 9, phase="Failed")]
+    tracker.relist()
+    assert tracker.objects["jobs"]["a"] is first["a"]  # not slimmed again, not held twice
+    assert tracker.objects["jobs"]["b"] is not first["b"]
+    assert tracker.objects["jobs"]["b"]["metadata"]["resourceVersion"] == "9"
+
+
+def test_the_run_index_follows_events_and_lists(tracker) -> None:
+    tracker, lists, _changed = tracker
+    lists.jobs = [_obj("job-1", "run-1", 5)]
+    lists.pods = [_obj("job-1-p1", "run-1", 6, phase="Pending")]
+    tracker.relist()
+    assert tracker.observation("run-1").phase == "Pending"
+    with tracker.lock:  # what the stream does for ADDED / DELETED
+        tracker._put("pods", "job-1-p2", _obj("job-1-p2", "run-1", 7))
+        tracker._put("pods", "job-1-p1", None)
+    job, pods = tracker._of_run("run-1")
+    assert job["metadata"]["name"] == "job-1" and [p["metadata"]["name"] for p in pods] == ["job-1-p2"]
+    assert tracker.observation("run-1").phase == "Running" and tracker.job_running("run-1")
+    lists.jobs, lists.pods = [], []
+    tracker.relist()
+    assert tracker.observation("run-1") is None and not tracker.job_running("run-1")
+    assert tracker._job_of_run == {} and tracker._pods_of_run == {}
+
+
+def test_a_relist_after_410_re_evaluates_the_runs_that_changed_and_only_those(tracker) -> None:
+    tracker, lists, changed = tracker
+    lists.pods = [_obj(f"p{i}", f"run-{i}", 10 + i) for i in range(5)]
+    tracker._relist_kind("pods")  # nothing cached yet: every run is new
+    assert changed == [f"run-{i}" for i in range(5)]
+    changed.clear()
+    # Meanwhile (events lost): p1 changed, p2 went, p5 came; p0, p3, p4 are as cached.
+    lists.pods = [_obj("p0", "run-0", 10), _obj("p1", "run-1", 30, phase="Failed"), _obj("p3", "run-3", 13),
+                  _obj("p4", "run-4", 14), _obj("p5", "run-5", 31)]
+    tracker._relist_kind("pods")
+    assert changed == ["run-1", "run-2", "run-5"]
+
+
+def test_a_reconcile_reads_enough_of_each_run_to_tell_a_quiet_one(store, kube_settings) -> None:
+    """is_quiet answers the same on RECONCILE_RUN_FIELDS as on the whole run record."""
+    from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
+    from orchestrator.watcher import RECONCILE_RUN_FIELDS
+
+    records = [{}, {"phase": "Launched"}, {"phase": "Pending", "observed_reason": "waiting for a pod"},
+               {"phase": "Running", "started_at": 1700000000.5, "observed_reason": "Running"},
+               {"phase": "Running", "started_at": 1700000000.5, "observed_reason": "Evicted; waiting"},
+               {"phase": "Succeeded", "started_at": 1700000000.5}]
+    observations = [RunObservation("x", RUNNING, reason="Running", started_at=1700000000.5),
+                    RunObservation("x", RUNNING, reason="Running"),
+                    RunObservation("x", PENDING, reason="waiting for a pod"),
+                    RunObservation("x", PENDING, reason="Unschedulable", started_at=1700000000.5),
+                    RunObservation("x", SUCCEEDED, reason="Completed", exit_code=0),
+                    RunObservation("x", FAILED, reason="Error: exit code 1", exit_code=1)]
+    checked, answers = 0, set()
+    for i, fields in enumerate(records, start=1):
+        run_id = launching_task(store, task_id=i)
+        if fields:
+            store.update_run(run_id, **fields)
+        for task_status in ("Launching", "Running"):
+            if task_status == "Running":
+                store.transition("billing", i, Status.RUNNING, reason="test", actor="test")
+            watcher = Watcher(store, kube_settings, KubernetesRunner(kube_settings), send=Sent())
+            narrow = watcher.active_runs()[run_id]
+            assert set(narrow) == {*RECONCILE_RUN_FIELDS, "task_status"}
+            whole = store.get_run(run_id)
+            for obs in observations:
+                obs = RunObservation(run_id, obs.phase, obs.reason, obs.exit_code, obs.started_at)
+                quiet = runs.is_quiet(whole, task_status, obs)
+                assert runs.is_quiet(narrow, task_status, obs) == quiet, (fields, task_status, obs)
+                checked, answers = checked + 1, answers | {quiet}
+    assert checked == len(records) * 2 * len(observations) and answers == {True, False}

@@ -891,8 +891,10 @@ class TaskStore:
         The steps that act on a run read both first; two round trips each was a
         good part of a step's own time.
         """
+        # The script builds the task's keys from the run's fields, as _task_key and _contexts_key do.
         found = self._call(self._run_with_task, keys=[_run_key(run_id)],
-                           args=[f"{PREFIX}:task:", ":contexts" if contexts else ""])
+                           args=[_task_key("", "")[:-1], _contexts_key("", "")[len(_task_key("", "")):]
+                                 if contexts else ""])
         if not found:
             return None, None, []
         run_raw, task_raw, docs = found

@@ -132,15 +132,18 @@ class Bench:
         return service
 
     def jobs_created(self, services: list[str]) -> dict[str, float]:
-        """service -> when its Job was created (for the ones that have one)."""
+        """service -> when its Job was created (for the ones that have one).
+
+        Each task's one run has a known Job name (task 1, version 1, attempt 1),
+        so this reads only the emulator's record: polling the store for every
+        task while the workers run would take the workers' CPU (the chain's
+        check is one list read).
+        """
+        from orchestrator.kube.jobs import job_name
+
         created = {name: at for kind, name, at in list(self.emulator.created) if kind == "jobs"}
-        found: dict[str, float] = {}
-        for service in services:
-            task = self.store.get_task(service, 1)
-            run = self.store.get_run(task["current_run"]) if task and task.get("current_run") else None
-            if run and run.get("job_name") in created:
-                found[service] = created[run["job_name"]]
-        return found
+        names = {service: job_name(service, 1, 1, 1) for service in services}
+        return {service: created[name] for service, name in names.items() if name in created}
 
     # The bare chain ---------------------------------------------------------------
 

@@ -19,31 +19,34 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def init_access_log(app: Flask) -> None:
     """Give every request an id, then log it and count it when it ends."""
 
+    # Runs twice per request: the request and g proxies are resolved once each.
     @app.before_request
     def _start() -> None:
-        g.started = time.perf_counter()
-        incoming = request.headers.get("X-Request-Id", "")
-        if REQUEST_ID.match(incoming):
-            g.request_id = incoming
+        ctx_g = g._get_current_object()  # type: ignore[attr-defined]
+        ctx_g.started = time.perf_counter()
+        incoming = request.environ.get("HTTP_X_REQUEST_ID")
+        if incoming and REQUEST_ID.match(incoming):
+            ctx_g.request_id = incoming
 
     @app.after_request
     def _finish(response: Response) -> Response:
+        req = request._get_current_object()  # type: ignore[attr-defined]
         rid = request_id()
         response.headers["X-Request-Id"] = rid
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
         metrics = app.extensions.get("orchestrator_metrics")
         if metrics is not None:
-            metrics.observe(route, request.method, response.status_code, seconds)
+            metrics.observe(route, req.method, response.status_code, seconds)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("request", extra={
                 "request_id": rid,
-                "method": request.method,
-                "path": request.path,  # never the query string: it may carry anything
+                "method": req.method,
+                "path": req.path,  # never the query string: it may carry anything
                 "route": route,
                 "status": response.status_code,
                 "duration_ms": round(seconds * 1000, 2),
-                "remote": request.remote_addr,
+                "remote": req.remote_addr,
                 "length": response.calculate_content_length(),
             })
         return response

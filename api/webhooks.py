@@ -79,6 +79,8 @@ def _check_content_type() -> None:
     if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
         raise ApiError("send the payload as application/json (webhook setting 'Content type')",
                        status=415, code="unsupported_media_type")
+    if ";" not in request.content_type:  # no parameters: nothing more to check
+        return
     charset = request.mimetype_params.get("charset")
     if charset and charset.lower().replace("_", "-") not in {"utf-8", "utf8"}:
         raise ApiError("the payload must be UTF-8", status=415, code="unsupported_media_type")

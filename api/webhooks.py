@@ -41,7 +41,7 @@ def _announce(state: BlueprintSetupState) -> None:
 
 
 def _answer(status: int, body: dict[str, Any]) -> tuple[Response, int]:
-    # json.dumps straight into a response: jsonify's provider machinery showed in the profile.
+    # orjson straight into a response: jsonify's provider machinery showed in the profile.
     return current_app.response_class(orjson.dumps(body), mimetype="application/json"), status
 
 

@@ -110,7 +110,9 @@ def test_redis_down_for_10s_loses_nothing_and_workers_resume(stack: FaultStack) 
 
     # The same worker processes are alive: they reconnected by themselves.
     for name, pid in workers.items():
-        assert stack.processes[name].alive and stack.processes[name].proc.pid == pid
+        proc = stack.processes[name]
+        assert proc.alive and proc.proc.pid == pid, f"{name} did not survive the outage:\n" + "\n".join(
+            line for line in proc.log().splitlines() if "ERROR" in line or "CRITICAL" in line or "rror:" in line)[:6000]
 
     # Every accepted submission is still stored and runs to its end, once.
     for answer in traffic.accepted("task"):

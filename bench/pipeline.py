@@ -16,9 +16,11 @@ no-op steps on the same queues and the same workers (bench/noop_steps.py),
 the last of which records the time in Redis.
 
 Phases, for each of the two: a steady `--rate` tasks/s for `--seconds`
-(latency p50/p99), then a burst of `--burst` tasks submitted at once (the rate
-at which they complete between the 10th and the 90th percentile is the
-highest sustained rate). Target: ours at least half the chain's rate.
+(latency p50/p99), then `--bursts` bursts of `--burst` tasks submitted at
+once, alternating between the two (the rate at which a burst completes
+between the 10th and the 90th percentile is its sustained rate; the median
+burst of each side is kept, as one burst moves with the machine's other load).
+Target: ours at least half the chain's rate.
 """
 
 from __future__ import annotations
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the steady phase")
     parser.add_argument("--rate", type=float, default=20.0, help="tasks/s of the steady phase")
     parser.add_argument("--burst", type=int, default=300, help="tasks submitted at once for the rate")
+    parser.add_argument("--bursts", type=int, default=3,
+                        help="bursts per side, alternating; the median rate is kept (one burst moves with the machine)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -217,22 +221,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Warm up both (imports, connections, first Job).
         run_phase(bench.submit_task, bench.jobs_created, count=5, rate=None, timeout=60)
         run_phase(bench.submit_chain, bench.chains_done, count=5, rate=None, timeout=60)
-        for name, submit, finished in (("chain", bench.submit_chain, bench.chains_done),
-                                       ("pipeline", bench.submit_task, bench.jobs_created)):
-            figures[name] = {
-                "steady": run_phase(submit, finished, count=steady, rate=args.rate, timeout=timeout),
-                "burst": run_phase(submit, finished, count=args.burst, rate=None, timeout=max(120.0, args.burst)),
-            }
+        sides = (("chain", bench.submit_chain, bench.chains_done),
+                 ("pipeline", bench.submit_task, bench.jobs_created))
+        for name, submit, finished in sides:
+            figures[name] = {"steady": run_phase(submit, finished, count=steady, rate=args.rate, timeout=timeout),
+                             "bursts": []}
+        for _ in range(max(1, args.bursts)):
+            for name, submit, finished in sides:
+                figures[name]["bursts"].append(
+                    run_phase(submit, finished, count=args.burst, rate=None, timeout=max(120.0, args.burst)))
+        for name, _, _ in sides:
+            bursts = sorted(figures[name]["bursts"], key=lambda b: b["rate"] if b["rate"] == b["rate"] else -1.0)
+            figures[name]["burst"] = bursts[len(bursts) // 2]  # the median burst
         creates = sum(1 for kind, _, _ in bench.emulator.created if kind == "jobs")
         figures["job_creates"] = creates
-        figures["tasks_submitted"] = steady + args.burst + 5
+        figures["tasks_submitted"] = steady + args.burst * max(1, args.bursts) + 5
     finally:
         bench.stop()
 
     ours, bare = figures["pipeline"], figures["chain"]
     figures["rate_ratio"] = ours["burst"]["rate"] / bare["burst"]["rate"]
     print(f"{args.workers} worker processes (-c 1), Kubernetes runner against the emulator, "
-          f"{os.cpu_count()} cores; steady {args.rate:g}/s for {args.seconds:g}s, burst {args.burst}")
+          f"{os.cpu_count()} cores; steady {args.rate:g}/s for {args.seconds:g}s, {max(1, args.bursts)} bursts of "
+          f"{args.burst} each side (median kept)")
+    for name in ("pipeline", "chain"):
+        print(f"{name} burst rates: " + ", ".join(f"{b['rate']:.1f}" for b in figures[name]["bursts"]))
     print(f"{'':10}{'steady done':>12}{'p50 ms':>9}{'p99 ms':>9}{'burst done':>11}{'sustained/s':>12}")
     for name in ("pipeline", "chain"):
         s, b = figures[name]["steady"], figures[name]["burst"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import shlex
 from collections.abc import Callable, Mapping
@@ -48,21 +49,25 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
-def _non_negative_float(raw: str) -> float:
+def _finite(raw: str) -> float:
     try:
         value = float(raw.strip())
     except ValueError:
         raise ValueError(f"expected a number, got {raw!r}") from None
-    if not value >= 0 or value == float("inf"):
+    if not math.isfinite(value):  # float() takes "nan" and "inf"; no setting means either
+        raise ValueError(f"expected a finite number, got {raw!r}")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = _finite(raw)
+    if value < 0:
         raise ValueError(f"expected a number >= 0, got {raw!r}")
     return value
 
 
 def _parse_float(raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ValueError(f"expected a number, got {raw!r}") from None
+    value = _finite(raw)
     if value <= 0:
         raise ValueError(f"expected a number > 0, got {raw!r}")
     return value

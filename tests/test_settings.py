@@ -49,6 +49,10 @@ def test_values_are_parsed_and_typed() -> None:
         ("ORCHESTRATOR_REDIS_URL", "redis://:secretpw@host:port/0", "invalid port"),
         ("ORCHESTRATOR_REDIS_URL", "redis://", "no host"),
         ("ORCHESTRATOR_STEP_TIME_LIMIT", "1.5", "expected an integer"),
+        ("ORCHESTRATOR_STUCK_AFTER_SECONDS", "nan", "finite"),
+        ("ORCHESTRATOR_STUCK_AFTER_SECONDS", "0", "> 0"),
+        ("ORCHESTRATOR_PRIORITY_AGEING_SECONDS", "inf", "finite"),
+        ("ORCHESTRATOR_PRIORITY_AGEING_SECONDS", "-1", ">= 0"),
     ],
 )
 def test_a_wrong_value_names_the_variable(name: str, value: str, fragment: str) -> None:

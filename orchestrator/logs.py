@@ -20,10 +20,16 @@ REDACTED = "***"
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret in `text` (longest first, so overlapping ones all go)."""
-    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+def scrubbable(secrets: Iterable[str]) -> list[str]:
+    """The secrets worth replacing, longest first (so overlapping ones all go)."""
+    return sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str], *, ordered: bool = False) -> str:
+    """Replace every secret in `text`; `ordered=True` when `secrets` came from `scrubbable`."""
+    for secret in secrets if ordered else scrubbable(secrets):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     return text
 
 
@@ -32,14 +38,10 @@ class SecretFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]):
         super().__init__()
-        # Longest first, once: every log line goes through here.
-        self.secrets = sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True)
+        self.secrets = scrubbable(secrets)  # once: every log line goes through here
 
     def _scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        return scrub(text, self.secrets, ordered=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:

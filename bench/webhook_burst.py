@@ -25,7 +25,6 @@ import collections
 import http.client
 import json
 import multiprocessing
-import os
 import random
 import sys
 import tempfile
@@ -38,15 +37,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.github.signature import sign  # noqa: E402
 from bench._common import serve, stop  # noqa: E402
+from bench.webhooks import payload, server_env  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.stack import Process  # noqa: E402
 
-SECRET = "bench-secret"
 BUDGET = 10.0  # GitHub's timeout for a delivery
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "github-webhooks" / "issues" / "labeled.payload.json"
-FIXTURES = [FIXTURE, Path("/work/shared/fixtures/github-webhooks/issues/labeled.payload.json")]
 
 
 def _sender(port: int, body: bytes, signature: str, ids: list[str], threads: int, start_at: float,
@@ -111,19 +107,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     processes, threads = (int(n) for n in args.senders.split("x"))
 
-    body = next(p for p in FIXTURES if p.is_file()).read_bytes()
-    signature = sign(body, SECRET)
+    body, signed = payload()
+    signature = signed["X-Hub-Signature-256"]
     workdir = Path(tempfile.mkdtemp(prefix="bench-burst-"))
     (workdir / "logs").mkdir()
     redis_server = RedisServer(workdir / "redis")
     redis_server.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "PROMETHEUS_"))}
-    env.update({
-        "ORCHESTRATOR_REDIS_URL": redis_server.url, "GITHUB_WEBHOOK_SECRET": SECRET,
-        "ORCHESTRATOR_GITHUB_REPOSITORIES": "Codertocat/Hello-World=hello-world",
-        "ORCHESTRATOR_GITHUB_TRIGGER_LABEL": "bug", "ORCHESTRATOR_LOG_LEVEL": "INFO",
-        "ORCHESTRATOR_API_TOKENS": "bench", "PYTHONPATH": str(ROOT),
-    })
+    env = {**server_env(redis_server.url), "ORCHESTRATOR_API_TOKENS": "bench"}
     figures: dict[str, Any] = {"deliveries": args.deliveries, "replays": args.replays, "senders": args.senders}
     procs: list[Process] = []
     api = None

@@ -73,6 +73,18 @@ def payload() -> tuple[bytes, dict[str, str]]:
     return _payload
 
 
+def server_env(redis_url: str) -> dict[str, str]:
+    """This environment with the receiver configured to route the payload's repository and label."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "PROMETHEUS_"))}
+    env.update({
+        "ORCHESTRATOR_REDIS_URL": redis_url, "GITHUB_WEBHOOK_SECRET": SECRET,
+        "ORCHESTRATOR_GITHUB_REPOSITORIES": "Codertocat/Hello-World=hello-world",
+        "ORCHESTRATOR_GITHUB_TRIGGER_LABEL": "bug", "ORCHESTRATOR_LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
+
+
 def make_request(seq: int, proc: int, thread: int) -> tuple[bytes, dict[str, str]]:
     """One delivery: the same payload, a fresh delivery id."""
     body, headers = payload()
@@ -95,13 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
     redis_server = RedisServer(workdir / "redis")
     redis_server.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "PROMETHEUS_"))}
-    env.update({
-        "ORCHESTRATOR_REDIS_URL": redis_server.url, "GITHUB_WEBHOOK_SECRET": SECRET,
-        "ORCHESTRATOR_GITHUB_REPOSITORIES": "Codertocat/Hello-World=hello-world",
-        "ORCHESTRATOR_GITHUB_TRIGGER_LABEL": "bug", "ORCHESTRATOR_LOG_LEVEL": "INFO",
-        "PYTHONPATH": str(ROOT),
-    })
+    env = server_env(redis_server.url)
     if options.workers:
         env["GUNICORN_WORKERS"] = str(options.workers)
     targets = {"bare": "bench.webhooks:bare_app()", "ours": "api.wsgi:app"}

@@ -137,20 +137,11 @@ def hostile_settings(settings: Settings, tmp_path: Path) -> Settings:
                             allowed_git_hosts=("github.com",))
 
 
-@pytest.mark.parametrize("url", HOSTILE_URLS)
-def test_hostile_repository_urls_are_refused_before_git_runs(hostile_settings: Settings, store: TaskStore,
-                                                             url: str) -> None:
-    run_id = start_run(store, task_spec(repository={"url": url, "branch": "main"}))
-    with pytest.raises(PreparationError):
-        prepare_workspace(hostile_settings, store, run_id)
-    assert not (hostile_settings.workspace_root / "shop" / ".git").exists()
-    assert not CANARY.exists()
-
-
-@pytest.mark.parametrize("branch", HOSTILE_BRANCHES)
-def test_hostile_branches_are_refused_before_git_runs(hostile_settings: Settings, store: TaskStore,
-                                                      branch: str) -> None:
-    run_id = start_run(store, task_spec(repository={"url": GOOD_URL, "branch": branch}))
+@pytest.mark.parametrize("repository", [{"url": url, "branch": "main"} for url in HOSTILE_URLS]
+                         + [{"url": GOOD_URL, "branch": branch} for branch in HOSTILE_BRANCHES])
+def test_hostile_urls_and_branches_are_refused_before_git_runs(hostile_settings: Settings, store: TaskStore,
+                                                               repository: dict[str, str]) -> None:
+    run_id = start_run(store, task_spec(repository=repository))
     with pytest.raises(PreparationError):
         prepare_workspace(hostile_settings, store, run_id)
     assert not (hostile_settings.workspace_root / "shop" / ".git").exists()

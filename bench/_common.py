@@ -13,7 +13,6 @@ import http.client
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,15 +22,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.redis_server import free_port  # noqa: E402
 
 # make(seq, process, thread) -> (body, headers): a module-level function (sent to the generator processes).
 RequestMaker = Callable[[int, int, int], tuple[bytes, dict[str, str]]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serve(app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:

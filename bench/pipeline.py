@@ -38,19 +38,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import percentile  # noqa: E402
 from tests.support.kube_emulator import KubeEmulator, kubeconfig_for  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.stack import Process  # noqa: E402
 
 ALL_QUEUES = "events,coordination,workspace,deploy"
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of `values`, NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def sustained_rate(finished: list[float]) -> float:

@@ -439,7 +439,7 @@ def _encode(value: Any) -> str:
 
 
 def _encode_fields(fields: Mapping[str, Any]) -> dict[str, str]:
-    """Run fields as stored: None as '', numbers as repr, the rest as `_encode`."""
+    """Task and run fields as stored: None as '' (reads as unset), numbers as repr, the rest as `_encode`."""
     return {k: ("" if v is None else _encode(v) if not isinstance(v, (int, float)) else repr(v))
             for k, v in fields.items()}
 
@@ -597,7 +597,7 @@ class TaskStore:
         if "status" in fields or "status_reason" in fields:
             raise ValueError("status changes go through transition()")
         key = _task_key(service, task_id)
-        encoded = {k: _encode(v) if not isinstance(v, (int, float)) else repr(v) for k, v in fields.items()}
+        encoded = _encode_fields(fields)
         encoded["updated_at"] = repr(time.time())
         flat = [item for pair in encoded.items() for item in pair]
         if not int(self._call(self._update_existing, keys=[key], args=flat)):
@@ -638,7 +638,7 @@ class TaskStore:
         target = Status(target)
         now = time.time() if now is None else now
         allowed = ",".join(sorted(s.value for s in sources_of(target)))
-        extra = {k: _encode(v) if not isinstance(v, (int, float)) else repr(v) for k, v in (fields or {}).items()}
+        extra = _encode_fields(fields or {})
         keys = [_task_key(service, task_id), _history_key(service, task_id)]
         args: list[Any] = [
             target.value, reason, actor, repr(now), allowed,

@@ -15,6 +15,10 @@ access_log = logging.getLogger("orchestrator.api.access")
 # A caller's X-Request-Id is kept only when it is short and plain (it reaches logs).
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
+# Metric labels take the method from this set and "other" for anything else:
+# gunicorn accepts any token as a method, and each new label value is a new series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 def init_access_log(app: Flask) -> None:
     """Give every request an id, then log it and count it when it ends."""
@@ -37,7 +41,8 @@ def init_access_log(app: Flask) -> None:
         route = req.url_rule.rule if req.url_rule is not None else "unmatched"
         metrics = app.extensions.get("orchestrator_metrics")
         if metrics is not None:
-            metrics.observe(route, req.method, response.status_code, seconds)
+            method = req.method
+            metrics.observe(route, method if method in _METHODS else "other", response.status_code, seconds)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("request", extra={
                 "request_id": rid,

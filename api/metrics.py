@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -40,11 +41,19 @@ class RequestMetrics:
                                 ["route", "method", "status"], registry=registry)
         self.latency = Histogram("orchestrator_api_request_duration_seconds", "API request latency by route.",
                                  ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
+        # (route, method, status) -> (counter, histogram) children: `labels()` checks and
+        # locks on every call, and routes, methods and statuses are few.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one finished request."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                              self.latency.labels(route, method))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class StoreCollector(Collector):

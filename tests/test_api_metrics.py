@@ -59,3 +59,18 @@ def test_queue_depths_count_every_priority_list(store: TaskStore) -> None:
     client.rpush("events", "a")
     client.rpush("workspace\x06\x163", "b", "c")
     assert store.queue_depths(["events", "workspace", "deploy"]) == {"events": 1, "workspace": 2, "deploy": 0}
+
+
+def test_unknown_methods_share_one_label(settings: Settings) -> None:
+    """Any token is a method to gunicorn; each new label value would be a new series kept forever."""
+    client = create_app(settings).test_client()
+    for method in ("BREW", "WHEN", "PROPFIND"):
+        client.open("/health", method=method)
+    client.get("/health")
+    client.get("/health")
+    samples = _samples(client.get("/metrics").get_data(as_text=True))
+    methods: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        if name == "orchestrator_api_requests_total":
+            methods[dict(labels)["method"]] = methods.get(dict(labels)["method"], 0) + value
+    assert methods == {"other": 3, "GET": 2}

@@ -72,6 +72,13 @@ def post_worker_init(worker: Any) -> None:
     from orchestrator.logs import SecretFilter
     from orchestrator.settings import get_settings
 
+    # Every handler here writes JSON lines (orchestrator.logs.JsonFormatter), which show
+    # no caller, thread or process: don't collect them for each record (the logging
+    # HOWTO's "Optimization" switches; the caller lookup walks the stack every line).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     secret_filter = SecretFilter(get_settings().secret_values())
     for name in ("orchestrator", "gunicorn.error", ""):
         for handler in logging.getLogger(name).handlers:

@@ -19,6 +19,8 @@ REDACTED = "***"
 # Attributes every LogRecord has; anything else was passed with `extra=` and is shown.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
+_PLAIN = (str, int, float, bool, type(None))  # shown as they are; anything else as str(value)
+
 
 def scrubbable(secrets: Iterable[str]) -> list[str]:
     """The secrets worth replacing, longest first (so overlapping ones all go)."""
@@ -51,9 +53,11 @@ class SecretFilter(logging.Filter):
         if record.exc_info:
             record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
-        for key, value in vars(record).items():
-            if isinstance(value, str) and key not in _STANDARD:
-                record.__dict__[key] = self._scrub(value)  # same keys: safe while iterating
+        fields = record.__dict__
+        for key in fields.keys() - _STANDARD:  # the `extra` fields: a few of a record's ~25
+            value = fields[key]
+            if isinstance(value, str):
+                fields[key] = self._scrub(value)
         return True
 
 
@@ -76,9 +80,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
+        fields = record.__dict__
+        for key in fields:
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                value = fields[key]
+                entry[key] = value if isinstance(value, _PLAIN) else str(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

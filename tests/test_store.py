@@ -335,3 +335,32 @@ def test_concurrent_advancers_leave_a_history_without_gaps(store: TaskStore, red
         assert [h["seq"] for h in history] == list(range(1, 7))
         for before, after in zip(history, history[1:]):
             assert after["from"] == before["to"]
+
+
+class _CountingSocket:
+    """Wraps a connection's socket and counts its writes."""
+
+    def __init__(self, sock):
+        self.sock, self.writes = sock, 0
+
+    def sendall(self, data):
+        self.writes += 1
+        return self.sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+@pytest.mark.parametrize("size", [100, 20_000, 2_000_000])
+def test_a_command_with_a_large_value_is_one_write_below_the_bound(redis_url: str, size: int) -> None:
+    client = connect(redis_url)
+    client.ping()
+    conn = client.connection_pool.get_connection()
+    counting = conn._sock = _CountingSocket(conn._sock)
+    client.connection_pool.release(conn)
+    value = "é" * (size // 2)
+    client.set("one-write", value)
+    assert client.get("one-write") == value  # every byte arrived, in order
+    sets = counting.writes - 1  # the GET is one write
+    assert sets == (1 if size < 1 << 20 else 3)  # past the bound, redis-py's pieces as they are
+    client.delete("one-write")

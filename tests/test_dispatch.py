@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import pytest
 
@@ -38,7 +39,9 @@ def test_the_message_is_the_one_send_task_writes(settings: Settings, store: Task
     assert _body(ours) == _body(theirs)
 
 
-@pytest.mark.parametrize("args", [["svc", 7], ["x" * 3000]], ids=["short", "argsrepr-shortened"])
+@pytest.mark.parametrize("args", [["svc", 7], ["x" * 3000], ["ünïcode ✓", 2**70, None, 1.5, True],
+                                  [{"nested": ["dict"]}, "2026-11-26"]],
+                         ids=["short", "argsrepr-shortened", "scalars-json-alone-takes", "containers"])
 def test_a_message_without_eta_matches_send_task_too(settings: Settings, store: TaskStore, monkeypatch,
                                                      args: list) -> None:
     # Messages without an ETA are copied from a per-step template: each must still
@@ -57,6 +60,10 @@ def test_a_message_without_eta_matches_send_task_too(settings: Settings, store: 
     assert ours["headers"]["root_id"] == ours["headers"]["id"] == ours["properties"]["correlation_id"]
     assert second["headers"]["id"] != ours["headers"]["id"]
     assert second["properties"]["delivery_tag"] != ours["properties"]["delivery_tag"]
+    for message in (ours, second):
+        for value in (message["headers"]["id"], message["properties"]["delivery_tag"]):
+            parsed = uuid.UUID(value)
+            assert str(parsed) == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def test_a_step_goes_to_its_routed_queue(settings: Settings, store: TaskStore, monkeypatch) -> None:

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Request, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 
 from api.errors import ApiError
@@ -45,10 +45,10 @@ def _answer(status: int, body: dict[str, Any]) -> tuple[Response, int]:
     return current_app.response_class(orjson.dumps(body), mimetype="application/json"), status
 
 
-def _read_body(limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
+def _read_body(req: Request, limit: int) -> bytes:
+    if req.content_length is not None and req.content_length > limit:
         raise ApiError(f"the body is larger than {limit} bytes", status=413, code="payload_too_large")
-    body = request.stream.read(limit + 1)  # also bounds a chunked body without Content-Length
+    body = req.stream.read(limit + 1)  # also bounds a chunked body without Content-Length
     if len(body) > limit:
         raise ApiError(f"the body is larger than {limit} bytes", status=413, code="payload_too_large")
     return body
@@ -74,14 +74,14 @@ def _parse_json(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _check_content_type() -> None:
-    mimetype = request.mimetype
+def _check_content_type(req: Request) -> None:
+    mimetype = req.mimetype
     if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
         raise ApiError("send the payload as application/json (webhook setting 'Content type')",
                        status=415, code="unsupported_media_type")
-    if ";" not in request.content_type:  # no parameters: nothing more to check
+    if ";" not in req.content_type:  # no parameters: nothing more to check
         return
-    charset = request.mimetype_params.get("charset")
+    charset = req.mimetype_params.get("charset")
     if charset and charset.lower().replace("_", "-") not in {"utf-8", "utf8"}:
         raise ApiError("the payload must be UTF-8", status=415, code="unsupported_media_type")
 
@@ -94,16 +94,18 @@ def github() -> tuple[Response, int]:
     if not settings.github_webhook_secrets:
         raise ApiError("webhooks are disabled: no webhook secret is configured", status=403,
                        code="webhooks_disabled")
-    body = _read_body(settings.webhook_max_bytes)
-    if not signature.verify(body, request.headers.get("X-Hub-Signature-256"), settings.github_webhook_secrets):
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]  # the proxy once, not per use
+    environ = req.environ  # headers straight from the WSGI environ: what req.headers.get would read
+    body = _read_body(req, settings.webhook_max_bytes)
+    if not signature.verify(body, environ.get("HTTP_X_HUB_SIGNATURE_256"), settings.github_webhook_secrets):
         raise ApiError("missing or invalid X-Hub-Signature-256", status=401, code="bad_signature")
-    event = request.headers.get("X-GitHub-Event", "")
-    delivery = request.headers.get("X-GitHub-Delivery", "")
+    event = environ.get("HTTP_X_GITHUB_EVENT", "")
+    delivery = environ.get("HTTP_X_GITHUB_DELIVERY", "")
     if not _EVENT.fullmatch(event):
         raise ApiError("missing or invalid X-GitHub-Event header", code="missing_header")
     if not _DELIVERY.fullmatch(delivery):
         raise ApiError("missing or invalid X-GitHub-Delivery header", code="missing_header")
-    _check_content_type()
+    _check_content_type(req)
     payload = _parse_json(body)
 
     if event == "ping":
@@ -117,18 +119,18 @@ def github() -> tuple[Response, int]:
     # The body is kept once, as received, in the delivery's pending copy (which
     # the reconcile loop re-sends from if the queue message is lost); the queue
     # message names only the delivery, and the worker reads the body from the copy.
-    text = body.decode("utf-8")
+    # It goes to Redis as the bytes received (orjson has already refused invalid UTF-8).
     if dispatch.bound_to(store):
         # Claim, keep and queue in one atomic step.
         outgoing = dispatch.prepare(dispatch.HANDLE_EVENT, delivery, event)
         if not store.claim_delivery(delivery, settings.delivery_ttl_seconds, enqueue=outgoing.enqueue(),
-                                    pending=(event, text)):
+                                    pending=(event, body)):
             return _answer(200, {"status": "duplicate", "delivery": delivery})
         return _answer(202, {"status": "queued", "delivery": delivery})
     if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
         return _answer(200, {"status": "duplicate", "delivery": delivery})
     try:
-        store.keep_pending_event(delivery, event, text, settings.delivery_ttl_seconds)
+        store.keep_pending_event(delivery, event, body, settings.delivery_ttl_seconds)
         dispatch.send(dispatch.HANDLE_EVENT, delivery, event)
     except StoreUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.

@@ -69,3 +69,18 @@ def test_gunicorn_serves_a_submission(base_env: dict[str, str], store: TaskStore
         ("POST", "/api/v1/pm/tasks", 202), ("POST", "/api/v1/pm/tasks", 401), ("GET", "/metrics", 200)]
     assert all(r["request_id"] for r in requests)
     assert TOKEN not in (tmp_path / "gunicorn.out").read_text() + (tmp_path / "gunicorn.err").read_text()
+
+
+def _effective_config(env: dict[str, str]) -> dict[str, str]:
+    """gunicorn's own reading of the config file (--print-config), as name -> value."""
+    out = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "--print-config",
+                          "api.wsgi:app"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    return {name.strip(): value.strip() for name, _, value in (line.partition("=") for line in out.splitlines())}
+
+
+def test_a_worker_holds_twice_its_threads_in_connections(base_env: dict[str, str]) -> None:
+    # More and a busy worker takes connections it cannot serve yet, while another idles.
+    config = _effective_config({**base_env, "GUNICORN_THREADS": "3"})
+    assert (config["threads"], config["worker_connections"]) == ("3", "6")
+    config = _effective_config({**base_env, "GUNICORN_THREADS": "3", "GUNICORN_WORKER_CONNECTIONS": "50"})
+    assert config["worker_connections"] == "50"

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 QUICK: dict[str, list[str]] = {
     "api_submit": ["--seconds", "6"],
-    "webhooks": ["--seconds", "6", "--rounds", "2"],
+    "webhooks": ["--seconds", "8", "--rounds", "4"],
     "pipeline": ["--seconds", "10", "--rate", "20", "--burst", "200"],
     "tracking": ["--counts", "10,100,1000,10000", "--window", "12", "--reconcile", "5"],
     "webhook_burst": ["--deliveries", "5000", "--replays", "250"],
@@ -116,14 +116,20 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                             "(a part of the work alone)", "n/a"))
     w = results.get("webhooks")
     if w:
-        out.append(("Webhook intake throughput, POST /webhooks/github / bare Flask LPUSH",
-                    f"{w['ratio']:.2f} ({w['ours']['rps']:.0f} vs {w['bare']['rps']:.0f} deliveries/s; "
-                    f"server CPU per delivery {w['ours'].get('server_cpu_ms', float('nan')):.2f} vs "
-                    f"{w['bare'].get('server_cpu_ms', float('nan')):.2f} ms, ratio {w['cpu_ratio']:.2f})",
-                    ">= 0.70", _ok(w["ratio"] >= 0.7)))
-        out.append(("Webhook intake p99 latency, ours / bare",
-                    f"{w['p99_ratio']:.2f} ({w['ours']['p99_ms']:.1f} vs {w['bare']['p99_ms']:.1f} ms)", "<= 1.50",
-                    _ok(w["p99_ratio"] <= 1.5)))
+        pairs = list(zip(w["rounds"]["ours"], w["rounds"]["bare"]))
+        each = ", ".join(f"{o['rps'] / b['rps']:.2f}" for o, b in pairs)
+        each_p99 = ", ".join(f"{o['p99_ms'] / b['p99_ms']:.2f}" for o, b in pairs)
+        out.append((f"Webhook intake throughput, POST /webhooks/github / bare Flask LPUSH (median of {len(pairs)} "
+                    "back-to-back pairs)",
+                    f"{w['paired_ratio']:.2f} (pairs {each}; best rounds {w['ours']['rps']:.0f} vs "
+                    f"{w['bare']['rps']:.0f} deliveries/s, {w['ratio']:.2f}; server CPU per delivery "
+                    f"{w['ours'].get('server_cpu_ms', float('nan')):.2f} vs "
+                    f"{w['bare'].get('server_cpu_ms', float('nan')):.2f} ms)",
+                    ">= 0.70", _ok(w["paired_ratio"] >= 0.7)))
+        out.append((f"Webhook intake p99 latency, ours / bare (median of {len(pairs)} pairs)",
+                    f"{w['paired_p99_ratio']:.2f} (pairs {each_p99}; best rounds {w['ours']['p99_ms']:.1f} vs "
+                    f"{w['bare']['p99_ms']:.1f} ms, {w['p99_ratio']:.2f})", "<= 1.50",
+                    _ok(w["paired_p99_ratio"] <= 1.5)))
     p = results.get("pipeline")
     if p:
         s = p["pipeline"]["steady"]

@@ -10,9 +10,14 @@ gunicorn configuration (api/gunicorn_conf.py):
 Each gets the same routed payload (an issue labelled with the trigger label)
 with a fresh delivery id per request, over a new connection per request as
 GitHub sends them, from bench/_common.py's closed-loop load generator
-(processes x threads, on the same cores). Rounds alternate between the two;
-the best round of each is kept. Prints deliveries/s, p50/p99, the server's
-CPU per delivery, and the ratios. Target: ratio >= 0.7, p99 <= 1.5 x bare.
+(processes x threads, on the same cores). Rounds alternate between the two,
+ours then bare, and each such pair is compared: the figures set against the
+target are the medians of the per-pair ratios, because the machine's speed
+drifts during a run (the bare endpoint alone moved between 1,200 and
+1,800/s within one) and a pair, measured back to back, sees the same
+machine. The best round of each side is printed too. Prints deliveries/s,
+p50/p99, the server's CPU per delivery, and the ratios. Target: ratio >=
+0.7, p99 <= 1.5 x bare.
 """
 
 from __future__ import annotations
@@ -146,13 +151,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu = {n: best[n].get("server_cpu_ms") for n in best}
     cpu_ratio = cpu["bare"] / cpu["ours"] if cpu["bare"] and cpu["ours"] else float("nan")
     print(f"server CPU ratio bare/ours {cpu_ratio:.2f} (the throughput ratio if the load generator had its own cores)")
-    print(f"throughput ratio ours/bare {ratio:.2f} (target >= 0.7); p99 ratio {p99_ratio:.2f} (target <= 1.5)")
-    # Each round is next in time to its pair, so the machine's drifting speed (it
-    # moved the bare endpoint between 1,200 and 1,800/s within one run) cancels.
+    print(f"best rounds: throughput ratio ours/bare {ratio:.2f}; p99 ratio {p99_ratio:.2f}")
     pairs = list(zip(rounds["ours"], rounds["bare"]))
     paired = (statistics.median(o["rps"] / b["rps"] for o, b in pairs),
               statistics.median(o["p99_ms"] / b["p99_ms"] for o, b in pairs))
-    print(f"median over the {len(pairs)} paired rounds: ratio {paired[0]:.2f}, p99 ratio {paired[1]:.2f}")
+    print(f"median over the {len(pairs)} paired rounds: throughput ratio ours/bare {paired[0]:.2f} (target >= 0.7); "
+          f"p99 ratio {paired[1]:.2f} (target <= 1.5)")
     result = {**best, "ratio": ratio, "p99_ratio": p99_ratio, "cpu_ratio": cpu_ratio,
               "paired_ratio": paired[0], "paired_p99_ratio": paired[1], "rounds": rounds,
               "connections": options.connections, "seconds": options.seconds, "payload_bytes": len(body)}

@@ -16,8 +16,11 @@ from tests.conftest import REPO_ROOT
 FIGURES = {
     "api_submit": {"ratio": 0.8, "p99_ratio": 1.2, "connections": 32, "seconds": 5,
                    "ours": {"rps": 400, "p50_ms": 10, "p99_ms": 60}, "bare": {"rps": 500, "p50_ms": 8, "p99_ms": 50}},
-    "webhooks": {"ratio": 0.6, "p99_ratio": 1.6, "cpu_ratio": 0.5, "ours": {"rps": 300, "p50_ms": 5, "p99_ms": 16},
-                 "bare": {"rps": 500, "p50_ms": 4, "p99_ms": 10}},
+    # The best rounds alone would meet the target; the back-to-back pairs (what is judged) do not.
+    "webhooks": {"ratio": 0.75, "p99_ratio": 1.4, "cpu_ratio": 0.5, "paired_ratio": 0.6, "paired_p99_ratio": 1.6,
+                 "ours": {"rps": 375, "p50_ms": 5, "p99_ms": 14}, "bare": {"rps": 500, "p50_ms": 4, "p99_ms": 10},
+                 "rounds": {"ours": [{"rps": 300, "p99_ms": 16}, {"rps": 375, "p99_ms": 14}],
+                            "bare": [{"rps": 500, "p99_ms": 10}, {"rps": 625, "p99_ms": 8.75}]}},
     "pipeline": {"workers": 2, "steps": 3, "rate_ratio": 0.6, "job_creates": 10, "tasks_submitted": 10,
                  "pipeline": {"steady": {"count": 200, "completed": 200, "submit_seconds": 10, "p50_ms": 50,
                                          "p99_ms": 90}, "burst": {"rate": 30.0}},
@@ -40,7 +43,10 @@ def test_every_figure_has_a_row_with_its_target(tmp_path: Path) -> None:
     assert "| commit | `abc123` |" in text and "cores" in text
     met = {row.split(" | ")[0].lstrip("| "): row.rsplit(" | ", 1)[1] for row in table[6:]}
     assert met["API submit throughput, POST /api/v1/pm/tasks / bare Flask LPUSH"] == "**yes** |"
-    assert met["Webhook intake throughput, POST /webhooks/github / bare Flask LPUSH"] == "**NO** |"
+    assert met["Webhook intake throughput, POST /webhooks/github / bare Flask LPUSH (median of 2 back-to-back "
+               "pairs)"] == "**NO** |"
+    assert met["Webhook intake p99 latency, ours / bare (median of 2 pairs)"] == "**NO** |"
+    assert "pairs 0.60, 0.60; best rounds 375 vs 500 deliveries/s, 0.75" in text
     assert met["Watcher memory (RSS) at 10,000 runs"] == "**yes** |"
 
 

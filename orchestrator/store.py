@@ -55,9 +55,10 @@ class _OneWrite:
 
     redis-py packs a command holding a large value (a webhook body, a task
     document) as separate pieces and writes each with its own `sendall`; over
-    loopback every write costs a system call that also delivers to Redis, which
-    was a fifth of a webhook claim's CPU. Joining them costs one copy, up to a
-    bound, past which the copy would cost more than the writes it saves.
+    loopback every write costs a system call that also delivers to Redis: one
+    write took a webhook claim from about 155 to 105 microseconds of client CPU.
+    Joining them costs one copy, up to a bound, past which the copy would cost
+    more than the writes it saves.
     """
 
     _JOIN_BELOW = 1 << 20

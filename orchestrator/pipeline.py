@@ -459,6 +459,13 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
     for status in (Status.PENDING, Status.BLOCKED, Status.QUEUED, Status.PREPARING, Status.LAUNCHING,
                    Status.RUNNING):
         refs = store.task_refs_in_status(status)
+        if status == Status.RUNNING:
+            # A Running task matters here only when its run has ended (its finish may be
+            # lost); the others are the watcher's. One script per thousand tasks finds
+            # those, instead of reading every Running task and its run on every pass.
+            rows = store.current_runs(refs, "phase")
+            refs = [ref for ref, row in zip(refs, rows)
+                    if row and row[0] == status.value and row[2] and row[2].get("phase") in ENDED_PHASES]
         candidates: list[tuple[str, int, str]] = []  # stale tasks: (service, id, current run)
         for (service, task_id), task in zip(refs, store.task_fields(refs, "updated_at", "current_run")):
             if task is None or task["status"] != status.value or float(task["updated_at"] or 0) > stale:

@@ -359,6 +359,21 @@ def test_redrive_resends_lost_steps_and_reclaims_slots(store: TaskStore, drive: 
     assert done["released"] == ["web-1-v1-a1"] and store.slot_counts() == (0, {})
 
 
+def test_redrive_resends_finish_only_for_running_tasks_whose_run_ended(store: TaskStore, drive: Driver) -> None:
+    drive.settings = drive.settings.replace(stuck_after_seconds=1, max_runs_per_service=3)
+    for task_id in (1, 2, 3):
+        set_behaviour(store, SERVICE, task_id, hold=True)
+        submit(store, task_id)
+    drive.run()
+    assert [status(store, n) for n in (1, 2, 3)] == ["Running"] * 3
+    store.update_run("web-2-v1-a1", phase="Failed", exit_code=1)  # recorded; its finish was lost
+    store.update_run("web-3-v1-a1", phase="Running")
+    done = pipeline.redrive_stuck(store, drive.settings, now=time.time() + 5)
+    assert done["resent"] == ["orchestrator.finish_run:web-2-v1-a1"]
+    drive.run()
+    assert [status(store, n) for n in (1, 2, 3)] == ["Running", "Failed", "Running"]
+
+
 def test_a_pipeline_that_is_not_configured_fails_the_task(store: TaskStore, drive: Driver) -> None:
     submit(store, 1, pipeline="gone")
     drive.run()

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from orchestrator import dispatch
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
-from orchestrator.store import IllegalTransition, LeaseNotHeld, TaskStore
+from orchestrator.store import IllegalTransition, LeaseNotHeld, StoreError, TaskStore
 from orchestrator.workspace import lock
 from orchestrator.workspace.git import GitError, scrub
 from orchestrator.workspace.layout import PathEscape
@@ -58,6 +61,35 @@ def backoff(retries: int, *, base: float = GIT_BACKOFF_BASE, cap: float = GIT_BA
     """Exponential backoff with jitter, so retries of many runs do not arrive together."""
     delay = min(cap, base * (2 ** retries))
     return delay * random.uniform(0.75, 1.25)
+
+
+@contextmanager
+def _keep_alive(store: TaskStore, service: str, task_id: int, *, every: float) -> Iterator[None]:
+    """Touch the task every `every` seconds while the block runs.
+
+    The reconcile loop re-sends the step of a task left unchanged in Preparing
+    for ORCHESTRATOR_STUCK_AFTER_SECONDS, taking it for a lost message; one
+    git clone of a large repository may take longer than that (up to
+    ORCHESTRATOR_GIT_TIMEOUT_SECONDS), and a second preparation of the same run
+    would then work in the same directory at the same time. A live preparation
+    keeps its task fresh; a killed one stops, and is re-driven as before.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                store.update_task(service, task_id)
+            except StoreError:  # Redis away or the task gone: the step itself will find out
+                pass
+
+    thread = threading.Thread(target=beat, name=f"keep-alive {service}/{task_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _fail(settings: Settings, store: TaskStore, run: dict, message: str) -> StepResult:
@@ -126,8 +158,9 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         return StepResult("requeued", str(busy))
 
     try:
-        prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
-                                     final_check=False)
+        with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
+            prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
+                                         final_check=False)
     except lock.LeaseLost as exc:
         return StepResult("retry", str(exc), countdown=backoff(retries))
     except GitError as exc:

@@ -13,6 +13,7 @@ import base64
 import os
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ class GitHttpServer:
         self.project_root = project_root
         self.token = token
         self.fail_status: int | None = None  # answer every request with this status (e.g. 503)
+        self.delay = 0.0  # seconds every request waits first (a slow remote)
         self.requests: list[tuple[str, str, bool]] = []  # method, path, authorized
         self.auth_headers: list[str] = []
         self._server: ThreadingHTTPServer | None = None
@@ -101,6 +103,8 @@ class GitHttpServer:
                 body = self._body() if self.command == "POST" else b""
                 authorized = self._authorized()
                 owner.requests.append((self.command, self.path, authorized))
+                if owner.delay:
+                    time.sleep(owner.delay)
                 if owner.fail_status:
                     self._reply(owner.fail_status, {"Content-Type": "text/plain"}, b"unavailable\n")
                     return

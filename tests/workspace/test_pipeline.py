@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import redis
 
 from orchestrator import dispatch
+from orchestrator import pipeline as coordination
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lock, pipeline
@@ -146,3 +148,36 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
         client.close()
     finally:
         app.close()
+
+
+def test_a_slow_preparation_keeps_its_task_fresh(remote: Path, git_server: GitHttpServer, ws_settings: Settings,
+                                                 store: TaskStore, sent: list) -> None:
+    # The clone takes longer than the stuck threshold: the reconcile loop, running
+    # meanwhile, must not take the preparation for a lost message and send it again.
+    settings = ws_settings.replace(stuck_after_seconds=1.0)
+    git_server.delay = 0.5  # each of the clone's requests
+    run_id = start_run(store, task_spec())
+    resent: list[str] = []
+    done = {"flag": False}
+
+    def reconcile_meanwhile() -> None:
+        while not done["flag"]:
+            time.sleep(0.25)
+            report = coordination.redrive_stuck(store, settings)
+            resent.extend(report["resent"])
+
+    watcher = threading.Thread(target=reconcile_meanwhile)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        result = pipeline.prepare_for_run(settings, store, run_id)
+    finally:
+        done["flag"] = True
+        watcher.join()
+    assert time.monotonic() - started > 2 * settings.stuck_after_seconds  # slower than the threshold
+    assert result.action == "launched"
+    assert [r for r in resent if r.startswith(dispatch.PREPARE_WORKSPACE)] == []
+    # Once the preparation is over, nothing touches the task any more.
+    touched = store.get_task("shop", 7)["updated_at"]
+    time.sleep(1.0)
+    assert store.get_task("shop", 7)["updated_at"] == touched

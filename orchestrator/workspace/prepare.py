@@ -106,9 +106,14 @@ def _check_url(settings: Settings, url: str) -> None:
         raise PreparationError(str(exc)) from None
 
 
-def _clean_leftovers(layout: ServiceLayout) -> None:
-    """Remove temporary files of interrupted writes where we write (never the repository's files)."""
-    for directory in (layout.path / TASK_DIR, layout.path / AGENT_SETTINGS_DIR, layout.git_dir / "info"):
+def _clean_leftovers(layout: ServiceLayout, task_id: int) -> None:
+    """Remove temporary files of interrupted writes where this preparation writes (never the repository's files).
+
+    Only this task's directory under `.task`: walking every task's directory on
+    every preparation costs more as a service's tasks add up, and another task's
+    leftovers go when that task is prepared again or its files are swept.
+    """
+    for directory in (layout.task_dir(task_id), layout.path / AGENT_SETTINGS_DIR, layout.git_dir / "info"):
         if directory.exists():
             layout.check(directory)
             remove_temp_files(directory)
@@ -201,7 +206,7 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         raise PreparationError(str(exc)) from None
     settings.workspace_root.mkdir(parents=True, exist_ok=True)
     ensure_dir(layout, layout.path)
-    _clean_leftovers(layout)
+    _clean_leftovers(layout, task_id)
 
     repository = _repository(spec)
     git: Git | None = None

@@ -105,10 +105,13 @@ def test_repeating_a_half_done_preparation(remote: Path, ws_settings: Settings, 
     (root / ".task" / "7" / "v1" / ".orch-tmp-task.md.beef").write_text("half")
     (root / ".task" / "7" / "v1" / "removed-doc.md").write_text("from an earlier attempt")
     (root / ".git" / "index.lock").write_text("")
+    other = root / ".task" / "8" / "v1" / ".orch-tmp-task.md.cafe"  # another task's: its own preparation's
+    other.parent.mkdir(parents=True)
+    other.write_text("half")
     run_id = start_run(store, task_spec())
     first = prepare_workspace(ws_settings, store, run_id)
     assert not stale.exists() and not (root / ".orch-tmp-CLAUDE.md.dead").exists()
-    assert not list(root.rglob(".orch-tmp-*"))
+    assert list(root.rglob(".orch-tmp-*")) == [other]
     assert not (first.task_dir / "removed-doc.md").exists()
     # A repeat of a finished preparation changes nothing and gives the same answer.
     snapshot = {p: p.read_bytes() for p in (root / ".task").rglob("*") if p.is_file()}

@@ -194,10 +194,12 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
                       exit_code=obs.exit_code, retryable="1" if obs.retryable else "0",
                       failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000])
         fields.setdefault("started_at", run.get("started_at") or obs.started_at)
-        store.update_run(obs.run_id, **fields)
+        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, **fields):
+            return False  # its end was recorded meanwhile (a cancel, another watcher), with its finish
         return _finish(store, obs.run_id, send)
     if not _unchanged(run, fields):  # a reconcile of 1,000 quiet runs writes nothing
-        store.update_run(obs.run_id, **fields)
+        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, **fields):
+            return False
     if obs.phase == RUNNING:
         task = store.get_task(run["service"], int(run["task_id"]))
         if task and task.get("current_run") == obs.run_id and task["status"] == Status.LAUNCHING.value:
@@ -224,5 +226,5 @@ def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "syste
     run = store.get_run(run_id)
     if run is None or run.get("phase") in TERMINAL_PHASES:
         return
-    store.update_run(run_id, phase="Cancelled", finished_at=time.time(), failure_reason=f"cancelled by {actor}",
-                     finish_sent="skipped: cancelled")
+    store.update_unended_run(run_id, TERMINAL_PHASES, phase="Cancelled", finished_at=time.time(),
+                             failure_reason=f"cancelled by {actor}", finish_sent="skipped: cancelled")

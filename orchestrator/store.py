@@ -361,6 +361,20 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+# Sets fields of a run unless its phase is one of ARGV[1] (comma-separated): the
+# end of a run is written once, and whoever read the run before someone else
+# recorded its end (a watcher, a cancel) must not write over it.
+# Returns -1 for no run, 0 when it had ended (nothing written), 1 when written.
+_UPDATE_UNENDED_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local phase = redis.call('HGET', KEYS[1], 'phase') or ''
+for ended in string.gmatch(ARGV[1], '[^,]+') do
+  if phase == ended then return 0 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
 _RENEW_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -518,6 +532,7 @@ class TaskStore:
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._update_existing = client.register_script(_UPDATE_EXISTING_LUA)
+        self._update_unended = client.register_script(_UPDATE_UNENDED_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._slot_acquire = client.register_script(_SLOT_ACQUIRE_LUA)
         self._slot_renew = client.register_script(_SLOT_RENEW_LUA)
@@ -938,6 +953,15 @@ class TaskStore:
         flat = [item for pair in encoded.items() for item in pair]
         if not int(self._call(self._update_existing, keys=[_run_key(run_id)], args=flat)):
             raise StoreError(f"no run {run_id}")
+
+    def update_unended_run(self, run_id: str, ended: Iterable[str], **fields: Any) -> bool:
+        """Set fields of a run unless its phase is one of `ended`; False (nothing written) when it is."""
+        encoded = _encode_fields(fields)
+        flat = [item for pair in encoded.items() for item in pair]
+        written = int(self._call(self._update_unended, keys=[_run_key(run_id)], args=[",".join(ended), *flat]))
+        if written < 0:
+            raise StoreError(f"no run {run_id}")
+        return bool(written)
 
     def list_runs(self, service: str, task_id: int) -> list[dict[str, Any]]:
         """Every run of the task, oldest first."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from orchestrator import dispatch, runs
 from orchestrator.kube.client import KubeClient
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
 from orchestrator.states import Status
-from orchestrator.store import TaskStore
+from orchestrator.store import StoreError, TaskStore
 from tests.support.kube_emulator import Fault, KubeEmulator
 from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import Sent, launching_task
@@ -103,6 +105,37 @@ def test_a_run_whose_task_moved_on_is_recorded_but_not_finished(store: TaskStore
     sent = Sent()
     runs.apply_observation(store, RunObservation(run_id, SUCCEEDED, exit_code=0), send=sent)
     assert sent.calls == [] and store.get_run(run_id)["phase"] == SUCCEEDED
+
+
+def test_an_end_recorded_meanwhile_is_not_written_over(store: TaskStore, monkeypatch) -> None:
+    # A watcher read the run while it ran; before it wrote what it saw, a cancel
+    # recorded the end. Its write must not turn Cancelled into Failed or Running.
+    run_id = launching_task(store)
+    sent = Sent()
+    runs.apply_observation(store, RunObservation(run_id, RUNNING, started_at=100.0), send=sent)
+    before = store.get_run(run_id)
+    store.update_run(run_id, phase="Cancelled", failure_reason="cancelled by pm", finish_sent="skipped: cancelled")
+    monkeypatch.setattr(store, "get_run", lambda _run_id: dict(before))  # the watcher's earlier read
+    lost = RunObservation(run_id, FAILED, reason="Job deleted", exit_code=137, finished_at=200.0)
+    assert runs.apply_observation(store, lost, send=sent) is False
+    assert runs.apply_observation(store, RunObservation(run_id, RUNNING, reason="still going", started_at=100.0),
+                                  send=sent) is False
+    monkeypatch.undo()
+    run = store.get_run(run_id)
+    assert (run["phase"], run["failure_reason"]) == ("Cancelled", "cancelled by pm") and run.get("exit_code") != 137
+    assert run.get("observed_reason", "") != "still going"
+    assert sent.of(dispatch.FINISH_RUN) == []
+
+
+def test_a_guarded_run_update_writes_only_before_the_end(store: TaskStore) -> None:
+    run_id = launching_task(store)
+    assert store.update_unended_run(run_id, runs.TERMINAL_PHASES, phase=RUNNING, observed_reason="one") is True
+    store.update_run(run_id, phase=SUCCEEDED)
+    assert store.update_unended_run(run_id, runs.TERMINAL_PHASES, phase="Cancelled", observed_reason="two") is False
+    run = store.get_run(run_id)
+    assert (run["phase"], run["observed_reason"]) == (SUCCEEDED, "one")
+    with pytest.raises(StoreError):
+        store.update_unended_run("no-such-run", runs.TERMINAL_PHASES, phase=RUNNING)
 
 
 def test_cancel_deletes_the_job_and_records_it(store: TaskStore, kube_settings: Settings,

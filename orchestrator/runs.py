@@ -95,8 +95,9 @@ def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str,
 
 
 def _fail_launch(store: TaskStore, run_id: str, reason: str, send: Send) -> None:
-    store.update_run(run_id, phase=FAILED, failure_reason=reason, finished_at=time.time(), retryable="0")
-    _finish(store, run_id, send)
+    if store.update_unended_run(run_id, TERMINAL_PHASES, phase=FAILED, failure_reason=reason,
+                                finished_at=time.time(), retryable="0"):
+        _finish(store, run_id, send)  # otherwise whoever recorded the end (a cancel) saw to it
 
 
 def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,

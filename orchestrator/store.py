@@ -1092,9 +1092,6 @@ class TaskStore:
         holder, fence = self._safe(self.redis.mget, [_lease_key(name), _fence_key(name)])
         return holder, int(fence or 0)
 
-    def current_fence(self, name: str) -> int:
-        """The newest fencing token issued for the lease (0 when none)."""
-        return int(self._safe(self.redis.get, _fence_key(name)) or 0)
 
     # Gauges --------------------------------------------------------------------
 

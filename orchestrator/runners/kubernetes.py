@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 from orchestrator.kube import jobs, status
-from orchestrator.kube.client import KubeClient, Listing, PermanentKubeError, Transform
+from orchestrator.kube.client import KubeClient, PermanentKubeError
 from orchestrator.runners.base import RunObservation, RunRequest
 from orchestrator.runners.errors import LogsUnavailable
 from orchestrator.settings import Settings
@@ -47,16 +45,6 @@ class KubernetesRunner:
         return status.observe(run_id, job, pods, now=time.time(),
                               pending_timeout=self.settings.pending_timeout_seconds)
 
-    def snapshot(self, transform: Transform | None = None) -> tuple[Listing, Listing]:
-        """Every Job and pod of ours: two requests however many runs there are (`transform`: see list_jobs)."""
-        return self.client.list_jobs(jobs.SELECTOR, transform), self.client.list_pods(jobs.SELECTOR, transform)
-
-    def observe_all(self) -> dict[str, RunObservation]:
-        """Observations of every run that has a Job or pod, from one snapshot."""
-        job_list, pod_list = self.snapshot()
-        return observe_many(job_list.items, pod_list.items, now=time.time(),
-                            pending_timeout=self.settings.pending_timeout_seconds)
-
     def cancel(self, run_id: str) -> None:
         """Delete the Job and its pods (foreground); nothing happens when it is gone already."""
         self.client.delete_job(jobs.name_for(run_id))
@@ -75,32 +63,3 @@ class KubernetesRunner:
             raise LogsUnavailable(f"run {run_id} has not started yet (its pod is Pending); no logs so far")
         return self.client.pod_log(pod["metadata"]["name"], follow=follow, tail=tail,
                                    read_timeout=float(self.settings.max_timeout_seconds))
-
-
-def group_by_run(jobs_: list[Mapping[str, Any]], pods: list[Mapping[str, Any]]
-                 ) -> tuple[dict[str, Mapping[str, Any]], dict[str, list[Mapping[str, Any]]]]:
-    """Jobs and pods keyed by the run id they carry (objects without one are not ours)."""
-    by_job: dict[str, Mapping[str, Any]] = {}
-    for job in jobs_:
-        run_id = jobs.run_id_of(job)
-        if run_id:
-            by_job[run_id] = job
-    by_pods: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for pod in pods:
-        run_id = jobs.run_id_of(pod)
-        if run_id:
-            by_pods[run_id].append(pod)
-    return by_job, by_pods
-
-
-def observe_many(jobs_: list[Mapping[str, Any]], pods: list[Mapping[str, Any]], *, now: float,
-                 pending_timeout: float) -> dict[str, RunObservation]:
-    """One observation per run present in the lists."""
-    by_job, by_pods = group_by_run(jobs_, pods)
-    found: dict[str, RunObservation] = {}
-    for run_id in set(by_job) | set(by_pods):
-        obs = status.observe(run_id, by_job.get(run_id), by_pods.get(run_id, []), now=now,
-                             pending_timeout=pending_timeout)
-        if obs is not None:
-            found[run_id] = obs
-    return found

@@ -354,22 +354,19 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return redis.call('INCR', KEYS[2])
 """
 
-# Sets hash fields only when the hash exists (never resurrects a deleted record).
+# Sets fields of a task or run only when its hash exists (never resurrects a
+# deleted record) and, with phases in ARGV[1] (comma-separated, '' for none),
+# only while its `phase` is none of them: the end of a run is written once, and
+# whoever read the run before someone else recorded its end (a watcher, a
+# cancel) must not write over it. ARGV: those phases, then name, value...
+# Returns -1 for no record, 0 when its phase forbade the write, 1 when written.
 _UPDATE_EXISTING_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
-
-# Sets fields of a run unless its phase is one of ARGV[1] (comma-separated): the
-# end of a run is written once, and whoever read the run before someone else
-# recorded its end (a watcher, a cancel) must not write over it.
-# Returns -1 for no run, 0 when it had ended (nothing written), 1 when written.
-_UPDATE_UNENDED_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local phase = redis.call('HGET', KEYS[1], 'phase') or ''
-for ended in string.gmatch(ARGV[1], '[^,]+') do
-  if phase == ended then return 0 end
+if ARGV[1] ~= '' then
+  local phase = redis.call('HGET', KEYS[1], 'phase') or ''
+  for ended in string.gmatch(ARGV[1], '[^,]+') do
+    if phase == ended then return 0 end
+  end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
@@ -532,7 +529,6 @@ class TaskStore:
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._update_existing = client.register_script(_UPDATE_EXISTING_LUA)
-        self._update_unended = client.register_script(_UPDATE_UNENDED_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._slot_acquire = client.register_script(_SLOT_ACQUIRE_LUA)
         self._slot_renew = client.register_script(_SLOT_RENEW_LUA)
@@ -642,10 +638,7 @@ class TaskStore:
         if "status" in fields or "status_reason" in fields:
             raise ValueError("status changes go through transition()")
         key = _task_key(service, task_id)
-        encoded = _encode_fields(fields)
-        encoded["updated_at"] = repr(time.time())
-        flat = [item for pair in encoded.items() for item in pair]
-        if not int(self._call(self._update_existing, keys=[key], args=flat)):
+        if self._update_existing_hash(key, {**fields, "updated_at": time.time()}) < 0:
             raise TaskNotFound(f"no task {task_ref(service, task_id)}")
 
     def transition(
@@ -949,19 +942,20 @@ class TaskStore:
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of an existing run (phase, timestamps, exit code, outputs...)."""
-        encoded = _encode_fields(fields)
-        flat = [item for pair in encoded.items() for item in pair]
-        if not int(self._call(self._update_existing, keys=[_run_key(run_id)], args=flat)):
+        if self._update_existing_hash(_run_key(run_id), fields) < 0:
             raise StoreError(f"no run {run_id}")
 
     def update_unended_run(self, run_id: str, ended: Iterable[str], **fields: Any) -> bool:
         """Set fields of a run unless its phase is one of `ended`; False (nothing written) when it is."""
-        encoded = _encode_fields(fields)
-        flat = [item for pair in encoded.items() for item in pair]
-        written = int(self._call(self._update_unended, keys=[_run_key(run_id)], args=[",".join(ended), *flat]))
+        written = self._update_existing_hash(_run_key(run_id), fields, unless_phase=ended)
         if written < 0:
             raise StoreError(f"no run {run_id}")
         return bool(written)
+
+    def _update_existing_hash(self, key: str, fields: Mapping[str, Any], *, unless_phase: Iterable[str] = ()) -> int:
+        """_UPDATE_EXISTING_LUA on one record: -1 no record, 0 its phase forbade it, 1 written."""
+        flat = [item for pair in _encode_fields(fields).items() for item in pair]
+        return int(self._call(self._update_existing, keys=[key], args=[",".join(unless_phase), *flat]))
 
     def list_runs(self, service: str, task_id: int) -> list[dict[str, Any]]:
         """Every run of the task, oldest first."""

@@ -35,20 +35,6 @@ def _parse_int(raw: str) -> int:
         raise ValueError(f"expected an integer, got {raw!r}") from None
 
 
-def _positive_int(raw: str) -> int:
-    value = _parse_int(raw)
-    if value < 1:
-        raise ValueError(f"expected an integer >= 1, got {raw!r}")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = _parse_int(raw)
-    if value < 0:
-        raise ValueError(f"expected an integer >= 0, got {raw!r}")
-    return value
-
-
 def _finite(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -59,18 +45,20 @@ def _finite(raw: str) -> float:
     return value
 
 
-def _non_negative_float(raw: str) -> float:
-    value = _finite(raw)
-    if value < 0:
-        raise ValueError(f"expected a number >= 0, got {raw!r}")
-    return value
+def _checked(parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """`parse`, then refuse a value `ok` rejects, saying what was `expected`."""
+    def parse_checked(raw: str) -> Any:
+        value = parse(raw)
+        if not ok(value):
+            raise ValueError(f"expected {expected}, got {raw!r}")
+        return value
+    return parse_checked
 
 
-def _parse_float(raw: str) -> float:
-    value = _finite(raw)
-    if value <= 0:
-        raise ValueError(f"expected a number > 0, got {raw!r}")
-    return value
+_positive_int = _checked(_parse_int, lambda v: v >= 1, "an integer >= 1")
+_non_negative_int = _checked(_parse_int, lambda v: v >= 0, "an integer >= 0")
+_non_negative_float = _checked(_finite, lambda v: v >= 0, "a number >= 0")
+_parse_float = _checked(_finite, lambda v: v > 0, "a number > 0")
 
 
 def _parse_bool(raw: str) -> bool:

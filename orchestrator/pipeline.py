@@ -105,6 +105,12 @@ def _next_run_fields(store: TaskStore, settings: Settings, task: Mapping[str, An
 # Admission -------------------------------------------------------------------------------
 
 
+def _admission_score(settings: Settings, task: Mapping[str, Any]) -> float:
+    """The task's place in the admission index (priority, age, and the configured ageing)."""
+    return admission_score(task.get("priority"), int(task.get("seq") or 0), task.get("created_at"),
+                           settings.priority_ageing_seconds)
+
+
 def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
                 task: dict[str, Any] | None = None, *, has_runs: bool = True) -> str | None:
     """Move a waiting task (Pending, Blocked, Queued) to Blocked or Queued; its status afterwards.
@@ -144,8 +150,7 @@ def _reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int
                 if status != Status.BLOCKED or task.get("status_reason") != reason:
                     store.transition(service, task_id, Status.BLOCKED, reason=reason, actor=ACTOR, expect=status)
                 return Status.BLOCKED.value
-            score = admission_score(task.get("priority"), int(task.get("seq") or 0), task.get("created_at"),
-                                    settings.priority_ageing_seconds)
+            score = _admission_score(settings, task)
             if status == Status.QUEUED:
                 store.add_waiting(service, task_id, score)  # (an index entry of a task not Queued is dropped when met)
             else:
@@ -371,9 +376,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
     _release_run(store, service, run_id)
     if target == Status.QUEUED:
         task_after = store.require_task(service, task_id)
-        store.add_waiting(service, task_id, admission_score(task_after.get("priority"), int(task_after["seq"]),
-                                                            task_after.get("created_at"),
-                                                            settings.priority_ageing_seconds))
+        store.add_waiting(service, task_id, _admission_score(settings, task_after))
         if fields.get("not_before"):
             # Wake the admission when the backoff is over (the re-drive would too, later).
             _send(dispatch.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))

@@ -14,7 +14,14 @@ from rich.text import Text
 
 from orchestrator.cli.context import Context
 from orchestrator.cli.errors import EXIT_FAILED, EXIT_OK, NotFound
-from orchestrator.cli.output import TERMINAL_STATUSES, dumps, log_lines, status_text, task_detail, task_ref
+from orchestrator.cli.output import (
+    TERMINAL_STATUSES,
+    dumps,
+    log_lines,
+    status_text,
+    task_detail,
+    task_ref,
+)
 
 
 def exit_code(status: str) -> int:

@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 from orchestrator import names
@@ -14,8 +20,20 @@ from orchestrator.cli import follow, taskmaster
 from orchestrator.cli.command import AliasGroup, Command
 from orchestrator.cli.context import Context
 from orchestrator.cli.errors import EXIT_OK, EXIT_UNREACHABLE, Conflict, UsageError
-from orchestrator.cli.options import STATUS, common_options, examples, pass_context, task_ref_argument
-from orchestrator.cli.output import dumps, status_text, task_detail, task_list_table, task_ref
+from orchestrator.cli.options import (
+    STATUS,
+    common_options,
+    examples,
+    pass_context,
+    task_ref_argument,
+)
+from orchestrator.cli.output import (
+    dumps,
+    status_text,
+    task_detail,
+    task_list_table,
+    task_ref,
+)
 
 FILE = click.Path(dir_okay=False, path_type=Path)  # existence is checked by taskmaster, with a better message
 
@@ -68,7 +86,7 @@ def submit(app: Context, task_json: Path, task_id: int | None, submit_all: bool,
     if branch and not repo:
         raise UsageError("--branch needs --repo; name the repository the branch belongs to")
     repository = {"url": repo, "branch": _check_name(names.git_ref, branch or "main", "--branch")} if repo else None
-    inputs = {
+    inputs: dict[str, Any] = {
         "service": service,
         "agent": agent,
         "design_spec": taskmaster.read_document(design_spec, "design spec") if design_spec else None,

@@ -33,7 +33,13 @@ from rich.text import Text
 from orchestrator.cli import localstate
 from orchestrator.cli.command import Command
 from orchestrator.cli.context import Context
-from orchestrator.cli.errors import EXIT_FAILED, EXIT_OK, Conflict, Unreachable, UsageError
+from orchestrator.cli.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Conflict,
+    Unreachable,
+    UsageError,
+)
 from orchestrator.cli.options import common_options, examples, pass_context
 from orchestrator.settings import Settings
 
@@ -389,7 +395,9 @@ def cmd_up(ctx: Context, args: UpOptions) -> int:
         token = settings.api_tokens[0] if settings.api_tokens else localstate.ensure_token(data_dir)
         env = child_env(settings, redis_url, token, f"{args.host}:{api_port}")
         stack.start("api", api_command(f"{args.host}:{api_port}"), env)
-        from workers.app import QUEUES  # builds the Celery app: only now that settings are known good
+        from workers.app import (
+            QUEUES,  # builds the Celery app: only now that settings are known good
+        )
 
         stack.start("worker", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES),
                                "-c", str(args.concurrency), "-n", f"orchestrator-up-{os.getpid()}@%h",

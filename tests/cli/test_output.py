@@ -8,8 +8,16 @@ from datetime import datetime
 import pytest
 from rich.text import Text
 
-from orchestrator.cli.output import make_console, print_block, run_outcome, runs_table, task_list_table, use_color, \
-    when, when_short
+from orchestrator.cli.output import (
+    make_console,
+    print_block,
+    run_outcome,
+    runs_table,
+    task_list_table,
+    use_color,
+    when,
+    when_short,
+)
 
 
 class Tty(io.StringIO):

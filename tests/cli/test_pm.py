@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli.errors import EXIT_CONFLICT, EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from orchestrator.cli.errors import (
+    EXIT_CONFLICT,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
 from orchestrator.settings import reset_settings_cache
 from tests.cli.fake_api import FakeApi, json_answer
 from tests.cli.invoke import invoke

@@ -60,11 +60,18 @@ def _watch_live(app: Context, service: str, task_id: int, *, interval: float, li
             task = app.client.get_task(service, task_id)
             status = str(task.get("status", ""))
             ended = status in TERMINAL_STATUSES
-            live.update(watch_view(task, url=url, logs=_recent_logs(app, service, task_id, lines),
-                                   updated=time.strftime("%H:%M:%S"), ended=ended), refresh=True)
+            updated = time.strftime("%H:%M:%S")
+            # As many log lines as the terminal has room for: a view taller than the terminal is cut at the bottom.
+            room = app.out.height - _height(app, watch_view(task, url=url, logs=[], updated=updated, ended=ended)) - 2
+            logs = _recent_logs(app, service, task_id, lines)[-room:] if room > 0 else []
+            live.update(watch_view(task, url=url, logs=logs, updated=updated, ended=ended), refresh=True)
             if ended:
                 return exit_code(status)
             time.sleep(interval)
+
+
+def _height(app: Context, view: RenderableType) -> int:
+    return len(app.out.render_lines(view, app.out.options, pad=False))
 
 
 def watch_view(task: Mapping[str, Any], *, url: str, logs: list[str], updated: str, ended: bool) -> RenderableType:

@@ -110,3 +110,20 @@ def test_view_shows_the_indicator_and_the_time() -> None:
     first, *rest = console.file.getvalue().splitlines()
     assert "live" in first and first.rstrip().endswith("updated 12:34:56") and len(first.rstrip()) == 80
     assert rest[-2:] == ["a", "b"]
+
+
+def test_a_short_terminal_shows_fewer_log_lines_rather_than_losing_the_bottom(
+        api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.cli import follow
+
+    terminal(monkeypatch)
+    monkeypatch.setenv("LINES", "16")
+    many = "".join(f"line {i}\n" for i in range(10)).encode()
+    script(api, ["Running", "Running", "Succeeded"], [(200, {"Content-Type": "text/plain"}, many)] * 3)
+    shown: list[list[str]] = []
+    real = follow.watch_view
+    monkeypatch.setattr(follow, "watch_view", lambda task, **kw: shown.append(kw["logs"]) or real(task, **kw))
+    assert main(["task", "watch", "demo/1", "--interval", "0.01", "--lines", "10"]) == EXIT_OK
+    shown = [logs for logs in shown if logs]
+    assert shown and all(0 < len(logs) < 10 for logs in shown)
+    assert all(logs[-1] == "line 9" for logs in shown)  # the newest lines are the ones kept

@@ -117,7 +117,7 @@ class ApiClient:
         message = str(body.get("message") or "").rstrip(".")
         code = str(body.get("code") or "")
         details = flatten_errors(body.get("errors"))
-        request_id = body.get("request_id") or response.headers.get("X-Request-Id")
+        request_id = response.headers.get("X-Request-Id")  # set on every answer; the envelope has no such field
         if status in (401, 403):
             return AuthError(f"the API refused the token (HTTP {status}); set ORCHESTRATOR_API_TOKEN to a token "
                              "listed in the API's ORCHESTRATOR_API_TOKENS")

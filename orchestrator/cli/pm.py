@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator import names
+from orchestrator import validation
 from orchestrator.cli import taskmaster
 from orchestrator.cli.context import Context, common_options
 from orchestrator.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Conflict, NotFound, UsageError
@@ -87,7 +87,7 @@ def parse_ref(ref: str) -> tuple[str, int]:
     if not sep or not raw_id.isdigit() or int(raw_id) < 1:
         raise UsageError(f"{ref!r} is not a task reference; write SERVICE/ID, e.g. demo/1")
     try:
-        names.service_name(service)
+        validation.service_name(service)
     except ValueError as exc:
         raise UsageError(f"{ref!r}: {exc}") from None
     return service, int(raw_id)
@@ -104,13 +104,13 @@ def _check_name(check: Any, value: str, option: str) -> str:
 
 
 def _submission_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    _check_name(names.service_name, args.service, "--service")
-    _check_name(names.agent_name, args.agent, "--agent")
+    _check_name(validation.service_name, args.service, "--service")
+    _check_name(validation.agent_name, args.agent, "--agent")
     if args.branch and not args.repo:
         raise UsageError("--branch needs --repo; name the repository the branch belongs to")
     repository = None
     if args.repo:
-        repository = {"url": args.repo, "branch": _check_name(names.git_ref, args.branch or "main", "--branch")}
+        repository = {"url": args.repo, "branch": _check_name(validation.git_ref, args.branch or "main", "--branch")}
     return {
         "service": args.service,
         "agent": args.agent,

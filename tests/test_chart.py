@@ -432,6 +432,47 @@ def test_job_template_is_a_valid_pod_template(default: Rendered) -> None:
         kubernetes_validate.validate(job, version, strict=True)
 
 
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_agent_pods_from_the_chart_template_are_hardened(renders: dict[str, Rendered], name: str,
+                                                         tmp_path: Path) -> None:
+    """What the chart's job template becomes once the Job builder merges a run into it."""
+    from orchestrator.kube import jobs
+    from orchestrator.runners.base import AgentSpec, RunRequest
+    from orchestrator.settings import Settings
+
+    rendered = renders[name]
+    if not rendered.values["claudeCodeChart"]["enabled"]:
+        pytest.skip("no job template in this values set")
+    text = rendered.named("ConfigMap", "orchestrator-job-template")["data"]["job-template.yaml"]
+    template = yaml.safe_load(text)
+    # The template itself says it: ops editing the ConfigMap see the hardening.
+    assert template["spec"]["automountServiceAccountToken"] is False
+    path = tmp_path / "job-template.yaml"
+    path.write_text(text)
+    config = dict(rendered.named("ConfigMap", "orchestrator-config")["data"], ORCHESTRATOR_JOB_TEMPLATE=str(path),
+                  ORCHESTRATOR_JOB_NODE_SELECTOR="pool=agents",
+                  ORCHESTRATOR_JOB_TOLERATIONS='[{"key": "agents", "operator": "Exists"}]',
+                  ORCHESTRATOR_JOB_IMAGE_PULL_SECRETS="agent-registry")
+    settings = Settings.from_env(config)
+    request = RunRequest(run_id="billing-7-v1-a1", service="billing", task_id=7, version=1, attempt=1,
+                         agent=AgentSpec(name="claude", image="agent:test", command=("claude",)),
+                         workspace_dir=Path("/workspace/billing"))
+    job = jobs.build_job(request, settings)
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False and "serviceAccountName" not in spec
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 1000
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["nodeSelector"] == {"pool": "agents"}
+    assert {"key": "agents", "operator": "Exists"} in spec["tolerations"]
+    assert {"name": "agent-registry"} in spec["imagePullSecrets"]
+    (agent,) = spec["containers"]
+    context = agent["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsNonRoot"] is True and context["seccompProfile"] == {"type": "RuntimeDefault"}
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
+
+
 def test_job_namespace_apart_from_a_shared_claim_is_refused(chart: Any) -> None:
     values = {"config": {"jobNamespace": "agents"}, "sharedWorkspace": {"enabled": True}}
     with pytest.raises(helm.HelmRenderError, match="jobNamespace"):

@@ -126,7 +126,7 @@ def test_default_renders_the_components(default: Rendered) -> None:
     assert not default.of_kind("HorizontalPodAutoscaler")
     assert not [o for o in default.objects if o["kind"] in CRD_KINDS]
     assert default.named("Service", "orchestrator")["spec"]["ports"][0]["port"] == 80
-    assert default.named("Ingress", "orchestrator")["spec"]["ingressClassName"] == "nginx"
+    assert not default.of_kind("Ingress")
 
 
 def test_old_defaults_are_kept(chart: Any) -> None:
@@ -501,10 +501,11 @@ def test_helm_test_hook_calls_ready(default: Rendered) -> None:
 
 def test_notes_tell_how_to_reach_api_and_flower(renders: dict[str, Rendered]) -> None:
     default = renders["default"].notes
-    assert "port-forward svc/orchestrator 8080:80" in default and "http://orchestrator.local/" in default
+    assert "port-forward svc/orchestrator 8080:80" in default and "orchestrator.local" not in default
     assert "Flower is off" in default
     all_on = renders["all-on-values"].notes
-    assert "https://orchestrator.example.com/" in all_on
+    assert "https://orchestrator.example.com/api/v1/pm" in all_on
+    assert "https://orchestrator.example.com/webhooks/github" in all_on
     assert "port-forward svc/orchestrator-flower 5555:5555" in all_on
 
 
@@ -517,6 +518,7 @@ def test_notes_tell_how_to_reach_api_and_flower(renders: dict[str, Rendered]) ->
     ({"ingress": {"hosts": [{"host": "a", "paths": [{"path": "/", "pathType": "Prefix", "x": 1}]}]}}, "x"),
     ({"sharedWorkspace": {"accessMode": "ReadWriteAll"}}, "/sharedWorkspace/accessMode"),
     ({"config": {"runner": "docker"}}, "/config/runner"),
+    ({"ingress": {"enabled": True}}, "/ingress/tls"),
 ])
 def test_schema_rejects_unknown_keys_and_wrong_types(chart: Any, values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
@@ -616,3 +618,54 @@ def test_grace_period_shorter_than_a_step_is_refused(chart: Any) -> None:
     values = {"workerSettings": {"terminationGracePeriodSeconds": 300}, "config": {"stepTimeLimit": 360}}
     with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
         chart.render(values=values, name="orchestrator", namespace=NAMESPACE)
+
+
+# --- Exposure: the Ingress (issue #16, item 11) ---
+
+PUBLIC_TLS = {"tls": [{"secretName": "orchestrator-tls", "hosts": ["orchestrator.local"]}]}
+
+
+def test_ingress_is_off_by_default(default: Rendered) -> None:
+    assert default.values["ingress"]["enabled"] is False
+    assert not default.of_kind("Ingress")
+
+
+@pytest.mark.parametrize("ingress", [{"enabled": True}, {"enabled": True, "tls": []}])
+def test_ingress_without_tls_is_refused(chart: Any, ingress: dict[str, Any]) -> None:
+    with pytest.raises((helm.HelmRenderError, helm.HelmValuesError), match="ingress.tls"):
+        chart.render(values={"ingress": ingress}, name="orchestrator", namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("annotations", [{}, {"nginx.ingress.kubernetes.io/ssl-redirect": "false"},
+                                         {"nginx.ingress.kubernetes.io/force-ssl-redirect": "false"}])
+def test_ingress_always_redirects_http_to_https(chart: Any, annotations: dict[str, str]) -> None:
+    rendered = render(chart, {"ingress": {"enabled": True, "annotations": annotations, **PUBLIC_TLS}})
+    ingress = rendered.named("Ingress", "orchestrator")
+    assert ingress["spec"]["tls"] == [{"hosts": ["orchestrator.local"], "secretName": "orchestrator-tls"}]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"] == "true"
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+
+
+def _routed_paths(rendered: Rendered) -> set[str]:
+    return {path["path"] for ingress in rendered.of_kind("Ingress") for rule in ingress["spec"]["rules"]
+            for path in rule["http"]["paths"]}
+
+
+def test_ingress_routes_only_the_api_and_webhooks_by_default(chart: Any, renders: dict[str, Rendered]) -> None:
+    rendered = render(chart, {"ingress": {"enabled": True, **PUBLIC_TLS}})
+    assert _routed_paths(rendered) == {"/api/v1/pm", "/webhooks/github"}
+    for name, values_set in renders.items():
+        routed = _routed_paths(values_set)
+        # Neither the metrics, the docs nor Flower are routed by a values set of ours.
+        assert not {"/", "/metrics", "/api/v1/docs"} & routed, name
+        for ingress in values_set.of_kind("Ingress"):
+            for rule in ingress["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    assert path["backend"]["service"]["name"] == "orchestrator", name
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_no_pod_tolerates_the_control_plane_taint(renders: dict[str, Rendered], name: str) -> None:
+    for owner, spec in renders[name].pod_specs():
+        keys = {t.get("key") for t in spec.get("tolerations", [])}
+        assert not keys & {"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"}, owner

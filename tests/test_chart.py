@@ -225,19 +225,82 @@ def test_rbac_kind_follows_namespaced(renders: dict[str, Rendered], name: str) -
         assert kinds == {"ClusterRole", "ClusterRoleBinding"}
 
 
+def _rbac(rendered: Rendered, kinds: set[str], name: str) -> dict[str, Any]:
+    (found,) = [o for o in rendered.objects if o["kind"] in kinds and o["metadata"]["name"] == name]
+    return found
+
+
 @pytest.mark.parametrize("name", ["default", "all-on-values"])
 def test_rbac_is_least_privilege(renders: dict[str, Rendered], name: str) -> None:
     rendered = renders[name]
-    role = next(o for o in rendered.objects if o["kind"] in {"Role", "ClusterRole"})
+    role = _rbac(rendered, {"Role", "ClusterRole"}, "orchestrator-jobs")
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules == {
         (("batch",), ("jobs",)): {"create", "get", "list", "watch", "delete"},
         (("",), ("pods", "pods/log")): {"get", "list", "watch"},
         (("",), ("events",)): {"list", "watch"},
     }
-    binding = next(o for o in rendered.objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"})
+    binding = _rbac(rendered, {"RoleBinding", "ClusterRoleBinding"}, "orchestrator-jobs")
     assert binding["roleRef"]["kind"] == role["kind"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "orchestrator", "namespace": NAMESPACE}]
+
+
+@pytest.mark.parametrize("name", ["default", "all-on-values"])
+def test_the_api_account_may_only_read_pods_and_their_logs(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    account = rendered.named("ServiceAccount", "orchestrator-api")
+    assert account["metadata"]["name"] != "orchestrator"
+    role = _rbac(rendered, {"Role", "ClusterRole"}, "orchestrator-pod-logs")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    # KubernetesRunner.logs: list the run's pods, then read the newest one's log.
+    assert rules == {(("",), ("pods",)): {"get", "list"}, (("",), ("pods/log",)): {"get"}}
+    binding = _rbac(rendered, {"RoleBinding", "ClusterRoleBinding"}, "orchestrator-pod-logs")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role["kind"],
+                                  "name": "orchestrator-pod-logs"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "orchestrator-api", "namespace": NAMESPACE}]
+    api = rendered.named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]
+    assert api["serviceAccountName"] == "orchestrator-api"
+    assert api.get("automountServiceAccountToken", True) is True
+
+
+def _kubernetes_access(rendered: Rendered, owner: str) -> str:
+    """What a pod of the chart does with the Kubernetes API, read from the code's behaviour:
+    the watcher and the `deploy` steps create, watch and delete Jobs; the API and the
+    `coordination` steps (finish: the log-tail fallback) read pod logs; nothing else calls it.
+    The local runner never calls Kubernetes at all."""
+    if rendered.values["config"]["runner"] != "kubernetes":
+        return "none"
+    name = owner.split("/", 1)[1]
+    if name == "orchestrator-watcher":
+        return "jobs"
+    if name == "orchestrator-api":
+        return "logs"
+    if name.startswith("orchestrator-worker-"):
+        queues = rendered.values["workers"][name[len("orchestrator-worker-"):]]["queues"]
+        return "jobs" if "deploy" in queues else "logs" if "coordination" in queues else "none"
+    return "none"  # Flower, the helm test pod
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_service_account_tokens_only_where_kubernetes_is_called(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    jobs_account = "orchestrator" if rendered.values["serviceAccount"]["create"] else "default"
+    api_account = "orchestrator-api" if rendered.values["api"]["serviceAccount"]["create"] else "default"
+    seen = set()
+    for owner, spec in rendered.pod_specs():
+        access = _kubernetes_access(rendered, owner)
+        seen.add(access)
+        mounted = spec.get("automountServiceAccountToken", True)
+        if access == "none":
+            assert mounted is False, f"{name}: {owner} gets a token it never uses"
+            if jobs_account != "default":
+                assert spec.get("serviceAccountName") != jobs_account, f"{name}: {owner} runs as the Job manager"
+        else:
+            assert mounted is True, f"{name}: {owner} needs its token"
+            expected = jobs_account if access == "jobs" else api_account
+            assert spec.get("serviceAccountName", "default") == expected, f"{name}: {owner}"
+    if rendered.values["config"]["runner"] == "kubernetes":
+        assert {"jobs", "logs", "none"} <= seen, name  # every case is exercised
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -345,7 +408,8 @@ def test_api_runs_gunicorn_with_health_probes(default: Rendered) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["ports"][0]["containerPort"] == 8080
-    assert spec["automountServiceAccountToken"] is False
+    # Its token is the pod-logs one (GET .../logs), never the Job manager's.
+    assert spec["serviceAccountName"] == "orchestrator-api"
     config = default.named("ConfigMap", "orchestrator-config")["data"]
     assert config["GUNICORN_BIND"] == "0.0.0.0:8080"
 

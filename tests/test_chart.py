@@ -593,7 +593,9 @@ def test_schema_rejects_unknown_keys_and_wrong_types(chart: Any, values: dict[st
 # leaves them open; kubernetes-validate checks what they become.
 OPEN_OBJECTS = {"global", "podSecurityContext", "securityContext", "affinity", "tolerations",
                 "claudeCodeChart.jobTemplate", "config.extraEnv", "podAnnotations", "nodeSelector",
-                "serviceAccount.annotations", "ingress.annotations", "serviceMonitor.labels", "limits", "requests"}
+                "serviceAccount.annotations", "ingress.annotations", "serviceMonitor.labels", "limits", "requests",
+                "networkPolicy.agents.dns", "networkPolicy.agents.extraEgress", "networkPolicy.api.from",
+                "networkPolicy.flower.from"}
 
 
 def _schema_nodes(schema: dict[str, Any], root: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict]]:
@@ -733,3 +735,177 @@ def test_no_pod_tolerates_the_control_plane_taint(renders: dict[str, Rendered], 
     for owner, spec in renders[name].pod_specs():
         keys = {t.get("key") for t in spec.get("tolerations", [])}
         assert not keys & {"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"}, owner
+
+
+# --- NetworkPolicies (issue #16, item 11) ---
+
+def _agent_labels() -> dict[str, str]:
+    """The labels the Job builder really puts on agent pods."""
+    from orchestrator.kube import jobs
+    from orchestrator.runners.base import AgentSpec, RunRequest
+
+    request = RunRequest(run_id="billing-7-v1-a1", service="billing", task_id=7, version=1, attempt=1,
+                         agent=AgentSpec(name="claude", image="agent:test", command=("claude",)),
+                         workspace_dir=Path("/workspace/billing"))
+    return jobs.labels(request)
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        if expression["operator"] == "In" and value not in expression["values"]:
+            return False
+        if expression["operator"] == "NotIn" and value in expression["values"]:
+            return False
+        if expression["operator"] == "Exists" and value is None:
+            return False
+        if expression["operator"] == "DoesNotExist" and value is not None:
+            return False
+    return True
+
+
+def _policies_for(rendered: Rendered, labels: dict[str, str], namespace: str) -> list[dict[str, Any]]:
+    return [p for p in rendered.of_kind("NetworkPolicy")
+            if p["metadata"].get("namespace", NAMESPACE) == namespace and _selects(p["spec"]["podSelector"], labels)]
+
+
+def _egress_allows(policies: list[dict[str, Any]], ip: str, port: int) -> bool:
+    """Whether any of these policies lets a pod send TCP to ip:port (address peers only)."""
+    import ipaddress
+
+    address = ipaddress.ip_address(ip)
+    for policy in policies:
+        for rule in policy["spec"].get("egress", []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports):
+                continue
+            peers = rule.get("to")
+            if not peers:
+                return True
+            for peer in peers:
+                block = peer.get("ipBlock")
+                if block and address in ipaddress.ip_network(block["cidr"]) and not any(
+                        address in ipaddress.ip_network(e) for e in block.get("except", [])):
+                    return True
+    return False
+
+
+def test_network_policies_are_on_by_default(chart: Any, default: Rendered) -> None:
+    assert default.values["networkPolicy"]["enabled"] is True
+    assert default.of_kind("NetworkPolicy")
+    off = render(chart, {"networkPolicy": {"enabled": False}})
+    assert not off.of_kind("NetworkPolicy")
+
+
+@pytest.mark.parametrize("name", [n for n in VALUE_SETS if n != "minimal-values"])
+def test_agent_pods_take_no_connections_and_reach_only_dns_and_public_https(renders: dict[str, Rendered],
+                                                                              name: str) -> None:
+    rendered = renders[name]
+    namespace = rendered.values["config"]["jobNamespace"] or NAMESPACE
+    policies = _policies_for(rendered, _agent_labels(), namespace)
+    assert policies, f"{name}: no NetworkPolicy selects agent pods"
+    for policy in policies:
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        assert not policy["spec"].get("ingress"), "agent pods take no connection"
+    # The git hosts and the model API: public addresses on 443.
+    assert _egress_allows(policies, "140.82.112.3", 443)     # github.com
+    assert _egress_allows(policies, "160.79.104.10", 443)    # api.anthropic.com
+    assert not _egress_allows(policies, "140.82.112.3", 22)
+    assert not _egress_allows(policies, "140.82.112.3", 80)
+    # Never the cloud metadata service, nor anything inside the cluster (Redis, the API, Flower).
+    for ip in ("169.254.169.254", "169.254.170.2", "10.0.0.12", "172.20.1.5", "192.168.1.9", "100.64.3.4"):
+        for port in (80, 443, 6379, 8080, 5555):
+            assert not _egress_allows(policies, ip, port), f"{name}: agents reach {ip}:{port}"
+    # DNS, to the cluster's resolver only.
+    dns = [rule for policy in policies for rule in policy["spec"]["egress"]
+           if {p["port"] for p in rule.get("ports", [])} == {53}]
+    assert dns and all(rule.get("to") for rule in dns)
+    assert {p["protocol"] for rule in dns for p in rule["ports"]} == {"UDP", "TCP"}
+    assert not any("ipBlock" in peer for rule in dns for peer in rule["to"])
+
+
+def test_agent_egress_is_configurable(chart: Any) -> None:
+    values = {"networkPolicy": {"agents": {"egress": [{"cidr": "203.0.113.0/24", "ports": [443, 22]}],
+                                           "extraEgress": [{"to": [{"podSelector": {"matchLabels": {
+                                               "app": "proxy"}}}], "ports": [{"port": 3128}]}]}}}
+    rendered = render(chart, values)
+    policies = _policies_for(rendered, _agent_labels(), NAMESPACE)
+    assert _egress_allows(policies, "203.0.113.7", 22)
+    assert not _egress_allows(policies, "140.82.112.3", 443)
+    assert any(rule.get("ports") == [{"port": 3128}] for p in policies for rule in p["spec"]["egress"])
+    for obj in rendered.of_kind("NetworkPolicy"):
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def _pod_labels(rendered: Rendered, deployment: str) -> dict[str, str]:
+    return rendered.named("Deployment", deployment)["spec"]["template"]["metadata"]["labels"]
+
+
+def _ingress_rules(rendered: Rendered, labels: dict[str, str]) -> list[dict[str, Any]]:
+    policies = [p for p in _policies_for(rendered, labels, NAMESPACE) if "Ingress" in p["spec"]["policyTypes"]]
+    assert policies, labels
+    return [rule for p in policies for rule in p["spec"].get("ingress", [])]
+
+
+def test_workers_and_the_watcher_take_no_connections(default: Rendered) -> None:
+    for deployment in default.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        if name.startswith("orchestrator-worker-") or name == "orchestrator-watcher":
+            assert _ingress_rules(default, _pod_labels(default, name)) == [], name
+            # Their egress (Redis, the Kubernetes API, GitHub) is not restricted by the chart.
+            for policy in _policies_for(default, _pod_labels(default, name), NAMESPACE):
+                assert policy["spec"]["policyTypes"] == ["Ingress"], name
+
+
+def test_the_api_is_reachable_only_as_configured(chart: Any, renders: dict[str, Rendered]) -> None:
+    default = renders["default"]
+    rules = _ingress_rules(default, _pod_labels(default, "orchestrator-api"))
+    assert rules and all(rule["ports"] == [{"port": 8080, "protocol": "TCP"}] for rule in rules)
+    peers = [peer for rule in rules for peer in rule["from"]]
+    # The ingress controller, Prometheus (ServiceMonitor) and this release's own pods (helm test).
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
+    assert not any("ipBlock" in peer for peer in peers)
+    own = [peer["podSelector"] for peer in peers if "namespaceSelector" not in peer]
+    (test_pod,) = default.of_kind("Pod")
+    assert own and all(_selects(selector, test_pod["metadata"]["labels"]) for selector in own)
+    assert not any(_selects(selector, _pod_labels(default, "orchestrator-worker-deploy")) for selector in own)
+    assert not any(_selects(selector, _agent_labels()) for selector in own)
+    # A LoadBalancer Service is a public door by choice: the policy lets it through.
+    external = renders["external-redis-values"]
+    rules = _ingress_rules(external, _pod_labels(external, "orchestrator-api"))
+    assert any("from" not in rule for rule in rules)
+    custom = render(chart, {"networkPolicy": {"api": {"from": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}}})
+    peers = [peer for rule in _ingress_rules(custom, _pod_labels(custom, "orchestrator-api")) for peer in rule["from"]]
+    assert {"ipBlock": {"cidr": "203.0.113.0/24"}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} not in peers
+
+
+def test_flower_is_reachable_only_as_configured(chart: Any, renders: dict[str, Rendered]) -> None:
+    rendered = renders["all-on-values"]
+    # Nobody by default: ops reach it with a port-forward, which NetworkPolicies do not filter.
+    assert _ingress_rules(rendered, _pod_labels(rendered, "orchestrator-flower")) == []
+    values = {"flower": {"enabled": True, "basicAuth": {"password": "x"}},
+              "networkPolicy": {"flower": {"from": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}]}}}
+    custom = render(chart, values)
+    rules = _ingress_rules(custom, _pod_labels(custom, "orchestrator-flower"))
+    assert rules == [{"from": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
+                      "ports": [{"port": 5555, "protocol": "TCP"}]}]
+
+
+def test_redis_admits_only_the_orchestrator(default: Rendered) -> None:
+    """charts/redis-values.yaml turns on the Bitnami chart's own NetworkPolicy with no external access:
+    Redis takes connections from its own pods, the orchestrator's and KEDA's operator, never agents."""
+    redis_values = load_values(CHART_DIR.parent / "redis-values.yaml")
+    policy = redis_values["networkPolicy"]
+    assert policy["enabled"] is True and policy["allowExternal"] is False
+    peers = [peer for rule in policy["extraIngress"] for peer in rule["from"]]
+    assert all(rule["ports"] == [{"port": 6379, "protocol": "TCP"}] for rule in policy["extraIngress"])
+    ours = [peer for peer in peers if "namespaceSelector" not in peer]
+    for deployment in default.of_kind("Deployment"):  # every component talks to Redis
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(_selects(peer["podSelector"], labels) for peer in ours), deployment["metadata"]["name"]
+    assert not any(_selects(peer["podSelector"], _agent_labels()) for peer in peers)

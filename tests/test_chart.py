@@ -909,3 +909,39 @@ def test_redis_admits_only_the_orchestrator(default: Rendered) -> None:
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert any(_selects(peer["podSelector"], labels) for peer in ours), deployment["metadata"]["name"]
     assert not any(_selects(peer["podSelector"], _agent_labels()) for peer in peers)
+
+
+# --- Redis memory (issue #16, item 7) ---
+
+_REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
+_KUBE_UNITS = {"": 1, "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "k": 1000, "M": 1000 ** 2, "G": 1000 ** 3}
+
+
+def _redis_directives(text: str) -> dict[str, str]:
+    lines = [line.split("#", 1)[0].split(None, 1) for line in text.splitlines()]
+    return {parts[0].lower(): parts[1].strip() for parts in lines if len(parts) == 2}
+
+
+def test_redis_has_a_maxmemory_below_its_limit_and_never_evicts() -> None:
+    values = load_values(CHART_DIR.parent / "redis-values.yaml")
+    directives = _redis_directives(values["commonConfiguration"])
+    # The store and the queue must never lose a key: a full Redis refuses writes instead (503 from the API).
+    assert directives["maxmemory-policy"] == "noeviction"
+    number, unit = re.fullmatch(r"(\d+)\s*([a-z]*)", directives["maxmemory"].lower()).groups()
+    maxmemory = int(number) * _REDIS_UNITS[unit]
+    for role in ("master", "replica"):
+        limit = values.get(role, {}).get("resources", {}).get("limits", {}).get("memory")
+        if role == "replica" and not values["replica"]["replicaCount"]:
+            continue
+        number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", limit).groups()
+        limit_bytes = int(number) * _KUBE_UNITS[unit]
+        # Headroom for the AOF rewrite's copy-on-write, client buffers and fragmentation:
+        # Redis refuses writes before the kernel kills it.
+        assert maxmemory <= 0.8 * limit_bytes, (role, directives["maxmemory"], limit)
+        assert maxmemory >= 0.5 * limit_bytes, (role, directives["maxmemory"], limit)
+
+
+def test_readme_deploy_section_documents_the_hardening() -> None:
+    readme = (CHART_DIR.parents[1] / "README.md").read_text()
+    for words in ("maxmemory", "noeviction", "NetworkPolic", "ingress.tls", "automountServiceAccountToken"):
+        assert words in readme, words

@@ -516,7 +516,7 @@ def test_agent_pods_from_the_chart_template_are_hardened(renders: dict[str, Rend
     config = dict(rendered.named("ConfigMap", "orchestrator-config")["data"], ORCHESTRATOR_JOB_TEMPLATE=str(path),
                   ORCHESTRATOR_JOB_NODE_SELECTOR="pool=agents",
                   ORCHESTRATOR_JOB_TOLERATIONS='[{"key": "agents", "operator": "Exists"}]',
-                  ORCHESTRATOR_JOB_IMAGE_PULL_SECRETS="agent-registry")
+                  ORCHESTRATOR_JOB_IMAGE_PULL_SECRETS="agent-registry", ORCHESTRATOR_JOB_RUN_AS_USER="4242")
     settings = Settings.from_env(config)
     request = RunRequest(run_id="billing-7-v1-a1", service="billing", task_id=7, version=1, attempt=1,
                          agent=AgentSpec(name="claude", image="agent:test", command=("claude",)),
@@ -524,7 +524,7 @@ def test_agent_pods_from_the_chart_template_are_hardened(renders: dict[str, Rend
     job = jobs.build_job(request, settings)
     spec = job["spec"]["template"]["spec"]
     assert spec["automountServiceAccountToken"] is False and "serviceAccountName" not in spec
-    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 1000
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 4242
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["nodeSelector"] == {"pool": "agents"}
     assert {"key": "agents", "operator": "Exists"} in spec["tolerations"]

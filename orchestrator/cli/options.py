@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from orchestrator import names
+from orchestrator import validation
 from orchestrator.cli.context import Context
 from orchestrator.states import Status
 
@@ -61,7 +61,7 @@ class TaskRef(click.ParamType):
         if not sep or not raw_id.isdigit() or int(raw_id) < 1:
             self.fail(f"{value!r} is not a task reference; write SERVICE/ID, e.g. demo/1", param, ctx)
         try:
-            names.service_name(service)
+            validation.service_name(service)
         except ValueError as exc:
             self.fail(f"{value!r}: {exc}", param, ctx)
         return service, int(raw_id)

@@ -15,7 +15,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from orchestrator import names
+from orchestrator import validation
 from orchestrator.cli import follow, taskmaster
 from orchestrator.cli.command import AliasGroup, Command
 from orchestrator.cli.context import Context
@@ -81,11 +81,13 @@ def submit(app: Context, task_json: Path, task_id: int | None, submit_all: bool,
     if (task_id is None) == (not submit_all):
         raise click.UsageError("give one of --task-id N or --all")
     tasks = taskmaster.load_tasks(task_json, tag=tag)
-    _check_name(names.service_name, service, "--service")
-    _check_name(names.agent_name, agent, "--agent")
+    _check_name(validation.service_name, service, "--service")
+    _check_name(validation.agent_name, agent, "--agent")
     if branch and not repo:
         raise UsageError("--branch needs --repo; name the repository the branch belongs to")
-    repository = {"url": repo, "branch": _check_name(names.git_ref, branch or "main", "--branch")} if repo else None
+    repository = None
+    if repo:
+        repository = {"url": repo, "branch": _check_name(validation.git_ref, branch or "main", "--branch")}
     inputs: dict[str, Any] = {
         "service": service,
         "agent": agent,

@@ -64,8 +64,8 @@ class UpOptions:
     concurrency: int = 2
 
 
-@click.command("up", cls=Command, epilog="Starts Redis (unless one answers at ORCHESTRATOR_REDIS_URL), the API, a worker for every "
-               "queue, the watcher and, with --flower, Flower.\n\n" + examples(
+@click.command("up", cls=Command, epilog="Starts Redis (unless one answers at ORCHESTRATOR_REDIS_URL), the API, "
+               "a worker for every queue, the watcher and, with --flower, Flower.\n\n" + examples(
     "orchestrator up",
     "orchestrator up --flower --api-port 9000",
     "ORCHESTRATOR_REDIS_URL=redis://127.0.0.1:6379/3 orchestrator up --concurrency 4"))

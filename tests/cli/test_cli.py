@@ -81,14 +81,14 @@ def test_main_returns_the_code_instead_of_exiting() -> None:
 def test_shell_completion_is_clicks() -> None:
     result = invoke(env={"_ORCHESTRATOR_COMPLETE": "bash_source"})
     assert result.exit_code == EXIT_OK and "_orchestrator_completion" in result.stdout
-    completed = invoke(env={"_ORCHESTRATOR_COMPLETE": "bash_complete", "COMP_WORDS": "orchestrator task list --status r",
-                            "COMP_CWORD": "4"})
+    completed = invoke(env={"_ORCHESTRATOR_COMPLETE": "bash_complete",
+                            "COMP_WORDS": "orchestrator task list --status r", "COMP_CWORD": "4"})
     assert completed.stdout.split() == ["plain,Running"]  # completed as the API spells it
 
 
 def test_python_dash_m_and_the_version() -> None:
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--version"], check=False, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--version"], check=False, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == f"orchestrator {__version__}\n"
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "task", "list", "--status", "nope"], check=False,
                           capture_output=True, text=True, timeout=60)

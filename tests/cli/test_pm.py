@@ -240,3 +240,48 @@ def test_logs_follow_waits_for_the_run_and_asks_again_after_an_early_empty_strea
     result = invoke("task", "logs", "demo/1", "-f")
     assert result.exit_code == EXIT_OK
     assert result.stdout == "one\ntwo\n" and "waiting for demo/1 to start (it is Queued)" in result.stderr
+
+
+def test_tables_fit_a_narrow_terminal(api: FakeApi) -> None:
+    long_task = {**TASK, "title": "A title much longer than sixty columns, which must give way to the rest " * 2,
+                 "runs": [{**TASK["runs"][0], "phase": "Failed", "finished_at": "2023-11-14T22:20:00+00:00",
+                           "failure_reason": "the agent exited with code 2 after 3 turns: permission denied"}]}
+    api.routes[("GET", f"{TASKS}/demo/1")] = json_answer(200, long_task)
+    api.routes[("GET", TASKS)] = json_answer(200, {"items": [long_task], "next_cursor": None})
+    for argv in (["task", "status", "demo/1"], ["task", "list"]):
+        result = invoke(*argv, env={"COLUMNS": "60"})
+        assert result.exit_code == EXIT_OK
+        assert max(len(line) for line in result.stdout.splitlines()) <= 60, result.stdout
+    status = invoke("task", "status", "demo/1", env={"COLUMNS": "60"}).stdout
+    assert "permission" in status and "Failed" in status  # the OUTCOME column: the run's failure reason
+    # JSON is never fitted to anything.
+    assert invoke("task", "status", "demo/1", "-o", "json", env={"COLUMNS": "60"}).stdout == \
+        json.dumps(long_task, indent=2, sort_keys=True) + "\n"
+
+
+def test_ctrl_c_exits_130(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.cli.client import ApiClient
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ApiClient, "get_task", interrupted)
+    assert invoke("task", "status", "demo/1").exit_code == 130
+
+
+def test_submit_all_draws_a_progress_bar_on_a_terminal(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from orchestrator.cli import main
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Tty()
+    monkeypatch.setattr("sys.stdout", screen)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    accept_submissions(api, existing={1})
+    assert main(["task", "submit", "--all", "--task-json", EXAMPLE, "--service", "demo", "--agent", "claude"]) == 0
+    raw = screen.getvalue()
+    assert "━" in raw and "3/3" in raw  # rich.progress's bar and count
+    assert "demo/1" in raw and "already submitted, skipped" in raw and "[3/3] demo/3" in raw

@@ -35,12 +35,6 @@ def make_console(stream: TextIO, *, no_color: bool = False) -> Console:
                    emoji=False, markup=False)
 
 
-def use_color(stream: TextIO, no_color: bool = False) -> bool:
-    """True when output on `stream` would be coloured."""
-    console = make_console(stream, no_color=no_color)
-    return console.color_system is not None and not console.no_color
-
-
 def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
 

@@ -14,7 +14,6 @@ from orchestrator.cli.output import (
     run_outcome,
     runs_table,
     task_list_table,
-    use_color,
     when,
     when_short,
 )
@@ -23,6 +22,11 @@ from orchestrator.cli.output import (
 class Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+def use_color(stream: io.StringIO, no_color: bool = False) -> bool:
+    console = make_console(stream, no_color=no_color)
+    return console.color_system is not None and not console.no_color
 
 
 def render(renderable: object, width: int) -> list[str]:

@@ -23,21 +23,19 @@ class Context:
     is parsed last wins, so each one is a field here rather than a parameter.
     """
 
-    def __init__(self, *, stdout: TextIO | None = None, stderr: TextIO | None = None):
+    def __init__(self) -> None:
         self.api_url_option: str | None = None
         self.output = "table"
         self.no_color = False
-        self._stdout = stdout
-        self._stderr = stderr
 
     # Streams are looked up when first used, so a test runner's replacements are the ones written to.
     @cached_property
     def stdout(self) -> TextIO:
-        return self._stdout or sys.stdout
+        return sys.stdout
 
     @cached_property
     def stderr(self) -> TextIO:
-        return self._stderr or sys.stderr
+        return sys.stderr
 
     @cached_property
     def out(self) -> Console:

@@ -54,7 +54,7 @@ def _watch_live(app: Context, service: str, task_id: int, *, interval: float, li
     # rich.live redraws the same lines in place (cursor up, rewrite), never clearing the screen,
     # and crops the view to the terminal's height: no flicker, no scrolling.
     url = app.client.task_url(service, task_id)
-    with Live(console=app.out, refresh_per_second=8, transient=False, redirect_stderr=False,
+    with Live(console=app.out, refresh_per_second=4, transient=False, redirect_stderr=False,
               vertical_overflow="crop") as live:
         while True:
             task = app.client.get_task(service, task_id)

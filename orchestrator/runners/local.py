@@ -276,7 +276,7 @@ def _supervisor_alive(run_dir: Path, status: dict[str, Any]) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with that pid exists (ours or not)."""
+    """True when a process with that pid exists (ours or not) and is not a zombie."""
     if pid <= 0:
         return False
     try:
@@ -285,7 +285,10 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed supervisor nobody reaped yet (no init in the container) is dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -130,9 +130,11 @@ class ComposeStack(Stack):
         self.root = tmp
         self.namespaces = _namespaces()
         self.containers: dict[str, Container] = {}
-        # The "shell" compose reads: a token for the API, nothing else secret. No
-        # ANTHROPIC_API_KEY, so the local runner picks the built-in example agent.
-        self.shell = {"ORCHESTRATOR_API_TOKENS": TOKEN}
+        # The "shell" compose reads: a token for the API, nothing else secret. The
+        # built-in example agent, a few seconds late: the watcher (polling every
+        # second from its own container) must judge it Running, not lost.
+        agent = f"/bin/sh -c 'sleep 6 && exec {sys.executable} -m orchestrator.agents.example'"
+        self.shell = {"ORCHESTRATOR_API_TOKENS": TOKEN, "ORCHESTRATOR_LOCAL_AGENT_COMMAND": agent}
 
     def start_service(self, name: str) -> Process:
         service = COMPOSE["services"][name]

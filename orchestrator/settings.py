@@ -272,7 +272,7 @@ VARIABLES: tuple[Variable, ...] = (
              "Comma-separated keys a submission may set in its `agent` object. Empty: no overrides."),
     Variable("ORCHESTRATOR_PAGE_SIZE_MAX", "page_size_max", _positive_int, "100",
              "Largest page of tasks the list endpoint returns."),
-    Variable("ORCHESTRATOR_AGENT_IMAGE", "agent_image", _parse_str, "ghcr.io/orchestrator/claude-code-agent:latest",
+    Variable("ORCHESTRATOR_AGENT_IMAGE", "agent_image", _parse_str, "ghcr.io/orchestrator/claude-code-agent:0.1.0",
              "Container image of agent Jobs (Kubernetes runner)."),
     Variable("ORCHESTRATOR_AGENT_IMAGES", "agent_images", _parse_mapping, "",
              "Per-agent image overrides, `agent=image` pairs separated by commas."),

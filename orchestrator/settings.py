@@ -74,6 +74,12 @@ def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _parse_env_patterns(raw: str) -> tuple[str, ...]:
+    from orchestrator.agent_env import parse_patterns  # the rules of agent env live there
+
+    return parse_patterns(raw)
+
+
 def _parse_upper_list(raw: str) -> tuple[str, ...]:
     return tuple(item.upper() for item in _parse_list(raw))
 
@@ -271,6 +277,9 @@ VARIABLES: tuple[Variable, ...] = (
              "Largest `timeout_seconds` a submission may ask for."),
     Variable("ORCHESTRATOR_ALLOWED_AGENT_OVERRIDES", "allowed_agent_overrides", _parse_list, "",
              "Comma-separated keys a submission may set in its `agent` object. Empty: no overrides."),
+    Variable("ORCHESTRATOR_AGENT_ENV_ALLOWED", "agent_env_allowed", _parse_env_patterns,
+             "APP_*,FEATURE_*,LOG_LEVEL,TZ",
+             "Comma-separated name patterns (`fnmatch`) of the `env` a task may give its agent; anything else is refused with 400. Names that could redirect the agent or its credentials (`ANTHROPIC_*`, `CLAUDE*`, `*PROXY*`, `NODE_*`, `SSL_*`, `LD_*`, `ORCHESTRATOR_*`...) are never allowed, whatever the patterns."),
     Variable("ORCHESTRATOR_PAGE_SIZE_MAX", "page_size_max", _positive_int, "100",
              "Largest page of tasks the list endpoint returns."),
     Variable("ORCHESTRATOR_AGENT_IMAGE", "agent_image", _parse_str, "ghcr.io/orchestrator/claude-code-agent:latest",
@@ -387,6 +396,7 @@ class Settings:
     default_timeout_seconds: int
     max_timeout_seconds: int
     allowed_agent_overrides: tuple[str, ...]
+    agent_env_allowed: tuple[str, ...]
     page_size_max: int
     agent_image: str
     agent_images: Mapping[str, str]

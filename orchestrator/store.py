@@ -167,6 +167,10 @@ def _delivery_key(delivery_id: str) -> str:
     return f"{PREFIX}:delivery:{delivery_id}"
 
 
+def _event_identity_key(identity: str) -> str:
+    return f"{PREFIX}:event-identity:{identity}"
+
+
 def _event_handled_key(delivery_id: str) -> str:
     return f"{PREFIX}:event-handled:{delivery_id}"
 
@@ -991,6 +995,16 @@ class TaskStore:
                 _event_pending_key(delivery_id), _EVENTS_PENDING]
         return bool(int(self._call(self._claim_delivery, keys=keys,
                                    args=[ttl, enqueue[1] if enqueue else "", event, body, repr(now), delivery_id])))
+
+    def claim_event(self, identity: str, delivery_id: str, ttl: int) -> bool:
+        """Mark the event itself (a comment, a review) as received by this delivery; False when another
+        delivery already brought it (a replay under a new delivery id). The same delivery again is
+        True, so GitHub's redelivery of a delivery refused by an outage still gets through."""
+        key = _event_identity_key(identity)
+        if self._safe(self.redis.set, key, delivery_id, nx=True, ex=ttl):
+            return True
+        holder = self._safe(self.redis.get, key)
+        return (holder.decode() if isinstance(holder, bytes) else holder) == delivery_id
 
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery whose processing failed before it was queued."""

@@ -257,6 +257,36 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+# Where the id of the thing an event is about sits, per routed event: the same
+# comment or review sent again under a new delivery id is the same event. An
+# issue's label or a pull request's closing carries no id of its own, so the
+# time GitHub stamped on it stands in (a new labelling changes `updated_at`).
+_IDENTITY: Mapping[tuple[str, str], tuple[tuple[str, ...], ...]] = {
+    ("issue_comment", "created"): (("comment", "id"),),
+    ("pull_request_review", "submitted"): (("review", "id"),),
+    ("pull_request_review_comment", "created"): (("comment", "id"),),
+    ("issues", "opened"): (("issue", "id"),),
+    ("issues", "labeled"): (("issue", "id"), ("label", "name"), ("issue", "updated_at")),
+    ("pull_request", "closed"): (("pull_request", "id"), ("pull_request", "closed_at")),
+}
+_IDENTITY_PART = re.compile(r"^[A-Za-z0-9 ._:+-]{1,100}$")
+
+
+def event_identity(event: str, payload: Any) -> str | None:
+    """What identifies the event itself, whatever delivery carried it (`issue_comment.created:123`), or None."""
+    action = payload.get("action") if isinstance(payload, Mapping) else None
+    paths = _IDENTITY.get((event, action)) if isinstance(action, str) else None
+    if not paths:
+        return None
+    parts = []
+    for path in paths:
+        value = dig(payload, *path)
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not _IDENTITY_PART.fullmatch(str(value)):
+            return None
+        parts.append(str(value))
+    return f"{event}.{action}:" + "/".join(parts)
+
+
 def match(event: str, payload: Any, config: GitHubConfig, routes: Iterable[Route] = ROUTES) -> Decision:
     """Which handler takes this delivery, or why none does."""
     if not isinstance(payload, Mapping):

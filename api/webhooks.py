@@ -115,6 +115,8 @@ def github() -> tuple[Response, int]:
     config = current_app.extensions.get(_CONFIG_KEY) or GitHubConfig.from_settings(settings)
     decision = match(event, payload, config)
     if not decision.routed:
+        # The reason also goes to GitHub's delivery log in the answer; here for whoever reads ours.
+        log.info("webhook %s (%s) ignored: %s", delivery, event, decision.reason)
         return _answer(202, {"status": "ignored", "reason": decision.reason, "delivery": delivery})
 
     store = resources.store()

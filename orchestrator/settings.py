@@ -345,6 +345,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_GITHUB_ALLOWED_ASSOCIATIONS", "github_allowed_associations", _parse_upper_list,
              "OWNER,MEMBER,COLLABORATOR",
              "`author_association` values allowed to trigger work by comment, review or new issue."),
+    Variable("ORCHESTRATOR_GITHUB_TRUSTED_AUTHORS_ONLY", "github_trusted_authors_only", _parse_bool, "true",
+             "A labelled issue becomes a task only when its author (or the labeller, when the payload says) has an association in `ORCHESTRATOR_GITHUB_ALLOWED_ASSOCIATIONS`; otherwise it is ignored with the reason. `false`: any labelled issue."),
     Variable("ORCHESTRATOR_GITHUB_API_URL", "github_api_url", _parse_str, "https://api.github.com",
              "Base URL of GitHub's REST API (GitHub Enterprise: `https://host/api/v3`)."),
     Variable("ORCHESTRATOR_GITHUB_BOT_LOGIN", "github_bot_login", _parse_str, "",
@@ -428,6 +430,7 @@ class Settings:
     github_trigger_label: str
     github_command_prefix: str
     github_allowed_associations: tuple[str, ...]
+    github_trusted_authors_only: bool
     github_api_url: str
     github_bot_login: str
     default_agent: str

@@ -272,9 +272,12 @@ def render_config(url: str | None, filesystem: dict[str, bool]) -> str:
 
 
 def _config_file_values(git: Git, *args: str) -> list[str]:
-    """Values read from `.git/config` alone: no includes, no other file."""
+    """Values read from `.git/config` alone: no includes, no other file. Nothing found: []."""
     result = git.run("config", "--file", str(git.directory / ".git" / "config"), "--no-includes", *args,
                      check=False)
+    if result.returncode not in (0, 1):  # 1: no such key; anything else: a file git cannot read
+        message = scrub((result.stderr or "").strip(), [git.token, *git.secrets])[-500:]
+        raise PermanentGitError(f"the checkout's .git/config cannot be read ({message}); refusing to reuse it")
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
@@ -294,28 +297,32 @@ def remove_planted_files(git_dir: Path) -> list[str]:
     return removed
 
 
-def reset_git_dir(git: Git, url: str | None) -> list[str]:
+def reset_git_dir(git: Git, url: str | None, *, fresh: bool = False) -> list[str]:
     """Rewrite `.git/config` from our template with `url` as origin, and remove planted files.
 
-    Returns what differed from what we would have written, for the log. Run
-    before any other git command of a preparation: until then the directory
-    holds whatever an agent left.
+    Returns what differed from what we would have written, for the log (not
+    logged when `fresh`: `git init` just wrote its own config). Run before any
+    other git command of a preparation: until then the directory holds
+    whatever an agent left.
     """
     git_dir = git.directory / ".git"
     removed = remove_planted_files(git_dir)
-    filesystem = {}
-    for name in _FILESYSTEM_SETTINGS:
-        values = _config_file_values(git, "--type=bool", "--get", f"core.{name}")
-        if values and values[-1] in ("true", "false"):
-            filesystem[name] = values[-1] == "true"
     config = git_dir / "config"
+    filesystem = {}
+    if config.is_file():
+        pattern = "^core\\.(" + "|".join(_FILESYSTEM_SETTINGS) + ")$"
+        for line in _config_file_values(git, "--get-regexp", pattern):
+            key, _, value = line.partition(" ")
+            if value.lower() in ("true", "false"):  # anything else: git's default
+                filesystem[key.removeprefix("core.")] = value.lower() == "true"
     wanted = render_config(url, filesystem)
     if config.is_symlink() or not config.is_file() or config.read_text(errors="replace") != wanted:
-        if config.is_symlink() or config.is_file():
+        if config.is_symlink() or config.exists():
             removed.append("config")
-        config.unlink(missing_ok=True)  # a link is replaced, never written through
-        atomic_write(config, wanted)
-    if removed:
+        if config.is_dir() and not config.is_symlink():
+            remove_path(config)
+        atomic_write(config, wanted)  # the rename replaces a link rather than writing through it
+    if removed and not fresh:
         log.warning("reset git settings an agent could have planted in %s: %s", git.directory, ", ".join(removed))
     return removed
 
@@ -346,7 +353,7 @@ def ensure_remote(git: Git, url: str) -> bool:
     """
     if not (git.directory / ".git").exists():
         git.run("init", "--quiet")
-        reset_git_dir(git, url)
+        reset_git_dir(git, url, fresh=True)
         return True
     # Reading `.git/config` as a file runs nothing; every other git command waits for the template.
     remove_planted_files(git.directory / ".git")

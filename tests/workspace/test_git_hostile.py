@@ -21,7 +21,7 @@ import pytest
 
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from orchestrator.workspace.git import Git
+from orchestrator.workspace.git import Git, PermanentGitError
 from orchestrator.workspace.prepare import prepare_workspace
 from tests.support.attacker_server import AttackerServer
 from tests.support.git_server import GitHttpServer, git
@@ -175,6 +175,16 @@ def test_what_an_agent_plants_in_git_is_not_obeyed(plant: Callable[[Scene], None
         assert word not in config.lower(), config
     assert "remote.origin.url=https://git.example.test/acme/shop.git" in config
     assert files_containing(ws_settings.workspace_root, TOKEN) == []
+
+
+def test_an_unreadable_config_fails_the_preparation_with_a_clear_reason(remote: Path, ws_settings: Settings,
+                                                                       store: TaskStore) -> None:
+    spec = task_spec(repository={"url": "https://git.example.test/acme/shop.git", "branch": "main"})
+    first = prepare_workspace(ws_settings, store, start_run(store, spec))
+    (first.path / ".git" / "config").write_text("[core\n\tthis is not git's syntax\n")
+    run = store.create_run("shop", 7, version=1, attempt=2)
+    with pytest.raises(PermanentGitError, match=r"\.git/config cannot be read"):
+        prepare_workspace(ws_settings, store, run["run_id"])
 
 
 def _credential_fill(repo: Git, protocol: str, host: str) -> str:

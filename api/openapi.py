@@ -13,7 +13,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, current_app, jsonify, render_template_string
 
 from api import schemas
-from orchestrator import __version__, names
+from orchestrator import __version__, validation
 
 bp = Blueprint("openapi", __name__)
 
@@ -41,7 +41,7 @@ COMMON = {
 LOCATION = {"Location": {"description": "path of the task", "schema": {"type": "string"}}}
 TASK_PARAMS = [
     {"in": "path", "name": "service", "required": True,
-     "schema": {"type": "string", "pattern": names.DNS_LABEL.pattern, "maxLength": names.MAX_SERVICE_LENGTH}},
+     "schema": {"type": "string", "pattern": validation.DNS_LABEL.pattern, "maxLength": validation.MAX_SERVICE_LENGTH}},
     {"in": "path", "name": "task_id", "required": True,
      "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}},
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from orchestrator import agent_env, names
+from orchestrator import agent_env, validation
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 
@@ -29,7 +29,7 @@ IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
 def _check(func: Any) -> Any:
-    """Adapt a names.py validator (ValueError) to marshmallow (ValidationError)."""
+    """Adapt a validation.py validator (ValueError) to marshmallow (ValidationError)."""
 
     def validator(value: Any) -> None:
         try:
@@ -61,8 +61,8 @@ def _at_most(n: int) -> Any:
     return validator
 
 
-SERVICE_META = {"pattern": names.DNS_LABEL.pattern, "minLength": 1, "maxLength": names.MAX_SERVICE_LENGTH}
-AGENT_META = {"pattern": names.DNS_LABEL.pattern, "minLength": 1, "maxLength": names.MAX_AGENT_LENGTH}
+SERVICE_META = {"pattern": validation.DNS_LABEL.pattern, "minLength": 1, "maxLength": validation.MAX_SERVICE_LENGTH}
+AGENT_META = {"pattern": validation.DNS_LABEL.pattern, "minLength": 1, "maxLength": validation.MAX_AGENT_LENGTH}
 
 
 class StrictSchema(Schema):
@@ -91,8 +91,8 @@ class SubtaskSchema(StrictSchema):
 class MarkdownFileSchema(StrictSchema):
     """One markdown document written into the task's workspace."""
 
-    filename = fields.String(required=True, validate=_check(names.markdown_filename),
-                             metadata={"pattern": names.MARKDOWN_FILENAME.pattern, "example": "task.md"})
+    filename = fields.String(required=True, validate=_check(validation.markdown_filename),
+                             metadata={"pattern": validation.MARKDOWN_FILENAME.pattern, "example": "task.md"})
     content = fields.String(required=True, validate=validate.Length(min=1, max=MAX_TEXT * 5))
     file_type = fields.String(required=True, validate=validate.OneOf(FILE_TYPES))
 
@@ -110,7 +110,7 @@ class RepositorySchema(StrictSchema):
 
     url = fields.String(required=True, validate=validate.Length(min=1, max=500),
                         metadata={"example": "https://github.com/acme/billing.git"})
-    branch = fields.String(load_default="main", validate=_check(names.git_ref), metadata={"example": "main"})
+    branch = fields.String(load_default="main", validate=_check(validation.git_ref), metadata={"example": "main"})
 
 
 class AgentOverridesField(fields.Dict):
@@ -131,20 +131,20 @@ class TaskSubmissionSchema(StrictSchema):
     dependencies = fields.List(_task_id(), load_default=list, validate=validate.Length(max=MAX_ITEMS),
                                metadata={"description": "ids of other tasks of the same service"})
     subtasks = fields.List(fields.Nested(SubtaskSchema), load_default=list, validate=validate.Length(max=MAX_ITEMS))
-    service_name = fields.String(required=True, validate=_check(names.service_name),
+    service_name = fields.String(required=True, validate=_check(validation.service_name),
                                  metadata={**SERVICE_META, "example": "billing"})
-    agent_name = fields.String(required=True, validate=_check(names.agent_name),
+    agent_name = fields.String(required=True, validate=_check(validation.agent_name),
                                metadata={**AGENT_META, "example": "claude"})
     markdown_files = fields.List(fields.Nested(MarkdownFileSchema), required=True,
                                  validate=validate.Length(min=1, max=50))
     repository = fields.Nested(RepositorySchema, load_default=None, allow_none=True)
     model = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(MODEL_PATTERN),
                           metadata={"example": "claude-sonnet-4-5"})
-    working_directory = fields.String(load_default="", validate=_check(names.relative_path),
+    working_directory = fields.String(load_default="", validate=_check(validation.relative_path),
                                       metadata={"description": "relative to the repository root; no '..'"})
     timeout_seconds = fields.Integer(strict=True, metadata={"description": "run time limit"})
-    env = fields.Dict(keys=fields.String(validate=_check(names.plain_env_name)),
-                      values=fields.String(validate=_check(names.plain_env_value)),
+    env = fields.Dict(keys=fields.String(validate=_check(validation.plain_env_name)),
+                      values=fields.String(validate=_check(validation.plain_env_value)),
                       load_default=dict, validate=_at_most(50),
                       metadata={"description": "non-secret variables; names must match ORCHESTRATOR_AGENT_ENV_ALLOWED, "
                                                "credential-like names or values are refused",
@@ -201,7 +201,7 @@ class TaskSubmissionSchema(StrictSchema):
         repo = data.get("repository")
         if isinstance(repo, dict) and "url" in repo:
             try:
-                names.git_url(repo["url"], tuple(self.settings.allowed_git_hosts))
+                validation.git_url(repo["url"], tuple(self.settings.allowed_git_hosts))
             except ValueError as exc:
                 errors["repository"] = {"url": [str(exc)]}
         if data.get("id") in data.get("dependencies", []):
@@ -232,9 +232,9 @@ class CancelSchema(StrictSchema):
 class ListQuerySchema(StrictSchema):
     """GET /api/v1/pm/tasks query parameters."""
 
-    service = fields.String(validate=_check(names.service_name), metadata=SERVICE_META)
+    service = fields.String(validate=_check(validation.service_name), metadata=SERVICE_META)
     status = fields.String(validate=validate.OneOf([s.value for s in Status]))
-    agent = fields.String(validate=_check(names.agent_name), metadata=AGENT_META)
+    agent = fields.String(validate=_check(validation.agent_name), metadata=AGENT_META)
     limit = fields.Integer(load_default=DEFAULT_PAGE_SIZE)
     cursor = fields.String(validate=validate.Regexp(r"^[0-9]{1,18}$"),
                            metadata={"description": "next_cursor of the previous page"})

@@ -17,7 +17,7 @@ from marshmallow import Schema, ValidationError
 from api import schemas
 from api.auth import protect
 from api.errors import ApiError
-from orchestrator import names, operations
+from orchestrator import validation, operations
 from orchestrator.logs import scrub_lines
 from orchestrator.settings import Settings
 from orchestrator.states import Status
@@ -119,7 +119,7 @@ def _query(name: str) -> dict[str, Any]:
 
 def _service(service: str) -> str:
     try:
-        return names.service_name(service)
+        return validation.service_name(service)
     except ValueError as exc:
         raise ApiError(str(exc), code="validation_error", errors={"service": [str(exc)]}) from None
 

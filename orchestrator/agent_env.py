@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
-from orchestrator import names
+from orchestrator import validation
 
 # Compared with the name in upper case: `http_proxy` works as well as `HTTP_PROXY`.
 NEVER_ALLOWED: tuple[str, ...] = (
@@ -53,7 +53,7 @@ def never_allowed(name: str) -> bool:
 def name_errors(name: str, allowed: Iterable[str]) -> list[str]:
     """Why a task may not set `name` ([] when it may)."""
     try:
-        names.plain_env_name(name)
+        validation.plain_env_name(name)
     except ValueError as exc:
         return [str(exc)]
     if never_allowed(name):

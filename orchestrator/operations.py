@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator import dispatch
-from orchestrator.coordination import dependency_ids, find_cycle, format_cycle
+from orchestrator.coordination.rules import dependency_ids, find_cycle, format_cycle
 from orchestrator.states import ACTIVE, CANCELLABLE_FROM, RETRYABLE_FROM, TERMINAL, Status
 from orchestrator.store import IllegalTransition, TaskStore
 

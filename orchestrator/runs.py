@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator import agent_env, dispatch, names
-from orchestrator.coordination import run_output_dir
+from orchestrator import agent_env, dispatch, validation
+from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
 from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
@@ -46,7 +46,7 @@ def _env(spec: Mapping[str, Any], settings: Settings) -> dict[str, str]:
     raw = spec.get("env") or {}
     if not isinstance(raw, Mapping):
         raise ValueError("task env must be a mapping of names to values")
-    env = {names.env_name(str(k)): str(v) for k, v in raw.items()}
+    env = {validation.env_name(str(k)): str(v) for k, v in raw.items()}
     for name in env:
         # Secrets come only from the Secret (or the worker's environment); our contract is ours.
         # The API checked the allow-list at submission; a task stored another way (GitHub, an
@@ -61,15 +61,15 @@ def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str,
     """The RunRequest of a run, from the task's spec, the run record and configuration."""
     spec = task.get("spec") or {}
     # A pipeline stage names its own agent (and maybe image) on the run record.
-    agent = names.agent_name(str(run.get("agent") or spec.get("agent_name") or task.get("agent") or ""))
+    agent = validation.agent_name(str(run.get("agent") or spec.get("agent_name") or task.get("agent") or ""))
     # prepare_workspace may record the directory it prepared on the run; else the task's own.
-    workdir = names.relative_path(str(run.get("working_directory") or spec.get("working_directory") or ""))
+    workdir = validation.relative_path(str(run.get("working_directory") or spec.get("working_directory") or ""))
     timeout = int(spec.get("timeout_seconds") or settings.default_timeout_seconds)
     origin = task.get("origin") or {}
     agent_program = agent_spec(settings, agent, spec.get("model"))
     if run.get("image"):
         agent_program = dataclasses.replace(agent_program, image=str(run["image"]))
-    output_dir = names.relative_path(str(run.get("output_dir") or run_output_dir(
+    output_dir = validation.relative_path(str(run.get("output_dir") or run_output_dir(
         run["service"], int(run["task_id"]), run["run_id"])), what="output directory")
     inputs = run.get("inputs") or {}
     contract = {key: str(value) for key, value in {
@@ -80,7 +80,7 @@ def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str,
     }.items() if value}
     return RunRequest(
         run_id=run["run_id"],
-        service=names.service_name(run["service"]),
+        service=validation.service_name(run["service"]),
         task_id=int(run["task_id"]),
         version=int(run["version"]),
         attempt=int(run["attempt"]),

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from orchestrator.coordination.stages import parse_pipelines
+from orchestrator.validation import git_ref
+
 
 class ConfigError(Exception):
     """A configuration value is wrong; the message names the variable."""
@@ -134,8 +137,6 @@ def _parse_optional_path(raw: str) -> Path | None:
 
 def _parse_branch_template(raw: str) -> str:
     """A branch name template; checked by rendering it for a sample task."""
-    from orchestrator.names import git_ref
-
     template = raw.strip()
     try:
         sample = template.format(task_id=1, service="svc")
@@ -190,8 +191,6 @@ def _parse_command(raw: str) -> tuple[str, ...]:
     except ValueError as exc:
         raise ValueError(f"cannot split the command: {exc}") from None
 def _parse_pipelines(raw: str) -> dict[str, Any]:
-    from orchestrator.coordination import parse_pipelines  # the stage rules live with coordination
-
     return parse_pipelines(raw)
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.coordination import redrive
 from orchestrator import dispatch, runs
 from orchestrator.kube import jobs as kjobs
 from orchestrator.kube import status as kstatus
@@ -429,10 +430,8 @@ class Watcher:
     def coordinate(self) -> dict[str, list[str]]:
         """Coordination's periodic share: re-drive tasks whose step was lost, renew or reclaim slots,
         and now and then sweep the workspace of tasks that ended for good."""
-        from orchestrator import pipeline  # coordination imports runs; import here to keep the cycle lazy
-
         try:
-            done = pipeline.redrive_stuck(self.store, self.settings)
+            done = redrive.redrive_stuck(self.store, self.settings)
         except (StoreError, dispatch.QueueUnavailable) as exc:
             log.warning("re-drive failed: %s", exc)
             return {}

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from orchestrator import names
+from orchestrator import validation
 from orchestrator.settings import Settings
 from tests.support.api import AUTH, valid_task
 
@@ -47,9 +47,9 @@ INVALID: list[tuple[str, dict[str, Any], tuple[Any, ...]]] = [
     ("service upper case", {"service_name": "Billing"}, ("service_name",)),
     ("service underscore", {"service_name": "bill_ing"}, ("service_name",)),
     ("service ends with dash", {"service_name": "billing-"}, ("service_name",)),
-    ("service too long", {"service_name": "s" * (names.MAX_SERVICE_LENGTH + 1)}, ("service_name",)),
+    ("service too long", {"service_name": "s" * (validation.MAX_SERVICE_LENGTH + 1)}, ("service_name",)),
     ("agent with dot", {"agent_name": "claude.code"}, ("agent_name",)),
-    ("agent too long", {"agent_name": "a" * (names.MAX_AGENT_LENGTH + 1)}, ("agent_name",)),
+    ("agent too long", {"agent_name": "a" * (validation.MAX_AGENT_LENGTH + 1)}, ("agent_name",)),
     ("no markdown files", {"markdown_files": []}, ("markdown_files",)),
     ("markdown files missing", {"markdown_files": None}, ("markdown_files",)),
     ("filename not .md", {"markdown_files": [{**FILE, "filename": "task.txt"}]}, ("markdown_files", 0, "filename")),

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-from orchestrator import pipeline
+from orchestrator.coordination import outcome
 from orchestrator.logs import (
     bounded_excerpt,
     configure,
@@ -120,9 +120,7 @@ def test_log_tail_of_a_run_holds_no_secret(settings, monkeypatch: pytest.MonkeyP
     configured = settings.replace(github_token=secret)
     output = [f"{i}\n" for i in range(40)] + [f"auth {base64.b64encode(f'x:{secret}'.encode()).decode()}\n",
                                               f"split {secret[:12]}\n", f"{secret[12:]} and {token}\n"]
-    from orchestrator import runners
-
-    monkeypatch.setattr(runners, "get_runner", lambda _settings: _Runner(output))
-    tail = pipeline._log_tail(configured, "shop-1-v1-a1")
-    assert tail.count("\n") == pipeline.LOG_TAIL_LINES - 1
+    monkeypatch.setattr(outcome, "get_runner", lambda _settings: _Runner(output))
+    tail = outcome._log_tail(configured, "shop-1-v1-a1")
+    assert tail.count("\n") == outcome.LOG_TAIL_LINES - 1
     assert not leaks(tail, secret) and token not in tail and tail.endswith("*** and ***")

@@ -10,12 +10,13 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import pipeline, runs
+from orchestrator import runs
+from orchestrator.coordination import admission, outcome
 from orchestrator.runtime import get_store
 from orchestrator.settings import get_settings
 from orchestrator.store import StoreUnavailable
 from orchestrator.workspace.cleanup import sweep
-from orchestrator.workspace.pipeline import prepare_for_run
+from orchestrator.workspace.step import prepare_for_run
 from workers.app import app
 
 log = logging.getLogger("orchestrator.steps")
@@ -84,7 +85,7 @@ def cancel_run(run_id: str) -> None:
 
 @app.task(name="orchestrator.prepare_workspace", bind=True, max_retries=None)
 def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
-    """Prepare the run's workspace and hand the run to launch_run (see orchestrator.workspace.pipeline)."""
+    """Prepare the run's workspace and hand the run to launch_run (see orchestrator.workspace.step)."""
 
     # Busy lease and transient git failures come back as "retry" with a countdown;
     # the bounds live in the plain code, so the step itself retries without limit.
@@ -113,10 +114,10 @@ def cleanup_workspace(service: str | None = None, task_id: int | None = None) ->
 @app.task(name="orchestrator.admit")
 def admit(service: str, task_id: int) -> None:
     """Decide Blocked or Queued for the task and start waiting tasks as capacity allows."""
-    pipeline.admit(get_store(), get_settings(), service, int(task_id))
+    admission.admit(get_store(), get_settings(), service, int(task_id))
 
 
 @app.task(name="orchestrator.finish_run")
 def finish_run(run_id: str) -> None:
     """Record the outcome of an ended run and move the tasks it affects."""
-    pipeline.finish(get_store(), get_settings(), run_id)
+    outcome.finish(get_store(), get_settings(), run_id)

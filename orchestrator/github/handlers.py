@@ -15,12 +15,12 @@ from typing import Any
 
 import orjson
 
-from orchestrator import dispatch, names, operations
+from orchestrator import dispatch, validation, operations
 from orchestrator.github import reporter
 from orchestrator.github.commands import parse_command
 from orchestrator.github.hidden import removal_note, strip_hidden
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
-from orchestrator.names import agent_name
+from orchestrator.validation import agent_name
 from orchestrator.settings import Settings
 from orchestrator.states import RETRYABLE_FROM, TERMINAL, Status
 from orchestrator.store import TaskExists, TaskStore
@@ -231,8 +231,8 @@ def create_task_from_issue(ctx: EventContext) -> Outcome:
     # The same rules as a task submitted through the API: signed or not, a
     # payload names the repository and branch that git will be run on.
     try:
-        names.git_url(spec["repository"]["url"], tuple(ctx.settings.allowed_git_hosts))
-        names.git_ref(spec["repository"]["branch"])
+        validation.git_url(spec["repository"]["url"], tuple(ctx.settings.allowed_git_hosts))
+        validation.git_ref(spec["repository"]["branch"])
     except ValueError as exc:
         return _ignored(f"the issue's repository is refused: {exc}")
     ref = (service, spec["id"])

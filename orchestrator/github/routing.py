@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.github.commands import parse_command
-from orchestrator.names import service_name
+from orchestrator.validation import service_name
 
 # Marks the status comments the reporter writes, so they never trigger anything.
 STATUS_MARKER = "<!-- orchestrator:status"

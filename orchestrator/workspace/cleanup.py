@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import names
+from orchestrator import validation
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL, Status
 from orchestrator.store import TaskStore
-from orchestrator.workspace import lock
+from orchestrator.workspace import lease as leases
 from orchestrator.workspace.files import remove_path
 from orchestrator.workspace.layout import INSTRUCTIONS_FILE, RESERVED, TASK_DIR, PathEscape, service_layout
 
@@ -107,7 +107,7 @@ def sweep(settings: Settings, store: TaskStore, *, now: float | None = None) -> 
             if service in RESERVED or not service_dir.is_dir() or service_dir.is_symlink():
                 continue
             try:
-                layout = service_layout(root, names.service_name(service))
+                layout = service_layout(root, validation.service_name(service))
             except (ValueError, PathEscape):
                 continue
             candidates = [i for i in _task_ids(layout.tasks_dir)
@@ -116,8 +116,8 @@ def sweep(settings: Settings, store: TaskStore, *, now: float | None = None) -> 
                 continue
             holder = f"sweep-{uuid.uuid4().hex[:12]}"
             try:
-                lock.acquire(store, service, holder, SWEEP_LEASE_SECONDS)
-            except lock.LeaseBusy:
+                leases.acquire(store, service, holder, SWEEP_LEASE_SECONDS)
+            except leases.LeaseBusy:
                 report.busy.append(service)
                 continue
             try:
@@ -131,7 +131,7 @@ def sweep(settings: Settings, store: TaskStore, *, now: float | None = None) -> 
                     report.removed.append(f"{service}/{task_id}")
                     log.info("removed the task files of %s/%s (%s)", service, task_id, target)
             finally:
-                lock.release(store, service, holder)
+                leases.release(store, service, holder)
     report.disk_bytes = disk_usage(root)
     store.set_gauge(DISK_GAUGE, report.disk_bytes)
     return report

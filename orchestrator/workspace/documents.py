@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from orchestrator import names
+from orchestrator import validation
 
 TASK_FILE = "task.md"
 CONTEXT_FILE = re.compile(r"^context-v\d+\.md$")
@@ -140,9 +140,9 @@ def task_documents(
                      "taskmaster")]
     taken = {TASK_FILE}
     for item in spec.get("markdown_files") or []:
-        filename = names.markdown_filename(item.get("filename", ""))
+        filename = validation.markdown_filename(item.get("filename", ""))
         if filename == TASK_FILE or CONTEXT_FILE.match(filename):
-            filename = names.markdown_filename(SUBMITTED_PREFIX + filename)
+            filename = validation.markdown_filename(SUBMITTED_PREFIX + filename)
         if filename in taken:
             continue  # the API refuses duplicates; keep the first here too
         taken.add(filename)

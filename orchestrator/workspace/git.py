@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator import names
+from orchestrator import validation
 from orchestrator.logs import scrub as scrub_secrets
 from orchestrator.workspace.files import atomic_write, remove_path
 
@@ -443,8 +443,8 @@ def checkout_branch(git: Git, *, url: str, base_branch: str, branch: str,
     Uncommitted changes and untracked files (except ignored ones) are
     discarded, so the agent starts from committed state only.
     """
-    names.git_ref(base_branch, what="base branch")
-    names.git_ref(branch, what="branch")
+    validation.git_ref(base_branch, what="base branch")
+    validation.git_ref(branch, what="branch")
     if branch == base_branch:
         raise PermanentGitError(f"the task branch {branch!r} is the base branch; refusing to work on it")
     created = ensure_remote(git, url)

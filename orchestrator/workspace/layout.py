@@ -7,7 +7,7 @@
         .task/<task id>/v<version>/   the task's documents for one context version
 
 Every path built from input (service name, task id, file name, working
-directory) is validated with `orchestrator.names`, resolved, and checked to
+directory) is validated with `orchestrator.validation`, resolved, and checked to
 stay under its root; a symbolic link on the way that leads elsewhere is
 refused, because the agent of an earlier run could have planted one.
 """
@@ -20,7 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from orchestrator import names
+from orchestrator import validation
 
 TASK_DIR = ".task"
 INSTRUCTIONS_FILE = "CLAUDE.md"
@@ -117,11 +117,11 @@ class ServiceLayout:
 
     def document(self, task_id: int, version: int, filename: str) -> Path:
         """A task document's path; the name must be a plain markdown file name."""
-        return self.version_dir(task_id, version) / names.markdown_filename(filename)
+        return self.version_dir(task_id, version) / validation.markdown_filename(filename)
 
     def working_dir(self, working_directory: str) -> Path:
         """The agent's start directory inside the service directory."""
-        rel = names.relative_path(working_directory or "")
+        rel = validation.relative_path(working_directory or "")
         return self.path / rel if rel else self.path
 
     @functools.cached_property
@@ -144,7 +144,7 @@ def _task_id(task_id: int) -> int:
 
 def service_layout(root: Path, service: str) -> ServiceLayout:
     """The layout of one service, after validating its name and confining its directory."""
-    name = names.service_name(service)
+    name = validation.service_name(service)
     if name in RESERVED:
         raise PathEscape("service name is reserved")
     layout = ServiceLayout(Path(root), name)

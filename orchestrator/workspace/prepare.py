@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator import names
+from orchestrator import validation
 from orchestrator.settings import Settings
 from orchestrator.store import TaskNotFound, TaskStore
 from orchestrator.workspace import documents as docs
-from orchestrator.workspace import lock
+from orchestrator.workspace import lease as leases
 from orchestrator.workspace.files import atomic_write, make_durable, remove_path, remove_temp_files
 from orchestrator.workspace.git import Git, PermanentGitError, checkout_branch, is_tracked, set_skip_worktree
 from orchestrator.workspace.layout import (
@@ -76,7 +76,7 @@ def branch_name(settings: Settings, service: str, task_id: int) -> str:
     """The task's branch from ORCHESTRATOR_BRANCH_TEMPLATE."""
     name = settings.branch_template.format(task_id=task_id, service=service)
     try:
-        return names.git_ref(name)
+        return validation.git_ref(name)
     except ValueError as exc:
         raise PreparationError(f"ORCHESTRATOR_BRANCH_TEMPLATE gives an invalid branch: {exc}") from None
 
@@ -92,7 +92,7 @@ def _repository(spec: dict[str, Any]) -> tuple[str, str] | None:
         raise PreparationError("the task's repository URL contains forbidden characters")
     base = repo.get("branch") or "main"
     try:
-        names.git_ref(base, what="base branch")
+        validation.git_ref(base, what="base branch")
     except ValueError as exc:
         raise PreparationError(str(exc)) from None
     return url, base
@@ -101,7 +101,7 @@ def _repository(spec: dict[str, Any]) -> tuple[str, str] | None:
 def _check_url(settings: Settings, url: str) -> None:
     """Validate the URL again (defence in depth): https or git@ form, no credentials, an allowed host."""
     try:
-        names.git_url(url, tuple(settings.allowed_git_hosts))
+        validation.git_url(url, tuple(settings.allowed_git_hosts))
     except ValueError as exc:
         raise PreparationError(str(exc)) from None
 
@@ -176,7 +176,7 @@ Loaded = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 
 
 def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
-                      *, lease: lock.Lease | None = None, loaded: Loaded | None = None,
+                      *, lease: leases.Lease | None = None, loaded: Loaded | None = None,
                       final_check: bool = True) -> PreparedWorkspace:
     """Make the run's workspace ready; raise PreparationError, GitError, PathEscape or LeaseLost.
 
@@ -199,7 +199,7 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
     spec: dict[str, Any] = task.get("spec") or {}
     try:
         layout = service_layout(settings.workspace_root, service)
-        working_directory = names.relative_path(spec.get("working_directory") or "")
+        working_directory = validation.relative_path(spec.get("working_directory") or "")
     except PathEscape:
         raise
     except ValueError as exc:
@@ -224,7 +224,7 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
             for inner in (layout.git_dir, layout.git_dir / "info"):
                 layout.check(inner, what=".git")
         if lease:
-            lock.check(store, lease)
+            leases.check(store, lease)
         result = checkout_branch(git, url=url, base_branch=base_branch, branch=branch,
                                  local_files=LOCAL_FILES, excludes=EXCLUDES)
         commit = result.commit
@@ -236,7 +236,7 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
     ensure_dir(layout, working_dir)
 
     if lease:
-        lock.check(store, lease)
+        leases.check(store, lease)
     documents = docs.task_documents(spec, contexts, service=service, task_id=task_id, version=version)
     # Written without a flush each, then flushed together (make_durable below)
     # before this returns: the caller records the workspace as ready only
@@ -261,7 +261,7 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
     make_durable(written, [settings.workspace_root, layout.path, layout.tasks_dir, layout.task_dir(task_id),
                            working_dir])
     if lease and final_check:
-        lock.check(store, lease)
+        leases.check(store, lease)
     return PreparedWorkspace(
         run_id=run_id, service=service, task_id=task_id, version=version, path=layout.path,
         working_dir=working_dir, working_directory=working_directory, task_dir=version_dir,

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator import dispatch, pipeline
-from orchestrator.coordination import HANDOFF_FILE, OUTPUTS_FILE
+from orchestrator import dispatch
+from orchestrator.coordination import admission, outcome
+from orchestrator.coordination.outputs import HANDOFF_FILE, OUTPUTS_FILE
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
@@ -144,8 +145,8 @@ class Driver:
         self.delayed: list[tuple[str, tuple[Any, ...], float]] = []  # every step sent with a countdown
         monkeypatch.setattr(dispatch, "send", self._send)
         self.steps: dict[str, Callable[..., Any]] = {
-            dispatch.ADMIT: lambda service, task_id: pipeline.admit(store, self.settings, service, int(task_id)),
-            dispatch.FINISH_RUN: lambda run_id: pipeline.finish(store, self.settings, run_id),
+            dispatch.ADMIT: lambda service, task_id: admission.admit(store, self.settings, service, int(task_id)),
+            dispatch.FINISH_RUN: lambda run_id: outcome.finish(store, self.settings, run_id),
             dispatch.PREPARE_WORKSPACE: lambda run_id: fake_prepare(store, self.settings, run_id),
             dispatch.LAUNCH_RUN: lambda run_id: fake_launch(store, self.settings, run_id),
             dispatch.CANCEL_RUN: lambda run_id: None,

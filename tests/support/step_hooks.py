@@ -68,7 +68,7 @@ def _after(step: str, func: Callable[..., Any], when: Callable[[Any], bool] = la
 
 def install() -> None:
     """Wrap the pause points (once)."""
-    from orchestrator import pipeline
+    from orchestrator.coordination import outcome
     from orchestrator.runners.kubernetes import KubernetesRunner
     from orchestrator.runners.local import LocalRunner
     from orchestrator.store import TaskStore
@@ -80,7 +80,7 @@ def install() -> None:
     prepare._write_documents = _after("prepare_workspace", prepare._write_documents)
     LocalRunner.launch = _after("launch_run", LocalRunner.launch)  # type: ignore[method-assign]
     KubernetesRunner.launch = _after("launch_run", KubernetesRunner.launch)  # type: ignore[method-assign]
-    pipeline.read_outputs = _after("finish_run", pipeline.read_outputs)
+    outcome.read_outputs = _after("finish_run", outcome.read_outputs)
 
 
 if _config() is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from orchestrator.workspace import lock
+from orchestrator.workspace import lease as leases
 from orchestrator.workspace.cleanup import DISK_GAUGE, disk_usage, sweep, task_ended
 from orchestrator.workspace.prepare import prepare_workspace
 from tests.workspace.conftest import start_run, task_spec
@@ -45,10 +45,10 @@ def test_sweep_removes_ended_tasks_only(ws_settings: Settings, store: TaskStore)
 def test_sweep_skips_a_busy_service_and_removes_our_claude_md(ws_settings: Settings, store: TaskStore) -> None:
     files = prepared(ws_settings, store, 1)
     store.transition("shop", 1, "Cancelled", reason="pm", actor="test")
-    lock.acquire(store, "shop", "some-run", 60)
+    leases.acquire(store, "shop", "some-run", 60)
     report = sweep(ws_settings, store)
     assert report.busy == ["shop"] and files.exists()
-    lock.release(store, "shop", "some-run")
+    leases.release(store, "shop", "some-run")
     report = sweep(ws_settings, store)
     assert report.removed == ["shop/1"] and not files.exists()
     assert not (ws_settings.workspace_root / "shop" / "CLAUDE.md").exists()

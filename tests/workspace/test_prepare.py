@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.settings import ConfigError, Settings
 from orchestrator.store import TaskStore
-from orchestrator.workspace import lock
+from orchestrator.workspace import lease as leases
 from orchestrator.workspace.git import PermanentGitError
 from orchestrator.workspace.layout import PathEscape
 from orchestrator.workspace.prepare import PreparationError, branch_name, prepare_workspace
@@ -190,10 +190,10 @@ def test_a_symlinked_service_directory_is_refused(ws_settings: Settings, store: 
 
 def test_a_lost_lease_stops_the_writes(ws_settings: Settings, store: TaskStore) -> None:
     run_id = start_run(store, task_spec(repository=None))
-    lease = lock.acquire(store, "shop", run_id, 60)
-    lock.release(store, "shop", run_id)
-    lock.acquire(store, "shop", "someone-else", 60)
-    with pytest.raises(lock.LeaseLost):
+    lease = leases.acquire(store, "shop", run_id, 60)
+    leases.release(store, "shop", run_id)
+    leases.acquire(store, "shop", "someone-else", 60)
+    with pytest.raises(leases.LeaseLost):
         prepare_workspace(ws_settings, store, run_id, lease=lease)
     assert not (ws_settings.workspace_root / "shop" / ".task").exists()
 

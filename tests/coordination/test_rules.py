@@ -7,18 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.coordination import (
+from orchestrator.coordination.outputs import read_outputs, run_output_dir
+from orchestrator.coordination.rules import (
     DependencyState,
-    Stage,
     admission_score,
     dependency_ids,
     dependency_state,
     find_cycle,
-    next_stage,
-    parse_pipelines,
-    read_outputs,
-    run_output_dir,
 )
+from orchestrator.coordination.stages import Stage, next_stage, parse_pipelines
 from orchestrator.settings import ConfigError, Settings
 from orchestrator.store import TaskStore
 

@@ -32,12 +32,12 @@ from orchestrator import dispatch
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, LeaseNotHeld, StoreError, TaskStore
-from orchestrator.workspace import lock
+from orchestrator.workspace import lease as leases
 from orchestrator.workspace.git import GitError, scrub
 from orchestrator.workspace.layout import PathEscape
 from orchestrator.workspace.prepare import PreparationError, PreparedWorkspace, prepare_workspace
 
-log = logging.getLogger("orchestrator.workspace.pipeline")
+log = logging.getLogger("orchestrator.workspace.step")
 
 ACTOR = "workspace"
 BUSY_RETRIES = 20
@@ -99,10 +99,10 @@ def _fail(settings: Settings, store: TaskStore, run: dict, message: str) -> Step
     try:
         store.transition(service, task_id, Status.FAILED, reason=reason, actor=ACTOR, expect=Status.PREPARING)
     except IllegalTransition:
-        lock.release(store, service, run_id)
+        leases.release(store, service, run_id)
         return StepResult("skipped", "the task moved on meanwhile")
     store.update_run(run_id, phase="Failed", failure_reason=reason, finished_at=time.time())
-    lock.release(store, service, run_id)
+    leases.release(store, service, run_id)
     try:
         # finish_run frees the run's capacity slot; admit moves dependents and waiting tasks.
         dispatch.send(dispatch.FINISH_RUN, run_id)
@@ -117,7 +117,7 @@ def _fail(settings: Settings, store: TaskStore, run: dict, message: str) -> Step
 def _release_unless_launched(store: TaskStore, run: dict) -> None:
     """Give the lease back, unless an agent of this run was launched and may still use the workspace."""
     if not run.get("job_name"):
-        lock.release(store, run["service"], run["run_id"])
+        leases.release(store, run["service"], run["run_id"])
 
 
 def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0) -> StepResult:
@@ -142,8 +142,8 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         return StepResult("skipped", f"the task is {status.value}")
 
     try:
-        lease = lock.acquire(store, service, run_id, settings.workspace_lease_seconds)
-    except lock.LeaseBusy as busy:
+        lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds)
+    except leases.LeaseBusy as busy:
         if retries < BUSY_RETRIES:
             return StepResult("retry", str(busy), countdown=BUSY_COUNTDOWN * random.uniform(0.8, 1.2))
         try:
@@ -161,7 +161,7 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
             prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
                                          final_check=False)
-    except lock.LeaseLost as exc:
+    except leases.LeaseLost as exc:
         return StepResult("retry", str(exc), countdown=backoff(retries))
     except GitError as exc:
         if exc.transient and retries < GIT_RETRIES:
@@ -195,13 +195,13 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
                                               "workspace_fence": lease.token,
                                               "working_directory": prepared.working_directory}),
                          enqueue=dispatch.prepare(dispatch.LAUNCH_RUN, run_id).enqueue() if bound else None,
-                         lease=(lock.lease_name(service), lease.holder, lease.token))
+                         lease=(leases.lease_name(service), lease.holder, lease.token))
     except LeaseNotHeld as exc:
         return StepResult("retry", f"the workspace lease of {service} passed to another holder ({exc})",
                           countdown=backoff(retries))
     except IllegalTransition:
         # Cancelled or superseded while we prepared: the workspace is not ours to keep.
-        lock.release(store, service, run_id)
+        leases.release(store, service, run_id)
         return StepResult("skipped", "the task moved on meanwhile")
     if not bound:
         dispatch.send(dispatch.LAUNCH_RUN, run_id)

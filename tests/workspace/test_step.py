@@ -11,10 +11,11 @@ import pytest
 import redis
 
 from orchestrator import dispatch
-from orchestrator import pipeline as coordination
+from orchestrator.coordination import redrive
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from orchestrator.workspace import lock, pipeline
+from orchestrator.workspace import lease as leases
+from orchestrator.workspace import step as pipeline
 from orchestrator.workspace.cleanup import DISK_GAUGE
 from tests.support.git_server import GitHttpServer
 from tests.workspace.conftest import TOKEN, start_run, task_spec
@@ -39,7 +40,7 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
     assert sent == [(dispatch.LAUNCH_RUN, run_id)]
     run = store.get_run(run_id)
     assert run["branch"] == "task-7" and len(run["commit"]) == 40
-    assert lock.holder(store, "shop") == run_id  # held until the run ends
+    assert leases.holder(store, "shop") == run_id  # held until the run ends
     # Redelivered after a crash between the transition and the send: launch is asked again, nothing else.
     assert pipeline.prepare_for_run(ws_settings, store, run_id).action == "launched"
     assert sent[-1] == (dispatch.LAUNCH_RUN, run_id)
@@ -47,7 +48,7 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
 
 def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: TaskStore, sent: list) -> None:
     run_id = start_run(store, task_spec(repository=None))
-    lock.acquire(store, "shop", "another-tool", 3600)
+    leases.acquire(store, "shop", "another-tool", 3600)
     result = pipeline.prepare_for_run(ws_settings, store, run_id)
     assert result.action == "retry" and result.countdown and "another-tool" in result.message
     assert store.get_task("shop", 7)["status"] == "Preparing"
@@ -78,7 +79,7 @@ def test_permanent_failure_fails_the_task_with_a_scrubbed_message(remote: Path, 
     task = store.get_task("shop", 7)
     assert task["status"] == "Failed" and "no-such-branch" in task["status_reason"]
     assert store.get_run(run_id)["phase"] == "Failed"
-    assert lock.holder(store, "shop") is None
+    assert leases.holder(store, "shop") is None
     assert sent == [(dispatch.FINISH_RUN, run_id), (dispatch.ADMIT, "shop", 7)]
 
 
@@ -100,8 +101,8 @@ def test_a_lease_lost_after_the_writes_is_retried_not_launched(ws_settings: Sett
 
     def then_lose_the_lease(*args: Any, **kwargs: Any) -> Any:
         prepared = real(*args, **kwargs)
-        lock.release(store, "shop", run_id)  # expired while the step was paused; another run took it
-        lock.acquire(store, "shop", "another-run", 60)
+        leases.release(store, "shop", run_id)  # expired while the step was paused; another run took it
+        leases.acquire(store, "shop", "another-run", 60)
         return prepared
 
     monkeypatch.setattr(pipeline, "prepare_workspace", then_lose_the_lease)
@@ -163,7 +164,7 @@ def test_a_slow_preparation_keeps_its_task_fresh(remote: Path, git_server: GitHt
     def reconcile_meanwhile() -> None:
         while not done["flag"]:
             time.sleep(0.25)
-            report = coordination.redrive_stuck(store, settings)
+            report = redrive.redrive_stuck(store, settings)
             resent.extend(report["resent"])
 
     watcher = threading.Thread(target=reconcile_meanwhile)

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator import dispatch, operations, pipeline
-from orchestrator.coordination import parse_pipelines
+from orchestrator import dispatch, operations
+from orchestrator.coordination import admission, outcome, redrive
+from orchestrator.coordination.stages import parse_pipelines
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from tests.support.coordination_harness import (
@@ -120,7 +121,7 @@ def test_cycle_that_slipped_in_is_shown_at_admission(store: TaskStore, drive: Dr
     # Two racing submissions can each miss the other; admission names the cycle.
     submit(store, 1, [2])
     store.create_task(service=SERVICE, task_id=2, agent="claude", spec={"id": 2, "dependencies": [1]})
-    pipeline.admit(store, drive.settings, SERVICE, 2)
+    admission.admit(store, drive.settings, SERVICE, 2)
     assert store.require_task(SERVICE, 2)["status_reason"].startswith("dependency cycle 2 -> 1 -> 2;")
 
 
@@ -173,17 +174,17 @@ def test_platform_failures_are_retried_with_backoff_as_new_runs(store: TaskStore
     # The wake-up is sent with the backoff as countdown; nothing starts before it.
     step, args, countdown = drive.delayed[-1]
     assert (step, args) == (dispatch.ADMIT, (SERVICE, 1)) and 4 < countdown <= 5
-    pipeline.admit_waiting(store, drive.settings)
+    admission.admit_waiting(store, drive.settings)
     assert status(store, 1) == "Queued"
     store.update_task(SERVICE, 1, not_before=0)  # the backoff is over
     drive.sent.clear()
-    pipeline.admit(store, drive.settings, SERVICE, 1)
+    admission.admit(store, drive.settings, SERVICE, 1)
     drive.run()
     assert status(store, 1) == "Queued"  # the second attempt failed too
     assert "retry 2 of 2 in 10s" in store.require_task(SERVICE, 1)["status_reason"]
     store.update_task(SERVICE, 1, not_before=0)
     drive.sent.clear()
-    pipeline.admit(store, drive.settings, SERVICE, 1)
+    admission.admit(store, drive.settings, SERVICE, 1)
     drive.run()
     assert status(store, 1) == "Succeeded"
     assert [r["run_id"] for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1", "web-1-v1-a2", "web-1-v1-a3"]
@@ -339,23 +340,23 @@ def test_redrive_resends_lost_steps_and_reclaims_slots(store: TaskStore, drive: 
     submit(store, 1)
     drive.sent.clear()  # the admit message is lost
     later = time.time() + 5
-    pipeline.redrive_stuck(store, drive.settings, now=later)
+    redrive.redrive_stuck(store, drive.settings, now=later)
     assert status(store, 1) == "Preparing"
     drive.sent.clear()  # ... and the prepare message too
-    done = pipeline.redrive_stuck(store, drive.settings, now=time.time() + 5)
+    done = redrive.redrive_stuck(store, drive.settings, now=time.time() + 5)
     assert done["resent"] == ["orchestrator.prepare_workspace:web-1-v1-a1"]
     assert done["renewed"] == ["web-1-v1-a1"]
     drive.run()
     assert status(store, 1) == "Running"
     # The watcher recorded the end but finish was lost.
     store.update_run("web-1-v1-a1", phase="Succeeded", exit_code=0)
-    done = pipeline.redrive_stuck(store, drive.settings, now=time.time() + 5)
+    done = redrive.redrive_stuck(store, drive.settings, now=time.time() + 5)
     assert done["resent"] == ["orchestrator.finish_run:web-1-v1-a1"]
     drive.run()
     assert status(store, 1) == "Succeeded"
     # A slot whose run ended without anyone releasing it is reclaimed.
     store.acquire_slot("web-1-v1-a1", SERVICE, lease_seconds=60, global_limit=5, service_limit=5)
-    done = pipeline.redrive_stuck(store, drive.settings)
+    done = redrive.redrive_stuck(store, drive.settings)
     assert done["released"] == ["web-1-v1-a1"] and store.slot_counts() == (0, {})
 
 
@@ -368,7 +369,7 @@ def test_redrive_resends_finish_only_for_running_tasks_whose_run_ended(store: Ta
     assert [status(store, n) for n in (1, 2, 3)] == ["Running"] * 3
     store.update_run("web-2-v1-a1", phase="Failed", exit_code=1)  # recorded; its finish was lost
     store.update_run("web-3-v1-a1", phase="Running")
-    done = pipeline.redrive_stuck(store, drive.settings, now=time.time() + 5)
+    done = redrive.redrive_stuck(store, drive.settings, now=time.time() + 5)
     assert done["resent"] == ["orchestrator.finish_run:web-2-v1-a1"]
     drive.run()
     assert [status(store, n) for n in (1, 2, 3)] == ["Running", "Failed", "Running"]
@@ -384,22 +385,17 @@ def test_a_pipeline_that_is_not_configured_fails_the_task(store: TaskStore, driv
 
 def test_log_tail_falls_back_to_the_runner_with_secrets_blanked(store: TaskStore, drive: Driver,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-    import types
-
     class Runner:
         def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None):
             return iter([f"line {n}\n" for n in range(30)] + [f"token {drive.settings.github_token}\n"])
 
-    fake = types.ModuleType("orchestrator.runners")
-    fake.get_runner = lambda settings: Runner()  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "orchestrator.runners", fake)
+    monkeypatch.setattr(outcome, "get_runner", lambda settings: Runner())
     drive.settings = drive.settings.replace(github_token="ghp_secret")
     set_behaviour(store, SERVICE, 1, hold=True)
     submit(store, 1)
     drive.run()
     store.update_run("web-1-v1-a1", phase="Succeeded", exit_code=0)  # a watcher that recorded no tail
-    pipeline.finish(store, drive.settings, "web-1-v1-a1")
+    outcome.finish(store, drive.settings, "web-1-v1-a1")
     tail = store.require_task(SERVICE, 1)["outputs"]["log_tail"].splitlines()
     assert tail[0] == "line 11" and tail[-1] == "token ***" and len(tail) == 20
 

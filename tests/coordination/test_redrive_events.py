@@ -1,4 +1,4 @@
-"""The re-drive of accepted webhook deliveries whose queued event was lost (pipeline.redrive_events)."""
+"""The re-drive of accepted webhook deliveries whose queued event was lost (redrive.redrive_events)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import dispatch, pipeline
+from orchestrator import dispatch
+from orchestrator.coordination import redrive
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore, _event_pending_key
 
@@ -25,10 +26,10 @@ def test_an_event_not_handled_in_time_is_queued_again_from_the_store(store: Task
     body = json.dumps({"action": "labeled", "issue": {"number": 3}})
     store.keep_pending_event("d-1", "issues", body, ttl=60, now=1000.0)
     store.keep_pending_event("d-2", "issues", body, ttl=60, now=1004.0)
-    assert pipeline.redrive_events(store, settings, now=1004.0) == []  # not stuck yet
-    assert pipeline.redrive_events(store, settings, now=1006.0) == [f"{dispatch.HANDLE_EVENT}:d-1"]
+    assert redrive.redrive_events(store, settings, now=1004.0) == []  # not stuck yet
+    assert redrive.redrive_events(store, settings, now=1006.0) == [f"{dispatch.HANDLE_EVENT}:d-1"]
     assert sent == [(dispatch.HANDLE_EVENT, ("d-1", "issues"))]  # the worker reads the body from the store
-    assert pipeline.redrive_events(store, settings, now=1010.0) == [f"{dispatch.HANDLE_EVENT}:d-2"]  # d-1 waits again
+    assert redrive.redrive_events(store, settings, now=1010.0) == [f"{dispatch.HANDLE_EVENT}:d-2"]  # d-1 waits again
     store.mark_event_handled("d-1", ttl=60)
     store.mark_event_handled("d-2", ttl=60)
     assert store.pending_events(queued_before=10**10) == []
@@ -38,9 +39,9 @@ def test_an_event_never_handled_is_given_up_after_the_limit(store: TaskStore, se
                                                             sent: list) -> None:
     settings = settings.replace(stuck_after_seconds=1)
     store.keep_pending_event("d-9", "issues", "{}", ttl=600, now=0.0)
-    for i in range(pipeline.MAX_EVENT_RESENDS + 1):
-        pipeline.redrive_events(store, settings, now=10.0 * (i + 1))
-    assert len(sent) == pipeline.MAX_EVENT_RESENDS
+    for i in range(redrive.MAX_EVENT_RESENDS + 1):
+        redrive.redrive_events(store, settings, now=10.0 * (i + 1))
+    assert len(sent) == redrive.MAX_EVENT_RESENDS
     assert store.pending_events(queued_before=10**10) == []
 
 
@@ -49,5 +50,5 @@ def test_a_dropped_or_expired_event_is_not_resent(store: TaskStore, settings: Se
     store.drop_pending_event("d-5")
     store.keep_pending_event("d-6", "issues", "{}", ttl=600, now=0.0)
     store.redis.delete(_event_pending_key("d-6"))  # its copy expired (delivery TTL)
-    assert pipeline.redrive_events(store, settings.replace(stuck_after_seconds=1), now=100.0) == []
+    assert redrive.redrive_events(store, settings.replace(stuck_after_seconds=1), now=100.0) == []
     assert sent == [] and store.pending_events(queued_before=10**10) == []

@@ -4,37 +4,37 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import names
+from orchestrator import validation
 
 HOSTS = ("github.com",)
 
 
 @pytest.mark.parametrize("good", ["web", "a", "my-service-1", "x" * 30])
 def test_service_names_accepted(good: str) -> None:
-    assert names.service_name(good) == good
+    assert validation.service_name(good) == good
 
 
 @pytest.mark.parametrize("bad", ["", "Web", "-web", "web-", "we_b", "x" * 31, "a.b", "../x", "a b"])
 def test_service_names_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="service name"):
-        names.service_name(bad)
+        validation.service_name(bad)
 
 
 @pytest.mark.parametrize("good", ["main", "feature/login", "release-1.2", "task-7"])
 def test_git_refs_accepted(good: str) -> None:
-    assert names.git_ref(good) == good
+    assert validation.git_ref(good) == good
 
 
 @pytest.mark.parametrize("bad", ["--upload-pack=x", "-b", "a..b", "a b", "a;rm -rf /", "x.lock", "a~1",
                                  "refs/@{0}", "/abs", "a//b", ".hidden", "a/.b", "$(id)x:y", "a\\b"])
 def test_git_refs_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        names.git_ref(bad)
+        validation.git_ref(bad)
 
 
 @pytest.mark.parametrize("good", ["https://github.com/o/r.git", "https://github.com/o/r", "git@github.com:o/r.git"])
 def test_git_urls_accepted(good: str) -> None:
-    assert names.git_url(good, HOSTS) == good
+    assert validation.git_url(good, HOSTS) == good
 
 
 @pytest.mark.parametrize("bad", [
@@ -45,28 +45,28 @@ def test_git_urls_accepted(good: str) -> None:
 ])
 def test_git_urls_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        names.git_url(bad, HOSTS)
+        validation.git_url(bad, HOSTS)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/../../b", "/etc", "a\\b", "-rf", "a\nb", "$(id)", "a b", "a;b", "`id`", "a&&b"])
 def test_relative_paths_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        names.relative_path(bad)
+        validation.relative_path(bad)
 
 
 def test_relative_paths_normalised() -> None:
-    assert names.relative_path("src/app/") == "src/app"
-    assert names.relative_path(".") == ""
+    assert validation.relative_path("src/app/") == "src/app"
+    assert validation.relative_path(".") == ""
 
 
 @pytest.mark.parametrize("bad", ["../a.md", "a/b.md", ".md", "a.txt", ".hidden.md", "a b.md"])
 def test_markdown_filenames_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        names.markdown_filename(bad)
+        validation.markdown_filename(bad)
 
 
 def test_env_names() -> None:
-    assert names.env_name("FOO_1") == "FOO_1"
+    assert validation.env_name("FOO_1") == "FOO_1"
     for bad in ("1A", "A-B", "A B", ""):
         with pytest.raises(ValueError):
-            names.env_name(bad)
+            validation.env_name(bad)

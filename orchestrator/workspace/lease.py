@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from orchestrator.states import TERMINAL, Status
 from orchestrator.store import TaskStore
 
-log = logging.getLogger("orchestrator.workspace.lock")
+log = logging.getLogger("orchestrator.workspace.lease")
 
 
 class LeaseBusy(Exception):

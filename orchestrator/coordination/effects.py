@@ -1,0 +1,46 @@
+"""What coordination asks of the world: a step sent, a run's capacity freed, a status reported.
+
+None of these ever fails the coordination step that asks: the store already
+says what should happen, and the re-drive repeats what did not.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orchestrator import dispatch
+from orchestrator.github import reporter
+from orchestrator.store import TaskStore
+from orchestrator.workspace import lease
+
+log = logging.getLogger("orchestrator.coordination")
+
+ACTOR = "coordination"
+
+
+def send(step: str, *args: Any, countdown: float | None = None) -> None:
+    """Queue a step; a broker that refuses is logged and left to the re-drive."""
+    try:
+        dispatch.send(step, *args, countdown=countdown)
+    except dispatch.QueueUnavailable:
+        # The store already says what should happen; the re-drive re-sends it.
+        log.warning("could not queue %s%s; the reconcile loop will re-drive it", step, args)
+
+
+def release_run(store: TaskStore, service: str, run_id: str) -> bool:
+    """Free the run's capacity slot and its workspace lease; True when a slot was held."""
+    released = store.release_slot(run_id)
+    try:
+        lease.release(store, service, run_id)
+    except Exception:  # the lease expires by itself; a release failure must not fail the outcome
+        log.exception("could not release the workspace lease of run %s", run_id)
+    return released
+
+
+def notify(service: str, task_id: int) -> None:
+    """Report the task's status to its GitHub issue or pull request; never fails the task."""
+    try:
+        reporter.notify_status(service, task_id)
+    except Exception:
+        log.exception("reporting task %s/%s to GitHub failed", service, task_id)

@@ -1,0 +1,156 @@
+"""Outcome: what an ended run means for its task (Succeeded, Failed, a retry, or the next stage).
+
+Idempotent like admission: a redelivered finish finds the task moved on and
+only makes sure the run's capacity is free.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.coordination.admission import admission_score_of, admit_waiting, next_run_fields, reevaluate_dependents
+from orchestrator.coordination.effects import ACTOR, notify, release_run, send
+from orchestrator.coordination.outputs import read_outputs
+from orchestrator.coordination.stages import next_stage, stages_of
+from orchestrator import dispatch
+from orchestrator.logs import bounded_excerpt, scrub
+from orchestrator.runners import get_runner
+from orchestrator.settings import Settings
+from orchestrator.states import ACTIVE, Status
+from orchestrator.store import IllegalTransition, TaskStore
+
+log = logging.getLogger("orchestrator.coordination")
+
+ENDED_PHASES = ("Succeeded", "Failed")
+_TRUE = ("1", "true", "True", "yes")
+
+
+def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
+    """Record the outcome of an ended run: Succeeded, Failed, a retry, or the next pipeline stage.
+
+    Reads the observation the watcher recorded on the run (phase, exit_code,
+    failure_reason, retryable, outputs) and the outputs the agent wrote in the
+    workspace. Returns what it did, for logs and tests.
+    """
+    run = store.get_run(run_id)
+    if run is None:
+        store.release_slot(run_id)
+        return "no-run"
+    service, task_id = run["service"], int(run["task_id"])
+    task = store.get_task(service, task_id)
+    if task is None:
+        release_run(store, service, run_id)
+        return "no-task"
+    status = Status(task["status"])
+    if task.get("current_run") != run_id or status not in ACTIVE:
+        # Finished already (a redelivery), cancelled, or superseded by new
+        # context: only make sure the run's capacity is free.
+        if release_run(store, service, run_id):
+            admit_waiting(store, settings)
+        return "not-current"
+    if run.get("phase") not in ENDED_PHASES:
+        return "not-ended"  # the watcher records the end before it sends finish
+
+    outputs = dict(run.get("outputs") or {})
+    # What the agent wrote is shown and kept: never with a secret in it (the agent holds two).
+    secrets = settings.secret_values()
+    outputs.update({key: scrub(value, secrets) if isinstance(value, str) else value for key, value
+                    in read_outputs(settings.workspace_root / service, service, task_id, run_id).items()})
+    for key in ("branch", "commit"):  # what prepare_workspace recorded, unless the agent said otherwise
+        if run.get(key) and not outputs.get(key):
+            outputs[key] = run[key]
+    if not outputs.get("log_tail"):
+        tail = _log_tail(settings, run_id)
+        if tail:
+            outputs["log_tail"] = tail
+    if outputs != (run.get("outputs") or {}):
+        store.update_run(run_id, outputs=outputs)
+    stage = run.get("stage") or ""
+    task_outputs = _merge_outputs(task.get("outputs") or {}, outputs, run, stage)
+    now = time.time()
+
+    if run["phase"] == "Succeeded":
+        following = next_stage(stages_of(settings, task), stage) if stage else None
+        if following is not None:
+            fields = next_run_fields(store, settings, task, following.name)
+            fields["outputs"] = task_outputs
+            target, reason = Status.QUEUED, f"stage {stage} succeeded; stage {following.name} waiting for capacity"
+        else:
+            fields = {"outputs": task_outputs, "stage": ""}
+            target = Status.SUCCEEDED
+            reason = f"pipeline completed (run {run_id})" if stage else f"run {run_id} succeeded"
+    else:
+        retryable = str(run.get("retryable", "")) in _TRUE
+        retries = int(task.get("retries") or 0)
+        why = run.get("failure_reason") or (
+            f"agent exited with code {run['exit_code']}" if run.get("exit_code") not in (None, "") else "failed"
+        )
+        if retryable and retries < settings.max_retries:
+            delay = settings.retry_backoff_seconds * (2 ** retries)
+            fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
+            fields["outputs"] = task_outputs
+            target = Status.QUEUED
+            reason = f"run {run_id} failed ({why}); retry {retries + 1} of {settings.max_retries} in {delay:g}s"
+        else:
+            fields = {"outputs": task_outputs}
+            target = Status.FAILED
+            gave_up = f" after {retries} retries" if retryable and retries else ""
+            reason = (f"stage {stage} failed: {why}{gave_up}" if stage else f"run {run_id} failed: {why}{gave_up}")
+    try:
+        store.transition(service, task_id, target, reason=reason, actor=ACTOR, expect=status,
+                         expect_fields={"current_run": run_id}, fields=fields)
+    except IllegalTransition:
+        # Cancelled or given new context meanwhile; that path owns the task now.
+        if release_run(store, service, run_id):
+            admit_waiting(store, settings)
+        return "raced"
+    release_run(store, service, run_id)
+    if target == Status.QUEUED:
+        task_after = store.require_task(service, task_id)
+        store.add_waiting(service, task_id, admission_score_of(settings, task_after))
+        if fields.get("not_before"):
+            # Wake the admission when the backoff is over (the re-drive would too, later).
+            send(dispatch.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
+    else:
+        notify(service, task_id)
+        reevaluate_dependents(store, settings, service, task_id)
+    admit_waiting(store, settings)
+    return target.value
+
+
+LOG_TAIL_LINES = 20
+
+
+def _log_tail(settings: Settings, run_id: str) -> str:
+    """The run's last output lines from its runner, secrets blanked; '' when they cannot be had.
+
+    The watcher usually records them as the run's `log_tail` output; this is
+    the fallback, and it never fails the outcome.
+    """
+    try:
+        # One line more than kept: the first may end a secret that began before it, and is dropped
+        # once it has served to mask that.
+        lines = list(get_runner(settings).logs(run_id, tail=LOG_TAIL_LINES + 1))[-LOG_TAIL_LINES - 1:]
+    except Exception:
+        log.info("no output lines for run %s", run_id, exc_info=True)
+        return ""
+    return bounded_excerpt(lines, settings.secret_values(), LOG_TAIL_LINES)
+
+
+def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Mapping[str, Any],
+                   stage: str) -> dict[str, Any]:
+    """The task's outputs after this run: the newest known values, and each stage's own."""
+    merged = dict(previous)
+    for key in ("pull_request_url", "branch", "summary", "commit", "handoff_file", "log_tail"):
+        if outputs.get(key):
+            merged[key] = outputs[key]
+    merged["run_id"] = run["run_id"]
+    merged["exit_code"] = run.get("exit_code") if run.get("exit_code") != "" else None
+    if stage:
+        stages = dict(merged.get("stages") or {})
+        stages[stage] = {k: v for k, v in outputs.items() if k != "log_tail"}
+        merged["stages"] = stages
+    return merged

@@ -1,0 +1,122 @@
+"""The reconcile loop's share of coordination: renew or reclaim capacity, re-send lost steps and events.
+
+Every step is idempotent, so re-sending the step the store says is next is
+always safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from orchestrator import dispatch
+from orchestrator.coordination.admission import ACTIVE_VALUES, admit_waiting, reevaluate
+from orchestrator.coordination.effects import release_run, send
+from orchestrator.coordination.outcome import ENDED_PHASES
+from orchestrator.settings import Settings
+from orchestrator.states import Status
+from orchestrator.store import TaskStore
+
+log = logging.getLogger("orchestrator.coordination")
+
+
+def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None) -> dict[str, list[str]]:
+    """The reconcile loop's share of coordination: renew or reclaim slots, re-send lost steps.
+
+    Every step is idempotent, so re-sending the step the store says is next
+    is always safe. Returns what it did.
+    """
+    now = time.time() if now is None else now
+    done: dict[str, list[str]] = {"renewed": [], "released": [], "resent": [], "reevaluated": []}
+
+    # Reads in pipelined batches: with thousands of active runs, one round trip
+    # per run and per reconcile would make the reconcile as long as its period.
+    holders = store.slot_holders()
+    held_runs = store.get_runs(holders)
+    held_tasks = store.task_fields([(r["service"], int(r["task_id"])) if r else ("", 0) for r in held_runs],
+                                   "current_run", "next_run")
+    renew: list[str] = []
+    for (run_id, (_service, _expiry)), run, task in zip(holders.items(), held_runs, held_tasks):
+        task = task if run else None
+        if task and task["status"] in ACTIVE_VALUES and task.get("current_run") == run_id:
+            renew.append(run_id)
+        elif task and task["status"] == Status.QUEUED.value and task.get("next_run") == run_id:
+            pass  # an admission in flight (or interrupted): the walk below finishes it
+        else:
+            release_run(store, run["service"] if run else _service, run_id)
+            done["released"].append(run_id)
+    store.renew_slots(renew, settings.slot_lease_seconds)
+    done["renewed"].extend(renew)
+
+    stale = now - settings.stuck_after_seconds
+    for status in (Status.PENDING, Status.BLOCKED, Status.QUEUED, Status.PREPARING, Status.LAUNCHING,
+                   Status.RUNNING):
+        refs = store.task_refs_in_status(status)
+        if status == Status.RUNNING:
+            # A Running task matters here only when its run has ended (its finish may be
+            # lost); the others are the watcher's. One script per thousand tasks finds
+            # those, instead of reading every Running task and its run on every pass.
+            rows = store.current_runs(refs, "phase")
+            refs = [ref for ref, row in zip(refs, rows)
+                    if row and row[0] == status.value and row[2] and row[2].get("phase") in ENDED_PHASES]
+        candidates: list[tuple[str, int, str]] = []  # stale tasks: (service, id, current run)
+        for (service, task_id), task in zip(refs, store.task_fields(refs, "updated_at", "current_run")):
+            if task is None or task["status"] != status.value or float(task["updated_at"] or 0) > stale:
+                continue
+            if status in (Status.PENDING, Status.BLOCKED, Status.QUEUED):
+                reevaluate(store, settings, service, task_id)
+                done["reevaluated"].append(f"{service}/{task_id}")
+                continue
+            candidates.append((service, task_id, task.get("current_run") or ""))
+        stale_runs = store.get_runs(run_id for _, _, run_id in candidates if run_id)
+        runs_by_id = {r["run_id"]: r for r in stale_runs if r and r.get("run_id")}
+        for service, task_id, run_id in candidates:
+            run = runs_by_id.get(run_id) if run_id else None
+            if run and run.get("phase") in ENDED_PHASES:
+                step = dispatch.FINISH_RUN  # the end was recorded but its finish message was lost
+            elif status == Status.PREPARING:
+                step = dispatch.PREPARE_WORKSPACE
+            elif status == Status.LAUNCHING:
+                step = dispatch.LAUNCH_RUN
+            else:
+                continue  # a Running run is the watcher's to observe
+            if not run_id:
+                continue
+            send(step, run_id)
+            # Touch the record so the same step is not re-sent on every pass.
+            store.update_task(service, task_id, redriven_at=now)
+            done["resent"].append(f"{step}:{run_id}")
+
+    done["resent"].extend(redrive_events(store, settings, now))
+    admit_waiting(store, settings)
+    return done
+
+
+# How often an accepted delivery's event is queued again before it is given up (logged).
+MAX_EVENT_RESENDS = 5
+
+
+def redrive_events(store: TaskStore, settings: Settings, now: float | None = None) -> list[str]:
+    """Queue again the events of accepted webhook deliveries not acted on within the stuck threshold.
+
+    The queue message of an event can be lost (a worker took it and lost its
+    connection to Redis); the delivery was answered 202, so its event is kept
+    in the store until handled and re-sent from there. handle_event skips a
+    delivery already handled, so a late original changes nothing.
+    """
+    now = time.time() if now is None else now
+    resent: list[str] = []
+    for delivery, event, _body, times in store.pending_events(now - settings.stuck_after_seconds):
+        if times >= MAX_EVENT_RESENDS:
+            log.error("github delivery %s (%s) was queued %d times and never handled; giving up",
+                      delivery, event, times + 1)
+            store.drop_pending_event(delivery)
+            continue
+        try:
+            dispatch.send(dispatch.HANDLE_EVENT, delivery, event)  # the worker reads the body from the store
+        except dispatch.QueueUnavailable:
+            log.warning("could not queue the event of delivery %s again; next reconcile", delivery)
+            break
+        store.requeued_pending_event(delivery, now)
+        resent.append(f"{dispatch.HANDLE_EVENT}:{delivery}")
+    return resent

@@ -17,7 +17,8 @@ never honours anything an agent could have written:
   from a known template (the origin remote and nothing else an agent could
   use), and the files git would read beside it are removed: `config.worktree`,
   `commondir`, linked `worktrees/`, `info/attributes`, object `alternates`
-  and `hooks/` (`reset_git_dir`);
+  and `hooks/` (`reset_git_dir`); a `.git` with symbolic links where git
+  reads refs and objects is refused (`linked_paths`);
 - every call runs without system or global configuration and with overrides
   on the command line that disable hooks, fsmonitor, attribute files,
   submodule recursion, and the `ext` and `file` transports;
@@ -297,6 +298,36 @@ def remove_planted_files(git_dir: Path) -> list[str]:
     return removed
 
 
+def linked_paths(git_dir: Path) -> list[str]:
+    """Symbolic links where git reads refs and objects or writes reflogs, relative to `git_dir`.
+
+    In a checkout they would let git read another repository on the volume
+    (another service's objects and branches, checked out here) or write
+    outside it. Loose object files are not looked at: linking one needs the
+    hash of what it would reveal.
+    """
+    found = []
+    for sub in ("", "info", "objects", "objects/info", "objects/pack"):
+        directory = git_dir / sub
+        if directory.is_dir() and not directory.is_symlink():
+            found += [f"{sub}/{e.name}".lstrip("/") for e in os.scandir(directory) if e.is_symlink()]
+    for sub in ("refs", "logs"):
+        top = git_dir / sub
+        if top.is_dir() and not top.is_symlink():
+            for root, dirs, files in os.walk(top):  # symbolic links to directories are listed, never entered
+                found += [str(Path(root, name).relative_to(git_dir)) for name in dirs + files
+                          if os.path.islink(os.path.join(root, name))]
+    return sorted(found)
+
+
+def refuse_linked(git_dir: Path) -> None:
+    """Raise PermanentGitError when `linked_paths` finds any."""
+    linked = linked_paths(git_dir)
+    if linked:
+        shown = ", ".join(linked[:5]) + (" ..." if len(linked) > 5 else "")
+        raise PermanentGitError(f"the checkout's .git holds symbolic links ({shown}); refusing to use it")
+
+
 def reset_git_dir(git: Git, url: str | None, *, fresh: bool = False) -> list[str]:
     """Rewrite `.git/config` from our template with `url` as origin, and remove planted files.
 
@@ -357,6 +388,7 @@ def ensure_remote(git: Git, url: str) -> bool:
         return True
     # Reading `.git/config` as a file runs nothing; every other git command waits for the template.
     remove_planted_files(git.directory / ".git")
+    refuse_linked(git.directory / ".git")
     urls = _config_file_values(git, "--get-all", "remote.origin.url")
     if not urls:
         reset_git_dir(git, None)

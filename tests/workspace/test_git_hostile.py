@@ -21,7 +21,7 @@ import pytest
 
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from orchestrator.workspace.git import Git, PermanentGitError
+from orchestrator.workspace.git import Git, PermanentGitError, linked_paths
 from orchestrator.workspace.prepare import prepare_workspace
 from tests.support.attacker_server import AttackerServer
 from tests.support.git_server import GitHttpServer, git
@@ -185,6 +185,43 @@ def test_an_unreadable_config_fails_the_preparation_with_a_clear_reason(remote: 
     run = store.create_run("shop", 7, version=1, attempt=2)
     with pytest.raises(PermanentGitError, match=r"\.git/config cannot be read"):
         prepare_workspace(ws_settings, store, run["run_id"])
+
+
+def test_git_directories_linked_elsewhere_are_refused(remote: Path, ws_settings: Settings, store: TaskStore,
+                                                      tmp_path: Path) -> None:
+    """`.git/objects` as a link to another service's objects (a copy of ours plus its private commit)
+    would check that service's code out here, as alternates would."""
+    spec = task_spec(repository={"url": "https://git.example.test/acme/shop.git", "branch": "main"})
+    first = prepare_workspace(ws_settings, store, start_run(store, spec))
+    other = tmp_path / "other-service"
+    git("init", "-q", "-b", "main", str(other))
+    (other / "SECRET.md").write_text("another tenant's code\n")
+    git("add", "SECRET.md", cwd=other)
+    git("commit", "-qm", "private", cwd=other)
+    foreign = git("rev-parse", "HEAD", cwd=other)
+    objects = first.path / ".git" / "objects"
+    subprocess.run(["cp", "-a", f"{objects}/.", str(other / ".git" / "objects")], check=True)
+    subprocess.run(["rm", "-rf", str(objects)], check=True)
+    objects.symlink_to(other / ".git" / "objects")
+    git("update-ref", "refs/heads/task-7", foreign, cwd=first.path)
+    run = store.create_run("shop", 7, version=1, attempt=2)
+    try:
+        with pytest.raises(PermanentGitError, match=r"symbolic links \(objects\)"):
+            prepare_workspace(ws_settings, store, run["run_id"])
+    finally:
+        assert not (first.path / "SECRET.md").exists(), "another service's code was checked out here"
+
+
+@pytest.mark.parametrize("link", ["refs/heads/task-7", "packed-refs", "logs/HEAD", "objects/pack"])
+def test_links_where_git_reads_refs_and_objects_are_found(tmp_path: Path, link: str) -> None:
+    repo = tmp_path / "repo"
+    git("init", "-q", str(repo))
+    target = repo / ".git" / link
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        target.rmdir()
+    target.symlink_to(tmp_path)
+    assert linked_paths(repo / ".git") == [link]
 
 
 def _credential_fill(repo: Git, protocol: str, host: str) -> str:

@@ -304,7 +304,8 @@ def linked_paths(git_dir: Path) -> list[str]:
     In a checkout they would let git read another repository on the volume
     (another service's objects and branches, checked out here) or write
     outside it. Loose object files are not looked at: linking one needs the
-    hash of what it would reveal.
+    hash of what it would reveal. The PLANTABLE_PATHS are left out: they are
+    removed anyway (a link is unlinked, never followed).
     """
     found = []
     for sub in ("", "info", "objects", "objects/info", "objects/pack"):
@@ -317,7 +318,7 @@ def linked_paths(git_dir: Path) -> list[str]:
             for root, dirs, files in os.walk(top):  # symbolic links to directories are listed, never entered
                 found += [str(Path(root, name).relative_to(git_dir)) for name in dirs + files
                           if os.path.islink(os.path.join(root, name))]
-    return sorted(found)
+    return sorted(path for path in found if path not in PLANTABLE_PATHS)
 
 
 def refuse_linked(git_dir: Path) -> None:
@@ -387,8 +388,9 @@ def ensure_remote(git: Git, url: str) -> bool:
         reset_git_dir(git, url, fresh=True)
         return True
     # Reading `.git/config` as a file runs nothing; every other git command waits for the template.
-    remove_planted_files(git.directory / ".git")
+    # Links first: removing a planted file through a linked directory would remove one elsewhere.
     refuse_linked(git.directory / ".git")
+    remove_planted_files(git.directory / ".git")
     urls = _config_file_values(git, "--get-all", "remote.origin.url")
     if not urls:
         reset_git_dir(git, None)

@@ -21,7 +21,7 @@ import pytest
 
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from orchestrator.workspace.git import Git, PermanentGitError, linked_paths
+from orchestrator.workspace.git import Git, PermanentGitError, checkout_branch, linked_paths
 from orchestrator.workspace.prepare import prepare_workspace
 from tests.support.attacker_server import AttackerServer
 from tests.support.git_server import GitHttpServer, git
@@ -222,6 +222,27 @@ def test_links_where_git_reads_refs_and_objects_are_found(tmp_path: Path, link: 
         target.rmdir()
     target.symlink_to(tmp_path)
     assert linked_paths(repo / ".git") == [link]
+
+
+def test_a_planted_file_behind_a_linked_directory_is_never_removed(remote: Path, ws_settings: Settings,
+                                                                   store: TaskStore, tmp_path: Path) -> None:
+    spec = task_spec(repository={"url": "https://git.example.test/acme/shop.git", "branch": "main"})
+    first = prepare_workspace(ws_settings, store, start_run(store, spec))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "attributes").write_text("someone else's file\n")
+    info = first.path / ".git" / "info"
+    subprocess.run(["rm", "-rf", str(info)], check=True)
+    info.symlink_to(elsewhere)
+    run = store.create_run("shop", 7, version=1, attempt=2)
+    with pytest.raises(Exception, match="symbolic link|not a directory|escape|outside"):
+        prepare_workspace(ws_settings, store, run["run_id"])
+    assert (elsewhere / "attributes").read_text() == "someone else's file\n"
+    # Below the workspace layer too (checkout_branch alone): refused before anything is removed.
+    repo = Git(first.path, token=TOKEN, timeout=30, secrets=(TOKEN,))
+    with pytest.raises(PermanentGitError, match=r"symbolic links \(info\)"):
+        checkout_branch(repo, url="https://git.example.test/acme/shop.git", base_branch="main", branch="task-7")
+    assert (elsewhere / "attributes").exists()
 
 
 def _credential_fill(repo: Git, protocol: str, host: str) -> str:

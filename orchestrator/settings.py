@@ -327,7 +327,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_SWEEP_AFTER_SECONDS", "sweep_after_seconds", _positive_int, "172800",
              "The watcher's sweep deletes our finished Jobs older than this that Kubernetes did not remove."),
     Variable("ORCHESTRATOR_WATCHER_LEASE_SECONDS", "watcher_lease_seconds", _parse_float, "15",
-             "Lease of the active `orchestrator watch`; a standby takes over after this."),
+             "Lease of the active `orchestrator watcher`; a standby takes over after this."),
     Variable("KUBECONFIG", "kubeconfig", _parse_optional_path, "",
              "Kubeconfig file for the Kubernetes runner; empty: in-cluster configuration."),
     Variable("GITHUB_TOKEN", "github_token", _parse_str, "",

@@ -11,9 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class AttackerServer:
-    """Records (method, path, Authorization header) of every request it gets."""
+    """Records (method, path, Authorization header) of every request it gets.
 
-    def __init__(self) -> None:
+    With `redirect_to`, it answers every request with a redirect there instead
+    (a repository host that sends git on to another host).
+    """
+
+    def __init__(self, redirect_to: str = "") -> None:
+        self.redirect_to = redirect_to
         self.requests: list[tuple[str, str, str]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -46,8 +51,12 @@ class AttackerServer:
                     self.rfile.read(length)
                 owner.requests.append((self.command, self.path, self.headers.get("Authorization", "")))
                 body = b"who are you?\n"
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="attacker"')
+                if owner.redirect_to:
+                    self.send_response(302)
+                    self.send_header("Location", owner.redirect_to.rstrip("/") + self.path)
+                else:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="attacker"')
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -265,6 +265,25 @@ def test_the_credential_helper_answers_only_for_the_repository_host(tmp_path: Pa
     assert TOKEN not in _credential_fill(repo, "https", "git.example.test")
 
 
+def test_a_redirect_to_another_host_gets_no_token(attacker: AttackerServer, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository's host sends git on to another host: git asks for credentials there, and gets none."""
+    redirector = AttackerServer(redirect_to=attacker.url)
+    redirector.start()
+    try:
+        monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+        monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{redirector.url}.insteadOf")
+        monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://git.example.test/")
+        repo = Git(tmp_path / "ws" / "shop", token=TOKEN, timeout=30, secrets=(TOKEN,))
+        repo.directory.mkdir(parents=True)
+        with pytest.raises(PermanentGitError):
+            checkout_branch(repo, url="https://git.example.test/acme/shop.git", base_branch="main", branch="task-1")
+    finally:
+        redirector.stop()
+    assert redirector.requests and attacker.requests, "git followed the redirect"
+    assert attacker.authorizations == [], "the token went to the host git was redirected to"
+
+
 def test_a_rewrite_in_the_workers_own_configuration_still_gets_the_token(remote: Path, git_server: GitHttpServer,
                                                                         ws_settings: Settings,
                                                                         store: TaskStore) -> None:

@@ -358,17 +358,23 @@ return redis.call('INCR', KEYS[2])
 # deleted record) and, with phases in ARGV[1] (comma-separated, '' for none),
 # only while its `phase` is none of them: the end of a run is written once, and
 # whoever read the run before someone else recorded its end (a watcher, a
-# cancel) must not write over it. ARGV: those phases, then name, value...
-# Returns -1 for no record, 0 when its phase forbade the write, 1 when written.
+# cancel) must not write over it. With a lease and its fence as KEYS 2 and 3,
+# only while ARGV 2 and 3 (holder, fencing token) are still current (a deposed
+# watcher must not write). ARGV: those phases, holder, token, then name, value...
+# Returns -1 for no record, -2 when the lease passed on, 0 when its phase forbade the write, 1 when written.
 _UPDATE_EXISTING_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if #KEYS >= 3 and (redis.call('GET', KEYS[2]) ~= ARGV[2]
+    or tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3])) then
+  return -2
+end
 if ARGV[1] ~= '' then
   local phase = redis.call('HGET', KEYS[1], 'phase') or ''
   for ended in string.gmatch(ARGV[1], '[^,]+') do
     if phase == ended then return 0 end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 return 1
 """
 
@@ -945,17 +951,27 @@ class TaskStore:
         if self._update_existing_hash(_run_key(run_id), fields) < 0:
             raise StoreError(f"no run {run_id}")
 
-    def update_unended_run(self, run_id: str, ended: Iterable[str], **fields: Any) -> bool:
-        """Set fields of a run unless its phase is one of `ended`; False (nothing written) when it is."""
-        written = self._update_existing_hash(_run_key(run_id), fields, unless_phase=ended)
+    def update_unended_run(self, run_id: str, ended: Iterable[str], *, lease: tuple[str, str, int] | None = None,
+                           **fields: Any) -> bool:
+        """Set fields of a run unless its phase is one of `ended`; False (nothing written) when it is.
+
+        `lease=(name, holder, token)` makes the write also conditional on that
+        lease still being held with that fencing token (LeaseNotHeld otherwise).
+        """
+        written = self._update_existing_hash(_run_key(run_id), fields, unless_phase=ended, lease=lease)
+        if written == -2:
+            raise LeaseNotHeld(f"the lease {lease[0] if lease else ''} passed to another holder")
         if written < 0:
             raise StoreError(f"no run {run_id}")
         return bool(written)
 
-    def _update_existing_hash(self, key: str, fields: Mapping[str, Any], *, unless_phase: Iterable[str] = ()) -> int:
-        """_UPDATE_EXISTING_LUA on one record: -1 no record, 0 its phase forbade it, 1 written."""
+    def _update_existing_hash(self, key: str, fields: Mapping[str, Any], *, unless_phase: Iterable[str] = (),
+                              lease: tuple[str, str, int] | None = None) -> int:
+        """_UPDATE_EXISTING_LUA on one record: -1 no record, -2 lease lost, 0 its phase forbade it, 1 written."""
         flat = [item for pair in _encode_fields(fields).items() for item in pair]
-        return int(self._call(self._update_existing, keys=[key], args=[",".join(unless_phase), *flat]))
+        keys = [key, _lease_key(lease[0]), _fence_key(lease[0])] if lease else [key]
+        holder, token = (lease[1], int(lease[2])) if lease else ("", 0)
+        return int(self._call(self._update_existing, keys=keys, args=[",".join(unless_phase), holder, token, *flat]))
 
     def list_runs(self, service: str, task_id: int) -> list[dict[str, Any]]:
         """Every run of the task, oldest first."""

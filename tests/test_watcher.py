@@ -14,7 +14,7 @@ from orchestrator.kube.jobs import ANNOTATION_RUN_ID
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
 from orchestrator.states import Status
-from orchestrator import store as store_module
+from orchestrator.store import keys as store_keys
 from orchestrator.runners.base import RunObservation
 from orchestrator.runners.local import LocalRunner
 from orchestrator.store import LeaseNotHeld, TaskStore
@@ -280,8 +280,8 @@ def test_a_reconcile_reads_enough_of_each_run_to_tell_a_quiet_one(store, kube_se
 
 def _usurp(store: TaskStore, holder: str = "usurper") -> None:
     """Another watcher takes the lease (as after this one's lease lapsed): a new holder, a new fence."""
-    store.redis.set(store_module._lease_key(LEASE), holder, px=60_000)
-    store.redis.incr(store_module._fence_key(LEASE))
+    store.redis.set(store_keys.lease_key(LEASE), holder, px=60_000)
+    store.redis.incr(store_keys.fence_key(LEASE))
 
 
 def _lose_and_regain(store: TaskStore, watcher: Watcher) -> None:

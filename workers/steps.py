@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import runs
+from orchestrator import backoff, runs
 from orchestrator.coordination import admission, outcome
 from orchestrator.runtime import get_store
 from orchestrator.settings import get_settings
@@ -29,16 +29,18 @@ def probe(self: Task) -> dict[str, Any]:
     return {"hostname": self.request.hostname or socket.gethostname(), "queue": info.get("routing_key")}
 
 
-@app.task(name="orchestrator.handle_event", autoretry_for=(StoreUnavailable,), retry_backoff=True,
-          retry_backoff_max=60, max_retries=20)
-def handle_event(delivery_id: str, event: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+@app.task(name="orchestrator.handle_event", bind=True, max_retries=20)
+def handle_event(self: Task, delivery_id: str, event: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     """Act on one verified GitHub delivery (routing and handlers in orchestrator.github.handlers).
 
     The message names the delivery; its payload is read from the store's pending copy.
     """
     from orchestrator.github import handlers
 
-    return handlers.handle_event(get_store(), get_settings(), delivery_id, event, payload)
+    try:
+        return handlers.handle_event(get_store(), get_settings(), delivery_id, event, payload)
+    except StoreUnavailable as exc:  # Redis away: 1 s, 2 s, 4 s... at most a minute, jittered
+        raise self.retry(exc=exc, countdown=backoff.delay(self.request.retries or 0, base=1.0, cap=60.0)) from None
 
 
 @app.task(name="orchestrator.report_status", bind=True, max_retries=8)
@@ -49,7 +51,9 @@ def report_status(self: Task, service: str, task_id: int) -> str:
     try:
         return reporter.report_status(get_store(), get_settings(), service, int(task_id))
     except (reporter.ReportLater, StoreUnavailable) as exc:
-        countdown = getattr(exc, "countdown", 5)
+        # 5 s, 10 s, 20 s... jittered, and never sooner than GitHub (or the report lock) asked.
+        countdown = backoff.delay(self.request.retries or 0, base=5.0, cap=300.0,
+                                  retry_after=getattr(exc, "countdown", None))
         if self.request.retries >= self.max_retries:
             log.warning("gave up reporting the status of %s/%s to GitHub: %s", service, task_id, exc)
             return "gave-up"

@@ -15,7 +15,7 @@ from orchestrator.coordination.admission import admission_score_of, admit_waitin
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
-from orchestrator import dispatch
+from orchestrator import backoff, dispatch
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
@@ -85,7 +85,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
             f"agent exited with code {run['exit_code']}" if run.get("exit_code") not in (None, "") else "failed"
         )
         if retryable and retries < settings.max_retries:
-            delay = settings.retry_backoff_seconds * (2 ** retries)
+            delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
             target = Status.QUEUED

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from orchestrator.backoff import jittered
+from orchestrator import backoff
 from orchestrator.kube import jobs as kjobs
 from orchestrator.kube import status as kstatus
 from orchestrator.kube.client import Gone, KubeError
@@ -279,6 +279,6 @@ class KubeTracker:
                 self.resource_version[kind] = ""
             except KubeError as exc:
                 failures += 1
-                delay = jittered(0.5, min(failures, 6), 30.0)
+                delay = backoff.delay(min(failures, 6), base=0.5, cap=30.0)
                 log.warning("watch %s: %s; again in %.1fs", kind, exc, delay)
                 stop.wait(delay)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from orchestrator import dispatch
+from orchestrator.backoff import delay
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, LeaseNotHeld, StoreError, TaskStore
@@ -58,9 +59,8 @@ class StepResult:
 
 
 def backoff(retries: int, *, base: float = GIT_BACKOFF_BASE, cap: float = GIT_BACKOFF_MAX) -> float:
-    """Exponential backoff with jitter, so retries of many runs do not arrive together."""
-    delay = min(cap, base * (2 ** retries))
-    return delay * random.uniform(0.75, 1.25)
+    """Exponential backoff with jitter, so retries of many runs do not arrive together (orchestrator.backoff)."""
+    return delay(retries, base=base, cap=cap)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.runs")
 
@@ -140,7 +141,7 @@ def _finish(store: TaskStore, run_id: str, send: Send) -> bool:
         return False
     # Sent before it is marked: a crash in between sends twice (finish_run is
     # idempotent), never zero times.
-    send(dispatch.FINISH_RUN, run_id)
+    send(Step.FINISH_RUN, run_id)
     store.update_run(run_id, finish_sent="1")
     return True
 

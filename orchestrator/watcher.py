@@ -37,6 +37,7 @@ from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import LeaseNotHeld, StoreError, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.watcher")
 LEASE = "watcher"
@@ -194,7 +195,7 @@ class Watcher:
         if now >= self._next_workspace_sweep:
             self._next_workspace_sweep = now + WORKSPACE_SWEEP_SECONDS
             try:
-                self.send(dispatch.CLEANUP_WORKSPACE)
+                self.send(Step.CLEANUP_WORKSPACE)
             except dispatch.QueueUnavailable as exc:
                 log.warning("could not queue the workspace sweep: %s", exc)
         return {key: value for key, value in done.items() if value}

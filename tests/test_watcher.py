@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from orchestrator import dispatch, runs
+from orchestrator import runs
 from orchestrator.kube.client import KubeClient
 from orchestrator.kube.jobs import ANNOTATION_RUN_ID
 from orchestrator.runners.kubernetes import KubernetesRunner
@@ -19,6 +19,7 @@ from orchestrator.runners.base import RunObservation
 from orchestrator.runners.local import LocalRunner
 from orchestrator.store import LeaseNotHeld, TaskStore
 from orchestrator.watcher import LEASE, Watcher
+from orchestrator.steps import Step
 from tests.support.kube_emulator import KubeEmulator, now_iso
 from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import Sent, launching_task
@@ -97,9 +98,9 @@ def test_success_failure_and_pod_reasons_reach_the_run(store, kube_settings, kub
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
          "message": "0/3 nodes are available: 3 Insufficient cpu."}]})
 
-    wait_for(lambda: len(sent.of(dispatch.FINISH_RUN)) == 7)
+    wait_for(lambda: len(sent.of(Step.FINISH_RUN)) == 7)
     time.sleep(0.7)  # two more reconciles: still exactly once each
-    assert sorted(args[0] for args in sent.of(dispatch.FINISH_RUN)) == sorted(ids.values())
+    assert sorted(args[0] for args in sent.of(Step.FINISH_RUN)) == sorted(ids.values())
     run = {i: store.get_run(ids[i]) for i in ids}
     assert (run[1]["phase"], run[1]["exit_code"]) == ("Succeeded", 0)
     assert (run[2]["phase"], run[2]["exit_code"], run[2]["failure_reason"]) == ("Failed", 3, "Error: exit code 3")
@@ -125,7 +126,7 @@ def test_a_killed_watcher_is_replaced_and_nothing_is_lost_or_duplicated(store, k
     wait_for(lambda: all(status_of(store, i) == "Running" for i in ids))
     emulator.terminate_pod(pods[1], 0)
     emulator.finish_job(name[1], "Complete")
-    wait_for(lambda: len(sent.of(dispatch.FINISH_RUN)) == 1)
+    wait_for(lambda: len(sent.of(Step.FINISH_RUN)) == 1)
     first.stop()  # killed mid-stream
 
     # While nobody watches: 2 and 3 end, 1's Job is deleted by its TTL, and history is compacted (410).
@@ -137,14 +138,14 @@ def test_a_killed_watcher_is_replaced_and_nothing_is_lost_or_duplicated(store, k
     emulator.compact()
 
     second = start_watcher(sent, holder="second")
-    wait_for(lambda: len(sent.of(dispatch.FINISH_RUN)) == 3)
+    wait_for(lambda: len(sent.of(Step.FINISH_RUN)) == 3)
     # The new watcher keeps following the adopted runs through the watch.
     emulator.terminate_pod(pods[4], 0)
     emulator.finish_job(name[4], "Complete")
-    wait_for(lambda: len(sent.of(dispatch.FINISH_RUN)) == 4)
+    wait_for(lambda: len(sent.of(Step.FINISH_RUN)) == 4)
     time.sleep(1.0)
     assert second.watcher.leader
-    finished = [args[0] for args in sent.of(dispatch.FINISH_RUN)]
+    finished = [args[0] for args in sent.of(Step.FINISH_RUN)]
     assert sorted(finished) == sorted([ids[1], ids[2], ids[3], ids[4]])  # each exactly once
     assert status_of(store, 5) == "Running" and status_of(store, 6) == "Running"
     assert store.get_run(ids[1])["phase"] == "Succeeded"  # its TTL-deleted Job changed nothing
@@ -159,7 +160,7 @@ def test_a_job_that_vanished_before_its_end_was_seen_fails_the_run(store, kube_s
     emulator.start_pod("billing-1-v1-a1")
     wait_for(lambda: status_of(store, 1) == "Running")
     emulator.delete("jobs", "billing-1-v1-a1")
-    wait_for(lambda: sent.of(dispatch.FINISH_RUN))
+    wait_for(lambda: sent.of(Step.FINISH_RUN))
     run = store.get_run(run_id)
     assert run["phase"] == "Failed" and "disappeared" in run["failure_reason"] and run["retryable"] == "1"
 
@@ -178,7 +179,7 @@ def test_a_410_during_the_watch_relists_and_misses_nothing(store, kube_settings,
         emulator.compact()  # the stream's next resume hits 410
         emulator.finish_job("billing-1-v1-a1", "Complete")
         emulator.compact()
-        wait_for(lambda: sent.of(dispatch.FINISH_RUN), timeout=15)
+        wait_for(lambda: sent.of(Step.FINISH_RUN), timeout=15)
         assert store.get_run(run_id)["phase"] == "Succeeded"
     finally:
         running.stop()
@@ -239,7 +240,7 @@ def test_reconcile_observes_the_active_runs_only(store, kube_settings, kube_runn
     sent = Sent()
     report = Watcher(store, kube_settings, kube_runner, send=sent).reconcile()
     assert (report.active, report.observed, report.finished, report.lost) == (2, 2, [], [])
-    assert sent.of(dispatch.FINISH_RUN) == []
+    assert sent.of(Step.FINISH_RUN) == []
 
 def test_a_reconcile_reads_enough_of_each_run_to_tell_a_quiet_one(store, kube_settings) -> None:
     """is_quiet answers the same on RECONCILE_RUN_FIELDS as on the whole run record."""

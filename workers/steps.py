@@ -14,6 +14,7 @@ from orchestrator import backoff, runs
 from orchestrator.coordination import admission, outcome
 from orchestrator.runtime import get_store
 from orchestrator.settings import get_settings
+from orchestrator.steps import Step
 from orchestrator.store import StoreUnavailable
 from orchestrator.workspace.cleanup import sweep
 from orchestrator.workspace.step import prepare_for_run
@@ -22,14 +23,19 @@ from workers.app import app
 log = logging.getLogger("orchestrator.steps")
 
 
-@app.task(name="orchestrator.probe", bind=True, ignore_result=False, acks_late=False)
+def step(which: Step, **options: Any) -> Any:
+    """`app.task` under the step's Celery name (its queue comes from the routes, built from the same `Step`)."""
+    return app.task(name=which.value, **options)
+
+
+@step(Step.PROBE, bind=True, ignore_result=False, acks_late=False)
 def probe(self: Task) -> dict[str, Any]:
     """Answer which worker and queue took the message (liveness and routing checks)."""
     info = self.request.delivery_info or {}
     return {"hostname": self.request.hostname or socket.gethostname(), "queue": info.get("routing_key")}
 
 
-@app.task(name="orchestrator.handle_event", bind=True, max_retries=20)
+@step(Step.HANDLE_EVENT, bind=True, max_retries=20)
 def handle_event(self: Task, delivery_id: str, event: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     """Act on one verified GitHub delivery (routing and handlers in orchestrator.github.handlers).
 
@@ -43,7 +49,7 @@ def handle_event(self: Task, delivery_id: str, event: str, payload: dict[str, An
         raise self.retry(exc=exc, countdown=backoff.delay(self.request.retries or 0, base=1.0, cap=60.0)) from None
 
 
-@app.task(name="orchestrator.report_status", bind=True, max_retries=8)
+@step(Step.REPORT_STATUS, bind=True, max_retries=8)
 def report_status(self: Task, service: str, task_id: int) -> str:
     """Create or edit the task's GitHub status comment; a failure here never fails the task."""
     from orchestrator.github import reporter
@@ -75,19 +81,19 @@ def _runner() -> Any:
     return cached[1]
 
 
-@app.task(name="orchestrator.launch_run")
+@step(Step.LAUNCH_RUN)
 def launch_run(run_id: str) -> str | None:
     """Start a run's Job (or local process), or adopt it when it exists already."""
     return runs.launch(get_store(), get_settings(), _runner(), run_id)
 
 
-@app.task(name="orchestrator.cancel_run")
+@step(Step.CANCEL_RUN)
 def cancel_run(run_id: str) -> None:
     """Stop a run (delete its Job with its pods, or terminate its process group)."""
     runs.cancel(get_store(), _runner(), run_id)
 
 
-@app.task(name="orchestrator.prepare_workspace", bind=True, max_retries=None)
+@step(Step.PREPARE_WORKSPACE, bind=True, max_retries=None)
 def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
     """Prepare the run's workspace and hand the run to launch_run (see orchestrator.workspace.step)."""
 
@@ -103,7 +109,7 @@ def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
     return {"action": result.action, "message": result.message}
 
 
-@app.task(name="orchestrator.cleanup_workspace")
+@step(Step.CLEANUP_WORKSPACE)
 def cleanup_workspace(service: str | None = None, task_id: int | None = None) -> dict[str, Any]:
     """Sweep the task files of tasks that ended for good and record the workspace's disk use.
 
@@ -115,13 +121,13 @@ def cleanup_workspace(service: str | None = None, task_id: int | None = None) ->
     return {"removed": report.removed, "busy": report.busy, "disk_bytes": report.disk_bytes}
 
 
-@app.task(name="orchestrator.admit")
+@step(Step.ADMIT)
 def admit(service: str, task_id: int) -> None:
     """Decide Blocked or Queued for the task and start waiting tasks as capacity allows."""
     admission.admit(get_store(), get_settings(), service, int(task_id))
 
 
-@app.task(name="orchestrator.finish_run")
+@step(Step.FINISH_RUN)
 def finish_run(run_id: str) -> None:
     """Record the outcome of an ended run and move the tasks it affects."""
     outcome.finish(get_store(), get_settings(), run_id)

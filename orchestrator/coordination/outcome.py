@@ -15,11 +15,12 @@ from orchestrator.coordination.admission import admission_score_of, admit_waitin
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
-from orchestrator import backoff, dispatch
+from orchestrator import backoff
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.coordination")
 
@@ -109,7 +110,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         store.add_waiting(service, task_id, admission_score_of(settings, task_after))
         if fields.get("not_before"):
             # Wake the admission when the backoff is over (the re-drive would too, later).
-            send(dispatch.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
+            send(Step.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
     else:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)

@@ -18,6 +18,10 @@ further retry, the wait is shown to the user in the task's status reason
 ("retry 2 of 3 in 60s"), and runs fail at unrelated moments anyway, so there
 is no herd to spread.
 
+Not a backoff: a busy workspace lease is polled at a fixed, jittered interval
+(workspace/step.py, BUSY_COUNTDOWN), for a bounded time before the task goes
+back to Queued; waiting longer between looks would not free it sooner.
+
 `retry_after_seconds` reads a Retry-After header (seconds or an HTTP date, as
 RFC 9110 allows), the same way for every HTTP API we call.
 """

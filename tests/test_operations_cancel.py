@@ -11,7 +11,7 @@ from tests.support.runs import Sent
 
 
 def test_cancel_wins_over_a_concurrent_pipeline_move(store: TaskStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    sent = Sent().install(monkeypatch).flat
+    sent = Sent().install().flat
     store.create_task(service="web", task_id=1, agent="a", spec={})
     store.transition("web", 1, "Queued", reason="", actor="t")
     real_get = store.require_task

@@ -29,9 +29,8 @@ SERVICE = "web"
 
 
 @pytest.fixture
-def drive(store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Driver:
-    return Driver(store, settings.replace(max_active_runs=10, max_runs_per_service=1, retry_backoff_seconds=5),
-                  monkeypatch)
+def drive(store: TaskStore, settings: Settings) -> Driver:
+    return Driver(store, settings.replace(max_active_runs=10, max_runs_per_service=1, retry_backoff_seconds=5))
 
 
 def submit(store: TaskStore, task_id: int, deps: list[int] | None = None, service: str = SERVICE,

@@ -16,8 +16,8 @@ from tests.support.runs import Sent
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
-    return Sent().install(monkeypatch).calls
+def sent() -> list[tuple[str, tuple[Any, ...]]]:
+    return Sent().install().calls
 
 
 def test_an_event_not_handled_in_time_is_queued_again_from_the_store(store: TaskStore, settings: Settings,

@@ -52,5 +52,5 @@ def route_steps_to(settings: Any, monkeypatch: Any) -> Any:
 
     celery = create_celery(settings)
     monkeypatch.setattr(workers.app, "app", celery)
-    monkeypatch.setattr(dispatch, "_installed", CeleryDispatcher(celery))
+    dispatch.install(CeleryDispatcher(celery))  # uninstalled after the test (tests/conftest.py)
     return celery

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from orchestrator import dispatch
 from orchestrator.coordination import admission, outcome
@@ -139,12 +138,12 @@ def fake_watch(store: TaskStore, settings: Settings, run_id: str, outcome: str |
 class Driver:
     """Captures every step sent and runs them in-process, in order (no Celery)."""
 
-    def __init__(self, store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch):
+    def __init__(self, store: TaskStore, settings: Settings):
         self.store, self.settings = store, settings
         self.sent: list[tuple[str, tuple[Any, ...], float | None]] = []
         self.handled: list[tuple[str, tuple[Any, ...]]] = []
         self.delayed: list[tuple[str, tuple[Any, ...], float]] = []  # every step sent with a countdown
-        monkeypatch.setattr(dispatch, "_installed", self)  # this process's dispatcher for the test
+        dispatch.install(self)  # this process's dispatcher for the test (uninstalled after it)
         self.steps: dict[str, Callable[..., Any]] = {
             Step.ADMIT: lambda service, task_id: admission.admit(store, self.settings, service, int(task_id)),
             Step.FINISH_RUN: lambda run_id: outcome.finish(store, self.settings, run_id),

@@ -30,8 +30,8 @@ class Sent:
 
     A step sent with a store write is recorded only when the write is made (as
     a real dispatcher sends it only then). Also callable like `dispatch.send`,
-    for the code that takes a `send` function. `install(monkeypatch)` makes it
-    this process's dispatcher for one test.
+    for the code that takes a `send` function. `install()` makes it this
+    process's dispatcher (tests/conftest.py uninstalls it after each test).
     """
 
     def __init__(self) -> None:
@@ -51,10 +51,10 @@ class Sent:
 
     __call__ = send
 
-    def install(self, monkeypatch: Any) -> Sent:
+    def install(self) -> Sent:
         from orchestrator import dispatch
 
-        monkeypatch.setattr(dispatch, "_installed", self)
+        dispatch.install(self)
         return self
 
     def of(self, step: str) -> list[tuple[Any, ...]]:

@@ -24,9 +24,9 @@ from workers.app import create_celery
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+def sent() -> list[tuple[Any, ...]]:
     """Steps queued by the code under test (the queue itself is exercised in the worker test)."""
-    recorder = Sent().install(monkeypatch)
+    recorder = Sent().install()
     return recorder.flat
 
 

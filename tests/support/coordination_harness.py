@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 from orchestrator import dispatch
 from orchestrator.coordination import admission, outcome
 from orchestrator.coordination.outputs import HANDOFF_FILE, OUTPUTS_FILE

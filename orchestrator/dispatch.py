@@ -89,15 +89,14 @@ def install(dispatcher: Dispatcher | None) -> Dispatcher | None:
 
 def current() -> Dispatcher:
     """This process's dispatcher: the installed one, else the default (built on first use)."""
+    global _installed
     dispatcher = _installed
     if dispatcher is None:
         with _lock:
             if _installed is None:
                 module, _, name = DEFAULT.partition(":")
-                factory = getattr(importlib.import_module(module), name)
-                globals()["_installed"] = factory()
+                _installed = getattr(importlib.import_module(module), name)()
             dispatcher = _installed
-    assert dispatcher is not None
     return dispatcher
 
 

@@ -62,7 +62,7 @@ def _rv(obj: dict[str, Any]) -> int:
 class KubeTracker:
     """A cache of our Jobs and pods, filled by lists and kept fresh by two watch streams (a `Tracker`)."""
 
-    streams = ("jobs", "pods")
+    streams: tuple[str, ...] = ("jobs", "pods")
 
     def __init__(self, runner: Any, settings: Settings, on_change: Callable[[str], None], *,
                  watch_timeout: int = 60) -> None:

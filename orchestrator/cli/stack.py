@@ -355,7 +355,7 @@ def start_redis(stack: Stack, settings: Settings, args: UpOptions, env: Mapping[
         conf = redis_dir / "redis.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(f"port {port}\nbind 127.0.0.1\ndir {redis_dir}\nappendonly yes\nsave \"\"\n"
+            handle.write(f"port {port}\nbind 127.0.0.1\ndir {json.dumps(str(redis_dir))}\nappendonly yes\nsave \"\"\n"
                          f"requirepass {password}\n")
         proc = stack.start("redis", [binary, str(conf)], env)
         url = f"redis://:{password}@127.0.0.1:{port}/0"

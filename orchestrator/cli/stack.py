@@ -216,7 +216,7 @@ class Stack:
                 return name, proc.returncode, log_path
         return None
 
-    def stop(self, timeout: float = STOP_TIMEOUT, before_sweep: Callable[[], None] | None = None) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT, before_sweep: Callable[[], object] | None = None) -> None:
         """SIGTERM every child's process group (last started first), then SIGKILL what remains.
 
         `before_sweep` runs once the children are gone and before their orphans are stopped.

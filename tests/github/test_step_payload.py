@@ -16,7 +16,7 @@ from tests.support.github import SERVICE, github_settings, load  # noqa: F401
 
 
 @pytest.fixture
-def step(github_settings: Settings, store: TaskStore, monkeypatch: pytest.MonkeyPatch):
+def step(github_settings: Settings, store: TaskStore, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
     from workers import steps
 
     monkeypatch.setattr(steps, "get_store", lambda: store)

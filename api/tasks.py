@@ -18,6 +18,7 @@ from api import schemas
 from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
+from orchestrator.runners.errors import LogsUnavailable, RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskExists, TaskStore, split_ref, task_ref
@@ -330,14 +331,20 @@ def task_logs(service: str, task_id: int) -> Response:
         raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
     secrets = [s for s in _settings().secret_values() if len(s) >= 4]
     headers = {"X-Run-Id": run_id}
-    if query["follow"]:
-        lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
-        return Response(stream_with_context(_stream(lines, secrets, run_id)), mimetype="text/plain",
-                        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
+        if query["follow"]:
+            lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
+            return Response(stream_with_context(_stream(lines, secrets, run_id)), mimetype="text/plain",
+                            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         text = "".join(_line(line, secrets) for line in runner.logs(run_id, follow=False, tail=query.get("tail")))
-    except (LookupError, FileNotFoundError):
-        raise ApiError(f"run {run_id} has no logs yet", status=404, code="no_logs") from None
+    except (LookupError, FileNotFoundError, LogsUnavailable) as exc:
+        # Preparing, Launching, a Pending pod, or a Job that Kubernetes removed after its TTL.
+        message = str(exc) if isinstance(exc, LogsUnavailable) else f"run {run_id} has no logs yet"
+        raise ApiError(message, status=404, code="no_logs") from None
+    except RunnerError:  # the Kubernetes API failed or refused (typed by orchestrator.kube.client)
+        log.warning("logs of run %s are unavailable", run_id, exc_info=True)
+        raise ApiError("the run's logs cannot be read right now; retry shortly", status=503, code="unavailable",
+                       headers={"Retry-After": "5"}) from None
     return Response(text, mimetype="text/plain", headers=headers)
 
 

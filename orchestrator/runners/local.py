@@ -191,7 +191,7 @@ class LocalRunner:
     def _follow(self, run_id: str, path: Path, follow: bool, tail: int | None) -> Iterator[str]:
         while not path.exists():
             if not follow:
-                return
+                raise LogsUnavailable(f"run {run_id} has written no output yet")
             status = self._status(run_id)
             if status and status.get("phase") in {SUCCEEDED, FAILED}:
                 return

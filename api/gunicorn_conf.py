@@ -87,6 +87,11 @@ def post_worker_init(worker: Any) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    # A followed log holds a thread while it streams: half the threads at most, so
+    # the rest answer /health, /ready and webhooks whatever clients follow (api/log_follow.py).
+    from api.log_follow import limit_per_process
+
+    limit_per_process(worker.cfg.threads // 2)
     secret_filter = SecretFilter(get_settings().secret_values())
     for name in ("orchestrator", "gunicorn.error", ""):
         for handler in logging.getLogger(name).handlers:

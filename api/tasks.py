@@ -6,15 +6,15 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
-from api import schemas
+from api import log_follow, schemas
 from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
@@ -65,6 +65,12 @@ def build_schemas(settings: Settings) -> dict[str, Schema]:
         "list": schemas.ListQuerySchema(settings=settings),
         "logs": schemas.LogsQuerySchema(),
     }
+
+
+def _token_owner() -> str:
+    """Whose follows these are, in the store: a digest of the token (never the token)."""
+    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _actor() -> str:
@@ -331,11 +337,20 @@ def task_logs(service: str, task_id: int) -> Response:
         raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
     secrets = [s for s in _settings().secret_values() if len(s) >= 4]
     headers = {"X-Run-Id": run_id}
+    follow: log_follow.Follow | None = None
     try:
         if query["follow"]:
+            settings = _settings()
+            follow = log_follow.Follow(store, _token_owner()).admit(settings.log_follows_per_token)
             lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
-            return Response(stream_with_context(_stream(lines, secrets, run_id)), mimetype="text/plain",
-                            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            response = Response(
+                log_follow.stream(lines, follow, max_seconds=settings.log_follow_max_seconds,
+                                  render=lambda line: _line(line, secrets), sock=log_follow.client_socket(request.environ),
+                                  run_id=run_id),
+                mimetype="text/plain", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            response.call_on_close(follow.release)  # also when the stream never started
+            follow = None
+            return response
         text = "".join(_line(line, secrets) for line in runner.logs(run_id, follow=False, tail=query.get("tail")))
     except (LookupError, FileNotFoundError, LogsUnavailable) as exc:
         # Preparing, Launching, a Pending pod, or a Job that Kubernetes removed after its TTL.
@@ -345,6 +360,9 @@ def task_logs(service: str, task_id: int) -> Response:
         log.warning("logs of run %s are unavailable", run_id, exc_info=True)
         raise ApiError("the run's logs cannot be read right now; retry shortly", status=503, code="unavailable",
                        headers={"Retry-After": "5"}) from None
+    finally:
+        if follow is not None:  # admitted, but no stream was returned
+            follow.release()
     return Response(text, mimetype="text/plain", headers=headers)
 
 
@@ -354,13 +372,3 @@ def _line(line: str, secrets: list[str]) -> str:
         if secret in line:
             line = line.replace(secret, "***")
     return line if line.endswith("\n") else line + "\n"
-
-
-def _stream(lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
-    try:
-        for line in lines:
-            yield _line(line, secrets)
-    except (LookupError, FileNotFoundError):
-        return
-    except Exception:  # the status line is already sent; end the stream and say why in the log
-        log.exception("log stream of run %s ended by an error", run_id)

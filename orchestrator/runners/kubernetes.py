@@ -62,4 +62,6 @@ class KubernetesRunner:
         if phase == "Pending":
             raise LogsUnavailable(f"run {run_id} has not started yet (its pod is Pending); no logs so far")
         return self.client.pod_log(pod["metadata"]["name"], follow=follow, tail=tail,
-                                   read_timeout=float(self.settings.max_timeout_seconds))
+                                   # A follow ends by ORCHESTRATOR_LOG_FOLLOW_MAX_SECONDS: its reader need not wait longer.
+                                   read_timeout=float(min(self.settings.max_timeout_seconds,
+                                                          self.settings.log_follow_max_seconds + 60)))

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
@@ -98,7 +98,7 @@ class LocalRunner:
             command = list(request.agent.command) + list(request.agent.args)
             tmp = run_dir / ".spec.tmp"
             tmp.write_text(json.dumps({"command": command, "cwd": str(cwd), "timeout": timeout,
-                                       "launched_at": time.time()}))
+                                       "log_max_bytes": self.settings.run_log_max_bytes, "launched_at": time.time()}))
             os.replace(tmp, spec_path)
         supervisor_env = dict(env)
         supervisor_env["PYTHONPATH"] = os.pathsep.join(
@@ -198,8 +198,7 @@ class LocalRunner:
             time.sleep(0.1)
         with open(path, "rb") as handle:
             if tail is not None:
-                lines = handle.read().splitlines()
-                for line in lines[-tail:] if tail else []:
+                for line in tail_lines(handle, tail):
                     yield line.decode("utf-8", errors="replace")
             buffer = b""
             while True:
@@ -235,6 +234,37 @@ class LocalRunner:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
         return removed
+
+
+TAIL_BLOCK = 65536
+TAIL_MAX_BYTES = 4 << 20  # a tail never reads more than this, however long its lines
+
+
+def tail_lines(handle: BinaryIO, count: int) -> list[bytes]:
+    """The last `count` lines of a file, read backwards in blocks; leaves the handle at the end.
+
+    Memory and reads are bounded by the lines asked for (at most TAIL_MAX_BYTES),
+    never by the file's size: a 200 MB log costs a few blocks.
+    """
+    end = handle.seek(0, os.SEEK_END)
+    if count <= 0:
+        return []
+    blocks: list[bytes] = []
+    position, newlines = end, 0
+    # One newline more than the lines asked for marks where the first of them starts
+    # (a final newline ends the last line and does not count).
+    while position > 0 and newlines <= count and end - position < TAIL_MAX_BYTES:
+        size = min(TAIL_BLOCK, position)
+        position -= size
+        handle.seek(position)
+        block = handle.read(size)
+        blocks.append(block)
+        newlines += block.count(b"\n")
+    handle.seek(end)
+    lines = b"".join(reversed(blocks)).splitlines()
+    if position > 0 and lines:
+        lines = lines[1:] if newlines > count else lines  # the first line is only a part
+    return lines[-count:]
 
 
 def _supervisor_running(run_dir: Path) -> bool:

@@ -25,7 +25,9 @@ def _int(name: str, default: int) -> int:
 _cpus = multiprocessing.cpu_count()
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8080")
-worker_class = "gthread"
+# gthread, with request heads and bodies read in the worker's event loop under read
+# deadlines (GUNICORN_HEADER_TIMEOUT, GUNICORN_BODY_TIMEOUT): a slow client holds no thread.
+worker_class = "api.gunicorn_worker.ReadAheadWorker"
 # Requests are short and mostly wait on Redis; two processes per core keep the
 # cores busy while one waits, threads cover the waiting and the log streams.
 workers = _int("GUNICORN_WORKERS", max(2, _cpus * 2))

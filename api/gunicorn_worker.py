@@ -99,6 +99,9 @@ class ReadAheadWorker(ThreadWorker):
         self.reading[conn] = state
         self.nr_conns -= 1  # holds no thread: the worker keeps accepting
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        # A kept-alive connection comes here because it is readable, a new one often
+        # has its request waiting already: read now rather than after another poll.
+        self._on_readable(conn, conn.sock)
 
     def _on_readable(self, conn: Any, sock: socket.socket) -> None:
         state = self.reading[conn]

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -345,13 +345,14 @@ def task_logs(service: str, task_id: int) -> Response:
             lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
             response = Response(
                 log_follow.stream(lines, follow, max_seconds=settings.log_follow_max_seconds,
-                                  render=lambda line: _line(line, secrets), sock=log_follow.client_socket(request.environ),
-                                  run_id=run_id),
+                                  render=lambda line: _line(line, secrets),
+                                  sock=log_follow.client_socket(request.environ), run_id=run_id),
                 mimetype="text/plain", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             response.call_on_close(follow.release)  # also when the stream never started
             follow = None
             return response
-        text = "".join(_line(line, secrets) for line in runner.logs(run_id, follow=False, tail=query.get("tail")))
+        lines = iter(runner.logs(run_id, follow=False, tail=query.get("tail")))
+        first = next(lines, None)  # a log that is missing says so here, before the status line is sent
     except (LookupError, FileNotFoundError, LogsUnavailable) as exc:
         # Preparing, Launching, a Pending pod, or a Job that Kubernetes removed after its TTL.
         message = str(exc) if isinstance(exc, LogsUnavailable) else f"run {run_id} has no logs yet"
@@ -363,7 +364,27 @@ def task_logs(service: str, task_id: int) -> Response:
     finally:
         if follow is not None:  # admitted, but no stream was returned
             follow.release()
-    return Response(text, mimetype="text/plain", headers=headers)
+    if first is None:
+        return Response("", mimetype="text/plain", headers=headers)
+    # Streamed in pieces: a whole 200 MB log is never in memory at once.
+    return Response(_pieces(first, lines, secrets, run_id), mimetype="text/plain", headers=headers)
+
+
+def _pieces(first: str, lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
+    """The rendered lines joined into pieces of about 64 KiB (one write each, not one per line)."""
+    piece, size = [_line(first, secrets)], 0
+    try:
+        for line in lines:
+            rendered = _line(line, secrets)
+            piece.append(rendered)
+            size += len(rendered)
+            if size >= 65536:
+                yield "".join(piece)
+                piece, size = [], 0
+    except Exception:  # the status line is already sent; end the answer and say why in the log
+        log.exception("reading the log of run %s failed", run_id)
+    if piece:
+        yield "".join(piece)
 
 
 def _line(line: str, secrets: list[str]) -> str:

@@ -407,3 +407,31 @@ def test_a_redis_timeout_while_adding_context_is_store_unavailable(own_redis: Re
             store.add_context("billing", 7, {"content": "more"})
     finally:
         os.kill(own_redis.process.pid, signal.SIGCONT)
+
+
+def test_a_whole_log_is_streamed_not_loaded(client: FlaskClient, app: Flask, store: TaskStore,
+                                            settings: Settings) -> None:
+    import tracemalloc
+
+    runner = LocalRunner(settings)
+    app.extensions["orchestrator"]._runner = runner
+    submit(client)
+    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_dir = runner.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))
+    block = b"".join(b"line %07d of the agent's chatter\n" % i for i in range(30000))  # about 1 MB
+    with open(run_dir / "output.log", "wb") as log:
+        for _ in range(10):
+            log.write(block)
+    tracemalloc.start()
+    try:
+        response = client.get("/api/v1/pm/tasks/billing/7/logs", headers=AUTH, buffered=False)
+        assert response.status_code == 200
+        size = sum(len(chunk) for chunk in response.response)
+        response.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size == 10 * len(block)
+    assert peak < 2 << 20, peak  # the log is 10 MB

@@ -204,9 +204,9 @@ class LocalRunner:
             while True:
                 chunk = handle.read(65536)
                 if chunk:
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
+                    # One split a chunk: splitting off a line at a time copies the rest each time.
+                    *lines, buffer = (buffer + chunk).split(b"\n")
+                    for line in lines:
                         yield line.decode("utf-8", errors="replace")
                     continue
                 if not follow:

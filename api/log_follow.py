@@ -150,6 +150,9 @@ def stream(lines: Iterator[str], follow: Follow, *, max_seconds: float, render: 
                 return
     finally:
         stop.set()
+        abort = getattr(lines, "abort", None)
+        if abort is not None and pump.is_alive():
+            abort()  # the pump may wait on a silent run for hours; it ends now
         follow.release()
 
 
@@ -169,7 +172,8 @@ def _pump(lines: Iterator[str], pipe: queue.Queue[tuple[str, Any]], stop: thread
             if not put(("line", line)):
                 return
     except (LookupError, FileNotFoundError, RunnerError) as exc:
-        log.info("log stream of run %s ended: %s", run_id, exc)
+        if not stop.is_set():  # else it was aborted: nobody listens any more
+            log.info("log stream of run %s ended: %s", run_id, exc)
     except Exception:  # the status line is already sent; end the stream and say why in the log
         log.exception("log stream of run %s ended by an error", run_id)
     finally:

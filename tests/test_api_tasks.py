@@ -435,3 +435,55 @@ def test_a_whole_log_is_streamed_not_loaded(client: FlaskClient, app: Flask, sto
         tracemalloc.stop()
     assert size == 10 * len(block)
     assert peak < 2 << 20, peak  # the log is 10 MB
+
+
+def _follow_readers(run_id: str) -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == f"log-follow-{run_id}"]
+
+
+def _abandon_a_follow(client: FlaskClient, run_id: str) -> None:
+    """Follow, read the status line and one line, then leave while the run is silent."""
+    import time
+
+    response = client.get("/api/v1/pm/tasks/billing/7/logs?follow=true", headers=AUTH, buffered=False)
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    while not next(chunks).strip():
+        pass
+    assert _follow_readers(run_id)
+    response.close()
+    deadline = time.monotonic() + 3
+    while _follow_readers(run_id):
+        assert time.monotonic() < deadline, "the follow's reader still waits on a silent run"
+        time.sleep(0.05)
+
+
+def test_an_abandoned_kubernetes_follow_stops_reading(
+    client: FlaskClient, app: Flask, store: TaskStore, kube_runner: KubernetesRunner, emulator: KubeEmulator,
+    tmp_path,
+) -> None:
+    app.extensions["orchestrator"]._runner = kube_runner
+    submit(client)
+    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    kube_runner.launch(RunRequest(run_id=run_id, service="billing", task_id=7, version=1, attempt=1,
+                                  agent=AgentSpec(name="claude", image="img:1", command=("claude",)),
+                                  workspace_dir=tmp_path))
+    pod = emulator.start_pod(run_id)["metadata"]["name"]
+    emulator.append_log(pod, "thinking")
+    _abandon_a_follow(client, run_id)
+
+
+def test_an_abandoned_local_follow_stops_reading(client: FlaskClient, app: Flask, store: TaskStore,
+                                                 settings: Settings) -> None:
+    runner = LocalRunner(settings)
+    app.extensions["orchestrator"]._runner = runner
+    submit(client)
+    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_dir = runner.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))
+    (run_dir / "status.json").write_text(json.dumps({"phase": "Running", "pid": 1}))
+    (run_dir / "output.log").write_text("thinking\n")
+    _abandon_a_follow(client, run_id)

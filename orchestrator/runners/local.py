@@ -13,12 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation, RunRequest
+from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
 from orchestrator.settings import Settings
 
@@ -186,16 +187,19 @@ class LocalRunner:
         run_dir = self.run_dir(run_id)
         if not (run_dir / "spec.json").exists():
             raise LogsUnavailable(f"run {run_id} has no local output (never launched here, or swept)")
-        return self._follow(run_id, run_dir / "output.log", follow, tail)
+        stop = threading.Event()
+        return Lines(self._follow(run_id, run_dir / "output.log", follow, tail, stop), stop.set)
 
-    def _follow(self, run_id: str, path: Path, follow: bool, tail: int | None) -> Iterator[str]:
+    def _follow(self, run_id: str, path: Path, follow: bool, tail: int | None,
+                stop: threading.Event) -> Iterator[str]:
         while not path.exists():
             if not follow:
                 raise LogsUnavailable(f"run {run_id} has written no output yet")
             status = self._status(run_id)
             if status and status.get("phase") in {SUCCEEDED, FAILED}:
                 return
-            time.sleep(0.1)
+            if stop.wait(0.1):
+                return
         with open(path, "rb") as handle:
             if tail is not None:
                 for line in tail_lines(handle, tail):
@@ -218,7 +222,8 @@ class LocalRunner:
                         buffer += rest
                         continue
                     break
-                time.sleep(0.1)
+                if stop.wait(0.1):
+                    return
             if buffer:
                 yield buffer.decode("utf-8", errors="replace")
 

@@ -26,16 +26,18 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from api.errors import ApiError
+from orchestrator.logs import scrub, scrubbable
 from orchestrator.runners.errors import RunnerError
 from orchestrator.store import TaskStore
 
 log = logging.getLogger("orchestrator.api")
 
 KEEPALIVE_SECONDS = 2.0  # a silent stream checks its client this often
+HOLD_SECONDS = 0.5  # a line waits this long for the next, to be scrubbed with it
 LEASE_SECONDS = 30.0  # a follow's lease in the store; renewed every third of it
 _QUEUE_LINES = 1024  # lines read ahead of a slow client, at most
 
@@ -115,9 +117,15 @@ def client_gone(sock: socket.socket) -> bool:
         return True
 
 
-def stream(lines: Iterator[str], follow: Follow, *, max_seconds: float, render: Callable[[str], str],
+def stream(lines: Iterator[str], follow: Follow, *, max_seconds: float, secrets: Iterable[str],
            sock: socket.socket | None, run_id: str) -> Iterator[str]:
-    """The run's lines as they arrive, until the run ends, the client goes, or `max_seconds` pass."""
+    """The run's lines as they arrive, until the run ends, the client goes, or `max_seconds` pass.
+
+    Each line is scrubbed together with the next (a secret split across two is
+    masked, as `orchestrator.logs.scrub_lines` does) when that one comes within
+    HOLD_SECONDS, else alone: a silent agent's last line is not held back.
+    """
+    ordered = scrubbable(secrets)
     pipe: queue.Queue[tuple[str, Any]] = queue.Queue(_QUEUE_LINES)
     stop = threading.Event()
     pump = threading.Thread(target=_pump, args=(lines, pipe, stop, run_id), name=f"log-follow-{run_id}", daemon=True)
@@ -125,10 +133,15 @@ def stream(lines: Iterator[str], follow: Follow, *, max_seconds: float, render: 
     started = time.monotonic()
     deadline = started + max_seconds
     renew_at = started + follow.lease_seconds / 3
+    held: str | None = None
+    send_by = 0.0  # when the held line goes out alone
     try:
         yield ""  # the status line and headers go out now, not with the first line
         while True:
             now = time.monotonic()
+            if held is not None and (now >= send_by or now >= deadline):
+                yield scrub(held, ordered, ordered=True) + "\n"
+                held = None
             if now >= deadline:
                 yield (f"orchestrator: this follow ended after {max_seconds:g} s "
                        "(ORCHESTRATOR_LOG_FOLLOW_MAX_SECONDS); follow again to go on\n")
@@ -136,18 +149,28 @@ def stream(lines: Iterator[str], follow: Follow, *, max_seconds: float, render: 
             if now >= renew_at:
                 follow.renew()
                 renew_at = now + follow.lease_seconds / 3
+            wait = min(KEEPALIVE_SECONDS, deadline - now, send_by - now if held is not None else KEEPALIVE_SECONDS)
             try:
-                kind, value = pipe.get(timeout=min(KEEPALIVE_SECONDS, deadline - now))
+                kind, value = pipe.get(timeout=max(wait, 0.0))
             except queue.Empty:
+                if held is not None and time.monotonic() < send_by:
+                    continue
                 if sock is None:
                     yield "\n"  # no socket to look at: a write to a gone client raises instead
                 elif client_gone(sock):
                     return
                 continue
-            if kind == "line":
-                yield render(value)
-            else:
+            if kind != "line":
+                if held is not None:
+                    yield scrub(held, ordered, ordered=True) + "\n"
                 return
+            line = value.rstrip("\n")
+            if held is None:
+                held = line
+            else:
+                first, _, held = scrub(f"{held}\n{line}", ordered, ordered=True).partition("\n")
+                yield first + "\n"
+            send_by = time.monotonic() + HOLD_SECONDS
     finally:
         stop.set()
         abort = getattr(lines, "abort", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -18,6 +19,8 @@ from api import log_follow, schemas
 from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
+from orchestrator.dispatch import Dispatcher
+from orchestrator.logs import scrub_lines
 from orchestrator.runners.errors import LogsUnavailable, RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
@@ -45,6 +48,10 @@ def _settings() -> Settings:
 
 def _store() -> TaskStore:
     return current_app.extensions["orchestrator"].store()
+
+
+def _dispatcher() -> Dispatcher:
+    return current_app.extensions["orchestrator"].dispatcher()
 
 
 def _schema(name: str) -> Schema:
@@ -249,6 +256,7 @@ def submit_task() -> Response:
             idempotency_key=key, idempotency_ttl=settings.idempotency_ttl_seconds,
             idempotency_value={"task": task_ref(spec["service_name"], spec["id"]),
                                "fingerprint": fingerprint} if key else None,
+            dispatcher=_dispatcher(),
         )
     except TaskExists:
         first = store.get_idempotent(key) if key else None
@@ -295,7 +303,7 @@ def add_context(service: str, task_id: int) -> Response:
     actor = _actor()
     document = {**document, "added_by": actor,
                 "added_at": datetime.now(timezone.utc).isoformat()}
-    operations.add_context(store, service, task_id, document, actor=actor)
+    operations.add_context(store, service, task_id, document, actor=actor, dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
 
@@ -305,7 +313,8 @@ def cancel_task(service: str, task_id: int) -> Response:
     service = _service(service)
     body = _load("cancel", _json_body(required=False))
     store = _store()
-    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"])
+    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"],
+                           dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id))
 
 
@@ -315,7 +324,7 @@ def retry_task(service: str, task_id: int) -> Response:
     service = _service(service)
     _json_body(required=False)  # optional; when present it must still be JSON
     store = _store()
-    operations.retry_task(store, service, task_id, actor=_actor())
+    operations.retry_task(store, service, task_id, actor=_actor(), dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
 
@@ -335,7 +344,7 @@ def task_logs(service: str, task_id: int) -> Response:
         runner = current_app.extensions["orchestrator"].runner()
     except ImportError:
         raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
-    secrets = [s for s in _settings().secret_values() if len(s) >= 4]
+    secrets = _settings().secret_values()
     headers = {"X-Run-Id": run_id}
     follow: log_follow.Follow | None = None
     try:
@@ -344,8 +353,7 @@ def task_logs(service: str, task_id: int) -> Response:
             follow = log_follow.Follow(store, _token_owner()).admit(settings.log_follows_per_token)
             lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
             response = Response(
-                log_follow.stream(lines, follow, max_seconds=settings.log_follow_max_seconds,
-                                  render=lambda line: _line(line, secrets),
+                log_follow.stream(lines, follow, max_seconds=settings.log_follow_max_seconds, secrets=secrets,
                                   sock=log_follow.client_socket(request.environ), run_id=run_id),
                 mimetype="text/plain", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             response.call_on_close(follow.release)  # also when the stream never started
@@ -367,17 +375,18 @@ def task_logs(service: str, task_id: int) -> Response:
     if first is None:
         return Response("", mimetype="text/plain", headers=headers)
     # Streamed in pieces: a whole 200 MB log is never in memory at once.
-    return Response(_pieces(first, lines, secrets, run_id), mimetype="text/plain", headers=headers)
+    return Response(_pieces(itertools.chain([first], lines), secrets, run_id), mimetype="text/plain",
+                    headers=headers)
 
 
-def _pieces(first: str, lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
-    """The rendered lines joined into pieces of about 64 KiB (one write each, not one per line)."""
-    piece, size = [_line(first, secrets)], 0
+def _pieces(lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
+    """The scrubbed lines joined into pieces of about 64 KiB (one write each, not one per line)."""
+    piece: list[str] = []
+    size = 0
     try:
-        for line in lines:
-            rendered = _line(line, secrets)
-            piece.append(rendered)
-            size += len(rendered)
+        for line in scrub_lines(lines, secrets):
+            piece.append(line)
+            size += len(line)
             if size >= 65536:
                 yield "".join(piece)
                 piece, size = [], 0
@@ -385,11 +394,3 @@ def _pieces(first: str, lines: Iterator[str], secrets: list[str], run_id: str) -
         log.exception("reading the log of run %s failed", run_id)
     if piece:
         yield "".join(piece)
-
-
-def _line(line: str, secrets: list[str]) -> str:
-    """One output line, with any configured secret value masked."""
-    for secret in secrets:
-        if secret in line:
-            line = line.replace(secret, "***")
-    return line if line.endswith("\n") else line + "\n"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from orchestrator.kube import jobs, status
 from orchestrator.kube.client import KubeClient, PermanentKubeError
+from orchestrator.kube.tracker import KubeTracker
 from orchestrator.runners.base import Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LogsUnavailable
 from orchestrator.settings import Settings
@@ -68,6 +69,10 @@ class KubernetesRunner:
         read_timeout = float(min(self.settings.max_timeout_seconds, self.settings.log_follow_max_seconds + 60))
         return Lines(self.client.pod_log(pod["metadata"]["name"], follow=follow, tail=tail, opened=aborter.opened,
                                          read_timeout=read_timeout), aborter.abort)
+
+    def tracker(self, on_change: Callable[[str], None], *, watch_timeout: int = 60) -> KubeTracker:
+        """A cache of our Jobs and pods kept fresh by two watch streams."""
+        return KubeTracker(self, self.settings, on_change, watch_timeout=watch_timeout)
 
 
 class _Aborter:

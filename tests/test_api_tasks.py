@@ -487,3 +487,14 @@ def test_an_abandoned_local_follow_stops_reading(client: FlaskClient, app: Flask
     (run_dir / "status.json").write_text(json.dumps({"phase": "Running", "pid": 1}))
     (run_dir / "output.log").write_text("thinking\n")
     _abandon_a_follow(client, run_id)
+
+
+def test_a_followed_secret_split_across_two_lines_is_masked(client: FlaskClient, app: Flask, store: TaskStore,
+                                                            settings: Settings) -> None:
+    token = settings.api_tokens[0]
+    app.extensions["orchestrator"]._runner = FakeRunner(["start", f"key {token[:4]}", f"{token[4:]} end"])
+    submit(client)
+    store.create_run("billing", 7, version=1, attempt=1)
+    streamed = client.get("/api/v1/pm/tasks/billing/7/logs?follow=true", headers=AUTH).get_data(as_text=True)
+    assert token[:4] not in streamed.replace("start", "") and token[4:] not in streamed
+    assert streamed.startswith("start\nkey ") and streamed.endswith(" end\n")

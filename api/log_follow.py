@@ -14,7 +14,9 @@ free three ways:
 
 The runner's iterator is read by a pump thread, because a Kubernetes log
 stream blocks in a socket read until the next line: the request thread waits
-on a queue instead, so it wakes to check its client and its deadline.
+on a queue instead, so it wakes to check its client and its deadline. When the
+stream ends the pump is aborted (`orchestrator.runners.base.Lines.abort`), so
+nothing keeps waiting on a silent run for a client that left.
 """
 
 from __future__ import annotations

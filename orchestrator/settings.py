@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -184,6 +185,14 @@ def _parse_command(raw: str) -> tuple[str, ...]:
         return tuple(shlex.split(raw))
     except ValueError as exc:
         raise ValueError(f"cannot split the command: {exc}") from None
+def _parse_identity(raw: str) -> tuple[str, str]:
+    """`Name <email>` as (name, email)."""
+    match = re.fullmatch(r"\s*([^<>\n]+?)\s*<([^<>\s]+@[^<>\s]+)>\s*", raw)
+    if not match:
+        raise ValueError(f"expected Name <email>, got {raw!r}")
+    return match.group(1), match.group(2)
+
+
 def _parse_pipelines(raw: str) -> dict[str, Any]:
     return parse_pipelines(raw)
 
@@ -319,6 +328,18 @@ VARIABLES: tuple[Variable, ...] = (
              "The watcher's sweep deletes our finished Jobs older than this that Kubernetes did not remove."),
     Variable("ORCHESTRATOR_WATCHER_LEASE_SECONDS", "watcher_lease_seconds", _parse_float, "15",
              "Lease of the active `orchestrator watch`; a standby takes over after this."),
+    Variable("ORCHESTRATOR_ALLOW_LOCAL_REPOS", "allow_local_repos", _parse_bool, "false",
+             "Let `repository.url` be a `file://` URL or an absolute path to a git repository on this machine (delivery pushes the branch back to it, no pull request). `orchestrator up` sets it."),
+    Variable("ORCHESTRATOR_PULL_REQUEST_DRAFT", "pull_request_draft", _parse_bool, "true",
+             "Open a task's pull request as a draft while its pipeline has stages left; it is marked ready after the last stage."),
+    Variable("ORCHESTRATOR_COMMIT_IDENTITY", "commit_identity", _parse_identity, "Orchestrator <orchestrator@localhost>",
+             "Author and committer (`Name <email>`) of the commit delivery makes of an agent's uncommitted changes."),
+    Variable("ORCHESTRATOR_DELIVERY_RETRIES", "delivery_retries", _non_negative_int, "5",
+             "Retries of a delivery (push, pull request) that failed for a transient reason, before the run fails."),
+    Variable("ORCHESTRATOR_DELIVERY_BACKOFF_SECONDS", "delivery_backoff_seconds", _parse_float, "10",
+             "Delay before the first delivery retry; doubled for each further one (with jitter)."),
+    Variable("ORCHESTRATOR_AGENT_GITHUB_TOKEN", "agent_github_token", _parse_bool, "false",
+             "Give agents `GITHUB_TOKEN` (the Secret's `github-token` in Jobs, the worker's token locally). Off: only delivery pushes and opens pull requests."),
     Variable("KUBECONFIG", "kubeconfig", _parse_optional_path, "",
              "Kubeconfig file for the Kubernetes runner; empty: in-cluster configuration."),
     Variable("GITHUB_TOKEN", "github_token", _parse_str, "",
@@ -422,6 +443,12 @@ class Settings:
     default_agent: str
     webhook_max_bytes: int
     anthropic_api_key: str
+    allow_local_repos: bool
+    pull_request_draft: bool
+    commit_identity: tuple[str, str]
+    delivery_retries: int
+    delivery_backoff_seconds: float
+    agent_github_token: bool
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod

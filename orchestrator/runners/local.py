@@ -73,7 +73,7 @@ class LocalRunner:
             env["ANTHROPIC_MODEL"] = request.agent.model
         if self.settings.anthropic_api_key:
             env["ANTHROPIC_API_KEY"] = self.settings.anthropic_api_key
-        if self.settings.github_token:
+        if self.settings.github_token and self.settings.agent_github_token:
             env["GITHUB_TOKEN"] = self.settings.github_token
         return env
 

@@ -42,6 +42,7 @@ CANCEL_RUN = "orchestrator.cancel_run"
 HANDLE_EVENT = "orchestrator.handle_event"
 CLEANUP_WORKSPACE = "orchestrator.cleanup_workspace"
 REPORT_STATUS = "orchestrator.report_status"
+DELIVER_RUN = "orchestrator.deliver_run"
 
 # How a message is persisted and encoded by kombu's Redis transport.
 _PERSISTENT = 2

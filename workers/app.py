@@ -24,6 +24,7 @@ ROUTES: dict[str, str] = {
     "orchestrator.finish_run": "coordination",
     "orchestrator.prepare_workspace": "workspace",
     "orchestrator.cleanup_workspace": "workspace",
+    "orchestrator.deliver_run": "workspace",
     "orchestrator.launch_run": "deploy",
     "orchestrator.cancel_run": "deploy",
 }

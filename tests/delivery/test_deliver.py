@@ -246,3 +246,27 @@ def test_a_failed_and_a_cancelled_run_get_their_outcomes(
     runs.cancel(store, StopNothing(), other)
     assert store.get_run(other)["outcome"] == "cancelled"
     assert run_view(store.get_run(other))["outcome"] == "cancelled"
+
+
+def test_the_deliver_step_is_routed_to_the_workspace_queue() -> None:
+    import workers.steps  # noqa: F401 - registers the steps
+    from workers.app import ROUTES, app
+
+    assert ROUTES[dispatch.DELIVER_RUN] == "workspace"
+    assert dispatch.DELIVER_RUN in app.tasks
+
+
+@pytest.mark.parametrize(("template", "service", "ref", "expected"), [
+    ("task-{task_id}", "shop", "task-12", 12),
+    ("task-{task_id}", "shop", "feature-12", None),
+    ("orchestrator/{service}/{task_id}", "shop", "orchestrator/shop/12", 12),
+    ("orchestrator/{service}/{task_id}", "shop", "orchestrator/web/12", None),
+    ("agent-{task_id}-work", None, "agent-3-work", 3),
+])
+def test_pull_request_branches_are_recognised_by_the_branch_template(template: str, service: str | None, ref: str,
+                                                                    expected: int | None) -> None:
+    from orchestrator.github.routing import GitHubConfig, task_id_of_branch
+
+    assert task_id_of_branch(ref, template, service) == expected
+    settings = Settings.from_env({"ORCHESTRATOR_BRANCH_TEMPLATE": template})
+    assert GitHubConfig.from_settings(settings).branch_template == template

@@ -80,3 +80,19 @@ def test_the_api_accepts_a_local_repository_only_when_allowed(dl_settings: Setti
     refused = TaskSubmissionSchema(settings=dl_settings).validate(body)
     assert "ORCHESTRATOR_ALLOW_LOCAL_REPOS" in str(refused["repository"]["url"])
     assert TaskSubmissionSchema(settings=dl_settings.replace(allow_local_repos=True)).validate(body) == {}
+
+
+def test_orchestrator_up_allows_local_repositories_for_its_local_runner(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.cli import stack
+
+    monkeypatch.delenv("ORCHESTRATOR_ALLOW_LOCAL_REPOS", raising=False)
+    env = stack.child_env(settings, "redis://127.0.0.1:1/0", "tok", "127.0.0.1:1")
+    assert env["ORCHESTRATOR_ALLOW_LOCAL_REPOS"] == "true"
+    assert Settings.from_env(env).allow_local_repos is True
+    monkeypatch.setenv("ORCHESTRATOR_ALLOW_LOCAL_REPOS", "false")  # an explicit choice is kept
+    assert stack.child_env(settings, "redis://127.0.0.1:1/0", "tok", "127.0.0.1:1")[
+        "ORCHESTRATOR_ALLOW_LOCAL_REPOS"] == "false"
+    monkeypatch.delenv("ORCHESTRATOR_ALLOW_LOCAL_REPOS")
+    cluster = stack.child_env(settings.replace(runner="kubernetes"), "redis://127.0.0.1:1/0", "tok", "127.0.0.1:1")
+    assert "ORCHESTRATOR_ALLOW_LOCAL_REPOS" not in cluster

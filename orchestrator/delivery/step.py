@@ -44,7 +44,7 @@ from orchestrator.github.reporter import github_origin
 from orchestrator.github.routing import pull_request_key
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
-from orchestrator.store import TaskStore
+from orchestrator.store import StoreError, TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.git import GitError, scrub
 from orchestrator.workspace.layout import PathEscape, service_layout
@@ -154,7 +154,8 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
     if not layout.git_dir.is_dir() or layout.git_dir.is_symlink():
         raise branches.DeliveryError("the workspace holds no git checkout to deliver")
     layout.check(layout.git_dir, what=".git")
-    branch = branch_name(settings, service, task_id)
+    # The branch preparation checked out (recorded on the run); the template's, for a run recorded before that.
+    branch = str(run.get("branch") or "") or branch_name(settings, service, task_id)
     git = git_for(url, layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
                   secrets=tuple(settings.secret_values()))
     branches.prepare_checkout(git, branch)
@@ -203,8 +204,17 @@ def _retry_or_fail(settings: Settings, store: TaskStore, run: Mapping[str, Any],
                    *, transient: bool) -> DeliveryResult:
     message = scrub(message, settings.secret_values())[:1500]
     run_id = run["run_id"]
+    # Counted on the run too: a message sent again (the re-drive, a redelivery) does not restart the count.
+    retries = max(retries, int(run.get("delivery_failures") or 0))
     if transient and retries < settings.delivery_retries:
-        countdown = backoff(settings, retries)
+        # Never longer than the re-drive's patience, and the task is touched: a step waiting to retry is
+        # not taken for a lost one (which would send a second deliver_run).
+        countdown = min(backoff(settings, retries), settings.stuck_after_seconds / 2)
+        store.update_run(run_id, delivery_failures=retries + 1, delivery_error=message)
+        try:
+            store.update_task(run["service"], int(run["task_id"]))
+        except StoreError:
+            pass
         log.info("run %s: delivery failed (%s); retry %d of %d in %.0fs", run_id, message, retries + 1,
                  settings.delivery_retries, countdown)
         return DeliveryResult("retry", message, countdown=countdown)

@@ -212,7 +212,8 @@ def render_instructions(
         "",
         "- Read every document above before you change anything; later context versions take precedence.",
         "- This file, `.claude/settings.local.json` and the `.task/` directory are written by the orchestrator "
-        "before every run; they are not part of the repository, so do not commit or edit them.",
+        "before every run; they are not part of the repository, so do not commit or edit them (your output "
+        "directory under `.task/` is yours to write).",
         "",
     ]
     return "\n".join(out)

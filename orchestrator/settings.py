@@ -291,7 +291,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_LOCAL_AGENT_COMMAND", "local_agent_command", _parse_command, "",
              "Agent command of the local runner. Empty: Claude Code when `claude` is installed and `ANTHROPIC_API_KEY` is set, else the built-in example agent (`python -m orchestrator.agents.example`)."),
     Variable("ORCHESTRATOR_AGENT_SECRET", "agent_secret", _parse_str, "orchestrator-agent",
-             "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied)."),
+             "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied); `github-token` only with `ORCHESTRATOR_AGENT_GITHUB_TOKEN=true`."),
     Variable("ORCHESTRATOR_WORKSPACE_PVC", "workspace_pvc", _parse_str, "orchestrator-workspace",
              "PersistentVolumeClaim of the shared workspace; each Job mounts its service's directory only."),
     Variable("ORCHESTRATOR_JOB_TEMPLATE", "job_template", _parse_optional_path, "",

@@ -92,9 +92,15 @@ def open_or_update(client: Any, *, owner: str, repo: str, branch: str, base: str
     """Update the branch's open pull request, or open it; mark it ready when it no longer should be a draft."""
     existing = find_open(client, owner, repo, branch)
     if existing is None:
-        created = client.request("POST", f"/repos/{owner}/{repo}/pulls",
-                                 {"title": title, "head": branch, "base": base, "body": body, "draft": draft})
-        return PullRequest(int(created["number"]), str(created["html_url"]), bool(created.get("draft")), True)
+        try:
+            created = client.request("POST", f"/repos/{owner}/{repo}/pulls",
+                                     {"title": title, "head": branch, "base": base, "body": body, "draft": draft})
+            return PullRequest(int(created["number"]), str(created["html_url"]), bool(created.get("draft")), True)
+        except GitHubError as exc:
+            # 422: one was opened meanwhile (GitHub's search lags behind a create); update that one.
+            existing = find_open(client, owner, repo, branch) if exc.status == 422 else None
+            if existing is None:
+                raise
     number = int(existing["number"])
     updated = client.request("PATCH", f"/repos/{owner}/{repo}/pulls/{number}", {"title": title, "body": body})
     is_draft = bool((updated or existing).get("draft"))

@@ -270,3 +270,26 @@ def test_pull_request_branches_are_recognised_by_the_branch_template(template: s
     assert task_id_of_branch(ref, template, service) == expected
     settings = Settings.from_env({"ORCHESTRATOR_BRANCH_TEMPLATE": template})
     assert GitHubConfig.from_settings(settings).branch_template == template
+
+
+def test_a_pull_request_opened_meanwhile_is_updated_not_duplicated(github: FakeGitHub) -> None:
+    from orchestrator.delivery import pulls
+    from orchestrator.github.client import GitHubClient
+
+    client = GitHubClient("t", github.url)
+    first = pulls.open_or_update(client, owner="acme", repo="shop", branch="task-7", base="main", title="t",
+                                 body="b", draft=False)
+
+    class LaggingSearch:  # the list answers empty once, as GitHub's can right after a create
+        calls = 0
+
+        def request(self, method: str, path: str, payload=None):
+            if method == "GET" and "?head=" in path and not self.calls:
+                self.calls += 1
+                return []
+            return client.request(method, path, payload)
+
+    again = pulls.open_or_update(LaggingSearch(), owner="acme", repo="shop", branch="task-7", base="main",
+                                 title="t2", body="b2", draft=False)
+    assert (again.number, again.created, first.created) == (1, False, True)
+    assert len(github.pull_requests()) == 1 and github.pull_requests()[0]["title"] == "t2"

@@ -115,21 +115,24 @@ def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: i
         lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds)
     except leases.LeaseBusy as busy:
         return _retry_or_fail(settings, store, run, retries, f"workspace busy: {busy}", transient=True)
+    known: dict[str, Any] = {}  # what is known of the branch when a later part fails
     try:
-        fields = _deliver(settings, store, run, task, url=url, base=base, stage=stage, client=client)
+        fields = _deliver(settings, store, run, task, url=url, base=base, stage=stage, client=client, known=known)
         leases.check(store, lease)
     except branches.DeliveryError as exc:
-        return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient)
+        return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient, known=known)
     except GitError as exc:
-        return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient)
+        return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient, known=known)
     except GitHubError as exc:
-        return _retry_or_fail(settings, store, run, retries, f"pull request: {exc}", transient=exc.transient)
+        return _retry_or_fail(settings, store, run, retries, f"pull request: {exc}", transient=exc.transient,
+                              known=known)
     except leases.LeaseLost as exc:
-        return _retry_or_fail(settings, store, run, retries, str(exc), transient=True)
+        return _retry_or_fail(settings, store, run, retries, str(exc), transient=True, known=known)
     except (PathEscape, ValueError) as exc:
-        return _retry_or_fail(settings, store, run, retries, str(exc), transient=False)
+        return _retry_or_fail(settings, store, run, retries, str(exc), transient=False, known=known)
     except OSError as exc:
-        return _retry_or_fail(settings, store, run, retries, f"workspace I/O error: {exc}", transient=True)
+        return _retry_or_fail(settings, store, run, retries, f"workspace I/O error: {exc}", transient=True,
+                              known=known)
 
     fields["delivered_at"] = time.time()
     store.update_run(run_id, **fields)
@@ -146,7 +149,7 @@ def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: i
 
 
 def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task: Mapping[str, Any], *,
-             url: str, base: str, stage: str, client: Any) -> dict[str, Any]:
+             url: str, base: str, stage: str, client: Any, known: dict[str, Any]) -> dict[str, Any]:
     """Commit, measure, push, open or update the pull request; the run fields to record."""
     service, task_id, run_id = run["service"], int(run["task_id"]), run["run_id"]
     spec: dict[str, Any] = task.get("spec") or {}
@@ -164,6 +167,7 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
                                           identity=settings.commit_identity, task_ref=f"{service}/{task_id}")
     state = branches.branch_state(git, branch=branch, base=base, committed=committed)
     fields = branches.as_fields(state)
+    known.update(fields)
     outputs = dict(run.get("outputs") or {})
     outputs.update(branch=state.branch, commit=state.commit)
     if not state.commits:
@@ -201,7 +205,7 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
 
 
 def _retry_or_fail(settings: Settings, store: TaskStore, run: Mapping[str, Any], retries: int, message: str,
-                   *, transient: bool) -> DeliveryResult:
+                   *, transient: bool, known: Mapping[str, Any] | None = None) -> DeliveryResult:
     message = scrub(message, settings.secret_values())[:1500]
     run_id = run["run_id"]
     # Counted on the run too: a message sent again (the re-drive, a redelivery) does not restart the count.
@@ -221,8 +225,9 @@ def _retry_or_fail(settings: Settings, store: TaskStore, run: Mapping[str, Any],
     reason = f"delivery failed: {message}"
     gave_up = f" (after {retries} retries)" if retries else ""
     # Recorded as the run's end: finish_run fails the task with this reason (never retried as a platform fault).
-    store.update_run(run_id, phase="Failed", failure_reason=reason + gave_up, retryable="0", outcome=FAILED,
-                     delivered_at=time.time())
+    # The branch as delivery left it (its commits stay there), with the failure.
+    store.update_run(run_id, **dict(known or {}), phase="Failed", failure_reason=reason + gave_up, retryable="0",
+                     outcome=FAILED, delivered_at=time.time())
     log.warning("run %s: %s%s", run_id, reason, gave_up)
     _send_finish(run_id)
     return DeliveryResult("failed", reason + gave_up)

@@ -213,7 +213,9 @@ def test_a_push_refused_every_time_fails_the_run_naming_delivery_and_keeps_the_c
     # The commit delivery made stays on the branch in the workspace; nothing reached the remote.
     assert git("log", "-1", "--format=%s", "task-7", cwd=ws) == "Add login form"
     assert bare_ref(remote, "task-7") is None and github.pull_requests() == []
-    assert run_view(run)["outcome"] == "failed"
+    view = run_view(run)
+    assert view["outcome"] == "failed" and view["branch"] == "task-7" and view["commits"] == 1
+    assert view["commit"] == git("rev-parse", "task-7", cwd=ws)
 
 
 def test_a_github_failure_is_retried_then_delivered(

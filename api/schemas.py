@@ -265,7 +265,8 @@ class RunViewSchema(Schema):
     finished_at = fields.DateTime(allow_none=True)
     exit_code = fields.Integer(allow_none=True)
     failure_reason = fields.String()
-    pull_request_url = fields.String(allow_none=True, metadata={"description": "the task's pull request, once delivered"})
+    pull_request_url = fields.String(allow_none=True,
+                                     metadata={"description": "the task's pull request, once delivered"})
     branch = fields.String(allow_none=True, metadata={"description": "the task's git branch"})
     base = fields.String(allow_none=True, metadata={"description": "the branch the task's branch started from"})
     commit = fields.String(allow_none=True, metadata={"description": "head commit of the branch after delivery"})

@@ -42,7 +42,8 @@ def _diffstat(value: Any) -> dict[str, int] | None:
 
 def run_view_fields(run: Mapping[str, Any]) -> dict[str, Any]:
     """branch, base, commit, commits, diffstat, pull_request_url, pull_request_number and outcome of a run."""
-    outputs = run.get("outputs") if isinstance(run.get("outputs"), Mapping) else {}
+    raw = run.get("outputs")
+    outputs: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     return {
         "branch": run.get("branch") or None,
         "base": run.get("base") or None,

@@ -1,4 +1,4 @@
-"""Local repositories (ORCHESTRATOR_ALLOW_LOCAL_REPOS): cloned by preparation, the branch pushed back, no pull request."""
+"""Local repositories (ORCHESTRATOR_ALLOW_LOCAL_REPOS): cloned by preparation, the branch pushed back, no PR."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ import pytest
 from orchestrator import dispatch
 from orchestrator.coordination import redrive
 from orchestrator.settings import Settings
-from orchestrator.store import TaskStore, _event_pending_key
+from orchestrator.store import TaskStore
+from orchestrator.store.keys import event_pending_key
 
 
 @pytest.fixture
@@ -49,6 +50,6 @@ def test_a_dropped_or_expired_event_is_not_resent(store: TaskStore, settings: Se
     store.keep_pending_event("d-5", "issues", "{}", ttl=600, now=0.0)
     store.drop_pending_event("d-5")
     store.keep_pending_event("d-6", "issues", "{}", ttl=600, now=0.0)
-    store.redis.delete(_event_pending_key("d-6"))  # its copy expired (delivery TTL)
+    store.redis.delete(event_pending_key("d-6"))  # its copy expired (delivery TTL)
     assert redrive.redrive_events(store, settings.replace(stuck_after_seconds=1), now=100.0) == []
     assert sent == [] and store.pending_events(queued_before=10**10) == []

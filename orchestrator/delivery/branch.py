@@ -12,7 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.workspace.git import Git, GitError, PermanentGitError, clear_interrupted_state, sanitize_config
+from orchestrator.workspace.git import (
+    Git,
+    GitError,
+    PermanentGitError,
+    clear_interrupted_state,
+    credential_origin,
+    ensure_remote,
+)
 
 _SHORTSTAT = re.compile(r"(\d+) (file|insertion|deletion)")
 _NOT_FAST_FORWARD = re.compile(r"non-fast-forward|fetch first|\[rejected\]", re.IGNORECASE)
@@ -90,9 +97,15 @@ def branch_state(git: Git, *, branch: str, base: str, committed: bool = False) -
                        committed=committed)
 
 
-def prepare_checkout(git: Git, branch: str) -> None:
-    """Make the checkout safe to commit and push from: no planted settings, no half-done operation, on `branch`."""
-    sanitize_config(git)
+def prepare_checkout(git: Git, branch: str, url: str) -> None:
+    """Make the checkout safe to commit and push from: no planted settings, no half-done operation, on `branch`.
+
+    The agent had write access to `.git`: its config is rewritten from our
+    template (origin = the task's repository) and planted files go, as before a
+    preparation; the token is offered only to the origin's protocol and host.
+    """
+    ensure_remote(git, url)
+    git.token_origin = credential_origin(url, git.output("ls-remote", "--get-url", "origin"))
     clear_interrupted_state(git)
     current = current_branch(git)
     if current != branch:

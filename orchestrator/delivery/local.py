@@ -59,9 +59,9 @@ def check_repository_url(url: str, settings: Any) -> str:
 class LocalGit(Git):
     """`Git` that may fetch from and push to a repository on this machine (the file protocol)."""
 
-    def run(self, *args: str, network: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         # A later `-c` wins over the `protocol.file.allow=never` of our safety settings.
-        return super().run("-c", "protocol.file.allow=always", *args, network=network, check=check)
+        return super().run("-c", "protocol.file.allow=always", *args, **kwargs)
 
 
 def git_for(url: str | None, directory: Path, **kwargs: Any) -> Git:

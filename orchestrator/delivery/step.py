@@ -161,7 +161,7 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
     branch = str(run.get("branch") or "") or branch_name(settings, service, task_id)
     git = git_for(url, layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
                   secrets=tuple(settings.secret_values()))
-    branches.prepare_checkout(git, branch)
+    branches.prepare_checkout(git, branch, url)
     agent = str(run.get("agent") or spec.get("agent_name") or task.get("agent") or "agent")
     committed = branches.commit_leftovers(git, title=pulls.title_of(spec, task_id), agent=agent,
                                           identity=settings.commit_identity, task_ref=f"{service}/{task_id}")

@@ -20,6 +20,7 @@ from api.errors import ApiError
 from orchestrator import validation, operations
 from orchestrator.delivery.record import run_view_fields
 from orchestrator.logs import scrub_lines
+from orchestrator.dispatch import Dispatcher
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskExists, TaskStore, split_ref, task_ref
@@ -46,6 +47,10 @@ def _settings() -> Settings:
 
 def _store() -> TaskStore:
     return current_app.extensions["orchestrator"].store()
+
+
+def _dispatcher() -> Dispatcher:
+    return current_app.extensions["orchestrator"].dispatcher()
 
 
 def _schema(name: str) -> Schema:
@@ -245,6 +250,7 @@ def submit_task() -> Response:
             idempotency_key=key, idempotency_ttl=settings.idempotency_ttl_seconds,
             idempotency_value={"task": task_ref(spec["service_name"], spec["id"]),
                                "fingerprint": fingerprint} if key else None,
+            dispatcher=_dispatcher(),
         )
     except TaskExists:
         first = store.get_idempotent(key) if key else None
@@ -291,7 +297,7 @@ def add_context(service: str, task_id: int) -> Response:
     actor = _actor()
     document = {**document, "added_by": actor,
                 "added_at": datetime.now(timezone.utc).isoformat()}
-    operations.add_context(store, service, task_id, document, actor=actor)
+    operations.add_context(store, service, task_id, document, actor=actor, dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
 
@@ -301,7 +307,8 @@ def cancel_task(service: str, task_id: int) -> Response:
     service = _service(service)
     body = _load("cancel", _json_body(required=False))
     store = _store()
-    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"])
+    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"],
+                           dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id))
 
 
@@ -311,7 +318,7 @@ def retry_task(service: str, task_id: int) -> Response:
     service = _service(service)
     _json_body(required=False)  # optional; when present it must still be JSON
     store = _store()
-    operations.retry_task(store, service, task_id, actor=_actor())
+    operations.retry_task(store, service, task_id, actor=_actor(), dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
 

@@ -17,12 +17,13 @@ from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
 from orchestrator.delivery.record import CANCELLED, FAILED, NO_CHANGES
 from orchestrator.delivery.step import needs_delivery
-from orchestrator import dispatch
 from orchestrator.logs import bounded_excerpt, scrub
+from orchestrator import backoff
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.coordination")
 
@@ -73,7 +74,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         store.update_run(run_id, outputs=outputs)
     if needs_delivery(task, run):
         # The deliver step (commit, push, pull request) runs first and sends finish_run again.
-        send(dispatch.DELIVER_RUN, run_id)
+        send(Step.DELIVER_RUN, run_id)
         return "delivering"
     stage = run.get("stage") or ""
     task_outputs = _merge_outputs(task.get("outputs") or {}, outputs, run, stage)
@@ -101,7 +102,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         if run.get("outcome") != FAILED:
             store.update_run(run_id, outcome=FAILED)
         if retryable and retries < settings.max_retries:
-            delay = settings.retry_backoff_seconds * (2 ** retries)
+            delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
             target = Status.QUEUED
@@ -125,7 +126,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         store.add_waiting(service, task_id, admission_score_of(settings, task_after))
         if fields.get("not_before"):
             # Wake the admission when the backoff is over (the re-drive would too, later).
-            send(dispatch.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
+            send(Step.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
     else:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)

@@ -44,6 +44,7 @@ from orchestrator.github.reporter import github_origin
 from orchestrator.github.routing import pull_request_key
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
+from orchestrator.steps import Step
 from orchestrator.store import StoreError, TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.git import GitError, scrub
@@ -79,7 +80,7 @@ def backoff(settings: Settings, retries: int) -> float:
 
 def _send_finish(run_id: str) -> None:
     try:
-        dispatch.send(dispatch.FINISH_RUN, run_id)
+        dispatch.send(Step.FINISH_RUN, run_id)
     except dispatch.QueueUnavailable:
         # The run's end is recorded (phase and outcome): the reconcile loop re-sends its finish.
         log.warning("could not queue finish_run for %s after delivery; the reconcile loop will", run_id)

@@ -27,12 +27,27 @@ def github() -> Iterator[FakeGitHub]:
     fake.stop()
 
 
+class Recorder:
+    """A dispatcher that records every step instead of queueing it (the write it goes with is applied first)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def send(self, step: str, *args: Any, write: Any = None, countdown: float | None = None,
+             argsrepr: str | None = None) -> Any:
+        written = write.apply(None) if write is not None else None
+        if write is None or written:
+            self.calls.append((step, args))
+        return written
+
+
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
+def sent() -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
     """Every step sent, instead of queueing it."""
-    captured: list[tuple[str, tuple[Any, ...]]] = []
-    monkeypatch.setattr(dispatch, "send", lambda step, *args, countdown=None, **_: captured.append((step, args)))
-    return captured
+    recorder = Recorder()
+    previous = dispatch.install(recorder)
+    yield recorder.calls
+    dispatch.install(previous)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from orchestrator import dispatch
 from orchestrator.coordination import outcome
 from orchestrator.delivery.step import deliver_run
 from orchestrator.settings import Settings
+from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from tests.delivery.conftest import agent_ended, prepare_and_run, task_spec
 from tests.support.fake_github import FakeGitHub
@@ -43,10 +44,10 @@ def finish_through_delivery(store: TaskStore, settings: Settings, run_id: str,
                             sent: list) -> str:
     """finish -> deliver_run -> finish, as the queues would run them."""
     assert outcome.finish(store, settings, run_id) == "delivering"
-    assert sent[-1] == (dispatch.DELIVER_RUN, (run_id,))
+    assert sent[-1] == (Step.DELIVER_RUN, (run_id,))
     result = deliver_run(settings, store, run_id)
     assert result.action == "delivered", result.message
-    assert sent[-1] == (dispatch.FINISH_RUN, (run_id,))
+    assert sent[-1] == (Step.FINISH_RUN, (run_id,))
     return outcome.finish(store, settings, run_id)
 
 
@@ -120,7 +121,7 @@ def test_a_redelivered_deliver_step_opens_no_second_pull_request_and_pushes_noth
     # And once more after the outcome was recorded: only finish_run is sent again.
     requests = len(github.requests)
     assert deliver_run(dl_settings, store, run_id).message.startswith("already delivered")
-    assert len(github.requests) == requests and sent[-1] == (dispatch.FINISH_RUN, (run_id,))
+    assert len(github.requests) == requests and sent[-1] == (Step.FINISH_RUN, (run_id,))
     assert outcome.finish(store, dl_settings, run_id) == "Succeeded"
 
 
@@ -252,10 +253,11 @@ def test_a_failed_and_a_cancelled_run_get_their_outcomes(
 
 def test_the_deliver_step_is_routed_to_the_workspace_queue() -> None:
     import workers.steps  # noqa: F401 - registers the steps
-    from workers.app import ROUTES, app
+    from orchestrator.steps import routes
+    from workers.app import app
 
-    assert ROUTES[dispatch.DELIVER_RUN] == "workspace"
-    assert dispatch.DELIVER_RUN in app.tasks
+    assert routes()[Step.DELIVER_RUN.value] == "workspace" and Step.DELIVER_RUN.queue == "workspace"
+    assert Step.DELIVER_RUN in app.tasks
 
 
 @pytest.mark.parametrize(("template", "service", "ref", "expected"), [

@@ -22,6 +22,7 @@ from orchestrator.delivery.step import deliver_run
 from orchestrator.runners.local import LocalRunner
 from orchestrator.runs import build_request
 from orchestrator.settings import Settings
+from orchestrator.steps import Step
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from orchestrator.workspace.step import prepare_for_run
@@ -55,7 +56,7 @@ def launch_agent(store: TaskStore, settings: Settings, run_id: str) -> None:
         (workspace / "login.py").write_text("def login(): ...\n")  # a change, left uncommitted
     store.update_run(run_id, phase="Succeeded" if agent.returncode == 0 else "Failed", exit_code=agent.returncode,
                      finished_at=time.time(), retryable="0", outputs={"log_tail": agent.stdout[-2000:]})
-    dispatch.send(dispatch.FINISH_RUN, run_id)
+    dispatch.send(Step.FINISH_RUN, run_id)
 
 
 def test_three_stages_read_each_others_handoff_and_deliver_one_pull_request(
@@ -63,10 +64,10 @@ def test_three_stages_read_each_others_handoff_and_deliver_one_pull_request(
         github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = settings.replace(github_token="ghp_TESTtoken0123456789abcdefSECRET", workspace_root=tmp_path / "ws",
                            git_timeout_seconds=30, github_api_url=github.url, pipelines=parse_pipelines(PIPELINES))
-    drive = Driver(store, cfg, monkeypatch)
-    drive.steps[dispatch.PREPARE_WORKSPACE] = lambda run_id: prepare_for_run(cfg, store, run_id)
-    drive.steps[dispatch.LAUNCH_RUN] = lambda run_id: launch_agent(store, cfg, run_id)
-    drive.steps[dispatch.DELIVER_RUN] = lambda run_id: deliver_run(cfg, store, run_id)
+    drive = Driver(store, cfg)
+    drive.steps[Step.PREPARE_WORKSPACE] = lambda run_id: prepare_for_run(cfg, store, run_id)
+    drive.steps[Step.LAUNCH_RUN] = lambda run_id: launch_agent(store, cfg, run_id)
+    drive.steps[Step.DELIVER_RUN] = lambda run_id: deliver_run(cfg, store, run_id)
     operations.submit_task(store, {
         "id": 5, "title": "Add login", "service_name": "shop", "agent_name": "claude", "priority": "high",
         "dependencies": [], "pipeline": "three", "description": "Users log in.",

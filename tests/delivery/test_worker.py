@@ -11,6 +11,7 @@ import pytest
 import workers.app
 from orchestrator import dispatch
 from orchestrator.settings import Settings
+from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from tests.delivery.conftest import TOKEN, agent_ended, prepare_and_run, task_spec
 from tests.support.fake_github import FakeGitHub
@@ -46,7 +47,7 @@ def test_a_worker_delivers_after_a_refused_push_and_finishes_the_task(
         ws = cfg.workspace_root / "shop"
         (ws / "login.py").write_text("def login(): ...\n")
         agent_ended(store, run_id)
-        dispatch.send(dispatch.FINISH_RUN, run_id)
+        dispatch.send(Step.FINISH_RUN, run_id)
 
         wait_for(lambda: store.require_task("shop", 7)["status"] in ("Succeeded", "Failed"), timeout=60)
         task = store.require_task("shop", 7)

@@ -118,7 +118,7 @@ def deliver_run(self: Task, run_id: str) -> dict[str, Any]:
     try:
         result = deliver(get_settings(), get_store(), run_id, retries=self.request.retries or 0)
     except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
-        raise self.retry(exc=exc, countdown=10, max_retries=30)
+        raise self.retry(exc=exc, countdown=10, max_retries=30) from None
     if result.action == "retry":
         raise self.retry(countdown=result.countdown, max_retries=None)
     return {"action": result.action, "message": result.message}

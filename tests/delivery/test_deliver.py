@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from api.tasks import run_view
-from orchestrator import dispatch
 from orchestrator.coordination import outcome
 from orchestrator.delivery.step import deliver_run
 from orchestrator.settings import Settings

@@ -22,8 +22,8 @@ from orchestrator.delivery.step import deliver_run
 from orchestrator.runners.local import LocalRunner
 from orchestrator.runs import build_request
 from orchestrator.settings import Settings
-from orchestrator.steps import Step
 from orchestrator.states import Status
+from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from orchestrator.workspace.step import prepare_for_run
 from tests.delivery.conftest import REPO_URL

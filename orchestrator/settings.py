@@ -299,6 +299,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Command of the agent container, split like a shell would (Kubernetes runner). The task's model reaches it as `ANTHROPIC_MODEL`."),
     Variable("ORCHESTRATOR_LOCAL_AGENT_COMMAND", "local_agent_command", _parse_command, "",
              "Agent command of the local runner. Empty: Claude Code when `claude` is installed and `ANTHROPIC_API_KEY` is set, else the built-in example agent (`python -m orchestrator.agents.example`)."),
+    Variable("ORCHESTRATOR_LOCAL_AGENT_USER", "local_agent_user", _parse_str, "",
+             "User the local runner runs agents as (the worker must run as root); the agent gets its checkout and its contract environment only. Empty: agents run as the worker's own user, which is no security boundary. `orchestrator up` run as root uses `orchestrator-agent` (created when missing) unless this is set."),
     Variable("ORCHESTRATOR_AGENT_SECRET", "agent_secret", _parse_str, "orchestrator-agent",
              "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied); `github-token` only with `ORCHESTRATOR_AGENT_GITHUB_TOKEN=true`."),
     Variable("ORCHESTRATOR_WORKSPACE_PVC", "workspace_pvc", _parse_str, "orchestrator-workspace",
@@ -348,7 +350,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_DELIVERY_BACKOFF_SECONDS", "delivery_backoff_seconds", _parse_float, "10",
              "Delay before the first delivery retry; doubled for each further one (with jitter)."),
     Variable("ORCHESTRATOR_AGENT_GITHUB_TOKEN", "agent_github_token", _parse_bool, "false",
-             "Give agents `GITHUB_TOKEN` (the Secret's `github-token` in Jobs, the worker's token locally). Off: only delivery pushes and opens pull requests."),
+             "Give agent Jobs `GITHUB_TOKEN` (the Secret's `github-token`, by `secretKeyRef`). Off: only delivery pushes and opens pull requests. Local agents never get it."),
     Variable("KUBECONFIG", "kubeconfig", _parse_optional_path, "",
              "Kubeconfig file for the Kubernetes runner; empty: in-cluster configuration."),
     Variable("GITHUB_TOKEN", "github_token", _parse_str, "",
@@ -424,6 +426,7 @@ class Settings:
     agent_images: Mapping[str, str]
     agent_command: tuple[str, ...]
     local_agent_command: tuple[str, ...]
+    local_agent_user: str
     agent_secret: str
     workspace_pvc: str
     job_template: Path | None

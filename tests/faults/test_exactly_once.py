@@ -1,0 +1,87 @@
+"""Every side effect exactly once, proven by counting what the outside world received (issue #22).
+
+The stack runs as separate processes (redis-server, gunicorn, Celery workers,
+the watcher) with the Kubernetes runner against the API emulator, which counts
+every Job POST it receives. The only worker is killed with SIGKILL while runs
+are under way; the watcher's reconcile loop re-drives what it finds stuck; a
+new worker starts. However the messages were lost, re-sent or redelivered,
+each run's Job is asked for once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.faults.test_kube_faults import JobController, jobs_created, write_kubeconfig
+from tests.support.faults import FAST_RECOVERY, FaultStack, succeeded_count, task_body, wait_until
+from tests.support.kube_emulator import KubeEmulator
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[KubeEmulator]:
+    emu = KubeEmulator()
+    emu.start()
+    controller = JobController(emu)
+    controller.thread.start()
+    yield emu
+    controller.stop.set()
+    controller.thread.join(timeout=5)
+    emu.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, emulator: KubeEmulator) -> Iterator[FaultStack]:
+    tmp = tmp_path_factory.mktemp("exactly-once")
+    env = {
+        "ORCHESTRATOR_RUNNER": "kubernetes",
+        "ORCHESTRATOR_NAMESPACE": "default",
+        "KUBECONFIG": str(write_kubeconfig(tmp / "kubeconfig", emulator.url)),
+        "ORCHESTRATOR_KUBE_REQUEST_TIMEOUT": "2",
+        "ORCHESTRATOR_KUBE_RETRIES": "3",
+    }
+    running = FaultStack(tmp, env=env)
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+
+
+def job_posts(emu: KubeEmulator, names: set[str] | None = None) -> int:
+    """Job create requests the API server received (every POST, answered 201 or 409)."""
+    return emu.count(lambda r: r.method == "POST" and r.path.endswith("/jobs"))
+
+
+def launches_received(log: str) -> int:
+    return len(re.findall(r"Task orchestrator\.launch_run\[[^\]]+\] received", log))
+
+
+def test_only_worker_killed_mid_burst_then_replaced_asks_for_each_job_once(stack: FaultStack,
+                                                                           emulator: KubeEmulator) -> None:
+    services = [f"burst-{i}" for i in range(12)]
+    posts_before = job_posts(emulator)
+    jobs_before = jobs_created(emulator)
+    for service in services:
+        status, body = stack.request("POST", "/api/v1/pm/tasks", task_body(1, service))
+        assert status == 202, body
+    wait_until(lambda: jobs_created(emulator) - jobs_before >= 3, 60, "three Jobs to exist")
+    stack.processes["worker0"].kill()
+    # No worker consumes: every queued step waits in its queue while the watcher's reconcile
+    # loop finds tasks unchanged past the stuck threshold and re-drives them.
+    # Two re-drive periods: before the fix each pass queued the stuck steps once more.
+    time.sleep(2 * float(FAST_RECOVERY["ORCHESTRATOR_STUCK_AFTER_SECONDS"]) + 2)
+    log_offset = len(stack.processes["worker0"].log())
+    stack.start_worker("worker0")
+    for service in services:
+        task = stack.wait_end(service, 1)
+        assert task["status"] == "Succeeded", task
+        assert succeeded_count(task) == 1 and len(task["runs"]) == 1, task
+        assert jobs_created(emulator, task["runs"][0]["run_id"]) == 1
+    new_log = stack.processes["worker0"].log()[log_offset:]
+    posts = job_posts(emulator) - posts_before
+    assert posts == len(services), (f"{posts} Job POSTs for {len(services)} Jobs; "
+                                    f"the new worker received launch_run {launches_received(new_log)} times")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator import agent_env, dispatch, validation
+from orchestrator import agent_env, dispatch, effects, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
 from orchestrator.runners.errors import RunnerError
@@ -121,12 +121,23 @@ def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
     except ValueError as exc:
         _fail_launch(store, run_id, f"invalid task: {exc}", send)
         return None
+    # One create per run, however often this step is delivered: the intent and completion are
+    # recorded around it, and an interrupted attempt is resolved by looking for its Job (or process).
+    find = getattr(runner, "find", None)
     try:
-        name = runner.launch(request)
+        done = effects.once(store, effects.LOCAL_AGENT if settings.runner == "local" else effects.JOB, run_id,
+                            act=lambda: runner.launch(request),
+                            find=(lambda: find(request)) if find is not None else None,
+                            lease_seconds=max(settings.stuck_after_seconds, 5.0))
     except RunnerError as exc:
         log.warning("launch_run: run %s failed to launch: %s", run_id, exc)
         _fail_launch(store, run_id, f"launch failed: {exc}", send)
         return None
+    if done.result is None:
+        return None  # another delivery of this step is launching it right now
+    name = done.result
+    if done.how == "recorded" and run.get("job_name"):
+        return name  # launched and recorded before: nothing to do
     store.update_run(run_id, job_name=name, runner=settings.runner, launched_at=time.time(),
                      phase=run.get("phase") if run.get("phase") == RUNNING else "Launched")
     return name

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from orchestrator import runs
+from orchestrator import effects, runs
 from orchestrator.kube.client import KubeClient
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
 from orchestrator.runners.kubernetes import KubernetesRunner
@@ -26,7 +28,8 @@ def test_launch_creates_the_job_once_and_a_redelivery_adopts_it(store: TaskStore
     assert runs.launch(store, kube_settings, kube_runner, run_id, send=sent) == "billing-1-v1-a1"
     assert runs.launch(store, kube_settings, kube_runner, run_id, send=sent) == "billing-1-v1-a1"
     (job,) = emulator.items("jobs")
-    assert emulator.count(lambda r: r.method == "POST") == 2
+    # The redelivery found the create recorded complete: the API server was asked once.
+    assert emulator.count(lambda r: r.method == "POST") == 1
     assert job["spec"]["activeDeadlineSeconds"] == 900
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["workingDir"] == "/workspace/app"
@@ -34,6 +37,39 @@ def test_launch_creates_the_job_once_and_a_redelivery_adopts_it(store: TaskStore
     run = store.get_run(run_id)
     assert run["job_name"] == "billing-1-v1-a1" and run["runner"] == "kubernetes"
     assert sent.calls == []
+
+
+def test_a_launch_interrupted_after_the_create_is_resolved_by_finding_the_job(
+        store: TaskStore, kube_settings: Settings, kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    run_id = launching_task(store)
+    # A worker recorded its intent, created the Job, and died before recording the completion.
+    store.begin_effect(effects.JOB, run_id, "dead-worker", lease_seconds=0.01)
+    kube_runner.launch(runs.build_request(kube_settings, store.get_task("billing", 1), store.get_run(run_id)))
+    time.sleep(0.02)  # its intent lapses
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=Sent()) == "billing-1-v1-a1"
+    assert emulator.count(lambda r: r.method == "POST") == 1  # found by a GET, not created again
+    record = store.effect(effects.JOB, run_id)
+    assert record["state"] == "done" and record["how"] == "found" and record["attempts"] == "2"
+    assert store.get_run(run_id)["job_name"] == "billing-1-v1-a1"
+
+
+def test_a_launch_interrupted_before_the_create_creates_it(store: TaskStore, kube_settings: Settings,
+                                                           kube_runner: KubernetesRunner,
+                                                           emulator: KubeEmulator) -> None:
+    run_id = launching_task(store)
+    store.begin_effect(effects.JOB, run_id, "dead-worker", lease_seconds=0.01)
+    time.sleep(0.02)
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=Sent()) == "billing-1-v1-a1"
+    assert emulator.count(lambda r: r.method == "POST") == 1
+    assert store.effect(effects.JOB, run_id)["how"] == "acted"
+
+
+def test_a_launch_while_another_delivery_is_launching_does_nothing(
+        store: TaskStore, kube_settings: Settings, kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    run_id = launching_task(store)
+    store.begin_effect(effects.JOB, run_id, "live-worker", lease_seconds=60)
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=Sent()) is None
+    assert emulator.count(lambda r: r.method in {"POST", "GET"} and "/jobs" in r.path) == 0
 
 
 def test_a_stale_launch_message_does_nothing(store: TaskStore, kube_settings: Settings,

@@ -25,10 +25,12 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
     """The reconcile loop's share of coordination: renew or reclaim slots, re-send lost steps.
 
     Every step is idempotent, so re-sending the step the store says is next
-    is always safe. Returns what it did.
+    is always safe; it is re-sent only when its message no longer waits in its
+    queue, so a re-drive never doubles a delivery still on its way. Returns
+    what it did.
     """
     now = time.time() if now is None else now
-    done: dict[str, list[str]] = {"renewed": [], "released": [], "resent": [], "reevaluated": []}
+    done: dict[str, list[str]] = {"renewed": [], "released": [], "resent": [], "reevaluated": [], "queued": []}
 
     # Reads in pipelined batches: with thousands of active runs, one round trip
     # per run and per reconcile would make the reconcile as long as its period.
@@ -71,6 +73,7 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
             candidates.append((service, task_id, task.get("current_run") or ""))
         stale_runs = store.get_runs(run_id for _, _, run_id in candidates if run_id)
         runs_by_id = {r["run_id"]: r for r in stale_runs if r and r.get("run_id")}
+        chosen: list[tuple[str, int, str, Step]] = []
         for service, task_id, run_id in candidates:
             run = runs_by_id.get(run_id) if run_id else None
             if run and run.get("phase") in ENDED_PHASES:
@@ -82,6 +85,15 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
             else:
                 continue  # a Running run is the watcher's to observe
             if not run_id:
+                continue
+            chosen.append((service, task_id, run_id, step))
+        # Stuck is not lost: with no worker consuming, the step's message still waits in its
+        # queue, and a second one would be executed too when a worker comes. Re-send only
+        # what the queue no longer holds (taken by a worker that died, or never queued).
+        queued = store.queued_any((step.queue, step.value, run_id) for _, _, run_id, step in chosen)
+        for service, task_id, run_id, step in chosen:
+            if (step.value, run_id) in queued:
+                done["queued"].append(f"{step}:{run_id}")
                 continue
             send(step, run_id)
             # Touch the record so the same step is not re-sent on every pass.

@@ -40,6 +40,16 @@ class KubernetesRunner:
             raise PermanentKubeError(f"a Job named {name} exists and does not belong to run {request.run_id}", 409)
         return name
 
+    def find(self, request: RunRequest) -> str | None:
+        """The run's Job when it exists already (an interrupted launch may have created it), else None."""
+        job = self.client.get_job(jobs.name_for(request.run_id))
+        if job is None:
+            return None
+        if jobs.run_id_of(job) != request.run_id:
+            raise PermanentKubeError(f"a Job named {job['metadata']['name']} exists and does not belong to run "
+                                     f"{request.run_id}", 409)
+        return str(job["metadata"]["name"])
+
     def observe(self, run_id: str) -> RunObservation | None:
         """The run's state from its Job and pods (two requests)."""
         name = jobs.name_for(run_id)

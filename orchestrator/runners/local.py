@@ -133,6 +133,13 @@ class LocalRunner:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return request.run_id
 
+    def find(self, request: RunRequest) -> str | None:
+        """The run id when its supervisor started already (status written or still running), else None."""
+        run_dir = self.run_dir(request.run_id)
+        if (run_dir / "status.json").exists() or _supervisor_running(run_dir):
+            return request.run_id
+        return None
+
     def _status(self, run_id: str) -> dict[str, Any] | None:
         try:
             return json.loads((self.run_dir(run_id) / "status.json").read_text())

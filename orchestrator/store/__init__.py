@@ -12,6 +12,7 @@ from orchestrator.store.base import connect
 from orchestrator.store.broker import Broker
 from orchestrator.store.capacity import Capacity
 from orchestrator.store.deliveries import Deliveries
+from orchestrator.store.effects import EffectClaim, Effects
 from orchestrator.store.errors import (
     IllegalTransition,
     LeaseNotHeld,
@@ -27,12 +28,13 @@ from orchestrator.store.runs import Runs
 from orchestrator.store.tasks import Tasks
 
 
-class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Broker):
+class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Effects, Broker):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 
 __all__ = [
     "PREFIX",
+    "EffectClaim",
     "IllegalTransition",
     "LeaseNotHeld",
     "StoreError",

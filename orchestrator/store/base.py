@@ -72,6 +72,10 @@ _SCRIPTS = {
     "_waiting_remove": "waiting_remove",
     "_current_runs": "current_runs",
     "_follow_acquire": "follow_acquire",
+    "_effect_begin": "effect_begin",
+    "_effect_renew": "effect_renew",
+    "_effect_complete": "effect_complete",
+    "_queued_steps": "queued_steps",
 }
 
 _sources: dict[str, str] = {}

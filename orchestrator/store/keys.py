@@ -130,3 +130,10 @@ WAITING = f"{PREFIX}:waiting"
 
 def slots_service(service: str) -> str:
     return f"{SLOTS_SERVICE_PREFIX}{service}"
+
+
+# Side effects ----------------------------------------------------------------------
+
+def effect_key(kind: str, subject: str) -> str:
+    """The intent/completion record of one side effect (a Job created, a branch pushed...) of one subject."""
+    return f"{PREFIX}:effect:{kind}:{subject}"

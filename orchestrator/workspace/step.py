@@ -14,8 +14,9 @@ Launching (compare-and-set); queue `launch_run`.
   of secrets), the run is recorded as failed, the lease is released and
   admission is asked to look at the service again (dependents, waiting tasks).
 - Repeated delivery after a crash: a task already in Launching for this run
-  has `launch_run` sent again (launching is idempotent); anything else that is
-  not this run in Preparing is a stale message and is dropped.
+  is left alone (its `launch_run` was queued with the move; the reconcile
+  loop re-sends one that was lost); anything else that is not this run in
+  Preparing is a stale message and is dropped.
 """
 
 from __future__ import annotations
@@ -136,8 +137,10 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         _release_unless_launched(store, run)
         return StepResult("skipped", "the run was superseded")
     if status == Status.LAUNCHING:
-        dispatch.send(Step.LAUNCH_RUN, run_id)  # a crash came between the transition and the send
-        return StepResult("launched", "already prepared")
+        # A second delivery of this step (redelivered, or re-driven while the first waited in its
+        # queue): launch_run was queued with the move to Launching, so sending it again here would
+        # launch twice. A launch_run lost on its way is the reconcile loop's to re-send.
+        return StepResult("skipped", "already prepared; launch_run was queued then")
     if status != Status.PREPARING:
         if status not in ACTIVE:
             _release_unless_launched(store, run)

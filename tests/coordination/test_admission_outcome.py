@@ -16,7 +16,7 @@ from orchestrator import operations
 from orchestrator.coordination import admission, outcome, redrive
 from orchestrator.coordination.stages import parse_pipelines
 from orchestrator.settings import Settings
-from orchestrator.store import TaskStore
+from orchestrator.store import TaskStore, broker
 from orchestrator.steps import Step
 from tests.support.coordination_harness import (
     Driver,
@@ -332,6 +332,28 @@ def test_every_step_redelivered_changes_nothing(store: TaskStore, drive: Driver)
             store.update_task(SERVICE, 1, not_before=0)
     assert handled > 10
     assert status(store, 1) == "Succeeded" and status(store, 2) == "Succeeded"
+
+
+def test_redrive_does_not_resend_a_step_whose_message_still_waits_in_its_queue(store: TaskStore,
+                                                                                drive: Driver) -> None:
+    drive.settings = drive.settings.replace(stuck_after_seconds=1)
+    set_behaviour(store, SERVICE, 1, hold=True)
+    submit(store, 1)
+    drive.sent.clear()
+    redrive.redrive_stuck(store, drive.settings, now=time.time() + 5)
+    assert status(store, 1) == "Preparing"
+    drive.sent.clear()
+    # No worker consumes: the prepare message still waits in the workspace queue.
+    queue = Step.PREPARE_WORKSPACE.queue
+    store.enqueue(queue, broker.message(queue, {"task": Step.PREPARE_WORKSPACE.value, "id": "m-1",
+                                                "argsrepr": "['web-1-v1-a1']"}, {}, ["web-1-v1-a1"], "{}",
+                                        reply_to="r"))
+    done = redrive.redrive_stuck(store, drive.settings, now=time.time() + 5)
+    assert done["resent"] == [] and done["queued"] == ["orchestrator.prepare_workspace:web-1-v1-a1"]
+    assert drive.sent == []
+    store.redis.delete(queue)  # taken by a worker that died: re-sent from the store's record
+    done = redrive.redrive_stuck(store, drive.settings, now=time.time() + 5)
+    assert done["resent"] == ["orchestrator.prepare_workspace:web-1-v1-a1"]
 
 
 def test_redrive_resends_lost_steps_and_reclaims_slots(store: TaskStore, drive: Driver) -> None:

@@ -106,6 +106,17 @@ class GitHubClient:
         """Comment on an issue or pull request; returns the comment (with its `id`)."""
         return self.request("POST", f"/repos/{_repo(repo)}/issues/{int(issue)}/comments", {"body": body})
 
+    def find_comment(self, repo: str, issue: int, marker: str, *, pages: int = 10) -> dict[str, Any] | None:
+        """The first comment of an issue whose body contains `marker` (at most `pages` pages of 100), or None."""
+        for page in range(1, pages + 1):
+            found = self.request("GET", f"/repos/{_repo(repo)}/issues/{int(issue)}/comments?per_page=100&page={page}")
+            for comment in found or []:
+                if marker in str(comment.get("body") or ""):
+                    return comment
+            if not found or len(found) < 100:
+                return None
+        return None
+
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
         """Replace the text of an issue comment."""
         return self.request("PATCH", f"/repos/{_repo(repo)}/issues/comments/{int(comment_id)}", {"body": body})

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from orchestrator import dispatch
+from orchestrator import dispatch, effects
 from orchestrator.github.client import GitHubClient, GitHubError
 from orchestrator.github.routing import STATUS_MARKER, pull_request_key
 from orchestrator.logs import scrub
@@ -124,6 +124,10 @@ def _job_name(store: TaskStore, task: Mapping[str, Any]) -> str:
     return str(run.get("job_name") or "") if run else ""
 
 
+def _comment_id(comment: Mapping[str, Any] | None) -> str | None:
+    return str(comment["id"]) if comment else None
+
+
 def report_status(store: TaskStore, settings: Settings, service: str, task_id: int, *,
                   client: GitHubClient | None = None) -> str:
     """Create or edit the task's status comment; returns created, updated, unchanged or skipped.
@@ -161,9 +165,21 @@ def report_status(store: TaskStore, settings: Settings, service: str, task_id: i
                     if exc.status != 404:
                         raise
                     comment_id = ""  # someone deleted it: write a new one
+                    store.forget_effect(effects.COMMENT, f"{service}/{task_id}:{repo}#{issue}")
             if not comment_id.isdigit():
-                comment = client.create_comment(repo, issue, body)
-                store.update_task(service, task_id, github_status_comment=str(comment["id"]))
+                # GitHub has no 409 for a second comment: the create is recorded as intent and
+                # completion, and an interrupted one is resolved by finding our comment by its marker.
+                marker = f"{STATUS_MARKER} {service}/{task_id} -->"
+                subject = f"{service}/{task_id}:{repo}#{issue}"
+                done = effects.once(store, effects.COMMENT, subject,
+                                    act=lambda: str(client.create_comment(repo, issue, body)["id"]),
+                                    find=lambda: _comment_id(client.find_comment(repo, issue, marker)),
+                                    lease_seconds=LEASE_SECONDS)
+                if done.result is None:
+                    raise ReportLater(f"another report of {service}/{task_id} is creating its comment", countdown=2)
+                if done.how != "acted":
+                    client.update_comment(repo, int(done.result), body)  # created before: bring it up to date
+                store.update_task(service, task_id, github_status_comment=done.result)
                 action = "created"
         except GitHubError as exc:
             if exc.transient:

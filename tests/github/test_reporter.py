@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from orchestrator import effects
 from orchestrator.github.client import GitHubClient
 from orchestrator.github.reporter import ReportLater, notify_status, render_status, report_status
 from orchestrator.github.routing import GitHubConfig, match
@@ -65,6 +67,26 @@ def test_one_comment_created_then_edited(store: TaskStore, report_settings: Sett
     assert [r.method for r in github.requests] == ["POST", "PATCH", "PATCH"]
     # The report links the pull request, so comments and reviews on it find the task.
     assert store.task_for_pull_request(f"{REPO.lower()}#11") == (SERVICE, 4)
+
+
+def test_a_comment_created_by_a_worker_that_died_before_recording_it_is_found_not_posted_again(
+        store: TaskStore, report_settings: Settings, github: FakeGitHub) -> None:
+    github_task(store)
+    client = client_for(report_settings)
+    # The dead worker recorded its intent and posted the comment, then died: no comment id on the task.
+    subject = f"{SERVICE}/4:{REPO}#4"
+    store.begin_effect(effects.COMMENT, subject, "dead-worker", 0.01)
+    client.create_comment(REPO, 4, render_status(store.get_task(SERVICE, 4)))
+    time.sleep(0.02)
+    assert report_status(store, report_settings, SERVICE, 4, client=client) == "created"
+    assert len(github.comments) == 1 and len(github.requests_to("POST", "/comments")) == 1
+    (comment_id,) = github.comments
+    assert store.get_task(SERVICE, 4)["github_status_comment"] == str(comment_id)
+    assert store.effect(effects.COMMENT, subject)["how"] == "found"
+    # Delivered again after the record: the comment is edited, never posted again.
+    store.update_task(SERVICE, 4, github_status_digest="", github_status_comment="")
+    report_status(store, report_settings, SERVICE, 4, client=client)
+    assert len(github.requests_to("POST", "/comments")) == 1
 
 
 def test_failure_reason_is_shown_without_secrets_or_mentions(store: TaskStore, report_settings: Settings,

@@ -97,6 +97,11 @@ class FakeGitHub:
                            "repo": f"{created.group(1)}/{created.group(2)}"}
                 self.comments[self._next_id] = comment
                 return 201, {}, comment
+            listed = _CREATE.match(path.split("?", 1)[0])
+            if method == "GET" and listed:
+                repo, issue = f"{listed.group(1)}/{listed.group(2)}", int(listed.group(3))
+                return 200, {}, [c for _, c in sorted(self.comments.items())
+                                 if c["repo"] == repo and c["issue"] == issue]
             edited = _EDIT.match(path)
             if method == "PATCH" and edited:
                 comment = self.comments.get(int(edited.group(3)))

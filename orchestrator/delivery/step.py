@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import dispatch
+from orchestrator import dispatch, effects
 from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import stages_of
 from orchestrator.delivery import branch as branches
@@ -174,7 +174,14 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
     if not state.commits:
         fields.update(outcome=NO_CHANGES, outputs=outputs)
         return fields
-    branches.push(git, branch, state.commit)
+    # Recorded as intent and completion: a redelivery after the push asks nothing; one interrupted
+    # between the push and its record asks the remote whether the branch is at our commit.
+    pushed = effects.once(store, effects.PUSH, f"{run_id}:{state.commit}",
+                          act=lambda: (branches.push(git, branch, state.commit), state.commit)[1],
+                          find=lambda: state.commit if branches.remote_head(git, branch) == state.commit else None,
+                          lease_seconds=_effect_lease(settings))
+    if pushed.result is None:
+        raise branches.DeliveryError(f"another delivery of run {run_id} is pushing", transient=True)
     fields["outcome"] = CHANGES
     if is_local_url(url):
         fields["outputs"] = outputs
@@ -197,12 +204,32 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
                              agent_summary=str(agent_outputs.get("summary") or outputs.get("summary") or ""),
                              closes=issue, run_id=run_id, stages_left=left)
     github = client or GitHubClient.from_settings(settings)
-    pull = pulls.open_or_update(github, owner=owner, repo=repo, branch=branch, base=base,
-                                title=pulls.title_of(spec, task_id), body=body,
-                                draft=settings.pull_request_draft and bool(left))
-    outputs["pull_request_url"] = pull.url
-    fields.update(pull_request_url=pull.url, pull_request_number=pull.number, outputs=outputs)
+
+    def open_pull() -> str:
+        pull = pulls.open_or_update(github, owner=owner, repo=repo, branch=branch, base=base,
+                                    title=pulls.title_of(spec, task_id), body=body,
+                                    draft=settings.pull_request_draft and bool(left))
+        return f"{pull.number} {pull.url}"
+
+    def find_pull() -> str | None:
+        found = pulls.find_open(github, owner, repo, branch)
+        return f"{int(found['number'])} {found.get('html_url') or ''}" if found else None
+
+    # GitHub answers a second create with 422 at best: intent and completion around it, and an
+    # interrupted one resolved by the open pull request of this head (GET ?head=).
+    opened = effects.once(store, effects.PULL_REQUEST, run_id, act=open_pull, find=find_pull,
+                          lease_seconds=_effect_lease(settings))
+    if opened.result is None:
+        raise branches.DeliveryError(f"another delivery of run {run_id} is opening its pull request", transient=True)
+    number, _, pull_url = opened.result.partition(" ")
+    outputs["pull_request_url"] = pull_url
+    fields.update(pull_request_url=pull_url, pull_request_number=int(number), outputs=outputs)
     return fields
+
+
+def _effect_lease(settings: Settings) -> float:
+    """How long a push's or pull request's intent stays live unrenewed: a dead holder's lapses this soon."""
+    return max(settings.stuck_after_seconds, 5.0)
 
 
 def _retry_or_fail(settings: Settings, store: TaskStore, run: Mapping[str, Any], retries: int, message: str,

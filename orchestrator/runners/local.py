@@ -136,6 +136,8 @@ class LocalRunner:
     def find(self, request: RunRequest) -> str | None:
         """The run id when its supervisor started already (status written or still running), else None."""
         run_dir = self.run_dir(request.run_id)
+        if not run_dir.is_dir():
+            return None
         if (run_dir / "status.json").exists() or _supervisor_running(run_dir):
             return request.run_id
         return None

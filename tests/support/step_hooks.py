@@ -14,6 +14,14 @@ pool process reaches it; the marker file is created with O_EXCL), and it sits
   prepare_workspace  the task documents are written; CLAUDE.md and the move to Launching are not
   launch_run         the Job (or local process) exists; its name is not recorded on the run yet
   finish_run         the run's outputs were read; the task's outcome is not recorded yet
+
+Every side effect recorded through `orchestrator.effects.once` has three more
+points, named `<kind>.<point>` (kinds: job, local-agent, push, pull-request,
+comment; e.g. `ORCHESTRATOR_TEST_STEP_DELAY=push.between=120`):
+
+  <kind>.before   its intent is recorded; the effect was not caused yet
+  <kind>.between  the effect was caused; its completion is not recorded yet
+  <kind>.after    its completion is recorded; the step did not act on it yet
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ def _after(step: str, func: Callable[..., Any], when: Callable[[Any], bool] = la
 
 def install() -> None:
     """Wrap the pause points (once)."""
+    from orchestrator import effects
     from orchestrator.coordination import outcome
     from orchestrator.runners.kubernetes import KubernetesRunner
     from orchestrator.runners.local import LocalRunner
@@ -81,6 +90,17 @@ def install() -> None:
     LocalRunner.launch = _after("launch_run", LocalRunner.launch)  # type: ignore[method-assign]
     KubernetesRunner.launch = _after("launch_run", KubernetesRunner.launch)  # type: ignore[method-assign]
     outcome.read_outputs = _after("finish_run", outcome.read_outputs)
+    for point, name in (("before", "before_effect"), ("between", "after_effect"), ("after", "after_record")):
+        setattr(effects, name, _at_effect(point, getattr(effects, name)))
+
+
+def _at_effect(point: str, func: Callable[[str, str], None]) -> Callable[[str, str], None]:
+    @functools.wraps(func)
+    def wrapper(kind: str, subject: str) -> None:
+        func(kind, subject)
+        _pause(f"{kind}.{point}")
+
+    return wrapper
 
 
 if _config() is not None:

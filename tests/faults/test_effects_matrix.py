@@ -129,20 +129,22 @@ class EffectsWorld:
 
     # One cell ------------------------------------------------------------------
 
-    def kill_at(self, point: str, issue: int) -> float:
-        """Run one task with the only worker paused at `point`, kill it there, start a fresh one.
+    def kill_at(self, point: str, *issues: int) -> float:
+        """Run tasks with the only worker paused at `point` (the first to get there), kill it, start a fresh one.
 
-        Returns the recovery time: from the fresh worker's start to the task's end.
+        Returns the recovery time: from the fresh worker's start to the last task's end.
         """
         stack = self.stack
         stack.processes["worker0"].stop()
         paused = stack.start_paused_worker("paused", point, concurrency=1)
-        self.open_issue(issue)
+        for issue in issues:
+            self.open_issue(issue)
         stack.wait_hook(point, timeout=90)
         paused.kill()
         started = time.monotonic()
         stack.start_worker("worker0")
-        stack.wait_end(SERVICE, issue, timeout=120)
+        for issue in issues:
+            stack.wait_end(SERVICE, issue, timeout=120)
         return time.monotonic() - started
 
 

@@ -85,3 +85,25 @@ def test_only_worker_killed_mid_burst_then_replaced_asks_for_each_job_once(stack
     posts = job_posts(emulator) - posts_before
     assert posts == len(services), (f"{posts} Job POSTs for {len(services)} Jobs; "
                                     f"the new worker received launch_run {launches_received(new_log)} times")
+
+
+@pytest.mark.parametrize("point", ["job.before", "job.between", "job.after"])
+def test_worker_killed_around_the_job_create_asks_for_the_job_once(stack: FaultStack, emulator: KubeEmulator,
+                                                                   point: str) -> None:
+    service = f"job-{point.split('.')[1]}"
+    posts_before = job_posts(emulator)
+    stack.processes["worker0"].stop()
+    paused = stack.start_paused_worker("paused", point, concurrency=1)
+    status, body = stack.request("POST", "/api/v1/pm/tasks", task_body(1, service))
+    assert status == 202, body
+    stack.wait_hook(point)
+    paused.kill()
+    stack.start_worker("worker0")
+    task = stack.wait_end(service, 1)
+    assert task["status"] == "Succeeded", task
+    assert succeeded_count(task) == 1 and len(task["runs"]) == 1, task
+    run_id = task["runs"][0]["run_id"]
+    assert jobs_created(emulator, run_id) == 1
+    # Killed before the create: the fresh worker's POST is the only one. Between the create and its
+    # record: the killed worker's POST, and the Job found by a GET. After the record: nothing asked again.
+    assert job_posts(emulator) - posts_before == 1

@@ -110,6 +110,10 @@ class StoreBase:
     _waiting_remove: Script
     _current_runs: Script
     _follow_acquire: Script
+    _effect_begin: Script
+    _effect_renew: Script
+    _effect_complete: Script
+    _queued_steps: Script
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 200):
         self.redis = client

@@ -69,6 +69,7 @@ class EffectsWorld:
             "ORCHESTRATOR_DELIVERY_BACKOFF_SECONDS": "0.5",
         }
         self.stack = FaultStack(tmp / "stack", env=env)
+        self.comment_wait = 10.0
 
     def up(self) -> None:
         self.stack.up()
@@ -119,8 +120,9 @@ class EffectsWorld:
         task = self.stack.wait_end(SERVICE, issue, timeout=120)
         run_id = task["runs"][0]["run_id"] if task["runs"] else ""
         branch = f"task-{issue}"
-        # The last status report follows the end: give it a moment to arrive.
-        deadline = time.monotonic() + 10
+        # The status report follows the end: give it a moment to arrive (a report killed before
+        # its comment waits for the dead worker's report lock to lapse: LEASE_SECONDS, a minute).
+        deadline = time.monotonic() + self.comment_wait
         while self.comment_posts(issue) == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         return {"status": task["status"], "runs": len(task["runs"]), "succeeded": succeeded_count(task),

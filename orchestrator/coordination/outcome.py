@@ -17,17 +17,14 @@ from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
 from orchestrator import dispatch
 from orchestrator.runners import get_runner
+from orchestrator.model import ENDED_PHASES, FinishResult, Run, RunPhase
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, TaskStore
 
 log = logging.getLogger("orchestrator.coordination")
 
-ENDED_PHASES = ("Succeeded", "Failed")
-_TRUE = ("1", "true", "True", "yes")
-
-
-def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
+def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | Status:
     """Record the outcome of an ended run: Succeeded, Failed, a retry, or the next pipeline stage.
 
     Reads the observation the watcher recorded on the run (phase, exit_code,
@@ -37,38 +34,38 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
     run = store.get_run(run_id)
     if run is None:
         store.release_slot(run_id)
-        return "no-run"
-    service, task_id = run["service"], int(run["task_id"])
+        return FinishResult.NO_RUN
+    service, task_id = run.service, run.task_id
     task = store.get_task(service, task_id)
     if task is None:
         release_run(store, service, run_id)
-        return "no-task"
-    status = Status(task["status"])
-    if task.get("current_run") != run_id or status not in ACTIVE:
+        return FinishResult.NO_TASK
+    status = task.status
+    if task.current_run != run_id or status not in ACTIVE:
         # Finished already (a redelivery), cancelled, or superseded by new
         # context: only make sure the run's capacity is free.
         if release_run(store, service, run_id):
             admit_waiting(store, settings)
-        return "not-current"
-    if run.get("phase") not in ENDED_PHASES:
-        return "not-ended"  # the watcher records the end before it sends finish
+        return FinishResult.NOT_CURRENT
+    if run.phase not in ENDED_PHASES:
+        return FinishResult.NOT_ENDED  # the watcher records the end before it sends finish
 
-    outputs = dict(run.get("outputs") or {})
+    outputs = dict(run.outputs)
     outputs.update(read_outputs(settings.workspace_root / service, service, task_id, run_id))
     for key in ("branch", "commit"):  # what prepare_workspace recorded, unless the agent said otherwise
-        if run.get(key) and not outputs.get(key):
-            outputs[key] = run[key]
+        if getattr(run, key) and not outputs.get(key):
+            outputs[key] = getattr(run, key)
     if not outputs.get("log_tail"):
         tail = _log_tail(settings, run_id)
         if tail:
             outputs["log_tail"] = tail
-    if outputs != (run.get("outputs") or {}):
+    if outputs != run.outputs:
         store.update_run(run_id, outputs=outputs)
-    stage = run.get("stage") or ""
-    task_outputs = _merge_outputs(task.get("outputs") or {}, outputs, run, stage)
+    stage = run.stage
+    task_outputs = _merge_outputs(task.outputs, outputs, run, stage)
     now = time.time()
 
-    if run["phase"] == "Succeeded":
+    if run.phase == RunPhase.SUCCEEDED:
         following = next_stage(stages_of(settings, task), stage) if stage else None
         if following is not None:
             fields = next_run_fields(store, settings, task, following.name)
@@ -79,10 +76,10 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
             target = Status.SUCCEEDED
             reason = f"pipeline completed (run {run_id})" if stage else f"run {run_id} succeeded"
     else:
-        retryable = str(run.get("retryable", "")) in _TRUE
-        retries = int(task.get("retries") or 0)
-        why = run.get("failure_reason") or (
-            f"agent exited with code {run['exit_code']}" if run.get("exit_code") not in (None, "") else "failed"
+        retryable = run.retryable
+        retries = task.retries
+        why = run.failure_reason or (
+            f"agent exited with code {run.exit_code}" if run.exit_code is not None else "failed"
         )
         if retryable and retries < settings.max_retries:
             delay = settings.retry_backoff_seconds * (2 ** retries)
@@ -102,7 +99,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         # Cancelled or given new context meanwhile; that path owns the task now.
         if release_run(store, service, run_id):
             admit_waiting(store, settings)
-        return "raced"
+        return FinishResult.RACED
     release_run(store, service, run_id)
     if target == Status.QUEUED:
         task_after = store.require_task(service, task_id)
@@ -114,7 +111,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)
     admit_waiting(store, settings)
-    return target.value
+    return target
 
 
 LOG_TAIL_LINES = 20
@@ -137,15 +134,15 @@ def _log_tail(settings: Settings, run_id: str) -> str:
     return text
 
 
-def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Mapping[str, Any],
+def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Run,
                    stage: str) -> dict[str, Any]:
     """The task's outputs after this run: the newest known values, and each stage's own."""
     merged = dict(previous)
     for key in ("pull_request_url", "branch", "summary", "commit", "handoff_file", "log_tail"):
         if outputs.get(key):
             merged[key] = outputs[key]
-    merged["run_id"] = run["run_id"]
-    merged["exit_code"] = run.get("exit_code") if run.get("exit_code") != "" else None
+    merged["run_id"] = run.run_id
+    merged["exit_code"] = run.exit_code
     if stage:
         stages = dict(merged.get("stages") or {})
         stages[stage] = {k: v for k, v in outputs.items() if k != "log_tail"}

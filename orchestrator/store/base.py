@@ -13,6 +13,7 @@ from orchestrator.store.errors import StoreUnavailable
 from orchestrator.store.keys import GAUGES_KEY
 from orchestrator.store.records import encode_fields, flatten
 
+
 class _OneWrite:
     """Sends each packed command in one write.
 

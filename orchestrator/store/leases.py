@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-
-import redis
-
 from orchestrator.store.base import StoreBase
-from orchestrator.store.keys import lease_key, fence_key
+from orchestrator.store.keys import fence_key, lease_key
 
 
 class Leases(StoreBase):

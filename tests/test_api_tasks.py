@@ -65,8 +65,8 @@ def test_submit_stores_queues_and_answers_202(client: FlaskClient, store: TaskSt
     assert body["service_name"] == "billing" and body["id"] == 7 and body["agent_name"] == "claude"
     assert body["runs"] == [] and [h["to"] for h in body["history"]] == ["Pending"]
     stored = store.get_task("billing", 7)
-    assert stored is not None and stored["spec"]["title"] == "Add invoice export"
-    assert stored["submitted_by"].startswith("api:") and "test-token" not in json.dumps(stored)
+    assert stored is not None and stored.spec["title"] == "Add invoice export"
+    assert stored.submitted_by.startswith("api:") and "test-token" not in repr(stored)
     assert store.queue_depths(["coordination"])["coordination"] == 1  # the admit step
 
 
@@ -134,7 +134,7 @@ def test_get_task_shows_runs_and_history(client: FlaskClient, store: TaskStore) 
     submit(client)
     store.transition("billing", 7, Status.QUEUED, reason="admitted", actor="coordination")
     run = store.create_run("billing", 7, version=1, attempt=1, job_name="billing-7-v1-a1")
-    store.update_run(run["run_id"], phase="Succeeded", started_at=1700000000.0, finished_at=1700000060.0,
+    store.update_run(run.run_id, phase="Succeeded", started_at=1700000000.0, finished_at=1700000060.0,
                      exit_code=0, outputs={"pull_request_url": "https://github.com/acme/billing/pull/9"})
     response = client.get("/api/v1/pm/tasks/billing/7", headers=AUTH)
     assert response.status_code == 200
@@ -233,13 +233,13 @@ def test_logs_of_the_latest_run(client: FlaskClient, app: Flask, store: TaskStor
     response = client.get("/api/v1/pm/tasks/billing/7/logs", headers=AUTH)
     assert response.status_code == 200 and response.mimetype == "text/plain"
     assert response.get_data(as_text=True) == "one\ntwo\ntoken *** leaked\n"
-    assert response.headers["X-Run-Id"] == latest["run_id"]
+    assert response.headers["X-Run-Id"] == latest.run_id
     assert client.get("/api/v1/pm/tasks/billing/7/logs?tail=1", headers=AUTH).get_data(as_text=True) == \
         "token *** leaked\n"
     streamed = client.get("/api/v1/pm/tasks/billing/7/logs?follow=true&tail=2", headers=AUTH)
     assert streamed.is_streamed and streamed.get_data(as_text=True) == "two\ntoken *** leaked\n"
-    assert runner.calls == [(latest["run_id"], False, None), (latest["run_id"], False, 1),
-                            (latest["run_id"], True, 2)]
+    assert runner.calls == [(latest.run_id, False, None), (latest.run_id, False, 1),
+                            (latest.run_id, True, 2)]
     assert client.get("/api/v1/pm/tasks/billing/7/logs?tail=0", headers=AUTH).status_code == 400
     assert client.get("/api/v1/pm/tasks/billing/7/logs?follow=maybe", headers=AUTH).status_code == 400
 

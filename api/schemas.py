@@ -13,10 +13,10 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from orchestrator import validation
+from orchestrator.model import PRIORITIES
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 
-PRIORITIES = ("high", "medium", "low")
 # The statuses Task Master writes; kept as `submitted_status`, never acted upon.
 TASKMASTER_STATUSES = ("pending", "in-progress", "done", "review", "deferred", "cancelled", "blocked")
 FILE_TYPES = ("task", "design-spec", "prompt", "context", "acceptance-criteria")

@@ -17,7 +17,7 @@ __all__ = [
     "ACTIVE", "TERMINAL", "WAITING", "Status",
     "Priority", "PRIORITIES", "RunPhase", "ENDED_PHASES", "Outcome",
     "FinishResult", "StartResult", "PrepareAction", "ReportResult",
-    "Task", "Run", "RESERVED_ENV",
+    "Task", "Run", "RESERVED_ENV", "RESERVED_ENV_PREFIX", "is_reserved_env",
 ]
 
 
@@ -115,9 +115,15 @@ class ReportResult(enum.StrEnum):
     REFUSED = "refused"
 
 
-# Environment names a task's `env` may not set: credentials come from Secrets, and
-# the agent contract (ORCHESTRATOR_*) is ours.
+# Environment names a task's `env` may not set: the runners set them (credentials
+# from Secrets, the task's model, HOME), and the agent contract (ORCHESTRATOR_*) is ours.
 RESERVED_ENV: frozenset[str] = frozenset({"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ANTHROPIC_MODEL", "HOME"})
+RESERVED_ENV_PREFIX = "ORCHESTRATOR_"
+
+
+def is_reserved_env(name: str) -> bool:
+    """True when a task's env may not set `name` (every runner refuses it)."""
+    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX)
 
 
 @dataclass(slots=True)

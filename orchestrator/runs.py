@@ -17,7 +17,7 @@ from orchestrator import dispatch, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
 from orchestrator.runners.errors import RunnerError
-from orchestrator.model import ENDED_PHASES, RESERVED_ENV, Run, RunPhase, Task
+from orchestrator.model import ENDED_PHASES, Run, RunPhase, Task, is_reserved_env
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
@@ -49,7 +49,7 @@ def _env(spec: Mapping[str, Any]) -> dict[str, str]:
     env = {validation.env_name(str(k)): str(v) for k, v in raw.items()}
     for name in env:
         # Secrets come only from the Secret (or the worker's environment); our contract is ours.
-        if name in RESERVED_ENV or name.startswith("ORCHESTRATOR_"):
+        if is_reserved_env(name):
             raise ValueError(f"task env may not set {name}")
     return env
 

@@ -14,7 +14,7 @@ import math
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -62,15 +62,6 @@ _positive_int = _checked(_parse_int, lambda v: v >= 1, "an integer >= 1")
 _non_negative_int = _checked(_parse_int, lambda v: v >= 0, "an integer >= 0")
 _non_negative_float = _checked(_finite, lambda v: v >= 0, "a number >= 0")
 _parse_float = _checked(_finite, lambda v: v > 0, "a number > 0")
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 def _parse_list(raw: str) -> tuple[str, ...]:
@@ -422,7 +413,6 @@ class Settings:
     default_agent: str
     webhook_max_bytes: int
     anthropic_api_key: str
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -468,7 +458,6 @@ class Settings:
         shown = ", ".join(
             f"{f.name}={'***' if f.name in secret_attrs else getattr(self, f.name)!r}"
             for f in dataclasses.fields(self)
-            if f.name != "extra"
         )
         return f"Settings({shown})"
 

@@ -12,15 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.errors import UsageError
+from orchestrator.model import PRIORITIES
 
 ACCEPTANCE_MARKER = re.compile(r"ACCEPTANCE\s+CRITERIA\s*:", re.IGNORECASE)
 
-# Fields of a Task Master task the API accepts; anything else a tool added
-# (complexity scores, timestamps...) stays out of the request.
-TASK_FIELDS = ("id", "title", "description", "details", "test_strategy", "priority", "status",
-               "dependencies", "subtasks")
-SUBTASK_FIELDS = ("id", "title", "description", "dependencies", "details", "status", "test_strategy")
-PRIORITIES = ("high", "medium", "low")
 # The Task Master statuses the API keeps as `submitted_status`; others are left to its default.
 TASKMASTER_STATUSES = ("pending", "in-progress", "done", "review", "deferred", "cancelled", "blocked")
 

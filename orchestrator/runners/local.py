@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from orchestrator.model import is_reserved_env
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
 from orchestrator.settings import Settings
@@ -55,7 +56,7 @@ class LocalRunner:
         """The agent's environment: the same contract as a Job, secrets from the worker's environment."""
         env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
         for name, value in request.env.items():
-            if name in {"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ANTHROPIC_MODEL"} or name.startswith("ORCHESTRATOR_"):
+            if is_reserved_env(name):
                 raise LaunchFailed(f"task env may not set {name}")
             env[name] = str(value)
         env.update({

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ class Transition:
 
 
 def encode(value: Any) -> str:
+    if isinstance(value, enum.Enum):  # Status, RunPhase, Priority...: their stored word
+        return str(value.value)
     if isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"), sort_keys=True)

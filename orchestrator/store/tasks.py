@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from orchestrator.model import Task
+from orchestrator.model import Priority, Task
 from orchestrator.states import Status, sources_of
 from orchestrator.store.base import StoreBase
 from orchestrator.store.broker import queue_key
@@ -53,7 +53,7 @@ class Tasks(StoreBase):
         task_id: int,
         agent: str,
         spec: Mapping[str, Any],
-        priority: str = "medium",
+        priority: Priority | str = Priority.MEDIUM,
         actor: str = "api",
         origin: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -78,7 +78,7 @@ class Tasks(StoreBase):
             "service": service,
             "id": str(task_id),
             "agent": agent,
-            "priority": priority,
+            "priority": Priority.parse(priority).value,
             "spec": encode(dict(spec)),
             "origin": encode(dict(origin or {})),
             "outputs": "{}",

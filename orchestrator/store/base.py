@@ -88,8 +88,6 @@ def script_source(name: str) -> str:
 class StoreBase:
     """The client, the registered scripts and the error mapping every part of the store uses."""
 
-    redis: redis.Redis
-    history_limit: int
     # The registered scripts, one attribute each (see _SCRIPTS).
     _create: Script
     _claim_delivery: Script

@@ -19,6 +19,7 @@ from api import schemas
 from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
+from orchestrator.logs import scrub_lines
 from orchestrator.model import Run, Task
 from orchestrator.settings import Settings
 from orchestrator.states import Status
@@ -328,31 +329,24 @@ def task_logs(service: str, task_id: int) -> Response:
         runner = current_app.extensions["orchestrator"].runner()
     except ImportError:
         raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
-    secrets = [s for s in _settings().secret_values() if len(s) >= 4]
+    secrets = _settings().secret_values()
     headers = {"X-Run-Id": run_id}
     if query["follow"]:
         lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
         return Response(stream_with_context(_stream(lines, secrets, run_id)), mimetype="text/plain",
                         headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        text = "".join(_line(line, secrets) for line in runner.logs(run_id, follow=False, tail=query.get("tail")))
+        text = "".join(scrub_lines(runner.logs(run_id, follow=False, tail=query.get("tail")), secrets))
     except (LookupError, FileNotFoundError):
         raise ApiError(f"run {run_id} has no logs yet", status=404, code="no_logs") from None
     return Response(text, mimetype="text/plain", headers=headers)
 
 
-def _line(line: str, secrets: list[str]) -> str:
-    """One output line, with any configured secret value masked."""
-    for secret in secrets:
-        if secret in line:
-            line = line.replace(secret, "***")
-    return line if line.endswith("\n") else line + "\n"
-
-
 def _stream(lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
+    # Each line is scrubbed with the next (a secret split across two lines), so it is sent when
+    # the next one comes, or when the run ends.
     try:
-        for line in lines:
-            yield _line(line, secrets)
+        yield from scrub_lines(lines, secrets)
     except (LookupError, FileNotFoundError):
         return
     except Exception:  # the status line is already sent; end the stream and say why in the log

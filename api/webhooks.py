@@ -18,7 +18,7 @@ from flask.blueprints import BlueprintSetupState
 from api.errors import ApiError
 from orchestrator import dispatch
 from orchestrator.github import signature
-from orchestrator.github.routing import GitHubConfig, match
+from orchestrator.github.routing import GitHubConfig, event_identity, match
 from orchestrator.store import StoreUnavailable
 
 log = logging.getLogger("orchestrator.webhooks")
@@ -115,9 +115,17 @@ def github() -> tuple[Response, int]:
     config = current_app.extensions.get(_CONFIG_KEY) or GitHubConfig.from_settings(settings)
     decision = match(event, payload, config)
     if not decision.routed:
+        # The reason also goes to GitHub's delivery log in the answer; here for whoever reads ours.
+        log.info("webhook %s (%s) ignored: %s", delivery, event, decision.reason)
         return _answer(202, {"status": "ignored", "reason": decision.reason, "delivery": delivery})
 
     store = resources.store()
+    # A signed payload sent again under a new delivery id (a replay) is the same event.
+    identity = event_identity(event, payload)
+    if identity and not store.claim_event(identity, delivery, settings.delivery_ttl_seconds):
+        log.warning("delivery %s repeats event %s that another delivery brought; ignored", delivery, identity)
+        return _answer(200, {"status": "duplicate", "delivery": delivery,
+                             "reason": "the same event was already received under another delivery id"})
     # The body is kept once, as received, in the delivery's pending copy (which
     # the reconcile loop re-sends from if the queue message is lost); the queue
     # message names only the delivery, and the worker reads the body from the copy.

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator import dispatch, validation
+from orchestrator import agent_env, dispatch, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
 from orchestrator.runners.errors import RunnerError
@@ -42,14 +42,16 @@ def agent_spec(settings: Settings, agent: str, model: str | None) -> AgentSpec:
     return AgentSpec(name=agent, image=image, command=tuple(command), model=model or None)
 
 
-def _env(spec: Mapping[str, Any]) -> dict[str, str]:
+def _env(spec: Mapping[str, Any], settings: Settings) -> dict[str, str]:
     raw = spec.get("env") or {}
     if not isinstance(raw, Mapping):
         raise ValueError("task env must be a mapping of names to values")
     env = {validation.env_name(str(k)): str(v) for k, v in raw.items()}
     for name in env:
         # Secrets come only from the Secret (or the worker's environment); our contract is ours.
-        if is_reserved_env(name):
+        # The API checked the allow-list at submission; a task stored another way (GitHub, an
+        # older version, a pipeline stage) is checked again here.
+        if is_reserved_env(name) or agent_env.name_errors(name, settings.agent_env_allowed):
             raise ValueError(f"task env may not set {name}")
     return env
 
@@ -85,7 +87,7 @@ def build_request(settings: Settings, task: Task, run: Run) -> RunRequest:
         workspace_dir=settings.workspace_root / run.service,
         working_directory=workdir,
         stage=run.stage or None,
-        env=_env(spec),
+        env=_env(spec, settings),
         timeout_seconds=max(1, min(timeout, settings.max_timeout_seconds)),
         submitted_by=task.submitted_by,
         origin=json.dumps(origin, sort_keys=True) if origin else "",

@@ -126,7 +126,7 @@ def test_default_renders_the_components(default: Rendered) -> None:
     assert not default.of_kind("HorizontalPodAutoscaler")
     assert not [o for o in default.objects if o["kind"] in CRD_KINDS]
     assert default.named("Service", "orchestrator")["spec"]["ports"][0]["port"] == 80
-    assert default.named("Ingress", "orchestrator")["spec"]["ingressClassName"] == "nginx"
+    assert not default.of_kind("Ingress")
 
 
 def test_old_defaults_are_kept(chart: Any) -> None:
@@ -225,19 +225,82 @@ def test_rbac_kind_follows_namespaced(renders: dict[str, Rendered], name: str) -
         assert kinds == {"ClusterRole", "ClusterRoleBinding"}
 
 
+def _rbac(rendered: Rendered, kinds: set[str], name: str) -> dict[str, Any]:
+    (found,) = [o for o in rendered.objects if o["kind"] in kinds and o["metadata"]["name"] == name]
+    return found
+
+
 @pytest.mark.parametrize("name", ["default", "all-on-values"])
 def test_rbac_is_least_privilege(renders: dict[str, Rendered], name: str) -> None:
     rendered = renders[name]
-    role = next(o for o in rendered.objects if o["kind"] in {"Role", "ClusterRole"})
+    role = _rbac(rendered, {"Role", "ClusterRole"}, "orchestrator-jobs")
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules == {
         (("batch",), ("jobs",)): {"create", "get", "list", "watch", "delete"},
         (("",), ("pods", "pods/log")): {"get", "list", "watch"},
         (("",), ("events",)): {"list", "watch"},
     }
-    binding = next(o for o in rendered.objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"})
+    binding = _rbac(rendered, {"RoleBinding", "ClusterRoleBinding"}, "orchestrator-jobs")
     assert binding["roleRef"]["kind"] == role["kind"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "orchestrator", "namespace": NAMESPACE}]
+
+
+@pytest.mark.parametrize("name", ["default", "all-on-values"])
+def test_the_api_account_may_only_read_pods_and_their_logs(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    account = rendered.named("ServiceAccount", "orchestrator-api")
+    assert account["metadata"]["name"] != "orchestrator"
+    role = _rbac(rendered, {"Role", "ClusterRole"}, "orchestrator-pod-logs")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    # KubernetesRunner.logs: list the run's pods, then read the newest one's log.
+    assert rules == {(("",), ("pods",)): {"get", "list"}, (("",), ("pods/log",)): {"get"}}
+    binding = _rbac(rendered, {"RoleBinding", "ClusterRoleBinding"}, "orchestrator-pod-logs")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role["kind"],
+                                  "name": "orchestrator-pod-logs"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "orchestrator-api", "namespace": NAMESPACE}]
+    api = rendered.named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]
+    assert api["serviceAccountName"] == "orchestrator-api"
+    assert api.get("automountServiceAccountToken", True) is True
+
+
+def _kubernetes_access(rendered: Rendered, owner: str) -> str:
+    """What a pod of the chart does with the Kubernetes API, read from the code's behaviour:
+    the watcher and the `deploy` steps create, watch and delete Jobs; the API and the
+    `coordination` steps (finish: the log-tail fallback) read pod logs; nothing else calls it.
+    The local runner never calls Kubernetes at all."""
+    if rendered.values["config"]["runner"] != "kubernetes":
+        return "none"
+    name = owner.split("/", 1)[1]
+    if name == "orchestrator-watcher":
+        return "jobs"
+    if name == "orchestrator-api":
+        return "logs"
+    if name.startswith("orchestrator-worker-"):
+        queues = rendered.values["workers"][name[len("orchestrator-worker-"):]]["queues"]
+        return "jobs" if "deploy" in queues else "logs" if "coordination" in queues else "none"
+    return "none"  # Flower, the helm test pod
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_service_account_tokens_only_where_kubernetes_is_called(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    jobs_account = "orchestrator" if rendered.values["serviceAccount"]["create"] else "default"
+    api_account = "orchestrator-api" if rendered.values["api"]["serviceAccount"]["create"] else "default"
+    seen = set()
+    for owner, spec in rendered.pod_specs():
+        access = _kubernetes_access(rendered, owner)
+        seen.add(access)
+        mounted = spec.get("automountServiceAccountToken", True)
+        if access == "none":
+            assert mounted is False, f"{name}: {owner} gets a token it never uses"
+            if jobs_account != "default":
+                assert spec.get("serviceAccountName") != jobs_account, f"{name}: {owner} runs as the Job manager"
+        else:
+            assert mounted is True, f"{name}: {owner} needs its token"
+            expected = jobs_account if access == "jobs" else api_account
+            assert spec.get("serviceAccountName", "default") == expected, f"{name}: {owner}"
+    if rendered.values["config"]["runner"] == "kubernetes":
+        assert {"jobs", "logs", "none"} <= seen, name  # every case is exercised
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -345,7 +408,8 @@ def test_api_runs_gunicorn_with_health_probes(default: Rendered) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["ports"][0]["containerPort"] == 8080
-    assert spec["automountServiceAccountToken"] is False
+    # Its token is the pod-logs one (GET .../logs), never the Job manager's.
+    assert spec["serviceAccountName"] == "orchestrator-api"
     config = default.named("ConfigMap", "orchestrator-config")["data"]
     assert config["GUNICORN_BIND"] == "0.0.0.0:8080"
 
@@ -353,7 +417,7 @@ def test_api_runs_gunicorn_with_health_probes(default: Rendered) -> None:
 def test_watcher_is_a_singleton_control_loop(renders: dict[str, Rendered]) -> None:
     watcher = renders["default"].named("Deployment", "orchestrator-watcher")
     assert watcher["spec"]["replicas"] == 1
-    assert watcher["spec"]["template"]["spec"]["containers"][0]["command"] == ["orchestrator", "watch"]
+    assert watcher["spec"]["template"]["spec"]["containers"][0]["command"] == ["orchestrator", "watcher"]
     assert renders["all-on-values"].named("Deployment", "orchestrator-watcher")["spec"]["replicas"] == 2
     assert not [d for d in renders["minimal-values"].of_kind("Deployment") if "watcher" in d["metadata"]["name"]]
 
@@ -432,6 +496,47 @@ def test_job_template_is_a_valid_pod_template(default: Rendered) -> None:
         kubernetes_validate.validate(job, version, strict=True)
 
 
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_agent_pods_from_the_chart_template_are_hardened(renders: dict[str, Rendered], name: str,
+                                                         tmp_path: Path) -> None:
+    """What the chart's job template becomes once the Job builder merges a run into it."""
+    from orchestrator.kube import jobs
+    from orchestrator.runners.base import AgentSpec, RunRequest
+    from orchestrator.settings import Settings
+
+    rendered = renders[name]
+    if not rendered.values["claudeCodeChart"]["enabled"]:
+        pytest.skip("no job template in this values set")
+    text = rendered.named("ConfigMap", "orchestrator-job-template")["data"]["job-template.yaml"]
+    template = yaml.safe_load(text)
+    # The template itself says it: ops editing the ConfigMap see the hardening.
+    assert template["spec"]["automountServiceAccountToken"] is False
+    path = tmp_path / "job-template.yaml"
+    path.write_text(text)
+    config = dict(rendered.named("ConfigMap", "orchestrator-config")["data"], ORCHESTRATOR_JOB_TEMPLATE=str(path),
+                  ORCHESTRATOR_JOB_NODE_SELECTOR="pool=agents",
+                  ORCHESTRATOR_JOB_TOLERATIONS='[{"key": "agents", "operator": "Exists"}]',
+                  ORCHESTRATOR_JOB_IMAGE_PULL_SECRETS="agent-registry", ORCHESTRATOR_JOB_RUN_AS_USER="4242")
+    settings = Settings.from_env(config)
+    request = RunRequest(run_id="billing-7-v1-a1", service="billing", task_id=7, version=1, attempt=1,
+                         agent=AgentSpec(name="claude", image="agent:test", command=("claude",)),
+                         workspace_dir=Path("/workspace/billing"))
+    job = jobs.build_job(request, settings)
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False and "serviceAccountName" not in spec
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 4242
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["nodeSelector"] == {"pool": "agents"}
+    assert {"key": "agents", "operator": "Exists"} in spec["tolerations"]
+    assert {"name": "agent-registry"} in spec["imagePullSecrets"]
+    (agent,) = spec["containers"]
+    context = agent["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsNonRoot"] is True and context["seccompProfile"] == {"type": "RuntimeDefault"}
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
+
+
 def test_job_namespace_apart_from_a_shared_claim_is_refused(chart: Any) -> None:
     values = {"config": {"jobNamespace": "agents"}, "sharedWorkspace": {"enabled": True}}
     with pytest.raises(helm.HelmRenderError, match="jobNamespace"):
@@ -460,10 +565,11 @@ def test_helm_test_hook_calls_ready(default: Rendered) -> None:
 
 def test_notes_tell_how_to_reach_api_and_flower(renders: dict[str, Rendered]) -> None:
     default = renders["default"].notes
-    assert "port-forward svc/orchestrator 8080:80" in default and "http://orchestrator.local/" in default
+    assert "port-forward svc/orchestrator 8080:80" in default and "orchestrator.local" not in default
     assert "Flower is off" in default
     all_on = renders["all-on-values"].notes
-    assert "https://orchestrator.example.com/" in all_on
+    assert "https://orchestrator.example.com/api/v1/pm" in all_on
+    assert "https://orchestrator.example.com/webhooks/github" in all_on
     assert "port-forward svc/orchestrator-flower 5555:5555" in all_on
 
 
@@ -476,6 +582,7 @@ def test_notes_tell_how_to_reach_api_and_flower(renders: dict[str, Rendered]) ->
     ({"ingress": {"hosts": [{"host": "a", "paths": [{"path": "/", "pathType": "Prefix", "x": 1}]}]}}, "x"),
     ({"sharedWorkspace": {"accessMode": "ReadWriteAll"}}, "/sharedWorkspace/accessMode"),
     ({"config": {"runner": "docker"}}, "/config/runner"),
+    ({"ingress": {"enabled": True}}, "/ingress/tls"),
 ])
 def test_schema_rejects_unknown_keys_and_wrong_types(chart: Any, values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
@@ -486,7 +593,9 @@ def test_schema_rejects_unknown_keys_and_wrong_types(chart: Any, values: dict[st
 # leaves them open; kubernetes-validate checks what they become.
 OPEN_OBJECTS = {"global", "podSecurityContext", "securityContext", "affinity", "tolerations",
                 "claudeCodeChart.jobTemplate", "config.extraEnv", "podAnnotations", "nodeSelector",
-                "serviceAccount.annotations", "ingress.annotations", "serviceMonitor.labels", "limits", "requests"}
+                "serviceAccount.annotations", "ingress.annotations", "serviceMonitor.labels", "limits", "requests",
+                "networkPolicy.agents.dns", "networkPolicy.agents.extraEgress", "networkPolicy.api.from",
+                "networkPolicy.flower.from"}
 
 
 def _schema_nodes(schema: dict[str, Any], root: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict]]:
@@ -575,3 +684,264 @@ def test_grace_period_shorter_than_a_step_is_refused(chart: Any) -> None:
     values = {"workerSettings": {"terminationGracePeriodSeconds": 300}, "config": {"stepTimeLimit": 360}}
     with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
         chart.render(values=values, name="orchestrator", namespace=NAMESPACE)
+
+
+# --- Exposure: the Ingress (issue #16, item 11) ---
+
+PUBLIC_TLS = {"tls": [{"secretName": "orchestrator-tls", "hosts": ["orchestrator.local"]}]}
+
+
+def test_ingress_is_off_by_default(default: Rendered) -> None:
+    assert default.values["ingress"]["enabled"] is False
+    assert not default.of_kind("Ingress")
+
+
+@pytest.mark.parametrize("ingress", [{"enabled": True}, {"enabled": True, "tls": []}])
+def test_ingress_without_tls_is_refused(chart: Any, ingress: dict[str, Any]) -> None:
+    with pytest.raises((helm.HelmRenderError, helm.HelmValuesError), match="ingress.tls"):
+        chart.render(values={"ingress": ingress}, name="orchestrator", namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("annotations", [{}, {"nginx.ingress.kubernetes.io/ssl-redirect": "false"},
+                                         {"nginx.ingress.kubernetes.io/force-ssl-redirect": "false"}])
+def test_ingress_always_redirects_http_to_https(chart: Any, annotations: dict[str, str]) -> None:
+    rendered = render(chart, {"ingress": {"enabled": True, "annotations": annotations, **PUBLIC_TLS}})
+    ingress = rendered.named("Ingress", "orchestrator")
+    assert ingress["spec"]["tls"] == [{"hosts": ["orchestrator.local"], "secretName": "orchestrator-tls"}]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"] == "true"
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+
+
+def _routed_paths(rendered: Rendered) -> set[str]:
+    return {path["path"] for ingress in rendered.of_kind("Ingress") for rule in ingress["spec"]["rules"]
+            for path in rule["http"]["paths"]}
+
+
+def test_ingress_routes_only_the_api_and_webhooks_by_default(chart: Any, renders: dict[str, Rendered]) -> None:
+    rendered = render(chart, {"ingress": {"enabled": True, **PUBLIC_TLS}})
+    assert _routed_paths(rendered) == {"/api/v1/pm", "/webhooks/github"}
+    for name, values_set in renders.items():
+        routed = _routed_paths(values_set)
+        # Neither the metrics, the docs nor Flower are routed by a values set of ours.
+        assert not {"/", "/metrics", "/api/v1/docs"} & routed, name
+        for ingress in values_set.of_kind("Ingress"):
+            for rule in ingress["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    assert path["backend"]["service"]["name"] == "orchestrator", name
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_no_pod_tolerates_the_control_plane_taint(renders: dict[str, Rendered], name: str) -> None:
+    for owner, spec in renders[name].pod_specs():
+        keys = {t.get("key") for t in spec.get("tolerations", [])}
+        assert not keys & {"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"}, owner
+
+
+# --- NetworkPolicies (issue #16, item 11) ---
+
+def _agent_labels() -> dict[str, str]:
+    """The labels the Job builder really puts on agent pods."""
+    from orchestrator.kube import jobs
+    from orchestrator.runners.base import AgentSpec, RunRequest
+
+    request = RunRequest(run_id="billing-7-v1-a1", service="billing", task_id=7, version=1, attempt=1,
+                         agent=AgentSpec(name="claude", image="agent:test", command=("claude",)),
+                         workspace_dir=Path("/workspace/billing"))
+    return jobs.labels(request)
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        if expression["operator"] == "In" and value not in expression["values"]:
+            return False
+        if expression["operator"] == "NotIn" and value in expression["values"]:
+            return False
+        if expression["operator"] == "Exists" and value is None:
+            return False
+        if expression["operator"] == "DoesNotExist" and value is not None:
+            return False
+    return True
+
+
+def _policies_for(rendered: Rendered, labels: dict[str, str], namespace: str) -> list[dict[str, Any]]:
+    return [p for p in rendered.of_kind("NetworkPolicy")
+            if p["metadata"].get("namespace", NAMESPACE) == namespace and _selects(p["spec"]["podSelector"], labels)]
+
+
+def _egress_allows(policies: list[dict[str, Any]], ip: str, port: int) -> bool:
+    """Whether any of these policies lets a pod send TCP to ip:port (address peers only)."""
+    import ipaddress
+
+    address = ipaddress.ip_address(ip)
+    for policy in policies:
+        for rule in policy["spec"].get("egress", []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports):
+                continue
+            peers = rule.get("to")
+            if not peers:
+                return True
+            for peer in peers:
+                block = peer.get("ipBlock")
+                if block and address in ipaddress.ip_network(block["cidr"]) and not any(
+                        address in ipaddress.ip_network(e) for e in block.get("except", [])):
+                    return True
+    return False
+
+
+def test_network_policies_are_on_by_default(chart: Any, default: Rendered) -> None:
+    assert default.values["networkPolicy"]["enabled"] is True
+    assert default.of_kind("NetworkPolicy")
+    off = render(chart, {"networkPolicy": {"enabled": False}})
+    assert not off.of_kind("NetworkPolicy")
+
+
+@pytest.mark.parametrize("name", [n for n in VALUE_SETS if n != "minimal-values"])
+def test_agent_pods_take_no_connections_and_reach_only_dns_and_public_https(renders: dict[str, Rendered],
+                                                                              name: str) -> None:
+    rendered = renders[name]
+    namespace = rendered.values["config"]["jobNamespace"] or NAMESPACE
+    policies = _policies_for(rendered, _agent_labels(), namespace)
+    assert policies, f"{name}: no NetworkPolicy selects agent pods"
+    for policy in policies:
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        assert not policy["spec"].get("ingress"), "agent pods take no connection"
+    # The git hosts and the model API: public addresses on 443.
+    assert _egress_allows(policies, "140.82.112.3", 443)     # github.com
+    assert _egress_allows(policies, "160.79.104.10", 443)    # api.anthropic.com
+    assert not _egress_allows(policies, "140.82.112.3", 22)
+    assert not _egress_allows(policies, "140.82.112.3", 80)
+    # Never the cloud metadata service, nor anything inside the cluster (Redis, the API, Flower).
+    for ip in ("169.254.169.254", "169.254.170.2", "10.0.0.12", "172.20.1.5", "192.168.1.9", "100.64.3.4"):
+        for port in (80, 443, 6379, 8080, 5555):
+            assert not _egress_allows(policies, ip, port), f"{name}: agents reach {ip}:{port}"
+    # DNS, to the cluster's resolver only.
+    dns = [rule for policy in policies for rule in policy["spec"]["egress"]
+           if {p["port"] for p in rule.get("ports", [])} == {53}]
+    assert dns and all(rule.get("to") for rule in dns)
+    assert {p["protocol"] for rule in dns for p in rule["ports"]} == {"UDP", "TCP"}
+    assert not any("ipBlock" in peer for rule in dns for peer in rule["to"])
+
+
+def test_agent_egress_is_configurable(chart: Any) -> None:
+    values = {"networkPolicy": {"agents": {"egress": [{"cidr": "203.0.113.0/24", "ports": [443, 22]}],
+                                           "extraEgress": [{"to": [{"podSelector": {"matchLabels": {
+                                               "app": "proxy"}}}], "ports": [{"port": 3128}]}]}}}
+    rendered = render(chart, values)
+    policies = _policies_for(rendered, _agent_labels(), NAMESPACE)
+    assert _egress_allows(policies, "203.0.113.7", 22)
+    assert not _egress_allows(policies, "140.82.112.3", 443)
+    assert any(rule.get("ports") == [{"port": 3128}] for p in policies for rule in p["spec"]["egress"])
+    for obj in rendered.of_kind("NetworkPolicy"):
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def _pod_labels(rendered: Rendered, deployment: str) -> dict[str, str]:
+    return rendered.named("Deployment", deployment)["spec"]["template"]["metadata"]["labels"]
+
+
+def _ingress_rules(rendered: Rendered, labels: dict[str, str]) -> list[dict[str, Any]]:
+    policies = [p for p in _policies_for(rendered, labels, NAMESPACE) if "Ingress" in p["spec"]["policyTypes"]]
+    assert policies, labels
+    return [rule for p in policies for rule in p["spec"].get("ingress", [])]
+
+
+def test_workers_and_the_watcher_take_no_connections(default: Rendered) -> None:
+    for deployment in default.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        if name.startswith("orchestrator-worker-") or name == "orchestrator-watcher":
+            assert _ingress_rules(default, _pod_labels(default, name)) == [], name
+            # Their egress (Redis, the Kubernetes API, GitHub) is not restricted by the chart.
+            for policy in _policies_for(default, _pod_labels(default, name), NAMESPACE):
+                assert policy["spec"]["policyTypes"] == ["Ingress"], name
+
+
+def test_the_api_is_reachable_only_as_configured(chart: Any, renders: dict[str, Rendered]) -> None:
+    default = renders["default"]
+    rules = _ingress_rules(default, _pod_labels(default, "orchestrator-api"))
+    assert rules and all(rule["ports"] == [{"port": 8080, "protocol": "TCP"}] for rule in rules)
+    peers = [peer for rule in rules for peer in rule["from"]]
+    # The ingress controller, Prometheus (ServiceMonitor) and this release's own pods (helm test).
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
+    assert not any("ipBlock" in peer for peer in peers)
+    own = [peer["podSelector"] for peer in peers if "namespaceSelector" not in peer]
+    (test_pod,) = default.of_kind("Pod")
+    assert own and all(_selects(selector, test_pod["metadata"]["labels"]) for selector in own)
+    assert not any(_selects(selector, _pod_labels(default, "orchestrator-worker-deploy")) for selector in own)
+    assert not any(_selects(selector, _agent_labels()) for selector in own)
+    # A LoadBalancer Service is a public door by choice: the policy lets it through.
+    external = renders["external-redis-values"]
+    rules = _ingress_rules(external, _pod_labels(external, "orchestrator-api"))
+    assert any("from" not in rule for rule in rules)
+    custom = render(chart, {"networkPolicy": {"api": {"from": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}}})
+    peers = [peer for rule in _ingress_rules(custom, _pod_labels(custom, "orchestrator-api")) for peer in rule["from"]]
+    assert {"ipBlock": {"cidr": "203.0.113.0/24"}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} not in peers
+
+
+def test_flower_is_reachable_only_as_configured(chart: Any, renders: dict[str, Rendered]) -> None:
+    rendered = renders["all-on-values"]
+    # Nobody by default: ops reach it with a port-forward, which NetworkPolicies do not filter.
+    assert _ingress_rules(rendered, _pod_labels(rendered, "orchestrator-flower")) == []
+    values = {"flower": {"enabled": True, "basicAuth": {"password": "x"}},
+              "networkPolicy": {"flower": {"from": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}]}}}
+    custom = render(chart, values)
+    rules = _ingress_rules(custom, _pod_labels(custom, "orchestrator-flower"))
+    assert rules == [{"from": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
+                      "ports": [{"port": 5555, "protocol": "TCP"}]}]
+
+
+def test_redis_admits_only_the_orchestrator(default: Rendered) -> None:
+    """charts/redis-values.yaml turns on the Bitnami chart's own NetworkPolicy with no external access:
+    Redis takes connections from its own pods, the orchestrator's and KEDA's operator, never agents."""
+    redis_values = load_values(CHART_DIR.parent / "redis-values.yaml")
+    policy = redis_values["networkPolicy"]
+    assert policy["enabled"] is True and policy["allowExternal"] is False
+    peers = [peer for rule in policy["extraIngress"] for peer in rule["from"]]
+    assert all(rule["ports"] == [{"port": 6379, "protocol": "TCP"}] for rule in policy["extraIngress"])
+    ours = [peer for peer in peers if "namespaceSelector" not in peer]
+    for deployment in default.of_kind("Deployment"):  # every component talks to Redis
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(_selects(peer["podSelector"], labels) for peer in ours), deployment["metadata"]["name"]
+    assert not any(_selects(peer["podSelector"], _agent_labels()) for peer in peers)
+
+
+# --- Redis memory (issue #16, item 7) ---
+
+_REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
+_KUBE_UNITS = {"": 1, "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "k": 1000, "M": 1000 ** 2, "G": 1000 ** 3}
+
+
+def _redis_directives(text: str) -> dict[str, str]:
+    lines = [line.split("#", 1)[0].split(None, 1) for line in text.splitlines()]
+    return {parts[0].lower(): parts[1].strip() for parts in lines if len(parts) == 2}
+
+
+def test_redis_has_a_maxmemory_below_its_limit_and_never_evicts() -> None:
+    values = load_values(CHART_DIR.parent / "redis-values.yaml")
+    directives = _redis_directives(values["commonConfiguration"])
+    # The store and the queue must never lose a key: a full Redis refuses writes instead (503 from the API).
+    assert directives["maxmemory-policy"] == "noeviction"
+    number, unit = re.fullmatch(r"(\d+)\s*([a-z]*)", directives["maxmemory"].lower()).groups()
+    maxmemory = int(number) * _REDIS_UNITS[unit]
+    for role in ("master", "replica"):
+        limit = values.get(role, {}).get("resources", {}).get("limits", {}).get("memory")
+        if role == "replica" and not values["replica"]["replicaCount"]:
+            continue
+        number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", limit).groups()
+        limit_bytes = int(number) * _KUBE_UNITS[unit]
+        # Headroom for the AOF rewrite's copy-on-write, client buffers and fragmentation:
+        # Redis refuses writes before the kernel kills it.
+        assert maxmemory <= 0.8 * limit_bytes, (role, directives["maxmemory"], limit)
+        assert maxmemory >= 0.5 * limit_bytes, (role, directives["maxmemory"], limit)
+
+
+def test_readme_deploy_section_documents_the_hardening() -> None:
+    readme = (CHART_DIR.parents[1] / "README.md").read_text()
+    for words in ("maxmemory", "noeviction", "NetworkPolic", "ingress.tls", "automountServiceAccountToken"):
+        assert words in readme, words

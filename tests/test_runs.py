@@ -21,7 +21,7 @@ from tests.support.runs import Sent, launching_task
 def test_launch_creates_the_job_once_and_a_redelivery_adopts_it(store: TaskStore, kube_settings: Settings,
                                                                kube_runner: KubernetesRunner,
                                                                emulator: KubeEmulator) -> None:
-    run_id = launching_task(store, model="claude-opus-4", env={"DEBUG": "1"}, timeout_seconds=900,
+    run_id = launching_task(store, model="claude-opus-4", env={"APP_DEBUG": "1"}, timeout_seconds=900,
                             working_directory="app")
     sent = Sent()
     assert runs.launch(store, kube_settings, kube_runner, run_id, send=sent) == "billing-1-v1-a1"

@@ -8,7 +8,6 @@ worker left behind is re-parented here and stopped too: nothing outlives `up`.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import fcntl
 import importlib.util
@@ -22,15 +21,26 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
+import click
 import redis
+from rich.text import Text
 
 from orchestrator.cli import localstate
-from orchestrator.cli.context import Context, common_options
-from orchestrator.cli.errors import EXIT_FAILED, EXIT_OK, Conflict, Unreachable, UsageError
+from orchestrator.cli.command import Command
+from orchestrator.cli.context import Context
+from orchestrator.cli.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Conflict,
+    Unreachable,
+    UsageError,
+)
+from orchestrator.cli.options import common_options, examples, pass_context
 from orchestrator.settings import Settings
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -42,20 +52,37 @@ class StopRequested(Exception):
     """SIGTERM or SIGHUP: stop like Ctrl-C."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `up`."""
-    up = sub.add_parser("up", parents=[common_options()],
-                        help="run the whole system on this machine, in the foreground (Ctrl-C stops it)",
-                        description="Start Redis (unless one answers at ORCHESTRATOR_REDIS_URL), the API, a worker "
-                        "for every queue, the watcher and, with --flower, Flower.")
-    up.add_argument("--host", default="127.0.0.1", help="address the API and Flower listen on (default 127.0.0.1)")
-    up.add_argument("--api-port", type=int, help="port of the API (default: the port of ORCHESTRATOR_API_URL, 8080)")
-    up.add_argument("--redis-port", type=int, default=6390,
-                    help="port of the redis-server started when none answers (default 6390; a free one if taken)")
-    up.add_argument("--flower", action="store_true", help="also run Flower, the Celery dashboard")
-    up.add_argument("--flower-port", type=int, default=5555, help="port of Flower (default 5555)")
-    up.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
-    up.set_defaults(func=cmd_up)
+@dataclass(frozen=True)
+class UpOptions:
+    """The options of `orchestrator up`."""
+
+    host: str = "127.0.0.1"
+    api_port: int | None = None
+    redis_port: int = 6390
+    flower: bool = False
+    flower_port: int = 5555
+    concurrency: int = 2
+
+
+@click.command("up", cls=Command, epilog="Starts Redis (unless one answers at ORCHESTRATOR_REDIS_URL), the API, "
+               "a worker for every queue, the watcher and, with --flower, Flower.\n\n" + examples(
+    "orchestrator up",
+    "orchestrator up --flower --api-port 9000",
+    "ORCHESTRATOR_REDIS_URL=redis://127.0.0.1:6379/3 orchestrator up --concurrency 4"))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the API and Flower listen on.")
+@click.option("--api-port", type=click.IntRange(1, 65535), help="Port of the API (default: the port of "
+              "ORCHESTRATOR_API_URL, 8080).")
+@click.option("--redis-port", type=click.IntRange(1, 65535), default=6390, show_default=True,
+              help="Port of the redis-server started when none answers (a free one if taken).")
+@click.option("--flower", is_flag=True, help="Also run Flower, the Celery dashboard.")
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True,
+              help="Port of Flower.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes.")
+@common_options
+@pass_context
+def up(app: Context, **options: Any) -> int:
+    """Run the whole system here, in the foreground, until Ctrl-C."""
+    return cmd_up(app, UpOptions(**options))
 
 
 # Small helpers --------------------------------------------------------------
@@ -250,7 +277,7 @@ def acquire_lock(data_dir: Path) -> IO[str]:
     return handle
 
 
-def start_redis(stack: Stack, settings: Settings, args: argparse.Namespace, env: Mapping[str, str],
+def start_redis(stack: Stack, settings: Settings, args: UpOptions, env: Mapping[str, str],
                 ctx: Context) -> tuple[str, str]:
     """The Redis URL to use and how it was found: configured, redis-server started, or in-memory."""
     if redis_answers(settings.redis_url):
@@ -265,8 +292,8 @@ def start_redis(stack: Stack, settings: Settings, args: argparse.Namespace, env:
                                      "--appendonly", "yes", "--save", ""], env)
         how = f"redis-server started here, data in {redis_dir}"
     elif importlib.util.find_spec("fakeredis") is not None:
-        ctx.note(ctx.err_style.yellow("warning:") + " no Redis answers at ORCHESTRATOR_REDIS_URL and redis-server "
-                 "is not installed: using an in-memory Redis (fakeredis); nothing will persist after Ctrl-C")
+        ctx.note(Text.assemble(("warning:", "yellow"), " no Redis answers at ORCHESTRATOR_REDIS_URL and redis-server "
+                 "is not installed: using an in-memory Redis (fakeredis); nothing will persist after Ctrl-C"))
         proc = stack.start("redis", [sys.executable, "-m", "orchestrator.cli.fakeredis_server", "--port", str(port)],
                            env)
         how = "in-memory fakeredis (nothing persists)"
@@ -305,7 +332,7 @@ def _gunicorn_has_control_socket() -> bool:
 
 
 def watcher_available() -> bool:
-    """True when this installation has the watcher behind `orchestrator watch`."""
+    """True when this installation has the watcher behind `orchestrator watcher`."""
     try:
         return importlib.util.find_spec("orchestrator.watcher") is not None
     except ModuleNotFoundError:
@@ -335,7 +362,7 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str) -> dict
     return env
 
 
-def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_up(ctx: Context, args: UpOptions) -> int:
     """Run Redis, the API, a worker for every queue, the watcher and Flower until Ctrl-C."""
     settings = ctx.settings
     data_dir = settings.data_dir
@@ -347,9 +374,6 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
         if not port_free(args.host, port):
             lock.close()
             raise Conflict(f"port {port} for {what} is in use by another program; choose another with {option}")
-    if args.concurrency < 1:
-        lock.close()
-        raise UsageError("--concurrency must be at least 1")
     if args.flower and importlib.util.find_spec("flower") is None:
         lock.close()
         raise UsageError("--flower needs Flower: pip install flower")
@@ -371,14 +395,16 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
         token = settings.api_tokens[0] if settings.api_tokens else localstate.ensure_token(data_dir)
         env = child_env(settings, redis_url, token, f"{args.host}:{api_port}")
         stack.start("api", api_command(f"{args.host}:{api_port}"), env)
-        from workers.app import QUEUES  # builds the Celery app: only now that settings are known good
+        from workers.app import (
+            QUEUES,  # builds the Celery app: only now that settings are known good
+        )
 
         stack.start("worker", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES),
                                "-c", str(args.concurrency), "-n", f"orchestrator-up-{os.getpid()}@%h",
                                "--without-gossip", "--without-mingle", "-l", "INFO"], env)
         watcher = watcher_available()
         if watcher:
-            stack.start("watch", [sys.executable, "-m", "orchestrator.cli", "watch"], env)
+            stack.start("watcher", [sys.executable, "-m", "orchestrator.cli", "watcher"], env)
         flower_url = ""
         if args.flower:
             stack.start("flower", [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
@@ -428,8 +454,7 @@ def _wait_for_api(stack: Stack, api_url: str, timeout: float = 90.0) -> None:
 
 def _banner(ctx: Context, *, api_url: str, flower_url: str, token: str, redis_url: str, redis_how: str,
             env: Mapping[str, str], log_dir: Path, watcher: bool, settings: Settings) -> None:
-    s = ctx.style
-    ctx.print(s.green("orchestrator up: everything runs; Ctrl-C stops it."))
+    ctx.print(Text("orchestrator up: everything runs; Ctrl-C stops it.", style="green"))
     rows = [
         ("API", api_url),
         ("API docs", f"{api_url}/api/v1/docs  (OpenAPI: {api_url}/api/v1/openapi.json)"),
@@ -441,7 +466,7 @@ def _banner(ctx: Context, *, api_url: str, flower_url: str, token: str, redis_ur
         ("logs", str(log_dir)),
     ]
     for label, value in rows:
-        ctx.print(f"  {s.bold(f'{label:<10}')} {value}")
+        ctx.print(Text.assemble("  ", (f"{label:<10}", "bold"), f" {value}"))
     ctx.print("")
     ctx.print("In another terminal (same directory), submit the example and follow it:")
     ctx.print("  orchestrator task submit --task-json examples/tasks.json --task-id 1 --service demo --agent claude")
@@ -453,3 +478,6 @@ def _hide_password(url: str) -> str:
     if parsed.password:
         return url.replace(f":{parsed.password}@", ":***@")
     return url
+
+
+COMMANDS = (up,)

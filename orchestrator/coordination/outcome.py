@@ -16,8 +16,9 @@ from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
 from orchestrator import dispatch
-from orchestrator.runners import get_runner
+from orchestrator.logs import bounded_excerpt, scrub
 from orchestrator.model import ENDED_PHASES, FinishResult, Run, RunPhase
+from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, TaskStore
@@ -51,7 +52,10 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
         return FinishResult.NOT_ENDED  # the watcher records the end before it sends finish
 
     outputs = dict(run.outputs)
-    outputs.update(read_outputs(settings.workspace_root / service, service, task_id, run_id))
+    # What the agent wrote is shown and kept: never with a secret in it (the agent holds two).
+    secrets = settings.secret_values()
+    outputs.update({key: scrub(value, secrets) if isinstance(value, str) else value for key, value
+                    in read_outputs(settings.workspace_root / service, service, task_id, run_id).items()})
     for key in ("branch", "commit"):  # what prepare_workspace recorded, unless the agent said otherwise
         if getattr(run, key) and not outputs.get(key):
             outputs[key] = getattr(run, key)
@@ -124,14 +128,13 @@ def _log_tail(settings: Settings, run_id: str) -> str:
     the fallback, and it never fails the outcome.
     """
     try:
-        lines = list(get_runner(settings).logs(run_id, tail=LOG_TAIL_LINES))[-LOG_TAIL_LINES:]
+        # One line more than kept: the first may end a secret that began before it, and is dropped
+        # once it has served to mask that.
+        lines = list(get_runner(settings).logs(run_id, tail=LOG_TAIL_LINES + 1))[-LOG_TAIL_LINES - 1:]
     except Exception:
         log.info("no output lines for run %s", run_id, exc_info=True)
         return ""
-    text = "\n".join(line.rstrip("\n") for line in lines)[-4000:]
-    for secret in settings.secret_values():
-        text = text.replace(secret, "***")
-    return text
+    return bounded_excerpt(lines, settings.secret_values(), LOG_TAIL_LINES)
 
 
 def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Run,

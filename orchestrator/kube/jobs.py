@@ -210,11 +210,36 @@ def load_template(path: Path) -> dict[str, Any]:
     return data
 
 
+def _apply_pod_floor(spec: dict[str, Any], settings: Settings) -> None:
+    """Lay the built-in pod spec under an ops template: hardening cannot be weakened, and the
+    configured scheduling, pull secrets and account are added to what the template says."""
+    floor = default_pod_spec(settings)
+    security = {**floor["securityContext"], **(spec.get("securityContext") or {})}
+    security["runAsNonRoot"] = True
+    if (security.get("seccompProfile") or {}).get("type") not in {"RuntimeDefault", "Localhost"}:
+        security["seccompProfile"] = {"type": "RuntimeDefault"}
+    spec["securityContext"] = security
+    if settings.job_node_selector:
+        spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **floor["nodeSelector"]}
+    for key in ("tolerations", "imagePullSecrets"):
+        if key in floor:
+            present = list(spec.get(key) or [])
+            spec[key] = present + [item for item in floor[key] if item not in present]
+    if "affinity" in floor:
+        spec["affinity"] = floor["affinity"]
+    if "serviceAccountName" in floor:
+        spec["serviceAccountName"] = floor["serviceAccountName"]
+    elif not spec.get("serviceAccountName"):
+        # No account configured anywhere: the agent needs no Kubernetes API, so no token.
+        spec["automountServiceAccountToken"] = False
+
+
 def _merge_template(template: Mapping[str, Any], container: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Put the run's container and workspace into the ops template; the run's parts win."""
     pod = copy.deepcopy(dict(template))
     spec = pod.setdefault("spec", {})
     spec["restartPolicy"] = "Never"  # the Job's podFailurePolicy requires it
+    _apply_pod_floor(spec, settings)
     containers = spec.setdefault("containers", [])
     base = next((c for c in containers if c.get("name") == CONTAINER), None)
     if base is None:
@@ -224,7 +249,9 @@ def _merge_template(template: Mapping[str, Any], container: dict[str, Any], sett
     merged.update({k: v for k, v in container.items() if k not in {"env", "volumeMounts", "resources",
                                                                    "securityContext"}})
     merged.setdefault("resources", container.get("resources", {}))
-    merged.setdefault("securityContext", container["securityContext"])
+    # The template may add to the container's hardening (readOnlyRootFilesystem...), never remove it.
+    merged["securityContext"] = {**(base.get("securityContext") or {}), **container["securityContext"],
+                                 "privileged": False}
     ours = {e["name"] for e in container["env"]}
     merged["env"] = [e for e in base.get("env", []) if e.get("name") not in ours] + container["env"]
     mine = {m["mountPath"] for m in container["volumeMounts"]}

@@ -130,7 +130,7 @@ class LocalRunner:
                                       finished_at=time.time(), retryable=True)
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
-        if phase == "Running" and not pid_alive(int(status.get("pid", 0))):
+        if phase == "Running" and not _supervisor_alive(run_dir, status):
             # The supervisor died without writing an outcome (machine restart, SIGKILL).
             return RunObservation(run_id, FAILED, reason="the local run was lost (its supervisor died)",
                                   started_at=status.get("started_at"), finished_at=time.time(), retryable=True)
@@ -162,14 +162,20 @@ class LocalRunner:
         if status is None or status.get("phase") != "Running":
             return
         pid, agent = int(status["pid"]), int(status.get("agent_pgid") or 0)
-        _signal_group(pid, signal.SIGTERM)
+        from orchestrator.runners.local_supervisor import CANCEL_FILE
+        local = _same_namespace(status)
+        if local:
+            _signal_group(pid, signal.SIGTERM)
+        else:
+            # Its pids are not ours to signal (another container): the supervisor polls for this file.
+            (run_dir / CANCEL_FILE).touch()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             current = self._status(run_id) or {}
             if current.get("phase") != "Running":
                 return
             time.sleep(0.05)
-        for group in (agent, pid):
+        for group in (agent, pid) if local else ():
             if group:
                 _signal_group(group, signal.SIGKILL)
         from orchestrator.runners.local_supervisor import write_status
@@ -243,8 +249,35 @@ def _supervisor_running(run_dir: Path) -> bool:
     return False
 
 
+HEARTBEAT_STALE_SECONDS = 30.0
+
+
+def _same_namespace(status: dict[str, Any]) -> bool:
+    """True when the supervisor's pid means the same process here (same machine boot and PID namespace)."""
+    from orchestrator.runners.local_supervisor import process_namespace
+
+    theirs = status.get("pid_namespace")
+    return theirs is None or theirs == process_namespace()  # None: written before namespaces were recorded
+
+
+def _supervisor_alive(run_dir: Path, status: dict[str, Any]) -> bool:
+    """Whether the supervisor of a Running run lives: by pid where we share its namespace, else by heartbeat.
+
+    docker compose runs the supervisors in the deploy worker's container and
+    the watcher in another; there the pid names nobody, or somebody else.
+    """
+    if _same_namespace(status):
+        return pid_alive(int(status.get("pid", 0)))
+    from orchestrator.runners.local_supervisor import HEARTBEAT_FILE
+    try:
+        age = time.time() - (run_dir / HEARTBEAT_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age < HEARTBEAT_STALE_SECONDS
+
+
 def pid_alive(pid: int) -> bool:
-    """True when a process with that pid exists (ours or not)."""
+    """True when a process with that pid exists (ours or not) and is not a zombie."""
     if pid <= 0:
         return False
     try:
@@ -253,10 +286,15 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed supervisor nobody reaped yet (no init in the container) is dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _signal_group(pgid: int, sig: int) -> None:
+    if pgid <= 0:
+        return  # 0 or less would signal our own group, or every process we may signal
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):

@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import Any
 
 GRACE_SECONDS = 5.0
+# Another container (docker compose's watcher, the API) shares the run directory
+# but not our PID namespace: it judges the supervisor by this file's age instead.
+HEARTBEAT_FILE = "heartbeat"
+HEARTBEAT_SECONDS = 2.0
+# Written by a canceller that cannot signal us (another PID namespace).
+CANCEL_FILE = "cancel"
 
 
 def write_status(run_dir: Path, **fields: Any) -> None:
@@ -37,6 +43,20 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 
 LOCK_FILE = "supervisor.lock"
+
+
+def process_namespace() -> str:
+    """Which pids this process can see: the machine's boot and its PID namespace ('' when unknown)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
+def beat(run_dir: Path) -> None:
+    """Touch the heartbeat file: this supervisor is alive."""
+    (run_dir / HEARTBEAT_FILE).touch()
 
 
 def take_lock(run_dir: Path) -> int | None:
@@ -77,7 +97,10 @@ def supervise(run_dir: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    write_status(run_dir, phase="Running", pid=os.getpid(), agent_pgid=proc.pid, started_at=started)
+    beat(run_dir)
+    last_beat = time.monotonic()
+    write_status(run_dir, phase="Running", pid=os.getpid(), agent_pgid=proc.pid, started_at=started,
+                 pid_namespace=process_namespace())
     deadline = started + float(spec["timeout"])
     timed_out = False
     kill_at: float | None = None
@@ -87,6 +110,11 @@ def supervise(run_dir: Path) -> int:
             break
         except subprocess.TimeoutExpired:
             pass
+        if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            beat(run_dir)
+            last_beat = time.monotonic()
+        if not cancelled and (run_dir / CANCEL_FILE).exists():
+            on_term(signal.SIGTERM, None)
         now = time.time()
         if now >= deadline and not timed_out and not cancelled:
             timed_out = True

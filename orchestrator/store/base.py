@@ -141,6 +141,8 @@ class StoreBase:
             return script(keys=list(keys), args=list(args))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable("the task store (Redis) does not answer") from exc
+        except redis.exceptions.OutOfMemoryError as exc:  # maxmemory with noeviction: writes wait for room
+            raise StoreUnavailable("the task store (Redis) is full") from exc
 
     @staticmethod
     def _safe(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -148,3 +150,5 @@ class StoreBase:
             return func(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable("the task store (Redis) does not answer") from exc
+        except redis.exceptions.OutOfMemoryError as exc:
+            raise StoreUnavailable("the task store (Redis) is full") from exc

@@ -11,6 +11,7 @@ from orchestrator.store.broker import queue_key
 from orchestrator.store.keys import (
     EVENTS_PENDING,
     delivery_key,
+    event_identity_key,
     event_handled_key,
     event_pending_key,
     idem_key,
@@ -47,6 +48,16 @@ class Deliveries(StoreBase):
                 event_pending_key(delivery_id), EVENTS_PENDING]
         return bool(int(self._call(self._claim_delivery, keys=keys,
                                    args=[ttl, enqueue[1] if enqueue else "", event, body, repr(now), delivery_id])))
+
+    def claim_event(self, identity: str, delivery_id: str, ttl: int) -> bool:
+        """Mark the event itself (a comment, a review) as received by this delivery; False when another
+        delivery already brought it (a replay under a new delivery id). The same delivery again is
+        True, so GitHub's redelivery of a delivery refused by an outage still gets through."""
+        key = event_identity_key(identity)
+        if self._safe(self.redis.set, key, delivery_id, nx=True, ex=ttl):
+            return True
+        holder = self._safe(self.redis.get, key)
+        return (holder.decode() if isinstance(holder, bytes) else holder) == delivery_id
 
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery whose processing failed before it was queued."""

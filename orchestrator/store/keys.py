@@ -82,6 +82,10 @@ def delivery_key(delivery_id: str) -> str:
     return f"{PREFIX}:delivery:{delivery_id}"
 
 
+def event_identity_key(identity: str) -> str:
+    return f"{PREFIX}:event-identity:{identity}"
+
+
 def event_handled_key(delivery_id: str) -> str:
     return f"{PREFIX}:event-handled:{delivery_id}"
 

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from orchestrator.cli import localstate, stack
 from orchestrator.cli.errors import EXIT_CONFLICT
 from tests.cli.up_process import alive, cli

@@ -220,3 +220,91 @@ def test_validation_is_strict_enough_to_catch_a_typo() -> None:
     job["spec"]["template"]["spec"]["restartPolcy"] = "Never"
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(job)
+
+
+# An ops template that says nothing about hardening, scheduling or the account:
+# the built-in pod's floor must survive the merge.
+BARE_TEMPLATE = """
+spec:
+  containers:
+    - name: agent
+      securityContext:
+        readOnlyRootFilesystem: true
+"""
+
+
+def test_an_ops_template_keeps_the_built_in_hardening(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(BARE_TEMPLATE)
+    job = jobs.build_job(request(), settings(ORCHESTRATOR_JOB_TEMPLATE=str(path),
+                                            ORCHESTRATOR_JOB_RUN_AS_USER="4242"))
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 4242
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    agent = next(c for c in spec["containers"] if c["name"] == "agent")
+    sc = agent["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["readOnlyRootFilesystem"] is True  # the template's own stricter choice is kept
+    validate(job)
+
+
+WEAK_TEMPLATE = """
+spec:
+  automountServiceAccountToken: true
+  securityContext:
+    runAsNonRoot: false
+    seccompProfile:
+      type: Unconfined
+  containers:
+    - name: agent
+      securityContext:
+        allowPrivilegeEscalation: true
+        privileged: true
+        runAsNonRoot: false
+        capabilities:
+          add: ["NET_ADMIN"]
+"""
+
+
+def test_an_ops_template_cannot_weaken_the_hardening(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(WEAK_TEMPLATE)
+    spec = jobs.build_job(request(), settings(ORCHESTRATOR_JOB_TEMPLATE=str(path)))["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False  # no service account configured: no token
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = spec["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+    assert sc["runAsNonRoot"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+
+
+SCHEDULED_TEMPLATE = """
+spec:
+  nodeSelector:
+    zone: a
+  tolerations:
+    - key: gpu
+      operator: Exists
+      effect: NoSchedule
+  imagePullSecrets:
+    - name: regcred
+  containers:
+    - name: agent
+"""
+
+
+def test_an_ops_template_honours_the_configured_scheduling_and_account(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(SCHEDULED_TEMPLATE)
+    job = jobs.build_job(request(), settings(ORCHESTRATOR_JOB_TEMPLATE=str(path), **FULL))
+    spec = job["spec"]["template"]["spec"]
+    # Settings add to what the template says; neither is dropped.
+    assert spec["nodeSelector"] == {"zone": "a", "pool": "agents", "disk": "ssd"}
+    assert [t["key"] for t in spec["tolerations"]] == ["gpu", "agents"]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
+    assert "nodeAffinity" in spec["affinity"]
+    assert spec["serviceAccountName"] == "agent-runner" and "automountServiceAccountToken" not in spec
+    validate(job)

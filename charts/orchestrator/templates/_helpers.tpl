@@ -59,8 +59,48 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The API's ServiceAccount: it may only read pods and their logs (rbac/pod-logs-role.yaml). */}}
+{{- define "orchestrator.apiServiceAccountName" -}}
+{{- if .Values.api.serviceAccount.create }}
+{{- default (include "orchestrator.componentName" (dict "root" . "component" "api")) .Values.api.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.api.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Account and token of a pod by what it does with the Kubernetes API:
+(dict "root" $ "access" "jobs"|"logs"|"none"). `jobs`: create and watch agent
+Jobs (the Job manager's account); `logs`: read pods and their logs (the API's
+account); `none`: no account of ours and no token. The local runner never calls
+Kubernetes, so every pod is `none` with it.
+*/}}
+{{- define "orchestrator.podAccount" -}}
+{{- $access := ternary .access "none" (eq .root.Values.config.runner "kubernetes") }}
+{{- if eq $access "jobs" }}
+serviceAccountName: {{ include "orchestrator.serviceAccountName" .root }}
+automountServiceAccountToken: true
+{{- else if eq $access "logs" }}
+serviceAccountName: {{ include "orchestrator.apiServiceAccountName" .root }}
+automountServiceAccountToken: true
+{{- else }}
+# This pod never calls the Kubernetes API: the namespace's default account, no token.
+automountServiceAccountToken: false
+{{- end }}
+{{- end }}
+
+{{/* Kubernetes access of a worker group, from the steps its queues run (see podAccount). */}}
+{{- define "orchestrator.workerAccess" -}}
+{{- if has "deploy" .queues }}jobs{{ else if has "coordination" .queues }}logs{{ else }}none{{ end }}
+{{- end }}
+
 {{- define "orchestrator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The agent Jobs' image: config.agentImage, else agentImage at its tag or the appVersion. */}}
+{{- define "orchestrator.agentImage" -}}
+{{- default (printf "%s:%s" .Values.agentImage.repository (default .Chart.AppVersion .Values.agentImage.tag)) .Values.config.agentImage }}
 {{- end }}
 
 {{/* Namespace of agent Jobs. */}}

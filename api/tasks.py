@@ -20,6 +20,7 @@ from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
 from orchestrator.logs import scrub_lines
+from orchestrator.dispatch import Dispatcher
 from orchestrator.model import Run, Task
 from orchestrator.settings import Settings
 from orchestrator.states import Status
@@ -47,6 +48,10 @@ def _settings() -> Settings:
 
 def _store() -> TaskStore:
     return current_app.extensions["orchestrator"].store()
+
+
+def _dispatcher() -> Dispatcher:
+    return current_app.extensions["orchestrator"].dispatcher()
 
 
 def _schema(name: str) -> Schema:
@@ -243,6 +248,7 @@ def submit_task() -> Response:
             idempotency_key=key, idempotency_ttl=settings.idempotency_ttl_seconds,
             idempotency_value={"task": task_ref(spec["service_name"], spec["id"]),
                                "fingerprint": fingerprint} if key else None,
+            dispatcher=_dispatcher(),
         )
     except TaskExists:
         first = store.get_idempotent(key) if key else None
@@ -289,7 +295,7 @@ def add_context(service: str, task_id: int) -> Response:
     actor = _actor()
     document = {**document, "added_by": actor,
                 "added_at": datetime.now(timezone.utc).isoformat()}
-    operations.add_context(store, service, task_id, document, actor=actor)
+    operations.add_context(store, service, task_id, document, actor=actor, dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
 
@@ -299,7 +305,8 @@ def cancel_task(service: str, task_id: int) -> Response:
     service = _service(service)
     body = _load("cancel", _json_body(required=False))
     store = _store()
-    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"])
+    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"],
+                           dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id))
 
 
@@ -309,7 +316,7 @@ def retry_task(service: str, task_id: int) -> Response:
     service = _service(service)
     _json_body(required=False)  # optional; when present it must still be JSON
     store = _store()
-    operations.retry_task(store, service, task_id, actor=_actor())
+    operations.retry_task(store, service, task_id, actor=_actor(), dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
 

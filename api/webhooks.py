@@ -16,10 +16,11 @@ from flask import Blueprint, Request, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 
 from api.errors import ApiError
-from orchestrator import dispatch
+from orchestrator.dispatch import QueueUnavailable, Write
 from orchestrator.github import signature
 from orchestrator.github.routing import GitHubConfig, event_identity, match
 from orchestrator.store import StoreUnavailable
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.webhooks")
 
@@ -130,19 +131,13 @@ def github() -> tuple[Response, int]:
     # the reconcile loop re-sends from if the queue message is lost); the queue
     # message names only the delivery, and the worker reads the body from the copy.
     # It goes to Redis as the bytes received (orjson has already refused invalid UTF-8).
-    if dispatch.bound_to(store):
-        # Claim, keep and queue in one atomic step.
-        outgoing = dispatch.prepare(dispatch.HANDLE_EVENT, delivery, event)
-        if not store.claim_delivery(delivery, settings.delivery_ttl_seconds, enqueue=outgoing.enqueue(),
-                                    pending=(event, body)):
-            return _answer(200, {"status": "duplicate", "delivery": delivery})
-        return _answer(202, {"status": "queued", "delivery": delivery})
-    if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
-        return _answer(200, {"status": "duplicate", "delivery": delivery})
+    # Claim, keep and queue in one atomic step (or, on another broker, claim and keep, then queue).
+    write = Write(store, lambda enqueue: store.claim_delivery(delivery, settings.delivery_ttl_seconds,
+                                                              enqueue=enqueue, pending=(event, body)))
     try:
-        store.keep_pending_event(delivery, event, body, settings.delivery_ttl_seconds)
-        dispatch.send(dispatch.HANDLE_EVENT, delivery, event)
-    except StoreUnavailable:
+        if not resources.dispatcher().send(Step.HANDLE_EVENT, delivery, event, write=write):
+            return _answer(200, {"status": "duplicate", "delivery": delivery})
+    except QueueUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
         try:
             store.drop_pending_event(delivery)

@@ -21,6 +21,7 @@ from orchestrator.model import ENDED_PHASES, Run, RunPhase, Task, is_reserved_en
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.runs")
 
@@ -142,7 +143,7 @@ def _finish(store: TaskStore, run_id: str, send: Send) -> bool:
         return False
     # Sent before it is marked: a crash in between sends twice (finish_run is
     # idempotent), never zero times.
-    send(dispatch.FINISH_RUN, run_id)
+    send(Step.FINISH_RUN, run_id)
     store.update_run(run_id, finish_sent="1")
     return True
 
@@ -179,11 +180,14 @@ def is_quiet(run: Run, task_status: str | None, obs: RunObservation) -> bool:
 
 
 def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dispatch.send,
-                      actor: str = ACTOR) -> bool:
+                      actor: str = ACTOR, lease: tuple[str, str, int] | None = None) -> bool:
     """Record what a runner saw; move Launching -> Running; on the end, send FINISH_RUN once.
 
     Returns True when it sent FINISH_RUN. An ended run is never reopened, and a
     running run never goes back to pending, so the status does not flap.
+    With `lease=(name, holder, fencing token)` (the watcher's), what it writes
+    is written only while that lease is still held with that token; otherwise
+    nothing is and LeaseNotHeld is raised.
     """
     run = store.get_run(obs.run_id)
     if run is None:
@@ -196,30 +200,32 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
                       exit_code=obs.exit_code, retryable="1" if obs.retryable else "0",
                       failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000])
         fields.setdefault("started_at", run.started_at or obs.started_at)
-        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, **fields):
+        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False  # its end was recorded meanwhile (a cancel, another watcher), with its finish
         return _finish(store, obs.run_id, send)
     if not _unchanged(run, fields):  # a reconcile of 1,000 quiet runs writes nothing
-        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, **fields):
+        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False
     if obs.phase == RUNNING:
         task = store.get_task(run.service, run.task_id)
         if task and task.current_run == obs.run_id and task.status == Status.LAUNCHING:
             try:
                 store.transition(run.service, run.task_id, Status.RUNNING,
-                                 reason=f"run {obs.run_id} started", actor=actor, expect=Status.LAUNCHING)
+                                 reason=f"run {obs.run_id} started", actor=actor, expect=Status.LAUNCHING,
+                                 lease=lease)
             except IllegalTransition:
                 pass  # moved on meanwhile (cancelled, superseded): nothing to do
     return False
 
 
-def record_lost(store: TaskStore, run_id: str, reason: str, *, send: Send = dispatch.send) -> bool:
+def record_lost(store: TaskStore, run_id: str, reason: str, *, send: Send = dispatch.send,
+                lease: tuple[str, str, int] | None = None) -> bool:
     """The run's Job or process vanished before its end was seen: fail it (retryable) and hand it on."""
     run = store.get_run(run_id)
     if run is None or run.ended:
         return False
     return apply_observation(store, RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(),
-                                                   retryable=True), send=send)
+                                                   retryable=True), send=send, lease=lease)
 
 
 def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "system") -> None:

@@ -60,7 +60,7 @@ def test_the_default_allow_list_accepts_harmless_names(client: FlaskClient, stor
     env = {"LOG_LEVEL": "debug", "TZ": "UTC", "APP_MODE": "fast", "FEATURE_CSV": "on"}
     response = client.post("/api/v1/pm/tasks", json=valid_task(env=env), headers=AUTH)
     assert response.status_code == 202, response.get_json()
-    assert store.get_task("billing", 7)["spec"]["env"] == env
+    assert store.get_task("billing", 7).spec["env"] == env
 
 
 def test_ops_patterns_widen_the_list_but_never_to_reserved_names(settings: Settings,
@@ -91,7 +91,7 @@ def test_a_stored_task_with_env_outside_the_list_fails_at_launch(settings: Setti
     run = {"run_id": "billing-1-v1-a1", "service": "billing", "task_id": 1, "version": 1, "attempt": 1}
     with pytest.raises(ValueError, match="ANTHROPIC_BASE_URL"):
         runs.build_request(settings, task, run)
-    task["spec"]["env"] = {"APP_MODE": "x"}
+    task.spec["env"] = {"APP_MODE": "x"}
     assert runs.build_request(settings, task, run).env == {"APP_MODE": "x"}
 
 

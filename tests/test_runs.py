@@ -6,13 +6,14 @@ import dataclasses
 
 import pytest
 
-from orchestrator import dispatch, runs
+from orchestrator import runs
 from orchestrator.kube.client import KubeClient
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import StoreError, TaskStore
+from orchestrator.steps import Step
 from tests.support.kube_emulator import Fault, KubeEmulator
 from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import Sent, launching_task
@@ -56,7 +57,7 @@ def test_retries_then_permanent_failure_after_the_limit(store: TaskStore, kube_s
     assert len(sleeps) == kube_settings.kube_retries
     run = store.get_run(run_id)
     assert run.phase == FAILED and "503 after 4 attempts" in run.failure_reason
-    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+    assert sent.of(Step.FINISH_RUN) == [(run_id,)]
 
 
 def test_a_refused_manifest_fails_the_run_at_once(store: TaskStore, kube_settings: Settings,
@@ -67,7 +68,7 @@ def test_a_refused_manifest_fails_the_run_at_once(store: TaskStore, kube_setting
     runs.launch(store, kube_settings, kube_runner, run_id, send=sent)
     assert emulator.count(lambda r: r.method == "POST") == 1
     assert "needs permission to create jobs.batch" in store.get_run(run_id).failure_reason
-    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+    assert sent.of(Step.FINISH_RUN) == [(run_id,)]
 
 
 def test_an_invalid_task_env_fails_the_run(store: TaskStore, kube_settings: Settings,
@@ -96,7 +97,7 @@ def test_observations_move_the_task_and_finish_once(store: TaskStore) -> None:
     run = store.get_run(run_id)
     assert (run.phase, run.exit_code, run.failure_reason) == (FAILED, 3, "Error: exit code 3")
     assert run.started_at == 100.0 and run.finished_at == 200.0
-    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+    assert sent.of(Step.FINISH_RUN) == [(run_id,)]
     history = [h["to"] for h in store.history("billing", 1)]
     assert history.count("Running") == 1
 
@@ -126,7 +127,7 @@ def test_an_end_recorded_meanwhile_is_not_written_over(store: TaskStore, monkeyp
     run = store.get_run(run_id)
     assert (run.phase, run.failure_reason) == ("Cancelled", "cancelled by pm") and run.exit_code != 137
     assert run.observed_reason != "still going"
-    assert sent.of(dispatch.FINISH_RUN) == []
+    assert sent.of(Step.FINISH_RUN) == []
 
 
 def test_a_guarded_run_update_writes_only_before_the_end(store: TaskStore) -> None:

@@ -395,9 +395,7 @@ def cmd_up(ctx: Context, args: UpOptions) -> int:
         token = settings.api_tokens[0] if settings.api_tokens else localstate.ensure_token(data_dir)
         env = child_env(settings, redis_url, token, f"{args.host}:{api_port}")
         stack.start("api", api_command(f"{args.host}:{api_port}"), env)
-        from workers.app import (
-            QUEUES,  # builds the Celery app: only now that settings are known good
-        )
+        from orchestrator.steps import QUEUES
 
         stack.start("worker", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES),
                                "-c", str(args.concurrency), "-n", f"orchestrator-up-{os.getpid()}@%h",

@@ -15,13 +15,14 @@ from orchestrator.coordination.admission import admission_score_of, admit_waitin
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
-from orchestrator import dispatch
 from orchestrator.logs import bounded_excerpt, scrub
+from orchestrator import backoff
 from orchestrator.model import ENDED_PHASES, FinishResult, Run, RunPhase
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.coordination")
 
@@ -86,7 +87,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
             f"agent exited with code {run.exit_code}" if run.exit_code is not None else "failed"
         )
         if retryable and retries < settings.max_retries:
-            delay = settings.retry_backoff_seconds * (2 ** retries)
+            delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
             target = Status.QUEUED
@@ -110,7 +111,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
         store.add_waiting(service, task_id, admission_score_of(settings, task_after))
         if fields.get("not_before"):
             # Wake the admission when the backoff is over (the re-drive would too, later).
-            send(dispatch.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
+            send(Step.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
     else:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)

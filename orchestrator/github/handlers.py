@@ -25,6 +25,7 @@ from orchestrator.model import Task
 from orchestrator.settings import Settings
 from orchestrator.states import RETRYABLE_FROM, TERMINAL
 from orchestrator.store import TaskExists, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.github")
 
@@ -340,7 +341,7 @@ def close_pull_request(ctx: EventContext) -> Outcome:
     ctx.store.update_task(*ref, pull_request_outcome=outcome,
                           pull_request_url=_text(dig(ctx.payload, "pull_request", "html_url"), 500))
     try:
-        dispatch.send(dispatch.CLEANUP_WORKSPACE, ref[0], ref[1])
+        dispatch.send(Step.CLEANUP_WORKSPACE, ref[0], ref[1])
     except dispatch.QueueUnavailable:
         log.warning("could not queue the workspace cleanup of %s/%s", *ref)
     return _changed(ctx, f"task {ref[0]}/{ref[1]}: pull request {outcome}; workspace released", ref)

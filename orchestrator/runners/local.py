@@ -13,8 +13,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,10 @@ class LocalRunner:
             if buffer:
                 yield buffer.decode("utf-8", errors="replace")
 
+    def tracker(self, on_change: Callable[[str], None], *, watch_timeout: int = 60) -> LocalTracker:
+        """Status files read on every poll (nothing to stream)."""
+        return LocalTracker(self)
+
     def sweep(self, older_than: float) -> list[str]:
         """Remove directories of finished runs that ended more than `older_than` seconds ago."""
         removed = []
@@ -236,6 +241,39 @@ class LocalRunner:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
         return removed
+
+
+class LocalTracker:
+    """The local runner's `Tracker`: status files read on every poll, no stream."""
+
+    streams: tuple[str, ...] = ()
+    stream_stop_seconds = 0.0
+
+    def __init__(self, runner: LocalRunner) -> None:
+        self.runner = runner
+        # Status files are cheap to read: poll often, so a local run's end is seen within a second.
+        self.poll_seconds = min(runner.settings.reconcile_seconds, 1.0)
+
+    def relist(self) -> None:
+        pass  # every observation reads the files afresh
+
+    def observations(self, run_ids: Iterable[str]) -> dict[str, RunObservation]:
+        return self.runner.observe_all()  # every run's status file at once
+
+    def observation(self, run_id: str) -> RunObservation | None:
+        return self.runner.observe(run_id)
+
+    def still_running(self, run_id: str) -> bool:
+        return False  # a local run's end is its process's end, never inferred while it runs
+
+    def end_lags(self, run_id: str) -> bool:
+        return False  # the status file carries the end and its cause together
+
+    def stream(self, name: str, stop: threading.Event) -> None:
+        pass
+
+    def sweep(self, older_than: float) -> list[str]:
+        return self.runner.sweep(older_than)
 
 
 def _supervisor_running(run_dir: Path) -> bool:

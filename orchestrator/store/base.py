@@ -10,7 +10,7 @@ import redis
 from redis.commands.core import Script
 
 from orchestrator.store.errors import StoreUnavailable
-from orchestrator.store.keys import GAUGES_KEY
+from orchestrator.store.keys import GAUGES_KEY, fence_key, lease_key
 from orchestrator.store.records import encode_fields, flatten
 
 
@@ -131,10 +131,13 @@ class StoreBase:
 
     # Helpers -------------------------------------------------------------------
 
-    def _update_existing_hash(self, key: str, fields: Mapping[str, Any], *, unless_phase: Iterable[str] = ()) -> int:
-        """update_existing.lua on one record: -1 no record, 0 its phase forbade it, 1 written."""
-        args = [",".join(unless_phase), *flatten(encode_fields(fields))]
-        return int(self._call(self._update_existing, keys=[key], args=args))
+    def _update_existing_hash(self, key: str, fields: Mapping[str, Any], *, unless_phase: Iterable[str] = (),
+                              lease: tuple[str, str, int] | None = None) -> int:
+        """update_existing.lua on one record: -1 no record, -2 lease lost, 0 its phase forbade it, 1 written."""
+        keys = [key, lease_key(lease[0]), fence_key(lease[0])] if lease else [key]
+        holder, token = (lease[1], int(lease[2])) if lease else ("", 0)
+        args = [",".join(unless_phase), holder, token, *flatten(encode_fields(fields))]
+        return int(self._call(self._update_existing, keys=keys, args=args))
 
     def _call(self, script: Any, *, keys: Iterable[str], args: Iterable[Any]) -> Any:
         try:

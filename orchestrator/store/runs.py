@@ -9,7 +9,7 @@ from typing import Any
 
 from orchestrator.model import Run, Status, Task
 from orchestrator.store.base import StoreBase
-from orchestrator.store.errors import StoreError
+from orchestrator.store.errors import LeaseNotHeld, StoreError
 from orchestrator.store.keys import (
     contexts_key,
     run_id_for,
@@ -89,9 +89,16 @@ class Runs(StoreBase):
         if self._update_existing_hash(run_key(run_id), fields) < 0:
             raise StoreError(f"no run {run_id}")
 
-    def update_unended_run(self, run_id: str, ended: Iterable[str], **fields: Any) -> bool:
-        """Set fields of a run unless its phase is one of `ended`; False (nothing written) when it is."""
-        written = self._update_existing_hash(run_key(run_id), fields, unless_phase=ended)
+    def update_unended_run(self, run_id: str, ended: Iterable[str], *, lease: tuple[str, str, int] | None = None,
+                           **fields: Any) -> bool:
+        """Set fields of a run unless its phase is one of `ended`; False (nothing written) when it is.
+
+        `lease=(name, holder, token)` makes the write also conditional on that
+        lease still being held with that fencing token (LeaseNotHeld otherwise).
+        """
+        written = self._update_existing_hash(run_key(run_id), fields, unless_phase=ended, lease=lease)
+        if written == -2:
+            raise LeaseNotHeld(f"the lease {lease[0] if lease else ''} passed to another holder")
         if written < 0:
             raise StoreError(f"no run {run_id}")
         return bool(written)

@@ -76,7 +76,7 @@ def test_hidden_comments_never_reach_the_task_and_the_task_says_so(github_settin
     payload = load("issues/labeled.payload.json")  # a trusted author: hidden text is stripped all the same
     payload["issue"]["body"] = f"Fix the typo.\n{HIDDEN}\nIn the README.\n\n{UNCLOSED}\nmore hidden text"
     assert deliver(store, github_settings, "issues", payload)["status"] == "changed"
-    spec = store.require_task(SERVICE, 1)["spec"]
+    spec = store.require_task(SERVICE, 1).spec
     document = spec["markdown_files"][0]["content"]
     for text in (document, spec["details"]):
         assert "attacker.example" not in text and "ANTHROPIC_API_KEY" not in text and "more hidden" not in text
@@ -106,8 +106,8 @@ def test_hidden_text_in_a_run_comment_and_a_review_is_removed(github_settings: S
     review["review"].update(state="changes_requested", body=f"Use a constant.{HIDDEN}", author_association="OWNER")
     assert deliver(store, github_settings, "pull_request_review", review)["status"] == "changed"
     latest = store.contexts(SERVICE, 1)[-1]
-    assert "attacker.example" not in latest["content"] and "Use a constant." in latest["content"]
-    assert "removed from this review's text" in latest["content"]
+    assert "attacker.example" not in latest.content and "Use a constant." in latest.content
+    assert "removed from this review's text" in latest.content
 
 
 @pytest.mark.parametrize("body", ["<!--\n/orchestrator run\n-->", "text <!-- x\n/orchestrator cancel"])

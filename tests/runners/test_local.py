@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import dispatch, runs
+from orchestrator import runs
 from orchestrator.runners import get_runner
 from orchestrator.runners.base import AgentSpec, RunRequest
 from orchestrator.runners.errors import LogsUnavailable
@@ -20,6 +20,7 @@ from orchestrator.runners.local import LocalRunner
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.watcher import Watcher
+from orchestrator.steps import Step
 from tests.support.runs import Sent, launching_task
 from tests.support.wait import wait_for
 
@@ -151,7 +152,7 @@ def test_the_built_in_agent_runs_the_whole_lifecycle_through_the_watcher(store: 
     sent = Sent()
     assert runs.launch(store, settings, runner, run_id, send=sent) == run_id
     watcher = Watcher(store, settings, runner, send=sent)
-    wait_for(lambda: watcher.reconcile() and sent.of(dispatch.FINISH_RUN))
+    wait_for(lambda: watcher.reconcile() and sent.of(Step.FINISH_RUN))
     run = store.get_run(run_id)
     assert (run.phase, run.exit_code) == ("Succeeded", 0)
     result = (workspace / ".task" / "1" / "runs" / run_id / "result.json").read_text()

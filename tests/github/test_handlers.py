@@ -128,7 +128,7 @@ def test_cancel_retry_and_run_commands(store: TaskStore, github_settings: Settin
     task = store.require_task(SERVICE, 1)
     assert task.status == "Cancelled" and "github:alice" in task.status_reason
     again = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel"))
-    assert again.status == "ignored" and "already ended" in again.detail
+    assert again["status"] == "ignored" and "already ended" in again["detail"]
 
     assert deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator retry"))["status"] == "changed"
     assert store.require_task(SERVICE, 1).status == "Pending"
@@ -236,7 +236,7 @@ def test_the_same_delivery_is_handled_once(store: TaskStore, github_settings: Se
     payload = load("pull_request_review_comment/created.payload.json")
     first = handle_event(store, github_settings, "d-1", "pull_request_review_comment", payload)
     second = handle_event(store, github_settings, "d-1", "pull_request_review_comment", payload)
-    assert (first.status, second["status"]) == ("changed", "duplicate")
+    assert (first["status"], second["status"]) == ("changed", "duplicate")
     assert len(store.contexts(SERVICE, 9)) == 1
 
 

@@ -106,8 +106,8 @@ def test_hidden_text_in_a_run_comment_and_a_review_is_removed(github_settings: S
     review["review"].update(state="changes_requested", body=f"Use a constant.{HIDDEN}", author_association="OWNER")
     assert deliver(store, github_settings, "pull_request_review", review)["status"] == "changed"
     latest = store.contexts(SERVICE, 1)[-1]
-    assert "attacker.example" not in latest.content and "Use a constant." in latest.content
-    assert "removed from this review's text" in latest.content
+    assert "attacker.example" not in latest["content"] and "Use a constant." in latest["content"]
+    assert "removed from this review's text" in latest["content"]
 
 
 @pytest.mark.parametrize("body", ["<!--\n/orchestrator run\n-->", "text <!-- x\n/orchestrator cancel"])

@@ -290,6 +290,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Command of the agent container, split like a shell would (Kubernetes runner). The task's model reaches it as `ANTHROPIC_MODEL`."),
     Variable("ORCHESTRATOR_LOCAL_AGENT_COMMAND", "local_agent_command", _parse_command, "",
              "Agent command of the local runner. Empty: Claude Code when `claude` is installed and `ANTHROPIC_API_KEY` is set, else the built-in example agent (`python -m orchestrator.agents.example`)."),
+    Variable("ORCHESTRATOR_LOCAL_AGENT_USER", "local_agent_user", _parse_str, "",
+             "User the local runner runs agents as (the worker must run as root); the agent gets its checkout and its contract environment only. Empty: agents run as the worker's own user, which is no security boundary. `orchestrator up` run as root uses `orchestrator-agent` (created when missing) unless this is set."),
     Variable("ORCHESTRATOR_AGENT_SECRET", "agent_secret", _parse_str, "orchestrator-agent",
              "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied)."),
     Variable("ORCHESTRATOR_WORKSPACE_PVC", "workspace_pvc", _parse_str, "orchestrator-workspace",
@@ -403,6 +405,7 @@ class Settings:
     agent_images: Mapping[str, str]
     agent_command: tuple[str, ...]
     local_agent_command: tuple[str, ...]
+    local_agent_user: str
     agent_secret: str
     workspace_pvc: str
     job_template: Path | None

@@ -39,12 +39,17 @@ def probe(self: Task) -> dict[str, Any]:
 def handle_event(self: Task, delivery_id: str, event: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     """Act on one verified GitHub delivery (routing and handlers in orchestrator.github.handlers).
 
-    The message names the delivery; its payload is read from the store's pending copy.
+    The message names the delivery; its payload is read from the store's pending copy,
+    which only the receiver writes after checking the signature. A payload inside the
+    message is never used: anyone who can queue a message would bypass the HMAC.
     """
     from orchestrator.github import handlers
 
+    if payload is not None:
+        log.warning("github delivery %s (%s): a payload inside the message was ignored; only the kept copy counts",
+                    delivery_id, event)
     try:
-        return handlers.handle_event(get_store(), get_settings(), delivery_id, event, payload)
+        return handlers.handle_event(get_store(), get_settings(), delivery_id, event)
     except StoreUnavailable as exc:  # Redis away: 1 s, 2 s, 4 s... at most a minute, jittered
         raise self.retry(exc=exc, countdown=backoff.delay(self.request.retries or 0, base=1.0, cap=60.0)) from None
 

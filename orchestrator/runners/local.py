@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.model import is_reserved_env
+from orchestrator.runners import agent_user
+from orchestrator.runners.agent_user import AgentUser
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
 from orchestrator.settings import Settings
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-# Variables of the worker an agent may see; everything else (Redis URL, API tokens...) stays out.
-PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "PYTHONPATH", "VIRTUAL_ENV")
+# Variables of the worker an agent may see; everything else (Redis URL, API tokens, GitHub token...) stays out.
+PASSED_THROUGH = ("PATH", "HOME", "LANG")
+CODE_ROOT = str(Path(__file__).resolve().parents[2])  # the built-in example agent is imported from here
 START_GRACE_SECONDS = 60.0
 
 
@@ -53,9 +56,28 @@ class LocalRunner:
             raise ValueError(f"invalid run id {run_id!r}")
         return self.root / run_id
 
-    def environment(self, request: RunRequest) -> dict[str, str]:
-        """The agent's environment: the same contract as a Job, secrets from the worker's environment."""
+    def agent_user(self) -> AgentUser | None:
+        """The user agents run as when it is not this process's own; None: as this process's user."""
+        name = self.settings.local_agent_user
+        if not name:
+            return None
+        user = agent_user.lookup(name)
+        if user is None:
+            raise LaunchFailed(f"the local agent user {name} (ORCHESTRATOR_LOCAL_AGENT_USER) does not exist; "
+                               f"create it (useradd --system {name}) or set ORCHESTRATOR_LOCAL_AGENT_USER empty")
+        if user.uid == os.geteuid():
+            return None
+        if os.geteuid() != 0:
+            raise LaunchFailed(f"the worker runs as uid {os.geteuid()}, not root: it cannot run agents as {name} "
+                               "(ORCHESTRATOR_LOCAL_AGENT_USER)")
+        return user
+
+    def environment(self, request: RunRequest, user: AgentUser | None = None) -> dict[str, str]:
+        """The agent's environment: the contract, PATH/HOME/LANG, and the Anthropic key for Claude Code only."""
         env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+        if user is not None:
+            env["HOME"] = user.home
+        env["PYTHONPATH"] = CODE_ROOT
         for name, value in request.env.items():
             if is_reserved_env(name):
                 raise LaunchFailed(f"task env may not set {name}")
@@ -73,10 +95,9 @@ class LocalRunner:
             env["ORCHESTRATOR_STAGE"] = request.stage
         if request.agent.model:
             env["ANTHROPIC_MODEL"] = request.agent.model
-        if self.settings.anthropic_api_key:
+        # Delivery (commit, push, pull request) is the orchestrator's: the agent never needs GITHUB_TOKEN.
+        if self.settings.anthropic_api_key and is_claude_code(request.agent.command):
             env["ANTHROPIC_API_KEY"] = self.settings.anthropic_api_key
-        if self.settings.github_token:
-            env["GITHUB_TOKEN"] = self.settings.github_token
         return env
 
     def launch(self, request: RunRequest) -> str:
@@ -84,7 +105,8 @@ class LocalRunner:
         run_dir = self.run_dir(request.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         spec_path = run_dir / "spec.json"
-        env = self.environment(request)
+        user = self.agent_user()
+        env = self.environment(request, user)
         if spec_path.exists():
             if (run_dir / "status.json").exists() or _supervisor_running(run_dir):
                 return request.run_id  # adopted: a redelivered launch step
@@ -95,16 +117,16 @@ class LocalRunner:
                 else request.workspace_dir
             if not cwd.is_dir():
                 raise LaunchFailed(f"the run's working directory {cwd} does not exist")
+            if user is not None:
+                agent_user.hand_over(request.workspace_dir, user)  # its checkout, writable by it alone
             timeout = max(1, min(int(request.timeout_seconds or self.settings.default_timeout_seconds),
                                  self.settings.max_timeout_seconds))
             command = list(request.agent.command) + list(request.agent.args)
             tmp = run_dir / ".spec.tmp"
             tmp.write_text(json.dumps({"command": command, "cwd": str(cwd), "timeout": timeout,
-                                       "launched_at": time.time()}))
+                                       "launched_at": time.time(), "user": user.as_spec() if user else None}))
             os.replace(tmp, spec_path)
-        supervisor_env = dict(env)
-        supervisor_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")) if p)
+        supervisor_env = dict(env)  # passed on to the agent as it is: PYTHONPATH is our code root only
         # The supervisor forks and its parent exits at once: this wait is milliseconds.
         subprocess.run([sys.executable, "-m", "orchestrator.runners.local_supervisor", str(run_dir)],
                        env=supervisor_env, check=True, timeout=30, stdin=subprocess.DEVNULL,
@@ -274,6 +296,11 @@ class LocalTracker:
 
     def sweep(self, older_than: float) -> list[str]:
         return self.runner.sweep(older_than)
+
+
+def is_claude_code(command: tuple[str, ...] | list[str]) -> bool:
+    """True when the agent's program is Claude Code (`claude`), the one agent that needs ANTHROPIC_API_KEY."""
+    return bool(command) and os.path.basename(command[0]) == "claude"
 
 
 def _supervisor_running(run_dir: Path) -> bool:

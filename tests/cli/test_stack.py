@@ -105,7 +105,7 @@ def test_descendants() -> None:
 def test_child_env_defaults(settings) -> None:
     env = stack.child_env(settings.replace(api_tokens=()), "redis://127.0.0.1:1/0", "tok", "127.0.0.1:1")
     assert env["ORCHESTRATOR_API_TOKENS"] == "tok"
-    assert env["ORCHESTRATOR_RUNNER"] == "local" and env["FLOWER_UNAUTHENTICATED_API"] == "true"
+    assert env["ORCHESTRATOR_RUNNER"] == "local" and "FLOWER_UNAUTHENTICATED_API" not in env
     assert env["ORCHESTRATOR_REDIS_URL"] == "redis://127.0.0.1:1/0"
     configured = stack.child_env(settings, "redis://x:1/0", "tok", "127.0.0.1:1")
     assert configured["ORCHESTRATOR_API_TOKENS"] == os.environ["ORCHESTRATOR_API_TOKENS"]

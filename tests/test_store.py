@@ -28,6 +28,24 @@ def make(store: TaskStore, service: str = "web", task_id: int = 1, agent: str = 
     return store.create_task(service=service, task_id=task_id, agent=agent, spec={**SPEC, "id": task_id}, **kw)
 
 
+def test_records_written_by_an_older_version_still_read(store: TaskStore) -> None:
+    """Hashes as the first versions wrote them: fewer fields, priority only in the spec, '' for unset."""
+    store.redis.hset("orch:task:web:3", mapping={
+        "service": "web", "id": "3", "agent": "claude", "spec": '{"id": 3, "priority": "high"}', "outputs": "{}",
+        "status": "Running", "status_reason": "run web-3-v1-a1 started", "context_version": "1",
+        "created_at": "1700000000.0", "updated_at": "1700000005.0", "current_run": "web-3-v1-a1"})
+    store.redis.hset("orch:run:web-3-v1-a1", mapping={
+        "run_id": "web-3-v1-a1", "service": "web", "task_id": "3", "version": "1", "attempt": "1", "stage": "",
+        "job_name": "web-3-v1-a1", "phase": "Running", "queued_at": "1700000000.0", "started_at": "",
+        "finished_at": "", "exit_code": "", "failure_reason": "", "outputs": "{}"})
+    store.redis.zadd("orch:task:web:3:runs", {"web-3-v1-a1": 1700000000.0})
+    task = store.require_task("web", 3)
+    assert (task.status, task.priority.value, task.seq, task.origin) == (Status.RUNNING, "high", 0, {})
+    assert task.current_run == "web-3-v1-a1" and task.created_at == 1700000000.0
+    [run] = store.list_runs("web", 3)
+    assert (run.phase, run.started_at, run.exit_code, run.retryable) == (RunPhase.RUNNING, None, None, False)
+
+
 def test_create_and_read_back(store: TaskStore) -> None:
     task = make(store, priority="high", origin={"github_issue": "o/r#3"})
     assert task.status == "Pending"

@@ -343,7 +343,7 @@ def test_kubernetes_logs_before_a_pod_runs_and_after_the_job_ttl_are_404(
 ) -> None:
     app.extensions["orchestrator"]._runner = kube_runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     for follow in (False, True):  # Preparing/Launching: no Job yet
         _no_logs(client, follow)
     kube_runner.launch(RunRequest(run_id=run_id, service="billing", task_id=7, version=1, attempt=1,
@@ -382,7 +382,7 @@ def test_local_logs_before_the_run_wrote_any_are_404(client: FlaskClient, app: F
     runner = LocalRunner(settings)
     app.extensions["orchestrator"]._runner = runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     for follow in (False, True):  # Preparing: nothing of the run on disk
         _no_logs(client, follow)
     run_dir = runner.run_dir(run_id)  # launched, the agent has not written yet
@@ -416,7 +416,7 @@ def test_a_whole_log_is_streamed_not_loaded(client: FlaskClient, app: Flask, sto
     runner = LocalRunner(settings)
     app.extensions["orchestrator"]._runner = runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     run_dir = runner.run_dir(run_id)
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))
@@ -466,7 +466,7 @@ def test_an_abandoned_kubernetes_follow_stops_reading(
 ) -> None:
     app.extensions["orchestrator"]._runner = kube_runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     kube_runner.launch(RunRequest(run_id=run_id, service="billing", task_id=7, version=1, attempt=1,
                                   agent=AgentSpec(name="claude", image="img:1", command=("claude",)),
                                   workspace_dir=tmp_path))
@@ -480,7 +480,7 @@ def test_an_abandoned_local_follow_stops_reading(client: FlaskClient, app: Flask
     runner = LocalRunner(settings)
     app.extensions["orchestrator"]._runner = runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     run_dir = runner.run_dir(run_id)
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))

@@ -20,6 +20,7 @@ from api import log_follow, schemas
 from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
+from orchestrator.delivery.record import run_view_fields
 from orchestrator.dispatch import Dispatcher
 from orchestrator.logs import scrub_lines
 from orchestrator.model import Run, Task
@@ -188,6 +189,7 @@ def run_view(run: Run) -> dict[str, Any]:
         "exit_code": run.exit_code,
         "failure_reason": run.failure_reason,
         "pull_request_url": run.outputs.get("pull_request_url"),
+        **run_view_fields(run),  # branch, base, commit, commits, diffstat, pull request, outcome
     }
 
 

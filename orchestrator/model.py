@@ -80,6 +80,7 @@ class FinishResult(enum.StrEnum):
     NO_TASK = "no-task"
     NOT_CURRENT = "not-current"
     NOT_ENDED = "not-ended"
+    DELIVERING = "delivering"  # a succeeded run's delivery goes first; it sends finish again
     RACED = "raced"
 
 
@@ -196,11 +197,20 @@ class Run:
     prompt: str = ""
     inputs: dict[str, Any] = field(default_factory=dict)
     output_dir: str = ""
-    # What prepare_workspace recorded.
+    # What prepare_workspace recorded (branch, commit), and what delivery left: the branch pushed
+    # against its base, its commits and diffstat, the pull request.
     branch: str = ""
     commit: str = ""
     working_directory: str = ""
     workspace_fence: int | None = None
+    base: str = ""
+    commits: int | None = None
+    diffstat: dict[str, int] | None = None
+    pull_request_url: str = ""
+    pull_request_number: int | None = None
+    delivered_at: float | None = None
+    delivery_failures: int = 0
+    delivery_error: str = ""
 
     @property
     def ended(self) -> bool:

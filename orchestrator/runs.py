@@ -17,7 +17,7 @@ from orchestrator import agent_env, dispatch, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
 from orchestrator.runners.errors import RunnerError
-from orchestrator.model import ENDED_PHASES, Run, RunPhase, Task, is_reserved_env
+from orchestrator.model import ENDED_PHASES, Outcome, Run, RunPhase, Task, is_reserved_env
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
@@ -235,4 +235,5 @@ def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "syste
     if run is None or run.ended:
         return
     store.update_unended_run(run_id, TERMINAL_PHASES, phase=RunPhase.CANCELLED, finished_at=time.time(),
-                             failure_reason=f"cancelled by {actor}", finish_sent="skipped: cancelled")
+                             failure_reason=f"cancelled by {actor}", finish_sent="skipped: cancelled",
+                             outcome=Outcome.CANCELLED)

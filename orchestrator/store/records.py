@@ -60,6 +60,30 @@ def _flag(raw: str) -> bool:
 
 _TRUE = frozenset({"1", "true", "True", "yes"})
 
+
+def _lenient_int(raw: str) -> int | None:
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def _diffstat(raw: str) -> dict[str, int] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {key: int(value.get(key) or 0) for key in ("files", "insertions", "deletions")}
+
+
+def _outcome(raw: str) -> Outcome | None:
+    try:
+        return Outcome(raw)
+    except ValueError:
+        return None
+
 _TASK_FIELDS: dict[str, Callable[[str], Any]] = {
     "service": str, "id": int, "agent": str, "priority": Priority.parse,
     "spec": _json_object, "origin": _json_object, "outputs": _json_object,
@@ -76,9 +100,11 @@ _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
     "runner": str, "job_name": str, "phase": RunPhase,
     "queued_at": float, "launched_at": float, "started_at": float, "finished_at": float,
     "exit_code": int, "failure_reason": str, "retryable": _flag, "observed_reason": str,
-    "finish_sent": str, "outcome": Outcome, "outputs": _json_object,
+    "finish_sent": str, "outcome": _outcome, "outputs": _json_object,
     "agent": str, "image": str, "prompt": str, "inputs": _json_object, "output_dir": str,
     "branch": str, "commit": str, "working_directory": str, "workspace_fence": int,
+    "base": str, "commits": _lenient_int, "diffstat": _diffstat, "pull_request_url": str,
+    "pull_request_number": _lenient_int, "delivered_at": float, "delivery_failures": int, "delivery_error": str,
 }
 
 

@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.extensions["orchestrator"] = Resources(settings)
 
     from api.access_log import init_access_log
+    from api.console import init_console
     from api.errors import register_error_handlers
     from api.health import bp as health_bp
     from api.metrics import bp as metrics_bp
@@ -58,4 +59,5 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.register_blueprint(openapi_bp)
     app.register_blueprint(tasks_bp)
     app.register_blueprint(webhooks_bp)
+    init_console(app)  # the web console under /
     return app

@@ -52,6 +52,7 @@ def init_access_log(app: Flask) -> None:
                 "status": response.status_code,
                 "duration_ms": round(seconds * 1000, 2),
                 "remote": req.remote_addr,
-                "length": response.calculate_content_length(),
+                # The declared length only: computing it would read a streamed body to its end first.
+                "length": response.content_length,
             })
         return response

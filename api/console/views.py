@@ -357,8 +357,11 @@ def _sse(event: str, payload: Any) -> str:
 
 
 def _event_stream(body: Iterator[str]) -> Response:
-    return Response(stream_with_context(body), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response = Response(stream_with_context(body), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    # Nothing may turn the stream into a list (werkzeug does that to compute a length).
+    response.implicit_sequence_conversion = False
+    return response
 
 
 @bp.get("/console/events")

@@ -273,3 +273,18 @@ def test_services_page_shows_caps_and_queues(client: FlaskClient) -> None:
     sign_in(client)
     html = client.get("/services").get_data(as_text=True)
     assert "Active runs" in html and "coordination" in html
+
+
+def test_event_streams_are_not_read_to_their_end_before_they_are_sent(client: FlaskClient, monkeypatch) -> None:
+    import api.console.data as console_data
+
+    polls: list[int] = []
+    real = console_data.statuses
+    monkeypatch.setattr(console_data, "statuses", lambda refs: polls.append(1) or real(refs))
+    submit_api(client)
+    sign_in(client)
+    response = client.get("/console/events?task=billing/7", buffered=False)
+    assert polls == []  # the response left the app (access log and all) before the first poll
+    first = next(iter(response.response))
+    assert b"retry:" in (first if isinstance(first, bytes) else first.encode())
+    response.close()

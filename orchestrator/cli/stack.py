@@ -318,6 +318,9 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str) -> dict
     env["ORCHESTRATOR_REDIS_URL"] = redis_url
     if not settings.api_tokens:
         env["ORCHESTRATOR_API_TOKENS"] = token
+    if not settings.session_secret:  # console sign-ins survive a restart and work in every API process
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        env["ORCHESTRATOR_SESSION_SECRET"] = localstate.ensure_token(settings.data_dir, localstate.SESSION_SECRET_FILE)
     env["ORCHESTRATOR_RUNNER"] = settings.runner  # `local` unless configured for a cluster
     env["ORCHESTRATOR_DATA_DIR"] = str(settings.data_dir)
     if not os.environ.get("ORCHESTRATOR_WORKSPACE_ROOT", "").strip():

@@ -139,3 +139,13 @@ def test_children_stop_even_when_up_is_killed(up_factory) -> None:
     while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [pid for pid in children if alive(pid)] == []
+
+
+def test_child_env_keeps_one_console_session_secret(settings) -> None:
+    first = stack.child_env(settings.replace(session_secret=""), "redis://x:1/0", "tok", "127.0.0.1:1")
+    again = stack.child_env(settings.replace(session_secret=""), "redis://x:1/0", "tok", "127.0.0.1:1")
+    secret_file = settings.data_dir / "session-secret"
+    assert first["ORCHESTRATOR_SESSION_SECRET"] == again["ORCHESTRATOR_SESSION_SECRET"] == secret_file.read_text().strip()
+    assert secret_file.stat().st_mode & 0o077 == 0
+    configured = stack.child_env(settings.replace(session_secret="mine"), "redis://x:1/0", "tok", "127.0.0.1:1")
+    assert configured.get("ORCHESTRATOR_SESSION_SECRET", "mine") == "mine"

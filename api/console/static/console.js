@@ -74,7 +74,11 @@
     var pre = document.getElementById("log");
     if (!pre || !pre.dataset.logs || logSource || logEnded || !window.EventSource) return;
     logSource = new EventSource(pre.dataset.logs);
-    logSource.addEventListener("reset", function () { pre.textContent = ""; });
+    logSource.addEventListener("reset", function () {
+      pre.textContent = "";
+      var hint = document.getElementById("log-hint");
+      if (hint) hint.hidden = true;
+    });
     logSource.addEventListener("line", function (event) {
       var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       pre.appendChild(document.createTextNode(JSON.parse(event.data) + "\n"));

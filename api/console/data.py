@@ -8,7 +8,7 @@ and runs reaches the console through the same functions as the API.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
@@ -42,7 +42,7 @@ def latest_runs(summaries: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, A
     if not wanted:
         return {}
     runs = store().get_runs([run_id for _, run_id in wanted])
-    return {url: api_tasks.run_view(run) for (url, _), run in zip(wanted, runs) if run}
+    return {url: api_tasks.run_view(run) for (url, _), run in zip(wanted, runs, strict=True) if run}
 
 
 def task_page(query: Mapping[str, Any], text: str) -> tuple[list[dict[str, Any]], str | None]:
@@ -75,7 +75,7 @@ def statuses(refs: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
     """Status, reason and last change of many tasks in one round trip, by `service/id`."""
     rows = store().task_fields(refs, "status_reason", "updated_at")
     out: dict[str, dict[str, Any]] = {}
-    for (service, task_id), row in zip(refs, rows):
+    for (service, task_id), row in zip(refs, rows, strict=True):
         if row is None:
             continue
         out[task_ref(service, task_id)] = {
@@ -126,7 +126,7 @@ def age(iso: str | None, now: datetime | None = None) -> str:
     """'3m', '2h', '5d': how long ago an ISO time was."""
     if not iso:
         return ""
-    seconds = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(iso)).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - datetime.fromisoformat(iso)).total_seconds()
     seconds = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -137,7 +137,7 @@ def age(iso: str | None, now: datetime | None = None) -> str:
 def duration(start: str | None, end: str | None) -> str:
     if not start:
         return ""
-    finish = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
+    finish = datetime.fromisoformat(end) if end else datetime.now(UTC)
     seconds = max(0, int((finish - datetime.fromisoformat(start)).total_seconds()))
     if seconds >= 3600:
         return f"{seconds // 3600}h {seconds % 3600 // 60}m"

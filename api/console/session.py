@@ -16,9 +16,8 @@ import logging
 import secrets
 import time
 from datetime import timedelta
-from typing import Any
 
-from flask import Flask, Request, abort, current_app, request, session
+from flask import Flask, Request, abort, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from api.auth import token_accepted
@@ -79,7 +78,6 @@ def sign_in(presented: str) -> bool:
     session.clear()
     session.permanent = True
     session["tid"] = token_id(presented)
-    session["actor"] = actor_for(presented)
     session["iat"] = int(time.time())
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
     return True
@@ -96,14 +94,19 @@ def signed_in() -> bool:
         return False
     if time.time() - iat > _settings().session_lifetime_seconds:
         return False
-    found = False
+    matched = ""
     for token in _settings().api_tokens:  # every token compared: timing says nothing about which
-        found |= hmac.compare_digest(tid, token_id(token))
-    return found
+        if hmac.compare_digest(tid, token_id(token)):
+            matched = token
+    g.console_actor = actor_for(matched) if matched else ""
+    return bool(matched)
 
 
 def actor() -> str:
-    return str(session.get("actor", "console"))
+    """Who acts, for the history: derived from the token the session names (not taken from the cookie)."""
+    if "console_actor" not in g:
+        signed_in()
+    return g.console_actor or "console"
 
 
 def csrf_token() -> str:
@@ -119,5 +122,3 @@ def check_csrf(req: Request | None = None) -> None:
         abort(400, description="the form is stale or was not sent from this console; reload the page and try again")
 
 
-def session_info() -> dict[str, Any]:
-    return {"actor": actor(), "since": session.get("iat")}

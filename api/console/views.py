@@ -6,21 +6,35 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
+from api import schemas
 from api import tasks as api_tasks
-from api.console import data, session as console_session
+from api.console import data
+from api.console import session as console_session
 from api.console.graph import layout
 from api.console.markdown import render_markdown
 from api.errors import ApiError
 from orchestrator import operations
+from orchestrator.cli import taskmaster
+from orchestrator.cli.errors import UsageError
 from orchestrator.states import CANCELLABLE_FROM, RETRYABLE_FROM, Status
 from orchestrator.store import IllegalTransition, StoreUnavailable, TaskExists, TaskNotFound, task_ref
 
@@ -229,7 +243,7 @@ def _run_action(service: str, task_id: int, action: str) -> Any:
         else:
             document = api_tasks._load("context", {"content": request.form.get("content", ""),
                                                   "title": request.form.get("title", "")})
-            document = {**document, "added_by": actor, "added_at": datetime.now(timezone.utc).isoformat()}
+            document = {**document, "added_by": actor, "added_at": datetime.now(UTC).isoformat()}
             operations.add_context(store, service, task_id, document, actor=actor)
             flash("Context added; the task starts again with it.", "ok")
     except ApiError as exc:
@@ -261,6 +275,7 @@ def context(service: str, task_id: int) -> Any:
 
 # Submit -----------------------------------------------------------------------------------------------
 
+PRIORITIES = list(schemas.PRIORITIES)
 SUBMIT_FIELDS = ("service_name", "id", "title", "agent_name", "priority", "description", "details",
                  "test_strategy", "dependencies", "repository_url", "repository_branch", "model", "document")
 
@@ -339,8 +354,66 @@ def submit() -> Any:
             errors, status = {"id": [f"{exc}; submit it with another id, or add context to it"]}, 409
         except operations.DependencyCycle as exc:
             errors, status = {"dependencies": [str(exc)]}, 409
-    return render_template("console/submit.html", form=form, errors=errors,
-                           priorities=["low", "medium", "high", "critical"]), status
+    return render_template("console/submit.html", form=form, errors=errors, tm_errors={}, tm_form={},
+                           priorities=PRIORITIES), status
+
+
+TASKMASTER_FIELDS = ("service_name", "agent_name", "repository_url", "repository_branch")
+
+
+def _taskmaster_page(form: Mapping[str, str], raw: str, tasks: list[dict[str, Any]],
+                     errors: dict[str, list[str]], status: int) -> tuple[str, int]:
+    return render_template("console/taskmaster.html", form=form, raw=raw, tasks=tasks, errors=errors,
+                           dependencies=taskmaster.dependencies), status
+
+
+@bp.post("/submit/taskmaster")
+def submit_taskmaster() -> Any:
+    """Pick a task of an uploaded Task Master tasks.json and submit it as `task submit` would."""
+    console_session.check_csrf()
+    limit = data.settings().max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        abort(413, description=f"the upload is larger than {limit} bytes")
+    form = {k: request.form.get(k, "").strip() for k in TASKMASTER_FIELDS}
+    upload = request.files.get("tasks_file")
+    raw = upload.read(limit + 1).decode("utf-8", "replace") if upload and upload.filename else \
+        request.form.get("tasks_json", "")
+    try:
+        tasks = taskmaster.tasks_from_document(json.loads(raw), source="the uploaded file")
+    except ValueError as exc:
+        message = f"the file is not valid JSON: {exc}" if raw.strip() else "choose a Task Master tasks.json"
+        return render_template("console/submit.html", form={"priority": "medium"}, errors={},
+                               tm_errors={"tasks_file": [message]}, tm_form=form,
+                               priorities=PRIORITIES), 400
+    except UsageError as exc:
+        return render_template("console/submit.html", form={"priority": "medium"}, errors={},
+                               tm_errors={"tasks_file": [str(exc)]}, tm_form=form,
+                               priorities=PRIORITIES), 400
+    picked = request.form.get("task_id", "")
+    if not picked:
+        return _taskmaster_page(form, raw, tasks, {}, 200)
+    try:
+        task = taskmaster.find_task(tasks, int(picked), source="the uploaded file")
+    except (ValueError, UsageError) as exc:
+        return _taskmaster_page(form, raw, tasks, {"task_id": [str(exc)]}, 400)
+    repository = None
+    if form["repository_url"]:
+        repository = {"url": form["repository_url"], "branch": form["repository_branch"] or "main"}
+    body = taskmaster.build_submission(task, service=form["service_name"], agent=form["agent_name"],
+                                       repository=repository)
+    try:
+        spec = api_tasks._load("submission", body)
+        created = operations.submit_task(data.store(), spec, actor=console_session.actor(),
+                                         origin={"kind": "console", "source": "taskmaster"})
+    except ApiError as exc:
+        return _taskmaster_page(form, raw, tasks, field_errors(exc.errors or {"_schema": [exc.message]}),
+                                exc.status)
+    except TaskExists as exc:
+        return _taskmaster_page(form, raw, tasks, {"task_id": [f"{exc}; add context to it instead"]}, 409)
+    except operations.DependencyCycle as exc:
+        return _taskmaster_page(form, raw, tasks, {"task_id": [str(exc)]}, 409)
+    flash("Task submitted from the Task Master file.", "ok")
+    return redirect(url_for("console.task", service=created["service"], task_id=created["id"]), 303)
 
 
 @bp.get("/services")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -16,6 +17,7 @@ from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from tests.support.api import AUTH, TOKEN, route_steps_to, valid_task
 
+REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HOSTILE = '<script>alert("owned")</script>'
 
 
@@ -288,3 +290,30 @@ def test_event_streams_are_not_read_to_their_end_before_they_are_sent(client: Fl
     first = next(iter(response.response))
     assert b"retry:" in (first if isinstance(first, bytes) else first.encode())
     response.close()
+
+
+def test_a_task_master_file_is_uploaded_and_one_task_picked(client: FlaskClient, store: TaskStore) -> None:
+    import io
+
+    csrf = sign_in(client)
+    document = (REPO_EXAMPLES / "tasks.json").read_bytes()
+    picker = client.post("/submit/taskmaster", data={
+        "csrf_token": csrf, "service_name": "demo", "agent_name": "claude",
+        "tasks_file": (io.BytesIO(document), "tasks.json")}, content_type="multipart/form-data")
+    html = picker.get_data(as_text=True)
+    assert picker.status_code == 200 and 'name="task_id" value="1"' in html
+    raw = re.search(r'name="tasks_json" value="([^"]*)"', html).group(1)
+    import html as html_module
+
+    chosen = client.post("/submit/taskmaster", data={"csrf_token": csrf, "service_name": "demo",
+                                                     "agent_name": "claude", "task_id": "1",
+                                                     "tasks_json": html_module.unescape(raw)})
+    assert chosen.status_code == 303 and chosen.headers["Location"] == "/tasks/demo/1"
+    files = {f["filename"] for f in store.get_task("demo", 1)["spec"]["markdown_files"]}
+    assert "task.md" in files
+    bad = client.post("/submit/taskmaster", data={"csrf_token": csrf, "service_name": "Not Valid",
+                                                  "agent_name": "claude", "task_id": "1",
+                                                  "tasks_json": html_module.unescape(raw)})
+    assert bad.status_code == 400 and 'id="service_name-error"' in bad.get_data(as_text=True)
+    broken = client.post("/submit/taskmaster", data={"csrf_token": csrf, "tasks_json": "{not json"})
+    assert broken.status_code == 400 and 'id="tasks_file-error"' in broken.get_data(as_text=True)

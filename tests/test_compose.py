@@ -108,8 +108,8 @@ def test_shared_workspace_and_runner_by_configuration(compose: dict[str, Any]) -
 def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
     for name, svc in _image_services(compose).items():
         env = svc["environment"]
-        for var in ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY",
-                    "FLOWER_BASIC_AUTH"):
+        for var in ("ORCHESTRATOR_API_TOKENS", "ORCHESTRATOR_SESSION_SECRET", "GITHUB_TOKEN",
+                    "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY", "FLOWER_BASIC_AUTH"):
             # No value: compose passes the variable through from the shell or .env, or leaves it unset.
             assert env.get(var) is None, f"{name}: {var} has a value in the file"
 

@@ -106,21 +106,22 @@ def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack) -> N
     submit(stack, task(1))
     submit(stack, task(3, dependencies=[2], title="Announce the greeting"))
     page.get_by_role("link", name="Submit").click()
-    page.get_by_label("Service").fill("demo")
-    page.get_by_label("Task id", exact=True).fill("2")
-    page.get_by_label("Agent").fill("claude")
-    page.get_by_label("Dependencies").fill("1, x")
+    form = page.locator("form.submit")
+    form.get_by_label("Service").fill("demo")
+    form.get_by_label("Task id", exact=True).fill("2")
+    form.get_by_label("Agent").fill("claude")
+    form.get_by_label("Dependencies").fill("1, x")
     page.get_by_role("button", name="Submit task").click()
     # The API's schema errors, beside their fields; what was typed is still there.
     expect(page.locator("#title-error")).to_be_visible()
     expect(page.locator("#document-error")).to_be_visible()
     expect(page.locator("#dependencies-error")).to_be_visible()
-    expect(page.get_by_label("Service")).to_have_value("demo")
+    expect(form.get_by_label("Service")).to_have_value("demo")
 
-    page.get_by_label("Title").fill("Greet <b>everyone</b>")
-    page.get_by_label("Dependencies").fill("1")
-    page.get_by_label("Description").fill("Print a *friendly* greeting.")
-    page.get_by_label("Task document").fill("# Greeting\n\nSay hello to `everyone`.\n\n<script>alert(1)</script>")
+    form.get_by_label("Title").fill("Greet <b>everyone</b>")
+    form.get_by_label("Dependencies").fill("1")
+    form.get_by_label("Description").fill("Print a *friendly* greeting.")
+    form.get_by_label("Task document").fill("# Greeting\n\nSay hello to `everyone`.\n\n<script>alert(1)</script>")
     page.get_by_role("button", name="Submit task").click()
     expect(page).to_have_url(re.compile(r"/tasks/demo/2$"))
     expect(page.locator("main > h1")).to_contain_text("Greet <b>everyone</b>")  # shown as text
@@ -166,6 +167,21 @@ def test_cancel_and_retry_a_running_task_while_its_log_follows(page: Page, stack
     expect(badge).to_have_text("Cancelled")
     page.goto("/tasks/slow/100")
     assert page.get_by_role("button", name="Cancel").count() == 0
+
+
+def test_a_task_picked_from_an_uploaded_task_master_file(page: Page, stack: Stack) -> None:
+    sign_in(page)
+    page.goto("/submit")
+    upload = page.locator("form[enctype]")
+    upload.get_by_label("Task Master tasks.json").set_input_files(str(REPO_ROOT / "examples" / "tasks.json"))
+    upload.get_by_label("Service").fill("upload")
+    upload.get_by_label("Agent").fill("claude")
+    upload.get_by_role("button", name="Read the file").click()
+    expect(page.get_by_role("heading", name="Pick a task of the file")).to_be_visible()
+    page.locator('input[name="task_id"][value="1"]').check()
+    page.get_by_role("button", name="Submit the chosen task").click()
+    expect(page).to_have_url(re.compile(r"/tasks/upload/1$"))
+    expect(page.locator(".doc h1").first).to_be_visible()
 
 
 def test_the_tasks_list_follows_status_changes_and_fits_a_phone(browser: Browser, stack: Stack) -> None:

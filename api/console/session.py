@@ -109,6 +109,12 @@ def actor() -> str:
     return g.console_actor or "console"
 
 
+def ensure_csrf_token() -> None:
+    """A CSRF token before sign-in too, so the sign-in form is checked like every other."""
+    if not session.get(CSRF_FIELD):
+        session[CSRF_FIELD] = secrets.token_urlsafe(32)
+
+
 def csrf_token() -> str:
     return str(session.get(CSRF_FIELD, ""))
 

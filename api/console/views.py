@@ -151,12 +151,14 @@ def sign_in() -> Any:
     """Ask for an API token; a valid one starts a session."""
     next_url = _safe_next(request.values.get("next"))
     if request.method == "POST":
+        console_session.check_csrf()  # no signing in from another site's form either
         if console_session.sign_in(request.form.get("token", "")):
             return redirect(next_url, 303)
         return render_template("console/sign_in.html", next_url=next_url,
                                error="That token is not accepted."), 401
     if console_session.signed_in():
         return redirect(next_url)
+    console_session.ensure_csrf_token()
     return render_template("console/sign_in.html", next_url=next_url, error=None)
 
 

@@ -44,9 +44,15 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
+def post_sign_in(client: FlaskClient, data: dict, **kwargs):
+    """POST the sign-in form as a browser does: after loading it (its CSRF token)."""
+    page = client.get("/sign-in", **kwargs).get_data(as_text=True)
+    return client.post("/sign-in", data={"csrf_token": csrf_of(page), **data}, **kwargs)
+
+
 def sign_in(client: FlaskClient, token: str = TOKEN) -> str:
     """Sign in; returns the CSRF token of the session."""
-    response = client.post("/sign-in", data={"token": token})
+    response = post_sign_in(client, {"token": token})
     assert response.status_code == 303, response.get_data(as_text=True)
     return csrf_of(client.get("/").get_data(as_text=True))
 
@@ -71,15 +77,20 @@ def test_pages_send_a_visitor_to_sign_in(client: FlaskClient) -> None:
 
 
 def test_a_bad_token_is_refused_and_starts_no_session(client: FlaskClient) -> None:
-    response = client.post("/sign-in", data={"token": "not-a-token"})
+    response = post_sign_in(client, {"token": "not-a-token"})
     assert response.status_code == 401
     assert "not accepted" in response.get_data(as_text=True)
-    assert client.get_cookie(COOKIE_NAME) is None
+    assert client.get("/").status_code == 302
+
+
+def test_the_sign_in_form_is_csrf_checked_too(client: FlaskClient) -> None:
+    response = client.post("/sign-in", data={"token": TOKEN})
+    assert response.status_code == 400
     assert client.get("/").status_code == 302
 
 
 def test_a_valid_token_starts_a_strict_http_only_session_without_the_token(client: FlaskClient) -> None:
-    response = client.post("/sign-in", data={"token": TOKEN, "next": "/submit"})
+    response = post_sign_in(client, {"token": TOKEN, "next": "/submit"})
     assert response.status_code == 303
     assert response.headers["Location"] == "/submit"
     cookie = response.headers["Set-Cookie"]
@@ -92,13 +103,13 @@ def test_a_valid_token_starts_a_strict_http_only_session_without_the_token(clien
 
 
 def test_the_cookie_is_secure_over_https(client: FlaskClient) -> None:
-    response = client.post("/sign-in", data={"token": TOKEN}, base_url="https://console.example")
+    response = post_sign_in(client, {"token": TOKEN}, base_url="https://console.example")
     assert "Secure" in response.headers["Set-Cookie"]
 
 
 def test_sign_in_never_redirects_to_another_site(client: FlaskClient) -> None:
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
-        response = client.post("/sign-in", data={"token": TOKEN, "next": target})
+        response = post_sign_in(client.application.test_client(), {"token": TOKEN, "next": target})
         assert response.headers["Location"] == "/"
 
 

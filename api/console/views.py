@@ -68,7 +68,7 @@ STATUSES = [s.value for s in Status]
 
 
 @bp.before_request
-def _require_session() -> Response | None:
+def _require_session() -> Any:
     """Pages need a live session; a GET is sent to sign in, anything else is refused."""
     if request.endpoint in OPEN_ENDPOINTS or console_session.signed_in():
         return None
@@ -187,7 +187,8 @@ def tasks() -> Any:
     except ApiError as exc:
         errors = exc.errors or {"_schema": [exc.message]}
     runs = data.latest_runs(items)
-    next_args = {k: v for k, v in {**filters, "q": text, "cursor": cursor or ""}.items() if v}
+    next_args: dict[str, Any] = {k: v for k, v in {**filters, "q": text, "cursor": cursor or "",
+                                                  "limit": request.args.get("limit", "")}.items() if v}
     return render_template("console/tasks.html", items=items, runs=runs, filters=filters, text=text,
                            errors=errors, statuses=STATUSES, next_url=url_for("console.tasks", **next_args)
                            if cursor else None, age=data.age)
@@ -202,7 +203,7 @@ def _task_context(service: str, task_id: int) -> dict[str, Any]:
     latest = runs[-1] if runs else None
     status = Status(view["status"])
     log_lines: list[str] | None = None
-    live_logs = bool(latest) and latest.get("phase", "") not in {"Succeeded", "Failed"} and status not in (
+    live_logs = latest is not None and latest.get("phase", "") not in {"Succeeded", "Failed"} and status not in (
         Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
     if latest and not live_logs:
         log_lines = _last_lines(latest["run_id"])

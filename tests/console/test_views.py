@@ -205,7 +205,8 @@ def test_tasks_page_pages_with_the_api_cursor(client: FlaskClient) -> None:
     html = client.get("/?limit=2").get_data(as_text=True)
     assert "billing/3" in html and "billing/2" in html and "billing/1" not in html
     older = re.search(r'href="(/\?[^"]*cursor=[^"]+)"', html).group(1).replace("&amp;", "&")
-    html = client.get(older + "&limit=2").get_data(as_text=True)
+    assert "limit=2" in older
+    html = client.get(older).get_data(as_text=True)
     assert "billing/1" in html and "billing/3" not in html
 
 

@@ -436,6 +436,7 @@ def _banner(ctx: Context, *, api_url: str, flower_url: str, token: str, redis_ur
     rows = [
         ("API", api_url),
         ("API docs", f"{api_url}/api/v1/docs  (OpenAPI: {api_url}/api/v1/openapi.json)"),
+        ("console", f"{api_url}/  (sign in with the API token)"),
         ("Flower", flower_url or "not started (add --flower)"),
         ("API token", token),
         ("Redis", f"{_hide_password(redis_url)}  ({redis_how})"),

@@ -28,6 +28,8 @@ def test_up_starts_everything_refuses_a_second_and_leaves_nothing_on_ctrl_c(up_f
     assert token and f"API token  {token}" in banner
     assert (data_dir / localstate.TOKEN_FILE).stat().st_mode & 0o077 == 0
     assert f"API        {up.api_url}" in banner and "redis-server started here" in banner
+    assert f"console    {up.api_url}/" in banner
+    assert (data_dir / localstate.SESSION_SECRET_FILE).stat().st_mode & 0o077 == 0
 
     # The PM commands find the local stack and its token by themselves.
     env = {k: v for k, v in up.env.items() if k not in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN")}

@@ -347,10 +347,9 @@ def submit() -> Any:
         form = {k: request.form.get(k, "") for k in SUBMIT_FIELDS}
         try:
             spec = api_tasks._load("submission", submission_from_form(form))
-            task = operations.submit_task(data.store(), spec, actor=console_session.actor(),
-                                          origin={"kind": "console"})
+            operations.submit_task(data.store(), spec, actor=console_session.actor(), origin={"kind": "console"})
             flash("Task submitted.", "ok")
-            return redirect(url_for("console.task", service=task["service"], task_id=task["id"]), 303)
+            return redirect(url_for("console.task", service=spec["service_name"], task_id=spec["id"]), 303)
         except ApiError as exc:
             errors, status = field_errors(exc.errors or {"_schema": [exc.message]}), exc.status
         except TaskExists as exc:
@@ -406,8 +405,8 @@ def submit_taskmaster() -> Any:
                                        repository=repository)
     try:
         spec = api_tasks._load("submission", body)
-        created = operations.submit_task(data.store(), spec, actor=console_session.actor(),
-                                         origin={"kind": "console", "source": "taskmaster"})
+        operations.submit_task(data.store(), spec, actor=console_session.actor(),
+                               origin={"kind": "console", "source": "taskmaster"})
     except ApiError as exc:
         return _taskmaster_page(form, raw, tasks, field_errors(exc.errors or {"_schema": [exc.message]}),
                                 exc.status)
@@ -416,7 +415,7 @@ def submit_taskmaster() -> Any:
     except operations.DependencyCycle as exc:
         return _taskmaster_page(form, raw, tasks, {"task_id": [str(exc)]}, 409)
     flash("Task submitted from the Task Master file.", "ok")
-    return redirect(url_for("console.task", service=created["service"], task_id=created["id"]), 303)
+    return redirect(url_for("console.task", service=spec["service_name"], task_id=spec["id"]), 303)
 
 
 @bp.get("/services")

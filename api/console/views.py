@@ -332,6 +332,8 @@ def field_errors(errors: Mapping[str, Any]) -> dict[str, list[str]]:
             field = "repository_branch"
         if field not in SUBMIT_FIELDS:
             field = "_schema"
+        if key != field:  # the API's name for it, when the form calls it something else
+            messages = [f"{key}: {m}" for m in messages]
         by_field.setdefault(field, []).extend(messages)
     return by_field
 

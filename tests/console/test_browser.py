@@ -21,7 +21,8 @@ from tests.support.stack import REPO_ROOT, Stack
 CHROMIUM = os.environ.get("ORCHESTRATOR_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-DOCS = REPO_ROOT / "docs"
+# Screenshots go to a temporary directory; ORCHESTRATOR_TEST_SCREENSHOTS=docs refreshes the README's.
+SCREENSHOTS = os.environ.get("ORCHESTRATOR_TEST_SCREENSHOTS", "")
 TOKEN = "browser-token"
 # Task ids from 100 up run for two minutes; the others print a few lines and end.
 AGENT = ("sh -c 'echo \"agent starts on task $ORCHESTRATOR_TASK_ID\"; n=3; "
@@ -64,6 +65,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots are written."""
+    if SCREENSHOTS:
+        target = Path(SCREENSHOTS) if Path(SCREENSHOTS).is_absolute() else REPO_ROOT / SCREENSHOTS
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists()
@@ -96,7 +107,7 @@ def submit(stack: Stack, body: dict) -> None:
     assert status == 202, answer
 
 
-def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack) -> None:
+def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack, shots: Path) -> None:
     sign_in(page, "wrong-token")
     expect(page.get_by_role("alert")).to_contain_text("not accepted")
     page.get_by_label("API token").fill(TOKEN)
@@ -136,14 +147,13 @@ def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack) -> N
     expect(page.locator("#log")).to_contain_text("finished", timeout=30_000)
     expect(page.locator("table.runs tbody tr")).to_have_count(1)
     expect(page.locator("svg.graph .node")).to_have_count(3)
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "console-task.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-task.png"), full_page=True)
 
     stack.wait_status("demo", 3, {"Succeeded", "Failed"})
     page.get_by_role("link", name="Tasks", exact=True).click()
     expect(page.locator("tr[data-task]")).to_have_count(3)
     expect(page.locator('tr[data-task="demo/2"] td').first).to_have_text("demo/2")
-    page.screenshot(path=str(DOCS / "console-tasks.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-tasks.png"), full_page=True)
 
 
 def test_cancel_and_retry_a_running_task_while_its_log_follows(page: Page, stack: Stack) -> None:
@@ -184,7 +194,8 @@ def test_a_task_picked_from_an_uploaded_task_master_file(page: Page, stack: Stac
     expect(page.locator(".doc h1").first).to_be_visible()
 
 
-def test_the_tasks_list_follows_status_changes_and_fits_a_phone(browser: Browser, stack: Stack) -> None:
+def test_the_tasks_list_follows_status_changes_and_fits_a_phone(browser: Browser, stack: Stack,
+                                                                shots: Path) -> None:
     submit(stack, task(101, service="phone", title="Watched from a phone"))
     context = browser.new_context(base_url=stack.api_url, viewport={"width": 390, "height": 844},
                                   device_scale_factor=2, is_mobile=True, has_touch=True)
@@ -199,7 +210,7 @@ def test_the_tasks_list_follows_status_changes_and_fits_a_phone(browser: Browser
         expect(page.locator('tr[data-task="phone/101"] .reason')).to_be_hidden()  # the narrow layout drops it
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page is {width}px wide at a 390px viewport"
-        page.screenshot(path=str(DOCS / "console-tasks-phone.png"), full_page=True)
+        page.screenshot(path=str(shots / "console-tasks-phone.png"), full_page=True)
         page.goto("/tasks/phone/101")
         expect(page.locator(".status-card [data-field=status]")).to_have_text("Cancelled")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390

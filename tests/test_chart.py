@@ -190,6 +190,13 @@ def test_secret_values_land_in_the_secret(renders: dict[str, Rendered]) -> None:
     assert base64.b64decode(flower["data"]["flower-basic-auth"]).decode() == "ops:ci-flower-password"
 
 
+def test_the_api_believes_the_ingress_about_https_and_gets_the_session_secret(default: Rendered) -> None:
+    api = default.named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]["containers"][0]
+    env = _env(api)
+    assert env["FORWARDED_ALLOW_IPS"]["value"] == "*"  # so the console's cookie is Secure behind TLS
+    assert env["ORCHESTRATOR_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "session-secret"
+
+
 def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered], default: Rendered) -> None:
     from orchestrator.settings import Settings
 

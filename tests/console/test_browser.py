@@ -170,7 +170,11 @@ def test_cancel_and_retry_a_running_task_while_its_log_follows(page: Page, stack
     page.get_by_role("button", name="Retry").click()
     expect(page.get_by_role("status")).to_contain_text("Retry requested")
     expect(badge).to_have_text("Running", timeout=90_000)  # live again
-    assert stack.request("GET", "/api/v1/pm/tasks/slow/100")[1]["context_version"] == 1
+    view = stack.request("GET", "/api/v1/pm/tasks/slow/100")[1]
+    assert view["context_version"] == 1 and len(view["runs"]) == 2
+    # The log panel showed the cancelled run's last lines, and now follows the new run.
+    expect(page.locator("#log-hint")).to_have_text(f"Following run {view['runs'][-1]['run_id']}.", timeout=30_000)
+    expect(page.locator("#log")).to_contain_text("agent starts on task 100")
 
     # A refused action shows the API's message: cancel in another tab first, then here.
     stack.request("POST", "/api/v1/pm/tasks/slow/100/cancel", {})

@@ -46,7 +46,10 @@
       if (lastSeen !== null && lastSeen !== key) refreshParts(box);
       if (lastSeen === null && box.dataset.status && box.dataset.status !== row.status) refreshParts(box);
       lastSeen = key;
-      startLogs();
+      if (ACTIVE.indexOf(row.status) >= 0) {
+        logEnded = false;  // a new run (retry, new context): follow it
+        startLogs(true);
+      }
     });
     var badge = box.querySelector('[data-field="status"]');
     if (badge) box.dataset.status = badge.textContent;
@@ -66,18 +69,29 @@
       .catch(function () { /* the next status event tries again */ });
   }
 
+  var ACTIVE = ["Preparing", "Launching", "Running"];
   var logSource = null;
   var logEnded = false;
 
   // The log panel: the run's last lines, then each new one, until the run ends.
-  function startLogs() {
+  // It starts by itself on a page whose run is live, and when the task becomes active.
+  function startLogs(active) {
     var pre = document.getElementById("log");
     if (!pre || !pre.dataset.logs || logSource || logEnded || !window.EventSource) return;
+    if (!active && pre.dataset.live !== "1") return;
+    pre.dataset.live = "1";
     logSource = new EventSource(pre.dataset.logs);
-    logSource.addEventListener("reset", function () {
+    logSource.addEventListener("reset", function (event) {
       pre.textContent = "";
       var hint = document.getElementById("log-hint");
-      if (hint) hint.hidden = true;
+      if (!hint) {
+        hint = document.createElement("p");
+        hint.id = "log-hint";
+        hint.className = "hint";
+        pre.parentNode.insertBefore(hint, pre);
+      }
+      hint.textContent = "Following run " + JSON.parse(event.data) + ".";
+      hint.hidden = false;
     });
     logSource.addEventListener("line", function (event) {
       var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
@@ -93,13 +107,13 @@
       // No run or no output yet: ask again after a while (a status change also asks).
       logSource.close();
       logSource = null;
-      window.setTimeout(startLogs, 3000);
+      window.setTimeout(function () { startLogs(false); }, 3000);
     });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("table[data-live-tasks]").forEach(liveTasks);
     document.querySelectorAll("[data-live-task]").forEach(liveTask);
-    startLogs();
+    startLogs(false);
   });
 })();

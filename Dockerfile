@@ -26,13 +26,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ORCHESTRATOR_WORKSPACE_ROOT=/workspace \
     GUNICORN_BIND=0.0.0.0:8080
 # git prepares workspaces; ca-certificates for HTTPS to GitHub and Anthropic.
+# /var/lib/orchestrator: ORCHESTRATOR_DATA_DIR in docker-compose.yml; a new named
+# volume copies this directory's owner, so user 1000 can write to it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 1000 app \
  && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app \
- && mkdir -p /workspace \
- && chown 1000:1000 /workspace
+ && mkdir -p /workspace /var/lib/orchestrator \
+ && chown 1000:1000 /workspace /var/lib/orchestrator
 COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links /wheels "orchestrator[flower]" \
  && rm -rf /wheels

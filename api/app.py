@@ -6,6 +6,8 @@ from typing import Any
 
 from flask import Flask
 
+from orchestrator import dispatch
+from orchestrator.dispatch import Dispatcher
 from orchestrator.settings import Settings, get_settings
 from orchestrator.store import TaskStore, connect
 
@@ -13,10 +15,17 @@ from orchestrator.store import TaskStore, connect
 class Resources:
     """What the views need, created lazily on first use (never at import)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, dispatcher: Dispatcher | None = None):
         self.settings = settings
+        self._dispatcher = dispatcher
         self._store: TaskStore | None = None
         self._runner: Any = None
+
+    def dispatcher(self) -> Dispatcher:
+        """What queues steps: the one given to create_app, else this process's (`orchestrator.dispatch.current`)."""
+        if self._dispatcher is None:
+            self._dispatcher = dispatch.current()
+        return self._dispatcher
 
     def store(self) -> TaskStore:
         if self._store is None:
@@ -33,13 +42,17 @@ class Resources:
         return self._runner
 
 
-def create_app(settings: Settings | None = None, **config: Any) -> Flask:
-    """Build the API app; `settings` defaults to the environment's."""
+def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None, **config: Any) -> Flask:
+    """Build the API app; `settings` defaults to the environment's.
+
+    `dispatcher` queues the steps the API sends (`api.wsgi` passes the
+    Celery-backed one); without one, this process's (`orchestrator.dispatch.current`).
+    """
     settings = settings or get_settings()
     app = Flask(__name__)
     app.config.update(JSON_SORT_KEYS=False, **config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["orchestrator"] = Resources(settings)
+    app.extensions["orchestrator"] = Resources(settings, dispatcher)
 
     from api.access_log import init_access_log
     from api.console import init_console

@@ -20,14 +20,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from orchestrator.store import StoreError
+from orchestrator.steps import QUEUES  # the queues the API reports (no Celery app built to be scraped)
 
 log = logging.getLogger("orchestrator.api")
 
 bp = Blueprint("metrics", __name__)
-
-# The queues the API reports; the same names as workers.app.QUEUES (not
-# imported, so the API never builds the Celery app just to be scraped).
-QUEUES: tuple[str, ...] = ("events", "coordination", "workspace", "deploy")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from orchestrator import validation
+from orchestrator import agent_env, validation
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 
@@ -97,6 +97,14 @@ class MarkdownFileSchema(StrictSchema):
     file_type = fields.String(required=True, validate=validate.OneOf(FILE_TYPES))
 
 
+def _env_name_validator(patterns: tuple[str, ...]) -> Any:
+    def validator(value: Any) -> None:
+        errors = agent_env.name_errors(str(value), patterns)
+        if errors:
+            raise ValidationError(errors)
+    return validator
+
+
 class RepositorySchema(StrictSchema):
     """The git repository the agent works on; the host must be allowed by configuration."""
 
@@ -138,7 +146,8 @@ class TaskSubmissionSchema(StrictSchema):
     env = fields.Dict(keys=fields.String(validate=_check(validation.plain_env_name)),
                       values=fields.String(validate=_check(validation.plain_env_value)),
                       load_default=dict, validate=_at_most(50),
-                      metadata={"description": "non-secret variables; credential-like names or values are refused",
+                      metadata={"description": "non-secret variables; names must match ORCHESTRATOR_AGENT_ENV_ALLOWED, "
+                                               "credential-like names or values are refused",
                                 "maxProperties": 50})
     agent = AgentOverridesField(keys=fields.String(), values=fields.Raw(), load_default=dict,
                                 metadata={"description": "agent overrides; keys allowed by configuration"})
@@ -151,6 +160,12 @@ class TaskSubmissionSchema(StrictSchema):
         timeout = self.fields["timeout_seconds"]
         timeout.load_default = settings.default_timeout_seconds
         timeout.validators = [validate.Range(min=1, max=settings.max_timeout_seconds)]
+        # Only names ops allow (agent_env): a name like ANTHROPIC_BASE_URL would send the key elsewhere.
+        patterns = tuple(settings.agent_env_allowed)
+        env = self.fields["env"]
+        env.key_field.validators = [_env_name_validator(patterns)]  # type: ignore[attr-defined]
+        env.metadata = {**env.metadata, "description": env.metadata["description"]
+                        + " (allowed: " + (", ".join(patterns) or "none") + ")"}
         allowed = tuple(settings.allowed_agent_overrides)
         agent = self.fields["agent"]
         agent.metadata = {

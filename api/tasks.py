@@ -18,6 +18,8 @@ from api import schemas
 from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
+from orchestrator.logs import scrub_lines
+from orchestrator.dispatch import Dispatcher
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskExists, TaskStore, split_ref, task_ref
@@ -44,6 +46,10 @@ def _settings() -> Settings:
 
 def _store() -> TaskStore:
     return current_app.extensions["orchestrator"].store()
+
+
+def _dispatcher() -> Dispatcher:
+    return current_app.extensions["orchestrator"].dispatcher()
 
 
 def _schema(name: str) -> Schema:
@@ -242,6 +248,7 @@ def submit_task() -> Response:
             idempotency_key=key, idempotency_ttl=settings.idempotency_ttl_seconds,
             idempotency_value={"task": task_ref(spec["service_name"], spec["id"]),
                                "fingerprint": fingerprint} if key else None,
+            dispatcher=_dispatcher(),
         )
     except TaskExists:
         first = store.get_idempotent(key) if key else None
@@ -288,7 +295,7 @@ def add_context(service: str, task_id: int) -> Response:
     actor = _actor()
     document = {**document, "added_by": actor,
                 "added_at": datetime.now(timezone.utc).isoformat()}
-    operations.add_context(store, service, task_id, document, actor=actor)
+    operations.add_context(store, service, task_id, document, actor=actor, dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
 
@@ -298,7 +305,8 @@ def cancel_task(service: str, task_id: int) -> Response:
     service = _service(service)
     body = _load("cancel", _json_body(required=False))
     store = _store()
-    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"])
+    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"],
+                           dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id))
 
 
@@ -308,7 +316,7 @@ def retry_task(service: str, task_id: int) -> Response:
     service = _service(service)
     _json_body(required=False)  # optional; when present it must still be JSON
     store = _store()
-    operations.retry_task(store, service, task_id, actor=_actor())
+    operations.retry_task(store, service, task_id, actor=_actor(), dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
 
@@ -328,31 +336,24 @@ def task_logs(service: str, task_id: int) -> Response:
         runner = current_app.extensions["orchestrator"].runner()
     except ImportError:
         raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
-    secrets = [s for s in _settings().secret_values() if len(s) >= 4]
+    secrets = _settings().secret_values()
     headers = {"X-Run-Id": run_id}
     if query["follow"]:
         lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
         return Response(stream_with_context(_stream(lines, secrets, run_id)), mimetype="text/plain",
                         headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        text = "".join(_line(line, secrets) for line in runner.logs(run_id, follow=False, tail=query.get("tail")))
+        text = "".join(scrub_lines(runner.logs(run_id, follow=False, tail=query.get("tail")), secrets))
     except (LookupError, FileNotFoundError):
         raise ApiError(f"run {run_id} has no logs yet", status=404, code="no_logs") from None
     return Response(text, mimetype="text/plain", headers=headers)
 
 
-def _line(line: str, secrets: list[str]) -> str:
-    """One output line, with any configured secret value masked."""
-    for secret in secrets:
-        if secret in line:
-            line = line.replace(secret, "***")
-    return line if line.endswith("\n") else line + "\n"
-
-
 def _stream(lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
+    # Each line is scrubbed with the next (a secret split across two lines), so it is sent when
+    # the next one comes, or when the run ends.
     try:
-        for line in lines:
-            yield _line(line, secrets)
+        yield from scrub_lines(lines, secrets)
     except (LookupError, FileNotFoundError):
         return
     except Exception:  # the status line is already sent; end the stream and say why in the log

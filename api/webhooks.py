@@ -16,10 +16,11 @@ from flask import Blueprint, Request, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 
 from api.errors import ApiError
-from orchestrator import dispatch
+from orchestrator.dispatch import QueueUnavailable, Write
 from orchestrator.github import signature
-from orchestrator.github.routing import GitHubConfig, match
+from orchestrator.github.routing import GitHubConfig, event_identity, match
 from orchestrator.store import StoreUnavailable
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.webhooks")
 
@@ -115,26 +116,28 @@ def github() -> tuple[Response, int]:
     config = current_app.extensions.get(_CONFIG_KEY) or GitHubConfig.from_settings(settings)
     decision = match(event, payload, config)
     if not decision.routed:
+        # The reason also goes to GitHub's delivery log in the answer; here for whoever reads ours.
+        log.info("webhook %s (%s) ignored: %s", delivery, event, decision.reason)
         return _answer(202, {"status": "ignored", "reason": decision.reason, "delivery": delivery})
 
     store = resources.store()
+    # A signed payload sent again under a new delivery id (a replay) is the same event.
+    identity = event_identity(event, payload)
+    if identity and not store.claim_event(identity, delivery, settings.delivery_ttl_seconds):
+        log.warning("delivery %s repeats event %s that another delivery brought; ignored", delivery, identity)
+        return _answer(200, {"status": "duplicate", "delivery": delivery,
+                             "reason": "the same event was already received under another delivery id"})
     # The body is kept once, as received, in the delivery's pending copy (which
     # the reconcile loop re-sends from if the queue message is lost); the queue
     # message names only the delivery, and the worker reads the body from the copy.
     # It goes to Redis as the bytes received (orjson has already refused invalid UTF-8).
-    if dispatch.bound_to(store):
-        # Claim, keep and queue in one atomic step.
-        outgoing = dispatch.prepare(dispatch.HANDLE_EVENT, delivery, event)
-        if not store.claim_delivery(delivery, settings.delivery_ttl_seconds, enqueue=outgoing.enqueue(),
-                                    pending=(event, body)):
-            return _answer(200, {"status": "duplicate", "delivery": delivery})
-        return _answer(202, {"status": "queued", "delivery": delivery})
-    if not store.claim_delivery(delivery, settings.delivery_ttl_seconds):
-        return _answer(200, {"status": "duplicate", "delivery": delivery})
+    # Claim, keep and queue in one atomic step (or, on another broker, claim and keep, then queue).
+    write = Write(store, lambda enqueue: store.claim_delivery(delivery, settings.delivery_ttl_seconds,
+                                                              enqueue=enqueue, pending=(event, body)))
     try:
-        store.keep_pending_event(delivery, event, body, settings.delivery_ttl_seconds)
-        dispatch.send(dispatch.HANDLE_EVENT, delivery, event)
-    except StoreUnavailable:
+        if not resources.dispatcher().send(Step.HANDLE_EVENT, delivery, event, write=write):
+            return _answer(200, {"status": "duplicate", "delivery": delivery})
+    except QueueUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
         try:
             store.drop_pending_event(delivery)

@@ -81,20 +81,22 @@ def store_floor_app() -> Any:
     """The bare endpoint replaced by the store's write of a task and its step, nothing else (gunicorn factory)."""
     from flask import Flask, request
 
-    from orchestrator import dispatch
+    from orchestrator.dispatch import Write
+    from orchestrator.steps import Step
     from orchestrator.settings import get_settings
     from orchestrator.store import TaskStore, connect
+    from workers.dispatcher import default
 
     app = Flask("store-floor")
     store = TaskStore(connect(get_settings().redis_url))
+    dispatcher = default()
 
     @app.post("/bare")
     def stored() -> tuple[dict[str, bool], int]:
         """Create the (unvalidated) task with its admission message, as the real endpoint does."""
         spec = json.loads(request.get_data())
-        outgoing = dispatch.prepare(dispatch.ADMIT, spec["service_name"], spec["id"])
-        store.create_task(service=spec["service_name"], task_id=spec["id"], agent=spec["agent_name"], spec=spec,
-                          enqueue=outgoing.enqueue())
+        dispatcher.send(Step.ADMIT, spec["service_name"], spec["id"], write=Write(store, lambda enqueue: store.create_task(
+            service=spec["service_name"], task_id=spec["id"], agent=spec["agent_name"], spec=spec, enqueue=enqueue)))
         return {"ok": True}, 202
 
     @app.get("/health")

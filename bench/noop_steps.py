@@ -12,11 +12,12 @@ import time
 
 import redis
 
+from orchestrator.steps import Step
 from workers.app import app
 
 DONE_KEY = "bench:chain:done"
 # The same queues as admit -> prepare_workspace -> launch_run.
-QUEUES = ("coordination", "workspace", "deploy")
+QUEUES = (Step.ADMIT.queue, Step.PREPARE_WORKSPACE.queue, Step.LAUNCH_RUN.queue)
 
 _client: redis.Redis | None = None
 

@@ -182,7 +182,7 @@ def measure(workdir: Path, count: int, window: float, reconcile: float) -> dict[
         fill(store, settings, emulator, count)
         fill_seconds = time.perf_counter() - started
         log = open(workdir / f"watcher-{count}.log", "wb")
-        watcher_proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "watch"], env=env, cwd=ROOT,
+        watcher_proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "watcher"], env=env, cwd=ROOT,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         adopt_started = time.monotonic()
         deadline = adopt_started + 120 + count / 50

@@ -1,7 +1,29 @@
-"""Waiting between retries of an HTTP API: exponential backoff with jitter, and Retry-After.
+"""How long to wait before a retry: one formula for every retry loop.
 
-Shared by the GitHub and Kubernetes clients, so both read Retry-After the same
-way (seconds or an HTTP date, as RFC 9110 allows) and spread their retries.
+`delay(attempt, base=..., cap=...)` is `base` x 2^attempt (attempt 0 is the
+first retry), at most `cap`, times a random factor in [0.5, 1) so that the
+retries of many callers (workers, runs, the watcher's streams) spread out
+instead of arriving together; and never less than a `retry_after` the other
+side asked for (still at most `cap`, so a caller that cannot wait that long
+sees it and gives up or leaves it to a later step).
+
+Who uses it: the Kubernetes client (API retries) and the watcher's watch
+streams, the GitHub client (API retries) and the report step, the workspace
+step (transient git failures), the event step (store away), and the platform
+retries of a failed run (below, without jitter).
+
+Platform retries of a run (`ORCHESTRATOR_RETRY_BACKOFF_SECONDS`) use
+`jitter=False`: the README documents them as that value doubled for each
+further retry, the wait is shown to the user in the task's status reason
+("retry 2 of 3 in 60s"), and runs fail at unrelated moments anyway, so there
+is no herd to spread.
+
+Not a backoff: a busy workspace lease is polled at a fixed, jittered interval
+(workspace/step.py, BUSY_COUNTDOWN), for a bounded time before the task goes
+back to Queued; waiting longer between looks would not free it sooner.
+
+`retry_after_seconds` reads a Retry-After header (seconds or an HTTP date, as
+RFC 9110 allows), the same way for every HTTP API we call.
 """
 
 from __future__ import annotations
@@ -25,6 +47,12 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return None
 
 
-def jittered(base: float, attempt: int, cap: float = float("inf")) -> float:
-    """`base` x 2^attempt, at most `cap`, times a random factor in [0.5, 1): retries of many callers spread out."""
-    return min(cap, base * (2 ** attempt)) * random.uniform(0.5, 1.0)
+def delay(attempt: int, *, base: float, cap: float = float("inf"), jitter: bool = True,
+          retry_after: float | None = None) -> float:
+    """Seconds to wait before retry `attempt` (0 for the first): exponential, jittered, at least `retry_after`, at most `cap`."""
+    wait = min(cap, base * (2 ** max(0, attempt)))
+    if jitter:
+        wait *= random.uniform(0.5, 1.0)
+    if retry_after is not None:
+        wait = max(wait, min(cap, retry_after))
+    return wait

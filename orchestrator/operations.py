@@ -3,6 +3,8 @@
 Each operation writes the store first and queues the next step second: an
 answer never claims work that was not stored. When queueing fails after the
 write, the task sits in a waiting status and the reconcile loop re-drives it.
+Steps go through the `dispatcher` given (the API passes its own), else this
+process's (`orchestrator.dispatch.current()`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator import dispatch
+from orchestrator.dispatch import Dispatcher, Write
+from orchestrator.steps import Step
 from orchestrator.coordination.rules import dependency_ids, find_cycle, format_cycle
 from orchestrator.states import ACTIVE, CANCELLABLE_FROM, RETRYABLE_FROM, TERMINAL, Status
 from orchestrator.store import IllegalTransition, TaskStore
@@ -33,9 +37,9 @@ class DependencyCycle(OperationRefused):
         super().__init__(f"dependencies would form a cycle in service {service}: {format_cycle(cycle)}")
 
 
-def _queue(step: str, *args: Any) -> None:
+def _queue(dispatcher: Dispatcher | None, step: Step, *args: Any) -> None:
     try:
-        dispatch.send(step, *args)
+        (dispatcher or dispatch.current()).send(step, *args)
     except dispatch.QueueUnavailable:
         # Stored but not queued: the reconcile loop picks the task up later.
         log.warning("could not queue %s for %s; the reconcile loop will re-drive it", step, args)
@@ -50,6 +54,7 @@ def submit_task(
     idempotency_key: str | None = None,
     idempotency_ttl: int = 86400,
     idempotency_value: Any = None,
+    dispatcher: Dispatcher | None = None,
 ) -> dict[str, Any]:
     """Store a validated task in Pending and queue its admission. Raises TaskExists or DependencyCycle."""
     service, task_id = spec["service_name"], int(spec["id"])
@@ -60,22 +65,25 @@ def submit_task(
     # One atomic step writes the task, the reverse edges of its dependencies (so
     # a dependency that ends from now on finds it among its dependents) and, when
     # the broker is this Redis, its admission message: stored and queued, or nothing.
-    outgoing = dispatch.prepare(dispatch.ADMIT, service, task_id) if dispatch.bound_to(store) else None
-    task = store.create_task(
+    write = Write(store, lambda enqueue: store.create_task(
         service=service, task_id=task_id, agent=spec["agent_name"],
         spec=spec, priority=spec.get("priority", "medium"), actor=actor, origin=origin,
         idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl, idempotency_value=idempotency_value,
-        dependencies=dependencies, enqueue=outgoing.enqueue() if outgoing else None,
-    )
-    if outgoing is None:
-        _queue(dispatch.ADMIT, service, task_id)
-    return task
+        dependencies=dependencies, enqueue=enqueue,
+    ))
+    try:
+        return (dispatcher or dispatch.current()).send(Step.ADMIT, service, task_id, write=write)
+    except dispatch.QueueUnavailable:
+        # Stored but not queued: the reconcile loop picks the task up later.
+        log.warning("could not queue %s for %s/%s; the reconcile loop will re-drive it", Step.ADMIT, service, task_id)
+        return store.require_task(service, task_id)
 
 
 CANCEL_ATTEMPTS = 10
 
 
-def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, reason: str = "") -> dict[str, Any]:
+def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, reason: str = "",
+                dispatcher: Dispatcher | None = None) -> dict[str, Any]:
     """Cancel a task that has not ended; stop its run when one is active."""
     # The pipeline moves a task on by itself (Queued -> Preparing...). A cancel that
     # loses such a race reads the task again rather than refusing the PM: only an
@@ -94,12 +102,13 @@ def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, rea
     else:
         raise OperationRefused(f"task {service}/{task_id} keeps changing; try the cancel again")
     if Status(task["status"]) in ACTIVE and task.get("current_run"):
-        _queue(dispatch.CANCEL_RUN, task["current_run"])
-    _queue(dispatch.ADMIT, service, task_id)  # dependents and waiting tasks may move now
+        _queue(dispatcher, Step.CANCEL_RUN, task["current_run"])
+    _queue(dispatcher, Step.ADMIT, service, task_id)  # dependents and waiting tasks may move now
     return store.require_task(service, task_id)
 
 
-def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str) -> dict[str, Any]:
+def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str,
+                dispatcher: Dispatcher | None = None) -> dict[str, Any]:
     """Start a failed or cancelled task again."""
     task = store.require_task(service, task_id)
     if Status(task["status"]) not in RETRYABLE_FROM:
@@ -111,26 +120,27 @@ def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str) -> d
                          actor=actor, expect=task["status"])
     except IllegalTransition as exc:
         raise OperationRefused(str(exc)) from None
-    _queue(dispatch.ADMIT, service, task_id)
+    _queue(dispatcher, Step.ADMIT, service, task_id)
     return store.require_task(service, task_id)
 
 
 def add_context(
-    store: TaskStore, service: str, task_id: int, document: Mapping[str, Any], *, actor: str
+    store: TaskStore, service: str, task_id: int, document: Mapping[str, Any], *, actor: str,
+    dispatcher: Dispatcher | None = None,
 ) -> dict[str, Any]:
     """Add a context document: bump the version, supersede the active run, start again."""
     task = store.require_task(service, task_id)
     version = store.add_context(service, task_id, document)
     status = Status(task["status"])
     if status in ACTIVE and task.get("current_run"):
-        _queue(dispatch.CANCEL_RUN, task["current_run"])
+        _queue(dispatcher, Step.CANCEL_RUN, task["current_run"])
     if status != Status.PENDING:
         try:
             store.transition(service, task_id, Status.PENDING, reason=f"context v{version} added by {actor}",
                              actor=actor)
         except IllegalTransition:
             pass  # another writer moved it meanwhile; admission reads the new version anyway
-    _queue(dispatch.ADMIT, service, task_id)
+    _queue(dispatcher, Step.ADMIT, service, task_id)
     return store.require_task(service, task_id)
 
 

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator import dispatch, validation
+from orchestrator import agent_env, dispatch, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
 from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.runs")
 
@@ -42,14 +43,17 @@ def agent_spec(settings: Settings, agent: str, model: str | None) -> AgentSpec:
     return AgentSpec(name=agent, image=image, command=tuple(command), model=model or None)
 
 
-def _env(spec: Mapping[str, Any]) -> dict[str, str]:
+def _env(spec: Mapping[str, Any], settings: Settings) -> dict[str, str]:
     raw = spec.get("env") or {}
     if not isinstance(raw, Mapping):
         raise ValueError("task env must be a mapping of names to values")
     env = {validation.env_name(str(k)): str(v) for k, v in raw.items()}
     for name in env:
         # Secrets come only from the Secret (or the worker's environment); our contract is ours.
-        if name in RESERVED_ENV or name.startswith("ORCHESTRATOR_"):
+        # The API checked the allow-list at submission; a task stored another way (GitHub, an
+        # older version, a pipeline stage) is checked again here.
+        if name in RESERVED_ENV or name.startswith("ORCHESTRATOR_") or agent_env.name_errors(
+                name, settings.agent_env_allowed):
             raise ValueError(f"task env may not set {name}")
     return env
 
@@ -85,7 +89,7 @@ def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str,
         workspace_dir=settings.workspace_root / run["service"],
         working_directory=workdir,
         stage=run.get("stage") or None,
-        env=_env(spec),
+        env=_env(spec, settings),
         timeout_seconds=max(1, min(timeout, settings.max_timeout_seconds)),
         submitted_by=str(task.get("submitted_by") or ""),
         origin=json.dumps(origin, sort_keys=True) if origin else "",
@@ -140,7 +144,7 @@ def _finish(store: TaskStore, run_id: str, send: Send) -> bool:
         return False
     # Sent before it is marked: a crash in between sends twice (finish_run is
     # idempotent), never zero times.
-    send(dispatch.FINISH_RUN, run_id)
+    send(Step.FINISH_RUN, run_id)
     store.update_run(run_id, finish_sent="1")
     return True
 
@@ -177,11 +181,14 @@ def is_quiet(run: Mapping[str, Any], task_status: str | None, obs: RunObservatio
 
 
 def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dispatch.send,
-                      actor: str = ACTOR) -> bool:
+                      actor: str = ACTOR, lease: tuple[str, str, int] | None = None) -> bool:
     """Record what a runner saw; move Launching -> Running; on the end, send FINISH_RUN once.
 
     Returns True when it sent FINISH_RUN. An ended run is never reopened, and a
     running run never goes back to pending, so the status does not flap.
+    With `lease=(name, holder, fencing token)` (the watcher's), what it writes
+    is written only while that lease is still held with that token; otherwise
+    nothing is and LeaseNotHeld is raised.
     """
     run = store.get_run(obs.run_id)
     if run is None:
@@ -195,30 +202,32 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
                       exit_code=obs.exit_code, retryable="1" if obs.retryable else "0",
                       failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000])
         fields.setdefault("started_at", run.get("started_at") or obs.started_at)
-        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, **fields):
+        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False  # its end was recorded meanwhile (a cancel, another watcher), with its finish
         return _finish(store, obs.run_id, send)
     if not _unchanged(run, fields):  # a reconcile of 1,000 quiet runs writes nothing
-        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, **fields):
+        if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False
     if obs.phase == RUNNING:
         task = store.get_task(run["service"], int(run["task_id"]))
         if task and task.get("current_run") == obs.run_id and task["status"] == Status.LAUNCHING.value:
             try:
                 store.transition(run["service"], int(run["task_id"]), Status.RUNNING,
-                                 reason=f"run {obs.run_id} started", actor=actor, expect=Status.LAUNCHING)
+                                 reason=f"run {obs.run_id} started", actor=actor, expect=Status.LAUNCHING,
+                                 lease=lease)
             except IllegalTransition:
                 pass  # moved on meanwhile (cancelled, superseded): nothing to do
     return False
 
 
-def record_lost(store: TaskStore, run_id: str, reason: str, *, send: Send = dispatch.send) -> bool:
+def record_lost(store: TaskStore, run_id: str, reason: str, *, send: Send = dispatch.send,
+                lease: tuple[str, str, int] | None = None) -> bool:
     """The run's Job or process vanished before its end was seen: fail it (retryable) and hand it on."""
     run = store.get_run(run_id)
     if run is None or run.get("phase") in TERMINAL_PHASES:
         return False
     return apply_observation(store, RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(),
-                                                   retryable=True), send=send)
+                                                   retryable=True), send=send, lease=lease)
 
 
 def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "system") -> None:

@@ -77,6 +77,12 @@ def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _parse_env_patterns(raw: str) -> tuple[str, ...]:
+    from orchestrator.agent_env import parse_patterns  # the rules of agent env live there
+
+    return parse_patterns(raw)
+
+
 def _parse_upper_list(raw: str) -> tuple[str, ...]:
     return tuple(item.upper() for item in _parse_list(raw))
 
@@ -275,9 +281,12 @@ VARIABLES: tuple[Variable, ...] = (
              "Largest `timeout_seconds` a submission may ask for."),
     Variable("ORCHESTRATOR_ALLOWED_AGENT_OVERRIDES", "allowed_agent_overrides", _parse_list, "",
              "Comma-separated keys a submission may set in its `agent` object. Empty: no overrides."),
+    Variable("ORCHESTRATOR_AGENT_ENV_ALLOWED", "agent_env_allowed", _parse_env_patterns,
+             "APP_*,FEATURE_*,LOG_LEVEL,TZ",
+             "Comma-separated name patterns (`fnmatch`) of the `env` a task may give its agent; anything else is refused with 400. Names that could redirect the agent or its credentials (`ANTHROPIC_*`, `CLAUDE*`, `*PROXY*`, `NODE_*`, `SSL_*`, `LD_*`, `ORCHESTRATOR_*`...) are never allowed, whatever the patterns."),
     Variable("ORCHESTRATOR_PAGE_SIZE_MAX", "page_size_max", _positive_int, "100",
              "Largest page of tasks the list endpoint returns."),
-    Variable("ORCHESTRATOR_AGENT_IMAGE", "agent_image", _parse_str, "ghcr.io/orchestrator/claude-code-agent:latest",
+    Variable("ORCHESTRATOR_AGENT_IMAGE", "agent_image", _parse_str, "ghcr.io/orchestrator/claude-code-agent:0.1.0",
              "Container image of agent Jobs (Kubernetes runner)."),
     Variable("ORCHESTRATOR_AGENT_IMAGES", "agent_images", _parse_mapping, "",
              "Per-agent image overrides, `agent=image` pairs separated by commas."),
@@ -286,6 +295,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Command of the agent container, split like a shell would (Kubernetes runner). The task's model reaches it as `ANTHROPIC_MODEL`."),
     Variable("ORCHESTRATOR_LOCAL_AGENT_COMMAND", "local_agent_command", _parse_command, "",
              "Agent command of the local runner. Empty: Claude Code when `claude` is installed and `ANTHROPIC_API_KEY` is set, else the built-in example agent (`python -m orchestrator.agents.example`)."),
+    Variable("ORCHESTRATOR_LOCAL_AGENT_USER", "local_agent_user", _parse_str, "",
+             "User the local runner runs agents as (the worker must run as root); the agent gets its checkout and its contract environment only. Empty: agents run as the worker's own user, which is no security boundary. `orchestrator up` run as root uses `orchestrator-agent` (created when missing) unless this is set."),
     Variable("ORCHESTRATOR_AGENT_SECRET", "agent_secret", _parse_str, "orchestrator-agent",
              "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied)."),
     Variable("ORCHESTRATOR_WORKSPACE_PVC", "workspace_pvc", _parse_str, "orchestrator-workspace",
@@ -323,7 +334,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_SWEEP_AFTER_SECONDS", "sweep_after_seconds", _positive_int, "172800",
              "The watcher's sweep deletes our finished Jobs older than this that Kubernetes did not remove."),
     Variable("ORCHESTRATOR_WATCHER_LEASE_SECONDS", "watcher_lease_seconds", _parse_float, "15",
-             "Lease of the active `orchestrator watch`; a standby takes over after this."),
+             "Lease of the active `orchestrator watcher`; a standby takes over after this."),
     Variable("KUBECONFIG", "kubeconfig", _parse_optional_path, "",
              "Kubeconfig file for the Kubernetes runner; empty: in-cluster configuration."),
     Variable("GITHUB_TOKEN", "github_token", _parse_str, "",
@@ -340,6 +351,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_GITHUB_ALLOWED_ASSOCIATIONS", "github_allowed_associations", _parse_upper_list,
              "OWNER,MEMBER,COLLABORATOR",
              "`author_association` values allowed to trigger work by comment, review or new issue."),
+    Variable("ORCHESTRATOR_GITHUB_TRUSTED_AUTHORS_ONLY", "github_trusted_authors_only", _parse_bool, "true",
+             "A labelled issue becomes a task only when its author (or the labeller, when the payload says) has an association in `ORCHESTRATOR_GITHUB_ALLOWED_ASSOCIATIONS`; otherwise it is ignored with the reason. `false`: any labelled issue."),
     Variable("ORCHESTRATOR_GITHUB_API_URL", "github_api_url", _parse_str, "https://api.github.com",
              "Base URL of GitHub's REST API (GitHub Enterprise: `https://host/api/v3`)."),
     Variable("ORCHESTRATOR_GITHUB_BOT_LOGIN", "github_bot_login", _parse_str, "",
@@ -393,11 +406,13 @@ class Settings:
     default_timeout_seconds: int
     max_timeout_seconds: int
     allowed_agent_overrides: tuple[str, ...]
+    agent_env_allowed: tuple[str, ...]
     page_size_max: int
     agent_image: str
     agent_images: Mapping[str, str]
     agent_command: tuple[str, ...]
     local_agent_command: tuple[str, ...]
+    local_agent_user: str
     agent_secret: str
     workspace_pvc: str
     job_template: Path | None
@@ -424,6 +439,7 @@ class Settings:
     github_trigger_label: str
     github_command_prefix: str
     github_allowed_associations: tuple[str, ...]
+    github_trusted_authors_only: bool
     github_api_url: str
     github_bot_login: str
     default_agent: str

@@ -9,13 +9,20 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator import runtime
+from orchestrator import dispatch, runtime
 from orchestrator.settings import Settings, reset_settings_cache
 from orchestrator.store import TaskStore, connect
 from tests.support.celery_worker import WorkerProcess
 from tests.support.redis_server import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dispatcher() -> Iterator[None]:
+    """No test sees the dispatcher another test installed or built (each builds its own on first send)."""
+    yield
+    dispatch.install(None)
 
 
 @pytest.fixture(scope="session")

@@ -136,7 +136,7 @@ def test_allowed_hosts_and_agent_overrides_come_from_settings(settings: Settings
 
 
 def test_a_valid_env_is_kept(client: FlaskClient) -> None:
-    env = {"LOG_LEVEL": "debug", "FEATURE_FLAGS": "a,b", "KEYBOARD": "us", "MONKEY_MODE": "on"}
+    env = {"LOG_LEVEL": "debug", "FEATURE_FLAGS": "a,b", "APP_KEYBOARD": "us", "APP_MONKEY_MODE": "on"}
     response = client.post("/api/v1/pm/tasks", json=valid_task(env=env), headers=AUTH)
     assert response.status_code == 202, response.get_json()
     assert response.get_json()["env"] == env

@@ -299,3 +299,23 @@ def test_redis_outage_answers_503_then_recovers(own_redis: RedisServer, settings
         assert stored.exists("orch:task:billing:1") and stored.exists("orch:task:billing:2")
     finally:
         stored.close()
+
+
+def test_a_full_redis_answers_503_and_keeps_what_it_had(own_redis: RedisServer, settings: Settings) -> None:
+    """Redis at maxmemory with noeviction (the chart's policy) refuses writes: the API says 503, not 500."""
+    app = create_app(settings.replace(redis_url=own_redis.url))
+    client = app.test_client()
+    assert submit(client, valid_task(id=1)).status_code == 202
+    raw = redis.Redis.from_url(own_redis.url)
+    try:
+        raw.config_set("maxmemory-policy", "noeviction")
+        raw.config_set("maxmemory", 1)  # below what is used already: every write is refused
+        full = submit(client, valid_task(id=2))
+        assert full.status_code == 503 and full.headers["Retry-After"]
+        assert full.get_json()["code"] == "unavailable"
+        assert client.post("/api/v1/pm/tasks/billing/1/cancel", headers=AUTH).status_code == 503
+        raw.config_set("maxmemory", 0)
+        assert client.get("/api/v1/pm/tasks/billing/1", headers=AUTH).get_json()["status"] != "Cancelled"
+        assert submit(client, valid_task(id=2)).status_code == 202
+    finally:
+        raw.close()

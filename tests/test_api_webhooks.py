@@ -15,6 +15,8 @@ from orchestrator.store import TaskStore, connect
 from tests.support.github import SECRET, drain, github_settings, load, queued, signed_headers  # noqa: F401
 from tests.support.celery_app import point_celery_at
 from tests.support.redis_server import RedisServer
+from workers.app import create_celery
+from workers.dispatcher import CeleryDispatcher
 
 URL = "/webhooks/github"
 
@@ -186,10 +188,10 @@ def test_redis_down_is_503_and_a_redelivery_is_processed(github_settings: Settin
 
 def test_a_claim_is_released_when_queueing_fails(github_settings: Settings, redis_url: str, tmp_path) -> None:
     # The store answers but the broker does not: the claim must not outlive the failed attempt.
-    point_celery_at("redis://127.0.0.1:1/0")
-    client = create_app(github_settings).test_client()
+    unanswered = CeleryDispatcher(create_celery(github_settings.replace(redis_url="redis://127.0.0.1:1/0")))
+    client = create_app(github_settings, dispatcher=unanswered).test_client()
     body, delivery = routed_body(), str(uuid.uuid4())
     assert post(client, body, delivery=delivery).status_code == 503
-    point_celery_at(redis_url)
+    client = create_app(github_settings, dispatcher=CeleryDispatcher(create_celery(github_settings))).test_client()
     assert post(client, body, delivery=delivery).get_json()["status"] == "queued"
     assert [m["args"][0] for m in drain(redis_url, "events")] == [delivery]

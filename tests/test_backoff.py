@@ -1,4 +1,4 @@
-"""Retry-After parsing and jittered backoff shared by the GitHub and Kubernetes clients (pure)."""
+"""Retry-After parsing and the one backoff formula every retry loop uses (pure)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import email.utils
 
 import pytest
 
-from orchestrator.backoff import jittered, retry_after_seconds
+from orchestrator.backoff import delay, retry_after_seconds
 
 NOW = 1_700_000_000.0
 
@@ -24,6 +24,18 @@ def test_retry_after_is_seconds_or_an_http_date(value: str | None, expected: flo
 def test_backoff_doubles_within_its_jitter_and_stops_at_the_cap() -> None:
     for attempt in range(8):
         for _ in range(50):
-            delay = jittered(0.5, attempt, cap=10.0)
+            wait = delay(attempt, base=0.5, cap=10.0)
             full = min(10.0, 0.5 * 2 ** attempt)
-            assert full * 0.5 <= delay <= full
+            assert full * 0.5 <= wait <= full
+
+
+def test_retry_after_is_a_floor_within_the_cap() -> None:
+    for _ in range(50):
+        assert delay(0, base=0.5, retry_after=3.0) == 3.0  # more than the backoff: what the server asked
+        assert 0.5 <= delay(2, base=0.5, retry_after=0.1) <= 2.0  # less: the backoff
+        assert delay(0, base=0.5, cap=10.0, retry_after=120.0) == 10.0  # never past the cap
+
+
+def test_without_jitter_it_doubles_exactly() -> None:
+    # ORCHESTRATOR_RETRY_BACKOFF_SECONDS: documented as doubled for each further retry.
+    assert [delay(n, base=30.0, jitter=False) for n in range(4)] == [30.0, 60.0, 120.0, 240.0]

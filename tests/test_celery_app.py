@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from orchestrator.settings import Settings
-from workers.app import QUEUES, ROUTES, celery_config, create_celery
+from orchestrator.steps import Step
+from workers.app import QUEUES, celery_config, create_celery
 
 
 def test_configuration_is_safe_for_redelivery() -> None:
@@ -17,12 +18,22 @@ def test_configuration_is_safe_for_redelivery() -> None:
     assert conf["task_time_limit"] > conf["task_soft_time_limit"]
     assert conf["task_ignore_result"]
     assert {q.name for q in conf["task_queues"]} == set(QUEUES)
-    assert set(ROUTES.values()) == set(QUEUES)
+    assert {route["queue"] for route in conf["task_routes"].values()} == set(QUEUES)
 
 
-def test_every_routed_step_has_a_dotted_name() -> None:
-    for name in ROUTES:
-        assert name.startswith("orchestrator.")
+def test_the_routes_are_the_steps() -> None:
+    conf = celery_config(Settings.from_env({}))
+    assert conf["task_routes"] == {step.value: {"queue": step.queue} for step in Step}
+    for step in Step:
+        assert step.value.startswith("orchestrator.") and step.queue in QUEUES
+
+
+def test_every_step_is_a_registered_task_and_every_task_a_step() -> None:
+    import workers.steps  # noqa: F401 - registers the steps on workers.app.app
+    from workers.app import app
+
+    ours = {name for name in app.tasks if name.startswith("orchestrator.")}
+    assert ours == {step.value for step in Step}
 
 
 def test_a_real_worker_consumes_from_each_queue(settings: Settings, worker_factory) -> None:

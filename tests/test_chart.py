@@ -426,7 +426,7 @@ def test_api_runs_gunicorn_with_health_probes(default: Rendered) -> None:
 def test_watcher_is_a_singleton_control_loop(renders: dict[str, Rendered]) -> None:
     watcher = renders["default"].named("Deployment", "orchestrator-watcher")
     assert watcher["spec"]["replicas"] == 1
-    assert watcher["spec"]["template"]["spec"]["containers"][0]["command"] == ["orchestrator", "watch"]
+    assert watcher["spec"]["template"]["spec"]["containers"][0]["command"] == ["orchestrator", "watcher"]
     assert renders["all-on-values"].named("Deployment", "orchestrator-watcher")["spec"]["replicas"] == 2
     assert not [d for d in renders["minimal-values"].of_kind("Deployment") if "watcher" in d["metadata"]["name"]]
 

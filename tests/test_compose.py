@@ -34,7 +34,9 @@ def compose() -> dict[str, Any]:
 
 
 def _image_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: svc for name, svc in compose["services"].items() if svc.get("build")}
+    """The services that run the orchestrator image (not the agent image's build-only entry)."""
+    return {name: svc for name, svc in compose["services"].items()
+            if svc.get("build") and svc["build"]["dockerfile"] == "Dockerfile"}
 
 
 def test_compose_file_matches_the_compose_spec(compose: dict[str, Any]) -> None:
@@ -48,9 +50,14 @@ def test_the_components_are_there(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert {"redis", "api", "watcher", "flower"} <= set(services)
     images = {svc.get("image") for svc in _image_services(compose).values()}
-    assert images == {"orchestrator:local"}, "every component runs the image the Dockerfile builds"
-    for svc in _image_services(compose).values():
-        assert svc["build"]["dockerfile"] == "Dockerfile"
+    assert len(images) == 1, "every component runs the image the Dockerfile builds"
+    assert set(_image_services(compose)) == set(services) - {"redis", "agent-image"}
+
+
+def test_the_agent_image_is_built_only_when_asked(compose: dict[str, Any]) -> None:
+    agent = compose["services"]["agent-image"]
+    assert agent["profiles"] == ["images"]  # `docker compose up` never starts it
+    assert (REPO_ROOT / agent["build"]["context"] / agent["build"]["dockerfile"]).is_file()
 
 
 def test_every_queue_has_a_worker(compose: dict[str, Any]) -> None:
@@ -105,11 +112,48 @@ def test_shared_workspace_and_runner_by_configuration(compose: dict[str, Any]) -
         assert "${ORCHESTRATOR_KUBECONFIG_FILE:-/dev/null}:/kube/config:ro" in svc["volumes"]
 
 
+RUN_STATE_READERS = ("api", "worker-coordination", "worker-deploy", "watcher")
+
+
+def test_run_state_is_on_one_volume_for_every_service_that_reads_it(compose: dict[str, Any]) -> None:
+    # The deploy worker's supervisors write it; the watcher judges liveness from it,
+    # the API streams logs from it, the coordination worker reads the log tail.
+    mounts = set()
+    for name in RUN_STATE_READERS:
+        svc = compose["services"][name]
+        data_dir = svc["environment"]["ORCHESTRATOR_DATA_DIR"]
+        assert data_dir.startswith("/"), f"{name}: a relative data dir lands in the container's own /tmp"
+        (volume,) = [v.split(":")[0] for v in svc["volumes"] if v.split(":")[1] == data_dir]
+        assert volume in compose["volumes"], f"{name}: {data_dir} is not on a named volume"
+        mounts.add((volume, data_dir))
+    assert len(mounts) == 1, mounts
+    assert compose["services"]["worker-deploy"]["init"] is True  # detached supervisors get reaped
+
+
+SECRETS = ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY",
+           "ORCHESTRATOR_SESSION_SECRET", "FLOWER_BASIC_AUTH")
+SECRETS_USED = {
+    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET"},
+    "worker-events": {"GITHUB_TOKEN"},  # handles deliveries, reports status to GitHub
+    "worker-coordination": {"GITHUB_TOKEN"},  # queues a status report only when a token is configured
+    "worker-workspace": {"GITHUB_TOKEN"},  # clones and fetches
+    "worker-deploy": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY"},  # the local runner hands both to its agents
+    "watcher": set(),
+    "flower": {"FLOWER_BASIC_AUTH"},
+}
+
+
+def test_each_service_gets_only_the_secrets_it_uses(compose: dict[str, Any]) -> None:
+    assert set(SECRETS_USED) == set(_image_services(compose))
+    for name, used in SECRETS_USED.items():
+        env = compose["services"][name]["environment"]
+        assert {var for var in SECRETS if var in env} == used, name
+
+
 def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
     for name, svc in _image_services(compose).items():
         env = svc["environment"]
-        for var in ("ORCHESTRATOR_API_TOKENS", "ORCHESTRATOR_SESSION_SECRET", "GITHUB_TOKEN",
-                    "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY", "FLOWER_BASIC_AUTH"):
+        for var in SECRETS:
             # No value: compose passes the variable through from the shell or .env, or leaves it unset.
             assert env.get(var) is None, f"{name}: {var} has a value in the file"
 

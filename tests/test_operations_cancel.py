@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import dispatch, operations
+from orchestrator import operations
 from orchestrator.store import TaskStore
+from orchestrator.steps import Step
+from tests.support.runs import Sent
 
 
 def test_cancel_wins_over_a_concurrent_pipeline_move(store: TaskStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[tuple] = []
-    monkeypatch.setattr(dispatch, "send", lambda step, *args, **kw: sent.append((step, *args)))
+    sent = Sent().install().flat
     store.create_task(service="web", task_id=1, agent="a", spec={})
     store.transition("web", 1, "Queued", reason="", actor="t")
     real_get = store.require_task
@@ -27,7 +28,7 @@ def test_cancel_wins_over_a_concurrent_pipeline_move(store: TaskStore, monkeypat
     monkeypatch.setattr(store, "require_task", racing_get)
     task = operations.cancel_task(store, "web", 1, actor="pm")
     assert task["status"] == "Cancelled"
-    assert (dispatch.CANCEL_RUN, "web-1-v1-a1") in sent  # the run admitted meanwhile is stopped too
+    assert (Step.CANCEL_RUN, "web-1-v1-a1") in sent  # the run admitted meanwhile is stopped too
 
 
 def test_cancel_of_an_ended_task_is_refused(store: TaskStore) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import dispatch, runs
+from orchestrator import runs
 from orchestrator.kube.client import KubeClient
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import StoreError, TaskStore
+from orchestrator.steps import Step
 from tests.support.kube_emulator import Fault, KubeEmulator
 from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import Sent, launching_task
@@ -19,7 +20,7 @@ from tests.support.runs import Sent, launching_task
 def test_launch_creates_the_job_once_and_a_redelivery_adopts_it(store: TaskStore, kube_settings: Settings,
                                                                kube_runner: KubernetesRunner,
                                                                emulator: KubeEmulator) -> None:
-    run_id = launching_task(store, model="claude-opus-4", env={"DEBUG": "1"}, timeout_seconds=900,
+    run_id = launching_task(store, model="claude-opus-4", env={"APP_DEBUG": "1"}, timeout_seconds=900,
                             working_directory="app")
     sent = Sent()
     assert runs.launch(store, kube_settings, kube_runner, run_id, send=sent) == "billing-1-v1-a1"
@@ -54,7 +55,7 @@ def test_retries_then_permanent_failure_after_the_limit(store: TaskStore, kube_s
     assert len(sleeps) == kube_settings.kube_retries
     run = store.get_run(run_id)
     assert run["phase"] == FAILED and "503 after 4 attempts" in run["failure_reason"]
-    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+    assert sent.of(Step.FINISH_RUN) == [(run_id,)]
 
 
 def test_a_refused_manifest_fails_the_run_at_once(store: TaskStore, kube_settings: Settings,
@@ -65,7 +66,7 @@ def test_a_refused_manifest_fails_the_run_at_once(store: TaskStore, kube_setting
     runs.launch(store, kube_settings, kube_runner, run_id, send=sent)
     assert emulator.count(lambda r: r.method == "POST") == 1
     assert "needs permission to create jobs.batch" in store.get_run(run_id)["failure_reason"]
-    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+    assert sent.of(Step.FINISH_RUN) == [(run_id,)]
 
 
 def test_an_invalid_task_env_fails_the_run(store: TaskStore, kube_settings: Settings,
@@ -94,7 +95,7 @@ def test_observations_move_the_task_and_finish_once(store: TaskStore) -> None:
     run = store.get_run(run_id)
     assert (run["phase"], run["exit_code"], run["failure_reason"]) == (FAILED, 3, "Error: exit code 3")
     assert run["started_at"] == 100.0 and run["finished_at"] == 200.0
-    assert sent.of(dispatch.FINISH_RUN) == [(run_id,)]
+    assert sent.of(Step.FINISH_RUN) == [(run_id,)]
     history = [h["to"] for h in store.history("billing", 1)]
     assert history.count("Running") == 1
 
@@ -124,7 +125,7 @@ def test_an_end_recorded_meanwhile_is_not_written_over(store: TaskStore, monkeyp
     run = store.get_run(run_id)
     assert (run["phase"], run["failure_reason"]) == ("Cancelled", "cancelled by pm") and run.get("exit_code") != 137
     assert run.get("observed_reason", "") != "still going"
-    assert sent.of(dispatch.FINISH_RUN) == []
+    assert sent.of(Step.FINISH_RUN) == []
 
 
 def test_a_guarded_run_update_writes_only_before_the_end(store: TaskStore) -> None:

@@ -8,14 +8,18 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from orchestrator import dispatch, runs
-from orchestrator.kube.client import KubeClient, Listing
+from orchestrator import runs
+from orchestrator.kube.client import KubeClient
 from orchestrator.kube.jobs import ANNOTATION_RUN_ID
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
 from orchestrator.states import Status
-from orchestrator.store import TaskStore
-from orchestrator.watcher import KubeTracker, Watcher
+from orchestrator.store import keys as store_keys
+from orchestrator.runners.base import RunObservation
+from orchestrator.runners.local import LocalRunner
+from orchestrator.store import LeaseNotHeld, TaskStore
+from orchestrator.watcher import LEASE, Watcher
+from orchestrator.steps import Step
 from tests.support.kube_emulator import KubeEmulator, now_iso
 from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import Sent, launching_task
@@ -94,9 +98,9 @@ def test_success_failure_and_pod_reasons_reach_the_run(store, kube_settings, kub
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
          "message": "0/3 nodes are available: 3 Insufficient cpu."}]})
 
-    wait_for(lambda: len(sent.of(dispatch.FINISH_RUN)) == 7)
+    wait_for(lambda: len(sent.of(Step.FINISH_RUN)) == 7)
     time.sleep(0.7)  # two more reconciles: still exactly once each
-    assert sorted(args[0] for args in sent.of(dispatch.FINISH_RUN)) == sorted(ids.values())
+    assert sorted(args[0] for args in sent.of(Step.FINISH_RUN)) == sorted(ids.values())
     run = {i: store.get_run(ids[i]) for i in ids}
     assert (run[1]["phase"], run[1]["exit_code"]) == ("Succeeded", 0)
     assert (run[2]["phase"], run[2]["exit_code"], run[2]["failure_reason"]) == ("Failed", 3, "Error: exit code 3")
@@ -122,7 +126,7 @@ def test_a_killed_watcher_is_replaced_and_nothing_is_lost_or_duplicated(store, k
     wait_for(lambda: all(status_of(store, i) == "Running" for i in ids))
     emulator.terminate_pod(pods[1], 0)
     emulator.finish_job(name[1], "Complete")
-    wait_for(lambda: len(sent.of(dispatch.FINISH_RUN)) == 1)
+    wait_for(lambda: len(sent.of(Step.FINISH_RUN)) == 1)
     first.stop()  # killed mid-stream
 
     # While nobody watches: 2 and 3 end, 1's Job is deleted by its TTL, and history is compacted (410).
@@ -134,14 +138,14 @@ def test_a_killed_watcher_is_replaced_and_nothing_is_lost_or_duplicated(store, k
     emulator.compact()
 
     second = start_watcher(sent, holder="second")
-    wait_for(lambda: len(sent.of(dispatch.FINISH_RUN)) == 3)
+    wait_for(lambda: len(sent.of(Step.FINISH_RUN)) == 3)
     # The new watcher keeps following the adopted runs through the watch.
     emulator.terminate_pod(pods[4], 0)
     emulator.finish_job(name[4], "Complete")
-    wait_for(lambda: len(sent.of(dispatch.FINISH_RUN)) == 4)
+    wait_for(lambda: len(sent.of(Step.FINISH_RUN)) == 4)
     time.sleep(1.0)
     assert second.watcher.leader
-    finished = [args[0] for args in sent.of(dispatch.FINISH_RUN)]
+    finished = [args[0] for args in sent.of(Step.FINISH_RUN)]
     assert sorted(finished) == sorted([ids[1], ids[2], ids[3], ids[4]])  # each exactly once
     assert status_of(store, 5) == "Running" and status_of(store, 6) == "Running"
     assert store.get_run(ids[1])["phase"] == "Succeeded"  # its TTL-deleted Job changed nothing
@@ -156,7 +160,7 @@ def test_a_job_that_vanished_before_its_end_was_seen_fails_the_run(store, kube_s
     emulator.start_pod("billing-1-v1-a1")
     wait_for(lambda: status_of(store, 1) == "Running")
     emulator.delete("jobs", "billing-1-v1-a1")
-    wait_for(lambda: sent.of(dispatch.FINISH_RUN))
+    wait_for(lambda: sent.of(Step.FINISH_RUN))
     run = store.get_run(run_id)
     assert run["phase"] == "Failed" and "disappeared" in run["failure_reason"] and run["retryable"] == "1"
 
@@ -175,7 +179,7 @@ def test_a_410_during_the_watch_relists_and_misses_nothing(store, kube_settings,
         emulator.compact()  # the stream's next resume hits 410
         emulator.finish_job("billing-1-v1-a1", "Complete")
         emulator.compact()
-        wait_for(lambda: sent.of(dispatch.FINISH_RUN), timeout=15)
+        wait_for(lambda: sent.of(Step.FINISH_RUN), timeout=15)
         assert store.get_run(run_id)["phase"] == "Succeeded"
     finally:
         running.stop()
@@ -236,82 +240,7 @@ def test_reconcile_observes_the_active_runs_only(store, kube_settings, kube_runn
     sent = Sent()
     report = Watcher(store, kube_settings, kube_runner, send=sent).reconcile()
     assert (report.active, report.observed, report.finished, report.lost) == (2, 2, [], [])
-    assert sent.of(dispatch.FINISH_RUN) == []
-
-# The tracker's cache on its own (a fake client: lists and events as given) --------------------
-
-class FakeLists:
-    """list_jobs / list_pods answering whatever the test put in `jobs` and `pods`, through the transform."""
-
-    def __init__(self) -> None:
-        self.jobs: list[dict] = []
-        self.pods: list[dict] = []
-        self.rv = "1"
-
-    def list_jobs(self, selector, transform=None):
-        return Listing([(transform or dict)(o) for o in self.jobs], self.rv)
-
-    def list_pods(self, selector, transform=None):
-        return Listing([(transform or dict)(o) for o in self.pods], self.rv)
-
-
-def _obj(name: str, run_id: str, rv: int, phase: str = "Running") -> dict:
-    return {"metadata": {"name": name, "resourceVersion": str(rv), "creationTimestamp": "2026-01-01T00:00:00Z",
-                         "annotations": {ANNOTATION_RUN_ID: run_id}, "labels": {}},
-            "spec": {"big": "x" * 100}, "status": {"phase": phase}}
-
-
-@pytest.fixture
-def tracker(kube_settings: Settings):
-    lists = FakeLists()
-    changed: list[str] = []
-    tracker = KubeTracker(type("R", (), {"client": lists})(), kube_settings, changed.append)
-    return tracker, lists, changed
-
-
-def test_a_relist_keeps_the_cached_object_of_an_unchanged_resource_version(tracker) -> None:
-    tracker, lists, _changed = tracker
-    lists.jobs = [_obj("a", "run-a", 5), _obj("b", "run-b", 6)]
-    tracker.relist()
-    first = dict(tracker.objects["jobs"])
-    assert "spec" not in first["a"]  # slimmed
-    lists.jobs = [_obj("a", "run-a", 5), _obj("b", "run-b", 9, phase="Failed")]
-    tracker.relist()
-    assert tracker.objects["jobs"]["a"] is first["a"]  # not slimmed again, not held twice
-    assert tracker.objects["jobs"]["b"] is not first["b"]
-    assert tracker.objects["jobs"]["b"]["metadata"]["resourceVersion"] == "9"
-
-
-def test_the_run_index_follows_events_and_lists(tracker) -> None:
-    tracker, lists, _changed = tracker
-    lists.jobs = [_obj("job-1", "run-1", 5)]
-    lists.pods = [_obj("job-1-p1", "run-1", 6, phase="Pending")]
-    tracker.relist()
-    assert tracker.observation("run-1").phase == "Pending"
-    with tracker.lock:  # what the stream does for ADDED / DELETED
-        tracker._put("pods", "job-1-p2", _obj("job-1-p2", "run-1", 7))
-        tracker._put("pods", "job-1-p1", None)
-    job, pods = tracker._of_run("run-1")
-    assert job["metadata"]["name"] == "job-1" and [p["metadata"]["name"] for p in pods] == ["job-1-p2"]
-    assert tracker.observation("run-1").phase == "Running" and tracker.job_running("run-1")
-    lists.jobs, lists.pods = [], []
-    tracker.relist()
-    assert tracker.observation("run-1") is None and not tracker.job_running("run-1")
-    assert tracker._job_of_run == {} and tracker._pods_of_run == {}
-
-
-def test_a_relist_after_410_re_evaluates_the_runs_that_changed_and_only_those(tracker) -> None:
-    tracker, lists, changed = tracker
-    lists.pods = [_obj(f"p{i}", f"run-{i}", 10 + i) for i in range(5)]
-    tracker._relist_kind("pods")  # nothing cached yet: every run is new
-    assert changed == [f"run-{i}" for i in range(5)]
-    changed.clear()
-    # Meanwhile (events lost): p1 changed, p2 went, p5 came; p0, p3, p4 are as cached.
-    lists.pods = [_obj("p0", "run-0", 10), _obj("p1", "run-1", 30, phase="Failed"), _obj("p3", "run-3", 13),
-                  _obj("p4", "run-4", 14), _obj("p5", "run-5", 31)]
-    tracker._relist_kind("pods")
-    assert changed == ["run-1", "run-2", "run-5"]
-
+    assert sent.of(Step.FINISH_RUN) == []
 
 def test_a_reconcile_reads_enough_of_each_run_to_tell_a_quiet_one(store, kube_settings) -> None:
     """is_quiet answers the same on RECONCILE_RUN_FIELDS as on the whole run record."""
@@ -346,3 +275,60 @@ def test_a_reconcile_reads_enough_of_each_run_to_tell_a_quiet_one(store, kube_se
                 assert runs.is_quiet(narrow, task_status, obs) == quiet, (fields, task_status, obs)
                 checked, answers = checked + 1, answers | {quiet}
     assert checked == len(records) * 2 * len(observations) and answers == {True, False}
+
+
+# The lease: losing and regaining it, and a deposed leader's writes --------------------------------
+
+def _usurp(store: TaskStore, holder: str = "usurper") -> None:
+    """Another watcher takes the lease (as after this one's lease lapsed): a new holder, a new fence."""
+    store.redis.set(store_keys.lease_key(LEASE), holder, px=60_000)
+    store.redis.incr(store_keys.fence_key(LEASE))
+
+
+def _lose_and_regain(store: TaskStore, watcher: Watcher) -> None:
+    running = Running(watcher)
+    try:
+        wait_for(lambda: watcher.leader)
+        first = watcher.fence
+        assert first is not None and first[2] > 0
+        _usurp(store)
+        wait_for(lambda: not watcher.leader, timeout=10)
+        assert running.thread.is_alive()
+        store.release_lease(LEASE, "usurper")
+        wait_for(lambda: watcher.leader, timeout=10)
+        assert running.thread.is_alive()
+        assert watcher.fence is not None and watcher.fence[2] > first[2]
+    finally:
+        running.stop()
+
+
+def test_the_watcher_survives_losing_and_regaining_its_lease_with_the_kubernetes_runner(
+        store, kube_settings, kube_runner, emulator) -> None:
+    settings = kube_settings.replace(watcher_lease_seconds=1.5)
+    _lose_and_regain(store, Watcher(store, settings, kube_runner, send=Sent(), watch_timeout=1, poll_seconds=0.2))
+
+
+def test_the_watcher_survives_losing_and_regaining_its_lease_with_the_local_runner(store, settings) -> None:
+    settings = settings.replace(runner="local", watcher_lease_seconds=1.5)
+    _lose_and_regain(store, Watcher(store, settings, LocalRunner(settings), send=Sent(), poll_seconds=0.2))
+
+
+def test_a_deposed_leaders_observation_is_refused(store, kube_settings, kube_runner) -> None:
+    run_id = launching_task(store, task_id=7)
+    sent = Sent()
+    watcher = Watcher(store, kube_settings, kube_runner, send=sent, holder="old")
+    token = store.acquire_lease(LEASE, "old", 30)
+    watcher.fence = (LEASE, "old", token)
+    _usurp(store, "new")  # "old" is deposed and does not know it yet
+    before = store.get_run(run_id)
+    assert not watcher.apply(RunObservation(run_id, "Failed", reason="seen by a deposed leader",
+                                            finished_at=time.time()))
+    assert store.get_run(run_id)["phase"] == before["phase"] and not sent.calls
+    with pytest.raises(LeaseNotHeld):
+        runs.apply_observation(store, RunObservation(run_id, "Running", started_at=time.time()), send=sent,
+                               lease=(LEASE, "old", token))
+    assert status_of(store, 7) == "Launching"
+    # The leader of now writes.
+    runs.apply_observation(store, RunObservation(run_id, "Running", started_at=time.time()), send=sent,
+                           lease=(LEASE, "new", token + 1))
+    assert status_of(store, 7) == "Running" and store.get_run(run_id)["phase"] == "Running"

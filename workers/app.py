@@ -12,21 +12,9 @@ from celery import Celery, signals
 from kombu import Queue
 
 from orchestrator.settings import ConfigError, Settings, get_settings
+from orchestrator.steps import DEFAULT_QUEUE, QUEUES, routes
 
-QUEUES: tuple[str, ...] = ("events", "coordination", "workspace", "deploy")
-
-# Step name -> queue. Steps are named `orchestrator.<step>`; a step missing here
-# goes to `coordination`, the queue every worker group is expected to serve.
-ROUTES: dict[str, str] = {
-    "orchestrator.handle_event": "events",
-    "orchestrator.report_status": "events",
-    "orchestrator.admit": "coordination",
-    "orchestrator.finish_run": "coordination",
-    "orchestrator.prepare_workspace": "workspace",
-    "orchestrator.cleanup_workspace": "workspace",
-    "orchestrator.launch_run": "deploy",
-    "orchestrator.cancel_run": "deploy",
-}
+__all__ = ["QUEUES", "app", "celery_config", "create_celery"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -61,12 +49,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.step_soft_time_limit,
         "task_time_limit": settings.step_time_limit,
         "task_queues": [Queue(name) for name in QUEUES],
-        "task_default_queue": "coordination",
-        "task_routes": {name: {"queue": queue} for name, queue in ROUTES.items()},
+        # Each step's queue comes from orchestrator.steps.Step; a name missing there goes to
+        # `coordination`, the queue every worker group is expected to serve.
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": {name: {"queue": queue} for name, queue in routes().items()},
         # Flower shows every step, not only the workers: each step's received,
         # started and succeeded/failed events come from the worker. No "sent"
         # event: it was a second publish per step, half the cost of queueing one
-        # (and orchestrator.dispatch publishes without send_task anyway).
+        # (and workers.dispatcher publishes without send_task anyway).
         "worker_send_task_events": True,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,

@@ -10,10 +10,11 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import runs
+from orchestrator import backoff, runs
 from orchestrator.coordination import admission, outcome
 from orchestrator.runtime import get_store
 from orchestrator.settings import get_settings
+from orchestrator.steps import Step
 from orchestrator.store import StoreUnavailable
 from orchestrator.workspace.cleanup import sweep
 from orchestrator.workspace.step import prepare_for_run
@@ -22,26 +23,38 @@ from workers.app import app
 log = logging.getLogger("orchestrator.steps")
 
 
-@app.task(name="orchestrator.probe", bind=True, ignore_result=False, acks_late=False)
+def step(which: Step, **options: Any) -> Any:
+    """`app.task` under the step's Celery name (its queue comes from the routes, built from the same `Step`)."""
+    return app.task(name=which.value, **options)
+
+
+@step(Step.PROBE, bind=True, ignore_result=False, acks_late=False)
 def probe(self: Task) -> dict[str, Any]:
     """Answer which worker and queue took the message (liveness and routing checks)."""
     info = self.request.delivery_info or {}
     return {"hostname": self.request.hostname or socket.gethostname(), "queue": info.get("routing_key")}
 
 
-@app.task(name="orchestrator.handle_event", autoretry_for=(StoreUnavailable,), retry_backoff=True,
-          retry_backoff_max=60, max_retries=20)
-def handle_event(delivery_id: str, event: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+@step(Step.HANDLE_EVENT, bind=True, max_retries=20)
+def handle_event(self: Task, delivery_id: str, event: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     """Act on one verified GitHub delivery (routing and handlers in orchestrator.github.handlers).
 
-    The message names the delivery; its payload is read from the store's pending copy.
+    The message names the delivery; its payload is read from the store's pending copy,
+    which only the receiver writes after checking the signature. A payload inside the
+    message is never used: anyone who can queue a message would bypass the HMAC.
     """
     from orchestrator.github import handlers
 
-    return handlers.handle_event(get_store(), get_settings(), delivery_id, event, payload)
+    if payload is not None:
+        log.warning("github delivery %s (%s): a payload inside the message was ignored; only the kept copy counts",
+                    delivery_id, event)
+    try:
+        return handlers.handle_event(get_store(), get_settings(), delivery_id, event)
+    except StoreUnavailable as exc:  # Redis away: 1 s, 2 s, 4 s... at most a minute, jittered
+        raise self.retry(exc=exc, countdown=backoff.delay(self.request.retries or 0, base=1.0, cap=60.0)) from None
 
 
-@app.task(name="orchestrator.report_status", bind=True, max_retries=8)
+@step(Step.REPORT_STATUS, bind=True, max_retries=8)
 def report_status(self: Task, service: str, task_id: int) -> str:
     """Create or edit the task's GitHub status comment; a failure here never fails the task."""
     from orchestrator.github import reporter
@@ -49,7 +62,9 @@ def report_status(self: Task, service: str, task_id: int) -> str:
     try:
         return reporter.report_status(get_store(), get_settings(), service, int(task_id))
     except (reporter.ReportLater, StoreUnavailable) as exc:
-        countdown = getattr(exc, "countdown", 5)
+        # 5 s, 10 s, 20 s... jittered, and never sooner than GitHub (or the report lock) asked.
+        countdown = backoff.delay(self.request.retries or 0, base=5.0, cap=300.0,
+                                  retry_after=getattr(exc, "countdown", None))
         if self.request.retries >= self.max_retries:
             log.warning("gave up reporting the status of %s/%s to GitHub: %s", service, task_id, exc)
             return "gave-up"
@@ -71,19 +86,19 @@ def _runner() -> Any:
     return cached[1]
 
 
-@app.task(name="orchestrator.launch_run")
+@step(Step.LAUNCH_RUN)
 def launch_run(run_id: str) -> str | None:
     """Start a run's Job (or local process), or adopt it when it exists already."""
     return runs.launch(get_store(), get_settings(), _runner(), run_id)
 
 
-@app.task(name="orchestrator.cancel_run")
+@step(Step.CANCEL_RUN)
 def cancel_run(run_id: str) -> None:
     """Stop a run (delete its Job with its pods, or terminate its process group)."""
     runs.cancel(get_store(), _runner(), run_id)
 
 
-@app.task(name="orchestrator.prepare_workspace", bind=True, max_retries=None)
+@step(Step.PREPARE_WORKSPACE, bind=True, max_retries=None)
 def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
     """Prepare the run's workspace and hand the run to launch_run (see orchestrator.workspace.step)."""
 
@@ -99,7 +114,7 @@ def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
     return {"action": result.action, "message": result.message}
 
 
-@app.task(name="orchestrator.cleanup_workspace")
+@step(Step.CLEANUP_WORKSPACE)
 def cleanup_workspace(service: str | None = None, task_id: int | None = None) -> dict[str, Any]:
     """Sweep the task files of tasks that ended for good and record the workspace's disk use.
 
@@ -111,13 +126,13 @@ def cleanup_workspace(service: str | None = None, task_id: int | None = None) ->
     return {"removed": report.removed, "busy": report.busy, "disk_bytes": report.disk_bytes}
 
 
-@app.task(name="orchestrator.admit")
+@step(Step.ADMIT)
 def admit(service: str, task_id: int) -> None:
     """Decide Blocked or Queued for the task and start waiting tasks as capacity allows."""
     admission.admit(get_store(), get_settings(), service, int(task_id))
 
 
-@app.task(name="orchestrator.finish_run")
+@step(Step.FINISH_RUN)
 def finish_run(run_id: str) -> None:
     """Record the outcome of an ended run and move the tasks it affects."""
     outcome.finish(get_store(), get_settings(), run_id)

@@ -35,6 +35,7 @@ from api.errors import ApiError
 from orchestrator import operations
 from orchestrator.cli import taskmaster
 from orchestrator.cli.errors import UsageError
+from orchestrator.logs import scrub_lines
 from orchestrator.states import CANCELLABLE_FROM, RETRYABLE_FROM, Status
 from orchestrator.store import IllegalTransition, StoreUnavailable, TaskExists, TaskNotFound, task_ref
 
@@ -238,16 +239,17 @@ def _run_action(service: str, task_id: int, action: str) -> Any:
     try:
         if action == "cancel":
             body = api_tasks._load("cancel", {"reason": request.form.get("reason", "")})
-            operations.cancel_task(store, service, task_id, actor=actor, reason=body["reason"])
+            operations.cancel_task(store, service, task_id, actor=actor, reason=body["reason"],
+                                   dispatcher=api_tasks._dispatcher())
             flash("Cancel requested.", "ok")
         elif action == "retry":
-            operations.retry_task(store, service, task_id, actor=actor)
+            operations.retry_task(store, service, task_id, actor=actor, dispatcher=api_tasks._dispatcher())
             flash("Retry requested.", "ok")
         else:
             document = api_tasks._load("context", {"content": request.form.get("content", ""),
                                                   "title": request.form.get("title", "")})
             document = {**document, "added_by": actor, "added_at": datetime.now(UTC).isoformat()}
-            operations.add_context(store, service, task_id, document, actor=actor)
+            operations.add_context(store, service, task_id, document, actor=actor, dispatcher=api_tasks._dispatcher())
             flash("Context added; the task starts again with it.", "ok")
     except ApiError as exc:
         details = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
@@ -349,7 +351,8 @@ def submit() -> Any:
         form = {k: request.form.get(k, "") for k in SUBMIT_FIELDS}
         try:
             spec = api_tasks._load("submission", submission_from_form(form))
-            operations.submit_task(data.store(), spec, actor=console_session.actor(), origin={"kind": "console"})
+            operations.submit_task(data.store(), spec, actor=console_session.actor(), origin={"kind": "console"},
+                                   dispatcher=api_tasks._dispatcher())
             flash("Task submitted.", "ok")
             return redirect(url_for("console.task", service=spec["service_name"], task_id=spec["id"]), 303)
         except ApiError as exc:
@@ -408,7 +411,7 @@ def submit_taskmaster() -> Any:
     try:
         spec = api_tasks._load("submission", body)
         operations.submit_task(data.store(), spec, actor=console_session.actor(),
-                               origin={"kind": "console", "source": "taskmaster"})
+                               origin={"kind": "console", "source": "taskmaster"}, dispatcher=api_tasks._dispatcher())
     except ApiError as exc:
         return _taskmaster_page(form, raw, tasks, field_errors(exc.errors or {"_schema": [exc.message]}),
                                 exc.status)
@@ -476,10 +479,9 @@ def _runner() -> Any:
 
 def _last_lines(run_id: str, tail: int = LOG_TAIL) -> list[str] | None:
     """The last lines of a run's output, secrets masked as the API masks them (None: no output here)."""
-    secrets = [s for s in data.settings().secret_values() if len(s) >= 4]
     try:
-        return [api_tasks._line(line, secrets).rstrip("\n")
-                for line in _runner().logs(run_id, follow=False, tail=tail)]
+        return [line.rstrip("\n") for line in
+                scrub_lines(_runner().logs(run_id, follow=False, tail=tail), data.settings().secret_values())]
     except (LookupError, FileNotFoundError, ImportError):
         return None
     except Exception:  # noqa: BLE001 - a page shows without its logs rather than failing
@@ -492,7 +494,7 @@ def logs(service: str, task_id: int) -> Response:
     """The latest run's output as events: its last lines, then each new one until the run ends."""
     service = api_tasks._service(service)
     runs = data.store().list_runs(service, task_id)
-    secrets = [s for s in data.settings().secret_values() if len(s) >= 4]
+    secrets = data.settings().secret_values()
 
     def stream() -> Iterator[str]:
         yield "retry: 3000\n\n"
@@ -503,8 +505,9 @@ def logs(service: str, task_id: int) -> Response:
         yield _sse("reset", run_id)
         deadline = time.monotonic() + LOG_STREAM_SECONDS
         try:
-            for line in _runner().logs(run_id, follow=True, tail=LOG_TAIL):
-                yield _sse("line", api_tasks._line(line, secrets).rstrip("\n"))
+            # Scrubbed as the API's follow does: each line with the next (a secret split across two).
+            for line in scrub_lines(_runner().logs(run_id, follow=True, tail=LOG_TAIL), secrets):
+                yield _sse("line", line.rstrip("\n"))
                 if time.monotonic() > deadline:
                     return  # the browser reconnects and starts again from the last lines
         except (LookupError, FileNotFoundError, ImportError):

@@ -1,66 +1,49 @@
-"""The `orchestrator` command: the local stack (`up`) and the PM's commands.
+"""The `orchestrator` command: the local stack (`up`), the PM's commands and the watcher daemon.
 
-Each sub-command lives in a module with a `register(subparsers)` function that
-adds its parser and sets `func(ctx, args) -> exit code`. Adding a command is one
-line in `COMMAND_MODULES`.
+Built on click: each module holding commands exports them in `COMMANDS`; adding a
+module is one line in `COMMAND_MODULES`. Shell completion is click's own:
+`eval "$(_ORCHESTRATOR_COMPLETE=bash_source orchestrator)"`.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import sys
 from collections.abc import Sequence
 
-from orchestrator.cli.context import Context, common_options
-from orchestrator.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
-from orchestrator.settings import ConfigError
+import click
 
-# Modules whose `register(subparsers)` adds sub-commands, in help order.
-COMMAND_MODULES: tuple[str, ...] = (
-    "orchestrator.cli.stack",
-    "orchestrator.cli.pm",
-    "orchestrator.cli.watch",
-)
+from orchestrator import __version__
+from orchestrator.cli import pm, stack, watcher
+from orchestrator.cli.command import RootGroup
+from orchestrator.cli.options import common_options, examples
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors and the documented exit code."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"orchestrator: {message}; see `{self.prog} --help`\n")
+# Modules whose `COMMANDS` are sub-commands of `orchestrator`, in help order.
+COMMAND_MODULES = (stack, pm, watcher)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree."""
-    parser = _Parser(prog="orchestrator", description="Run AI coding agents at scale: the local stack and "
-                     "the PM's commands.", parents=[common_options()])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    return parser
+class OrchestratorGroup(RootGroup):
+    aliases = watcher.ALIASES
+
+
+@click.group("orchestrator", cls=OrchestratorGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=examples("orchestrator up",
+                             "orchestrator task submit --task-json examples/tasks.json --task-id 1 --service demo "
+                             "--agent claude",
+                             "orchestrator task watch demo/1",
+                             'eval "$(_ORCHESTRATOR_COMPLETE=bash_source orchestrator)"   # tab completion'))
+@click.version_option(__version__, "--version", prog_name="orchestrator", message="%(prog)s %(version)s")
+@common_options
+def cli() -> None:
+    """Run AI coding agents at scale: the local stack, the PM's commands and the watcher."""
+
+
+for _module in COMMAND_MODULES:
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `orchestrator` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    ctx = Context(args)
-    try:
-        return int(args.func(ctx, args) or 0)
-    except ConfigError as exc:
-        ctx.fail(f"configuration error: {exc}")
-        return EXIT_USAGE
-    except CliError as exc:
-        ctx.fail(exc.message, exc.details)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `orchestrator task list | head`
-        return 0
+    """Entry point of the `orchestrator` console script; returns the exit code."""
+    return cli.main(argv, prog_name="orchestrator", standalone_mode=False)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["cli", "main"]

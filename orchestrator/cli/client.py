@@ -117,7 +117,7 @@ class ApiClient:
         message = str(body.get("message") or "").rstrip(".")
         code = str(body.get("code") or "")
         details = flatten_errors(body.get("errors"))
-        request_id = body.get("request_id") or response.headers.get("X-Request-Id")
+        request_id = response.headers.get("X-Request-Id")  # set on every answer; the envelope has no such field
         if status in (401, 403):
             return AuthError(f"the API refused the token (HTTP {status}); set ORCHESTRATOR_API_TOKEN to a token "
                              "listed in the API's ORCHESTRATOR_API_TOKENS")
@@ -190,11 +190,10 @@ class ApiClient:
         params = {k: v for k, v in (("service", service), ("status", status), ("agent", agent),
                                     ("limit", limit), ("cursor", cursor)) if v not in (None, "")}
         body = self._json(self._request("GET", f"{self.base_url}{TASKS_PATH}", params=params))
-        if isinstance(body, list):
-            return body, None
-        items = next((body[k] for k in ("items", "tasks", "data") if isinstance(body.get(k), list)), [])
-        cursor = body.get("next_cursor") or body.get("cursor") or body.get("next") or None
-        return items, cursor
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise CliError(f"the server at {self.base_url} did not answer like the Orchestrator API (no task "
+                           "list); check --api-url or ORCHESTRATOR_API_URL")
+        return body["items"], body.get("next_cursor") or None
 
     def get_task(self, service: str, task_id: int) -> dict[str, Any]:
         """GET one task with its runs and recent history."""
@@ -223,14 +222,6 @@ class ApiClient:
         response = self._request("GET", self.task_url(service, task_id) + "/logs", params=params, stream=True,
                                  timeout=(self.timeout, None if follow else self.timeout))
         with response:
-            if "json" in response.headers.get("Content-Type", ""):
-                body = self._json(response)
-                lines = body.get("lines") if isinstance(body, dict) else body
-                if isinstance(lines, str):
-                    lines = lines.splitlines()
-                for line in lines or []:
-                    yield str(line)
-                return
             try:
                 for raw in response.iter_lines(decode_unicode=False):
                     yield raw.decode("utf-8", errors="replace")

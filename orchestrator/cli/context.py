@@ -1,40 +1,49 @@
-"""What every command needs: settings, output style, the API client; built lazily."""
+"""What every command needs: its options, settings, consoles, the API client; built lazily."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from functools import cached_property
 from typing import TextIO
 
+from rich.console import Console, RenderableType
+from rich.text import Text
+
 from orchestrator.cli import localstate
 from orchestrator.cli.client import ApiClient
-from orchestrator.cli.output import Style, use_color
+from orchestrator.cli.output import make_console, print_block
 from orchestrator.settings import Settings, get_settings
 
 
-def common_options() -> argparse.ArgumentParser:
-    """Options accepted before or after the sub-command (`orchestrator task list --output json`)."""
-    parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    parent.add_argument("--api-url", help="base URL of the API (default: ORCHESTRATOR_API_URL, else the "
-                        "running `orchestrator up`, else http://127.0.0.1:8080)")
-    parent.add_argument("--output", "-o", choices=("table", "json"), help="output format (default: table)")
-    parent.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
-    return parent
-
-
 class Context:
-    """Per-invocation state shared by the commands."""
+    """Per-invocation state shared by the commands (click's `ctx.obj`).
 
-    def __init__(self, args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None):
-        self.args = args
-        self.stdout = stdout or sys.stdout
-        self.stderr = stderr or sys.stderr
-        self.output: str = getattr(args, "output", "table")
-        no_color = bool(getattr(args, "no_color", False))
-        self.style = Style(use_color(self.stdout, no_color))
-        self.err_style = Style(use_color(self.stderr, no_color))
+    The common options may be given before or after the sub-command; whichever
+    is parsed last wins, so each one is a field here rather than a parameter.
+    """
+
+    def __init__(self) -> None:
+        self.api_url_option: str | None = None
+        self.output = "table"
+        self.no_color = False
+
+    # Streams are looked up when first used, so a test runner's replacements are the ones written to.
+    @cached_property
+    def stdout(self) -> TextIO:
+        return sys.stdout
+
+    @cached_property
+    def stderr(self) -> TextIO:
+        return sys.stderr
+
+    @cached_property
+    def out(self) -> Console:
+        return make_console(self.stdout, no_color=self.no_color)
+
+    @cached_property
+    def err(self) -> Console:
+        return make_console(self.stderr, no_color=self.no_color)
 
     @cached_property
     def settings(self) -> Settings:
@@ -47,12 +56,11 @@ class Context:
     @property
     def live(self) -> bool:
         """Redraw in place (progress, `task watch`): only for people at a terminal, never for JSON."""
-        isatty = getattr(self.stdout, "isatty", None)
-        return not self.json and bool(isatty and isatty())
+        return not self.json and self.out.is_terminal
 
     def api_url(self) -> str:
         """--api-url, else ORCHESTRATOR_API_URL, else the local stack's, else the default."""
-        explicit = getattr(self.args, "api_url", None) or os.environ.get("ORCHESTRATOR_API_URL", "").strip()
+        explicit = self.api_url_option or os.environ.get("ORCHESTRATOR_API_URL", "").strip()
         if explicit:
             return explicit
         running = localstate.running_stack(self.settings.data_dir)
@@ -75,18 +83,32 @@ class Context:
         url = self.api_url()
         return ApiClient(url, self.api_token(url))
 
-    def print(self, text: str = "", *, end: str = "\n") -> None:
-        self.stdout.write(text + end)
-        self.stdout.flush()
+    def print(self, text: str | Text = "") -> None:
+        """One line on stdout; plain strings are written as they are (JSON stays byte-exact)."""
+        if isinstance(text, Text):
+            self.out.print(text)
+        else:
+            self.stdout.write(text + "\n")
+            self.stdout.flush()
 
-    def note(self, text: str) -> None:
+    def show(self, renderable: RenderableType) -> None:
+        """A table or view, fitted to the terminal's width."""
+        print_block(self.out, renderable)
+
+    def note(self, text: str | Text) -> None:
         """Progress and hints go to stderr, so stdout stays parseable."""
-        self.stderr.write(text + "\n")
-        self.stderr.flush()
+        if isinstance(text, Text):
+            self.err.print(text)
+        else:
+            self.stderr.write(text + "\n")
+            self.stderr.flush()
 
     def fail(self, message: str, details: list[str] | None = None) -> None:
         """One line saying what went wrong and what to do; field details indented below."""
-        self.stderr.write(f"{self.err_style.red('orchestrator:')} {message}\n")
-        for line in details or []:
-            self.stderr.write(f"  {line}\n")
-        self.stderr.flush()
+        print_error(self.err, message, details)
+
+
+def print_error(console: Console, message: str, details: list[str] | None = None) -> None:
+    console.print(Text.assemble(("orchestrator:", "red"), f" {message}"))
+    for line in details or []:
+        console.print(Text(f"  {line}"))

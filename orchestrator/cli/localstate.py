@@ -13,7 +13,6 @@ from orchestrator.runners.local import pid_alive
 STATE_FILE = "up.json"  # pid and URLs of the running stack
 LOCK_FILE = "up.lock"  # flock held while the stack runs
 TOKEN_FILE = "api-token"  # the generated API token of the local stack (mode 0600)
-SESSION_SECRET_FILE = "session-secret"  # signs the web console's cookies across restarts (mode 0600)
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:
@@ -45,20 +44,20 @@ def clear_state(data_dir: Path, pid: int) -> None:
         (data_dir / STATE_FILE).unlink(missing_ok=True)
 
 
-def read_token(data_dir: Path, name: str = TOKEN_FILE) -> str:
+def read_token(data_dir: Path) -> str:
     try:
-        return (data_dir / name).read_text().strip()
+        return (data_dir / TOKEN_FILE).read_text().strip()
     except OSError:
         return ""
 
 
-def ensure_token(data_dir: Path, name: str = TOKEN_FILE) -> str:
-    """The local stack's token (or another secret `name`): generated once, kept readable by this user only."""
-    existing = read_token(data_dir, name)
+def ensure_token(data_dir: Path) -> str:
+    """The local stack's token: generated once, kept readable by this user only."""
+    existing = read_token(data_dir)
     if existing:
         return existing
     token = secrets.token_urlsafe(32)
-    path = data_dir / name
+    path = data_dir / TOKEN_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")

@@ -1,83 +1,42 @@
-"""How the command line shows things: tables, a task's detail, colour only on a terminal."""
+"""How the command line shows things: rich tables and views sized to the terminal, plain JSON for scripts."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-STATUS_COLORS = {
-    "Succeeded": "32",  # green
-    "Failed": "31",  # red
-    "Cancelled": "33",  # yellow
-    "Running": "36",  # cyan
-    "Preparing": "36",
-    "Launching": "36",
-    "Blocked": "35",  # magenta
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLES = {
+    "Succeeded": "green",
+    "Failed": "red",
+    "Cancelled": "yellow",
+    "Running": "cyan",
+    "Preparing": "cyan",
+    "Launching": "cyan",
+    "Blocked": "magenta",
 }
+# How a run ended for the user (DESIGN.md "outcome"); a run that changed nothing is not shown as a success.
+OUTCOME_STYLES = {"changes": "green", "no_changes": "yellow", "failed": "red", "cancelled": "yellow"}
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Cancelled")
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+UNBOUNDED = 1_000_000
 
 
-def use_color(stream: TextIO, no_color: bool = False) -> bool:
-    """Colour only on a terminal, and never with --no-color or NO_COLOR set."""
-    if no_color or os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+def make_console(stream: TextIO, *, no_color: bool = False) -> Console:
+    """A console on `stream`: colour only on a terminal, never with --no-color or NO_COLOR (rich reads it)."""
+    # soft_wrap: plain lines (URLs, log lines) are never broken by us; tables size themselves.
+    return Console(file=stream, no_color=no_color or None, highlight=False, soft_wrap=True,
+                   emoji=False, markup=False)
 
 
-class Style:
-    """ANSI styling that disappears when colour is off."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def _wrap(self, code: str, text: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled and text else text
-
-    def bold(self, text: str) -> str:
-        return self._wrap("1", text)
-
-    def dim(self, text: str) -> str:
-        return self._wrap("2", text)
-
-    def red(self, text: str) -> str:
-        return self._wrap("31", text)
-
-    def green(self, text: str) -> str:
-        return self._wrap("32", text)
-
-    def yellow(self, text: str) -> str:
-        return self._wrap("33", text)
-
-    def status(self, status: str) -> str:
-        code = STATUS_COLORS.get(status)
-        return self._wrap(code, status) if code else status
-
-
-def visible_len(text: str) -> int:
-    return len(ANSI.sub("", text))
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], style: Style | None = None) -> str:
-    """Left-aligned columns sized to their widest cell (colour codes not counted)."""
-    style = style or Style(False)
-    widths = [visible_len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], visible_len(cell))
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [cell + " " * (widths[i] - visible_len(cell)) for i, cell in enumerate(cells)]
-        return "  ".join(padded).rstrip()
-
-    out = [style.bold(line(list(headers)))]
-    out += [line(list(row)) for row in rows]
-    return "\n".join(out)
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
 def dumps(value: Any) -> str:
@@ -85,86 +44,191 @@ def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-def field(mapping: Mapping[str, Any], *names: str, default: Any = "") -> Any:
-    """The first present field among the names the API may use."""
-    for name in names:
-        value = mapping.get(name)
-        if value not in (None, ""):
-            return value
-    return default
-
-
-def task_ref(task: Mapping[str, Any]) -> str:
-    return f"{field(task, 'service_name', 'service')}/{field(task, 'id', 'task_id')}"
+def _moment(value: Any) -> datetime | None:
+    """A timestamp (epoch seconds or ISO 8601) in local time."""
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value)):
+            return datetime.fromtimestamp(float(value)).astimezone()
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone()
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def when(value: Any) -> str:
-    """A timestamp (epoch seconds or ISO 8601) in local time, to the second."""
-    if value in (None, ""):
-        return ""
-    try:
-        if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value)):
-            moment = datetime.fromtimestamp(float(value)).astimezone()
-        else:
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone()
-    except (ValueError, OverflowError, OSError):
-        return str(value)
+    """A timestamp in local time, to the second."""
+    moment = _moment(value)
+    if moment is None:
+        return "" if value in (None, "") else str(value)
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def format_task_list(tasks: Sequence[Mapping[str, Any]], style: Style) -> str:
+def when_short(value: Any, now: datetime | None = None) -> str:
+    """A timestamp for a table cell, like `ls -l`: the time today, the day this year, else the date."""
+    moment = _moment(value)
+    if moment is None:
+        return "" if value in (None, "") else str(value)
+    now = now or datetime.now().astimezone()
+    if moment.date() == now.date():
+        return moment.strftime("%H:%M:%S")
+    if moment.year == now.year:
+        return moment.strftime("%b %d %H:%M")
+    return moment.strftime("%Y-%m-%d")
+
+
+def task_ref(task: Mapping[str, Any]) -> str:
+    return f"{task.get('service_name', '')}/{task.get('id', '')}"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def print_block(console: Console, renderable: RenderableType) -> None:
+    """Print without the padding rich adds to the right of table cells, so piped lines end cleanly."""
+    with console.capture() as captured:
+        console.print(renderable, soft_wrap=False)
+    console.file.write("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")
+    console.file.flush()
+
+
+def _table(gap: int) -> Table:
+    """Borderless columns `gap` spaces apart under a bold header."""
+    return Table(box=None, pad_edge=False, padding=(0, gap, 0, 0), header_style="bold", show_edge=False)
+
+
+class Fitted:
+    """A table fitted to the width it gets, giving way in its flexible column first.
+
+    The columns other than the flexible one (the column with a `ratio`: a title,
+    a reason) keep their natural width while they fit and the flexible one gets
+    what they leave; when that is less than FLEX_MIN the gaps shrink to one space,
+    and on a terminal narrower still rich wraps the other columns that may wrap. Rich alone would shrink
+    the widest columns first, cutting job names to leave a reason its full width.
+    """
+
+    FLEX_MIN = 10
+
+    def __init__(self, build: Callable[[int], Table]):
+        self.build = build
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        unbounded = options.update_width(UNBOUNDED)  # rich clamps a measurement to the width it is given
+        for gap in (2, 1):
+            table = self.build(gap)
+            if Measurement.get(console, unbounded, table).maximum <= options.max_width:
+                yield table
+                return
+            flexible = next((c for c in table.columns if c.ratio), None)
+            if flexible is None:
+                continue
+            flexible.width = 1  # measure what the other columns need
+            room = options.max_width - (Measurement.get(console, unbounded, table).maximum - 1)
+            flexible.width = None
+            if room >= self.FLEX_MIN or gap == 1:
+                # Too narrow even so: the flexible column keeps FLEX_MIN and rich wraps the others.
+                flexible.max_width = max(room, self.FLEX_MIN)
+                yield table
+                return
+        yield table
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.build(1))
+
+
+def task_list_table(tasks: Sequence[Mapping[str, Any]]) -> RenderableType:
     """One row per task, newest first as the API sends them."""
     if not tasks:
-        return "no tasks"
-    rows = [[task_ref(t), style.status(str(field(t, "status"))), str(field(t, "agent_name", "agent")),
-             str(field(t, "priority")), _short(str(field(t, "title", default=field(t.get("spec") or {}, "title"))), 40),
-             when(field(t, "updated_at", "created_at"))] for t in tasks]
-    return table(["TASK", "STATUS", "AGENT", "PRIORITY", "TITLE", "UPDATED"], rows, style)
+        return Text("no tasks")
+
+    def build(gap: int) -> Table:
+        table = _table(gap)
+        # The reference and status stay whole; the title gives way first, then the agent and priority.
+        table.add_column("TASK", overflow="fold")
+        table.add_column("STATUS", no_wrap=True)
+        table.add_column("AGENT", overflow="ellipsis", no_wrap=True, max_width=12)
+        table.add_column("PRIORITY", overflow="ellipsis", no_wrap=True)
+        table.add_column("TITLE", overflow="ellipsis", no_wrap=True, ratio=1)
+        table.add_column("UPDATED", overflow="fold")
+        for task in tasks:
+            table.add_row(task_ref(task), status_text(_text(task.get("status"))), _text(task.get("agent_name")),
+                          _text(task.get("priority")), _text(task.get("title")), when_short(task.get("updated_at")))
+        return table
+    return Fitted(build)
 
 
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def run_outcome(run: Mapping[str, Any]) -> Text:
+    """How the run ended: its outcome when the API sends one, else why it failed."""
+    outcome = _text(run.get("outcome"))
+    if outcome:
+        return Text(outcome, style=OUTCOME_STYLES.get(outcome, ""))
+    return Text(_text(run.get("failure_reason")), style="red")
 
 
-def format_runs(runs: Sequence[Mapping[str, Any]], style: Style) -> str:
-    rows = []
-    for run in runs:
-        rows.append([
-            str(field(run, "version")), str(field(run, "attempt")),
-            str(field(run, "job_name", "name", "run_id", "id")),
-            style.status(str(field(run, "phase", "status"))),
-            when(field(run, "started_at")), when(field(run, "finished_at")),
-            str(field(run, "outcome", "reason")), str(field(run, "pull_request_url", "pr_url")),
-        ])
-    return table(["VERSION", "ATTEMPT", "JOB", "PHASE", "STARTED", "FINISHED", "OUTCOME", "PULL REQUEST"], rows, style)
+def runs_table(runs: Sequence[Mapping[str, Any]]) -> RenderableType:
+    """One row per run, oldest first; OUTCOME is the run's outcome, or its failure reason."""
+    with_pull_requests = any(run.get("pull_request_url") for run in runs)
+
+    def build(gap: int) -> Table:
+        table = _table(gap)
+        table.add_column("RUN", no_wrap=True)
+        table.add_column("JOB", overflow="fold")
+        table.add_column("PHASE", no_wrap=True)
+        table.add_column("STARTED", overflow="fold")
+        table.add_column("FINISHED", overflow="fold")
+        if with_pull_requests:
+            table.add_column("PULL REQUEST", overflow="fold")
+        # Last, and given the room left: reasons are sentences, wrapped rather than cut.
+        table.add_column("OUTCOME", overflow="fold", ratio=1)
+        for run in runs:
+            cells: list[RenderableType] = [
+                f"v{_text(run.get('version'))}.{_text(run.get('attempt'))}",
+                _text(run.get("job_name") or run.get("run_id")), status_text(_text(run.get("phase"))),
+                when_short(run.get("started_at")), when_short(run.get("finished_at"))]
+            if with_pull_requests:
+                cells.append(_text(run.get("pull_request_url")))
+            table.add_row(*cells, run_outcome(run))
+        return table
+    return Fitted(build)
 
 
-def format_task_detail(task: Mapping[str, Any], style: Style, *, url: str = "", history: int = 8) -> str:
+def _labelled(label: str, value: str | Text) -> Text:
+    return Text.assemble(f"{label + ':':<9} ", value)
+
+
+def task_detail(task: Mapping[str, Any], *, url: str = "", history: int = 8) -> Group:
     """A task's status, its runs and its recent history."""
-    title = str(field(task, "title", default=field(task.get("spec") or {}, "title")))
-    status = str(field(task, "status"))
-    reason = str(field(task, "status_reason"))
-    lines = [style.bold(f"{task_ref(task)}  {title}".rstrip())]
-    lines.append(f"status:   {style.status(status)}" + (f"  ({reason})" if reason else ""))
-    for label, names in (("agent", ("agent_name", "agent")), ("priority", ("priority",)),
-                         ("context", ("context_version",)), ("submitted", ("submitted_status",))):
-        value = field(task, *names)
+    title = _text(task.get("title"))
+    status = _text(task.get("status"))
+    reason = _text(task.get("status_reason"))
+    parts: list[RenderableType] = [Text(f"{task_ref(task)}  {title}".rstrip(), style="bold")]
+    parts.append(_labelled("status", Text.assemble(status_text(status), f"  ({reason})" if reason else "")))
+    for label, key, prefix in (("agent", "agent_name", ""), ("priority", "priority", ""),
+                               ("context", "context_version", "v"), ("submitted", "submitted_status", "")):
+        value = task.get(key)
         if value not in ("", None):
-            lines.append(f"{label + ':':<9} {'v' if label == 'context' else ''}{value}")
-    created, updated = when(field(task, "created_at")), when(field(task, "updated_at"))
+            parts.append(_labelled(label, f"{prefix}{value}"))
+    created, updated = when(task.get("created_at")), when(task.get("updated_at"))
     if created:
-        lines.append(f"created:  {created}" + (f"   updated: {updated}" if updated else ""))
+        parts.append(_labelled("created", created + (f"   updated: {updated}" if updated else "")))
     if url:
-        lines.append(f"url:      {url}")
+        parts.append(_labelled("url", url))
     runs = task.get("runs") or []
     if runs:
-        lines += ["", format_runs(runs, style)]
+        parts += [Text(""), runs_table(runs)]
     entries = task.get("history") or []
     if entries and history:
-        lines += ["", style.bold("history")]
+        parts += [Text(""), Text("history", style="bold")]
         for entry in list(entries)[-history:]:
-            source = field(entry, "from") or "-"
-            lines.append(f"  {when(field(entry, 'at', 'timestamp'))}  {source} -> "
-                         f"{style.status(str(field(entry, 'to', 'status')))}"
-                         + (f"  {field(entry, 'reason')}" if field(entry, "reason") else ""))
-    return "\n".join(lines)
+            line = Text.assemble(f"  {when(entry.get('at'))}  {entry.get('from') or '-'} -> ",
+                                 status_text(_text(entry.get("to"))))
+            if entry.get("reason"):
+                line.append(f"  {entry['reason']}")
+            parts.append(line)
+    return Group(*parts)
+
+
+def log_lines(lines: Iterable[str]) -> list[Text]:
+    """Agent output, one screen row per line: its own colours kept, the rest cut at the edge."""
+    return [Text.from_ansi(line, no_wrap=True, overflow="ellipsis") for line in lines]

@@ -4,15 +4,23 @@ Every piece runs as a child process in its own session, so a Ctrl-C in the
 terminal reaches this process alone, which then stops the children in reverse
 order. This process is also a child subreaper (Linux), so an agent that its
 worker left behind is re-parented here and stopped too: nothing outlives `up`.
+Runs still going when it stops are abandoned, not cancelled: the next `up`
+finds them lost and runs them again.
+
+Other local users are kept out: the data directory is 0700 (0710 with the
+agents' group when agents run as their own user), our redis-server and Flower
+want generated passwords kept there (0600), and an existing Redis is used only
+when ORCHESTRATOR_REDIS_URL names it.
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import fcntl
 import importlib.util
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,41 +29,76 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
+import click
 import redis
+from rich.text import Text
 
 from orchestrator.cli import localstate
-from orchestrator.cli.context import Context, common_options
-from orchestrator.cli.errors import EXIT_FAILED, EXIT_OK, Conflict, Unreachable, UsageError
+from orchestrator.cli.command import Command
+from orchestrator.cli.context import Context
+from orchestrator.cli.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Conflict,
+    Unreachable,
+    UsageError,
+)
+from orchestrator.cli.options import common_options, examples, pass_context
+from orchestrator.runners import agent_user
+from orchestrator.runners.agent_user import AgentUser
 from orchestrator.settings import Settings
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 20.0  # seconds the children get to stop before SIGKILL
+REDIS_PASSWORD_FILE = "redis-password"  # our redis-server's requirepass (mode 0600)
+FLOWER_PASSWORD_FILE = "flower-password"  # Flower's basic auth password (mode 0600)
+SESSION_SECRET_FILE = "session-secret"  # signs the web console's cookies across restarts (mode 0600)
+FLOWER_USER = "orchestrator"
 
 
 class StopRequested(Exception):
     """SIGTERM or SIGHUP: stop like Ctrl-C."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `up`."""
-    up = sub.add_parser("up", parents=[common_options()],
-                        help="run the whole system on this machine, in the foreground (Ctrl-C stops it)",
-                        description="Start Redis (unless one answers at ORCHESTRATOR_REDIS_URL), the API, a worker "
-                        "for every queue, the watcher and, with --flower, Flower.")
-    up.add_argument("--host", default="127.0.0.1", help="address the API and Flower listen on (default 127.0.0.1)")
-    up.add_argument("--api-port", type=int, help="port of the API (default: the port of ORCHESTRATOR_API_URL, 8080)")
-    up.add_argument("--redis-port", type=int, default=6390,
-                    help="port of the redis-server started when none answers (default 6390; a free one if taken)")
-    up.add_argument("--flower", action="store_true", help="also run Flower, the Celery dashboard")
-    up.add_argument("--flower-port", type=int, default=5555, help="port of Flower (default 5555)")
-    up.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
-    up.set_defaults(func=cmd_up)
+@dataclass(frozen=True)
+class UpOptions:
+    """The options of `orchestrator up`."""
+
+    host: str = "127.0.0.1"
+    api_port: int | None = None
+    redis_port: int = 6390
+    flower: bool = False
+    flower_port: int = 5555
+    concurrency: int = 2
+
+
+@click.command("up", cls=Command, epilog="Starts Redis (unless ORCHESTRATOR_REDIS_URL is set and answers), the API, "
+               "a worker for every queue, the watcher and, with --flower, Flower.\n\n" + examples(
+    "orchestrator up",
+    "orchestrator up --flower --api-port 9000",
+    "ORCHESTRATOR_REDIS_URL=redis://127.0.0.1:6379/3 orchestrator up --concurrency 4"))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the API and Flower listen on.")
+@click.option("--api-port", type=click.IntRange(1, 65535), help="Port of the API (default: the port of "
+              "ORCHESTRATOR_API_URL, 8080).")
+@click.option("--redis-port", type=click.IntRange(1, 65535), default=6390, show_default=True,
+              help="Port of the redis-server started when ORCHESTRATOR_REDIS_URL is not set or does not answer "
+              "(a free one if taken).")
+@click.option("--flower", is_flag=True, help="Also run Flower, the Celery dashboard.")
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True,
+              help="Port of Flower.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes.")
+@common_options
+@pass_context
+def up(app: Context, **options: Any) -> int:
+    """Run the whole system here, in the foreground, until Ctrl-C."""
+    return cmd_up(app, UpOptions(**options))
 
 
 # Small helpers --------------------------------------------------------------
@@ -174,8 +217,11 @@ class Stack:
                 return name, proc.returncode, log_path
         return None
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM every child's process group (last started first), then SIGKILL what remains."""
+    def stop(self, timeout: float = STOP_TIMEOUT, before_sweep: Callable[[], object] | None = None) -> None:
+        """SIGTERM every child's process group (last started first), then SIGKILL what remains.
+
+        `before_sweep` runs once the children are gone and before their orphans are stopped.
+        """
         for _name, proc, _log in reversed(self.children):
             if proc.poll() is None:
                 _signal_group(proc.pid, signal.SIGTERM)
@@ -187,6 +233,8 @@ class Stack:
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
             _signal_group(proc.pid, signal.SIGKILL)  # members of its group that outlived the leader
+        if before_sweep is not None:
+            before_sweep()
         self._sweep()
         for log in self._logs:
             log.close()
@@ -250,26 +298,75 @@ def acquire_lock(data_dir: Path) -> IO[str]:
     return handle
 
 
-def start_redis(stack: Stack, settings: Settings, args: argparse.Namespace, env: Mapping[str, str],
+def ensure_secret(path: Path) -> str:
+    """A generated secret kept in `path` (mode 0600): made once, the same on every start."""
+    try:
+        existing = path.read_text().strip()
+    except OSError:
+        existing = ""
+    if existing:
+        os.chmod(path, 0o600)
+        return existing
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def private_dir(path: Path, group: int | None = None) -> Path:
+    """`path` created if needed and closed to other users: 0700, or 0710 (enter, not list) for `group`."""
+    path.mkdir(parents=True, exist_ok=True)
+    if group is None:
+        os.chmod(path, 0o700)
+    else:
+        os.chown(path, -1, group)
+        os.chmod(path, 0o710)
+    return path
+
+
+def private_files(directory: Path) -> None:
+    """Plain files directly in `directory` (state, tokens, passwords) readable by their owner only."""
+    for entry in directory.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            os.chmod(entry, entry.stat().st_mode & 0o700)
+
+
+def redis_configured() -> bool:
+    """True when ORCHESTRATOR_REDIS_URL is set in the environment: only then is an existing Redis used."""
+    return bool(os.environ.get("ORCHESTRATOR_REDIS_URL", "").strip())
+
+
+def start_redis(stack: Stack, settings: Settings, args: UpOptions, env: Mapping[str, str],
                 ctx: Context) -> tuple[str, str]:
-    """The Redis URL to use and how it was found: configured, redis-server started, or in-memory."""
-    if redis_answers(settings.redis_url):
+    """The Redis URL to use and how it was found: configured, redis-server started, or in-memory.
+
+    Whatever answers on the default port (another program's Redis, say) is not ours to use:
+    only a URL set explicitly in ORCHESTRATOR_REDIS_URL is.
+    """
+    if redis_configured() and redis_answers(settings.redis_url):
         return settings.redis_url, "configured (ORCHESTRATOR_REDIS_URL)"
     port = args.redis_port if port_free("127.0.0.1", args.redis_port) else free_port()
     url = f"redis://127.0.0.1:{port}/0"
     binary = shutil.which("redis-server")
     if binary:
-        redis_dir = settings.data_dir / "redis"
-        redis_dir.mkdir(parents=True, exist_ok=True)
-        proc = stack.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-                                     "--appendonly", "yes", "--save", ""], env)
-        how = f"redis-server started here, data in {redis_dir}"
+        redis_dir = private_dir(settings.data_dir / "redis")
+        password = ensure_secret(settings.data_dir / REDIS_PASSWORD_FILE)
+        # The password goes in a 0600 file, not on the command line (other users read /proc/<pid>/cmdline).
+        conf = redis_dir / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"port {port}\nbind 127.0.0.1\ndir {json.dumps(str(redis_dir))}\nappendonly yes\nsave \"\"\n"
+                         f"requirepass {password}\n")
+        proc = stack.start("redis", [binary, str(conf)], env)
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        how = f"redis-server started here, password in {settings.data_dir / REDIS_PASSWORD_FILE}, data in {redis_dir}"
     elif importlib.util.find_spec("fakeredis") is not None:
-        ctx.note(ctx.err_style.yellow("warning:") + " no Redis answers at ORCHESTRATOR_REDIS_URL and redis-server "
-                 "is not installed: using an in-memory Redis (fakeredis); nothing will persist after Ctrl-C")
+        ctx.note(Text.assemble(("warning:", "yellow"), " no Redis answers at ORCHESTRATOR_REDIS_URL and redis-server "
+                 "is not installed: using an in-memory Redis (fakeredis); nothing will persist after Ctrl-C"))
         proc = stack.start("redis", [sys.executable, "-m", "orchestrator.cli.fakeredis_server", "--port", str(port)],
                            env)
-        how = "in-memory fakeredis (nothing persists)"
+        how = "in-memory fakeredis (nothing persists; no password: any local user can connect)"
     else:
         raise Unreachable("no Redis answers at ORCHESTRATOR_REDIS_URL and neither redis-server nor fakeredis is "
                           "installed; install redis-server (apt install redis-server) or pip install 'fakeredis[lua]'")
@@ -305,14 +402,15 @@ def _gunicorn_has_control_socket() -> bool:
 
 
 def watcher_available() -> bool:
-    """True when this installation has the watcher behind `orchestrator watch`."""
+    """True when this installation has the watcher behind `orchestrator watcher`."""
     try:
         return importlib.util.find_spec("orchestrator.watcher") is not None
     except ModuleNotFoundError:
         return False
 
 
-def child_env(settings: Settings, redis_url: str, token: str, bind: str) -> dict[str, str]:
+def child_env(settings: Settings, redis_url: str, token: str, bind: str,
+              agent: AgentUser | None = None) -> dict[str, str]:
     """The environment of every child: this one, plus where Redis is and the local defaults."""
     env = dict(os.environ)
     env["ORCHESTRATOR_REDIS_URL"] = redis_url
@@ -320,7 +418,7 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str) -> dict
         env["ORCHESTRATOR_API_TOKENS"] = token
     if not settings.session_secret:  # console sign-ins survive a restart and work in every API process
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        env["ORCHESTRATOR_SESSION_SECRET"] = localstate.ensure_token(settings.data_dir, localstate.SESSION_SECRET_FILE)
+        env["ORCHESTRATOR_SESSION_SECRET"] = ensure_secret(settings.data_dir / SESSION_SECRET_FILE)
     env["ORCHESTRATOR_RUNNER"] = settings.runner  # `local` unless configured for a cluster
     env["ORCHESTRATOR_DATA_DIR"] = str(settings.data_dir)
     if not os.environ.get("ORCHESTRATOR_WORKSPACE_ROOT", "").strip():
@@ -331,18 +429,99 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str) -> dict
     # A laptop needs two API processes, and Ctrl-C should not wait long for open log streams.
     env.setdefault("GUNICORN_WORKERS", "2")
     env.setdefault("GUNICORN_GRACEFUL_TIMEOUT", "5")
-    env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    # Flower's API is never open: its password reaches Flower's environment alone (see cmd_up).
+    env.pop("FLOWER_UNAUTHENTICATED_API", None)
+    env["ORCHESTRATOR_LOCAL_AGENT_USER"] = agent.name if agent else ""
     # The children run from the same code as this command, even outside the install.
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
 
-def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class AgentBoundary:
+    """Who local agents run as, or why they run as this process's user (no boundary)."""
+
+    user: AgentUser | None
+    why_not: str = ""
+
+
+def choose_agent_user(settings: Settings) -> AgentBoundary:
+    """The dedicated user local agents run as, created when missing; else why there is none.
+
+    Only a root `up` can switch users. The default user falls back to no boundary
+    (said in the banner) when it cannot be used; a user named explicitly in
+    ORCHESTRATOR_LOCAL_AGENT_USER that cannot be used is an error.
+    """
+    configured = os.environ.get("ORCHESTRATOR_LOCAL_AGENT_USER")
+    if settings.runner != "local":
+        return AgentBoundary(None, "")
+    if configured is not None and not configured.strip():
+        return AgentBoundary(None, "ORCHESTRATOR_LOCAL_AGENT_USER is empty")
+    name = (configured or "").strip() or agent_user.DEFAULT_USER
+    if os.geteuid() != 0:
+        existing = agent_user.lookup(name)
+        if existing is not None and existing.uid == os.geteuid():
+            return AgentBoundary(None, f"up itself runs as {name}")
+        if configured:
+            raise UsageError(f"ORCHESTRATOR_LOCAL_AGENT_USER={name} needs `orchestrator up` to run as root")
+        return AgentBoundary(None, "up does not run as root, so agents run as this user")
+    try:
+        user = agent_user.ensure(name)
+    except OSError as exc:
+        if configured:
+            raise UsageError(f"cannot use ORCHESTRATOR_LOCAL_AGENT_USER={name}: {exc}") from None
+        return AgentBoundary(None, f"the user {name} cannot be created ({exc})")
+    from orchestrator.runners.local import default_local_command
+
+    command = default_local_command(settings)
+    program = shutil.which(command[0]) if command else None
+    # The agent's program must be runnable by it (an interpreter under /root is not).
+    blocked = agent_user.unreachable(Path(os.path.realpath(program)).parent, user) if program else None
+    if blocked is not None:
+        why = f"{name} cannot enter {blocked}, on the way to the agent program {program}"
+        if configured:
+            raise UsageError(f"ORCHESTRATOR_LOCAL_AGENT_USER={name}: {why}")
+        return AgentBoundary(None, why)
+    return AgentBoundary(user)
+
+
+def abandon_local_runs(data_dir: Path, wait: float = 10.0) -> list[str]:
+    """Tell the supervisors of running local runs that the platform goes away, and wait for them.
+
+    They stop their agents and write no outcome: the next `up` finds the runs
+    lost (a platform failure, retried), where a plain SIGTERM would cancel them.
+    """
+    from orchestrator.runners.local_supervisor import ABANDON
+
+    pids: dict[str, int] = {}
+    runs_dir = data_dir / "runs"
+    for status_file in runs_dir.glob("*/status.json") if runs_dir.is_dir() else []:
+        try:
+            status = json.loads(status_file.read_text())
+            pid = int(status.get("pid") or 0)
+        except (OSError, ValueError, TypeError):
+            continue
+        if status.get("phase") == "Running" and pid > 0 and pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, ABANDON)
+                pids[status_file.parent.name] = pid
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(pid in descendants(os.getpid()) for pid in pids.values()):
+        _reap()
+        time.sleep(0.05)
+    return list(pids)
+
+
+def cmd_up(ctx: Context, args: UpOptions) -> int:
     """Run Redis, the API, a worker for every queue, the watcher and Flower until Ctrl-C."""
     settings = ctx.settings
     data_dir = settings.data_dir
+    os.umask(0o077)  # what the stack writes is its own; the agents' checkout is handed over to them
     data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
     lock = acquire_lock(data_dir)
     api_port = args.api_port or urlparse(settings.api_url).port or 8080
     for port, what, option in ((api_port, "the API", "--api-port"),
@@ -350,15 +529,29 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
         if not port_free(args.host, port):
             lock.close()
             raise Conflict(f"port {port} for {what} is in use by another program; choose another with {option}")
-    if args.concurrency < 1:
-        lock.close()
-        raise UsageError("--concurrency must be at least 1")
     if args.flower and importlib.util.find_spec("flower") is None:
         lock.close()
         raise UsageError("--flower needs Flower: pip install flower")
 
-    log_dir = data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_files(data_dir)
+    log_dir = private_dir(data_dir / "logs")
+    private_dir(data_dir / "runs")
+    workspace_root = Path(os.environ["ORCHESTRATOR_WORKSPACE_ROOT"]) if os.environ.get(
+        "ORCHESTRATOR_WORKSPACE_ROOT", "").strip() else data_dir / "workspaces"
+    try:
+        boundary = choose_agent_user(settings)
+        if boundary.user is not None:
+            # Agents may pass through the data dir to their checkout, and see nothing else in it.
+            private_dir(data_dir, boundary.user.gid)
+            if workspace_root.resolve().parent == data_dir.resolve():
+                private_dir(workspace_root, boundary.user.gid)
+            blocked = agent_user.unreachable(workspace_root.resolve(), boundary.user)
+            if blocked is not None:
+                os.chmod(data_dir, 0o700)
+                boundary = AgentBoundary(None, f"{boundary.user.name} cannot enter {blocked}")
+    except BaseException:
+        lock.close()
+        raise
     stack = Stack(log_dir)
     become_subreaper()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -372,26 +565,31 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
     try:
         redis_url, redis_how = start_redis(stack, settings, args, os.environ, ctx)
         token = settings.api_tokens[0] if settings.api_tokens else localstate.ensure_token(data_dir)
-        env = child_env(settings, redis_url, token, f"{args.host}:{api_port}")
+        env = child_env(settings, redis_url, token, f"{args.host}:{api_port}", boundary.user)
         stack.start("api", api_command(f"{args.host}:{api_port}"), env)
-        from workers.app import QUEUES  # builds the Celery app: only now that settings are known good
+        from orchestrator.steps import QUEUES
 
         stack.start("worker", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES),
                                "-c", str(args.concurrency), "-n", f"orchestrator-up-{os.getpid()}@%h",
                                "--without-gossip", "--without-mingle", "-l", "INFO"], env)
         watcher = watcher_available()
         if watcher:
-            stack.start("watch", [sys.executable, "-m", "orchestrator.cli", "watch"], env)
+            stack.start("watcher", [sys.executable, "-m", "orchestrator.cli", "watcher"], env)
         flower_url = ""
+        flower_password = ""
         if args.flower:
+            # Basic auth on every page and the API; the password in Flower's environment, not its command line.
+            flower_password = ensure_secret(data_dir / FLOWER_PASSWORD_FILE)
             stack.start("flower", [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-                                   f"--address={args.host}", f"--port={args.flower_port}"], env)
+                                   f"--address={args.host}", f"--port={args.flower_port}"],
+                        {**env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{flower_password}"})
             flower_url = f"http://{args.host}:{args.flower_port}"
         _wait_for_api(stack, api_url)
         localstate.write_state(data_dir, {"pid": os.getpid(), "api_url": api_url, "flower_url": flower_url,
                                           "redis": redis_how, "started_at": time.time()})
         _banner(ctx, api_url=api_url, flower_url=flower_url, token=token, redis_url=redis_url, redis_how=redis_how,
-                env=env, log_dir=log_dir, watcher=watcher, settings=settings)
+                env=env, log_dir=log_dir, watcher=watcher, settings=settings, boundary=boundary,
+                flower_password=flower_password)
         while True:
             ended = stack.exited()
             if ended:
@@ -406,7 +604,8 @@ def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         # A second Ctrl-C while stopping must not leave children behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stack.stop()
+        # Runs still going are abandoned (retried by the next `up`), not cancelled.
+        stack.stop(before_sweep=lambda: abandon_local_runs(data_dir))
         localstate.clear_state(data_dir, os.getpid())
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -430,22 +629,29 @@ def _wait_for_api(stack: Stack, api_url: str, timeout: float = 90.0) -> None:
 
 
 def _banner(ctx: Context, *, api_url: str, flower_url: str, token: str, redis_url: str, redis_how: str,
-            env: Mapping[str, str], log_dir: Path, watcher: bool, settings: Settings) -> None:
-    s = ctx.style
-    ctx.print(s.green("orchestrator up: everything runs; Ctrl-C stops it."))
+            env: Mapping[str, str], log_dir: Path, watcher: bool, settings: Settings,
+            boundary: AgentBoundary | None = None, flower_password: str = "") -> None:
+    ctx.print(Text("orchestrator up: everything runs; Ctrl-C stops it.", style="green"))
     rows = [
         ("API", api_url),
         ("API docs", f"{api_url}/api/v1/docs  (OpenAPI: {api_url}/api/v1/openapi.json)"),
         ("console", f"{api_url}/  (sign in with the API token)"),
-        ("Flower", flower_url or "not started (add --flower)"),
+        ("Flower", f"{flower_url}  (user {FLOWER_USER}, password {flower_password})" if flower_url
+         else "not started (add --flower)"),
         ("API token", token),
         ("Redis", f"{_hide_password(redis_url)}  ({redis_how})"),
         ("runner", f"{env['ORCHESTRATOR_RUNNER']}; workspaces in {env['ORCHESTRATOR_WORKSPACE_ROOT']}"),
+        *((("agents", f"run as the user {boundary.user.name}: they cannot read the stack's secrets"),)
+          if boundary and boundary.user else ()),
         ("watcher", "running" if watcher else "not available in this version"),
         ("logs", str(log_dir)),
     ]
     for label, value in rows:
-        ctx.print(f"  {s.bold(f'{label:<10}')} {value}")
+        ctx.print(Text.assemble("  ", (f"{label:<10}", "bold"), f" {value}"))
+    if boundary is not None and boundary.user is None and boundary.why_not:
+        ctx.print(Text.assemble(("warning:", "yellow"), " the local runner is NOT a security boundary: agents run "
+                                f"as this user ({boundary.why_not}) and can read every secret of the stack "
+                                "(API token, Redis password, ANTHROPIC_API_KEY, GITHUB_TOKEN)."))
     ctx.print("")
     ctx.print("In another terminal (same directory), submit the example and follow it:")
     ctx.print("  orchestrator task submit --task-json examples/tasks.json --task-id 1 --service demo --agent claude")
@@ -457,3 +663,6 @@ def _hide_password(url: str) -> str:
     if parsed.password:
         return url.replace(f":{parsed.password}@", ":***@")
     return url
+
+
+COMMANDS = (up,)

@@ -36,7 +36,8 @@ def load_tasks(path: Path, *, tag: str | None = None) -> list[dict[str, Any]]:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"task file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+        raise UsageError(f"task file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): "
+                         f"{exc.msg}") from None
     return tasks_from_document(data, source=str(path), tag=tag)
 
 

@@ -12,7 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator import dispatch
+from orchestrator.dispatch import Write
+from orchestrator.steps import Step
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.coordination.rules import admission_score, dependency_ids, dependency_state, find_cycle, format_cycle
@@ -224,18 +225,15 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
     # The run's fields, the move to Preparing, leaving the admission index and
     # the prepare_workspace message are one atomic step (when the queue is on
     # the store's Redis): four round trips were half of the admission's time.
-    bound = dispatch.bound_to(store)
     try:
-        store.transition(service, task_id, Status.PREPARING, reason=f"admitted as run {run_id}", actor=ACTOR,
-                         expect=Status.QUEUED, expect_fields={"next_run": run_id},
-                         fields={"current_run": run_id}, run_fields=(run_id, run_fields), unwait=True,
-                         enqueue=dispatch.prepare(dispatch.PREPARE_WORKSPACE, run_id).enqueue() if bound else None)
+        send(Step.PREPARE_WORKSPACE, run_id, write=Write(store, lambda enqueue: store.transition(
+            service, task_id, Status.PREPARING, reason=f"admitted as run {run_id}", actor=ACTOR,
+            expect=Status.QUEUED, expect_fields={"next_run": run_id},
+            fields={"current_run": run_id}, run_fields=(run_id, run_fields), unwait=True, enqueue=enqueue)))
     except IllegalTransition:
         current = store.get_task(service, task_id)
         if not (current and current.get("current_run") == run_id and current["status"] in ACTIVE_VALUES):
             if store.release_slot(run_id):  # the task moved away (cancelled, new context) before it started
                 return "released"
         return "raced"
-    if not bound:
-        send(dispatch.PREPARE_WORKSPACE, run_id)
     return f"run:{run_id}"

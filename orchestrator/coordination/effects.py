@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 from orchestrator import dispatch
+from orchestrator.dispatch import Write
+from orchestrator.steps import Step
 from orchestrator.github import reporter
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lease
@@ -19,10 +21,13 @@ log = logging.getLogger("orchestrator.coordination")
 ACTOR = "coordination"
 
 
-def send(step: str, *args: Any, countdown: float | None = None) -> None:
-    """Queue a step; a broker that refuses is logged and left to the re-drive."""
+def send(step: Step | str, *args: Any, write: Write | None = None, countdown: float | None = None) -> Any:
+    """Queue a step (with `write`, as the dispatcher does); a broker that refuses is logged and left to the re-drive.
+
+    Returns what `write` returned; a refused write raises as the store raises it.
+    """
     try:
-        dispatch.send(step, *args, countdown=countdown)
+        return dispatch.send(step, *args, write=write, countdown=countdown)
     except dispatch.QueueUnavailable:
         # The store already says what should happen; the re-drive re-sends it.
         log.warning("could not queue %s%s; the reconcile loop will re-drive it", step, args)

@@ -15,11 +15,13 @@ from orchestrator.coordination.admission import admission_score_of, admit_waitin
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
-from orchestrator import dispatch
+from orchestrator.logs import bounded_excerpt, scrub
+from orchestrator import backoff
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.coordination")
 
@@ -54,7 +56,10 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         return "not-ended"  # the watcher records the end before it sends finish
 
     outputs = dict(run.get("outputs") or {})
-    outputs.update(read_outputs(settings.workspace_root / service, service, task_id, run_id))
+    # What the agent wrote is shown and kept: never with a secret in it (the agent holds two).
+    secrets = settings.secret_values()
+    outputs.update({key: scrub(value, secrets) if isinstance(value, str) else value for key, value
+                    in read_outputs(settings.workspace_root / service, service, task_id, run_id).items()})
     for key in ("branch", "commit"):  # what prepare_workspace recorded, unless the agent said otherwise
         if run.get(key) and not outputs.get(key):
             outputs[key] = run[key]
@@ -85,7 +90,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
             f"agent exited with code {run['exit_code']}" if run.get("exit_code") not in (None, "") else "failed"
         )
         if retryable and retries < settings.max_retries:
-            delay = settings.retry_backoff_seconds * (2 ** retries)
+            delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
             target = Status.QUEUED
@@ -109,7 +114,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         store.add_waiting(service, task_id, admission_score_of(settings, task_after))
         if fields.get("not_before"):
             # Wake the admission when the backoff is over (the re-drive would too, later).
-            send(dispatch.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
+            send(Step.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
     else:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)
@@ -127,14 +132,13 @@ def _log_tail(settings: Settings, run_id: str) -> str:
     the fallback, and it never fails the outcome.
     """
     try:
-        lines = list(get_runner(settings).logs(run_id, tail=LOG_TAIL_LINES))[-LOG_TAIL_LINES:]
+        # One line more than kept: the first may end a secret that began before it, and is dropped
+        # once it has served to mask that.
+        lines = list(get_runner(settings).logs(run_id, tail=LOG_TAIL_LINES + 1))[-LOG_TAIL_LINES - 1:]
     except Exception:
         log.info("no output lines for run %s", run_id, exc_info=True)
         return ""
-    text = "\n".join(line.rstrip("\n") for line in lines)[-4000:]
-    for secret in settings.secret_values():
-        text = text.replace(secret, "***")
-    return text
+    return bounded_excerpt(lines, settings.secret_values(), LOG_TAIL_LINES)
 
 
 def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Mapping[str, Any],

@@ -16,6 +16,7 @@ from orchestrator.coordination.outcome import ENDED_PHASES
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.coordination")
 
@@ -73,11 +74,11 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
         for service, task_id, run_id in candidates:
             run = runs_by_id.get(run_id) if run_id else None
             if run and run.get("phase") in ENDED_PHASES:
-                step = dispatch.FINISH_RUN  # the end was recorded but its finish message was lost
+                step = Step.FINISH_RUN  # the end was recorded but its finish message was lost
             elif status == Status.PREPARING:
-                step = dispatch.PREPARE_WORKSPACE
+                step = Step.PREPARE_WORKSPACE
             elif status == Status.LAUNCHING:
-                step = dispatch.LAUNCH_RUN
+                step = Step.LAUNCH_RUN
             else:
                 continue  # a Running run is the watcher's to observe
             if not run_id:
@@ -113,10 +114,10 @@ def redrive_events(store: TaskStore, settings: Settings, now: float | None = Non
             store.drop_pending_event(delivery)
             continue
         try:
-            dispatch.send(dispatch.HANDLE_EVENT, delivery, event)  # the worker reads the body from the store
+            dispatch.send(Step.HANDLE_EVENT, delivery, event)  # the worker reads the body from the store
         except dispatch.QueueUnavailable:
             log.warning("could not queue the event of delivery %s again; next reconcile", delivery)
             break
         store.requeued_pending_event(delivery, now)
-        resent.append(f"{dispatch.HANDLE_EVENT}:{delivery}")
+        resent.append(f"{Step.HANDLE_EVENT}:{delivery}")
     return resent

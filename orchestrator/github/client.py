@@ -1,22 +1,23 @@
 """A small GitHub REST client: issue comments, with retries that honour Retry-After.
 
-Standard library only. The token goes in one header and nowhere else: not in
-an exception message, a log line or `repr()`.
+On `requests`: one Session per client (its connection pool and our headers),
+a timeout on every call, errors typed by whether trying later may help
+(`GitHubError.transient`). The token goes in one header and nowhere else: not
+in an exception message, a log line or `repr()`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator import __version__
-from orchestrator.backoff import jittered, retry_after_seconds
+import requests
+
+from orchestrator import __version__, backoff
+from orchestrator.backoff import retry_after_seconds
 
 log = logging.getLogger("orchestrator.github")
 
@@ -59,6 +60,7 @@ class GitHubClient:
         max_wait: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        session: requests.Session | None = None,
     ):
         self._token = token
         self.base_url = base_url.rstrip("/")
@@ -68,6 +70,7 @@ class GitHubClient:
         self.max_wait = max_wait
         self.sleep = sleep
         self.clock = clock
+        self._session = session
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> GitHubClient:
@@ -76,6 +79,26 @@ class GitHubClient:
 
     def __repr__(self) -> str:
         return f"GitHubClient(base_url={self.base_url!r}, token=***)"
+
+    @property
+    def session(self) -> requests.Session:
+        # Built on first use: constructing a client contacts nothing.
+        if self._session is None:
+            session = requests.Session()
+            session.headers.update({
+                "Accept": "application/vnd.github+json",
+                "Authorization": f"Bearer {self._token}",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": f"orchestrator/{__version__}",
+            })
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        """Close the connection pool (a later call opens a new one)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     # API --------------------------------------------------------------------------
 
@@ -91,50 +114,42 @@ class GitHubClient:
 
     def request(self, method: str, path: str, payload: Any = None) -> Any:
         """One API call, retried on 429, 5xx, secondary rate limits and network errors."""
-        data = json.dumps(payload).encode("utf-8") if payload is not None else None
-        for attempt in range(1, self.attempts + 1):
+        for attempt in range(self.attempts):
             try:
-                return self._once(method, path, data)
+                return self._once(method, path, payload)
             except GitHubError as exc:
-                if not exc.transient or attempt == self.attempts:
+                if not exc.transient or attempt == self.attempts - 1:
                     raise
-                wait = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                wait = backoff.delay(attempt, base=self.backoff, retry_after=exc.retry_after)
                 if wait > self.max_wait:
                     raise  # too long to wait inside a step; the caller retries later
                 log.info("GitHub %s %s: %s; retrying in %.1fs", method, path, exc, wait)
                 self.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _backoff(self, attempt: int) -> float:
-        return jittered(self.backoff, attempt - 1)
-
-    def _once(self, method: str, path: str, data: bytes | None) -> Any:
-        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers={
-            "Accept": "application/vnd.github+json",
-            "Authorization": f"Bearer {self._token}",
-            "X-GitHub-Api-Version": "2022-11-28",
-            "User-Agent": f"orchestrator/{__version__}",
-            "Content-Type": "application/json",
-        })
+    def _once(self, method: str, path: str, payload: Any) -> Any:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            headers = dict(exc.headers.items()) if exc.headers else {}
+            response = self.session.request(method, self.base_url + path, json=payload, timeout=self.timeout)
+        except requests.RequestException as exc:
+            # The exception's text may hold the URL, never the token; name its type only.
+            raise GitHubError(f"GitHub did not answer: {type(exc).__name__}", transient=True) from None
+        status = response.status_code
+        if status >= 400:
             try:
-                detail = json.loads(exc.read() or b"{}").get("message", "")
+                detail = response.json().get("message", "")
             except (ValueError, AttributeError):
                 detail = ""
-            retry_after = _retry_after(headers, self.clock())
+            retry_after = _retry_after(response.headers, self.clock())
             # 403 with Retry-After or an exhausted quota is GitHub's (secondary) rate limit.
             transient = status in RETRY_STATUSES or (status == 403 and retry_after is not None)
             raise GitHubError(f"GitHub answered {status} {str(detail)[:200]}".strip(), status=status,
-                              transient=transient, retry_after=retry_after) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise GitHubError(f"GitHub did not answer: {type(reason).__name__}", transient=True) from None
-        return json.loads(body) if body else None
+                              transient=transient, retry_after=retry_after)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise GitHubError(f"GitHub answered {status} with a body that is not JSON", status=status) from None
 
 
 def _repo(repo: str) -> str:

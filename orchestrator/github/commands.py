@@ -1,12 +1,15 @@
 """Comment commands: `/orchestrator run|cancel|retry|status [text]`.
 
-Only a line that starts with the prefix counts, outside quoted replies and
-code blocks, so quoting someone's command or documenting one does not run it.
+Only a line that starts with the prefix counts, outside quoted replies, code
+blocks and HTML comments, so quoting someone's command, documenting one or
+hiding one does not run it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from orchestrator.github.hidden import strip_hidden
 
 WORDS: frozenset[str] = frozenset({"run", "cancel", "retry", "status"})
 
@@ -24,7 +27,8 @@ def parse_command(body: str | None, prefix: str) -> Command | None:
     if not body or not prefix:
         return None
     in_fence = False
-    for raw_line in body.splitlines():
+    # A command GitHub does not display (inside an HTML comment) is no command.
+    for raw_line in strip_hidden(body)[0].splitlines():
         line = raw_line.strip()
         if line.startswith("```") or line.startswith("~~~"):
             in_fence = not in_fence

@@ -18,11 +18,13 @@ import orjson
 from orchestrator import dispatch, validation, operations
 from orchestrator.github import reporter
 from orchestrator.github.commands import parse_command
+from orchestrator.github.hidden import removal_note, strip_hidden
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
 from orchestrator.validation import agent_name
 from orchestrator.settings import Settings
 from orchestrator.states import RETRYABLE_FROM, TERMINAL, Status
 from orchestrator.store import TaskExists, TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.github")
 
@@ -80,22 +82,28 @@ def _text(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
+def _visible(value: Any, limit: int, what: str) -> tuple[str, str]:
+    """The text GitHub displays (HTML comments removed), and the note to add when any were."""
+    text, removed = strip_hidden(_text(value, limit))
+    return text, (removal_note(what) + "\n") if removed else ""
+
+
 def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -> dict[str, Any]:
     """The task spec of an issue: its title and body become the task document."""
     issue_number = number(dig(payload, "issue", "number"))
     title = _text(dig(payload, "issue", "title"), MAX_TITLE).strip() or f"Issue #{issue_number}"
-    body = _text(dig(payload, "issue", "body"), MAX_DOCUMENT)
+    body, note = _visible(dig(payload, "issue", "body"), MAX_DOCUMENT, "this issue")
     url = _text(dig(payload, "issue", "html_url"), 500)
     full_name = str(dig(payload, "repository", "full_name"))
     branch = dig(payload, "repository", "default_branch")
     # The payload's own clone URL, so a GitHub Enterprise host works too; checked by the caller.
     clone_url = dig(payload, "repository", "clone_url")
-    document = f"# {title}\n\n{body.strip()}\n\n---\nFrom GitHub issue {full_name}#{issue_number}: {url}\n"
+    document = f"# {title}\n\n{body.strip()}\n\n---\n{note}From GitHub issue {full_name}#{issue_number}: {url}\n"
     return {
         "id": issue_number,
         "title": title,
         "description": title,
-        "details": body,
+        "details": body,  # without hidden comments, like the document
         "test_strategy": "",
         "priority": "medium",
         "status": "pending",
@@ -125,17 +133,17 @@ def _review_document(ctx: EventContext) -> dict[str, Any]:
     pr = number(dig(p, "pull_request", "number"))
     if ctx.event == "pull_request_review":
         item_id, user = dig(p, "review", "id"), dig(p, "review", "user", "login")
-        body = _text(dig(p, "review", "body"), MAX_DOCUMENT)
+        body, note = _visible(dig(p, "review", "body"), MAX_DOCUMENT, "this review")
         url = _text(dig(p, "review", "html_url"), 500)
         heading = f"Changes requested by @{user} on pull request #{pr}"
         where = ""
     else:
         item_id, user = dig(p, "comment", "id"), dig(p, "comment", "user", "login")
-        body = _text(dig(p, "comment", "body"), MAX_DOCUMENT)
+        body, note = _visible(dig(p, "comment", "body"), MAX_DOCUMENT, "this comment")
         url = _text(dig(p, "comment", "html_url"), 500)
         heading = f"Review comment by @{user} on pull request #{pr}"
         path, line = dig(p, "comment", "path"), dig(p, "comment", "line")
-        hunk = _text(dig(p, "comment", "diff_hunk"), 5000)
+        hunk = strip_hidden(_text(dig(p, "comment", "diff_hunk"), 5000))[0]
         where = f"File `{path}`" + (f", line {line}" if isinstance(line, int) else "") + "\n\n" if path else ""
         if hunk:
             where += f"```diff\n{hunk}\n```\n\n"
@@ -143,19 +151,20 @@ def _review_document(ctx: EventContext) -> dict[str, Any]:
     safe_id = item_id if isinstance(item_id, int) else ctx.delivery_id
     return {
         "filename": f"{kind}-{safe_id}.md",
-        "content": f"# {heading}\n\n{where}{body.strip() or '(no text)'}\n\n---\n{url}\n",
+        "content": f"# {heading}\n\n{where}{body.strip() or '(no text)'}\n\n---\n{note}{url}\n",
         "file_type": "context",
         "source": {"github": {"repo": ctx.repo, "pull_request": pr, "url": url, "delivery": ctx.delivery_id}},
     }
 
 
 def _comment_document(ctx: EventContext, text: str) -> dict[str, Any]:
+    text, note = _visible(text, MAX_DOCUMENT, "this comment")
     user = dig(ctx.payload, "comment", "user", "login")
     url = _text(dig(ctx.payload, "comment", "html_url"), 500)
     comment_id = dig(ctx.payload, "comment", "id")
     return {
         "filename": f"comment-{comment_id if isinstance(comment_id, int) else ctx.delivery_id}.md",
-        "content": f"# Request by @{user}\n\n{text.strip()}\n\n---\n{url}\n",
+        "content": f"# Request by @{user}\n\n{text.strip()}\n\n---\n{note}{url}\n",
         "file_type": "context",
         "source": {"github": {"repo": ctx.repo, "issue": number(dig(ctx.payload, "issue", "number")), "url": url,
                               "delivery": ctx.delivery_id}},
@@ -331,7 +340,7 @@ def close_pull_request(ctx: EventContext) -> Outcome:
     ctx.store.update_task(*ref, pull_request_outcome=outcome,
                           pull_request_url=_text(dig(ctx.payload, "pull_request", "html_url"), 500))
     try:
-        dispatch.send(dispatch.CLEANUP_WORKSPACE, ref[0], ref[1])
+        dispatch.send(Step.CLEANUP_WORKSPACE, ref[0], ref[1])
     except dispatch.QueueUnavailable:
         log.warning("could not queue the workspace cleanup of %s/%s", *ref)
     return _changed(ctx, f"task {ref[0]}/{ref[1]}: pull request {outcome}; workspace released", ref)

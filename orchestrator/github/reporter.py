@@ -24,6 +24,7 @@ from orchestrator.logs import scrub
 from orchestrator.settings import Settings, get_settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.github")
 
@@ -65,7 +66,7 @@ def notify_status(service: str, task_id: int, *, store: TaskStore | None = None,
             task = store.get_task(service, task_id)
         if github_origin(task) is None:
             return False
-        dispatch.send(dispatch.REPORT_STATUS, service, int(task_id))
+        dispatch.send(Step.REPORT_STATUS, service, int(task_id))
         return True
     except Exception as exc:  # a report is never worth failing the caller for
         log.warning("could not queue the GitHub status report of %s/%s: %s", service, task_id,

@@ -35,6 +35,7 @@ class GitHubConfig:
     allowed_associations: frozenset[str] = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
     bot_login: str = ""
     default_agent: str = "claude"
+    trusted_authors_only: bool = True
 
     @classmethod
     def from_settings(cls, settings: Any) -> GitHubConfig:
@@ -46,6 +47,7 @@ class GitHubConfig:
             allowed_associations=frozenset(a.upper() for a in settings.github_allowed_associations),
             bot_login=settings.github_bot_login,
             default_agent=settings.default_agent,
+            trusted_authors_only=settings.github_trusted_authors_only,
         )
 
     def service_for(self, full_name: Any) -> tuple[str | None, str]:
@@ -180,6 +182,27 @@ def _issue_author_allowed(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
     return _allowed(dig(p, "issue", "author_association"), c, "issue author")
 
 
+def _issue_author_or_labeller_allowed(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
+    """Anyone may open an issue, and its body becomes the agent's task: a label alone (which a bot
+    or a triage role may add) is not enough unless the author, or the labeller, is trusted.
+
+    GitHub's payload carries the author's association but not the labeller's; the labeller counts
+    only when the payload says (or the labeller is the author). This client has no permission
+    lookup, so an unknown labeller is refused, with the reason.
+    """
+    if not c.trusted_authors_only:
+        return None
+    author = dig(p, "issue", "author_association")
+    if _allowed(author, c, "issue author") is None:
+        return None
+    labeller = dig(p, "sender", "author_association")
+    if labeller is not None and _allowed(labeller, c, "labeller") is None:
+        return None
+    return (f"issue author association {author!r} may not trigger work, and the labeller's association is "
+            f"{'unknown' if labeller is None else repr(labeller)} "
+            "(ORCHESTRATOR_GITHUB_TRUSTED_AUTHORS_ONLY)")
+
+
 def _comment_not_ours(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
     if is_bot(dig(p, "comment", "user"), c) or is_bot(p.get("sender"), c):
         return "comment by a bot or by this system"
@@ -237,7 +260,8 @@ def all_of(*checks: Check) -> Callable[[Mapping[str, Any], GitHubConfig], str | 
 
 ROUTES: tuple[Route, ...] = (
     Route("issues", "labeled",
-          all_of(_repository_mapped, _sender_not_bot, _label_is_trigger, _plain_issue, _issue_open),
+          all_of(_repository_mapped, _sender_not_bot, _label_is_trigger, _plain_issue, _issue_open,
+                 _issue_author_or_labeller_allowed),
           "create_task_from_issue"),
     Route("issues", "opened",
           all_of(_repository_mapped, _sender_not_bot, _plain_issue, _issue_has_trigger_label, _issue_author_allowed),
@@ -255,6 +279,34 @@ ROUTES: tuple[Route, ...] = (
           all_of(_repository_mapped, _has_pull_request),
           "close_pull_request"),
 )
+
+
+# Where the id of the thing an event is about sits, for the events whose replay
+# would act again (a comment or review starts a run each time): the same comment
+# or review sent again under a new delivery id is the same event. The other
+# routed events are idempotent by themselves (a task created from an issue
+# exists once; a closed pull request is recorded once).
+_IDENTITY: Mapping[tuple[str, str], tuple[tuple[str, ...], ...]] = {
+    ("issue_comment", "created"): (("comment", "id"),),
+    ("pull_request_review", "submitted"): (("review", "id"),),
+    ("pull_request_review_comment", "created"): (("comment", "id"),),
+}
+_IDENTITY_PART = re.compile(r"^[A-Za-z0-9 ._:+-]{1,100}$")
+
+
+def event_identity(event: str, payload: Any) -> str | None:
+    """What identifies the event itself, whatever delivery carried it (`issue_comment.created:123`), or None."""
+    action = payload.get("action") if isinstance(payload, Mapping) else None
+    paths = _IDENTITY.get((event, action)) if isinstance(action, str) else None
+    if not paths:
+        return None
+    parts = []
+    for path in paths:
+        value = dig(payload, *path)
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not _IDENTITY_PART.fullmatch(str(value)):
+            return None
+        parts.append(str(value))
+    return f"{event}.{action}:" + "/".join(parts)
 
 
 def match(event: str, payload: Any, config: GitHubConfig, routes: Iterable[Route] = ROUTES) -> Decision:

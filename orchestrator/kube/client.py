@@ -24,7 +24,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from orchestrator.backoff import jittered, retry_after_seconds
+from orchestrator import backoff
+from orchestrator.backoff import retry_after_seconds
 from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
 
@@ -203,10 +204,7 @@ class KubeClient:
     # Retry machinery -----------------------------------------------------------
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        delay = jittered(self.backoff, attempt, self.max_backoff)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_backoff))
-        return delay
+        return backoff.delay(attempt, base=self.backoff, cap=self.max_backoff, retry_after=retry_after)
 
     def _call(self, what: str, verb: str, resource: str, func: Callable[[], T]) -> T:
         """Run one request; retry what may heal; map every failure to our errors."""

@@ -7,7 +7,8 @@ Nothing here waits for a run to end.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -67,6 +68,41 @@ class RunObservation:
     retryable: bool = False
 
 
+class Tracker(Protocol):
+    """How the watcher follows every run of one runner; each runner builds its own (`Runner.tracker`).
+
+    The watcher reconciles every `poll_seconds` (relist, then `observations`
+    of the runs the store says are active), runs `stream(name, stop)` in a
+    thread for each of `streams` while it leads (each calls the watcher back
+    with a run id when something of that run changed), and sweeps.
+    """
+
+    poll_seconds: float  # how often the watcher reconciles
+    streams: tuple[str, ...]  # the push streams the watcher runs in threads (none: polling alone)
+    stream_stop_seconds: float  # how long a stream may take to notice its stop
+
+    def relist(self) -> None:
+        """Read afresh what exists (one list per kind), before `observations`."""
+
+    def observations(self, run_ids: Iterable[str]) -> dict[str, RunObservation]:
+        """Observations of those of the given runs that something is known of."""
+
+    def observation(self, run_id: str) -> RunObservation | None:
+        """One run's observation from what the tracker holds; None when nothing of it is known."""
+
+    def still_running(self, run_id: str) -> bool:
+        """True when the run's Job or process still runs (so an end the watcher inferred must stop it)."""
+
+    def end_lags(self, run_id: str) -> bool:
+        """True when the run's end was seen before the details of its cause (wait for them)."""
+
+    def stream(self, name: str, stop: threading.Event) -> None:
+        """Follow one of `streams` until `stop`, calling back on every change."""
+
+    def sweep(self, older_than: float) -> list[str]:
+        """Remove what finished runs left (Jobs, run directories) older than that; return their names."""
+
+
 class Runner(Protocol):
     """A place runs execute."""
 
@@ -81,3 +117,9 @@ class Runner(Protocol):
 
     def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """The agent's output lines; with `follow`, until the run ends."""
+
+    def tracker(self, on_change: Callable[[str], None], *, watch_timeout: int = 60) -> Tracker:
+        """What the watcher drives to follow this runner's runs; `on_change(run_id)` when a stream sees one change.
+
+        `watch_timeout` bounds one watch request of a runner that streams.
+        """

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from orchestrator.kube import jobs, status
 from orchestrator.kube.client import KubeClient, PermanentKubeError
+from orchestrator.kube.tracker import KubeTracker
 from orchestrator.runners.base import RunObservation, RunRequest
 from orchestrator.runners.errors import LogsUnavailable
 from orchestrator.settings import Settings
@@ -63,3 +64,7 @@ class KubernetesRunner:
             raise LogsUnavailable(f"run {run_id} has not started yet (its pod is Pending); no logs so far")
         return self.client.pod_log(pod["metadata"]["name"], follow=follow, tail=tail,
                                    read_timeout=float(self.settings.max_timeout_seconds))
+
+    def tracker(self, on_change: Callable[[str], None], *, watch_timeout: int = 60) -> KubeTracker:
+        """A cache of our Jobs and pods kept fresh by two watch streams."""
+        return KubeTracker(self, self.settings, on_change, watch_timeout=watch_timeout)

@@ -13,18 +13,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from orchestrator.runners import agent_user
+from orchestrator.runners.agent_user import AgentUser
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
 from orchestrator.settings import Settings
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-# Variables of the worker an agent may see; everything else (Redis URL, API tokens...) stays out.
-PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "PYTHONPATH", "VIRTUAL_ENV")
+# Variables of the worker an agent may see; everything else (Redis URL, API tokens, GitHub token...) stays out.
+PASSED_THROUGH = ("PATH", "HOME", "LANG")
+CODE_ROOT = str(Path(__file__).resolve().parents[2])  # the built-in example agent is imported from here
 START_GRACE_SECONDS = 60.0
 
 
@@ -51,9 +55,28 @@ class LocalRunner:
             raise ValueError(f"invalid run id {run_id!r}")
         return self.root / run_id
 
-    def environment(self, request: RunRequest) -> dict[str, str]:
-        """The agent's environment: the same contract as a Job, secrets from the worker's environment."""
+    def agent_user(self) -> AgentUser | None:
+        """The user agents run as when it is not this process's own; None: as this process's user."""
+        name = self.settings.local_agent_user
+        if not name:
+            return None
+        user = agent_user.lookup(name)
+        if user is None:
+            raise LaunchFailed(f"the local agent user {name} (ORCHESTRATOR_LOCAL_AGENT_USER) does not exist; "
+                               f"create it (useradd --system {name}) or set ORCHESTRATOR_LOCAL_AGENT_USER empty")
+        if user.uid == os.geteuid():
+            return None
+        if os.geteuid() != 0:
+            raise LaunchFailed(f"the worker runs as uid {os.geteuid()}, not root: it cannot run agents as {name} "
+                               "(ORCHESTRATOR_LOCAL_AGENT_USER)")
+        return user
+
+    def environment(self, request: RunRequest, user: AgentUser | None = None) -> dict[str, str]:
+        """The agent's environment: the contract, PATH/HOME/LANG, and the Anthropic key for Claude Code only."""
         env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+        if user is not None:
+            env["HOME"] = user.home
+        env["PYTHONPATH"] = CODE_ROOT
         for name, value in request.env.items():
             if name in {"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ANTHROPIC_MODEL"} or name.startswith("ORCHESTRATOR_"):
                 raise LaunchFailed(f"task env may not set {name}")
@@ -71,10 +94,9 @@ class LocalRunner:
             env["ORCHESTRATOR_STAGE"] = request.stage
         if request.agent.model:
             env["ANTHROPIC_MODEL"] = request.agent.model
-        if self.settings.anthropic_api_key:
+        # Delivery (commit, push, pull request) is the orchestrator's: the agent never needs GITHUB_TOKEN.
+        if self.settings.anthropic_api_key and is_claude_code(request.agent.command):
             env["ANTHROPIC_API_KEY"] = self.settings.anthropic_api_key
-        if self.settings.github_token:
-            env["GITHUB_TOKEN"] = self.settings.github_token
         return env
 
     def launch(self, request: RunRequest) -> str:
@@ -82,7 +104,8 @@ class LocalRunner:
         run_dir = self.run_dir(request.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         spec_path = run_dir / "spec.json"
-        env = self.environment(request)
+        user = self.agent_user()
+        env = self.environment(request, user)
         if spec_path.exists():
             if (run_dir / "status.json").exists() or _supervisor_running(run_dir):
                 return request.run_id  # adopted: a redelivered launch step
@@ -93,16 +116,16 @@ class LocalRunner:
                 else request.workspace_dir
             if not cwd.is_dir():
                 raise LaunchFailed(f"the run's working directory {cwd} does not exist")
+            if user is not None:
+                agent_user.hand_over(request.workspace_dir, user)  # its checkout, writable by it alone
             timeout = max(1, min(int(request.timeout_seconds or self.settings.default_timeout_seconds),
                                  self.settings.max_timeout_seconds))
             command = list(request.agent.command) + list(request.agent.args)
             tmp = run_dir / ".spec.tmp"
             tmp.write_text(json.dumps({"command": command, "cwd": str(cwd), "timeout": timeout,
-                                       "launched_at": time.time()}))
+                                       "launched_at": time.time(), "user": user.as_spec() if user else None}))
             os.replace(tmp, spec_path)
-        supervisor_env = dict(env)
-        supervisor_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")) if p)
+        supervisor_env = dict(env)  # passed on to the agent as it is: PYTHONPATH is our code root only
         # The supervisor forks and its parent exits at once: this wait is milliseconds.
         subprocess.run([sys.executable, "-m", "orchestrator.runners.local_supervisor", str(run_dir)],
                        env=supervisor_env, check=True, timeout=30, stdin=subprocess.DEVNULL,
@@ -129,7 +152,7 @@ class LocalRunner:
                                       finished_at=time.time(), retryable=True)
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
-        if phase == "Running" and not pid_alive(int(status.get("pid", 0))):
+        if phase == "Running" and not _supervisor_alive(run_dir, status):
             # The supervisor died without writing an outcome (machine restart, SIGKILL).
             return RunObservation(run_id, FAILED, reason="the local run was lost (its supervisor died)",
                                   started_at=status.get("started_at"), finished_at=time.time(), retryable=True)
@@ -161,14 +184,20 @@ class LocalRunner:
         if status is None or status.get("phase") != "Running":
             return
         pid, agent = int(status["pid"]), int(status.get("agent_pgid") or 0)
-        _signal_group(pid, signal.SIGTERM)
+        from orchestrator.runners.local_supervisor import CANCEL_FILE
+        local = _same_namespace(status)
+        if local:
+            _signal_group(pid, signal.SIGTERM)
+        else:
+            # Its pids are not ours to signal (another container): the supervisor polls for this file.
+            (run_dir / CANCEL_FILE).touch()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             current = self._status(run_id) or {}
             if current.get("phase") != "Running":
                 return
             time.sleep(0.05)
-        for group in (agent, pid):
+        for group in (agent, pid) if local else ():
             if group:
                 _signal_group(group, signal.SIGKILL)
         from orchestrator.runners.local_supervisor import write_status
@@ -217,6 +246,10 @@ class LocalRunner:
             if buffer:
                 yield buffer.decode("utf-8", errors="replace")
 
+    def tracker(self, on_change: Callable[[str], None], *, watch_timeout: int = 60) -> LocalTracker:
+        """Status files read on every poll (nothing to stream)."""
+        return LocalTracker(self)
+
     def sweep(self, older_than: float) -> list[str]:
         """Remove directories of finished runs that ended more than `older_than` seconds ago."""
         removed = []
@@ -231,6 +264,44 @@ class LocalRunner:
         return removed
 
 
+class LocalTracker:
+    """The local runner's `Tracker`: status files read on every poll, no stream."""
+
+    streams: tuple[str, ...] = ()
+    stream_stop_seconds = 0.0
+
+    def __init__(self, runner: LocalRunner) -> None:
+        self.runner = runner
+        # Status files are cheap to read: poll often, so a local run's end is seen within a second.
+        self.poll_seconds = min(runner.settings.reconcile_seconds, 1.0)
+
+    def relist(self) -> None:
+        pass  # every observation reads the files afresh
+
+    def observations(self, run_ids: Iterable[str]) -> dict[str, RunObservation]:
+        return self.runner.observe_all()  # every run's status file at once
+
+    def observation(self, run_id: str) -> RunObservation | None:
+        return self.runner.observe(run_id)
+
+    def still_running(self, run_id: str) -> bool:
+        return False  # a local run's end is its process's end, never inferred while it runs
+
+    def end_lags(self, run_id: str) -> bool:
+        return False  # the status file carries the end and its cause together
+
+    def stream(self, name: str, stop: threading.Event) -> None:
+        pass
+
+    def sweep(self, older_than: float) -> list[str]:
+        return self.runner.sweep(older_than)
+
+
+def is_claude_code(command: tuple[str, ...] | list[str]) -> bool:
+    """True when the agent's program is Claude Code (`claude`), the one agent that needs ANTHROPIC_API_KEY."""
+    return bool(command) and os.path.basename(command[0]) == "claude"
+
+
 def _supervisor_running(run_dir: Path) -> bool:
     """True when a supervisor holds the run's lock (it started and has not exited)."""
     from orchestrator.runners.local_supervisor import take_lock
@@ -242,8 +313,35 @@ def _supervisor_running(run_dir: Path) -> bool:
     return False
 
 
+HEARTBEAT_STALE_SECONDS = 30.0
+
+
+def _same_namespace(status: dict[str, Any]) -> bool:
+    """True when the supervisor's pid means the same process here (same machine boot and PID namespace)."""
+    from orchestrator.runners.local_supervisor import process_namespace
+
+    theirs = status.get("pid_namespace")
+    return theirs is None or theirs == process_namespace()  # None: written before namespaces were recorded
+
+
+def _supervisor_alive(run_dir: Path, status: dict[str, Any]) -> bool:
+    """Whether the supervisor of a Running run lives: by pid where we share its namespace, else by heartbeat.
+
+    docker compose runs the supervisors in the deploy worker's container and
+    the watcher in another; there the pid names nobody, or somebody else.
+    """
+    if _same_namespace(status):
+        return pid_alive(int(status.get("pid", 0)))
+    from orchestrator.runners.local_supervisor import HEARTBEAT_FILE
+    try:
+        age = time.time() - (run_dir / HEARTBEAT_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age < HEARTBEAT_STALE_SECONDS
+
+
 def pid_alive(pid: int) -> bool:
-    """True when a process with that pid exists (ours or not)."""
+    """True when a process with that pid exists (ours or not) and is not a zombie."""
     if pid <= 0:
         return False
     try:
@@ -252,10 +350,15 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed supervisor nobody reaped yet (no init in the container) is dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _signal_group(pgid: int, sig: int) -> None:
+    if pgid <= 0:
+        return  # 0 or less would signal our own group, or every process we may signal
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):

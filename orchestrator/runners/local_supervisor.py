@@ -5,6 +5,12 @@ and no zombie is left in the worker, runs the agent in its own process group,
 captures its output to RUN_DIR/output.log, enforces the timeout, and writes
 the outcome atomically to RUN_DIR/status.json. Secrets arrive in its
 environment and are passed on to the agent; they are never written to a file.
+With a `user` in the spec (the supervisor runs as root), the agent runs as
+that user, its group and no other group.
+
+SIGUSR1 means the platform is going away (`orchestrator up` stops): the agent
+is stopped and no outcome is written, so the run is found lost (retryable) and
+runs again on the next start, instead of ending Cancelled.
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ from pathlib import Path
 from typing import Any
 
 GRACE_SECONDS = 5.0
+# Another container (docker compose's watcher, the API) shares the run directory
+# but not our PID namespace: it judges the supervisor by this file's age instead.
+HEARTBEAT_FILE = "heartbeat"
+HEARTBEAT_SECONDS = 2.0
+# Written by a canceller that cannot signal us (another PID namespace).
+CANCEL_FILE = "cancel"
+ABANDON = signal.SIGUSR1  # stop the agent, write no outcome: the run was lost to the platform
 
 
 def write_status(run_dir: Path, **fields: Any) -> None:
@@ -37,6 +50,20 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 
 LOCK_FILE = "supervisor.lock"
+
+
+def process_namespace() -> str:
+    """Which pids this process can see: the machine's boot and its PID namespace ('' when unknown)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
+def beat(run_dir: Path) -> None:
+    """Touch the heartbeat file: this supervisor is alive."""
+    (run_dir / HEARTBEAT_FILE).touch()
 
 
 def take_lock(run_dir: Path) -> int | None:
@@ -59,11 +86,14 @@ def supervise(run_dir: Path) -> int:
         return 0
     spec = json.loads((run_dir / "spec.json").read_text())
     started = time.time()
-    cancelled = False
+    cancelled = abandoned = False
     log = open(run_dir / "output.log", "ab", buffering=0)
+    user = spec.get("user") or None
+    as_user: dict[str, Any] = {"user": user["uid"], "group": user["gid"], "extra_groups": []} if user else {}
     try:
         proc = subprocess.Popen(spec["command"], cwd=spec["cwd"], env=dict(os.environ), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                **as_user)
     except OSError as exc:
         log.write(f"orchestrator: cannot start the agent: {exc.strerror or exc}\n".encode())
         write_status(run_dir, phase="Failed", exit_code=127, reason=f"cannot start the agent: {exc.strerror or exc}",
@@ -75,9 +105,18 @@ def supervise(run_dir: Path) -> int:
         cancelled = True
         _kill_group(proc.pid, signal.SIGTERM)
 
+    def on_abandon(signum: int, frame: Any) -> None:
+        nonlocal abandoned
+        abandoned = True
+        _kill_group(proc.pid, signal.SIGTERM)
+
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    write_status(run_dir, phase="Running", pid=os.getpid(), agent_pgid=proc.pid, started_at=started)
+    signal.signal(ABANDON, on_abandon)
+    beat(run_dir)
+    last_beat = time.monotonic()
+    write_status(run_dir, phase="Running", pid=os.getpid(), agent_pgid=proc.pid, started_at=started,
+                 pid_namespace=process_namespace())
     deadline = started + float(spec["timeout"])
     timed_out = False
     kill_at: float | None = None
@@ -87,18 +126,26 @@ def supervise(run_dir: Path) -> int:
             break
         except subprocess.TimeoutExpired:
             pass
+        if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            beat(run_dir)
+            last_beat = time.monotonic()
+        if not cancelled and (run_dir / CANCEL_FILE).exists():
+            on_term(signal.SIGTERM, None)
         now = time.time()
         if now >= deadline and not timed_out and not cancelled:
             timed_out = True
             log.write(f"orchestrator: the run exceeded its timeout of {spec['timeout']}s; stopping it\n".encode())
             _kill_group(proc.pid, signal.SIGTERM)
-        if (timed_out or cancelled) and kill_at is None:
+        if (timed_out or cancelled or abandoned) and kill_at is None:
             kill_at = now + GRACE_SECONDS
         if kill_at is not None and now >= kill_at:
             _kill_group(proc.pid, signal.SIGKILL)
     _kill_group(proc.pid, signal.SIGKILL)  # whatever the agent left behind in its group
     finished = time.time()
-    if cancelled:
+    if abandoned and not cancelled:
+        # status.json still says Running with our pid, which is about to be gone: the run is lost.
+        log.write(b"orchestrator: the platform stopped (orchestrator up ended); the run will be retried\n")
+    elif cancelled:
         write_status(run_dir, phase="Failed", exit_code=code, reason="Cancelled", started_at=started,
                      finished_at=finished, pid=os.getpid())
     elif timed_out:

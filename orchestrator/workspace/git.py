@@ -9,10 +9,22 @@ stored in `.git/config`) prints it when git asks. So the token never appears in
 the remote URL, the repository, a task file or an argument list, and git's
 messages are scrubbed of it anyway before anyone sees them.
 
-An agent of an earlier run had write access to this checkout, so settings it
-could have planted in `.git/config` (URL rewrites, credential helpers, hooks,
-filters, proxies) are removed before git talks to the network, and hooks are
-disabled for our calls.
+An agent of an earlier run had write access to this checkout, `.git/` included,
+and git runs here inside the worker, which holds secrets. So git in the worker
+never honours anything an agent could have written:
+
+- before the first git command of a preparation, `.git/config` is rewritten
+  from a known template (the origin remote and nothing else an agent could
+  use), and the files git would read beside it are removed: `config.worktree`,
+  `commondir`, linked `worktrees/`, `info/attributes`, object `alternates`
+  and `hooks/` (`reset_git_dir`); a `.git` with symbolic links where git
+  reads refs and objects is refused (`linked_paths`);
+- every call runs without system or global configuration and with overrides
+  on the command line that disable hooks, fsmonitor, attribute files,
+  submodule recursion, and the `ext` and `file` transports;
+- the credential helper answers only for the protocol and host the task's
+  repository resolves to under the worker's own configuration, and nothing
+  otherwise, so a rewrite that slipped through still gets no token.
 """
 
 from __future__ import annotations
@@ -26,36 +38,49 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from orchestrator import validation
 from orchestrator.logs import scrub as scrub_secrets
-from orchestrator.workspace.files import atomic_write
+from orchestrator.workspace.files import atomic_write, remove_path
 
 log = logging.getLogger("orchestrator.workspace.git")
 
 TOKEN_ENV = "ORCHESTRATOR_GIT_TOKEN"
 # GitHub accepts any user name with a token; this one works for app and personal tokens alike.
 TOKEN_USER = "x-access-token"
+TOKEN_PROTOCOL_ENV = "ORCHESTRATOR_GIT_TOKEN_PROTOCOL"
+TOKEN_HOST_ENV = "ORCHESTRATOR_GIT_TOKEN_HOST"
 # The helper reads the token from its environment when git asks (`get`), and
-# ignores `store` and `erase`, so nothing is ever written down.
+# ignores `store` and `erase`, so nothing is ever written down. It answers
+# only when git asks for exactly the protocol and host the task's repository
+# resolves to: a URL rewrite or redirect to another host gets nothing.
 CREDENTIAL_HELPER = (
     '!f() { test "$1" = get || return 0; test -n "$' + TOKEN_ENV + '" || return 0; '
+    'p=; h=; while IFS= read -r l; do case "$l" in protocol=*) p="${l#protocol=}";; host=*) h="${l#host=}";; '
+    'esac; done; test -n "$' + TOKEN_PROTOCOL_ENV + '" && test "$p" = "$' + TOKEN_PROTOCOL_ENV + '" && '
+    'test "$h" = "$' + TOKEN_HOST_ENV + '" || return 0; '
     "printf 'username=%s\\npassword=%s\\n' " + TOKEN_USER + ' "$' + TOKEN_ENV + '"; }; f'
 )
 # Environment that would point git somewhere else than the directory we name.
 _DROPPED_ENV = frozenset({
     "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
     "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE", "GIT_TRACE_CURL",
-    "GIT_TRACE_PACKET", "GIT_CURL_VERBOSE",
+    "GIT_TRACE_PACKET", "GIT_CURL_VERBOSE", "GIT_CONFIG", "GIT_CONFIG_SYSTEM", "GIT_EXEC_PATH",
+    "GIT_TEMPLATE_DIR", "GIT_REPLACE_REF_BASE",
 })
-# Local configuration keys (lower-case prefixes) an earlier agent could use to
-# redirect our fetch, steal the token or run a command during checkout.
-_RISKY_CONFIG = (
-    "url.", "credential", "http.", "https.", "include.", "includeif.", "protocol.", "filter.",
-    "core.sshcommand", "core.askpass", "core.fsmonitor", "core.hookspath", "core.gitproxy",
-    "core.worktree", "remote.origin.pushurl", "remote.origin.uploadpack", "remote.origin.receivepack",
-    "remote.origin.proxy", "remote.origin.vcs", "uploadpack.", "safe.",
+# What git would read in `.git/` besides its config, and an agent could write:
+# a second config file (`config.worktree`, a linked worktree's), another
+# repository's directory (`commondir`), filter drivers by attribute, another
+# repository's objects (another service's code on the same volume), commands
+# to run (hooks).
+PLANTABLE_PATHS: tuple[str, ...] = (
+    "config.worktree", "commondir", "worktrees", "info/attributes", "objects/info/alternates",
+    "objects/info/http-alternates", "info/grafts", "hooks",
 )
+# Settings `git init` probed from the filesystem; booleans, so an agent's value can do no harm.
+_FILESYSTEM_SETTINGS = ("filemode", "symlinks", "ignorecase", "precomposeunicode")
+FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
 EXCLUDE_BEGIN = "# >>> orchestrator: files written before each run"
 EXCLUDE_END = "# <<< orchestrator"
 
@@ -150,14 +175,25 @@ class Git:
     token: str = ""
     timeout: float = 120.0
     secrets: Sequence[str] = field(default_factory=tuple)
+    # (protocol, host) the credential helper gives the token to; None: to nobody.
+    token_origin: tuple[str, str] | None = None
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        protocol, host = self.token_origin or ("", "")
         env.update({
             "GIT_TERMINAL_PROMPT": "0",
+            # Only the repository's own config (rewritten from our template) and the
+            # worker's environment and command line count: never a file elsewhere.
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_ATTR_NOSYSTEM": "1",
+            "GIT_NO_REPLACE_OBJECTS": "1",  # refs/replace/ would let the checkout's refs swap objects
             "LC_ALL": "C",  # messages in English, so classification works
             "LANGUAGE": "C",
             TOKEN_ENV: self.token,
+            TOKEN_PROTOCOL_ENV: protocol,
+            TOKEN_HOST_ENV: host,
         })
         env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         return env
@@ -169,6 +205,9 @@ class Git:
             "-c", "core.askPass=",
             "-c", "core.hooksPath=/dev/null",
             "-c", "core.fsmonitor=false",
+            "-c", "core.attributesFile=/dev/null",
+            "-c", "submodule.recurse=false",
+            "-c", "fetch.recurseSubmodules=false",
             "-c", "protocol.ext.allow=never",
             "-c", "protocol.file.allow=never",
             "-c", f"safe.directory={self.directory}",
@@ -176,16 +215,17 @@ class Git:
             "-c", "init.defaultBranch=orchestrator-unborn",
         ]
 
-    def run(self, *args: str, network: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, network: bool = False, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run `git <args>` in the directory; raise a classified GitError on failure when `check`."""
         argv = ["git", *self._config_args(), *args]
         what = f"git {args[0]}" if args else "git"
         process = subprocess.Popen(
-            argv, cwd=self.directory, env=self._env(), stdin=subprocess.DEVNULL,
+            argv, cwd=self.directory, env=self._env(), stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         try:
-            out, err = process.communicate(timeout=self.timeout)
+            out, err = process.communicate(input=input, timeout=self.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(process)
             raise TransientGitError(f"{what} timed out after {self.timeout:g} seconds") from None
@@ -221,47 +261,170 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
     process.communicate()
 
 
-def sanitize_config(git: Git) -> list[str]:
-    """Remove local configuration keys that could redirect or hijack our git calls; return them."""
-    result = git.run("config", "--local", "--name-only", "--list", check=False)
+def render_config(url: str | None, filesystem: dict[str, bool]) -> str:
+    """The whole `.git/config` of a checkout of ours: core settings and the origin remote, nothing else."""
+    lines = ["[core]", "\trepositoryformatversion = 0", "\tbare = false", "\tlogallrefupdates = true"]
+    lines += [f"\t{name} = {'true' if value else 'false'}" for name, value in sorted(filesystem.items())]
+    if url is not None:
+        if any(c in url for c in '"\\') or any(ord(c) < 32 or c == "\x7f" for c in url):
+            raise PermanentGitError("the repository URL cannot be written to git's configuration")
+        lines += ['[remote "origin"]', f'\turl = "{url}"', f"\tfetch = {FETCH_REFSPEC}"]
+    return "\n".join(lines) + "\n"
+
+
+def _config_file_values(git: Git, *args: str) -> list[str]:
+    """Values read from `.git/config` alone: no includes, no other file. Nothing found: []."""
+    result = git.run("config", "--file", str(git.directory / ".git" / "config"), "--no-includes", *args,
+                     check=False)
+    if result.returncode not in (0, 1):  # 1: no such key; anything else: a file git cannot read
+        message = scrub((result.stderr or "").strip(), [git.token, *git.secrets])[-500:]
+        raise PermanentGitError(f"the checkout's .git/config cannot be read ({message}); refusing to reuse it")
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def remove_planted_files(git_dir: Path) -> list[str]:
+    """Remove what git would read in `.git/` beside its config (PLANTABLE_PATHS); return what was there."""
     removed = []
-    for key in sorted({line.strip() for line in result.stdout.splitlines() if line.strip()}):
-        lowered = key.lower()
-        other_remote = lowered.startswith("remote.") and not lowered.startswith("remote.origin.")
-        if lowered.startswith(_RISKY_CONFIG) or other_remote:
-            git.run("config", "--local", "--unset-all", "--", key, check=False)
-            removed.append(key)
-    if removed:
-        log.warning("removed local git settings from %s: %s", git.directory, ", ".join(removed))
+    for relpath in PLANTABLE_PATHS:
+        path = git_dir / relpath
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if relpath == "hooks" and path.is_dir() and not path.is_symlink() and all(
+                entry.name.endswith(".sample") and entry.is_file() and not entry.is_symlink()
+                for entry in path.iterdir()):
+            continue  # the samples `git init` copies: never run, nothing planted
+        remove_path(path)
+        removed.append(relpath)
     return removed
 
 
+def linked_paths(git_dir: Path) -> list[str]:
+    """Symbolic links where git reads refs and objects or writes reflogs, relative to `git_dir`.
+
+    In a checkout they would let git read another repository on the volume
+    (another service's objects and branches, checked out here) or write
+    outside it. Loose object files are not looked at: linking one needs the
+    hash of what it would reveal. The PLANTABLE_PATHS are left out: they are
+    removed anyway (a link is unlinked, never followed).
+    """
+    found = []
+    for sub in ("", "info", "objects", "objects/info", "objects/pack"):
+        directory = git_dir / sub
+        if directory.is_dir() and not directory.is_symlink():
+            found += [f"{sub}/{e.name}".lstrip("/") for e in os.scandir(directory) if e.is_symlink()]
+    for sub in ("refs", "logs"):
+        top = git_dir / sub
+        if top.is_dir() and not top.is_symlink():
+            for root, dirs, files in os.walk(top):  # symbolic links to directories are listed, never entered
+                found += [str(Path(root, name).relative_to(git_dir)) for name in dirs + files
+                          if os.path.islink(os.path.join(root, name))]
+    return sorted(path for path in found if path not in PLANTABLE_PATHS)
+
+
+def refuse_linked(git_dir: Path) -> None:
+    """Raise PermanentGitError when `linked_paths` finds any."""
+    linked = linked_paths(git_dir)
+    if linked:
+        shown = ", ".join(linked[:5]) + (" ..." if len(linked) > 5 else "")
+        raise PermanentGitError(f"the checkout's .git holds symbolic links ({shown}); refusing to use it")
+
+
+def reset_git_dir(git: Git, url: str | None, *, fresh: bool = False) -> list[str]:
+    """Rewrite `.git/config` from our template with `url` as origin, and remove planted files.
+
+    Returns what differed from what we would have written, for the log (not
+    logged when `fresh`: `git init` just wrote its own config). Run before any
+    other git command of a preparation: until then the directory holds
+    whatever an agent left.
+    """
+    git_dir = git.directory / ".git"
+    removed = remove_planted_files(git_dir)
+    config = git_dir / "config"
+    filesystem = {}
+    if config.is_file():
+        pattern = "^core\\.(" + "|".join(_FILESYSTEM_SETTINGS) + ")$"
+        for line in _config_file_values(git, "--get-regexp", pattern):
+            key, _, value = line.partition(" ")
+            if value.lower() in ("true", "false"):  # anything else: git's default
+                filesystem[key.removeprefix("core.")] = value.lower() == "true"
+    wanted = render_config(url, filesystem)
+    if config.is_symlink() or not config.is_file() or config.read_text(errors="replace") != wanted:
+        if config.is_symlink() or config.exists():
+            removed.append("config")
+        if config.is_dir() and not config.is_symlink():
+            remove_path(config)
+        atomic_write(config, wanted)  # the rename replaces a link rather than writing through it
+    if removed and not fresh:
+        log.warning("reset git settings an agent could have planted in %s: %s", git.directory, ", ".join(removed))
+    return removed
+
+
+def credential_origin(task_url: str, resolved_url: str) -> tuple[str, str] | None:
+    """(protocol, host) the token may be sent to, as git's credential protocol names them; None: nowhere.
+
+    `resolved_url` is where git sends the task's URL once the worker's own
+    configuration (its environment or command line; never the checkout's,
+    which is our template by then) has rewritten it. https only, except
+    after a rewrite by that configuration (a mirror, the tests' local
+    server); never ssh (git asks no credential helper there).
+    """
+    parts = urlsplit(resolved_url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not parts.hostname:
+        return None
+    if scheme == "http" and resolved_url == task_url:
+        return None
+    return scheme, parts.netloc.rpartition("@")[2]
+
+
 def ensure_remote(git: Git, url: str) -> bool:
-    """Make `origin` point at `url`; raise WrongRemote when it points at another repository.
+    """Make `origin` point at `url` in a config rewritten from our template; raise WrongRemote when the
+    directory holds a checkout of another repository.
 
     Returns True when the repository was initialised here (first use).
     """
-    created = False
     if not (git.directory / ".git").exists():
         git.run("init", "--quiet")
-        created = True
-    result = git.run("config", "--local", "--get-all", "remote.origin.url", check=False)
-    urls = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        reset_git_dir(git, url, fresh=True)
+        return True
+    # Reading `.git/config` as a file runs nothing; every other git command waits for the template.
+    # Links first: removing a planted file through a linked directory would remove one elsewhere.
+    refuse_linked(git.directory / ".git")
+    remove_planted_files(git.directory / ".git")
+    urls = _config_file_values(git, "--get-all", "remote.origin.url")
     if not urls:
-        if not created and git.rev("HEAD"):
+        reset_git_dir(git, None)
+        if git.rev("HEAD"):
             # A checkout with history but no origin is not one we made.
             raise WrongRemote("the service directory holds a git checkout without an origin remote; "
                               "refusing to reuse it")
-        git.run("remote", "add", "--", "origin", url)
+        reset_git_dir(git, url)
         return True
     if len(urls) > 1 or normalize_url(urls[0]) != normalize_url(url):
         shown = scrub(urls[0], git.secrets)
         raise WrongRemote(f"the service directory holds a checkout of another repository ({shown}); "
                           "refusing to reuse it")
-    # Same repository; restore the standard fetch refspec in case it was changed.
-    git.run("config", "--local", "--replace-all", "remote.origin.fetch",
-            "+refs/heads/*:refs/remotes/origin/*")
-    return created
+    # The same repository (maybe spelled differently): keep the spelling the checkout was made with.
+    reset_git_dir(git, urls[0])
+    drop_broken_refs(git)
+    return False
+
+
+def drop_broken_refs(git: Git) -> list[str]:
+    """Delete refs whose commits are missing (they lived in alternates we removed); git refuses to fetch
+    with them. Returns their names."""
+    listed = git.output("for-each-ref", "--format=%(objectname) %(refname)")
+    refs = [line.split(" ", 1) for line in listed.splitlines() if " " in line]
+    if not refs:
+        return []
+    checked = git.run("cat-file", "--batch-check=%(objectname)", input="".join(f"{oid}\n" for oid, _ in refs))
+    missing = {line.split()[0] for line in checked.stdout.splitlines() if line.endswith(" missing")}
+    dropped = [name for oid, name in refs if oid in missing]
+    for name in dropped:
+        git.run("update-ref", "--no-deref", "-d", name)
+    if dropped:
+        log.warning("deleted refs without their objects in %s: %s", git.directory, ", ".join(dropped))
+    return dropped
 
 
 def clear_interrupted_state(git: Git) -> None:
@@ -319,13 +482,13 @@ def checkout_branch(git: Git, *, url: str, base_branch: str, branch: str,
     if branch == base_branch:
         raise PermanentGitError(f"the task branch {branch!r} is the base branch; refusing to work on it")
     created = ensure_remote(git, url)
-    sanitize_config(git)
+    git.token_origin = credential_origin(url, git.output("ls-remote", "--get-url", "origin"))
     clear_interrupted_state(git)
     # Before `git clean`: files listed here survive it (our task files, other tasks' too).
     set_excludes(git, excludes)
     for relpath in local_files:
         set_skip_worktree(git, relpath, False)
-    git.run("fetch", "--prune", "--no-tags", "--quiet", "origin", network=True)
+    git.run("fetch", "--prune", "--no-tags", "--no-recurse-submodules", "--quiet", "origin", network=True)
     # Learn the remote's default branch (what clone would record); best effort.
     git.run("remote", "set-head", "origin", "--auto", network=True, check=False)
     default = git.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False).stdout.strip()

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from orchestrator import dispatch
+from orchestrator.dispatch import Write
+from orchestrator.backoff import delay
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, LeaseNotHeld, StoreError, TaskStore
@@ -36,6 +38,7 @@ from orchestrator.workspace import lease as leases
 from orchestrator.workspace.git import GitError, scrub
 from orchestrator.workspace.layout import PathEscape
 from orchestrator.workspace.prepare import PreparationError, PreparedWorkspace, prepare_workspace
+from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.workspace.step")
 
@@ -58,9 +61,8 @@ class StepResult:
 
 
 def backoff(retries: int, *, base: float = GIT_BACKOFF_BASE, cap: float = GIT_BACKOFF_MAX) -> float:
-    """Exponential backoff with jitter, so retries of many runs do not arrive together."""
-    delay = min(cap, base * (2 ** retries))
-    return delay * random.uniform(0.75, 1.25)
+    """Exponential backoff with jitter, so retries of many runs do not arrive together (orchestrator.backoff)."""
+    return delay(retries, base=base, cap=cap)
 
 
 @contextmanager
@@ -105,8 +107,8 @@ def _fail(settings: Settings, store: TaskStore, run: dict, message: str) -> Step
     leases.release(store, service, run_id)
     try:
         # finish_run frees the run's capacity slot; admit moves dependents and waiting tasks.
-        dispatch.send(dispatch.FINISH_RUN, run_id)
-        dispatch.send(dispatch.ADMIT, service, task_id)
+        dispatch.send(Step.FINISH_RUN, run_id)
+        dispatch.send(Step.ADMIT, service, task_id)
     except dispatch.QueueUnavailable:
         log.warning("could not queue finish/admit for %s/%s after a failed preparation; reconcile will",
                     service, task_id)
@@ -134,7 +136,7 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         _release_unless_launched(store, run)
         return StepResult("skipped", "the run was superseded")
     if status == Status.LAUNCHING:
-        dispatch.send(dispatch.LAUNCH_RUN, run_id)  # a crash came between the transition and the send
+        dispatch.send(Step.LAUNCH_RUN, run_id)  # a crash came between the transition and the send
         return StepResult("launched", "already prepared")
     if status != Status.PREPARING:
         if status not in ACTIVE:
@@ -152,7 +154,7 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         except IllegalTransition:
             return StepResult("skipped", "the task moved on meanwhile")
         try:
-            dispatch.send(dispatch.ADMIT, service, task_id)  # admission decides when it runs again
+            dispatch.send(Step.ADMIT, service, task_id)  # admission decides when it runs again
         except dispatch.QueueUnavailable:
             log.warning("could not queue admit for %s/%s; the reconcile loop will", service, task_id)
         return StepResult("requeued", str(busy))
@@ -186,16 +188,15 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
     # Redis): a crash can no longer fall between the move and the message. The
     # step also checks the lease is still ours: no window between that check
     # and the record that the workspace is ready.
-    bound = dispatch.bound_to(store)
     try:
-        store.transition(service, task_id, Status.LAUNCHING, reason=f"workspace ready {where}",
-                         actor=ACTOR, expect=Status.PREPARING,
-                         expect_fields={"current_run": run_id},
-                         run_fields=(run_id, {"branch": prepared.branch or "", "commit": prepared.commit or "",
-                                              "workspace_fence": lease.token,
-                                              "working_directory": prepared.working_directory}),
-                         enqueue=dispatch.prepare(dispatch.LAUNCH_RUN, run_id).enqueue() if bound else None,
-                         lease=(leases.lease_name(service), lease.holder, lease.token))
+        dispatch.send(Step.LAUNCH_RUN, run_id, write=Write(store, lambda enqueue: store.transition(
+            service, task_id, Status.LAUNCHING, reason=f"workspace ready {where}",
+            actor=ACTOR, expect=Status.PREPARING,
+            expect_fields={"current_run": run_id},
+            run_fields=(run_id, {"branch": prepared.branch or "", "commit": prepared.commit or "",
+                                 "workspace_fence": lease.token,
+                                 "working_directory": prepared.working_directory}),
+            enqueue=enqueue, lease=(leases.lease_name(service), lease.holder, lease.token))))
     except LeaseNotHeld as exc:
         return StepResult("retry", f"the workspace lease of {service} passed to another holder ({exc})",
                           countdown=backoff(retries))
@@ -203,6 +204,4 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         # Cancelled or superseded while we prepared: the workspace is not ours to keep.
         leases.release(store, service, run_id)
         return StepResult("skipped", "the task moved on meanwhile")
-    if not bound:
-        dispatch.send(dispatch.LAUNCH_RUN, run_id)
     return StepResult("launched", f"workspace ready {where}", prepared=prepared)

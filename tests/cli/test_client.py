@@ -55,11 +55,10 @@ def test_submit_sends_token_idempotency_key_and_returns_location(api: FakeApi) -
     (413, {"code": "too_large", "message": "Body too large."}, EXIT_INVALID, "attach smaller documents"),
     (415, {"code": "unsupported", "message": "Send JSON."}, EXIT_INVALID, "Send JSON"),
     (503, {"code": "unavailable", "message": "Redis does not answer."}, EXIT_UNREACHABLE, "try again shortly"),
-    (500, {"code": "internal", "message": "Internal error.", "request_id": "abc"}, EXIT_FAILED,
-     "request id abc"),
+    (500, {"code": "internal_error", "message": "Internal error."}, EXIT_FAILED, "request id abc"),
 ])
 def test_error_envelopes(api: FakeApi, status: int, body: dict, code: int, message: str) -> None:
-    api.routes[("GET", f"{TASKS}/demo/9")] = json_answer(status, body)
+    api.routes[("GET", f"{TASKS}/demo/9")] = json_answer(status, body, {"X-Request-Id": "abc"})
     with pytest.raises(CliError) as caught:
         ApiClient(api.url, "tok").get_task("demo", 9)
     assert caught.value.exit_code == code
@@ -92,6 +91,13 @@ def test_no_token_is_an_auth_error_before_any_request(api: FakeApi) -> None:
     with pytest.raises(CliError, match="no API token: set ORCHESTRATOR_API_TOKEN") as caught:
         ApiClient(api.url, "").list_tasks()
     assert caught.value.exit_code == EXIT_AUTH and api.requests == []
+
+
+def test_a_list_without_items_is_not_the_api(api: FakeApi) -> None:
+    api.routes[("GET", TASKS)] = json_answer(200, [{"id": 1}])
+    with pytest.raises(CliError, match="did not answer like the Orchestrator API") as caught:
+        ApiClient(api.url, "tok").list_tasks()
+    assert caught.value.exit_code == EXIT_FAILED
 
 
 def test_list_pages_and_filters(api: FakeApi) -> None:

@@ -21,7 +21,7 @@ PIECES = {
     "orchestrator.coordination": "admit/finish coordination (branch coord)",
     "orchestrator.workspace.prepare": "workspace preparation (branch workspace)",
     "orchestrator.runners.local": "the local runner (branch kube)",
-    "orchestrator.watcher": "the watcher, `orchestrator watch` (branch kube)",
+    "orchestrator.watcher": "the watcher, `orchestrator watcher` (branch kube)",
     "orchestrator.agents.example": "the built-in example agent (branch kube)",
 }
 

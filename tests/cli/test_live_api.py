@@ -80,10 +80,7 @@ def live_api(base_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def run(*argv: str) -> int:
-    try:
-        return main(list(argv))
-    except SystemExit as exc:  # argparse
-        return int(exc.code or 0)
+    return main(list(argv))
 
 
 def submit(*extra: str, task_id: str = "1", service: str = "demo") -> int:
@@ -170,7 +167,7 @@ def test_error_paths(live_api: Gunicorn, tmp_path: Path, capsys: pytest.CaptureF
                   "--agent", "claude", "--repo", "https://evil.example/o/r.git")
     assert "the API refused the request" in err and "repository.url:" in err and "not in the allowed list" in err
     assert "has no run yet" in failure(EXIT_NOT_FOUND, "task", "logs", "demo/1")
-    assert "--tail must be at least 1" in failure(EXIT_USAGE, "task", "logs", "demo/1", "--tail", "0")
+    assert "'--tail': 0 is not in the range x>=1" in failure(EXIT_USAGE, "task", "logs", "demo/1", "--tail", "0")
 
     monkeypatch.setenv("ORCHESTRATOR_API_TOKEN", "wrong")
     reset_settings_cache()

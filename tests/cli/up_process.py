@@ -52,8 +52,10 @@ class Up:
 
     def logs(self) -> str:
         log_dir = Path(self.env["ORCHESTRATOR_DATA_DIR"]) / "logs"
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in sorted(log_dir.glob("*.log"))) \
-            if log_dir.exists() else ""
+        if not log_dir.exists():
+            return ""
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
+                         for path in sorted(log_dir.glob("*.log")))
 
     def interrupt(self, timeout: float = 60) -> int:
         assert self.proc is not None

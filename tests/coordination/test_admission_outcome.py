@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator import dispatch, operations
+from orchestrator import operations
 from orchestrator.coordination import admission, outcome, redrive
 from orchestrator.coordination.stages import parse_pipelines
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
+from orchestrator.steps import Step
 from tests.support.coordination_harness import (
     Driver,
     launches,
@@ -28,9 +29,8 @@ SERVICE = "web"
 
 
 @pytest.fixture
-def drive(store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Driver:
-    return Driver(store, settings.replace(max_active_runs=10, max_runs_per_service=1, retry_backoff_seconds=5),
-                  monkeypatch)
+def drive(store: TaskStore, settings: Settings) -> Driver:
+    return Driver(store, settings.replace(max_active_runs=10, max_runs_per_service=1, retry_backoff_seconds=5))
 
 
 def submit(store: TaskStore, task_id: int, deps: list[int] | None = None, service: str = SERVICE,
@@ -173,7 +173,7 @@ def test_platform_failures_are_retried_with_backoff_as_new_runs(store: TaskStore
     assert float(task["not_before"]) > time.time()
     # The wake-up is sent with the backoff as countdown; nothing starts before it.
     step, args, countdown = drive.delayed[-1]
-    assert (step, args) == (dispatch.ADMIT, (SERVICE, 1)) and 4 < countdown <= 5
+    assert (step, args) == (Step.ADMIT, (SERVICE, 1)) and 4 < countdown <= 5
     admission.admit_waiting(store, drive.settings)
     assert status(store, 1) == "Queued"
     store.update_task(SERVICE, 1, not_before=0)  # the backoff is over
@@ -253,19 +253,19 @@ def test_three_stage_pipeline_passes_the_handoff(store: TaskStore, drive: Driver
 def test_failed_stage_fails_the_task_and_retry_resumes_there(store: TaskStore, drive: Driver) -> None:
     drive.settings = drive.settings.replace(pipelines=parse_pipelines(PIPELINES))
     submit(store, 1, pipeline="implement-review-fix")
-    original = drive.steps[dispatch.LAUNCH_RUN]
+    original = drive.steps[Step.LAUNCH_RUN]
 
     def launch_failing_review(run_id: str) -> None:
         set_behaviour(store, SERVICE, 1, outcome="fail" if "-review-" in run_id else "succeed")
         original(run_id)
 
-    drive.steps[dispatch.LAUNCH_RUN] = launch_failing_review
+    drive.steps[Step.LAUNCH_RUN] = launch_failing_review
     drive.run()
     task = store.require_task(SERVICE, 1)
     assert task["status"] == "Failed"
     assert task["status_reason"] == "stage review failed: agent exited with code 1"
     assert task["stage"] == "review"
-    drive.steps[dispatch.LAUNCH_RUN] = original
+    drive.steps[Step.LAUNCH_RUN] = original
     set_behaviour(store, SERVICE, 1)
     operations.retry_task(store, SERVICE, 1, actor="pm")
     drive.run()
@@ -279,7 +279,7 @@ def test_new_context_supersedes_the_active_run(store: TaskStore, drive: Driver) 
     submit(store, 1)
     drive.run()
     operations.add_context(store, SERVICE, 1, {"filename": "review.md", "content": "please rename"}, actor="pm")
-    assert (dispatch.CANCEL_RUN, ("web-1-v1-a1",), None) in drive.sent
+    assert (Step.CANCEL_RUN, ("web-1-v1-a1",), None) in drive.sent
     drive.run()
     task = store.require_task(SERVICE, 1)
     assert task["status"] == "Running" and task["current_run"] == "web-1-v2-a1"
@@ -322,7 +322,7 @@ def test_every_step_redelivered_changes_nothing(store: TaskStore, drive: Driver)
         step, args, _c = drive.sent.pop(0)
         drive.steps[step](*args)
         handled += 1
-        if step in (dispatch.ADMIT, dispatch.FINISH_RUN):
+        if step in (Step.ADMIT, Step.FINISH_RUN):
             before, queued = _snapshot(store), list(drive.sent)
             drive.steps[step](*args)  # the redelivery
             assert _snapshot(store) == before, step
@@ -404,12 +404,12 @@ def test_a_run_requeued_by_a_busy_workspace_resumes_with_its_slot(store: TaskSto
     from orchestrator.states import Status
 
     submit(store, 1)
-    while drive.sent and drive.sent[0][0] != dispatch.PREPARE_WORKSPACE:
+    while drive.sent and drive.sent[0][0] != Step.PREPARE_WORKSPACE:
         drive.run(limit=1)
     # prepare_workspace found the workspace busy: Preparing -> Queued, then asks for admission again.
     store.transition(SERVICE, 1, Status.QUEUED, reason="waiting for the workspace", actor="workspace",
                      expect=Status.PREPARING)
-    drive.sent = [(dispatch.ADMIT, (SERVICE, 1), None)]
+    drive.sent = [(Step.ADMIT, (SERVICE, 1), None)]
     drive.run()
     assert status(store, 1) == "Succeeded"
     assert [r["run_id"] for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1"]

@@ -19,6 +19,7 @@ import workers.app
 from orchestrator import dispatch, operations
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
+from orchestrator.steps import Step
 from tests.support import coordination_harness as harness
 from workers.app import create_celery
 from tests.support.wait import wait_for
@@ -174,8 +175,8 @@ def test_redelivered_steps_change_nothing(coordinated, store: TaskStore) -> None
               for n in (1, 2)}
     done = worker.log().count("succeeded in")
     for n in (1, 2):
-        dispatch.send(dispatch.ADMIT, "web", n)
-        dispatch.send(dispatch.FINISH_RUN, f"web-{n}-v1-a1")
+        dispatch.send(Step.ADMIT, "web", n)
+        dispatch.send(Step.FINISH_RUN, f"web-{n}-v1-a1")
     wait_for(lambda: worker.log().count("succeeded in") >= done + 4, "the redelivered steps to run")
     after = {n: (store.require_task("web", n), store.history("web", n), store.list_runs("web", n))
              for n in (1, 2)}

@@ -123,6 +123,20 @@ def test_traversal_in_the_url_path_never_reaches_the_store(api: FaultStack, segm
         assert isinstance(answer, dict) and answer.get("code"), answer
 
 
+# A PM token could otherwise point the agent (which holds ANTHROPIC_API_KEY) at its own server.
+HOSTILE_ENV = {"ANTHROPIC_BASE_URL": "http://attacker.example/", "HTTPS_PROXY": "http://attacker.example:3128",
+               "ALL_PROXY": "socks5://attacker.example", "NODE_OPTIONS": f"--require {CANARY}",
+               "NODE_EXTRA_CA_CERTS": "/tmp/attacker-ca.pem", "SSL_CERT_FILE": "/tmp/attacker-ca.pem",
+               "CLAUDE_CONFIG_DIR": "/tmp/attacker", "PERL5OPT": f"-Mtouch={CANARY}", "PYTHONHOME": "/tmp/x",
+               "PS4": f"$(touch {CANARY})", "SHELLOPTS": "xtrace", "GCONV_PATH": "/tmp/x",
+               "ANTHROPIC_MODEL": "claude-nonexistent"}
+
+
+@pytest.mark.parametrize(("name", "value"), list(HOSTILE_ENV.items()), ids=list(HOSTILE_ENV))
+def test_env_that_could_redirect_the_agent_is_refused_by_the_api(api: FaultStack, name: str, value: str) -> None:
+    refused(api, task_body(5, "hostile", env={name: value}), "env", name)
+
+
 def test_no_secret_in_hostile_input_answers_or_logs(api: FaultStack) -> None:
     api.down()
     assert_no_secret_leaked(api)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -101,3 +102,54 @@ def test_repository_names_cannot_escape_the_path(github: FakeGitHub) -> None:
         with pytest.raises(GitHubError):
             client.create_comment(repo, 1, "x")
     assert github.requests == []
+
+
+def test_retry_after_as_an_http_date_is_honoured(github: FakeGitHub) -> None:
+    import email.utils
+
+    github.fail_next(503, {"Retry-After": email.utils.formatdate(1030.0, usegmt=True)})
+    client, waits = make(github, clock=lambda: 1000.0, max_wait=60)
+    client.create_comment("acme/api", 1, "x")
+    assert waits == [30.0] and len(github.requests) == 2
+
+
+def test_5xx_waits_grow_and_a_short_retry_after_is_a_floor(github: FakeGitHub) -> None:
+    github.fail_next(500, times=3)
+    client, waits = make(github, backoff=1.0, attempts=4)
+    client.create_comment("acme/api", 1, "x")
+    # Jittered doubling: [0.5, 1), [1, 2), [2, 4).
+    assert [int(w >= lo) + int(w <= hi) for w, lo, hi in zip(waits, (0.5, 1, 2), (1, 2, 4))] == [2, 2, 2]
+    github.fail_next(502, {"Retry-After": "0"})
+    client2, waits2 = make(github, backoff=1.0)
+    client2.create_comment("acme/api", 1, "x")
+    assert 0.5 <= waits2[0] <= 1.0  # Retry-After 0 does not mean "hammer it"
+
+
+def test_every_call_has_a_timeout() -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # accepts connections (the backlog) and never answers
+    try:
+        client = GitHubClient(TOKEN, f"http://127.0.0.1:{server.getsockname()[1]}", timeout=0.3, attempts=2,
+                              backoff=0.01, sleep=lambda s: None)
+        started = time.monotonic()
+        with pytest.raises(GitHubError) as info:
+            client.create_comment("acme/api", 1, "x")
+        assert info.value.transient and "Timeout" in str(info.value)
+        assert time.monotonic() - started < 5
+    finally:
+        server.close()
+
+
+def test_the_client_sends_json_through_one_session(github: FakeGitHub) -> None:
+    client, _ = make(github)
+    client.create_comment("acme/api", 1, "x")
+    session = client.session
+    client.update_comment("acme/api", 1001, "y")
+    assert client.session is session
+    assert github.requests[0].body == {"body": "x"}
+    assert github.requests[0].headers["Content-Type"] == "application/json"
+    assert TOKEN not in repr(client)
+    client.close()

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.kube.client import KubeClient, parse_list
 from orchestrator.settings import Settings
-from orchestrator.watcher import slim
+from orchestrator.kube.tracker import slim
 from tests.support.kube_emulator import KubeEmulator
 
 LIST = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import dispatch, runs
+from orchestrator import runs
 from orchestrator.runners import get_runner
 from orchestrator.runners.base import AgentSpec, RunRequest
 from orchestrator.runners.errors import LogsUnavailable
@@ -20,6 +20,7 @@ from orchestrator.runners.local import LocalRunner
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.watcher import Watcher
+from orchestrator.steps import Step
 from tests.support.runs import Sent, launching_task
 from tests.support.wait import wait_for
 
@@ -60,7 +61,7 @@ def alive(pid: int) -> bool:
 
 def test_launch_returns_at_once_and_the_env_contract_holds(local: LocalRunner, settings: Settings) -> None:
     script = ('echo "greeting=$GREETING model=$ANTHROPIC_MODEL run=$ORCHESTRATOR_RUN_ID"; '
-              'echo "key=${ANTHROPIC_API_KEY:+set} redis=${ORCHESTRATOR_REDIS_URL:-absent}"; pwd; exit 3')
+              'echo "key=${ANTHROPIC_API_KEY:-absent} redis=${ORCHESTRATOR_REDIS_URL:-absent}"; pwd; exit 3')
     started = time.monotonic()
     assert local.launch(request(settings, "r-env", sh(script))) == "r-env"
     assert time.monotonic() - started < 5  # returned before the agent ended (it is detached)
@@ -68,7 +69,7 @@ def test_launch_returns_at_once_and_the_env_contract_holds(local: LocalRunner, s
     assert obs.exit_code == 3 and obs.reason == "Error: exit code 3" and obs.finished_at >= obs.started_at
     lines = list(local.logs("r-env"))
     assert lines[0] == "greeting=hello model=claude-haiku run=r-env"
-    assert lines[1] == "key=set redis=absent"  # secrets passed on, our settings kept out
+    assert lines[1] == "key=absent redis=absent"  # not Claude Code: no key; our settings kept out
     assert lines[2] == str(settings.workspace_root / "billing")
     run_dir = settings.data_dir / "runs" / "r-env"
     assert "sk-local-secret" not in "".join(p.read_text() for p in run_dir.iterdir() if p.is_file())
@@ -151,7 +152,7 @@ def test_the_built_in_agent_runs_the_whole_lifecycle_through_the_watcher(store: 
     sent = Sent()
     assert runs.launch(store, settings, runner, run_id, send=sent) == run_id
     watcher = Watcher(store, settings, runner, send=sent)
-    wait_for(lambda: watcher.reconcile() and sent.of(dispatch.FINISH_RUN))
+    wait_for(lambda: watcher.reconcile() and sent.of(Step.FINISH_RUN))
     run = store.get_run(run_id)
     assert (run["phase"], run["exit_code"]) == ("Succeeded", 0)
     result = (workspace / ".task" / "1" / "runs" / run_id / "result.json").read_text()
@@ -179,3 +180,31 @@ def test_the_local_runner_is_not_picked_by_accident_inside_a_cluster(settings: S
         get_runner(settings)
     monkeypatch.setenv("ORCHESTRATOR_RUNNER", "local")
     assert isinstance(get_runner(settings), LocalRunner)
+
+
+def test_the_agent_gets_its_contract_and_nothing_else_of_the_worker(local: LocalRunner, settings: Settings,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker's own variables (a stray secret, the GitHub token) stay out; the key goes to Claude Code only.
+    monkeypatch.setenv("SOME_WORKER_SECRET", "s3cret")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-worker")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    claude = bin_dir / "claude"  # a stand-in for Claude Code that prints its environment
+    claude.write_text("#!/bin/sh\nenv\n")
+    claude.chmod(0o755)
+    local.launch(request(settings, "r-claude", [str(claude)]))
+    wait_for(lambda: (o := local.observe("r-claude")) and o.phase == "Succeeded")
+    seen = dict(line.split("=", 1) for line in local.logs("r-claude") if "=" in line)
+    assert seen["ANTHROPIC_API_KEY"] == "sk-local-secret" and seen["ANTHROPIC_MODEL"] == "claude-haiku"
+    contract = {"ORCHESTRATOR_RUN_ID", "ORCHESTRATOR_SERVICE", "ORCHESTRATOR_TASK_ID", "ORCHESTRATOR_OUTPUT_DIR",
+                "ORCHESTRATOR_CONTEXT_VERSION", "ORCHESTRATOR_ATTEMPT"}
+    assert contract <= set(seen)
+    allowed = contract | {"ANTHROPIC_API_KEY", "ANTHROPIC_MODEL", "GREETING", "PATH", "HOME", "LANG", "PYTHONPATH",
+                          "PWD", "SHLVL", "_"}  # the last three: what the shell adds itself
+    assert set(seen) - allowed == set()
+
+    local.launch(request(settings, "r-not-claude", sh("env")))
+    wait_for(lambda: (o := local.observe("r-not-claude")) and o.phase == "Succeeded")
+    names = {line.split("=", 1)[0] for line in local.logs("r-not-claude") if "=" in line}
+    assert "ANTHROPIC_API_KEY" not in names and "GITHUB_TOKEN" not in names and "SOME_WORKER_SECRET" not in names

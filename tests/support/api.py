@@ -42,11 +42,15 @@ def valid_task(**changes: Any) -> dict[str, Any]:
 
 
 def route_steps_to(settings: Any, monkeypatch: Any) -> Any:
-    """Point `dispatch.send` at the test's Redis: the process-wide Celery app was built
-    from whatever environment the first import saw."""
+    """Send this test's steps to its Redis: the process-wide Celery app was built from
+    whatever environment the first import saw. Installs a Celery-backed dispatcher on an
+    app built from `settings` (and makes that app `workers.app.app`); returns the app."""
     import workers.app
+    from orchestrator import dispatch
     from workers.app import create_celery
+    from workers.dispatcher import CeleryDispatcher
 
     celery = create_celery(settings)
     monkeypatch.setattr(workers.app, "app", celery)
+    dispatch.install(CeleryDispatcher(celery))  # uninstalled after the test (tests/conftest.py)
     return celery

@@ -19,14 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from orchestrator import dispatch
 from orchestrator.coordination import admission, outcome
 from orchestrator.coordination.outputs import HANDOFF_FILE, OUTPUTS_FILE
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.steps import Step
 
 BEHAVIOUR_KEY = "test:behaviour"
 LAUNCHES_KEY = "test:launches"
@@ -73,7 +72,7 @@ def fake_prepare(store: TaskStore, settings: Settings, run_id: str) -> None:
                          actor="workspace", expect=Status.PREPARING, expect_fields={"current_run": run_id})
     except IllegalTransition:
         return
-    dispatch.send(dispatch.LAUNCH_RUN, run_id)
+    dispatch.send(Step.LAUNCH_RUN, run_id)
 
 
 def fake_launch(store: TaskStore, settings: Settings, run_id: str) -> None:
@@ -132,31 +131,37 @@ def fake_watch(store: TaskStore, settings: Settings, run_id: str, outcome: str |
     else:
         fields.update(phase="Failed", failure_reason="pod evicted", retryable=True)
     store.update_run(run_id, **fields)
-    dispatch.send(dispatch.FINISH_RUN, run_id)
+    dispatch.send(Step.FINISH_RUN, run_id)
 
 
 class Driver:
     """Captures every step sent and runs them in-process, in order (no Celery)."""
 
-    def __init__(self, store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch):
+    def __init__(self, store: TaskStore, settings: Settings):
         self.store, self.settings = store, settings
         self.sent: list[tuple[str, tuple[Any, ...], float | None]] = []
         self.handled: list[tuple[str, tuple[Any, ...]]] = []
         self.delayed: list[tuple[str, tuple[Any, ...], float]] = []  # every step sent with a countdown
-        monkeypatch.setattr(dispatch, "send", self._send)
+        dispatch.install(self)  # this process's dispatcher for the test (uninstalled after it)
         self.steps: dict[str, Callable[..., Any]] = {
-            dispatch.ADMIT: lambda service, task_id: admission.admit(store, self.settings, service, int(task_id)),
-            dispatch.FINISH_RUN: lambda run_id: outcome.finish(store, self.settings, run_id),
-            dispatch.PREPARE_WORKSPACE: lambda run_id: fake_prepare(store, self.settings, run_id),
-            dispatch.LAUNCH_RUN: lambda run_id: fake_launch(store, self.settings, run_id),
-            dispatch.CANCEL_RUN: lambda run_id: None,
+            Step.ADMIT: lambda service, task_id: admission.admit(store, self.settings, service, int(task_id)),
+            Step.FINISH_RUN: lambda run_id: outcome.finish(store, self.settings, run_id),
+            Step.PREPARE_WORKSPACE: lambda run_id: fake_prepare(store, self.settings, run_id),
+            Step.LAUNCH_RUN: lambda run_id: fake_launch(store, self.settings, run_id),
+            Step.CANCEL_RUN: lambda run_id: None,
             FAKE_WATCH: lambda run_id: fake_watch(store, self.settings, run_id),
         }
 
-    def _send(self, step: str, *args: Any, countdown: float | None = None) -> None:
+    def send(self, step: str, *args: Any, write: Any = None, countdown: float | None = None,
+             argsrepr: str | None = None) -> Any:
+        """A recording dispatcher: the write first (as when the broker is not the store's Redis), then the step."""
+        written = write.apply(None) if write is not None else None
+        if write is not None and not written:
+            return written
         self.sent.append((step, args, countdown))
         if countdown:
             self.delayed.append((step, args, countdown))
+        return written
 
     def run(self, limit: int = 10_000) -> list[tuple[str, tuple[Any, ...]]]:
         """Handle queued steps until none is left (countdowns are not waited for); what ran."""

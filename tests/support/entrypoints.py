@@ -7,8 +7,6 @@ app and its queues, the `orchestrator` console script and its subcommand.
 
 from __future__ import annotations
 
-import argparse
-
 import configparser
 import importlib
 import importlib.util
@@ -91,13 +89,12 @@ def check_command(argv: Sequence[str]) -> list[str]:
         main = _import_attr(scripts["orchestrator"])
         assert callable(main)
         subcommand = argv[1]
+        import click
+
         from orchestrator import cli
 
-        parser = cli.build_parser()
-        choices = next(a.choices for a in parser._actions  # noqa: SLF001
-                       if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
-        if subcommand not in choices:
-            notes.append(f"`orchestrator {subcommand}` is not in orchestrator/cli.py yet; not checked")
+        assert cli.cli.get_command(click.Context(cli.cli), subcommand) is not None, \
+            f"`orchestrator {subcommand}` is not a command of orchestrator/cli"
     else:
         raise AssertionError(f"{argv[0]!r} is not an entry point of the package")
     return notes

@@ -8,28 +8,29 @@ coordination tests control what the agent does.
 from __future__ import annotations
 
 import workers.steps  # noqa: F401 - the real steps first, so the stand-ins below replace them
-from orchestrator import dispatch, runtime
+from orchestrator import runtime
 from orchestrator.settings import get_settings
+from orchestrator.steps import Step
 from tests.support import coordination_harness as harness
 from workers.app import app
 
-for _name in (dispatch.PREPARE_WORKSPACE, dispatch.LAUNCH_RUN, dispatch.CANCEL_RUN):
+for _name in (Step.PREPARE_WORKSPACE, Step.LAUNCH_RUN, Step.CANCEL_RUN):
     app.tasks.pop(_name, None)
 
 
-@app.task(name=dispatch.PREPARE_WORKSPACE)
+@app.task(name=Step.PREPARE_WORKSPACE)
 def prepare_workspace(run_id: str) -> None:
     """Stand-in: Preparing -> Launching, then launch_run."""
     harness.fake_prepare(runtime.get_store(), get_settings(), run_id)
 
 
-@app.task(name=dispatch.LAUNCH_RUN)
+@app.task(name=Step.LAUNCH_RUN)
 def launch_run(run_id: str) -> None:
     """Stand-in: Launching -> Running; the fake agent writes its outputs."""
     harness.fake_launch(runtime.get_store(), get_settings(), run_id)
 
 
-@app.task(name=dispatch.CANCEL_RUN)
+@app.task(name=Step.CANCEL_RUN)
 def cancel_run(run_id: str) -> None:
     """Stand-in: nothing to stop."""
 

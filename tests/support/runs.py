@@ -26,13 +26,36 @@ def launching_task(store: TaskStore, service: str = "billing", task_id: int = 1,
 
 
 class Sent:
-    """Records dispatch.send calls instead of queueing them."""
+    """A recording dispatcher (orchestrator.dispatch.Dispatcher): steps are recorded, never queued.
+
+    A step sent with a store write is recorded only when the write is made (as
+    a real dispatcher sends it only then). Also callable like `dispatch.send`,
+    for the code that takes a `send` function. `install()` makes it this
+    process's dispatcher (tests/conftest.py uninstalls it after each test).
+    """
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.flat: list[tuple[Any, ...]] = []  # the same as (step, *args)
+        self.countdowns: list[float | None] = []
 
-    def __call__(self, step: str, *args: Any, **kwargs: Any) -> None:
+    def send(self, step: str, *args: Any, write: Any = None, countdown: float | None = None,
+             argsrepr: str | None = None) -> Any:
+        written = write.apply(None) if write is not None else None
+        if write is not None and not written:
+            return written
         self.calls.append((step, args))
+        self.flat.append((step, *args))
+        self.countdowns.append(countdown)
+        return written
+
+    __call__ = send
+
+    def install(self) -> Sent:
+        from orchestrator import dispatch
+
+        dispatch.install(self)
+        return self
 
     def of(self, step: str) -> list[tuple[Any, ...]]:
         return [args for name, args in self.calls if name == step]

@@ -141,7 +141,7 @@ class Stack:
         return proc
 
     def start_watcher(self, name: str = "watcher", extra_env: Mapping[str, str] | None = None) -> Process:
-        return self._start(name, [sys.executable, "-m", "orchestrator.cli", "watch"], extra_env)
+        return self._start(name, [sys.executable, "-m", "orchestrator.cli", "watcher"], extra_env)
 
     def _start(self, name: str, args: list[str], extra_env: Mapping[str, str] | None = None) -> Process:
         env = dict(self.env)

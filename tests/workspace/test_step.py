@@ -10,24 +10,24 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator import dispatch
 from orchestrator.coordination import redrive
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace import step as pipeline
 from orchestrator.workspace.cleanup import DISK_GAUGE
+from orchestrator.steps import Step
 from tests.support.git_server import GitHttpServer
+from tests.support.runs import Sent
 from tests.workspace.conftest import TOKEN, start_run, task_spec
 from workers.app import create_celery
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+def sent() -> list[tuple[Any, ...]]:
     """Steps queued by the code under test (the queue itself is exercised in the worker test)."""
-    calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(dispatch, "send", lambda step, *args, **kw: calls.append((step, *args)))
-    return calls
+    recorder = Sent().install()
+    return recorder.flat
 
 
 def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: Settings, store: TaskStore,
@@ -37,13 +37,13 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
     assert result.action == "launched"
     task = store.get_task("shop", 7)
     assert task["status"] == "Launching" and "branch task-7" in task["status_reason"]
-    assert sent == [(dispatch.LAUNCH_RUN, run_id)]
+    assert sent == [(Step.LAUNCH_RUN, run_id)]
     run = store.get_run(run_id)
     assert run["branch"] == "task-7" and len(run["commit"]) == 40
     assert leases.holder(store, "shop") == run_id  # held until the run ends
     # Redelivered after a crash between the transition and the send: launch is asked again, nothing else.
     assert pipeline.prepare_for_run(ws_settings, store, run_id).action == "launched"
-    assert sent[-1] == (dispatch.LAUNCH_RUN, run_id)
+    assert sent[-1] == (Step.LAUNCH_RUN, run_id)
 
 
 def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: TaskStore, sent: list) -> None:
@@ -55,7 +55,7 @@ def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: Task
     result = pipeline.prepare_for_run(ws_settings, store, run_id, retries=pipeline.BUSY_RETRIES)
     assert result.action == "requeued"
     assert store.get_task("shop", 7)["status"] == "Queued"
-    assert sent == [(dispatch.ADMIT, "shop", 7)]  # admission decides when it runs again
+    assert sent == [(Step.ADMIT, "shop", 7)]  # admission decides when it runs again
 
 
 def test_transient_git_failure_is_retried_then_fails(remote: Path, git_server: GitHttpServer,
@@ -80,7 +80,7 @@ def test_permanent_failure_fails_the_task_with_a_scrubbed_message(remote: Path, 
     assert task["status"] == "Failed" and "no-such-branch" in task["status_reason"]
     assert store.get_run(run_id)["phase"] == "Failed"
     assert leases.holder(store, "shop") is None
-    assert sent == [(dispatch.FINISH_RUN, run_id), (dispatch.ADMIT, "shop", 7)]
+    assert sent == [(Step.FINISH_RUN, run_id), (Step.ADMIT, "shop", 7)]
 
 
 def test_wrong_token_failure_never_shows_the_token(remote: Path, ws_settings: Settings, store: TaskStore,
@@ -128,7 +128,7 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
     run_id = start_run(store, task_spec())
     app = create_celery(settings)
     try:
-        app.send_task(dispatch.PREPARE_WORKSPACE, args=[run_id], queue="workspace")
+        app.send_task(Step.PREPARE_WORKSPACE, args=[run_id], queue="workspace")
         deadline = time.monotonic() + 60
         while store.get_task("shop", 7)["status"] != "Launching":
             assert time.monotonic() < deadline, store.get_task("shop", 7)
@@ -141,7 +141,7 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
             time.sleep(0.05)
         workspace = Path(base_env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "shop"
         assert (workspace / ".task" / "7" / "v1" / "task.md").is_file()
-        result = app.send_task(dispatch.CLEANUP_WORKSPACE, queue="workspace", ignore_result=False)
+        result = app.send_task(Step.CLEANUP_WORKSPACE, queue="workspace", ignore_result=False)
         report = result.get(timeout=60)
         assert report["disk_bytes"] > 0 and report["removed"] == []
         assert store.gauges()[DISK_GAUGE] == report["disk_bytes"]
@@ -177,7 +177,7 @@ def test_a_slow_preparation_keeps_its_task_fresh(remote: Path, git_server: GitHt
         watcher.join()
     assert time.monotonic() - started > 2 * settings.stuck_after_seconds  # slower than the threshold
     assert result.action == "launched"
-    assert [r for r in resent if r.startswith(dispatch.PREPARE_WORKSPACE)] == []
+    assert [r for r in resent if r.startswith(Step.PREPARE_WORKSPACE)] == []
     # Once the preparation is over, nothing touches the task any more.
     touched = store.get_task("shop", 7)["updated_at"]
     time.sleep(1.0)

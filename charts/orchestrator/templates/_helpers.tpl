@@ -98,6 +98,11 @@ automountServiceAccountToken: false
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The agent Jobs' image: config.agentImage, else agentImage at its tag or the appVersion. */}}
+{{- define "orchestrator.agentImage" -}}
+{{- default (printf "%s:%s" .Values.agentImage.repository (default .Chart.AppVersion .Values.agentImage.tag)) .Values.config.agentImage }}
+{{- end }}
+
 {{/* Namespace of agent Jobs. */}}
 {{- define "orchestrator.jobNamespace" -}}
 {{- default .Release.Namespace .Values.config.jobNamespace }}

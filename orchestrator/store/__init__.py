@@ -1,0 +1,48 @@
+"""The task store: tasks, runs, status history, indexes and dedupe keys in Redis.
+
+This package is the only code that knows Redis key names (`keys`, and the
+broker's queue lists in `broker`). Every status change goes through one Lua
+script, so it is atomic: two workers racing to move the same task both read
+Running, and exactly one of them may write Succeeded.
+"""
+
+from __future__ import annotations
+
+from orchestrator.store.base import connect
+from orchestrator.store.broker import Broker
+from orchestrator.store.capacity import Capacity
+from orchestrator.store.deliveries import Deliveries
+from orchestrator.store.errors import (
+    IllegalTransition,
+    LeaseNotHeld,
+    StoreError,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+)
+from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
+from orchestrator.store.leases import Leases
+from orchestrator.store.records import Transition
+from orchestrator.store.runs import Runs
+from orchestrator.store.tasks import Tasks
+
+
+class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Broker):
+    """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
+
+
+__all__ = [
+    "PREFIX",
+    "IllegalTransition",
+    "LeaseNotHeld",
+    "StoreError",
+    "StoreUnavailable",
+    "TaskExists",
+    "TaskNotFound",
+    "TaskStore",
+    "Transition",
+    "connect",
+    "run_id_for",
+    "split_ref",
+    "task_ref",
+]

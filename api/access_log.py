@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -44,7 +46,7 @@ def init_access_log(app: Flask) -> None:
             method = req.method
             metrics.observe(route, method if method in _METHODS else "other", response.status_code, seconds)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info("request", extra={
+            line = {
                 "request_id": rid,
                 "method": req.method,
                 "path": req.path,  # never the query string: it may carry anything
@@ -52,7 +54,41 @@ def init_access_log(app: Flask) -> None:
                 "status": response.status_code,
                 "duration_ms": round(seconds * 1000, 2),
                 "remote": req.remote_addr,
-                # The declared length only: computing it would read a streamed body to its end first.
-                "length": response.content_length,
-            })
+            }
+            if response.is_streamed:
+                # Measuring a stream's length here would drain it before its first byte
+                # is sent (a followed log would print nothing until the run ended): the
+                # line is written when the stream ends, with what it sent and how long it took.
+                _log_when_streamed(response, line, g.get("started", time.perf_counter()))
+            else:
+                access_log.info("request", extra={**line, "length": response.calculate_content_length()})
         return response
+
+
+class _Counted:
+    """A response body passed through unchanged, counting its bytes."""
+
+    def __init__(self, body: Iterable[Any]) -> None:
+        self.body = body
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for chunk in self.body:
+            self.sent += len(chunk.encode() if isinstance(chunk, str) else chunk)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
+
+def _log_when_streamed(response: Response, line: dict[str, Any], started: float) -> None:
+    counted = _Counted(response.response)
+    response.response = counted
+
+    def _done() -> None:
+        access_log.info("request", extra={**line, "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                                          "length": counted.sent})
+
+    response.call_on_close(_done)

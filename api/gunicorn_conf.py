@@ -25,7 +25,9 @@ def _int(name: str, default: int) -> int:
 _cpus = multiprocessing.cpu_count()
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8080")
-worker_class = "gthread"
+# gthread, with request heads and bodies read in the worker's event loop under read
+# deadlines (GUNICORN_HEADER_TIMEOUT, GUNICORN_BODY_TIMEOUT): a slow client holds no thread.
+worker_class = "api.gunicorn_worker.ReadAheadWorker"
 # Requests are short and mostly wait on Redis; two processes per core keep the
 # cores busy while one waits, threads cover the waiting and the log streams.
 workers = _int("GUNICORN_WORKERS", max(2, _cpus * 2))
@@ -87,6 +89,11 @@ def post_worker_init(worker: Any) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    # A followed log holds a thread while it streams: half the threads at most, so
+    # the rest answer /health, /ready and webhooks whatever clients follow (api/log_follow.py).
+    from api.log_follow import limit_per_process
+
+    limit_per_process(worker.cfg.threads // 2)
     secret_filter = SecretFilter(get_settings().secret_values())
     for name in ("orchestrator", "gunicorn.error", ""):
         for handler in logging.getLogger(name).handlers:

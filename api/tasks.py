@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -11,15 +12,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
-from api import schemas
+from api import log_follow, schemas
 from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
-from orchestrator.logs import scrub_lines
 from orchestrator.dispatch import Dispatcher
+from orchestrator.logs import scrub_lines
+from orchestrator.runners.errors import LogsUnavailable, RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskExists, TaskStore, split_ref, task_ref
@@ -70,6 +72,12 @@ def build_schemas(settings: Settings) -> dict[str, Schema]:
         "list": schemas.ListQuerySchema(settings=settings),
         "logs": schemas.LogsQuerySchema(),
     }
+
+
+def _token_owner() -> str:
+    """Whose follows these are, in the store: a digest of the token (never the token)."""
+    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _actor() -> str:
@@ -338,23 +346,51 @@ def task_logs(service: str, task_id: int) -> Response:
         raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
     secrets = _settings().secret_values()
     headers = {"X-Run-Id": run_id}
-    if query["follow"]:
-        lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
-        return Response(stream_with_context(_stream(lines, secrets, run_id)), mimetype="text/plain",
-                        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    follow: log_follow.Follow | None = None
     try:
-        text = "".join(scrub_lines(runner.logs(run_id, follow=False, tail=query.get("tail")), secrets))
-    except (LookupError, FileNotFoundError):
-        raise ApiError(f"run {run_id} has no logs yet", status=404, code="no_logs") from None
-    return Response(text, mimetype="text/plain", headers=headers)
+        if query["follow"]:
+            settings = _settings()
+            follow = log_follow.Follow(store, _token_owner()).admit(settings.log_follows_per_token)
+            lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
+            response = Response(
+                log_follow.stream(lines, follow, max_seconds=settings.log_follow_max_seconds, secrets=secrets,
+                                  sock=log_follow.client_socket(request.environ), run_id=run_id),
+                mimetype="text/plain", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            response.call_on_close(follow.release)  # also when the stream never started
+            follow = None
+            return response
+        lines = iter(runner.logs(run_id, follow=False, tail=query.get("tail")))
+        first = next(lines, None)  # a log that is missing says so here, before the status line is sent
+    except (LookupError, FileNotFoundError, LogsUnavailable) as exc:
+        # Preparing, Launching, a Pending pod, or a Job that Kubernetes removed after its TTL.
+        message = str(exc) if isinstance(exc, LogsUnavailable) else f"run {run_id} has no logs yet"
+        raise ApiError(message, status=404, code="no_logs") from None
+    except RunnerError:  # the Kubernetes API failed or refused (typed by orchestrator.kube.client)
+        log.warning("logs of run %s are unavailable", run_id, exc_info=True)
+        raise ApiError("the run's logs cannot be read right now; retry shortly", status=503, code="unavailable",
+                       headers={"Retry-After": "5"}) from None
+    finally:
+        if follow is not None:  # admitted, but no stream was returned
+            follow.release()
+    if first is None:
+        return Response("", mimetype="text/plain", headers=headers)
+    # Streamed in pieces: a whole 200 MB log is never in memory at once.
+    return Response(_pieces(itertools.chain([first], lines), secrets, run_id), mimetype="text/plain",
+                    headers=headers)
 
 
-def _stream(lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
-    # Each line is scrubbed with the next (a secret split across two lines), so it is sent when
-    # the next one comes, or when the run ends.
+def _pieces(lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:
+    """The scrubbed lines joined into pieces of about 64 KiB (one write each, not one per line)."""
+    piece: list[str] = []
+    size = 0
     try:
-        yield from scrub_lines(lines, secrets)
-    except (LookupError, FileNotFoundError):
-        return
-    except Exception:  # the status line is already sent; end the stream and say why in the log
-        log.exception("log stream of run %s ended by an error", run_id)
+        for line in scrub_lines(lines, secrets):
+            piece.append(line)
+            size += len(line)
+            if size >= 65536:
+                yield "".join(piece)
+                piece, size = [], 0
+    except Exception:  # the status line is already sent; end the answer and say why in the log
+        log.exception("reading the log of run %s failed", run_id)
+    if piece:
+        yield "".join(piece)

@@ -286,6 +286,12 @@ VARIABLES: tuple[Variable, ...] = (
              "Comma-separated name patterns (`fnmatch`) of the `env` a task may give its agent; anything else is refused with 400. Names that could redirect the agent or its credentials (`ANTHROPIC_*`, `CLAUDE*`, `*PROXY*`, `NODE_*`, `SSL_*`, `LD_*`, `ORCHESTRATOR_*`...) are never allowed, whatever the patterns."),
     Variable("ORCHESTRATOR_PAGE_SIZE_MAX", "page_size_max", _positive_int, "100",
              "Largest page of tasks the list endpoint returns."),
+    Variable("ORCHESTRATOR_LOG_FOLLOW_MAX_SECONDS", "log_follow_max_seconds", _positive_int, "3600",
+             "Longest a followed log stream (`logs?follow=true`) stays open; the client follows again to go on."),
+    Variable("ORCHESTRATOR_LOG_FOLLOWS_PER_TOKEN", "log_follows_per_token", _positive_int, "4",
+             "Followed log streams one API token may hold open at once, across every API process (more: 429)."),
+    Variable("ORCHESTRATOR_RUN_LOG_MAX_BYTES", "run_log_max_bytes", _positive_int, "104857600",
+             "Largest output log of a local run; past it the agent's further output is dropped and the log says so."),
     Variable("ORCHESTRATOR_AGENT_IMAGE", "agent_image", _parse_str, "ghcr.io/orchestrator/claude-code-agent:0.1.0",
              "Container image of agent Jobs (Kubernetes runner)."),
     Variable("ORCHESTRATOR_AGENT_IMAGES", "agent_images", _parse_mapping, "",
@@ -408,6 +414,9 @@ class Settings:
     allowed_agent_overrides: tuple[str, ...]
     agent_env_allowed: tuple[str, ...]
     page_size_max: int
+    log_follow_max_seconds: int
+    log_follows_per_token: int
+    run_log_max_bytes: int
     agent_image: str
     agent_images: Mapping[str, str]
     agent_command: tuple[str, ...]

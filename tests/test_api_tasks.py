@@ -319,3 +319,182 @@ def test_a_full_redis_answers_503_and_keeps_what_it_had(own_redis: RedisServer, 
         assert submit(client, valid_task(id=2)).status_code == 202
     finally:
         raw.close()
+
+
+# Logs of runs that have no output (yet, or any more), through the real runners -------------
+
+
+from orchestrator.runners.base import AgentSpec, RunRequest  # noqa: E402
+from orchestrator.runners.kubernetes import KubernetesRunner  # noqa: E402
+from orchestrator.runners.local import LocalRunner  # noqa: E402
+from tests.support.kube_emulator import Fault, KubeEmulator  # noqa: E402
+from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: E402,F401
+
+
+def _no_logs(client: FlaskClient, follow: bool) -> None:
+    response = client.get(f"/api/v1/pm/tasks/billing/7/logs{'?follow=true' if follow else ''}", headers=AUTH)
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert response.get_json()["code"] == "no_logs"
+
+
+def test_kubernetes_logs_before_a_pod_runs_and_after_the_job_ttl_are_404(
+    client: FlaskClient, app: Flask, store: TaskStore, kube_runner: KubernetesRunner, emulator: KubeEmulator,
+    tmp_path,
+) -> None:
+    app.extensions["orchestrator"]._runner = kube_runner
+    submit(client)
+    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    for follow in (False, True):  # Preparing/Launching: no Job yet
+        _no_logs(client, follow)
+    kube_runner.launch(RunRequest(run_id=run_id, service="billing", task_id=7, version=1, attempt=1,
+                                  agent=AgentSpec(name="claude", image="img:1", command=("claude",)),
+                                  workspace_dir=tmp_path))
+    for follow in (False, True):  # the Job exists, its pod does not yet
+        _no_logs(client, follow)
+    pod = emulator.start_pod(run_id, phase="Pending")["metadata"]["name"]
+    for follow in (False, True):
+        _no_logs(client, follow)
+    emulator.set_pod_status(pod, {"phase": "Running"})
+    emulator.append_log(pod, "hello")
+    assert client.get("/api/v1/pm/tasks/billing/7/logs", headers=AUTH).get_data(as_text=True) == "hello\n"
+    emulator.delete("jobs", run_id)  # ttlSecondsAfterFinished removed the Job and its pod
+    emulator.delete("pods", pod)
+    for follow in (False, True):
+        _no_logs(client, follow)
+
+
+def test_kubernetes_api_failures_are_503(
+    client: FlaskClient, app: Flask, store: TaskStore, kube_runner: KubernetesRunner, emulator: KubeEmulator,
+) -> None:
+    app.extensions["orchestrator"]._runner = kube_runner
+    submit(client)
+    store.create_run("billing", 7, version=1, attempt=1)
+    for follow in (False, True):
+        emulator.faults.append(Fault(status=500, path_contains="/pods", times=10))
+        response = client.get(f"/api/v1/pm/tasks/billing/7/logs{'?follow=true' if follow else ''}", headers=AUTH)
+        emulator.faults.clear()
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert response.get_json()["code"] == "unavailable"
+
+
+def test_local_logs_before_the_run_wrote_any_are_404(client: FlaskClient, app: Flask, store: TaskStore,
+                                                    settings: Settings) -> None:
+    runner = LocalRunner(settings)
+    app.extensions["orchestrator"]._runner = runner
+    submit(client)
+    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    for follow in (False, True):  # Preparing: nothing of the run on disk
+        _no_logs(client, follow)
+    run_dir = runner.run_dir(run_id)  # launched, the agent has not written yet
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60,
+                                                    "launched_at": 1.0}))
+    _no_logs(client, False)
+
+
+def test_a_redis_timeout_while_adding_context_is_store_unavailable(own_redis: RedisServer) -> None:
+    # The API answers StoreUnavailable with 503; a bare redis.TimeoutError would be a 500.
+    import os
+    import signal
+
+    from orchestrator.store import StoreUnavailable, connect
+
+    store = TaskStore(connect(own_redis.url, timeout=0.5))
+    store.create_task(service="billing", task_id=7, agent="claude", spec={"title": "t"})
+    os.kill(own_redis.process.pid, signal.SIGSTOP)  # answers nothing: the client's read times out
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.add_context("billing", 7, {"content": "more"})
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+
+
+def test_a_whole_log_is_streamed_not_loaded(client: FlaskClient, app: Flask, store: TaskStore,
+                                            settings: Settings) -> None:
+    import tracemalloc
+
+    runner = LocalRunner(settings)
+    app.extensions["orchestrator"]._runner = runner
+    submit(client)
+    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_dir = runner.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))
+    block = b"".join(b"line %07d of the agent's chatter\n" % i for i in range(30000))  # about 1 MB
+    with open(run_dir / "output.log", "wb") as log:
+        for _ in range(10):
+            log.write(block)
+    tracemalloc.start()
+    try:
+        response = client.get("/api/v1/pm/tasks/billing/7/logs", headers=AUTH, buffered=False)
+        assert response.status_code == 200
+        size = sum(len(chunk) for chunk in response.response)
+        response.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size == 10 * len(block)
+    assert peak < 2 << 20, peak  # the log is 10 MB
+
+
+def _follow_readers(run_id: str) -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == f"log-follow-{run_id}"]
+
+
+def _abandon_a_follow(client: FlaskClient, run_id: str) -> None:
+    """Follow, read the status line and one line, then leave while the run is silent."""
+    import time
+
+    response = client.get("/api/v1/pm/tasks/billing/7/logs?follow=true", headers=AUTH, buffered=False)
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    while not next(chunks).strip():
+        pass
+    assert _follow_readers(run_id)
+    response.close()
+    deadline = time.monotonic() + 3
+    while _follow_readers(run_id):
+        assert time.monotonic() < deadline, "the follow's reader still waits on a silent run"
+        time.sleep(0.05)
+
+
+def test_an_abandoned_kubernetes_follow_stops_reading(
+    client: FlaskClient, app: Flask, store: TaskStore, kube_runner: KubernetesRunner, emulator: KubeEmulator,
+    tmp_path,
+) -> None:
+    app.extensions["orchestrator"]._runner = kube_runner
+    submit(client)
+    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    kube_runner.launch(RunRequest(run_id=run_id, service="billing", task_id=7, version=1, attempt=1,
+                                  agent=AgentSpec(name="claude", image="img:1", command=("claude",)),
+                                  workspace_dir=tmp_path))
+    pod = emulator.start_pod(run_id)["metadata"]["name"]
+    emulator.append_log(pod, "thinking")
+    _abandon_a_follow(client, run_id)
+
+
+def test_an_abandoned_local_follow_stops_reading(client: FlaskClient, app: Flask, store: TaskStore,
+                                                 settings: Settings) -> None:
+    runner = LocalRunner(settings)
+    app.extensions["orchestrator"]._runner = runner
+    submit(client)
+    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_dir = runner.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))
+    (run_dir / "status.json").write_text(json.dumps({"phase": "Running", "pid": 1}))
+    (run_dir / "output.log").write_text("thinking\n")
+    _abandon_a_follow(client, run_id)
+
+
+def test_a_followed_secret_split_across_two_lines_is_masked(client: FlaskClient, app: Flask, store: TaskStore,
+                                                            settings: Settings) -> None:
+    token = settings.api_tokens[0]
+    app.extensions["orchestrator"]._runner = FakeRunner(["start", f"key {token[:4]}", f"{token[4:]} end"])
+    submit(client)
+    store.create_run("billing", 7, version=1, attempt=1)
+    streamed = client.get("/api/v1/pm/tasks/billing/7/logs?follow=true", headers=AUTH).get_data(as_text=True)
+    assert token[:4] not in streamed.replace("start", "") and token[4:] not in streamed
+    assert streamed.startswith("start\nkey ") and streamed.endswith(" end\n")

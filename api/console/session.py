@@ -99,6 +99,9 @@ def signed_in() -> bool:
         if hmac.compare_digest(tid, token_id(token)):
             matched = token
     g.console_actor = actor_for(matched) if matched else ""
+    # Whose log follows these are in the store: the digest the API uses for the same token,
+    # so a token's follows from the console and from the command line share one cap.
+    g.console_owner = hashlib.sha256(matched.encode("utf-8", "surrogateescape")).hexdigest()[:32] if matched else ""
     return bool(matched)
 
 
@@ -113,6 +116,13 @@ def ensure_csrf_token() -> None:
     """A CSRF token before sign-in too, so the sign-in form is checked like every other."""
     if not session.get(CSRF_FIELD):
         session[CSRF_FIELD] = secrets.token_urlsafe(32)
+
+
+def token_owner() -> str:
+    """The signed-in token's owner digest (as api.tasks._token_owner computes it from a bearer token)."""
+    if "console_owner" not in g:
+        signed_in()
+    return str(g.console_owner)
 
 
 def csrf_token() -> str:

@@ -25,7 +25,7 @@ from flask import (
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
-from api import schemas
+from api import log_follow, schemas
 from api import tasks as api_tasks
 from api.console import data
 from api.console import session as console_session
@@ -36,6 +36,7 @@ from orchestrator import operations
 from orchestrator.cli import taskmaster
 from orchestrator.cli.errors import UsageError
 from orchestrator.logs import scrub_lines
+from orchestrator.runners.errors import RunnerError
 from orchestrator.states import CANCELLABLE_FROM, RETRYABLE_FROM, Status
 from orchestrator.store import IllegalTransition, StoreUnavailable, TaskExists, TaskNotFound, task_ref
 
@@ -446,31 +447,54 @@ def _event_stream(body: Iterator[str]) -> Response:
 
 @bp.get("/console/events")
 def events() -> Response:
-    """Status changes of the tasks a page shows (`?task=service/id`, repeated), for about 25 seconds."""
+    """Status changes of the tasks a page shows (`?task=service/id`, repeated), for about 25 seconds.
+
+    A stream holds an API thread, so it is admitted as a followed log is
+    (api/log_follow.py: half a process's threads at most, a per-token cap, ended
+    when the client goes); one refused is told to come back in a few seconds.
+    """
     refs = [r for r in (data.parse_ref(v) for v in request.args.getlist("task")[:EVENTS_MAX_TASKS]) if r]
+    store = data.store()
+    follow = log_follow.Follow(store, console_session.token_owner() + ":status")
+    try:
+        follow.admit(data.settings().log_follows_per_token)
+    except ApiError:
+        return _event_stream(iter(["retry: 5000\n\n"]))  # busy: the page asks again shortly
+    sock = log_follow.client_socket(request.environ)
 
     def stream() -> Iterator[str]:
-        yield "retry: 1000\n\n"  # reconnect a second after the stream ends
-        seen: dict[str, tuple[str, str]] = {}
-        deadline = time.monotonic() + EVENTS_SECONDS
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            try:
-                current = data.statuses(refs) if refs else {}
-            except StoreUnavailable:
-                return
-            for ref, row in current.items():
-                key = (row["status"], row["updated_at"] or "")
-                if seen.get(ref) != key:
-                    seen[ref] = key
+        try:
+            yield "retry: 1000\n\n"  # reconnect a second after the stream ends
+            seen: dict[str, tuple[str, str]] = {}
+            started = time.monotonic()
+            deadline, renew_at = started + EVENTS_SECONDS, started + follow.lease_seconds / 3
+            quiet_since = started
+            while time.monotonic() < deadline:
+                if sock is not None and log_follow.client_gone(sock):
+                    return
+                if time.monotonic() >= renew_at:
+                    follow.renew()
+                    renew_at = time.monotonic() + follow.lease_seconds / 3
+                try:
+                    current = data.statuses(refs) if refs else {}
+                except StoreUnavailable:
+                    return
+                for ref, row in current.items():
+                    key = (row["status"], row["updated_at"] or "")
+                    if seen.get(ref) != key:
+                        seen[ref] = key
+                        quiet_since = time.monotonic()
+                        yield _sse("status", row)
+                if sock is None and time.monotonic() - quiet_since > 10:
                     quiet_since = time.monotonic()
-                    yield _sse("status", row)
-            if time.monotonic() - quiet_since > 10:
-                quiet_since = time.monotonic()
-                yield ": idle\n\n"  # finds a closed connection before the deadline
-            time.sleep(EVENTS_POLL_SECONDS)
+                    yield ": idle\n\n"  # no socket to look at: a write finds a gone client
+                time.sleep(EVENTS_POLL_SECONDS)
+        finally:
+            follow.release()
 
-    return _event_stream(stream())
+    response = _event_stream(stream())
+    response.call_on_close(follow.release)  # also when the stream never started
+    return response
 
 
 def _runner() -> Any:
@@ -482,7 +506,7 @@ def _last_lines(run_id: str, tail: int = LOG_TAIL) -> list[str] | None:
     try:
         return [line.rstrip("\n") for line in
                 scrub_lines(_runner().logs(run_id, follow=False, tail=tail), data.settings().secret_values())]
-    except (LookupError, FileNotFoundError, ImportError):
+    except (LookupError, FileNotFoundError, ImportError, RunnerError):
         return None
     except Exception:  # noqa: BLE001 - a page shows without its logs rather than failing
         log.exception("could not read the logs of run %s", run_id)
@@ -491,31 +515,48 @@ def _last_lines(run_id: str, tail: int = LOG_TAIL) -> list[str] | None:
 
 @bp.get("/console/tasks/<service>/<int:task_id>/logs")
 def logs(service: str, task_id: int) -> Response:
-    """The latest run's output as events: its last lines, then each new one until the run ends."""
+    """The latest run's output as events: its last lines, then each new one until the run ends.
+
+    The API's follow machinery (api/log_follow.py) reads and bounds it: the same
+    caps as `GET .../logs?follow=true` for the signed-in token, a pump thread,
+    lines scrubbed with the next, the end when the client goes.
+    """
     service = api_tasks._service(service)
-    runs = data.store().list_runs(service, task_id)
-    secrets = data.settings().secret_values()
+    store = data.store()
+    runs = store.list_runs(service, task_id)
+    settings = data.settings()
+    if not runs:
+        return _event_stream(iter(["retry: 3000\n\n", _sse("waiting", "no run yet")]))
+    run_id = runs[-1]["run_id"]
+    max_seconds = min(LOG_STREAM_SECONDS, float(settings.log_follow_max_seconds))
+    follow = log_follow.Follow(store, console_session.token_owner())
+    try:
+        follow.admit(settings.log_follows_per_token)
+    except ApiError as exc:
+        return _event_stream(iter(["retry: 5000\n\n", _sse("waiting", exc.message)]))
+    try:
+        lines = _runner().logs(run_id, follow=True, tail=LOG_TAIL)
+    except (LookupError, FileNotFoundError, ImportError, RunnerError):
+        follow.release()
+        return _event_stream(iter(["retry: 3000\n\n", _sse("waiting", "no output yet")]))
+    inner = log_follow.stream(lines, follow, max_seconds=max_seconds, secrets=settings.secret_values(),
+                              sock=log_follow.client_socket(request.environ), run_id=run_id)
 
     def stream() -> Iterator[str]:
         yield "retry: 3000\n\n"
-        if not runs:
-            yield _sse("waiting", "no run yet")
-            return
-        run_id = runs[-1]["run_id"]
         yield _sse("reset", run_id)
-        deadline = time.monotonic() + LOG_STREAM_SECONDS
-        try:
-            # Scrubbed as the API's follow does: each line with the next (a secret split across two).
-            for line in scrub_lines(_runner().logs(run_id, follow=True, tail=LOG_TAIL), secrets):
-                yield _sse("line", line.rstrip("\n"))
-                if time.monotonic() > deadline:
-                    return  # the browser reconnects and starts again from the last lines
-        except (LookupError, FileNotFoundError, ImportError):
-            yield _sse("waiting", "no output yet")
-            return
-        except Exception:  # noqa: BLE001
-            log.exception("log stream of run %s ended by an error", run_id)
-            return
+        started = time.monotonic()
+        for chunk in inner:
+            if chunk == "":
+                continue
+            if chunk == "\n":  # log_follow's keepalive without a socket to watch (an empty line is dropped too)
+                yield ": keepalive\n\n"
+                continue
+            if time.monotonic() - started >= max_seconds and chunk.startswith("orchestrator: this follow ended"):
+                return  # the browser reconnects and starts again from the last lines
+            yield _sse("line", chunk.rstrip("\n"))
         yield _sse("end", run_id)
 
-    return _event_stream(stream())
+    response = _event_stream(stream())
+    response.call_on_close(follow.release)
+    return response

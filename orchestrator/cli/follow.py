@@ -105,9 +105,13 @@ def follow_logs(app: Context, service: str, task_id: int, *, tail: int | None) -
     while True:
         _wait_for_run(app, service, task_id)
         printed = 0
-        for line in app.client.logs(service, task_id, tail=tail, follow=True):
-            app.print(line)
-            printed += 1
+        try:
+            for line in app.client.logs(service, task_id, tail=tail, follow=True):
+                app.print(line)
+                printed += 1
+        except NotFound as exc:  # no output yet (preparing, a Pending pod): wait as for a first run
+            if exc.code != "no_logs" or str(app.client.get_task(service, task_id).get("status")) in TERMINAL_STATUSES:
+                raise
         # A stream that ended before the run wrote anything may have started too early
         # (the run was still being prepared): ask again until the task ends.
         if printed or str(app.client.get_task(service, task_id).get("status")) in TERMINAL_STATUSES:

@@ -347,14 +347,19 @@ class KubeClient:
                                           _request_timeout=self._timeout(max(self.timeout, 60))), transform))
 
     def pod_log(self, name: str, *, follow: bool = False, tail: int | None = None,
-                read_timeout: float | None = None) -> Iterator[str]:
-        """The agent container's log lines; with `follow`, until the container ends."""
+                read_timeout: float | None = None, opened: Callable[[Any], None] | None = None) -> Iterator[str]:
+        """The agent container's log lines; with `follow`, until the container ends.
+
+        `opened` receives the streamed response as soon as there is one (to abort it from another thread).
+        """
         kwargs: dict[str, Any] = {"container": "agent", "follow": follow, "_preload_content": False,
                                   "_request_timeout": self._timeout(read_timeout if follow else None)}
         if tail is not None:
             kwargs["tail_lines"] = tail
         response = self._call(f"read the log of pod {name}", "get", "pods/log",
                               lambda: self.core.read_namespaced_pod_log(name, self.namespace, **kwargs))
+        if opened is not None:
+            opened(response)
         try:
             yield from _lines(response)
         except (urllib3.exceptions.HTTPError, OSError) as exc:

@@ -116,10 +116,37 @@ class Runner(Protocol):
         """Stop the run; nothing happens when it already ended or never started."""
 
     def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """The agent's output lines; with `follow`, until the run ends."""
+        """The agent's output lines; with `follow`, until the run ends (a `Lines`, which can be aborted)."""
 
     def tracker(self, on_change: Callable[[str], None], *, watch_timeout: int = 60) -> Tracker:
         """What the watcher drives to follow this runner's runs; `on_change(run_id)` when a stream sees one change.
 
         `watch_timeout` bounds one watch request of a runner that streams.
         """
+
+
+class Lines:
+    """A run's output lines; `abort()`, from any thread, ends a read that waits for the next one.
+
+    A followed log waits in a read (a socket, a poll of a file) for as long as
+    the run is silent, and only the thread reading can close a generator: the
+    API's reader of a follow whose client has gone is stopped with this instead.
+    """
+
+    def __init__(self, lines: Iterator[str], abort: Callable[[], None]) -> None:
+        self._lines = lines
+        self._abort = abort
+
+    def __iter__(self) -> Lines:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._lines)
+
+    def close(self) -> None:
+        close = getattr(self._lines, "close", None)
+        if close is not None:
+            close()
+
+    def abort(self) -> None:
+        self._abort()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from orchestrator.kube import jobs, status
 from orchestrator.kube.client import KubeClient, PermanentKubeError
 from orchestrator.kube.tracker import KubeTracker
-from orchestrator.runners.base import RunObservation, RunRequest
+from orchestrator.runners.base import Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LogsUnavailable
 from orchestrator.settings import Settings
 
@@ -62,9 +64,33 @@ class KubernetesRunner:
         phase = (pod.get("status") or {}).get("phase")
         if phase == "Pending":
             raise LogsUnavailable(f"run {run_id} has not started yet (its pod is Pending); no logs so far")
-        return self.client.pod_log(pod["metadata"]["name"], follow=follow, tail=tail,
-                                   read_timeout=float(self.settings.max_timeout_seconds))
+        aborter = _Aborter()
+        # A follow ends by ORCHESTRATOR_LOG_FOLLOW_MAX_SECONDS: its reader need not wait longer.
+        read_timeout = float(min(self.settings.max_timeout_seconds, self.settings.log_follow_max_seconds + 60))
+        return Lines(self.client.pod_log(pod["metadata"]["name"], follow=follow, tail=tail, opened=aborter.opened,
+                                         read_timeout=read_timeout), aborter.abort)
 
     def tracker(self, on_change: Callable[[str], None], *, watch_timeout: int = 60) -> KubeTracker:
         """A cache of our Jobs and pods kept fresh by two watch streams."""
         return KubeTracker(self, self.settings, on_change, watch_timeout=watch_timeout)
+
+
+class _Aborter:
+    """Shuts a log stream's connection down from another thread, even before it is open."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._response: Any = None
+        self._aborted = False
+
+    def opened(self, response: Any) -> None:
+        with self._lock:
+            self._response = response
+            if self._aborted:
+                response.shutdown()
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            if self._response is not None:
+                self._response.shutdown()  # the waiting read ends at once (urllib3 2.3+)

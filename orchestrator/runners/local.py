@@ -17,11 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from orchestrator.runners import agent_user
 from orchestrator.runners.agent_user import AgentUser
-from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation, RunRequest
+from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
 from orchestrator.settings import Settings
 
@@ -123,6 +123,7 @@ class LocalRunner:
             command = list(request.agent.command) + list(request.agent.args)
             tmp = run_dir / ".spec.tmp"
             tmp.write_text(json.dumps({"command": command, "cwd": str(cwd), "timeout": timeout,
+                                       "log_max_bytes": self.settings.run_log_max_bytes,
                                        "launched_at": time.time(), "user": user.as_spec() if user else None}))
             os.replace(tmp, spec_path)
         supervisor_env = dict(env)  # passed on to the agent as it is: PYTHONPATH is our code root only
@@ -209,28 +210,30 @@ class LocalRunner:
         run_dir = self.run_dir(run_id)
         if not (run_dir / "spec.json").exists():
             raise LogsUnavailable(f"run {run_id} has no local output (never launched here, or swept)")
-        return self._follow(run_id, run_dir / "output.log", follow, tail)
+        stop = threading.Event()
+        return Lines(self._follow(run_id, run_dir / "output.log", follow, tail, stop), stop.set)
 
-    def _follow(self, run_id: str, path: Path, follow: bool, tail: int | None) -> Iterator[str]:
+    def _follow(self, run_id: str, path: Path, follow: bool, tail: int | None,
+                stop: threading.Event) -> Iterator[str]:
         while not path.exists():
             if not follow:
-                return
+                raise LogsUnavailable(f"run {run_id} has written no output yet")
             status = self._status(run_id)
             if status and status.get("phase") in {SUCCEEDED, FAILED}:
                 return
-            time.sleep(0.1)
+            if stop.wait(0.1):
+                return
         with open(path, "rb") as handle:
             if tail is not None:
-                lines = handle.read().splitlines()
-                for line in lines[-tail:] if tail else []:
+                for line in tail_lines(handle, tail):
                     yield line.decode("utf-8", errors="replace")
             buffer = b""
             while True:
                 chunk = handle.read(65536)
                 if chunk:
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
+                    # One split a chunk: splitting off a line at a time copies the rest each time.
+                    *lines, buffer = (buffer + chunk).split(b"\n")
+                    for line in lines:
                         yield line.decode("utf-8", errors="replace")
                     continue
                 if not follow:
@@ -242,7 +245,8 @@ class LocalRunner:
                         buffer += rest
                         continue
                     break
-                time.sleep(0.1)
+                if stop.wait(0.1):
+                    return
             if buffer:
                 yield buffer.decode("utf-8", errors="replace")
 
@@ -300,6 +304,37 @@ class LocalTracker:
 def is_claude_code(command: tuple[str, ...] | list[str]) -> bool:
     """True when the agent's program is Claude Code (`claude`), the one agent that needs ANTHROPIC_API_KEY."""
     return bool(command) and os.path.basename(command[0]) == "claude"
+
+
+TAIL_BLOCK = 65536
+TAIL_MAX_BYTES = 4 << 20  # a tail never reads more than this, however long its lines
+
+
+def tail_lines(handle: BinaryIO, count: int) -> list[bytes]:
+    """The last `count` lines of a file, read backwards in blocks; leaves the handle at the end.
+
+    Memory and reads are bounded by the lines asked for (at most TAIL_MAX_BYTES),
+    never by the file's size: a 200 MB log costs a few blocks.
+    """
+    end = handle.seek(0, os.SEEK_END)
+    if count <= 0:
+        return []
+    blocks: list[bytes] = []
+    position, newlines = end, 0
+    # One newline more than the lines asked for marks where the first of them starts
+    # (a final newline ends the last line and does not count).
+    while position > 0 and newlines <= count and end - position < TAIL_MAX_BYTES:
+        size = min(TAIL_BLOCK, position)
+        position -= size
+        handle.seek(position)
+        block = handle.read(size)
+        blocks.append(block)
+        newlines += block.count(b"\n")
+    handle.seek(end)
+    lines = b"".join(reversed(blocks)).splitlines()
+    if position > 0 and lines:
+        lines = lines[1:] if newlines > count else lines  # the first line is only a part
+    return lines[-count:]
 
 
 def _supervisor_running(run_dir: Path) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -47,6 +48,52 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+class CappedLog:
+    """The run's output log, which takes no more than `cap` bytes of the agent's output (0: no cap).
+
+    Past the cap the rest is read and dropped (the agent never blocks on a full
+    pipe) and one line in the log says so.
+    """
+
+    def __init__(self, file: Any, cap: int) -> None:
+        self.file = file
+        self.cap = cap
+        self.size = file.seek(0, os.SEEK_END)
+        self.capped = False
+        self.last = b"\n"
+
+    def write(self, data: bytes) -> None:
+        if self.capped or not data:
+            return
+        room = self.cap - self.size if self.cap else len(data)
+        if room > 0:
+            self.file.write(data[:room])
+            self.size += min(room, len(data))
+            self.last = data[:room][-1:]
+        if len(data) > room:
+            self.capped = True
+            newline = b"" if self.last == b"\n" else b"\n"
+            self.file.write(newline + (f"orchestrator: the output log reached {self.cap} bytes "
+                                       "(ORCHESTRATOR_RUN_LOG_MAX_BYTES); the rest of the agent's output is "
+                                       "dropped\n").encode())
+
+
+def _copy(fd: int, output: CappedLog, wait: float) -> bool:
+    """Copy what the agent wrote (waiting up to `wait` for it); False once its output is closed."""
+    ready, _, _ = select.select([fd], [], [], wait)
+    if not ready:
+        return True
+    for _ in range(16):  # at most 1 MiB a call: the caller also watches the clock
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        output.write(chunk)
+    return True
 
 
 LOCK_FILE = "supervisor.lock"
@@ -90,8 +137,10 @@ def supervise(run_dir: Path) -> int:
     log = open(run_dir / "output.log", "ab", buffering=0)
     user = spec.get("user") or None
     as_user: dict[str, Any] = {"user": user["uid"], "group": user["gid"], "extra_groups": []} if user else {}
+    # The agent writes to a pipe this process copies into the log, up to the cap.
+    output = CappedLog(log, int(spec.get("log_max_bytes") or 0))
     try:
-        proc = subprocess.Popen(spec["command"], cwd=spec["cwd"], env=dict(os.environ), stdout=log,
+        proc = subprocess.Popen(spec["command"], cwd=spec["cwd"], env=dict(os.environ), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                 **as_user)
     except OSError as exc:
@@ -120,12 +169,18 @@ def supervise(run_dir: Path) -> int:
     deadline = started + float(spec["timeout"])
     timed_out = False
     kill_at: float | None = None
+    assert proc.stdout is not None
+    pipe = proc.stdout.fileno()
+    os.set_blocking(pipe, False)
+    open_pipe = True
     while True:
-        try:
-            code = proc.wait(timeout=0.2)
+        if open_pipe:
+            open_pipe = _copy(pipe, output, 0.2)
+        else:
+            time.sleep(0.2)  # the agent closed its output and goes on
+        code = proc.poll()
+        if code is not None:
             break
-        except subprocess.TimeoutExpired:
-            pass
         if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
             beat(run_dir)
             last_beat = time.monotonic()
@@ -141,6 +196,10 @@ def supervise(run_dir: Path) -> int:
         if kill_at is not None and now >= kill_at:
             _kill_group(proc.pid, signal.SIGKILL)
     _kill_group(proc.pid, signal.SIGKILL)  # whatever the agent left behind in its group
+    drain_until = time.monotonic() + GRACE_SECONDS  # a process outside the group may hold the pipe
+    while open_pipe and time.monotonic() < drain_until:
+        open_pipe = _copy(pipe, output, 0.2)
+    proc.stdout.close()
     finished = time.time()
     if abandoned and not cancelled:
         # status.json still says Running with our pid, which is about to be gone: the run is lost.

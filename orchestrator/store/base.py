@@ -71,6 +71,7 @@ _SCRIPTS = {
     "_slot_release": "slot_release",
     "_waiting_remove": "waiting_remove",
     "_current_runs": "current_runs",
+    "_follow_acquire": "follow_acquire",
 }
 
 _sources: dict[str, str] = {}
@@ -104,6 +105,7 @@ class StoreBase:
     _slot_release: Script
     _waiting_remove: Script
     _current_runs: Script
+    _follow_acquire: Script
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 200):
         self.redis = client

@@ -112,6 +112,11 @@ def fence_key(name: str) -> str:
     return f"{PREFIX}:fence:{name}"
 
 
+def follows_key(owner: str) -> str:
+    """Followed log streams of one API token (a digest of it): stream ids scored by lease expiry (ms, Redis clock)."""
+    return f"{PREFIX}:follows:{owner}"
+
+
 # Capacity --------------------------------------------------------------------------
 
 # Capacity slots: sorted sets of run ids scored by lease expiry (ms, Redis clock),

@@ -1,4 +1,4 @@
-"""Leases with fencing tokens (the watcher's leadership, workspace locks)."""
+"""Leases with fencing tokens (the watcher's leadership, workspace locks), and leases on followed log streams."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 import redis
 
 from orchestrator.store.base import StoreBase
-from orchestrator.store.keys import lease_key, fence_key
+from orchestrator.store.keys import fence_key, follows_key, lease_key
 
 
 class Leases(StoreBase):
@@ -32,3 +32,13 @@ class Leases(StoreBase):
         """(holder, newest fencing token) of a lease, read together (0 when none was issued)."""
         holder, fence = self._safe(self.redis.mget, [lease_key(name), fence_key(name)])
         return holder, int(fence or 0)
+
+    # Followed log streams ------------------------------------------------------
+
+    def acquire_follow(self, owner: str, stream_id: str, *, lease_seconds: float, limit: int) -> bool:
+        """Take (or renew) a lease on one of `owner`'s `limit` followed log streams; False when all are held."""
+        return bool(self._call(self._follow_acquire, keys=[follows_key(owner)],
+                               args=[stream_id, max(1, int(lease_seconds * 1000)), limit]))
+
+    def release_follow(self, owner: str, stream_id: str) -> None:
+        self._safe(self.redis.zrem, follows_key(owner), stream_id)

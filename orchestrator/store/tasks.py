@@ -309,8 +309,10 @@ class Tasks(StoreBase):
                     return int(version)
                 except redis.WatchError:
                     continue
-                except redis.ConnectionError as exc:
-                    raise StoreUnavailable(str(exc)) from exc
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    raise StoreUnavailable("the task store (Redis) does not answer") from exc
+                except redis.exceptions.OutOfMemoryError as exc:
+                    raise StoreUnavailable("the task store (Redis) is full") from exc
 
     def contexts(self, service: str, task_id: int) -> list[dict[str, Any]]:
         """Context documents added after submission, oldest first."""

@@ -242,6 +242,18 @@ def test_logs_follow_waits_for_the_run_and_asks_again_after_an_early_empty_strea
     assert result.stdout == "one\ntwo\n" and "waiting for demo/1 to start (it is Queued)" in result.stderr
 
 
+def test_logs_follow_waits_while_the_run_has_no_output_yet(api: FakeApi) -> None:
+    runs = [{"run_id": "r"}]
+    views = iter([{"status": "Launching", "runs": runs}] * 3 + [{"status": "Running", "runs": runs}])
+    api.routes[("GET", f"{TASKS}/demo/1")] = lambda _r: json_answer(200, {"service_name": "demo", "id": 1,
+                                                                          **next(views)})
+    streams = iter([json_answer(404, {"code": "no_logs", "message": "run r has not started yet"}),
+                    (200, {"Content-Type": "text/plain"}, b"one\n")])
+    api.routes[("GET", f"{TASKS}/demo/1/logs")] = lambda _r: next(streams)
+    result = invoke("task", "logs", "demo/1", "-f")
+    assert result.exit_code == EXIT_OK and result.stdout == "one\n"
+
+
 def test_tables_fit_a_narrow_terminal(api: FakeApi) -> None:
     long_task = {**TASK, "title": "A title much longer than sixty columns, which must give way to the rest " * 2,
                  "runs": [{**TASK["runs"][0], "phase": "Failed", "finished_at": "2023-11-14T22:20:00+00:00",

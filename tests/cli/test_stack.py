@@ -74,6 +74,10 @@ deadline = time.monotonic() + 20
 while not (Path(sys.argv[1]) / "parent.log").read_text().strip() and time.monotonic() < deadline:
     time.sleep(0.05)
 orphan = int((Path(sys.argv[1]) / "parent.log").read_text().split()[0])
+# The parent printed the pid before it exited: adoption happens when it is gone.
+deadline = time.monotonic() + 20
+while orphan not in stack.child_pids(__import__("os").getpid()) and time.monotonic() < deadline:
+    time.sleep(0.05)
 print(orphan, orphan in stack.child_pids(__import__("os").getpid()), flush=True)
 s.stop(timeout=5)
 """

@@ -208,3 +208,58 @@ def test_the_agent_gets_its_contract_and_nothing_else_of_the_worker(local: Local
     wait_for(lambda: (o := local.observe("r-not-claude")) and o.phase == "Succeeded")
     names = {line.split("=", 1)[0] for line in local.logs("r-not-claude") if "=" in line}
     assert "ANTHROPIC_API_KEY" not in names and "GITHUB_TOKEN" not in names and "SOME_WORKER_SECRET" not in names
+
+
+def test_a_tail_of_a_200_mb_log_reads_from_the_end(local: LocalRunner, settings: Settings) -> None:
+    import tracemalloc
+
+    from orchestrator.coordination.outcome import _log_tail
+
+    run_dir = local.run_dir("r-big")
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))
+    (run_dir / "status.json").write_text(json.dumps({"phase": "Succeeded", "exit_code": 0}))
+    block = b"".join(b"line %07d of the agent's chatter\n" % i for i in range(30000))  # about 1 MB
+    with open(run_dir / "output.log", "wb") as log:
+        for _ in range(200):
+            log.write(block)
+        log.write(b"the very last line\n")
+    tracemalloc.start()
+    try:
+        lines = list(local.logs("r-big", tail=3))
+        _, api_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        tail = _log_tail(settings, "r-big")  # finish_run's fallback, through get_runner
+        _, finish_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert lines == ["line 0029998 of the agent's chatter", "line 0029999 of the agent's chatter",
+                     "the very last line"]
+    assert tail.endswith("line 0029999 of the agent's chatter\nthe very last line")
+    assert api_peak < 2 << 20 and finish_peak < 2 << 20, (api_peak, finish_peak)
+
+
+def test_the_supervisor_stops_writing_the_log_at_its_cap_and_says_so(local: LocalRunner, settings: Settings) -> None:
+    capped = LocalRunner(settings.replace(run_log_max_bytes=10_000))
+    # 2 MB of output, then a line written after the cap: the agent must not block on it.
+    capped.launch(request(settings, "r-loud", sh("i=0; while [ $i -lt 20000 ]; do "
+                                                 "echo 'a line of ninety-odd characters, repeated until the log is "
+                                                 "far past its cap'; i=$((i+1)); done; echo done")))
+    obs = wait_for(lambda: (o := capped.observe("r-loud")) and o.phase in {"Succeeded", "Failed"} and o, timeout=60)
+    assert obs.phase == "Succeeded"
+    log = (capped.run_dir("r-loud") / "output.log").read_bytes()
+    body, _, notice = log.rpartition(b"\n" + b"orchestrator: ")
+    assert len(body) <= 10_000 and b"done" not in log
+    assert b"ORCHESTRATOR_RUN_LOG_MAX_BYTES" in notice and len(log) < 10_000 + 300
+
+
+@pytest.mark.parametrize("content", [b"", b"a", b"a\n", b"a\nb", b"a\nb\n", b"\n\nx\n\n", b"x" * 70000 + b"\ny\n",
+                                     (b"%05d\n" * 40000) % tuple(range(40000))])
+def test_tail_lines_match_splitlines(tmp_path: Path, content: bytes) -> None:
+    from orchestrator.runners.local import tail_lines
+
+    (tmp_path / "log").write_bytes(content)
+    with open(tmp_path / "log", "rb") as handle:
+        for count in (0, 1, 2, 3, 5, 40000):
+            assert tail_lines(handle, count) == (content.splitlines()[-count:] if count else [])
+            assert handle.tell() == len(content)

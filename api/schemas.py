@@ -13,6 +13,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from orchestrator import agent_env, validation
+from orchestrator.delivery.local import check_repository_url
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 
@@ -201,7 +202,7 @@ class TaskSubmissionSchema(StrictSchema):
         repo = data.get("repository")
         if isinstance(repo, dict) and "url" in repo:
             try:
-                validation.git_url(repo["url"], tuple(self.settings.allowed_git_hosts))
+                check_repository_url(repo["url"], self.settings)  # local ones only with ORCHESTRATOR_ALLOW_LOCAL_REPOS
             except ValueError as exc:
                 errors["repository"] = {"url": [str(exc)]}
         if data.get("id") in data.get("dependencies", []):
@@ -279,7 +280,17 @@ class RunViewSchema(Schema):
     finished_at = fields.DateTime(allow_none=True)
     exit_code = fields.Integer(allow_none=True)
     failure_reason = fields.String()
-    pull_request_url = fields.String(allow_none=True)
+    pull_request_url = fields.String(allow_none=True,
+                                     metadata={"description": "the task's pull request, once delivered"})
+    branch = fields.String(allow_none=True, metadata={"description": "the task's git branch"})
+    base = fields.String(allow_none=True, metadata={"description": "the branch the task's branch started from"})
+    commit = fields.String(allow_none=True, metadata={"description": "head commit of the branch after delivery"})
+    commits = fields.Integer(allow_none=True, metadata={"description": "commits on the branch beyond its base"})
+    diffstat = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True,
+                           metadata={"description": "files, insertions and deletions beyond the base"})
+    pull_request_number = fields.Integer(allow_none=True)
+    outcome = fields.String(allow_none=True, metadata={"enum": ["changes", "no_changes", "failed", "cancelled"],
+                                                       "description": "how the run ended for the user"})
 
 
 class HistoryEntrySchema(Schema):

@@ -19,6 +19,7 @@ from api import log_follow, schemas
 from api.auth import protect
 from api.errors import ApiError
 from orchestrator import validation, operations
+from orchestrator.delivery.record import run_view_fields
 from orchestrator.dispatch import Dispatcher
 from orchestrator.logs import scrub_lines
 from orchestrator.runners.errors import LogsUnavailable, RunnerError
@@ -187,6 +188,7 @@ def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
         "exit_code": run.get("exit_code") if run.get("exit_code") != "" else None,
         "failure_reason": run.get("failure_reason", ""),
         "pull_request_url": outputs.get("pull_request_url") if isinstance(outputs, Mapping) else None,
+        **run_view_fields(run),  # branch, base, commit, commits, diffstat, pull request, outcome
     }
 
 

@@ -97,13 +97,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out: list[tuple[str, str, str, str]] = []
     a = results.get("api_submit")
     if a:
-        out.append(("API submit throughput, POST /api/v1/pm/tasks / bare Flask LPUSH",
-                    f"{a['ratio']:.2f} ({a['ours']['rps']:.0f} vs {a['bare']['rps']:.0f} req/s, "
-                    f"{a['connections']} connections)", ">= 0.70", _ok(a["ratio"] >= 0.7)))
-        out.append(("API submit p99 latency, ours / bare",
-                    f"{a['p99_ratio']:.2f} ({a['ours']['p99_ms']:.1f} vs {a['bare']['p99_ms']:.1f} ms; "
-                    f"p50 {a['ours']['p50_ms']:.1f} vs {a['bare']['p50_ms']:.1f} ms)", "<= 1.50",
-                    _ok(a["p99_ratio"] <= 1.5)))
+        ref = a["reference"]
+        out.append(("API submit throughput, POST /api/v1/pm/tasks / Flask + marshmallow + Celery send_task",
+                    f"{a['reference_ratio']:.2f} ({a['ours']['rps']:.0f} vs {ref['rps']:.0f} req/s, "
+                    f"{a['connections']} connections)", ">= 1.00", _ok(a["reference_ratio"] >= 1.0)))
+        out.append(("API submit p99 latency, ours / Flask + marshmallow + Celery send_task",
+                    f"{a['reference_p99_ratio']:.2f} ({a['ours']['p99_ms']:.1f} vs {ref['p99_ms']:.1f} ms; "
+                    f"p50 {a['ours']['p50_ms']:.1f} vs {ref['p50_ms']:.1f} ms)", "<= 1.00",
+                    _ok(a["reference_p99_ratio"] <= 1.0)))
+        out.append(("API submit beside the machine's ceiling, ours / bare Flask LPUSH (no validation, no store)",
+                    f"{a['ratio']:.2f} ({a['bare']['rps']:.0f} req/s; p99 {a['p99_ratio']:.2f})", "", "n/a"))
         if _finite(a["ours"].get("server_cpu_ms")) and _finite(a["bare"].get("server_cpu_ms")):
             out.append(("API submit: server CPU per request, ours / bare",
                         f"{a['ours']['server_cpu_ms']:.2f} vs {a['bare']['server_cpu_ms']:.2f} ms", "", "n/a"))

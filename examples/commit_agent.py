@@ -6,15 +6,20 @@ Use it as the local runner's agent to see the whole flow on a git checkout:
     ORCHESTRATOR_LOCAL_AGENT_COMMAND="python $PWD/examples/commit_agent.py" orchestrator up
 
 It runs in the workspace directory the runner gives it: it reads CLAUDE.md
-(and the task's documents under .task/), writes `agent-notes/<run>.md`
-summarising them, and, when the directory is a git checkout, commits that
-file on the checked-out branch (it never pushes). Without a checkout it only
-writes the file. Exit 2 when there is no CLAUDE.md to read.
+and the task documents it links to (the title comes from task.md, never from
+CLAUDE.md's `<!-- orchestrator ... -->` header), writes
+`agent-notes/<run>.md` summarising them, and, when the directory is a git
+checkout, commits that file on the checked-out branch. It never pushes: the
+orchestrator's delivery pushes the branch and opens the pull request. It
+writes its summary to $ORCHESTRATOR_OUTPUT_DIR/outputs.json. Without a
+checkout it only writes the files. Exit 2 when there is no CLAUDE.md to read.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +34,29 @@ def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
-def title_of(text: str) -> str:
-    return next((line.lstrip("# ").strip() for line in text.splitlines() if line.strip()), "the task")
+LINK = re.compile(r"^- \[[^\]]+\]\(([^)\s]+)\)")
+TASK_HEADING = re.compile(r"^#\s+Task\s+\d+:\s*(.+?)\s*$")
+
+
+def task_documents(cwd: Path, brief: str) -> list[Path]:
+    """The documents CLAUDE.md links to (paths relative to where the agent starts), that exist."""
+    found = []
+    for line in brief.splitlines():
+        match = LINK.match(line.strip())
+        if match and (cwd / match.group(1)).is_file():
+            found.append(cwd / match.group(1))
+    return found
+
+
+def title_of(brief: str, documents: list[Path]) -> str:
+    """The heading of task.md (`# Task 7: Add login` gives `Add login`), else CLAUDE.md's first heading."""
+    texts = [doc.read_text(errors="replace") for doc in documents if doc.name == "task.md"] + [brief]
+    for text in texts:
+        for line in text.splitlines():
+            match = TASK_HEADING.match(line)
+            if match:
+                return match.group(1)
+    return next((line[2:].strip() for line in brief.splitlines() if line.startswith("# ")), "the task")
 
 
 def main() -> int:
@@ -41,15 +67,21 @@ def main() -> int:
     if not brief.is_file():
         print(f"commit agent: no CLAUDE.md in {cwd}; nothing to do", file=sys.stderr, flush=True)
         return 2
-    documents = sorted([brief, *cwd.glob(".task/**/*.md")])
+    text = brief.read_text(errors="replace")
+    documents = [brief, *task_documents(cwd, text)]
     for doc in documents:
-        print(f"commit agent: read {doc.relative_to(cwd)}", flush=True)
-    title = title_of(brief.read_text(errors="replace"))
+        print(f"commit agent: read {os.path.relpath(doc, cwd)}", flush=True)
+    title = title_of(text, documents)
     notes = cwd / "agent-notes" / f"{run_id}.md"
     notes.parent.mkdir(parents=True, exist_ok=True)
     notes.write_text(f"# {title}\n\nRun `{run_id}` read:\n\n"
-                     + "".join(f"- `{doc.relative_to(cwd)}`\n" for doc in documents))
+                     + "".join(f"- `{os.path.relpath(doc, cwd)}`\n" for doc in documents))
     print(f"commit agent: wrote {notes.relative_to(cwd)}", flush=True)
+    output_dir = os.environ.get("ORCHESTRATOR_OUTPUT_DIR")
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "outputs.json").write_text(json.dumps(
+            {"summary": f"Wrote agent-notes/{run_id}.md listing the {len(documents)} document(s) read."}))
     if git(cwd, "rev-parse", "--is-inside-work-tree").returncode != 0:
         print("commit agent: not a git checkout; nothing to commit", flush=True)
         return 0

@@ -237,4 +237,5 @@ def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "syste
     if run is None or run.get("phase") in TERMINAL_PHASES:
         return
     store.update_unended_run(run_id, TERMINAL_PHASES, phase="Cancelled", finished_at=time.time(),
-                             failure_reason=f"cancelled by {actor}", finish_sent="skipped: cancelled")
+                             failure_reason=f"cancelled by {actor}", finish_sent="skipped: cancelled",
+                             outcome="cancelled")

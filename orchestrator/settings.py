@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -190,6 +191,14 @@ def _parse_command(raw: str) -> tuple[str, ...]:
         return tuple(shlex.split(raw))
     except ValueError as exc:
         raise ValueError(f"cannot split the command: {exc}") from None
+def _parse_identity(raw: str) -> tuple[str, str]:
+    """`Name <email>` as (name, email)."""
+    match = re.fullmatch(r"\s*([^<>\n]+?)\s*<([^<>\s]+@[^<>\s]+)>\s*", raw)
+    if not match:
+        raise ValueError(f"expected Name <email>, got {raw!r}")
+    return match.group(1), match.group(2)
+
+
 def _parse_pipelines(raw: str) -> dict[str, Any]:
     return parse_pipelines(raw)
 
@@ -304,7 +313,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_LOCAL_AGENT_USER", "local_agent_user", _parse_str, "",
              "User the local runner runs agents as (the worker must run as root); the agent gets its checkout and its contract environment only. Empty: agents run as the worker's own user, which is no security boundary. `orchestrator up` run as root uses `orchestrator-agent` (created when missing) unless this is set."),
     Variable("ORCHESTRATOR_AGENT_SECRET", "agent_secret", _parse_str, "orchestrator-agent",
-             "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied)."),
+             "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied); `github-token` only with `ORCHESTRATOR_AGENT_GITHUB_TOKEN=true`."),
     Variable("ORCHESTRATOR_WORKSPACE_PVC", "workspace_pvc", _parse_str, "orchestrator-workspace",
              "PersistentVolumeClaim of the shared workspace; each Job mounts its service's directory only."),
     Variable("ORCHESTRATOR_JOB_TEMPLATE", "job_template", _parse_optional_path, "",
@@ -341,6 +350,18 @@ VARIABLES: tuple[Variable, ...] = (
              "The watcher's sweep deletes our finished Jobs older than this that Kubernetes did not remove."),
     Variable("ORCHESTRATOR_WATCHER_LEASE_SECONDS", "watcher_lease_seconds", _parse_float, "15",
              "Lease of the active `orchestrator watcher`; a standby takes over after this."),
+    Variable("ORCHESTRATOR_ALLOW_LOCAL_REPOS", "allow_local_repos", _parse_bool, "false",
+             "Let `repository.url` be a `file://` URL or an absolute path to a git repository on this machine (delivery pushes the branch back to it, no pull request). `orchestrator up` sets it."),
+    Variable("ORCHESTRATOR_PULL_REQUEST_DRAFT", "pull_request_draft", _parse_bool, "true",
+             "Open a task's pull request as a draft while its pipeline has stages left; it is marked ready after the last stage."),
+    Variable("ORCHESTRATOR_COMMIT_IDENTITY", "commit_identity", _parse_identity, "Orchestrator <orchestrator@localhost>",
+             "Author and committer (`Name <email>`) of the commit delivery makes of an agent's uncommitted changes."),
+    Variable("ORCHESTRATOR_DELIVERY_RETRIES", "delivery_retries", _non_negative_int, "5",
+             "Retries of a delivery (push, pull request) that failed for a transient reason, before the run fails."),
+    Variable("ORCHESTRATOR_DELIVERY_BACKOFF_SECONDS", "delivery_backoff_seconds", _parse_float, "10",
+             "Delay before the first delivery retry; doubled for each further one (with jitter)."),
+    Variable("ORCHESTRATOR_AGENT_GITHUB_TOKEN", "agent_github_token", _parse_bool, "false",
+             "Give agent Jobs `GITHUB_TOKEN` (the Secret's `github-token`, by `secretKeyRef`). Off: only delivery pushes and opens pull requests. Local agents never get it."),
     Variable("KUBECONFIG", "kubeconfig", _parse_optional_path, "",
              "Kubeconfig file for the Kubernetes runner; empty: in-cluster configuration."),
     Variable("GITHUB_TOKEN", "github_token", _parse_str, "",
@@ -454,6 +475,12 @@ class Settings:
     default_agent: str
     webhook_max_bytes: int
     anthropic_api_key: str
+    allow_local_repos: bool
+    pull_request_draft: bool
+    commit_identity: tuple[str, str]
+    delivery_retries: int
+    delivery_backoff_seconds: float
+    agent_github_token: bool
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -36,6 +36,7 @@ class Step(str, Enum):
     FINISH_RUN = "orchestrator.finish_run", "coordination"
     PREPARE_WORKSPACE = "orchestrator.prepare_workspace", "workspace"
     CLEANUP_WORKSPACE = "orchestrator.cleanup_workspace", "workspace"
+    DELIVER_RUN = "orchestrator.deliver_run", "workspace"
     LAUNCH_RUN = "orchestrator.launch_run", "deploy"
     CANCEL_RUN = "orchestrator.cancel_run", "deploy"
     # Not part of the pipeline: answers which worker and queue took it (liveness and routing checks).

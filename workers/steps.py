@@ -114,6 +114,21 @@ def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
     return {"action": result.action, "message": result.message}
 
 
+@step(Step.DELIVER_RUN, bind=True, max_retries=None)
+def deliver_run(self: Task, run_id: str) -> dict[str, Any]:
+    """Commit, push and open or update the pull request of a succeeded run, then finish it (orchestrator.delivery)."""
+    from orchestrator.delivery.step import deliver_run as deliver
+
+    # Transient failures come back as "retry" with a countdown; the bound lives in the plain code.
+    try:
+        result = deliver(get_settings(), get_store(), run_id, retries=self.request.retries or 0)
+    except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
+        raise self.retry(exc=exc, countdown=10, max_retries=30) from None
+    if result.action == "retry":
+        raise self.retry(countdown=result.countdown, max_retries=None)
+    return {"action": result.action, "message": result.message}
+
+
 @step(Step.CLEANUP_WORKSPACE)
 def cleanup_workspace(service: str | None = None, task_id: int | None = None) -> dict[str, Any]:
     """Sweep the task files of tasks that ended for good and record the workspace's disk use.

@@ -1,18 +1,66 @@
 """A tiny, real agent: `python -m orchestrator.agents.example`.
 
-It reads the task's CLAUDE.md (and the other markdown documents beside it)
-in its working directory, prints what it read, and writes
-$ORCHESTRATOR_OUTPUT_DIR/result.json. It needs no API key, so the whole
-system runs end to end on a laptop.
+It reads the task's CLAUDE.md in its working directory and the documents it
+links to (task.md, acceptance criteria...), and the previous stage's
+hand-off when ORCHESTRATOR_HANDOFF_FILE names one; prints what it read, and
+writes $ORCHESTRATOR_OUTPUT_DIR/result.json, outputs.json (`summary`) and
+handoff.md (which quotes the hand-off it received). It needs no API key, so
+the whole system runs end to end on a laptop. It changes nothing in the
+repository, so its runs end with the outcome `no_changes`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
+
+LINK = re.compile(r"^- \[[^\]]+\]\(([^)\s]+)\)")
+TASK_HEADING = re.compile(r"^#\s+Task\s+\d+:\s*(.+?)\s*$")
+
+
+def task_documents(cwd: Path, brief: str) -> list[Path]:
+    """The task's documents CLAUDE.md links to (relative to where the agent starts), that exist."""
+    found = []
+    for line in brief.splitlines():
+        match = LINK.match(line.strip())
+        if match and (cwd / match.group(1)).is_file():
+            found.append(cwd / match.group(1))
+    return found
+
+
+def task_title(brief: str, documents: list[Path]) -> str:
+    """The task's title: the heading of its task.md (`# Task 7: Add login`), else CLAUDE.md's first heading.
+
+    Never the `<!-- orchestrator ... -->` comment CLAUDE.md starts with.
+    """
+    for doc in documents:
+        if doc.name == "task.md":
+            for line in doc.read_text(errors="replace").splitlines():
+                match = TASK_HEADING.match(line)
+                if match:
+                    return match.group(1)
+    for line in brief.splitlines():
+        match = TASK_HEADING.match(line)
+        if match:
+            return match.group(1)
+        if line.startswith("# "):
+            return line[2:].strip()
+    return ""
+
+
+def read_handoff(cwd: Path) -> tuple[str, str]:
+    """(path, text) of the previous stage's hand-off: ORCHESTRATOR_HANDOFF_FILE, relative to the service directory."""
+    name = os.environ.get("ORCHESTRATOR_HANDOFF_FILE") or ""
+    if not name:
+        return "", ""
+    for base in (cwd, *cwd.parents):  # the agent may start in a working directory inside the service directory
+        if (base / name).is_file():
+            return name, (base / name).read_text(errors="replace")
+    return name, ""
 
 
 def main() -> int:
@@ -24,11 +72,13 @@ def main() -> int:
     if not brief.is_file():
         print("example agent: no CLAUDE.md here; nothing to do", file=sys.stderr, flush=True)
         return 2
-    documents = sorted(p.name for p in cwd.glob("*.md"))
     text = brief.read_text(errors="replace")
-    title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.strip()), "")
-    for name in documents:
-        print(f"example agent: read {name} ({(cwd / name).stat().st_size} bytes)", flush=True)
+    documents = task_documents(cwd, text)
+    title = task_title(text, documents)
+    print(f"example agent: read CLAUDE.md ({brief.stat().st_size} bytes)", flush=True)
+    for doc in documents:
+        print(f"example agent: read {doc.relative_to(cwd) if doc.is_relative_to(cwd) else doc} "
+              f"({doc.stat().st_size} bytes)", flush=True)
     output_dir = Path(os.environ.get("ORCHESTRATOR_OUTPUT_DIR") or cwd / ".orchestrator" / "runs" / (run_id or "run"))
     output_dir.mkdir(parents=True, exist_ok=True)
     result = {
@@ -36,21 +86,24 @@ def main() -> int:
         "agent": "example",
         "model": os.environ.get("ANTHROPIC_MODEL", ""),
         "title": title,
-        "documents": documents,
+        "documents": [doc.name for doc in documents],
         "summary": f"Read {len(documents)} document(s); the task is: {title}" if title else "Read the task.",
         "finished_at": time.time(),
     }
-    handoff = os.environ.get("ORCHESTRATOR_HANDOFF_FILE")
+    handoff, received = read_handoff(cwd)
     if handoff:
         # A pipeline stage: the previous agent's notes, relative to the service's directory.
-        print(f"example agent: received hand-off {handoff}", flush=True)
+        print(f"example agent: received hand-off {handoff} ({len(received)} characters)", flush=True)
         result["received_handoff"] = handoff
     if os.environ.get("ORCHESTRATOR_STAGE_PROMPT"):
         result["stage_prompt"] = os.environ["ORCHESTRATOR_STAGE_PROMPT"]
     _write(output_dir / "result.json", json.dumps(result, indent=2))
     # outputs.json and handoff.md are what coordination reads back when the run ends.
     _write(output_dir / "outputs.json", json.dumps({"summary": result["summary"]}))
-    _write(output_dir / "handoff.md", f"# Hand-off from run {run_id}\n\n{result['summary']}\n")
+    notes = f"# Hand-off from run {run_id}\n\n{result['summary']}\n"
+    if received.strip():
+        notes += "\n## Received from the previous stage\n\n" + received.strip() + "\n"
+    _write(output_dir / "handoff.md", notes)
     print(f"example agent: wrote {output_dir / 'result.json'}", flush=True)
     return 0
 

@@ -425,6 +425,8 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str,
         env["ORCHESTRATOR_WORKSPACE_ROOT"] = str(settings.data_dir / "workspaces")
     else:
         env["ORCHESTRATOR_WORKSPACE_ROOT"] = str(settings.workspace_root)
+    if settings.runner == "local":  # a laptop's repositories: file:// URLs or absolute paths (unless turned off)
+        env.setdefault("ORCHESTRATOR_ALLOW_LOCAL_REPOS", "true")
     env["GUNICORN_BIND"] = bind
     # A laptop needs two API processes, and Ctrl-C should not wait long for open log streams.
     env.setdefault("GUNICORN_WORKERS", "2")
@@ -641,6 +643,9 @@ def _banner(ctx: Context, *, api_url: str, flower_url: str, token: str, redis_ur
         ("API token", token),
         ("Redis", f"{_hide_password(redis_url)}  ({redis_how})"),
         ("runner", f"{env['ORCHESTRATOR_RUNNER']}; workspaces in {env['ORCHESTRATOR_WORKSPACE_ROOT']}"),
+        ("repos", "local repositories allowed (ORCHESTRATOR_ALLOW_LOCAL_REPOS=true): file:// URLs or absolute paths"
+         if env.get("ORCHESTRATOR_ALLOW_LOCAL_REPOS", "").lower() in ("1", "true", "yes", "on")
+         else "remote repositories only"),
         *((("agents", f"run as the user {boundary.user.name}: they cannot read the stack's secrets"),)
           if boundary and boundary.user else ()),
         ("watcher", "running" if watcher else "not available in this version"),

@@ -15,6 +15,8 @@ from orchestrator.coordination.admission import admission_score_of, admit_waitin
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
+from orchestrator.delivery.record import CANCELLED, FAILED, NO_CHANGES
+from orchestrator.delivery.step import needs_delivery
 from orchestrator.logs import bounded_excerpt, scrub
 from orchestrator import backoff
 from orchestrator.runners import get_runner
@@ -49,6 +51,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
     if task.get("current_run") != run_id or status not in ACTIVE:
         # Finished already (a redelivery), cancelled, or superseded by new
         # context: only make sure the run's capacity is free.
+        _record_end_outcome(store, run)
         if release_run(store, service, run_id):
             admit_waiting(store, settings)
         return "not-current"
@@ -60,8 +63,8 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
     secrets = settings.secret_values()
     outputs.update({key: scrub(value, secrets) if isinstance(value, str) else value for key, value
                     in read_outputs(settings.workspace_root / service, service, task_id, run_id).items()})
-    for key in ("branch", "commit"):  # what prepare_workspace recorded, unless the agent said otherwise
-        if run.get(key) and not outputs.get(key):
+    for key in ("branch", "commit", "pull_request_url"):  # what prepare_workspace recorded, unless the agent
+        if run.get(key) and (run.get("delivered_at") or not outputs.get(key)):  # said otherwise; delivery's wins
             outputs[key] = run[key]
     if not outputs.get("log_tail"):
         tail = _log_tail(settings, run_id)
@@ -69,6 +72,10 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
             outputs["log_tail"] = tail
     if outputs != (run.get("outputs") or {}):
         store.update_run(run_id, outputs=outputs)
+    if needs_delivery(task, run):
+        # The deliver step (commit, push, pull request) runs first and sends finish_run again.
+        send(Step.DELIVER_RUN, run_id)
+        return "delivering"
     stage = run.get("stage") or ""
     task_outputs = _merge_outputs(task.get("outputs") or {}, outputs, run, stage)
     now = time.time()
@@ -83,12 +90,17 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
             fields = {"outputs": task_outputs, "stage": ""}
             target = Status.SUCCEEDED
             reason = f"pipeline completed (run {run_id})" if stage else f"run {run_id} succeeded"
+        reason = _delivery_reason(reason, run, stage, bool((task.get("spec") or {}).get("repository")))
+        if not run.get("outcome"):
+            store.update_run(run_id, outcome=NO_CHANGES)  # no repository: nothing to deliver
     else:
         retryable = str(run.get("retryable", "")) in _TRUE
         retries = int(task.get("retries") or 0)
         why = run.get("failure_reason") or (
             f"agent exited with code {run['exit_code']}" if run.get("exit_code") not in (None, "") else "failed"
         )
+        if run.get("outcome") != FAILED:
+            store.update_run(run_id, outcome=FAILED)
         if retryable and retries < settings.max_retries:
             delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
@@ -120,6 +132,28 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         reevaluate_dependents(store, settings, service, task_id)
     admit_waiting(store, settings)
     return target.value
+
+
+def _record_end_outcome(store: TaskStore, run: Mapping[str, Any]) -> None:
+    """Give an ended run that is no longer its task's current one its outcome (failed or cancelled)."""
+    outcome = {"Failed": FAILED, "Cancelled": CANCELLED}.get(str(run.get("phase") or ""))
+    if outcome and not run.get("outcome"):
+        store.update_run(run["run_id"], outcome=outcome)
+
+
+def _delivery_reason(reason: str, run: Mapping[str, Any], stage: str, has_repository: bool) -> str:
+    """The status reason of a succeeded run, saying plainly what it delivered (or that it changed nothing)."""
+    run_id = run["run_id"]
+    if not has_repository:
+        return f"{reason}; no repository, nothing delivered"
+    if run.get("outcome") == NO_CHANGES:
+        what = f"stage {stage} (run {run_id})" if stage else f"run {run_id}"
+        return f"{what} finished with no changes" + (f"; {reason}" if stage else "")
+    branch, commits = run.get("branch") or "", run.get("commits") or "?"
+    delivered = f"{commits} commit(s) on {branch}" if branch else "changes"
+    if run.get("pull_request_url"):
+        delivered += f", pull request {run['pull_request_url']}"
+    return f"{reason}: {delivered}"
 
 
 LOG_TAIL_LINES = 20

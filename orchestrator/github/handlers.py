@@ -183,7 +183,7 @@ def find_task_for_pull_request(
     store: TaskStore, config: GitHubConfig, key: str | None, *, repo: str,
     head_ref: Any = None, head_repo: Any = None,
 ) -> tuple[str, int] | None:
-    """The task that opened this pull request: by link, by `task-<id>` branch, or by its outputs."""
+    """The task that opened this pull request: by link, by its branch (ORCHESTRATOR_BRANCH_TEMPLATE), or by its outputs."""
     if key is None:
         return None
     linked = store.task_for_pull_request(key)
@@ -194,7 +194,7 @@ def find_task_for_pull_request(
         return None
     # A branch named task-<id> counts only in the mapped repository itself: a
     # fork can name its branch anything.
-    branch_task = task_id_of_branch(head_ref)
+    branch_task = task_id_of_branch(head_ref, config.branch_template, service)
     if branch_task is not None and isinstance(head_repo, str) and head_repo.lower() == repo.lower():
         if store.get_task(service, branch_task):
             store.link_pull_request(key, service, branch_task)

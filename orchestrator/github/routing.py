@@ -9,6 +9,7 @@ handler when the queued event is processed.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from orchestrator.validation import service_name
 # Marks the status comments the reporter writes, so they never trigger anything.
 STATUS_MARKER = "<!-- orchestrator:status"
 
-_TASK_BRANCH = re.compile(r"^task-([0-9]{1,9})$")
+DEFAULT_BRANCH_TEMPLATE = "task-{task_id}"
 _PR_HTML = re.compile(r"^https?://[^/]+/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)/pull/([0-9]{1,9})/?$")
 _PR_API = re.compile(r"^https?://[^/]+/(?:api/v3/)?repos/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)/pulls/([0-9]{1,9})/?$")
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -35,6 +36,7 @@ class GitHubConfig:
     allowed_associations: frozenset[str] = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
     bot_login: str = ""
     default_agent: str = "claude"
+    branch_template: str = DEFAULT_BRANCH_TEMPLATE
     trusted_authors_only: bool = True
 
     @classmethod
@@ -47,6 +49,7 @@ class GitHubConfig:
             allowed_associations=frozenset(a.upper() for a in settings.github_allowed_associations),
             bot_login=settings.github_bot_login,
             default_agent=settings.default_agent,
+            branch_template=getattr(settings, "branch_template", DEFAULT_BRANCH_TEMPLATE),
             trusted_authors_only=settings.github_trusted_authors_only,
         )
 
@@ -116,9 +119,20 @@ def is_bot(user: Any, config: GitHubConfig) -> bool:
     return bool(config.bot_login) and login.lower() == config.bot_login.lower()
 
 
-def task_id_of_branch(ref: Any) -> int | None:
-    """The task id of a `task-<id>` branch, else None."""
-    match = _TASK_BRANCH.fullmatch(ref) if isinstance(ref, str) else None
+def task_id_of_branch(ref: Any, template: str = DEFAULT_BRANCH_TEMPLATE, service: str | None = None) -> int | None:
+    """The task id of a branch named by ORCHESTRATOR_BRANCH_TEMPLATE (`task-<id>` by default), else None."""
+    if not isinstance(ref, str):
+        return None
+    pattern = ""
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if name == "task_id":
+            pattern += "([0-9]{1,9})"
+        elif name == "service":
+            pattern += re.escape(service) if service else "[a-z0-9-]+"
+        elif name is not None:
+            return None
+    match = re.fullmatch(pattern, ref)
     return int(match.group(1)) if match else None
 
 

@@ -123,6 +123,8 @@ def container_env(request: RunRequest, settings: Settings, *, output_root: str) 
         contract["ANTHROPIC_MODEL"] = request.agent.model
     env.extend({"name": k, "value": v} for k, v in contract.items())
     for name, key in SECRET_KEYS.items():
+        if name == "GITHUB_TOKEN" and not settings.agent_github_token:
+            continue  # delivery pushes and opens pull requests; the agent gets the token only when configured
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": settings.agent_secret, "key": key,
                                                                   "optional": True}}})
     return env

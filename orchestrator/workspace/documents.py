@@ -171,6 +171,7 @@ def render_instructions(
     start_dir: str,
     branch: str | None,
     base_branch: str | None,
+    output_dir: str | None = None,
 ) -> str:
     """CLAUDE.md: what the agent works on and where each document is, relative to where it starts.
 
@@ -184,8 +185,10 @@ def render_instructions(
         f"You are working on task {task_id} of service `{service}` (context version {version}).",
     ]
     if branch:
-        out.append(f"Work on the git branch `{branch}` (created from `{base_branch}`) and commit your work there; "
-                   "do not switch to another branch and do not push to the base branch.")
+        out.append(f"Work on the git branch `{branch}` (created from `{base_branch}`), which is checked out: "
+                   "commit your work on it as you go. Do not switch branches, do not push and do not open a pull "
+                   "request: when you finish, the orchestrator commits anything you left uncommitted, pushes the "
+                   "branch and opens (or updates) the task's pull request.")
     where = f"`{start_dir}` (inside the service directory)" if start_dir else "the service directory"
     out += [
         "",
@@ -203,15 +206,48 @@ def render_instructions(
         for doc, rel in items:
             out.append(f"- [{doc.filename}]({rel}) (`{rel}`)")
         out.append("")
+    out += _contract(output_dir)
     out += [
         "## Notes",
         "",
         "- Read every document above before you change anything; later context versions take precedence.",
         "- This file, `.claude/settings.local.json` and the `.task/` directory are written by the orchestrator "
-        "before every run; they are not part of the repository, so do not commit or edit them.",
+        "before every run; they are not part of the repository, so do not commit or edit them (your output "
+        "directory under `.task/` is yours to write).",
         "",
     ]
     return "\n".join(out)
+
+
+# The keys of outputs.json the orchestrator reads (all strings; anything else is ignored).
+OUTPUTS_SCHEMA: tuple[tuple[str, str], ...] = (
+    ("summary", "what you did and why, in a few sentences; it goes into the pull request description"),
+    ("branch", "only if you worked on another branch than the one checked out (you should not)"),
+    ("commit", "the commit you consider final, if not the branch's head"),
+    ("pull_request_url", "only if you opened a pull request yourself (you should not)"),
+)
+
+
+def _contract(output_dir: str | None) -> list[str]:
+    """The 'When you are done' section: where the agent's summary and hand-off go."""
+    where = f"`{output_dir}`" if output_dir else "the directory in `$ORCHESTRATOR_OUTPUT_DIR`"
+    out = [
+        "## When you are done",
+        "",
+        f"Write your results to {where} (also in the environment as `ORCHESTRATOR_OUTPUT_DIR`; "
+        "create it if it is missing):",
+        "",
+        "- `outputs.json`: a JSON object with these string keys (all optional):",
+    ]
+    out += [f"  - `{key}`: {meaning}" for key, meaning in OUTPUTS_SCHEMA]
+    out += [
+        "- `handoff.md`: notes for whoever works on the task next (the next pipeline stage reads them).",
+        "",
+        "If `ORCHESTRATOR_HANDOFF_FILE` is set, it names the previous stage's `handoff.md` (relative to the "
+        "service directory): read it first.",
+        "",
+    ]
+    return out
 
 
 def render_agent_settings(allowed_tools: Sequence[str]) -> str:

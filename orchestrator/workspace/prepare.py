@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import validation
+from orchestrator.coordination.outputs import run_output_dir
+from orchestrator.delivery.local import check_repository_url, git_for
 from orchestrator.settings import Settings
 from orchestrator.store import TaskNotFound, TaskStore
 from orchestrator.workspace import documents as docs
@@ -38,6 +40,9 @@ from orchestrator.workspace.layout import (
 )
 
 log = logging.getLogger("orchestrator.workspace.prepare")
+
+# .task/<id>/runs/<run id>/: each run's outputs (ORCHESTRATOR_OUTPUT_DIR), kept for the runs after it.
+RUNS_DIR = "runs"
 
 # Files we write at the service root that a repository might also track.
 LOCAL_FILES: tuple[str, ...] = (INSTRUCTIONS_FILE, f"{AGENT_SETTINGS_DIR}/{AGENT_SETTINGS_FILE}")
@@ -101,7 +106,7 @@ def _repository(spec: dict[str, Any]) -> tuple[str, str] | None:
 def _check_url(settings: Settings, url: str) -> None:
     """Validate the URL again (defence in depth): https or git@ form, no credentials, an allowed host."""
     try:
-        validation.git_url(url, tuple(settings.allowed_git_hosts))
+        check_repository_url(url, settings)  # or a local repository, when ORCHESTRATOR_ALLOW_LOCAL_REPOS
     except ValueError as exc:
         raise PreparationError(str(exc)) from None
 
@@ -141,7 +146,8 @@ def _write_documents(layout: ServiceLayout, task_id: int, version: int,
             remove_path(entry)
     current = version_dir_name(version)
     for entry in task_dir.iterdir():
-        if entry.name != current:
+        # runs/ holds every earlier run's outputs and hand-off, which later stages read.
+        if entry.name not in (current, RUNS_DIR):
             remove_path(entry)  # an older (or abandoned newer) version would mislead the agent
     return version_dir
 
@@ -215,8 +221,8 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         url, base_branch = repository
         _check_url(settings, url)
         branch = branch_name(settings, service, task_id)
-        git = Git(layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
-                  secrets=tuple(settings.secret_values()))
+        git = git_for(url, layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
+                      secrets=tuple(settings.secret_values()))
         if layout.git_dir.exists() or layout.git_dir.is_symlink():
             # A `.git` file or link would send git to a repository outside the workspace.
             if not layout.git_dir.is_dir() or layout.git_dir.is_symlink():
@@ -250,6 +256,7 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         links, service=service, task_id=task_id, version=version,
         title=str(spec.get("title") or f"Task {task_id}"), run_id=run_id,
         start_dir=working_directory, branch=branch, base_branch=base_branch,
+        output_dir=relative_link(layout.path / run_output_dir(service, task_id, run_id), working_dir),
     )
     ensure_dir(layout, layout.path / AGENT_SETTINGS_DIR)
     _write_local_file(layout, git, INSTRUCTIONS_FILE, instructions, keep_tracked=True, written=written)

@@ -237,7 +237,7 @@ def test_three_stage_pipeline_passes_the_handoff(store: TaskStore, drive: Driver
     drive.run()
     task = store.require_task(SERVICE, 1)
     assert task["status"] == "Succeeded", task["status_reason"]
-    assert task["status_reason"] == "pipeline completed (run web-1-v1-fix-a1)"
+    assert task["status_reason"] == "pipeline completed (run web-1-v1-fix-a1); no repository, nothing delivered"
     runs = store.list_runs(SERVICE, 1)
     assert [(r["stage"], r["agent"]) for r in runs] == [
         ("implement", "claude"), ("review", "reviewer"), ("fix", "claude")]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from orchestrator.workspace.documents import Document, render_instructions, render_task
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -38,9 +40,14 @@ def test_make_repo_is_deterministic_and_refuses_a_used_directory(tmp_path: Path)
 def test_commit_agent_commits_its_change_on_the_branch(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     git(repo, "checkout", "-q", "-b", "task-1")
-    (repo / "CLAUDE.md").write_text("# Add a greeting module\n\nRead .task/1/v1/task.md\n")
+    # CLAUDE.md as preparation writes it: an `<!-- orchestrator ... -->` line first, then links to the documents.
+    task_md = render_task({"title": "Add a greeting module"}, service="demo", task_id=1, version=1)
     (repo / ".task" / "1" / "v1").mkdir(parents=True)
-    (repo / ".task" / "1" / "v1" / "task.md").write_text("# Task 1\n")
+    (repo / ".task" / "1" / "v1" / "task.md").write_text(task_md)
+    (repo / "CLAUDE.md").write_text(render_instructions(
+        [(Document("task.md", task_md, "taskmaster"), ".task/1/v1/task.md")], service="demo", task_id=1, version=1,
+        title="Add a greeting module", run_id="demo-1-v1-a1", start_dir="", branch="task-1", base_branch="main"))
+    (repo / ".git" / "info" / "exclude").write_text("/.task/\n/CLAUDE.md\n")
     result = agent(repo)
     assert result.returncode == 0, result.stderr
     assert "commit agent: read .task/1/v1/task.md" in result.stdout

@@ -95,7 +95,17 @@ def test_secrets_are_only_secret_key_refs_never_values() -> None:
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ANTHROPIC_API_KEY"] == {"name": "ANTHROPIC_API_KEY", "valueFrom": {"secretKeyRef": {
         "name": "agent-keys", "key": "anthropic-api-key", "optional": True}}}
-    assert env["GITHUB_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "github-token"
+    assert "GITHUB_TOKEN" not in env  # delivery pushes; agents get the token only when configured
+
+
+def test_agent_github_token_is_referenced_only_when_configured() -> None:
+    cfg = settings(GITHUB_TOKEN="ghp_secret", ORCHESTRATOR_AGENT_SECRET="agent-keys",
+                   ORCHESTRATOR_AGENT_GITHUB_TOKEN="true")
+    job = jobs.build_job(request(), cfg)
+    assert "ghp_secret" not in json.dumps(job)
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GITHUB_TOKEN"] == {"name": "GITHUB_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "agent-keys", "key": "github-token", "optional": True}}}
 
 
 @pytest.mark.parametrize("name", ["ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ORCHESTRATOR_RUN_ID", "HOME"])

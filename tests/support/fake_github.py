@@ -1,4 +1,8 @@
-"""A local fake of GitHub's REST API (issue comments), served over real HTTP from a thread."""
+"""A local fake of GitHub's REST API (issue comments, pull requests), served over real HTTP from a thread.
+
+Every request is recorded. Pull requests: list (`?head=owner:branch&state=`),
+create, get and edit, plus the GraphQL mutation that marks a draft ready.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 _CREATE = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$")
 _EDIT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)$")
+_PULLS = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls$")
+_PULL = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$")
 
 
 @dataclass
@@ -28,6 +35,7 @@ class FakeGitHub:
 
     requests: list[Recorded] = field(default_factory=list)
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (owner/repo, number) -> pull
     _script: deque = field(default_factory=deque)
     _next_id: int = 1000
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,4 +104,59 @@ class FakeGitHub:
                     return 404, {}, {"message": "Not Found"}
                 comment["body"] = body["body"]
                 return 200, {}, comment
-            return 404, {}, {"message": "Not Found"}
+            return self._pull_requests(method, path, body)
+
+    def pull_requests(self, repo: str | None = None) -> list[dict[str, Any]]:
+        """Every pull request created, oldest first (of one `owner/repo` when given)."""
+        return [pull for (name, _), pull in sorted(self.pulls.items(), key=lambda item: item[1]["number"])
+                if repo is None or name == repo.lower()]
+
+    def requests_to(self, method: str, fragment: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and fragment in r.path]
+
+    def _pull_requests(self, method: str, full_path: str, body: Any) -> tuple[int, dict, Any]:
+        parts = urlsplit(full_path)
+        path, query = parts.path, parse_qs(parts.query)
+        if method == "POST" and path == "/graphql":
+            node = (body or {}).get("variables", {}).get("id")
+            for pull in self.pulls.values():
+                if pull["node_id"] == node and "markPullRequestReadyForReview" in body.get("query", ""):
+                    pull["draft"] = False
+                    return 200, {}, {"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": False}}}}
+            return 200, {}, {"errors": [{"message": "not found"}]}
+        listed = _PULLS.match(path)
+        if listed:
+            repo = f"{listed.group(1)}/{listed.group(2)}".lower()
+            if method == "GET":
+                head = (query.get("head") or [""])[0]
+                state = (query.get("state") or ["open"])[0]
+                found = [p for p in self.pull_requests(repo)
+                         if (not head or f"{p['owner']}:{p['head']['ref']}" == head)
+                         and (state == "all" or p["state"] == state)]
+                return 200, {}, found
+            if method == "POST":
+                for p in self.pull_requests(repo):
+                    if p["head"]["ref"] == body["head"] and p["state"] == "open":
+                        return 422, {}, {"message": "Validation Failed",
+                                         "errors": [{"message": f"A pull request already exists for {body['head']}."}]}
+                self._next_id += 1
+                number = len(self.pull_requests(repo)) + 1
+                pull = {"number": number, "id": self._next_id, "node_id": f"PR_{self._next_id}",
+                        "html_url": f"https://github.com/{listed.group(1)}/{listed.group(2)}/pull/{number}",
+                        "url": f"{self.url}/repos/{listed.group(1)}/{listed.group(2)}/pulls/{number}",
+                        "state": "open", "draft": bool(body.get("draft")), "title": body["title"],
+                        "body": body.get("body") or "", "head": {"ref": body["head"]}, "base": {"ref": body["base"]},
+                        "owner": listed.group(1)}
+                self.pulls[(repo, number)] = pull
+                return 201, {}, pull
+        one = _PULL.match(path)
+        if one:
+            pull = self.pulls.get((f"{one.group(1)}/{one.group(2)}".lower(), int(one.group(3))))
+            if pull is None:
+                return 404, {}, {"message": "Not Found"}
+            if method == "PATCH":
+                for key in ("title", "body", "state", "base"):
+                    if key in body:
+                        pull[key] = body[key] if key != "base" else {"ref": body[key]}
+            return 200, {}, pull
+        return 404, {}, {"message": "Not Found"}

@@ -1,0 +1,234 @@
+"""The `deliver_run` step as plain code: after a run's agent succeeded, deliver its work, then finish it.
+
+Order, for the current run of an active task whose agent succeeded and whose
+task has a repository (coordination's `finish` sends this step instead of
+recording the end itself):
+
+1. take (or re-take) the service's workspace lease for the run;
+2. commit what the agent left uncommitted on the task's branch (the task's
+   title as subject, a `Co-authored-by` trailer for the agent, the identity
+   of ORCHESTRATOR_COMMIT_IDENTITY);
+3. with commits beyond the base: push the branch (skipped when the remote has
+   that commit already), then open or update the task's pull request (or, for
+   a local repository, nothing more);
+4. record the branch, base, head commit, commit count, diffstat, pull request
+   and outcome (`changes` or `no_changes`) on the run and send `finish_run`,
+   which now records the task's end.
+
+Every part may be repeated: a redelivered step commits nothing twice, pushes
+nothing new and finds the pull request it opened. A transient failure (the
+remote or GitHub unreachable, a push refused by a hook) is retried with
+backoff up to ORCHESTRATOR_DELIVERY_RETRIES times; then, or at once for a
+permanent failure, the run is recorded Failed ("delivery failed: ...") and
+`finish_run` fails the task. Commits stay on the branch either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import dispatch
+from orchestrator.coordination.outputs import read_outputs
+from orchestrator.coordination.stages import stages_of
+from orchestrator.delivery import branch as branches
+from orchestrator.delivery import pulls
+from orchestrator.delivery.local import git_for, is_local_url
+from orchestrator.delivery.record import CHANGES, FAILED, NO_CHANGES
+from orchestrator.github.client import GitHubClient, GitHubError
+from orchestrator.github.reporter import github_origin
+from orchestrator.github.routing import pull_request_key
+from orchestrator.settings import Settings
+from orchestrator.states import ACTIVE, Status
+from orchestrator.steps import Step
+from orchestrator.store import StoreError, TaskStore
+from orchestrator.workspace import lease as leases
+from orchestrator.workspace.git import GitError, scrub
+from orchestrator.workspace.layout import PathEscape, service_layout
+from orchestrator.workspace.prepare import branch_name
+
+log = logging.getLogger("orchestrator.delivery")
+
+STEP = "delivery"
+BACKOFF_CAP = 300.0
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What the step should do: `action` is delivered, failed, retry or skipped."""
+
+    action: str
+    message: str = ""
+    countdown: float | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def needs_delivery(task: Mapping[str, Any] | None, run: Mapping[str, Any]) -> bool:
+    """True for a succeeded run of a task with a repository that was not delivered yet."""
+    spec = (task or {}).get("spec") or {}
+    return bool(spec.get("repository")) and run.get("phase") == "Succeeded" and not run.get("outcome")
+
+
+def backoff(settings: Settings, retries: int) -> float:
+    delay = min(BACKOFF_CAP, settings.delivery_backoff_seconds * (2 ** retries))
+    return delay * random.uniform(0.8, 1.2)
+
+
+def _send_finish(run_id: str) -> None:
+    try:
+        dispatch.send(Step.FINISH_RUN, run_id)
+    except dispatch.QueueUnavailable:
+        # The run's end is recorded (phase and outcome): the reconcile loop re-sends its finish.
+        log.warning("could not queue finish_run for %s after delivery; the reconcile loop will", run_id)
+
+
+def stages_left(settings: Settings, task: Mapping[str, Any], stage: str) -> list[str]:
+    names = [s.name for s in stages_of(settings, task)]
+    return names[names.index(stage) + 1:] if stage and stage in names else []
+
+
+def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0,
+                client: Any = None) -> DeliveryResult:
+    """Do the deliver step for `run_id`; `retries` is how often it was retried already."""
+    run, task, _ = store.get_run_with_task(run_id)
+    if run is None:
+        return DeliveryResult("skipped", f"no run {run_id}")
+    service, task_id = run["service"], int(run["task_id"])
+    if task is None or task.get("current_run") != run_id or Status(task["status"]) not in ACTIVE:
+        return DeliveryResult("skipped", "the run is no longer its task's current run")
+    if run.get("phase") != "Succeeded":
+        _send_finish(run_id)  # finish records a failed run itself
+        return DeliveryResult("skipped", f"the run is {run.get('phase')}")
+    if run.get("outcome"):
+        _send_finish(run_id)  # delivered before a crash (or a redelivery): finish it again, idempotently
+        return DeliveryResult("delivered", f"already delivered ({run['outcome']})")
+
+    spec: dict[str, Any] = task.get("spec") or {}
+    repository = spec.get("repository") or {}
+    url = str(repository.get("url") or "")
+    base = str(repository.get("branch") or "main")
+    stage = run.get("stage") or ""
+    try:
+        lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds)
+    except leases.LeaseBusy as busy:
+        return _retry_or_fail(settings, store, run, retries, f"workspace busy: {busy}", transient=True)
+    known: dict[str, Any] = {}  # what is known of the branch when a later part fails
+    try:
+        fields = _deliver(settings, store, run, task, url=url, base=base, stage=stage, client=client, known=known)
+        leases.check(store, lease)
+    except branches.DeliveryError as exc:
+        return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient, known=known)
+    except GitError as exc:
+        return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient, known=known)
+    except GitHubError as exc:
+        return _retry_or_fail(settings, store, run, retries, f"pull request: {exc}", transient=exc.transient,
+                              known=known)
+    except leases.LeaseLost as exc:
+        return _retry_or_fail(settings, store, run, retries, str(exc), transient=True, known=known)
+    except (PathEscape, ValueError) as exc:
+        return _retry_or_fail(settings, store, run, retries, str(exc), transient=False, known=known)
+    except OSError as exc:
+        return _retry_or_fail(settings, store, run, retries, f"workspace I/O error: {exc}", transient=True,
+                              known=known)
+
+    fields["delivered_at"] = time.time()
+    store.update_run(run_id, **fields)
+    if fields.get("pull_request_url"):
+        key = pull_request_key(fields["pull_request_url"])
+        if key:
+            store.link_pull_request(key, service, task_id)  # webhooks about it find the task at once
+    _send_finish(run_id)
+    what = (f"{fields['commits']} commit(s) on {fields['branch']}" if fields["outcome"] == CHANGES
+            else "no changes")
+    log.info("run %s delivered: %s%s", run_id, what,
+             f", pull request {fields['pull_request_url']}" if fields.get("pull_request_url") else "")
+    return DeliveryResult("delivered", what, fields=fields)
+
+
+def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task: Mapping[str, Any], *,
+             url: str, base: str, stage: str, client: Any, known: dict[str, Any]) -> dict[str, Any]:
+    """Commit, measure, push, open or update the pull request; the run fields to record."""
+    service, task_id, run_id = run["service"], int(run["task_id"]), run["run_id"]
+    spec: dict[str, Any] = task.get("spec") or {}
+    layout = service_layout(settings.workspace_root, service)
+    if not layout.git_dir.is_dir() or layout.git_dir.is_symlink():
+        raise branches.DeliveryError("the workspace holds no git checkout to deliver")
+    layout.check(layout.git_dir, what=".git")
+    # The branch preparation checked out (recorded on the run); the template's, for a run recorded before that.
+    branch = str(run.get("branch") or "") or branch_name(settings, service, task_id)
+    git = git_for(url, layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
+                  secrets=tuple(settings.secret_values()))
+    branches.prepare_checkout(git, branch, url)
+    agent = str(run.get("agent") or spec.get("agent_name") or task.get("agent") or "agent")
+    committed = branches.commit_leftovers(git, title=pulls.title_of(spec, task_id), agent=agent,
+                                          identity=settings.commit_identity, task_ref=f"{service}/{task_id}")
+    state = branches.branch_state(git, branch=branch, base=base, committed=committed)
+    fields = branches.as_fields(state)
+    known.update(fields)
+    outputs = dict(run.get("outputs") or {})
+    outputs.update(branch=state.branch, commit=state.commit)
+    if not state.commits:
+        fields.update(outcome=NO_CHANGES, outputs=outputs)
+        return fields
+    branches.push(git, branch, state.commit)
+    fields["outcome"] = CHANGES
+    if is_local_url(url):
+        fields["outputs"] = outputs
+        return fields  # a local repository: the branch is pushed back to it; no pull request
+    owner_repo = pulls.repository_of(url)
+    if owner_repo is None or not settings.github_token:
+        why = "no GITHUB_TOKEN" if owner_repo else "not a GitHub repository URL"
+        log.info("run %s: branch %s pushed; no pull request (%s)", run_id, branch, why)
+        fields["outputs"] = outputs
+        return fields
+    owner, repo = owner_repo
+    agent_outputs = read_outputs(settings.workspace_root / service, service, task_id, run_id)
+    left = stages_left(settings, task, stage)
+    origin = github_origin(task)
+    issue = None
+    if origin and "issue" in ((task.get("origin") or {}).get("github") or {}) \
+            and origin[0].lower() == f"{owner}/{repo}".lower():
+        issue = origin[1]
+    body = pulls.render_body(spec, service=service, task_id=task_id,
+                             agent_summary=str(agent_outputs.get("summary") or outputs.get("summary") or ""),
+                             closes=issue, run_id=run_id, stages_left=left)
+    github = client or GitHubClient.from_settings(settings)
+    pull = pulls.open_or_update(github, owner=owner, repo=repo, branch=branch, base=base,
+                                title=pulls.title_of(spec, task_id), body=body,
+                                draft=settings.pull_request_draft and bool(left))
+    outputs["pull_request_url"] = pull.url
+    fields.update(pull_request_url=pull.url, pull_request_number=pull.number, outputs=outputs)
+    return fields
+
+
+def _retry_or_fail(settings: Settings, store: TaskStore, run: Mapping[str, Any], retries: int, message: str,
+                   *, transient: bool, known: Mapping[str, Any] | None = None) -> DeliveryResult:
+    message = scrub(message, settings.secret_values())[:1500]
+    run_id = run["run_id"]
+    # Counted on the run too: a message sent again (the re-drive, a redelivery) does not restart the count.
+    retries = max(retries, int(run.get("delivery_failures") or 0))
+    if transient and retries < settings.delivery_retries:
+        # Never longer than the re-drive's patience, and the task is touched: a step waiting to retry is
+        # not taken for a lost one (which would send a second deliver_run).
+        countdown = min(backoff(settings, retries), settings.stuck_after_seconds / 2)
+        store.update_run(run_id, delivery_failures=retries + 1, delivery_error=message)
+        try:
+            store.update_task(run["service"], int(run["task_id"]))
+        except StoreError:
+            pass
+        log.info("run %s: delivery failed (%s); retry %d of %d in %.0fs", run_id, message, retries + 1,
+                 settings.delivery_retries, countdown)
+        return DeliveryResult("retry", message, countdown=countdown)
+    reason = f"delivery failed: {message}"
+    gave_up = f" (after {retries} retries)" if retries else ""
+    # Recorded as the run's end: finish_run fails the task with this reason (never retried as a platform fault).
+    # The branch as delivery left it (its commits stay there), with the failure.
+    store.update_run(run_id, **dict(known or {}), phase="Failed", failure_reason=reason + gave_up, retryable="0",
+                     outcome=FAILED, delivered_at=time.time())
+    log.warning("run %s: %s%s", run_id, reason, gave_up)
+    _send_finish(run_id)
+    return DeliveryResult("failed", reason + gave_up)

@@ -1,0 +1,71 @@
+"""Fixtures for delivery tests: the token-protected git remote of the workspace tests, a GitHub emulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import dispatch
+from orchestrator.settings import Settings
+from orchestrator.states import Status
+from orchestrator.store import TaskStore
+from orchestrator.workspace.step import prepare_for_run
+from tests.support.fake_github import FakeGitHub
+from tests.workspace.conftest import REPO_URL, TOKEN, git_server, remote, start_run, task_spec  # noqa: F401
+
+__all__ = ["REPO_URL", "TOKEN", "git_server", "remote", "start_run", "task_spec"]
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    fake = FakeGitHub().start()
+    yield fake
+    fake.stop()
+
+
+class Recorder:
+    """A dispatcher that records every step instead of queueing it (the write it goes with is applied first)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def send(self, step: str, *args: Any, write: Any = None, countdown: float | None = None,
+             argsrepr: str | None = None) -> Any:
+        written = write.apply(None) if write is not None else None
+        if write is None or written:
+            self.calls.append((step, args))
+        return written
+
+
+@pytest.fixture
+def sent() -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
+    """Every step sent, instead of queueing it."""
+    recorder = Recorder()
+    previous = dispatch.install(recorder)
+    yield recorder.calls
+    dispatch.install(previous)
+
+
+@pytest.fixture
+def dl_settings(settings: Settings, tmp_path: Path, github: FakeGitHub) -> Settings:
+    return settings.replace(github_token=TOKEN, workspace_root=tmp_path / "ws", git_timeout_seconds=30,
+                            github_api_url=github.url, delivery_backoff_seconds=0.01, delivery_retries=2)
+
+
+def prepare_and_run(store: TaskStore, settings: Settings, spec: dict[str, Any], **kwargs: Any) -> str:
+    """The task prepared by the real preparation step and its agent running; returns the run id."""
+    run_id = start_run(store, spec, **kwargs)
+    result = prepare_for_run(settings, store, run_id)
+    assert result.action == "launched", result.message
+    store.transition(spec["service_name"], int(spec["id"]), Status.RUNNING, reason="agent started", actor="test")
+    return run_id
+
+
+def agent_ended(store: TaskStore, run_id: str, *, phase: str = "Succeeded") -> None:
+    """What the watcher records when the agent exits."""
+    store.update_run(run_id, phase=phase, exit_code=0 if phase == "Succeeded" else 1, finished_at=time.time(),
+                     retryable="0")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SCREENSHOTS = os.environ.get("ORCHESTRATOR_TEST_SCREENSHOTS", "")
 TOKEN = "browser-token"
 # Task ids from 100 up run for two minutes; the others print a few lines and end.
+# Every run leaves a file in its checkout, so a task with a repository is delivered with changes.
 AGENT = ("sh -c 'echo \"agent starts on task $ORCHESTRATOR_TASK_ID\"; n=3; "
+         "echo hello > \"greeting-$ORCHESTRATOR_TASK_ID.txt\"; "
          "if [ \"$ORCHESTRATOR_TASK_ID\" -ge 100 ]; then n=240; fi; i=1; "
          "while [ $i -le $n ]; do echo \"step $i of $n\"; i=$((i+1)); sleep 0.5; done; echo finished'")
 ENDED = re.compile(r"^(Succeeded|Failed)$")
@@ -43,8 +46,10 @@ pytestmark = [
 ]
 
 
-def task(task_id: int, service: str = "demo", dependencies: list[int] | None = None, title: str = "") -> dict:
+def task(task_id: int, service: str = "demo", dependencies: list[int] | None = None, title: str = "",
+         repository: Path | None = None) -> dict:
     return {
+        **({"repository": {"url": str(repository), "branch": "main"}} if repository else {}),
         "id": task_id, "title": title or f"Task {task_id}", "description": "Say **hello**", "priority": "medium",
         "dependencies": dependencies or [], "service_name": service, "agent_name": "claude",
         "markdown_files": [{"filename": "task.md", "content": f"# Task {task_id}\n\n- greet\n- exit",
@@ -53,8 +58,22 @@ def task(task_id: int, service: str = "demo", dependencies: list[int] | None = N
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def local_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository on disk that the demo tasks deliver to (ORCHESTRATOR_ALLOW_LOCAL_REPOS)."""
+    repo = tmp_path_factory.mktemp("repos") / "demo"
+    repo.mkdir()
+    for args in (["init", "--quiet", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.name=t", "-c", "user.email=t@example.test", "commit", "--quiet", "-m", "first"]):
+        if args[0] == "add":
+            (repo / "README.md").write_text("# demo\n")
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, local_repo: Path) -> Iterator[Stack]:
     env = {"ORCHESTRATOR_RECONCILE_SECONDS": "1", "ORCHESTRATOR_SESSION_SECRET": "browser-test-session-secret",
+           "ORCHESTRATOR_ALLOW_LOCAL_REPOS": "true",
            "ORCHESTRATOR_LOCAL_AGENT_COMMAND": AGENT, "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8"}
     running = Stack(tmp_path_factory.mktemp("console"), token=TOKEN, env=env)
     try:
@@ -107,15 +126,15 @@ def submit(stack: Stack, body: dict) -> None:
     assert status == 202, answer
 
 
-def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack, shots: Path) -> None:
+def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack, shots: Path, local_repo: Path) -> None:
     sign_in(page, "wrong-token")
     expect(page.get_by_role("alert")).to_contain_text("not accepted")
     page.get_by_label("API token").fill(TOKEN)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
 
-    submit(stack, task(1))
-    submit(stack, task(3, dependencies=[2], title="Announce the greeting"))
+    submit(stack, task(1, repository=local_repo))
+    submit(stack, task(3, dependencies=[2], title="Announce the greeting", repository=local_repo))
     page.get_by_role("link", name="Submit").click()
     form = page.locator("form.submit")
     form.get_by_label("Service").fill("demo")
@@ -132,6 +151,7 @@ def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack, shot
     form.get_by_label("Title").fill("Greet <b>everyone</b>")
     form.get_by_label("Dependencies").fill("1")
     form.get_by_label("Description").fill("Print a *friendly* greeting.")
+    form.get_by_label("Repository URL").fill(str(local_repo))
     form.get_by_label("Task document").fill("# Greeting\n\nSay hello to `everyone`.\n\n<script>alert(1)</script>")
     page.get_by_role("button", name="Submit task").click()
     expect(page).to_have_url(re.compile(r"/tasks/demo/2$"))
@@ -146,6 +166,11 @@ def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack, shot
     assert page.evaluate("window.__notReloaded") is True
     expect(page.locator("#log")).to_contain_text("finished", timeout=30_000)
     expect(page.locator("table.runs tbody tr")).to_have_count(1)
+    # What delivery recorded: the outcome, the task's branch, its commit and what changed.
+    run_row = page.locator("table.runs tbody tr").first
+    expect(run_row).to_contain_text("changes", timeout=30_000)
+    expect(run_row).to_contain_text("task-2")
+    expect(run_row).to_contain_text("+1")
     expect(page.locator("svg.graph .node")).to_have_count(3)
     page.screenshot(path=str(shots / "console-task.png"), full_page=True)
 
@@ -153,6 +178,7 @@ def test_sign_in_submit_and_watch_a_task_end_live(page: Page, stack: Stack, shot
     page.get_by_role("link", name="Tasks", exact=True).click()
     expect(page.locator("tr[data-task]")).to_have_count(3)
     expect(page.locator('tr[data-task="demo/2"] td').first).to_have_text("demo/2")
+    expect(page.locator('tr[data-task="demo/2"]')).to_contain_text("changes")  # the latest run's outcome
     page.screenshot(path=str(shots / "console-tasks.png"), full_page=True)
 
 

@@ -36,7 +36,7 @@ class Resources:
     def runner(self) -> Any:
         """The runner that holds run logs (a Kubernetes or local runner), built on first use."""
         if self._runner is None:
-            from orchestrator.runners import get_runner  # type: ignore[attr-defined]
+            from orchestrator.runners import get_runner
 
             self._runner = get_runner(self.settings)
         return self._runner

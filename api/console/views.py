@@ -33,8 +33,7 @@ from api.console.graph import layout
 from api.console.markdown import render_markdown
 from api.errors import ApiError
 from orchestrator import operations
-from orchestrator.cli import taskmaster
-from orchestrator.cli.errors import UsageError
+from orchestrator import taskmaster
 from orchestrator.logs import scrub_lines
 from orchestrator.runners.errors import RunnerError
 from orchestrator.states import CANCELLABLE_FROM, RETRYABLE_FROM, Status
@@ -393,7 +392,7 @@ def submit_taskmaster() -> Any:
         return render_template("console/submit.html", form={"priority": "medium"}, errors={},
                                tm_errors={"tasks_file": [message]}, tm_form=form,
                                priorities=PRIORITIES), 400
-    except UsageError as exc:
+    except taskmaster.TaskFileError as exc:
         return render_template("console/submit.html", form={"priority": "medium"}, errors={},
                                tm_errors={"tasks_file": [str(exc)]}, tm_form=form,
                                priorities=PRIORITIES), 400
@@ -402,7 +401,7 @@ def submit_taskmaster() -> Any:
         return _taskmaster_page(form, raw, tasks, {}, 200)
     try:
         task = taskmaster.find_task(tasks, int(picked), source="the uploaded file")
-    except (ValueError, UsageError) as exc:
+    except (ValueError, taskmaster.TaskFileError) as exc:
         return _taskmaster_page(form, raw, tasks, {"task_id": [str(exc)]}, 400)
     repository = None
     if form["repository_url"]:

@@ -73,7 +73,7 @@ def build_spec(settings: Any) -> dict[str, Any]:
     ]:
         spec.components.schema(name, schema=schema)
 
-    secured = [{"bearer": []}]
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
     spec.path(path="/api/v1/pm/tasks", operations={
         "post": {
             "operationId": "submitTask", "summary": "Submit a task", "security": secured,
@@ -127,7 +127,7 @@ def build_spec(settings: Any) -> dict[str, Any]:
                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
                               **COMMON, "404": _error("no such task, or it has no run yet")}},
     })
-    open_ = {"security": []}
+    open_: dict[str, Any] = {"security": []}
     spec.path(path="/health", operations={"get": {"operationId": "health", "summary": "Liveness", **open_,
                                                   "responses": {"200": _ok("alive")}}})
     spec.path(path="/ready", operations={"get": {"operationId": "ready", "summary": "Readiness (Redis answers)",

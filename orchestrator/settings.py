@@ -222,6 +222,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_API_TOKENS", "api_tokens", _parse_list, "",
              "Comma-separated bearer tokens accepted by the REST API. Empty: every /api/v1 request is refused.",
              secret=True),
+    Variable("ORCHESTRATOR_SESSION_SECRET", "session_secret", _parse_str, "",
+             "Key that signs web console session cookies; the same in every API process. Empty: a random key per process (sessions end on restart and fail across several workers; `orchestrator up` keeps one in its data directory).",
+             secret=True),
+    Variable("ORCHESTRATOR_SESSION_LIFETIME_SECONDS", "session_lifetime_seconds", _positive_int, "43200",
+             "How long a web console sign-in lasts, in seconds (from sign-in, not from the last request)."),
     Variable("ORCHESTRATOR_RUNNER", "runner", _parse_runner, "local",
              "Where runs execute: `local` (child process of the worker) or `kubernetes` (one Job per run)."),
     Variable("ORCHESTRATOR_NAMESPACE", "namespace", _parse_str, "default",
@@ -395,6 +400,8 @@ class Settings:
 
     redis_url: str
     api_tokens: tuple[str, ...]
+    session_secret: str
+    session_lifetime_seconds: int
     runner: str
     namespace: str
     workspace_root: Path

@@ -9,7 +9,8 @@ import click
 from rich.text import Text
 
 from orchestrator import validation
-from orchestrator.cli import follow, taskmaster
+from orchestrator import taskmaster
+from orchestrator.cli import follow
 from orchestrator.cli.command import AliasGroup, Command
 from orchestrator.cli.context import Context
 from orchestrator.cli.errors import EXIT_OK, EXIT_UNREACHABLE, Conflict, UsageError

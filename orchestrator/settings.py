@@ -411,6 +411,8 @@ VARIABLES: tuple[Variable, ...] = (
              "US dollars all services may spend per UTC day; once the day's recorded spend reaches it, tasks wait Blocked until the next day. Empty: no limit."),
     Variable("ORCHESTRATOR_SERVICE_DAILY_BUDGETS", "service_daily_budgets", _parse_budgets, "",
              "Daily budgets of single services in US dollars, `service=amount` pairs separated by commas."),
+    Variable("ORCHESTRATOR_STALL_SECONDS", "stall_seconds", _non_negative_int, "900",
+             "A running agent whose output has not grown for this long is stopped and fails (`stalled`), retried once. 0: never."),
     Variable("ANTHROPIC_API_KEY", "anthropic_api_key", _parse_str, "",
              "API key of the Claude Code agent (local runner; in a cluster it comes from a Secret).",
              secret=True),
@@ -501,6 +503,7 @@ class Settings:
     default_max_turns: int | None
     daily_budget_usd: float | None
     service_daily_budgets: Mapping[str, float]
+    stall_seconds: int
     anthropic_api_key: str
     allow_local_repos: bool
     pull_request_draft: bool

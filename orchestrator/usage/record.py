@@ -16,8 +16,11 @@ from orchestrator.usage.stream import StreamParser, Verdict
 log = logging.getLogger("orchestrator.usage")
 
 
-def read_stream(settings: Settings, run_id: str, runner: Any = None) -> StreamParser | None:
-    """The run's whole output fed through a parser a line at a time; None when it cannot be read."""
+def read_stream(settings: Settings, run_id: str, runner: Any = None) -> tuple[StreamParser | None, bool]:
+    """(The run's output fed through a parser a line at a time, whether it was read to its end).
+
+    The parser is None when nothing could be read.
+    """
     parser = StreamParser()
     try:
         runner = runner or get_runner(settings)
@@ -26,8 +29,8 @@ def read_stream(settings: Settings, run_id: str, runner: Any = None) -> StreamPa
     except Exception:
         # A partly read output still says what it said (a pod log cut by its removal).
         log.info("the output of run %s could not be read to its end", run_id, exc_info=True)
-        return parser if parser.lines else None
-    return parser
+        return (parser if parser.lines else None), False
+    return parser, True
 
 
 def at(timestamp: float) -> str:
@@ -42,7 +45,7 @@ def account_run(store: Any, settings: Settings, run: Mapping[str, Any], agent: s
     nothing here fails the finish.
     """
     now = time.time() if now is None else now
-    parser = read_stream(settings, run["run_id"], runner)
+    parser, whole = read_stream(settings, run["run_id"], runner)
     if parser is None:
         return Verdict()
     usage = parser.usage()
@@ -52,7 +55,10 @@ def account_run(store: Any, settings: Settings, run: Mapping[str, Any], agent: s
                                day=today(now))
         except Exception:
             log.warning("could not record the usage of run %s", run["run_id"], exc_info=True)
-    return parser.verdict(now=now)
+    verdict = parser.verdict(now=now)
+    if verdict.cut and not whole:
+        return Verdict()  # we failed to read its end, not the agent to write it
+    return verdict
 
 
 def honest_end(store: Any, run: dict[str, Any], verdict: Verdict) -> dict[str, Any]:

@@ -119,3 +119,18 @@ def test_an_agent_without_stream_json_still_works_with_unknown_usage(
     done, run = run_scenario(store, settings.replace(local_agent_command=("/bin/sh", "-c", "echo plain; exit 0")),
                              sent, "success")
     assert done == "Succeeded" and "usage" not in run
+
+
+def test_a_log_that_cannot_be_read_to_its_end_fails_nothing(store: TaskStore, settings: Settings) -> None:
+    from orchestrator.usage.record import account_run
+
+    class Broken:
+        def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None):
+            yield (Path(__file__).resolve().parents[1] / "fixtures" / "claude_stream" / "success.jsonl"
+                   ).read_text().splitlines()[0]
+            raise OSError("the pod went away")
+
+    run_id = launching_task(store)
+    verdict = account_run(store, settings, store.get_run(run_id), runner=Broken())
+    assert not verdict.failed
+    assert store.get_run(run_id)["usage"]["complete"] is False

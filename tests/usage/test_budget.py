@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import dispatch, operations
+from orchestrator import operations
 from orchestrator.coordination import admission
 from orchestrator.runners.base import AgentSpec
 from orchestrator.settings import ConfigError, Settings
@@ -44,10 +44,7 @@ def test_budget_settings_parse(base_env: dict[str, str]) -> None:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
-    sent = Sent()
-    monkeypatch.setattr(dispatch, "send", sent)
-    monkeypatch.setattr(dispatch, "bound_to", lambda store: False)
-    return sent
+    return Sent().install()
 
 
 def spend(store: TaskStore, amount: float, service: str = SERVICE, n: int = 1) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator import dispatch, runs
+from orchestrator import runs
 from orchestrator.coordination import outcome
 from orchestrator.runners import get_runner
+from orchestrator.steps import Step
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.usage.budget import today
@@ -32,8 +33,7 @@ def claude_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sent]:
-    sent = Sent()
-    monkeypatch.setattr(dispatch, "send", sent)
+    sent = Sent().install()
     monkeypatch.setattr(outcome, "notify", lambda *a: None)
     yield sent
 
@@ -41,14 +41,14 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sent]:
 def run_scenario(store: TaskStore, settings: Settings, sent: Sent, scenario: str, task_id: int = 1,
                  **spec: Any) -> tuple[str, dict[str, Any]]:
     """Launch the stand-in for one task, wait for its end, finish it; (finish's answer, the run)."""
-    run_id = launching_task(store, "billing", task_id, env={"FAKE_CLAUDE_SCENARIO": scenario}, **spec)
+    run_id = launching_task(store, "billing", task_id, env={"APP_FAKE_SCENARIO": scenario}, **spec)
     workspace = settings.workspace_root / "billing"
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "CLAUDE.md").write_text("# Add an invoice endpoint\n")
     runner = get_runner(settings)
     assert runs.launch(store, settings, runner, run_id, send=sent) == run_id
     watcher = Watcher(store, settings, runner, send=sent)
-    wait_for(lambda: watcher.reconcile() and (run_id,) in sent.of(dispatch.FINISH_RUN))
+    wait_for(lambda: watcher.reconcile() and (run_id,) in sent.of(Step.FINISH_RUN))
     done = outcome.finish(store, settings, run_id)
     return done, store.get_run(run_id)
 

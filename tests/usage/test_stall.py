@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from orchestrator import dispatch, runs
+from orchestrator import runs
 from orchestrator.coordination import outcome
 from orchestrator.runners import get_runner
+from orchestrator.steps import Step
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.usage.stall import StallCheck
@@ -20,8 +21,7 @@ from tests.support.wait import wait_for
 
 def test_a_silent_run_is_stopped_and_fails_as_stalled_retryable_once(
         store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    sent = Sent()
-    monkeypatch.setattr(dispatch, "send", sent)
+    sent = Sent().install()
     monkeypatch.setattr(outcome, "notify", lambda *a: None)
     quiet = settings.replace(stall_seconds=60, retry_backoff_seconds=1,
                              local_agent_command=("/bin/sh", "-c", "echo started; sleep 30"))
@@ -41,7 +41,7 @@ def test_a_silent_run_is_stopped_and_fails_as_stalled_retryable_once(
     assert run_id in watcher.reconcile().finished
     run = store.get_run(run_id)
     assert run["phase"] == "Failed" and run["failure_reason"].startswith("stalled: no output for 1")
-    assert run["retryable"] == "1" and (run_id,) in sent.of(dispatch.FINISH_RUN)
+    assert run["retryable"] == "1" and (run_id,) in sent.of(Step.FINISH_RUN)
     wait_for(lambda: runner.observe(run_id).phase == "Failed")  # the process was stopped
     assert outcome.finish(store, quiet, run_id) == "Queued"
     assert "stalled: no output for" in store.require_task("billing", 1)["status_reason"]

@@ -49,7 +49,7 @@ def generate(path: Path, megabytes: float) -> int:
                     event["message"]["id"] = f"msg_{n}"
                 elif event["type"] == "user":
                     event["message"]["content"][0]["content"] = filler
-                text = json.dumps(event) + "\n"
+                text = json.dumps(event, separators=(",", ":")) + "\n"  # compact, as Claude Code writes it
                 out.write(text)
                 written += len(text)
                 count += 1

@@ -127,7 +127,7 @@ def main() -> int:
 
 
 def _event(event: dict) -> None:
-    print(json.dumps(event), flush=True)
+    print(json.dumps(event, separators=(",", ":")), flush=True)
 
 
 def _write(path: Path, text: str) -> None:

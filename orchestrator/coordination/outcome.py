@@ -135,7 +135,10 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         store.add_waiting(service, task_id, admission_score_of(settings, task_after))
         if fields.get("not_before"):
             # Wake the admission when the backoff is over (the re-drive would too, later).
-            send(Step.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
+            # (At most half the broker's visibility timeout: a rate limit may last hours, and an early
+            # wake-up only finds it "later"; the re-drive starts it once the time has come.)
+            send(Step.ADMIT, service, task_id, countdown=min(max(0.0, fields["not_before"] - time.time()),
+                                                             settings.broker_visibility_timeout / 2))
     else:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)

@@ -25,6 +25,7 @@ _MODEL_USAGE_NAMES = {
     "costUSD": "cost_usd",
 }
 RESULT_TEXT_MAX = 2000
+_USER_PREFIX = '{"type":"user"'
 DENIALS_KEPT = 10
 RATE_LIMIT_STATUSES = (429, 529)  # too many requests; overloaded
 RATE_LIMIT_FALLBACK_SECONDS = 300.0  # a 429 that said not when it ends
@@ -105,6 +106,10 @@ class StreamParser:
             line = line.decode("utf-8", errors="replace")
         line = line.strip()
         if not line.startswith("{") or not line.endswith("}"):
+            return
+        if line.startswith(_USER_PREFIX):
+            # Tool results: most of a log's bytes, nothing usage needs (Claude Code writes `type` first).
+            self.events += 1
             return
         try:
             event = json.loads(line)

@@ -26,7 +26,7 @@ from orchestrator.runners.errors import LogsUnavailable, RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskExists, TaskStore, split_ref, task_ref
-from orchestrator.usage.render import render_lines
+from orchestrator.usage.render import Rendered
 from orchestrator.usage.totals import run_usage, usage_totals
 
 log = logging.getLogger("orchestrator.api")
@@ -352,7 +352,7 @@ def task_logs(service: str, task_id: int) -> Response:
         raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
     secrets = _settings().secret_values()
     headers = {"X-Run-Id": run_id}
-    shown = render_lines if query["format"] == "text" else iter  # the conversation, or the stream as it was
+    shown = Rendered if query["format"] == "text" else iter  # the conversation, or the stream as it was
     follow: log_follow.Follow | None = None
     try:
         if query["follow"]:

@@ -119,3 +119,32 @@ def render_lines(lines: Iterable[str]) -> Iterator[str]:
         text = render_line(line)
         if text is not None:
             yield text
+
+
+class Rendered:
+    """`render_lines` over a runner's lines that passes on `close()` and `abort()`.
+
+    The API's reader of a followed log stops a silent run's read with
+    `abort()` (orchestrator.runners.base.Lines); a plain generator would hide it.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines = lines
+        self._shown = render_lines(lines)
+
+    def __iter__(self) -> Rendered:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._shown)
+
+    def close(self) -> None:
+        self._shown.close()
+        close = getattr(self.lines, "close", None)
+        if close is not None:
+            close()
+
+    def abort(self) -> None:
+        abort = getattr(self.lines, "abort", None)
+        if abort is not None:
+            abort()

@@ -30,3 +30,23 @@ def test_denials_errors_and_rate_limits_are_shown() -> None:
 def test_lines_that_are_not_stream_json_pass_through() -> None:
     lines = ["example agent: run r1", "{cut in the midd", '{"type":"stream_event","event":{}}', "[1]"]
     assert list(render_lines(lines)) == ["example agent: run r1", "{cut in the midd", "[1]"]
+
+
+def test_rendered_lines_pass_on_abort_and_close() -> None:
+    from orchestrator.runners.base import Lines
+    from orchestrator.usage.render import Rendered
+
+    calls: list[str] = []
+
+    def source():
+        try:
+            yield '{"type":"assistant","message":{"content":[{"type":"text","text":"hi"}]}}'
+            yield "more"
+        finally:
+            calls.append("closed")
+
+    shown = Rendered(Lines(source(), lambda: calls.append("aborted")))
+    assert next(shown) == "hi"
+    shown.abort()
+    shown.close()
+    assert calls == ["aborted", "closed"]

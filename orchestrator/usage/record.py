@@ -45,6 +45,8 @@ def account_run(store: Any, settings: Settings, run: Mapping[str, Any], agent: s
     nothing here fails the finish.
     """
     now = time.time() if now is None else now
+    if run.get("outcome"):
+        return Verdict()  # the finish after delivery: the first finish read the stream, and it was clean
     parser, whole = read_stream(settings, run["run_id"], runner)
     if parser is None:
         return Verdict()

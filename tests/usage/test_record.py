@@ -134,3 +134,16 @@ def test_a_log_that_cannot_be_read_to_its_end_fails_nothing(store: TaskStore, se
     verdict = account_run(store, settings, store.get_run(run_id), runner=Broken())
     assert not verdict.failed
     assert store.get_run(run_id)["usage"]["complete"] is False
+
+
+def test_a_run_whose_stream_reports_an_error_is_never_delivered(
+        store: TaskStore, claude_settings: Settings, sent: Sent) -> None:
+    repository = {"url": "https://github.com/acme/billing.git", "branch": "main"}
+    done, run = run_scenario(store, claude_settings, sent, "denied", repository=repository)
+    assert done == "Failed" and not sent.of(Step.DELIVER_RUN)
+    done, run = run_scenario(store, claude_settings, sent, "success", task_id=2, repository=repository)
+    assert done == "delivering" and sent.of(Step.DELIVER_RUN) == [(run["run_id"],)]
+    # The finish after delivery reads nothing again and counts nothing again.
+    store.update_run(run["run_id"], outcome="changes")
+    from orchestrator.usage.record import account_run
+    assert not account_run(store, claude_settings, store.get_run(run["run_id"]), runner=object()).failed

@@ -52,7 +52,7 @@ class Usage(StoreBase):
         for day in days:
             pipe.hgetall(usage_service_day(service, day))
         out: dict[str, dict[str, dict[str, float | int]]] = {}
-        for day, raw in zip(days, self._safe(pipe.execute)):
+        for day, raw in zip(days, self._safe(pipe.execute), strict=True):
             for field, value in (raw or {}).items():
                 agent, _, metric = field.rpartition("|")
                 out.setdefault(day, {}).setdefault(agent, {})[metric] = _number(value)

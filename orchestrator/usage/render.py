@@ -8,7 +8,7 @@ partial message deltas) are dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -53,7 +53,8 @@ def render_event(event: Mapping[str, Any]) -> str | None:
     if kind == "system":
         if event.get("subtype") != "init":
             return None
-        tools = event.get("tools") if isinstance(event.get("tools"), list) else []
+        tools = event.get("tools")
+        tools = tools if isinstance(tools, list) else []
         return f"● session {event.get('session_id', '?')} · model {event.get('model', '?')} · {len(tools)} tools"
     if kind == "assistant":
         message = event.get("message") or {}
@@ -113,7 +114,7 @@ def render_line(line: str) -> str | None:
     return line.rstrip("\n")
 
 
-def render_lines(lines: Iterable[str]) -> Iterator[str]:
+def render_lines(lines: Iterable[str]) -> Generator[str, None, None]:
     """The conversation of a run's output, one piece of text per shown line (no trailing newlines)."""
     for line in lines:
         text = render_line(line)

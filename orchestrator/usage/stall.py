@@ -75,7 +75,7 @@ class StallCheck:
                      lock: Any = None, lease: tuple[str, str, int] | None = None,
                      now: float | None = None) -> list[str]:
         """Fail (retryable once) and stop every stalled run; the run ids stopped."""
-        stopped = []
+        stopped: list[str] = []
         for run_id, idle in self.stalled(active, now).items():
             run = store.get_run(run_id)
             if run is None or run.get("phase") != RUNNING:

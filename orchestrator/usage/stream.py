@@ -182,7 +182,8 @@ class StreamParser:
                     self.tool_counts[name] = self.tool_counts.get(name, 0) + 1
 
     def _result(self, event: dict[str, Any]) -> None:
-        usage = event.get("usage") if isinstance(event.get("usage"), Mapping) else {}
+        raw_usage = event.get("usage")
+        usage: Mapping[str, Any] = raw_usage if isinstance(raw_usage, Mapping) else {}
         models: dict[str, dict[str, Any]] = {}
         model_usage = event.get("modelUsage")
         if isinstance(model_usage, Mapping):

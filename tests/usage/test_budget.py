@@ -25,7 +25,8 @@ def test_limits_are_added_to_claude_code_only(settings: Settings) -> None:
     other = AgentSpec(name="x", image="", command=("python", "-m", "agent"))
     assert with_limits(other, settings.replace(default_max_turns=40), {"max_turns": 3}) == other
     pathed = AgentSpec(name="claude", image="", command=("/usr/local/bin/claude", "-p"))
-    assert with_limits(pathed, settings, {"max_turns": 3}).command == ("/usr/local/bin/claude", "--max-turns", "3", "-p")
+    assert with_limits(pathed, settings, {"max_turns": 3}).command == (
+        "/usr/local/bin/claude", "--max-turns", "3", "-p")
 
 
 def test_budget_settings_parse(base_env: dict[str, str]) -> None:

@@ -13,8 +13,8 @@ import pytest
 from orchestrator import runs
 from orchestrator.coordination import outcome
 from orchestrator.runners import get_runner
-from orchestrator.steps import Step
 from orchestrator.settings import Settings
+from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from orchestrator.usage.budget import today
 from orchestrator.watcher import Watcher

@@ -224,8 +224,8 @@ class ApiClient:
                                  timeout=(self.timeout, None if follow else self.timeout))
         with response:
             try:
-                for raw in response.iter_lines(decode_unicode=False):
-                    yield raw.decode("utf-8", errors="replace")
+                for data in response.iter_lines(decode_unicode=False):
+                    yield data.decode("utf-8", errors="replace")
             except requests.exceptions.ChunkedEncodingError:
                 raise Unreachable("the log stream was cut off before the run ended; run the command again "
                                   "to pick it up") from None

@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from api.metrics import init_metrics
     from api.openapi import bp as openapi_bp
     from api.tasks import bp as tasks_bp
+    from api.usage import bp as usage_bp
     from api.webhooks import bp as webhooks_bp
 
     register_error_handlers(app)
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(tasks_bp)
+    app.register_blueprint(usage_bp)
     app.register_blueprint(webhooks_bp)
     init_console(app)  # the web console under /
     return app

@@ -211,6 +211,9 @@ class Run:
     delivered_at: float | None = None
     delivery_failures: int = 0
     delivery_error: str = ""
+    # What the agent's stream-json said it consumed, and a model rate limit's end.
+    usage: dict[str, Any] = field(default_factory=dict)
+    rate_limited_until: float | None = None
 
     @property
     def ended(self) -> bool:

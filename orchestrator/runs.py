@@ -22,6 +22,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
+from orchestrator.usage.budget import with_limits
 
 log = logging.getLogger("orchestrator.runs")
 
@@ -69,6 +70,7 @@ def build_request(settings: Settings, task: Task, run: Run) -> RunRequest:
     agent_program = agent_spec(settings, agent, spec.get("model"))
     if run.image:
         agent_program = dataclasses.replace(agent_program, image=run.image)
+    agent_program = with_limits(agent_program, settings, spec)  # --max-budget-usd / --max-turns for Claude Code
     output_dir = validation.relative_path(run.output_dir or run_output_dir(
         run.service, run.task_id, run.run_id), what="output directory")
     inputs = run.inputs

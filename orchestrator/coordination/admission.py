@@ -21,6 +21,7 @@ from orchestrator.model import StartResult, Task
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, TERMINAL, Status
 from orchestrator.store import IllegalTransition, TaskStore, run_id_for
+from orchestrator.usage.budget import blocked_reason, spent_budget
 
 # Statuses in which a task may be (or be about to be) in the admission index:
 # only a task outside them is dropped from it, atomically.
@@ -98,6 +99,12 @@ def reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
                 store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
                 if status != Status.BLOCKED or task.status_reason != reason:
                     store.transition(service, task_id, Status.BLOCKED, reason=reason, actor=ACTOR, expect=status)
+                return Status.BLOCKED.value
+            spent = blocked_reason(store, settings, service)  # a daily budget: wait for the next day
+            if spent:
+                store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
+                if status != Status.BLOCKED or task.status_reason != spent:
+                    store.transition(service, task_id, Status.BLOCKED, reason=spent, actor=ACTOR, expect=status)
                 return Status.BLOCKED.value
             score = admission_score_of(settings, task)
             if status == Status.QUEUED:
@@ -202,6 +209,14 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
     run_id = task.next_run
     if task.not_before > now:
         return StartResult.LATER, run_id  # backing off before a retry
+    spent = spent_budget(store, settings, service, now)
+    if spent:  # spent while it waited: it waits Blocked until the next day (or a higher budget)
+        try:
+            store.transition(service, task_id, Status.BLOCKED, reason=spent[0], actor=ACTOR, expect=Status.QUEUED,
+                             unwait=True)
+        except IllegalTransition:
+            pass
+        return (StartResult.GLOBAL_FULL if spent[1] else StartResult.SERVICE_FULL), run_id
     version, attempt = task.next_version or task.context_version, task.next_attempt or 1
     stage_name = task.stage
     # The run record comes first: a slot is then always traceable to its run.

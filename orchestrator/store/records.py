@@ -105,6 +105,7 @@ _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
     "branch": str, "commit": str, "working_directory": str, "workspace_fence": int,
     "base": str, "commits": _lenient_int, "diffstat": _diffstat, "pull_request_url": str,
     "pull_request_number": _lenient_int, "delivered_at": float, "delivery_failures": int, "delivery_error": str,
+    "usage": _json_object, "rate_limited_until": float,
 }
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
 from api.app import create_app
 from orchestrator import agent_env, runs
+from orchestrator.model import Run, Task
 from orchestrator.settings import ConfigError, Settings
 from orchestrator.store import TaskStore
 from tests.support.api import AUTH, route_steps_to, valid_task
@@ -20,18 +18,6 @@ HOSTILE = ["ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL", "HTTP_PROXY", "HTTPS_PROXY",
            "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_USE_BEDROCK", "PERL5OPT",
            "PYTHONHOME", "PYTHONSTARTUP", "PS4", "SHELLOPTS", "GCONV_PATH", "GLIBC_TUNABLES", "BASH_FUNC_x%%",
            "GITHUB_TOKEN", "ORCHESTRATOR_RUN_ID", "GIT_SSH_COMMAND", "LD_PRELOAD"]
-
-
-@pytest.fixture
-def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
-    celery = route_steps_to(settings, monkeypatch)
-    yield create_app(settings)
-    celery.close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -60,7 +46,7 @@ def test_the_default_allow_list_accepts_harmless_names(client: FlaskClient, stor
     env = {"LOG_LEVEL": "debug", "TZ": "UTC", "APP_MODE": "fast", "FEATURE_CSV": "on"}
     response = client.post("/api/v1/pm/tasks", json=valid_task(env=env), headers=AUTH)
     assert response.status_code == 202, response.get_json()
-    assert store.get_task("billing", 7)["spec"]["env"] == env
+    assert store.get_task("billing", 7).spec["env"] == env
 
 
 def test_ops_patterns_widen_the_list_but_never_to_reserved_names(settings: Settings,
@@ -86,12 +72,12 @@ def test_the_setting_is_parsed_and_checked() -> None:
 
 def test_a_stored_task_with_env_outside_the_list_fails_at_launch(settings: Settings) -> None:
     """Tasks that did not come through the API (GitHub, pipeline stages, older versions) are checked again."""
-    task = {"service": "billing", "task_id": 1, "agent": "claude",
-            "spec": {"agent_name": "claude", "env": {"ANTHROPIC_BASE_URL": "http://attacker.example"}}}
-    run = {"run_id": "billing-1-v1-a1", "service": "billing", "task_id": 1, "version": 1, "attempt": 1}
+    task = Task(service="billing", id=1, agent="claude",
+                spec={"agent_name": "claude", "env": {"ANTHROPIC_BASE_URL": "http://attacker.example"}})
+    run = Run(run_id="billing-1-v1-a1", service="billing", task_id=1, version=1, attempt=1)
     with pytest.raises(ValueError, match="ANTHROPIC_BASE_URL"):
         runs.build_request(settings, task, run)
-    task["spec"]["env"] = {"APP_MODE": "x"}
+    task.spec["env"] = {"APP_MODE": "x"}
     assert runs.build_request(settings, task, run).env == {"APP_MODE": "x"}
 
 

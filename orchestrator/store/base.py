@@ -13,6 +13,7 @@ from orchestrator.store.errors import StoreUnavailable
 from orchestrator.store.keys import GAUGES_KEY, fence_key, lease_key
 from orchestrator.store.records import encode_fields, flatten
 
+
 class _OneWrite:
     """Sends each packed command in one write.
 
@@ -76,6 +77,7 @@ _SCRIPTS = {
     "_effect_renew": "effect_renew",
     "_effect_complete": "effect_complete",
     "_queued_steps": "queued_steps",
+    "_usage_record": "usage_record",
 }
 
 _sources: dict[str, str] = {}
@@ -92,8 +94,6 @@ def script_source(name: str) -> str:
 class StoreBase:
     """The client, the registered scripts and the error mapping every part of the store uses."""
 
-    redis: redis.Redis
-    history_limit: int
     # The registered scripts, one attribute each (see _SCRIPTS).
     _create: Script
     _claim_delivery: Script
@@ -114,6 +114,7 @@ class StoreBase:
     _effect_renew: Script
     _effect_complete: Script
     _queued_steps: Script
+    _usage_record: Script
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 200):
         self.redis = client

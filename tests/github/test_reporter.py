@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -11,11 +12,12 @@ from orchestrator import effects
 from orchestrator.github.client import GitHubClient
 from orchestrator.github.reporter import ReportLater, notify_status, render_status, report_status
 from orchestrator.github.routing import GitHubConfig, match
+from orchestrator.model import Task
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from tests.support.fake_github import FakeGitHub
-from tests.support.github import BOT, REPO, SERVICE, github_settings, queued  # noqa: F401
+from tests.support.github import BOT, REPO, SERVICE, queued
 
 TOKEN = "ghp_reporter_token"
 
@@ -81,7 +83,7 @@ def test_a_comment_created_by_a_worker_that_died_before_recording_it_is_found_no
     assert report_status(store, report_settings, SERVICE, 4, client=client) == "created"
     assert len(github.comments) == 1 and len(github.requests_to("POST", "/comments")) == 1
     (comment_id,) = github.comments
-    assert store.get_task(SERVICE, 4)["github_status_comment"] == str(comment_id)
+    assert store.get_task(SERVICE, 4).github_status_comment == str(comment_id)
     assert store.effect(effects.COMMENT, subject)["how"] == "found"
     # Delivered again after the record: the comment is edited, never posted again.
     store.update_task(SERVICE, 4, github_status_digest="", github_status_comment="")
@@ -132,7 +134,7 @@ def test_github_trouble_is_retried_later_and_never_touches_the_task(store: TaskS
     github.fail_next(422)
     assert report_status(store, report_settings, SERVICE, 4, client=client_for(report_settings)) == "refused"
     after = store.require_task(SERVICE, 4)
-    assert (after["status"], after["status_reason"]) == (before["status"], before["status_reason"])
+    assert (after.status, after.status_reason) == (before.status, before.status_reason)
     # The lock was released both times: the next report goes through.
     assert report_status(store, report_settings, SERVICE, 4, client=client_for(report_settings)) == "created"
 
@@ -168,7 +170,7 @@ def test_notify_never_raises(report_settings: Settings) -> None:
 
 
 def test_render_each_status() -> None:
-    task = {"service": SERVICE, "id": 4, "agent": "claude", "status_reason": "", "outputs": {}}
+    task = Task(service=SERVICE, id=4, agent="claude")
     for status in Status:
-        body = render_status({**task, "status": status.value})
+        body = render_status(dataclasses.replace(task, status=status))
         assert body.startswith("<!-- orchestrator:status") and status.value in body

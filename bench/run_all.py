@@ -31,6 +31,7 @@ QUICK: dict[str, list[str]] = {
     "pipeline": ["--seconds", "10", "--rate", "20", "--burst", "200"],
     "tracking": ["--counts", "10,100,1000,10000", "--window", "12", "--reconcile", "5"],
     "webhook_burst": ["--deliveries", "5000", "--replays", "250"],
+    "exactly_once": ["--tasks", "1"],
 }
 FULL: dict[str, list[str]] = {
     "api_submit": ["--seconds", "30"],
@@ -38,6 +39,7 @@ FULL: dict[str, list[str]] = {
     "pipeline": ["--seconds", "60", "--rate", "20", "--burst", "1000"],
     "tracking": ["--counts", "10,100,1000,10000", "--window", "60", "--reconcile", "30"],
     "webhook_burst": ["--deliveries", "5000", "--replays", "500"],
+    "exactly_once": ["--tasks", "3"],
 }
 
 
@@ -184,6 +186,19 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         f"handled {b['handled']:,}/{b['accepted']:,} in {b['handle_seconds']:.0f} s, "
                         f"processed twice {b['processed_twice']}", "all handled, 0 twice",
                         _ok(b["handled"] == b["accepted"] and b["processed_twice"] == 0)))
+    e = results.get("exactly_once")
+    if e:
+        cells = e["cells"]
+        effects = sum(c["effects"] for c in cells)
+        expected = sum(c["expected"] for c in cells)
+        recovery = sorted(c["recovery_s"] for c in cells)
+        out.append((f"Exactly once: every side effect (agent starts, pushes, pull request POSTs, comment POSTs) "
+                    f"counted where received, a worker SIGKILLed at every point ({len(cells)} cells x "
+                    f"{e['tasks']} tasks, bench/exactly_once.py)",
+                    f"{effects}/{expected} counted; duplicates {e['duplicates']}, missing {e['missing']}, "
+                    f"wrong ends {e['wrong_end']}; recovery median {recovery[len(recovery) // 2]:.1f} s, "
+                    f"max {recovery[-1]:.1f} s", "0 duplicates, 0 missing",
+                    _ok(e["duplicates"] == 0 and e["missing"] == 0 and e["wrong_end"] == 0)))
     return out
 
 

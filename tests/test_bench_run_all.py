@@ -33,6 +33,9 @@ FIGURES = {
                       "p99_ms": 900, "max_ms": 1500, "statuses": {"202": 5000, "200": 250}, "accepted": 5000,
                       "queued": 5000, "lost": 0, "queued_twice": 0, "handled": 5000, "handle_seconds": 40,
                       "processed_twice": 0},
+    "exactly_once": {"tasks": 1, "duplicates": 1, "missing": 0, "wrong_end": 0,
+                     "cells": [{"effects": 4, "expected": 4, "recovery_s": 5.0},
+                               {"effects": 5, "expected": 4, "recovery_s": 7.5}]},
 }
 
 
@@ -51,6 +54,8 @@ def test_every_figure_has_a_row_with_its_target(tmp_path: Path) -> None:
     assert met["Webhook intake p99 latency, ours / bare (median of 2 pairs)"] == "**NO** |"
     assert "pairs 0.60, 0.60; best rounds 375 vs 500 deliveries/s, 0.75" in text
     assert met["Watcher memory (RSS) at 10,000 runs"] == "**yes** |"
+    assert "9/8 counted; duplicates 1, missing 0, wrong ends 0; recovery median 7.5 s, max 7.5 s" in text
+    assert [v for k, v in met.items() if k.startswith("Exactly once:")] == ["**NO** |"]
 
 
 def test_a_missing_benchmark_is_named(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ class Effects(StoreBase):
             return []
         args: list[str] = []
         for step, run_id in wanted:
-            args += [str(step), f"'{run_id}'"]  # the message's argsrepr quotes its arguments
+            args += [str(step), repr([run_id])]  # the message's argsrepr: repr() of its arguments
         found = self._call(self._queued_steps, keys=queue_keys(queue), args=args)
         return [bool(int(flag)) for flag in found]
 

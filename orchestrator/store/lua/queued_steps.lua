@@ -1,18 +1,23 @@
--- Which (step, run) messages still wait in a queue. KEYS the queue's lists (one per priority).
--- ARGV pairs: step name, quoted argument ("'<run id>'" as the message's argsrepr writes it), ...
--- Returns one 0/1 per pair. Plain substring search of each raw message (headers are plain JSON):
--- a list of thousands is read once per call, by the server, without moving a message.
-local n = #ARGV / 2
+-- Which (step, argument) messages still wait in a queue. KEYS the queue's lists (one per priority).
+-- ARGV pairs: step name, the message's argsrepr ("['<run id>']"), ...
+-- Returns one 0/1 per pair. Each raw message is read once: its headers (plain JSON in kombu's
+-- envelope) name the step ("task") and its arguments ("argsrepr"), looked up in a table, so a
+-- queue of thousands costs one pass whatever the number of pairs. Called only for stuck tasks.
+local wanted = {}
 local found = {}
-for i = 1, n do found[i] = 0 end
+local n = #ARGV / 2
+for i = 1, n do
+  wanted[ARGV[2 * i - 1] .. '\0' .. ARGV[2 * i]] = i
+  found[i] = 0
+end
 for _, key in ipairs(KEYS) do
   local messages = redis.call('LRANGE', key, 0, -1)
   for _, raw in ipairs(messages) do
-    for i = 1, n do
-      if found[i] == 0 and string.find(raw, ARGV[2 * i - 1], 1, true)
-          and string.find(raw, ARGV[2 * i], 1, true) then
-        found[i] = 1
-      end
+    local task = string.match(raw, '"task":%s*"([^"]+)"')
+    local args = string.match(raw, '"argsrepr":%s*"([^"]*)"')
+    if task and args then
+      local i = wanted[task .. '\0' .. args]
+      if i then found[i] = 1 end
     end
   end
 end

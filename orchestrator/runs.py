@@ -21,6 +21,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
+from orchestrator.workspace.layout import checkout_dir
 
 log = logging.getLogger("orchestrator.runs")
 
@@ -86,7 +87,7 @@ def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str,
         version=int(run["version"]),
         attempt=int(run["attempt"]),
         agent=agent_program,
-        workspace_dir=settings.workspace_root / run["service"],
+        workspace_dir=checkout_dir(settings.workspace_root, run["service"], int(run["task_id"])),  # its worktree
         working_directory=workdir,
         stage=run.get("stage") or None,
         env=_env(spec, settings),

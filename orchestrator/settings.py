@@ -241,8 +241,10 @@ VARIABLES: tuple[Variable, ...] = (
              "Days after which the task files of a Succeeded or Failed task are removed from the workspace by the sweep."),
     Variable("ORCHESTRATOR_MAX_ACTIVE_RUNS", "max_active_runs", _positive_int, "10",
              "Global limit on runs active at once."),
-    Variable("ORCHESTRATOR_MAX_RUNS_PER_SERVICE", "max_runs_per_service", _positive_int, "1",
-             "Limit on runs active at once for one service (they share one workspace directory)."),
+    Variable("ORCHESTRATOR_MAX_RUNS_PER_SERVICE", "max_runs_per_service", _positive_int, "4",
+             "Limit on runs active at once for one service, each in its own git worktree of the service's clone "
+             "(disk: one checkout per run; fetches share one clone). A task with `exclusive: true` has the service "
+             "to itself."),
     Variable("ORCHESTRATOR_PRIORITY_AGEING_SECONDS", "priority_ageing_seconds", _non_negative_float, "1800",
              "Waiting time worth one priority level: a task waiting this much longer than one a level above goes first, so low priorities never starve. 0: strict priorities."),
     Variable("ORCHESTRATOR_MAX_RETRIES", "max_retries", _non_negative_int, "2",

@@ -38,6 +38,7 @@ from orchestrator.workspace import lease as leases
 from orchestrator.workspace.git import GitError, scrub
 from orchestrator.workspace.layout import PathEscape
 from orchestrator.workspace.prepare import PreparationError, PreparedWorkspace, prepare_workspace
+from orchestrator.workspace.worktree import BranchInUse
 from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.workspace.step")
@@ -143,9 +144,22 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
             _release_unless_launched(store, run)
         return StepResult("skipped", f"the task is {status.value}")
 
+    spec = task.get("spec") or {}
     try:
-        lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds)
-    except leases.LeaseBusy as busy:
+        # The task's worktree is the run's until it ends; the service lock only for the clone's
+        # operations (seconds), or for the whole run of an exclusive task.
+        lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds, task_id=task_id)
+        if spec.get("exclusive"):
+            leases.acquire_exclusive(store, settings, service, run_id, task_id)
+        else:
+            leases.refuse_if_exclusive(store, service, run_id)
+        clone_ttl = 2 * settings.git_timeout_seconds + 30
+        with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
+            prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
+                                         final_check=False,
+                                         clone_lock=lambda: leases.clone_lock(store, service, run_id,
+                                                                              ttl_seconds=clone_ttl))
+    except (leases.LeaseBusy, BranchInUse) as busy:
         if retries < BUSY_RETRIES:
             return StepResult("retry", str(busy), countdown=BUSY_COUNTDOWN * random.uniform(0.8, 1.2))
         try:
@@ -153,16 +167,12 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
                              actor=ACTOR, expect=Status.PREPARING)
         except IllegalTransition:
             return StepResult("skipped", "the task moved on meanwhile")
+        leases.release(store, service, run_id)
         try:
             dispatch.send(Step.ADMIT, service, task_id)  # admission decides when it runs again
         except dispatch.QueueUnavailable:
             log.warning("could not queue admit for %s/%s; the reconcile loop will", service, task_id)
         return StepResult("requeued", str(busy))
-
-    try:
-        with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
-            prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
-                                         final_check=False)
     except leases.LeaseLost as exc:
         return StepResult("retry", str(exc), countdown=backoff(retries))
     except GitError as exc:
@@ -196,7 +206,7 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
             run_fields=(run_id, {"branch": prepared.branch or "", "commit": prepared.commit or "",
                                  "workspace_fence": lease.token,
                                  "working_directory": prepared.working_directory}),
-            enqueue=enqueue, lease=(leases.lease_name(service), lease.holder, lease.token))))
+            enqueue=enqueue, lease=(lease.name, lease.holder, lease.token))))
     except LeaseNotHeld as exc:
         return StepResult("retry", f"the workspace lease of {service} passed to another holder ({exc})",
                           countdown=backoff(retries))

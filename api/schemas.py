@@ -144,6 +144,8 @@ class TaskSubmissionSchema(StrictSchema):
     working_directory = fields.String(load_default="", validate=_check(validation.relative_path),
                                       metadata={"description": "relative to the repository root; no '..'"})
     timeout_seconds = fields.Integer(strict=True, metadata={"description": "run time limit"})
+    exclusive = fields.Boolean(load_default=False, metadata={
+        "description": "run alone: no other run of the service overlaps this task's runs"})
     env = fields.Dict(keys=fields.String(validate=_check(validation.plain_env_name)),
                       values=fields.String(validate=_check(validation.plain_env_value)),
                       load_default=dict, validate=_at_most(50),
@@ -336,6 +338,7 @@ class TaskViewSchema(TaskSummarySchema):
     model = fields.String(allow_none=True)
     working_directory = fields.String()
     timeout_seconds = fields.Integer()
+    exclusive = fields.Boolean()
     env = fields.Dict(keys=fields.String(), values=fields.String())
     agent = fields.Dict()
     runs = fields.List(fields.Nested(RunViewSchema))

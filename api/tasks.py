@@ -36,7 +36,7 @@ bp = protect(Blueprint("tasks", __name__, url_prefix=PREFIX))
 SPEC_FIELDS: dict[str, Any] = {
     "description": "", "details": "", "test_strategy": "", "dependencies": [], "subtasks": [],
     "markdown_files": [], "repository": None, "model": None, "working_directory": "",
-    "timeout_seconds": None, "env": {}, "agent": {},
+    "timeout_seconds": None, "env": {}, "agent": {}, "exclusive": False,
 }
 
 

@@ -233,7 +233,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_GIT_TIMEOUT_SECONDS", "git_timeout_seconds", _positive_int, "120",
              "Seconds one git command may take before it is stopped (and retried later)."),
     Variable("ORCHESTRATOR_WORKSPACE_LEASE_SECONDS", "workspace_lease_seconds", _positive_int, "7200",
-             "Expiry of a service's workspace lease, held by a run from preparation to its end; a crashed holder's lease lapses after it."),
+             "Expiry of a task's worktree lease, held by a run from preparation to its end (and of the service lock an exclusive run holds); a crashed holder's lease lapses after it."),
     Variable("ORCHESTRATOR_AGENT_ALLOWED_TOOLS", "agent_allowed_tools", _parse_list,
              "Bash,Read,Write,Edit,MultiEdit,Glob,Grep,LS,TodoWrite",
              "Comma-separated tools the agent may use without asking, written to its settings file in the workspace."),

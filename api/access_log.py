@@ -28,7 +28,7 @@ def init_access_log(app: Flask) -> None:
     # Runs twice per request: the request and g proxies are resolved once each.
     @app.before_request
     def _start() -> None:
-        ctx_g = g._get_current_object()  # type: ignore[attr-defined]
+        ctx_g = g._get_current_object()
         ctx_g.started = time.perf_counter()
         incoming = request.environ.get("HTTP_X_REQUEST_ID")
         if incoming and REQUEST_ID.match(incoming):

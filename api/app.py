@@ -36,7 +36,7 @@ class Resources:
     def runner(self) -> Any:
         """The runner that holds run logs (a Kubernetes or local runner), built on first use."""
         if self._runner is None:
-            from orchestrator.runners import get_runner  # type: ignore[attr-defined]
+            from orchestrator.runners import get_runner
 
             self._runner = get_runner(self.settings)
         return self._runner
@@ -55,12 +55,14 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.extensions["orchestrator"] = Resources(settings, dispatcher)
 
     from api.access_log import init_access_log
+    from api.console import init_console
     from api.errors import register_error_handlers
     from api.health import bp as health_bp
     from api.metrics import bp as metrics_bp
     from api.metrics import init_metrics
     from api.openapi import bp as openapi_bp
     from api.tasks import bp as tasks_bp
+    from api.usage import bp as usage_bp
     from api.webhooks import bp as webhooks_bp
 
     register_error_handlers(app)
@@ -70,5 +72,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(tasks_bp)
+    app.register_blueprint(usage_bp)
     app.register_blueprint(webhooks_bp)
+    init_console(app)  # the web console under /
     return app

@@ -85,7 +85,7 @@ def post_worker_init(worker: Any) -> None:
     # Every handler here writes JSON lines (orchestrator.logs.JsonFormatter), which show
     # no caller, thread or process: don't collect them for each record (the logging
     # HOWTO's "Optimization" switches; the caller lookup walks the stack every line).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

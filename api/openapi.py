@@ -74,7 +74,7 @@ def build_spec(settings: Any) -> dict[str, Any]:
     ]:
         spec.components.schema(name, schema=schema)
 
-    secured = [{"bearer": []}]
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
     spec.path(path="/api/v1/pm/tasks", operations={
         "post": {
             "operationId": "submitTask", "summary": "Submit a task", "security": secured,
@@ -128,7 +128,15 @@ def build_spec(settings: Any) -> dict[str, Any]:
                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
                               **COMMON, "404": _error("no such task, or it has no run yet")}},
     })
-    open_ = {"security": []}
+    spec.path(path="/api/v1/services/{service}/usage", parameters=TASK_PARAMS[:1], operations={
+        "get": {"operationId": "serviceUsage", "summary": "A service's usage per UTC day and per agent",
+                "security": secured,
+                "parameters": [{"in": "query", "name": "since", "schema": {"type": "string", "format": "date"},
+                                "description": "first day (YYYY-MM-DD); default: 30 days back; at most 366"}],
+                "responses": {"200": _ok("days with usage: totals and per agent (runs, priced_runs, cost_usd, "
+                                         "token kinds, num_turns)"), **COMMON}},
+    })
+    open_: dict[str, Any] = {"security": []}
     spec.path(path="/health", operations={"get": {"operationId": "health", "summary": "Liveness", **open_,
                                                   "responses": {"200": _ok("alive")}}})
     spec.path(path="/ready", operations={"get": {"operationId": "ready", "summary": "Readiness (Redis answers)",

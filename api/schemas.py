@@ -144,6 +144,11 @@ class TaskSubmissionSchema(StrictSchema):
     working_directory = fields.String(load_default="", validate=_check(validation.relative_path),
                                       metadata={"description": "relative to the repository root; no '..'"})
     timeout_seconds = fields.Integer(strict=True, metadata={"description": "run time limit"})
+    max_cost_usd = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False,
+                                                                                          max=100_000),
+                                metadata={"description": "cost limit of one run in US dollars (Claude Code)"})
+    max_turns = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000),
+                               metadata={"description": "turn limit of one run (Claude Code)"})
     exclusive = fields.Boolean(load_default=False, metadata={
         "description": "run alone: no other run of the service overlaps this task's runs"})
     env = fields.Dict(keys=fields.String(validate=_check(validation.plain_env_name)),
@@ -255,6 +260,8 @@ class LogsQuerySchema(StrictSchema):
     tail = fields.Integer(validate=validate.Range(min=1, max=100_000),
                           metadata={"description": "only the last N lines"})
     follow = fields.Boolean(load_default=False, metadata={"description": "stream until the run ends"})
+    format = fields.String(load_default="text", validate=validate.OneOf(("text", "raw")),
+                           metadata={"description": "`text`: the conversation as text; `raw`: the agent's own stream"})
 
 
 # Responses -------------------------------------------------------------------------
@@ -293,6 +300,10 @@ class RunViewSchema(Schema):
     pull_request_number = fields.Integer(allow_none=True)
     outcome = fields.String(allow_none=True, metadata={"enum": ["changes", "no_changes", "failed", "cancelled"],
                                                        "description": "how the run ended for the user"})
+    usage = fields.Dict(allow_none=True, metadata={
+        "description": "what the run consumed (from Claude Code's stream-json): input_tokens, output_tokens, "
+                       "cache_read_input_tokens, cache_creation_input_tokens, cost_usd, num_turns, session_id, "
+                       "model, models (per model); null when the agent reported none"})
 
 
 class HistoryEntrySchema(Schema):
@@ -338,9 +349,12 @@ class TaskViewSchema(TaskSummarySchema):
     model = fields.String(allow_none=True)
     working_directory = fields.String()
     timeout_seconds = fields.Integer()
+    max_cost_usd = fields.Float(allow_none=True)
+    max_turns = fields.Integer(allow_none=True)
     exclusive = fields.Boolean()
     env = fields.Dict(keys=fields.String(), values=fields.String())
     agent = fields.Dict()
+    usage = fields.Dict(metadata={"description": "totals of the task's runs: tokens by kind, cost_usd, num_turns, runs"})
     runs = fields.List(fields.Nested(RunViewSchema))
     history = fields.List(fields.Nested(HistoryEntrySchema),
                           metadata={"description": f"the newest {HISTORY_SHOWN} status changes, oldest first"})

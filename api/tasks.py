@@ -26,6 +26,8 @@ from orchestrator.runners.errors import LogsUnavailable, RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskExists, TaskStore, split_ref, task_ref
+from orchestrator.usage.render import Rendered
+from orchestrator.usage.totals import run_usage, usage_totals
 
 log = logging.getLogger("orchestrator.api")
 
@@ -36,7 +38,8 @@ bp = protect(Blueprint("tasks", __name__, url_prefix=PREFIX))
 SPEC_FIELDS: dict[str, Any] = {
     "description": "", "details": "", "test_strategy": "", "dependencies": [], "subtasks": [],
     "markdown_files": [], "repository": None, "model": None, "working_directory": "",
-    "timeout_seconds": None, "env": {}, "agent": {}, "exclusive": False,
+    "timeout_seconds": None, "env": {}, "agent": {}, "max_cost_usd": None, "max_turns": None,
+    "exclusive": False,
 }
 
 
@@ -189,6 +192,7 @@ def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
         "failure_reason": run.get("failure_reason", ""),
         "pull_request_url": outputs.get("pull_request_url") if isinstance(outputs, Mapping) else None,
         **run_view_fields(run),  # branch, base, commit, commits, diffstat, pull request, outcome
+        "usage": run_usage(run),
     }
 
 
@@ -206,6 +210,7 @@ def task_view(task: Mapping[str, Any], runs: list[Mapping[str, Any]],
     for key, default in SPEC_FIELDS.items():
         view[key] = spec.get(key, default)
     view["runs"] = [run_view(r) for r in runs]
+    view["usage"] = usage_totals(r["usage"] for r in view["runs"])
     view["history"] = [history_view(h) for h in history]
     return view
 
@@ -348,12 +353,13 @@ def task_logs(service: str, task_id: int) -> Response:
         raise ApiError("logs are not available: no runner is installed", status=503, code="unavailable") from None
     secrets = _settings().secret_values()
     headers = {"X-Run-Id": run_id}
+    shown = Rendered if query["format"] == "text" else iter  # the conversation, or the stream as it was
     follow: log_follow.Follow | None = None
     try:
         if query["follow"]:
             settings = _settings()
             follow = log_follow.Follow(store, _token_owner()).admit(settings.log_follows_per_token)
-            lines = runner.logs(run_id, follow=True, tail=query.get("tail"))
+            lines = shown(runner.logs(run_id, follow=True, tail=query.get("tail")))
             response = Response(
                 log_follow.stream(lines, follow, max_seconds=settings.log_follow_max_seconds, secrets=secrets,
                                   sock=log_follow.client_socket(request.environ), run_id=run_id),
@@ -361,7 +367,7 @@ def task_logs(service: str, task_id: int) -> Response:
             response.call_on_close(follow.release)  # also when the stream never started
             follow = None
             return response
-        lines = iter(runner.logs(run_id, follow=False, tail=query.get("tail")))
+        lines = iter(shown(runner.logs(run_id, follow=False, tail=query.get("tail"))))
         first = next(lines, None)  # a log that is missing says so here, before the status line is sent
     except (LookupError, FileNotFoundError, LogsUnavailable) as exc:
         # Preparing, Launching, a Pending pod, or a Job that Kubernetes removed after its TTL.

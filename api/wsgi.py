@@ -1,10 +1,9 @@
 """WSGI entry point: `gunicorn api.wsgi:app`.
 
-The API's composition root: the one module of api/ that imports the worker
-layer, to build the Celery-backed dispatcher (workers/dispatcher.py) and hand
-it to the app factory. Everything else in api/ and orchestrator/ knows only
-the `Dispatcher` protocol (orchestrator/dispatch.py), as tests/test_layers.py
-checks. Building it connects to nothing.
+The API's composition root: it builds the Celery-backed dispatcher over a
+Celery app configured like the workers' (orchestrator/celery_app.py) and
+hands it to the app factory. Nothing in api/ or orchestrator/ imports the
+worker layer, as tests/test_layers.py checks. Building it connects to nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from orchestrator.settings import ConfigError
 
 try:
     from api.app import create_app
-    from workers.dispatcher import default as celery_dispatcher
+    from orchestrator.celery_dispatch import default as celery_dispatcher
 
     app = create_app(dispatcher=celery_dispatcher())
 except ConfigError as exc:

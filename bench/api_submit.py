@@ -118,7 +118,7 @@ def store_floor_app() -> Any:
     from orchestrator.steps import Step
     from orchestrator.settings import get_settings
     from orchestrator.store import TaskStore, connect
-    from workers.dispatcher import default
+    from orchestrator.celery_dispatch import default
 
     app = Flask("store-floor")
     store = TaskStore(connect(get_settings().redis_url))

@@ -1,18 +1,19 @@
 """Sending pipeline steps: what the core asks of the worker layer, without importing it.
 
-The core sends a step through a `Dispatcher`; the Celery-backed one lives in
-workers/dispatcher.py and is built by the composition roots:
+The core sends a step through a `Dispatcher`; the Celery-backed one
+(orchestrator/celery_dispatch.py) is handed a Celery app and built by each
+process's composition root, so nothing in orchestrator/ or api/ imports the
+worker layer:
 
-- the API: `api.wsgi` builds it and passes it to `create_app(dispatcher=...)`;
-- the workers: the steps in workers/steps.py run in the process that built it;
+- the API: `api.wsgi` builds it over a Celery app configured like the
+  workers' (orchestrator/celery_app.py) and passes it to `create_app`;
+- the workers: workers/app.py registers one over its own app as the default;
+- the watcher: its command installs one;
 - tests install a recording one (`install`).
 
 Code deep in coordination reaches the process's dispatcher through
 `current()` (or the `send` shortcut) instead of receiving it through every
-function. When nothing was installed (the watcher started by the command
-line), `current()` builds the default one named by `DEFAULT` (as `celery -A
-workers.app` names the app): by name, never by import, so the core keeps no
-dependency on the worker layer.
+function.
 
 One method, `send(step, *args, write=..., countdown=...)`, makes the one choice
 every sender used to repeat: when the broker is the store's own Redis, the
@@ -26,7 +27,6 @@ slow the answer.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,9 +34,6 @@ from typing import Any, Protocol
 
 from orchestrator.steps import Step
 from orchestrator.store import StoreUnavailable, TaskStore
-
-# The default dispatcher's factory, "module:callable", called with no argument.
-DEFAULT = "workers.dispatcher:default"
 
 # What a store write with a message takes as `enqueue=`: (queue, broker message), or None.
 Enqueue = tuple[str, bytes]
@@ -76,7 +73,20 @@ class Dispatcher(Protocol):
 
 
 _installed: Dispatcher | None = None
+# What builds the dispatcher when none was installed: registered by the process's
+# composition root (workers/app.py: a dispatcher over the workers' own Celery app).
+_default: Callable[[], Dispatcher] | None = None
 _lock = threading.Lock()
+
+
+class NoDispatcher(RuntimeError):
+    """Nothing installed a dispatcher in this process: its entry point must (see the module's docstring)."""
+
+
+def set_default(factory: Callable[[], Dispatcher] | None) -> None:
+    """Register what builds this process's dispatcher on first use when none is installed."""
+    global _default
+    _default = factory
 
 
 def install(dispatcher: Dispatcher | None) -> Dispatcher | None:
@@ -94,8 +104,9 @@ def current() -> Dispatcher:
     if dispatcher is None:
         with _lock:
             if _installed is None:
-                module, _, name = DEFAULT.partition(":")
-                _installed = getattr(importlib.import_module(module), name)()
+                if _default is None:
+                    raise NoDispatcher("no dispatcher in this process: its entry point installs one")
+                _installed = _default()
             dispatcher = _installed
     return dispatcher
 

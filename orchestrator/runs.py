@@ -21,6 +21,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
+from orchestrator.usage.budget import with_limits
 from orchestrator.workspace.layout import checkout_dir
 
 log = logging.getLogger("orchestrator.runs")
@@ -71,6 +72,7 @@ def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str,
     agent_program = agent_spec(settings, agent, spec.get("model"))
     if run.get("image"):
         agent_program = dataclasses.replace(agent_program, image=str(run["image"]))
+    agent_program = with_limits(agent_program, settings, spec)  # --max-budget-usd / --max-turns for Claude Code
     output_dir = validation.relative_path(str(run.get("output_dir") or run_output_dir(
         run["service"], int(run["task_id"]), run["run_id"])), what="output directory")
     inputs = run.get("inputs") or {}

@@ -199,6 +199,21 @@ def _parse_identity(raw: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def _parse_optional_money(raw: str) -> float | None:
+    """A positive amount of US dollars; empty: none."""
+    return _parse_float(raw) if raw.strip() else None
+
+
+def _parse_optional_count(raw: str) -> int | None:
+    """A positive whole number; empty: none."""
+    return _positive_int(raw) if raw.strip() else None
+
+
+def _parse_budgets(raw: str) -> dict[str, float]:
+    """`service=amount` pairs of daily budgets in US dollars."""
+    return {service: _parse_float(amount) for service, amount in _parse_mapping(raw).items()}
+
+
 def _parse_pipelines(raw: str) -> dict[str, Any]:
     return parse_pipelines(raw)
 
@@ -222,6 +237,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_API_TOKENS", "api_tokens", _parse_list, "",
              "Comma-separated bearer tokens accepted by the REST API. Empty: every /api/v1 request is refused.",
              secret=True),
+    Variable("ORCHESTRATOR_SESSION_SECRET", "session_secret", _parse_str, "",
+             "Key that signs web console session cookies; the same in every API process. Empty: a random key per process (sessions end on restart and fail across several workers; `orchestrator up` keeps one in its data directory).",
+             secret=True),
+    Variable("ORCHESTRATOR_SESSION_LIFETIME_SECONDS", "session_lifetime_seconds", _positive_int, "43200",
+             "How long a web console sign-in lasts, in seconds (from sign-in, not from the last request)."),
     Variable("ORCHESTRATOR_RUNNER", "runner", _parse_runner, "local",
              "Where runs execute: `local` (child process of the worker) or `kubernetes` (one Job per run)."),
     Variable("ORCHESTRATOR_NAMESPACE", "namespace", _parse_str, "default",
@@ -303,7 +323,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_AGENT_IMAGES", "agent_images", _parse_mapping, "",
              "Per-agent image overrides, `agent=image` pairs separated by commas."),
     Variable("ORCHESTRATOR_AGENT_COMMAND", "agent_command", _parse_command,
-             "claude -p --dangerously-skip-permissions 'Read CLAUDE.md in this directory and complete the task it describes.'",
+             "claude -p --dangerously-skip-permissions --output-format stream-json --verbose 'Read CLAUDE.md in this directory and complete the task it describes.'",
              "Command of the agent container, split like a shell would (Kubernetes runner). The task's model reaches it as `ANTHROPIC_MODEL`."),
     Variable("ORCHESTRATOR_LOCAL_AGENT_COMMAND", "local_agent_command", _parse_command, "",
              "Agent command of the local runner. Empty: Claude Code when `claude` is installed and `ANTHROPIC_API_KEY` is set, else the built-in example agent (`python -m orchestrator.agents.example`)."),
@@ -385,6 +405,16 @@ VARIABLES: tuple[Variable, ...] = (
              "Agent of tasks created from GitHub issues."),
     Variable("ORCHESTRATOR_WEBHOOK_MAX_BYTES", "webhook_max_bytes", _positive_int, "26214400",
              "Largest webhook body accepted (GitHub caps payloads at 25 MB); larger ones get 413."),
+    Variable("ORCHESTRATOR_DEFAULT_MAX_COST_USD", "default_max_cost_usd", _parse_optional_money, "",
+             "Cost limit in US dollars of one run of a task that sets no `max_cost_usd` (Claude Code's `--max-budget-usd`). Empty: none."),
+    Variable("ORCHESTRATOR_DEFAULT_MAX_TURNS", "default_max_turns", _parse_optional_count, "",
+             "Turn limit of one run of a task that sets no `max_turns` (Claude Code's `--max-turns`). Empty: none."),
+    Variable("ORCHESTRATOR_DAILY_BUDGET_USD", "daily_budget_usd", _parse_optional_money, "",
+             "US dollars all services may spend per UTC day; once the day's recorded spend reaches it, tasks wait Blocked until the next day. Empty: no limit."),
+    Variable("ORCHESTRATOR_SERVICE_DAILY_BUDGETS", "service_daily_budgets", _parse_budgets, "",
+             "Daily budgets of single services in US dollars, `service=amount` pairs separated by commas."),
+    Variable("ORCHESTRATOR_STALL_SECONDS", "stall_seconds", _non_negative_int, "900",
+             "A running agent whose output has not grown for this long is stopped and fails (`stalled`), retried once. 0: never."),
     Variable("ANTHROPIC_API_KEY", "anthropic_api_key", _parse_str, "",
              "API key of the Claude Code agent (local runner; in a cluster it comes from a Secret).",
              secret=True),
@@ -397,6 +427,8 @@ class Settings:
 
     redis_url: str
     api_tokens: tuple[str, ...]
+    session_secret: str
+    session_lifetime_seconds: int
     runner: str
     namespace: str
     workspace_root: Path
@@ -469,6 +501,11 @@ class Settings:
     github_bot_login: str
     default_agent: str
     webhook_max_bytes: int
+    default_max_cost_usd: float | None
+    default_max_turns: int | None
+    daily_budget_usd: float | None
+    service_daily_budgets: Mapping[str, float]
+    stall_seconds: int
     anthropic_api_key: str
     allow_local_repos: bool
     pull_request_draft: bool

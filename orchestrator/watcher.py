@@ -38,6 +38,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import LeaseNotHeld, StoreError, TaskStore
 from orchestrator.steps import Step
+from orchestrator.usage.stall import StallCheck
 
 log = logging.getLogger("orchestrator.watcher")
 LEASE = "watcher"
@@ -93,6 +94,7 @@ class Watcher:
         self._stream_stop = threading.Event()
         self.leader = False
         self._next_workspace_sweep = 0.0
+        self.stalls = StallCheck(settings, runner)
 
     # Applying observations ---------------------------------------------------------
 
@@ -179,6 +181,8 @@ class Watcher:
         for run_id in list(self._missing):
             if run_id not in active:
                 self._missing.pop(run_id, None)
+        report.finished += self.stalls.stop_stalled(self.store, active, send=self.send, lock=self.lock,
+                                                    lease=self.fence)
         report.swept = self.sweep()
         report.redriven = self.coordinate()
         return report

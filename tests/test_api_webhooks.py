@@ -16,7 +16,7 @@ from tests.support.github import SECRET, drain, github_settings, load, queued, s
 from tests.support.celery_app import point_celery_at
 from tests.support.redis_server import RedisServer
 from workers.app import create_celery
-from workers.dispatcher import CeleryDispatcher
+from orchestrator.celery_dispatch import CeleryDispatcher
 
 URL = "/webhooks/github"
 

@@ -161,7 +161,8 @@ def test_every_container_has_resources_and_a_security_context(renders: dict[str,
 def test_no_secret_value_in_a_config_map(renders: dict[str, Rendered], name: str) -> None:
     rendered = renders[name]
     secrets = rendered.values["secrets"]
-    sensitive = [secrets[key] for key in ("anthropicApiKey", "githubToken", "githubWebhookSecret", "apiTokens")]
+    sensitive = [secrets[key] for key in ("anthropicApiKey", "githubToken", "githubWebhookSecret", "apiTokens",
+                                          "sessionSecret")]
     sensitive += [rendered.values["flower"]["basicAuth"]["password"]]
     sensitive = [value for value in sensitive if value]
     for config_map in rendered.of_kind("ConfigMap"):
@@ -171,8 +172,8 @@ def test_no_secret_value_in_a_config_map(renders: dict[str, Rendered], name: str
     # Credentials reach pods only from Secrets: no literal value for a credential variable.
     for owner, spec in rendered.pod_specs():
         for container in _containers(spec):
-            for var in ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY",
-                        "FLOWER_BASIC_AUTH", "REDIS_PASSWORD"):
+            for var in ("ORCHESTRATOR_API_TOKENS", "ORCHESTRATOR_SESSION_SECRET", "GITHUB_TOKEN",
+                        "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD"):
                 entry = _env(container).get(var)
                 if entry is not None:
                     assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name}: {owner} {var}"
@@ -183,9 +184,17 @@ def test_secret_values_land_in_the_secret(renders: dict[str, Rendered]) -> None:
     secret = rendered.named("Secret", "orchestrator-secrets")
     decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert decoded == {"anthropic-api-key": "ci-anthropic-key", "github-token": "ci-github-token",
-                       "github-webhook-secret": "ci-webhook-secret", "api-tokens": "ci-token-a,ci-token-b"}
+                       "github-webhook-secret": "ci-webhook-secret", "api-tokens": "ci-token-a,ci-token-b",
+                       "session-secret": "ci-session-secret"}
     flower = rendered.named("Secret", "orchestrator-flower")
     assert base64.b64decode(flower["data"]["flower-basic-auth"]).decode() == "ops:ci-flower-password"
+
+
+def test_the_api_believes_the_ingress_about_https_and_gets_the_session_secret(default: Rendered) -> None:
+    api = default.named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]["containers"][0]
+    env = _env(api)
+    assert env["FORWARDED_ALLOW_IPS"]["value"] == "*"  # so the console's cookie is Secure behind TLS
+    assert env["ORCHESTRATOR_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "session-secret"
 
 
 def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered], default: Rendered) -> None:

@@ -15,7 +15,7 @@ from orchestrator.settings import Settings
 from orchestrator.steps import Step
 from orchestrator.store import TaskExists, TaskStore, connect
 from tests.support.api import route_steps_to
-from workers.dispatcher import CeleryDispatcher
+from orchestrator.celery_dispatch import CeleryDispatcher
 
 
 def _queued(store: TaskStore, queue: str) -> list[dict]:

@@ -1,9 +1,7 @@
 """The core never imports the worker layer: nothing under orchestrator/ or api/ imports `workers`.
 
-The one exception is api/wsgi.py, the API's composition root: it builds the
-Celery-backed dispatcher and hands it to the app factory. (The watcher
-started by the command line gets the default dispatcher, which
-orchestrator.dispatch names as "module:callable" and loads by name.)
+The composition roots (api/wsgi.py, the watcher command) build the
+Celery-backed dispatcher over a Celery app configured by orchestrator/celery_app.py.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSITION_ROOTS = {Path("api/wsgi.py")}
 
 
 def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
@@ -30,8 +27,6 @@ def test_neither_the_core_nor_the_api_imports_the_worker_layer() -> None:
     for package in ("orchestrator", "api"):
         for path in sorted((ROOT / package).rglob("*.py")):
             relative = path.relative_to(ROOT)
-            if relative in COMPOSITION_ROOTS:
-                continue
             for line, module in _imported_modules(ast.parse(path.read_text(), str(path))):
                 if module == "workers" or module.startswith("workers."):
                     offenders.append(f"{relative}:{line} imports {module}")
@@ -45,4 +40,4 @@ def test_the_walk_sees_lazy_imports() -> None:
 
 def test_the_api_composition_root_builds_the_celery_dispatcher() -> None:
     modules = [m for _, m in _imported_modules(ast.parse((ROOT / "api/wsgi.py").read_text()))]
-    assert "workers.dispatcher" in modules
+    assert "orchestrator.celery_dispatch" in modules

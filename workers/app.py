@@ -9,68 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
 
-from orchestrator.settings import ConfigError, Settings, get_settings
-from orchestrator.steps import DEFAULT_QUEUE, QUEUES, routes
+from orchestrator import dispatch
+from orchestrator.celery_app import celery_config, create_celery
+from orchestrator.celery_dispatch import CeleryDispatcher
+from orchestrator.settings import ConfigError, get_settings
+from orchestrator.steps import QUEUES
 
 __all__ = ["QUEUES", "app", "celery_config", "create_celery"]
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from ours; pure, so tests can inspect it."""
-    # Redis redelivers a message that was taken but not acknowledged once the
-    # visibility timeout passes. With acks_late a step is acknowledged only when
-    # it ends, so the timeout must outlast the longest step (its hard time
-    # limit), or a slow but healthy step would be delivered a second time.
-    transport_options = {"visibility_timeout": settings.broker_visibility_timeout}
-    return {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
-        "broker_transport_options": transport_options,
-        "result_backend_transport_options": transport_options,
-        "broker_connection_retry_on_startup": True,
-        "broker_connection_retry": True,
-        "broker_connection_max_retries": None,
-        # A step whose connection dropped is cancelled and redelivered rather
-        # than acknowledged on a channel that no longer exists.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        # Every step is idempotent, so redelivery after a crash is safe and
-        # preferable to losing the step.
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_ignore_result": True,
-        "result_expires": 3600,
-        "task_soft_time_limit": settings.step_soft_time_limit,
-        "task_time_limit": settings.step_time_limit,
-        "task_queues": [Queue(name) for name in QUEUES],
-        # Each step's queue comes from orchestrator.steps.Step; a name missing there goes to
-        # `coordination`, the queue every worker group is expected to serve.
-        "task_default_queue": DEFAULT_QUEUE,
-        "task_routes": {name: {"queue": queue} for name, queue in routes().items()},
-        # Flower shows every step, not only the workers: each step's received,
-        # started and succeeded/failed events come from the worker. No "sent"
-        # event: it was a second publish per step, half the cost of queueing one
-        # (and workers.dispatcher publishes without send_task anyway).
-        "worker_send_task_events": True,
-        "task_send_sent_event": False,
-        "worker_hijack_root_logger": False,
-        "timezone": "UTC",
-        "enable_utc": True,
-    }
-
-
-def create_celery(settings: Settings | None = None) -> Celery:
-    """Build the Celery app from settings (the environment's when not given)."""
-    settings = settings or get_settings()
-    celery = Celery("orchestrator", include=["workers.steps"])
-    celery.conf.update(celery_config(settings))
-    return celery
 
 
 @signals.after_setup_logger.connect
@@ -90,10 +36,12 @@ def scrub_worker_logs(logger: Any = None, **kwargs: Any) -> None:
 
 def _load() -> Celery:
     try:
-        return create_celery()
+        return create_celery(include=["workers.steps"])
     except ConfigError as exc:
         # One readable line instead of a traceback, then a non-zero exit.
         raise SystemExit(f"orchestrator: configuration error: {exc}") from None
 
 
 app = _load()
+# The steps this process runs send their next steps through this app.
+dispatch.set_default(lambda: CeleryDispatcher(app))

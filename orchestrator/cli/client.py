@@ -211,9 +211,10 @@ class ApiClient:
         """POST .../retry."""
         return self._json(self._request("POST", self.task_url(service, task_id) + "/retry", json={}))
 
-    def logs(self, service: str, task_id: int, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
-        """The agent's output lines; with `follow`, streamed until the run ends."""
-        params: dict[str, Any] = {}
+    def logs(self, service: str, task_id: int, *, tail: int | None = None, follow: bool = False,
+             raw: bool = False) -> Iterator[str]:
+        """The agent's output lines (the conversation as text; `raw`: its own stream); with `follow`, streamed."""
+        params: dict[str, Any] = {"format": "raw"} if raw else {}
         if tail is not None:
             params["tail"] = tail
         if follow:
@@ -223,8 +224,8 @@ class ApiClient:
                                  timeout=(self.timeout, None if follow else self.timeout))
         with response:
             try:
-                for raw in response.iter_lines(decode_unicode=False):
-                    yield raw.decode("utf-8", errors="replace")
+                for data in response.iter_lines(decode_unicode=False):
+                    yield data.decode("utf-8", errors="replace")
             except requests.exceptions.ChunkedEncodingError:
                 raise Unreachable("the log stream was cut off before the run ended; run the command again "
                                   "to pick it up") from None

@@ -11,6 +11,7 @@ import click
 
 from orchestrator.cli.context import Context, print_error
 from orchestrator.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from orchestrator.taskmaster import TaskFileError
 from orchestrator.cli.output import make_console
 from orchestrator.settings import ConfigError
 
@@ -94,6 +95,9 @@ class RootGroup(AliasGroup):
         except CliError as exc:
             app.fail(exc.message, exc.details)
             return exc.exit_code
+        except TaskFileError as exc:  # a Task Master file the user named: a usage error
+            app.fail(str(exc))
+            return EXIT_USAGE
         except BrokenPipeError:  # `orchestrator task list | head`: the reader had enough
             _silence_stdout()
             return EXIT_OK

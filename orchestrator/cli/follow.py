@@ -100,13 +100,13 @@ def _recent_logs(app: Context, service: str, task_id: int, count: int) -> list[s
         return []  # no run yet
 
 
-def follow_logs(app: Context, service: str, task_id: int, *, tail: int | None) -> int:
+def follow_logs(app: Context, service: str, task_id: int, *, tail: int | None, raw: bool = False) -> int:
     """Print the run's output until it ends, waiting for the run to start first."""
     while True:
         _wait_for_run(app, service, task_id)
         printed = 0
         try:
-            for line in app.client.logs(service, task_id, tail=tail, follow=True):
+            for line in app.client.logs(service, task_id, tail=tail, follow=True, raw=raw):
                 app.print(line)
                 printed += 1
         except NotFound as exc:  # no output yet (preparing, a Pending pod): wait as for a first run

@@ -166,9 +166,29 @@ def run_outcome(run: Mapping[str, Any]) -> Text:
     return Text(_text(run.get("failure_reason")), style="red")
 
 
+def usage_text(usage: Any) -> str:
+    """Cost, tokens and turns in a few words: `$0.1234 · 12.3k in / 4.5k out · 7 turns`; '' when unknown."""
+    if not isinstance(usage, Mapping) or not usage:
+        return ""
+
+    def count(n: Any) -> str:
+        n = int(n or 0)
+        return f"{n / 1_000_000:.1f}M" if n >= 1_000_000 else f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+
+    tokens_in = sum(int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens",
+                                                      "cache_creation_input_tokens"))
+    cost = usage.get("cost_usd")
+    parts = [f"${cost:.4f}" if isinstance(cost, (int, float)) else "$?",
+             f"{count(tokens_in)} in / {count(usage.get('output_tokens'))} out"]
+    if usage.get("num_turns"):
+        parts.append(f"{usage['num_turns']} turns")
+    return " · ".join(parts)
+
+
 def runs_table(runs: Sequence[Mapping[str, Any]]) -> RenderableType:
     """One row per run, oldest first; OUTCOME is the run's outcome, or its failure reason."""
     with_pull_requests = any(run.get("pull_request_url") for run in runs)
+    with_usage = any(run.get("usage") for run in runs)
 
     def build(gap: int) -> Table:
         table = _table(gap)
@@ -179,6 +199,8 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> RenderableType:
         table.add_column("FINISHED", overflow="fold")
         if with_pull_requests:
             table.add_column("PULL REQUEST", overflow="fold")
+        if with_usage:
+            table.add_column("USAGE", overflow="fold")
         # Last, and given the room left: reasons are sentences, wrapped rather than cut.
         table.add_column("OUTCOME", overflow="fold", ratio=1)
         for run in runs:
@@ -188,6 +210,8 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> RenderableType:
                 when_short(run.get("started_at")), when_short(run.get("finished_at"))]
             if with_pull_requests:
                 cells.append(_text(run.get("pull_request_url")))
+            if with_usage:
+                cells.append(usage_text(run.get("usage")))
             table.add_row(*cells, run_outcome(run))
         return table
     return Fitted(build)
@@ -214,6 +238,8 @@ def task_detail(task: Mapping[str, Any], *, url: str = "", history: int = 8) -> 
         parts.append(_labelled("created", created + (f"   updated: {updated}" if updated else "")))
     if url:
         parts.append(_labelled("url", url))
+    if usage_text(task.get("usage")) and (task.get("usage") or {}).get("runs"):
+        parts.append(_labelled("usage", f"{usage_text(task.get('usage'))} over {task['usage']['runs']} run(s)"))
     runs = task.get("runs") or []
     if runs:
         parts += [Text(""), runs_table(runs)]

@@ -9,7 +9,8 @@ import click
 from rich.text import Text
 
 from orchestrator import validation
-from orchestrator.cli import follow, taskmaster
+from orchestrator import taskmaster
+from orchestrator.cli import follow
 from orchestrator.cli.command import AliasGroup, Command
 from orchestrator.cli.context import Context
 from orchestrator.cli.errors import EXIT_OK, EXIT_UNREACHABLE, Conflict, UsageError
@@ -203,14 +204,15 @@ def status(app: Context, ref: tuple[str, int]) -> int:
 @task_ref_argument
 @click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing until the run ends.")
 @click.option("--tail", type=click.IntRange(min=1), metavar="N", help="Only the last N lines.")
+@click.option("--raw", is_flag=True, help="The agent's own output (Claude Code's stream-json), not the conversation as text.")
 @common_options
 @pass_context
-def logs(app: Context, ref: tuple[str, int], follow_: bool, tail: int | None) -> int:
+def logs(app: Context, ref: tuple[str, int], follow_: bool, tail: int | None, raw: bool) -> int:
     """Print the agent's output; with -f, until the run ends."""
     service, task_id = ref
     if follow_:
-        return follow.follow_logs(app, service, task_id, tail=tail)
-    for line in app.client.logs(service, task_id, tail=tail):
+        return follow.follow_logs(app, service, task_id, tail=tail, raw=raw)
+    for line in app.client.logs(service, task_id, tail=tail, raw=raw):
         app.print(line)
     return EXIT_OK
 

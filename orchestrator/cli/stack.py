@@ -59,6 +59,7 @@ PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 20.0  # seconds the children get to stop before SIGKILL
 REDIS_PASSWORD_FILE = "redis-password"  # our redis-server's requirepass (mode 0600)
 FLOWER_PASSWORD_FILE = "flower-password"  # Flower's basic auth password (mode 0600)
+SESSION_SECRET_FILE = "session-secret"  # signs the web console's cookies across restarts (mode 0600)
 FLOWER_USER = "orchestrator"
 
 
@@ -415,6 +416,9 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str,
     env["ORCHESTRATOR_REDIS_URL"] = redis_url
     if not settings.api_tokens:
         env["ORCHESTRATOR_API_TOKENS"] = token
+    if not settings.session_secret:  # console sign-ins survive a restart and work in every API process
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        env["ORCHESTRATOR_SESSION_SECRET"] = ensure_secret(settings.data_dir / SESSION_SECRET_FILE)
     env["ORCHESTRATOR_RUNNER"] = settings.runner  # `local` unless configured for a cluster
     env["ORCHESTRATOR_DATA_DIR"] = str(settings.data_dir)
     if not os.environ.get("ORCHESTRATOR_WORKSPACE_ROOT", "").strip():
@@ -633,6 +637,7 @@ def _banner(ctx: Context, *, api_url: str, flower_url: str, token: str, redis_ur
     rows = [
         ("API", api_url),
         ("API docs", f"{api_url}/api/v1/docs  (OpenAPI: {api_url}/api/v1/openapi.json)"),
+        ("console", f"{api_url}/  (sign in with the API token)"),
         ("Flower", f"{flower_url}  (user {FLOWER_USER}, password {flower_password})" if flower_url
          else "not started (add --flower)"),
         ("API token", token),

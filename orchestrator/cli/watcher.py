@@ -13,7 +13,6 @@ import click
 from orchestrator import logs
 from orchestrator.cli.command import Command
 from orchestrator.cli.context import Context
-from orchestrator.cli.errors import CliError
 from orchestrator.cli.options import common_options, examples, pass_context
 
 # Old name -> command: `orchestrator watch` started the watcher before it was called `watcher`.
@@ -29,15 +28,16 @@ ALIASES = {"watch": "watcher"}
 @pass_context
 def watcher(app: Context, watch_timeout: int) -> int:
     """Track every run: watch, reconcile, sweep (leader-elected)."""
-    try:
-        from orchestrator.runners import get_runner
-        from orchestrator.runtime import get_store
-        from orchestrator.watcher import Watcher
-    except ImportError:
-        raise CliError("the watcher is not part of this installation (orchestrator.watcher is missing); "
-                       "install a version that has it") from None
+    # Imported here: the other commands never need the runners or a Celery app.
+    from orchestrator import dispatch
+    from orchestrator.celery_dispatch import default as celery_dispatcher
+    from orchestrator.runners import get_runner
+    from orchestrator.runtime import get_store
+    from orchestrator.watcher import Watcher
 
     settings = app.settings
+    # The watcher's composition root: the steps it re-drives go through a Celery app like the workers'.
+    dispatch.install(celery_dispatcher())
     # JSON lines with every configured secret scrubbed, like the API's and the workers' logs.
     logs.configure(settings.log_level, secrets=settings.secret_values())
     stop = threading.Event()

@@ -21,6 +21,7 @@ from orchestrator.coordination.stages import find_stage, stages_of
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, TERMINAL, Status
 from orchestrator.store import IllegalTransition, TaskStore, run_id_for
+from orchestrator.usage.budget import blocked_reason, spent_budget
 
 # Statuses in which a task may be (or be about to be) in the admission index:
 # only a task outside them is dropped from it, atomically.
@@ -100,6 +101,12 @@ def reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
                 store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
                 if status != Status.BLOCKED or task.get("status_reason") != reason:
                     store.transition(service, task_id, Status.BLOCKED, reason=reason, actor=ACTOR, expect=status)
+                return Status.BLOCKED.value
+            spent = blocked_reason(store, settings, service)  # a daily budget: wait for the next day
+            if spent:
+                store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
+                if status != Status.BLOCKED or task.get("status_reason") != spent:
+                    store.transition(service, task_id, Status.BLOCKED, reason=spent, actor=ACTOR, expect=status)
                 return Status.BLOCKED.value
             score = admission_score_of(settings, task)
             if status == Status.QUEUED:
@@ -201,6 +208,14 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
         return "gone"
     if float(task.get("not_before") or 0) > now:
         return "later"  # backing off before a retry
+    spent = spent_budget(store, settings, service, now)
+    if spent:  # spent while it waited: it waits Blocked until the next day (or a higher budget)
+        try:
+            store.transition(service, task_id, Status.BLOCKED, reason=spent[0], actor=ACTOR, expect=Status.QUEUED,
+                             unwait=True)
+        except IllegalTransition:
+            pass
+        return "global-full" if spent[1] else "service-full"
     version, attempt = int(task["next_version"]), int(task["next_attempt"])
     stage_name = task.get("stage") or ""
     run_id = task["next_run"]

@@ -24,6 +24,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
+from orchestrator.usage.record import account_run, at, honest_end
 from orchestrator.workspace.layout import checkout_dir
 
 log = logging.getLogger("orchestrator.coordination")
@@ -73,6 +74,8 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
             outputs["log_tail"] = tail
     if outputs != (run.get("outputs") or {}):
         store.update_run(run_id, outputs=outputs)
+    verdict = account_run(store, settings, run, task.get("agent", ""))  # usage on the run, counted once
+    run = honest_end(store, run, verdict)  # exit 0 with an error in the stream is a failure
     if needs_delivery(task, run):
         # The deliver step (commit, push, pull request) runs first and sends finish_run again.
         send(Step.DELIVER_RUN, run_id)
@@ -102,7 +105,13 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         )
         if run.get("outcome") != FAILED:
             store.update_run(run_id, outcome=FAILED)
-        if retryable and retries < settings.max_retries:
+        if verdict.rate_limited_until:  # not the task's failure: wait for the model, as often as it takes
+            fields = next_run_fields(store, settings, task, stage, retries=retries,
+                                     not_before=verdict.rate_limited_until)
+            fields["outputs"] = task_outputs
+            target = Status.QUEUED
+            reason = f"model rate limit; resumes at {at(verdict.rate_limited_until)}"
+        elif retryable and retries < settings.max_retries:
             delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
@@ -127,7 +136,10 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         store.add_waiting(service, task_id, admission_score_of(settings, task_after))
         if fields.get("not_before"):
             # Wake the admission when the backoff is over (the re-drive would too, later).
-            send(Step.ADMIT, service, task_id, countdown=max(0.0, fields["not_before"] - time.time()))
+            # (At most half the broker's visibility timeout: a rate limit may last hours, and an early
+            # wake-up only finds it "later"; the re-drive starts it once the time has come.)
+            send(Step.ADMIT, service, task_id, countdown=min(max(0.0, fields["not_before"] - time.time()),
+                                                             settings.broker_visibility_timeout / 2))
     else:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)

@@ -69,7 +69,7 @@ def parse_list(chunks: Iterable[bytes], transform: Transform) -> tuple[list[dict
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8")()
     source = iter(chunks)
-    state = {"buf": "", "pos": 0, "eof": False}
+    state: dict[str, Any] = {"buf": "", "pos": 0, "eof": False}
 
     def more() -> bool:
         if state["eof"]:
@@ -327,7 +327,7 @@ class KubeClient:
 
     def delete_job(self, name: str) -> bool:
         """Delete the Job and its pods (foreground propagation); False when it was already gone."""
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"}
+        body: Any = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"}
         try:
             self._call(f"delete Job {name}", "delete", "jobs.batch", lambda: self._json(
                 self.batch.delete_namespaced_job(name, self.namespace, body=body, _preload_content=False,
@@ -356,7 +356,7 @@ class KubeClient:
                                   "_request_timeout": self._timeout(read_timeout if follow else None)}
         if tail is not None:
             kwargs["tail_lines"] = tail
-        response = self._call(f"read the log of pod {name}", "get", "pods/log",
+        response: Any = self._call(f"read the log of pod {name}", "get", "pods/log",
                               lambda: self.core.read_namespaced_pod_log(name, self.namespace, **kwargs))
         if opened is not None:
             opened(response)
@@ -378,7 +378,7 @@ class KubeClient:
         """
         lister = self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
         resource = "jobs.batch" if kind == "jobs" else "pods"
-        response = self._call(f"watch {kind}", "watch", resource, lambda: lister(
+        response: Any = self._call(f"watch {kind}", "watch", resource, lambda: lister(
             self.namespace, label_selector=selector, watch=True, resource_version=resource_version,
             allow_watch_bookmarks=True, timeout_seconds=timeout_seconds, _preload_content=False,
             _request_timeout=self._timeout(timeout_seconds + self.timeout)))

@@ -86,7 +86,7 @@ def labels(request: RunRequest) -> dict[str, str]:
     }
 
 
-def annotations(request: RunRequest) -> dict[str, str]:
+def annotations_for(request: RunRequest) -> dict[str, str]:
     """Annotations: the run id (labels cannot hold every run id) and who asked."""
     found = {ANNOTATION_RUN_ID: request.run_id}
     if request.submitted_by:
@@ -282,7 +282,7 @@ def build_job(request: RunRequest, settings: Settings, template: Mapping[str, An
     """The complete Job manifest for one run."""
     name = name_for(request.run_id)
     run_labels = labels(request)
-    run_annotations = annotations(request)
+    run_annotations = annotations_for(request)
     container = agent_container(request, settings)
     if template is None and settings.job_template is not None:
         template = load_template(settings.job_template)

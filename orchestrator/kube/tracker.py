@@ -151,7 +151,7 @@ class KubeTracker:
         def transform(obj: dict[str, Any]) -> dict[str, Any]:
             meta = obj.get("metadata") or {}
             rv = meta.get("resourceVersion")
-            old = cached.get(meta.get("name")) if rv else None
+            old = cached.get(meta.get("name") or "") if rv else None
             if old is not None and old["metadata"].get("resourceVersion") == rv:
                 return old
             return slim(obj)

@@ -260,7 +260,7 @@ class LocalRunner:
 
     def sweep(self, older_than: float) -> list[str]:
         """Remove directories of finished runs that ended more than `older_than` seconds ago."""
-        removed = []
+        removed: list[str] = []
         if not self.root.is_dir():
             return removed
         cutoff = time.time() - older_than

@@ -25,9 +25,10 @@ from orchestrator.store.leases import Leases
 from orchestrator.store.records import Transition
 from orchestrator.store.runs import Runs
 from orchestrator.store.tasks import Tasks
+from orchestrator.store.usage import Usage
 
 
-class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Broker):
+class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Broker, Usage):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 

@@ -72,6 +72,7 @@ _SCRIPTS = {
     "_waiting_remove": "waiting_remove",
     "_current_runs": "current_runs",
     "_follow_acquire": "follow_acquire",
+    "_usage_record": "usage_record",
 }
 
 _sources: dict[str, str] = {}
@@ -106,6 +107,7 @@ class StoreBase:
     _waiting_remove: Script
     _current_runs: Script
     _follow_acquire: Script
+    _usage_record: Script
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 200):
         self.redis = client

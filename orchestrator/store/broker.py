@@ -3,7 +3,7 @@
 The only module of the store that knows Kombu's list and message format; the
 others push a message through `queue_key` inside their own atomic scripts.
 `message` wraps a Celery message (headers and body built by Celery, see
-workers/dispatcher.py) the way kombu's Redis transport does, so that one
+orchestrator/celery_dispatch.py) the way kombu's Redis transport does, so that one
 LPUSH, alone or inside a store script, is a publish.
 """
 

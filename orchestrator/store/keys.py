@@ -130,3 +130,19 @@ WAITING = f"{PREFIX}:waiting"
 
 def slots_service(service: str) -> str:
     return f"{SLOTS_SERVICE_PREFIX}{service}"
+
+
+# Usage --------------------------------------------------------------------------------
+
+# What finished runs consumed, per UTC day (YYYY-MM-DD): one hash per service and
+# day ("<agent>|<metric>" -> number) and one per day over every service
+# ("<metric>" -> number). Kept USAGE_TTL_SECONDS after their last write.
+USAGE_TTL_SECONDS = 400 * 86400
+
+
+def usage_service_day(service: str, day: str) -> str:
+    return f"{PREFIX}:usage:service:{service}:{day}"
+
+
+def usage_day(day: str) -> str:
+    return f"{PREFIX}:usage:day:{day}"

@@ -57,7 +57,7 @@ def decode_task(raw: Mapping[str, str]) -> dict[str, Any]:
 
 def decode_run(raw: Mapping[str, str]) -> dict[str, Any]:
     run: dict[str, Any] = dict(raw)
-    for key in ("outputs", "inputs"):
+    for key in ("outputs", "inputs", "usage"):
         if run.get(key):
             run[key] = json.loads(run[key])
     for key in ("task_id", "version", "attempt", "seq"):

@@ -128,3 +128,23 @@ def test_when_short_is_the_time_today_the_day_this_year_else_the_date() -> None:
     assert when_short(now.replace(month=2, day=3, hour=4, minute=5).isoformat(), now) == "Feb 03 04:05"
     assert when_short("2023-11-14T22:13:25", now) == "2023-11-14"
     assert when_short(None, now) == ""
+
+
+def test_runs_and_tasks_show_cost_tokens_and_turns() -> None:
+    from orchestrator.cli.output import task_detail, usage_text
+
+    usage = {"input_tokens": 1204, "cache_read_input_tokens": 81920, "cache_creation_input_tokens": 10240,
+             "output_tokens": 2311, "cost_usd": 0.1234567, "num_turns": 4}
+    assert usage_text(usage) == "$0.1235 · 93.4k in / 2.3k out · 4 turns"
+    assert usage_text({"output_tokens": 5, "cost_usd": None}) == "$? · 0 in / 5 out"
+    assert usage_text(None) == ""
+    runs = [{"version": 1, "attempt": 1, "run_id": "r1", "phase": "Succeeded", "usage": usage},
+            {"version": 1, "attempt": 2, "run_id": "r2", "phase": "Failed", "usage": None,
+             "failure_reason": "max_turns: stopped after 5 turns"}]
+    table = "\n".join(render(runs_table(runs), 160))
+    assert "USAGE" in table and "$0.1235 · 93.4k in / 2.3k out · 4 turns" in table
+    assert "USAGE" not in "\n".join(render(runs_table([runs[1]]), 160))
+    task = {"service_name": "web", "id": 1, "title": "t", "status": "Running", "runs": runs,
+            "usage": {**usage, "runs": 1}}
+    assert any(line.startswith("usage:    $0.1235") and "over 1 run(s)" in line
+               for line in render(task_detail(task), 160))

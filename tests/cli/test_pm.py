@@ -297,3 +297,11 @@ def test_submit_all_draws_a_progress_bar_on_a_terminal(api: FakeApi, monkeypatch
     raw = screen.getvalue()
     assert "━" in raw and "3/3" in raw  # rich.progress's bar and count
     assert "demo/1" in raw and "already submitted, skipped" in raw and "[3/3] demo/3" in raw
+
+
+def test_logs_raw_asks_for_the_agent_s_own_stream(api: FakeApi) -> None:
+    api.routes[("GET", f"{TASKS}/demo/1/logs")] = lambda _r: (200, {"Content-Type": "text/plain"}, b'{"type":"x"}\n')
+    assert invoke("task", "logs", "demo/1", "--raw").stdout == '{"type":"x"}\n'
+    assert api.requests[-1]["query"]["format"] == ["raw"]
+    invoke("task", "logs", "demo/1")
+    assert "format" not in api.requests[-1]["query"]

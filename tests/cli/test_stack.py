@@ -27,6 +27,8 @@ def test_up_starts_everything_refuses_a_second_and_leaves_nothing_on_ctrl_c(up_f
     assert token and f"API token  {token}" in banner
     assert (data_dir / localstate.TOKEN_FILE).stat().st_mode & 0o077 == 0
     assert f"API        {up.api_url}" in banner and "redis-server started here" in banner
+    assert f"console    {up.api_url}/" in banner
+    assert (data_dir / stack.SESSION_SECRET_FILE).stat().st_mode & 0o077 == 0
 
     # The PM commands find the local stack and its token by themselves.
     env = {k: v for k, v in up.env.items() if k not in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN")}
@@ -142,3 +144,14 @@ def test_children_stop_even_when_up_is_killed(up_factory) -> None:
     while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [pid for pid in children if alive(pid)] == []
+
+
+def test_child_env_keeps_one_console_session_secret(settings) -> None:
+    first = stack.child_env(settings.replace(session_secret=""), "redis://x:1/0", "tok", "127.0.0.1:1")
+    again = stack.child_env(settings.replace(session_secret=""), "redis://x:1/0", "tok", "127.0.0.1:1")
+    secret_file = settings.data_dir / stack.SESSION_SECRET_FILE
+    kept = secret_file.read_text().strip()
+    assert first["ORCHESTRATOR_SESSION_SECRET"] == again["ORCHESTRATOR_SESSION_SECRET"] == kept
+    assert secret_file.stat().st_mode & 0o077 == 0
+    configured = stack.child_env(settings.replace(session_secret="mine"), "redis://x:1/0", "tok", "127.0.0.1:1")
+    assert configured.get("ORCHESTRATOR_SESSION_SECRET", "mine") == "mine"

@@ -42,6 +42,13 @@ def test_submitted_task_runs_to_succeeded_with_workspace_and_logs(stack: Stack) 
     assert (workspace / ".task" / "1" / "v1" / "task.md").is_file()
     status, logs = stack.request("GET", "/api/v1/pm/tasks/demo/1/logs")
     assert status == 200 and "example agent" in str(logs)
+    assert "→ Read: " in str(logs) and '"type"' not in str(logs)  # the conversation as text
+    # The example agent prints Claude Code's stream-json at no cost: the quick start shows usage too.
+    usage = done["runs"][0]["usage"]
+    assert usage["cost_usd"] == 0 and usage["num_turns"] == 1 and usage["session_id"]
+    assert done["usage"]["runs"] == 1
+    status, spent = stack.request("GET", "/api/v1/services/demo/usage")
+    assert status == 200 and spent["total"]["runs"] >= 1, spent
     history = [h["to"] for h in done["history"]]
     assert history[:1] == ["Pending"] and history[-1] == "Succeeded"
     assert "Running" in history or "Launching" in history

@@ -48,7 +48,7 @@ def route_steps_to(settings: Any, monkeypatch: Any) -> Any:
     import workers.app
     from orchestrator import dispatch
     from workers.app import create_celery
-    from workers.dispatcher import CeleryDispatcher
+    from orchestrator.celery_dispatch import CeleryDispatcher
 
     celery = create_celery(settings)
     monkeypatch.setattr(workers.app, "app", celery)

@@ -1,5 +1,8 @@
 """The Celery-backed `Dispatcher` (orchestrator.dispatch): steps queued the way `send_task` queues them.
 
+It is handed the Celery app whose routes and message format it follows; it
+never imports the worker layer.
+
 A step message is built by Celery itself (`app.amqp.as_task_v2`: the same
 headers, ids and ETA a `send_task` would write) and pushed onto the queue's
 Redis list in one LPUSH, wrapped the way kombu's Redis transport wraps it
@@ -30,6 +33,7 @@ from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
 from redis.connection import parse_url
 
+from orchestrator.celery_app import create_celery
 from orchestrator.dispatch import Enqueue, QueueUnavailable, Write
 from orchestrator.steps import Step
 from orchestrator.store import StoreUnavailable, TaskStore, connect
@@ -155,7 +159,5 @@ class CeleryDispatcher:
 
 
 def default() -> CeleryDispatcher:
-    """The dispatcher of this process's Celery app (`workers.app.app`), for `orchestrator.dispatch.current()`."""
-    from workers.app import app
-
-    return CeleryDispatcher(app)
+    """A dispatcher over a Celery app built from the settings (the same routes as the workers' app)."""
+    return CeleryDispatcher(create_celery())

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import taskmaster
-from orchestrator.cli.errors import EXIT_USAGE, UsageError
+from orchestrator import taskmaster
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tasks.json"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tasks.json"
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -44,17 +43,16 @@ def test_the_example_file_parses() -> None:
 def test_bad_files_are_usage_errors_that_say_why(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "tasks.json"
     path.write_text(content)
-    with pytest.raises(UsageError, match=message) as caught:
+    with pytest.raises(taskmaster.TaskFileError, match=message):
         taskmaster.load_tasks(path)
-    assert caught.value.exit_code == EXIT_USAGE
 
 
 def test_missing_file_and_missing_task(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(taskmaster.TaskFileError, match="does not exist"):
         taskmaster.load_tasks(tmp_path / "nope.json")
-    with pytest.raises(UsageError, match=r"task 9 is not in x \(ids present: 1, 2\)"):
+    with pytest.raises(taskmaster.TaskFileError, match=r"task 9 is not in x \(ids present: 1, 2\)"):
         taskmaster.find_task([{"id": 1}, {"id": 2}], 9, source="x")
-    with pytest.raises(UsageError, match="under tag 'nope'"):
+    with pytest.raises(taskmaster.TaskFileError, match="under tag 'nope'"):
         taskmaster.tasks_from_document({"master": {"tasks": []}}, tag="nope")
 
 
@@ -114,16 +112,16 @@ def test_dependency_order_is_topological_with_ties_by_id() -> None:
 
 
 def test_dependency_cycle_and_duplicates_are_named() -> None:
-    with pytest.raises(UsageError, match=r"cycle \(1 -> 2 -> 1\)"):
+    with pytest.raises(taskmaster.TaskFileError, match=r"cycle \(1 -> 2 -> 1\)"):
         taskmaster.dependency_order([{"id": 1, "dependencies": [2]}, {"id": 2, "dependencies": [1]},
                                      {"id": 3, "dependencies": []}])
-    with pytest.raises(UsageError, match="task id 1 appears twice"):
+    with pytest.raises(taskmaster.TaskFileError, match="task id 1 appears twice"):
         taskmaster.dependency_order([{"id": 1}, {"id": 1}])
 
 
 def test_documents(tmp_path: Path) -> None:
     (tmp_path / "empty.md").write_text("  \n")
-    with pytest.raises(UsageError, match="is empty"):
+    with pytest.raises(taskmaster.TaskFileError, match="is empty"):
         taskmaster.read_document(tmp_path / "empty.md", "prompt")
-    with pytest.raises(UsageError, match="design spec file .* does not exist"):
+    with pytest.raises(taskmaster.TaskFileError, match="design spec file .* does not exist"):
         taskmaster.read_document(tmp_path / "missing.md", "design spec")

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cli.errors import UsageError
+
+class TaskFileError(ValueError):
+    """A Task Master file that cannot be read or used: the message says what and how to fix it."""
+
 
 ACCEPTANCE_MARKER = re.compile(r"ACCEPTANCE\s+CRITERIA\s*:", re.IGNORECASE)
 
@@ -30,13 +33,13 @@ def load_tasks(path: Path, *, tag: str | None = None) -> list[dict[str, Any]]:
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"task file {path} does not exist; pass the path of your Task Master tasks.json") from None
+        raise TaskFileError(f"task file {path} does not exist; pass the path of your Task Master tasks.json") from None
     except OSError as exc:
-        raise UsageError(f"cannot read task file {path}: {exc.strerror}") from None
+        raise TaskFileError(f"cannot read task file {path}: {exc.strerror}") from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"task file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): "
+        raise TaskFileError(f"task file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): "
                          f"{exc.msg}") from None
     return tasks_from_document(data, source=str(path), tag=tag)
 
@@ -53,26 +56,26 @@ def tasks_from_document(data: Any, *, source: str = "task file", tag: str | None
         chosen = tag or ("master" if "master" in tagged else (next(iter(tagged)) if len(tagged) == 1 else None))
         if chosen is None or chosen not in tagged:
             known = ", ".join(sorted(tagged)) or "none"
-            raise UsageError(f"{source} has no task list{f' under tag {tag!r}' if tag else ''} "
+            raise TaskFileError(f"{source} has no task list{f' under tag {tag!r}' if tag else ''} "
                              f"(tags found: {known}); expected {{\"master\": {{\"tasks\": [...]}}}} or a list")
         tasks = tagged[chosen]["tasks"]
     else:
-        raise UsageError(f"{source} must hold a JSON list of tasks or {{\"master\": {{\"tasks\": [...]}}}}")
+        raise TaskFileError(f"{source} must hold a JSON list of tasks or {{\"master\": {{\"tasks\": [...]}}}}")
     for index, task in enumerate(tasks):
         if not isinstance(task, dict):
-            raise UsageError(f"{source}: entry {index + 1} of the task list is not an object")
+            raise TaskFileError(f"{source}: entry {index + 1} of the task list is not an object")
         if _as_int(task.get("id")) is None:
-            raise UsageError(f"{source}: entry {index + 1} of the task list has no integer id")
+            raise TaskFileError(f"{source}: entry {index + 1} of the task list has no integer id")
     return [dict(task) for task in tasks]
 
 
 def find_task(tasks: Sequence[Mapping[str, Any]], task_id: int, *, source: str = "task file") -> dict[str, Any]:
-    """The task with that id; a UsageError listing the ids present otherwise."""
+    """The task with that id; a TaskFileError listing the ids present otherwise."""
     for task in tasks:
         if _as_int(task.get("id")) == task_id:
             return dict(task)
     ids = ", ".join(str(_as_int(t.get("id"))) for t in tasks) or "none"
-    raise UsageError(f"task {task_id} is not in {source} (ids present: {ids})")
+    raise TaskFileError(f"task {task_id} is not in {source} (ids present: {ids})")
 
 
 def _as_int(value: Any) -> int | None:
@@ -191,11 +194,11 @@ def read_document(path: Path, what: str) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{what} file {path} does not exist") from None
+        raise TaskFileError(f"{what} file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {what} file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise TaskFileError(f"cannot read {what} file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not text.strip():
-        raise UsageError(f"{what} file {path} is empty; nothing to attach")
+        raise TaskFileError(f"{what} file {path} is empty; nothing to attach")
     return text
 
 
@@ -259,9 +262,9 @@ def dependency_order(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     for task in tasks:
         task_id = _as_int(task.get("id"))
         if task_id is None:
-            raise UsageError("every task needs an integer id")
+            raise TaskFileError("every task needs an integer id")
         if task_id in by_id:
-            raise UsageError(f"task id {task_id} appears twice in the task file")
+            raise TaskFileError(f"task id {task_id} appears twice in the task file")
         by_id[task_id] = dict(task)
     waiting = {tid: {d for d in dependencies(t) if d in by_id and d != tid} for tid, t in by_id.items()}
     ordered: list[dict[str, Any]] = []
@@ -270,7 +273,7 @@ def dependency_order(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         ready = sorted(tid for tid, deps in waiting.items() if deps <= done)
         if not ready:
             cycle = _find_cycle(waiting)
-            raise UsageError("the task dependencies form a cycle (" + " -> ".join(map(str, cycle))
+            raise TaskFileError("the task dependencies form a cycle (" + " -> ".join(map(str, cycle))
                              + "); fix the dependencies in the task file")
         for tid in ready:
             ordered.append(by_id[tid])

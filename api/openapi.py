@@ -45,7 +45,6 @@ TASK_PARAMS = [
     {"in": "path", "name": "task_id", "required": True,
      "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}},
 ]
-JSON_BODY = {"required": True}
 
 
 def _body(schema: str, required: bool = True) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from orchestrator import agent_env, validation
 from orchestrator.delivery.local import check_repository_url
+from orchestrator.model import PRIORITIES
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 
-PRIORITIES = ("high", "medium", "low")
 # The statuses Task Master writes; kept as `submitted_status`, never acted upon.
 TASKMASTER_STATUSES = ("pending", "in-progress", "done", "review", "deferred", "cancelled", "blocked")
 FILE_TYPES = ("task", "design-spec", "prompt", "context", "acceptance-criteria")

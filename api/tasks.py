@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -22,6 +23,7 @@ from orchestrator import validation, operations
 from orchestrator.delivery.record import run_view_fields
 from orchestrator.dispatch import Dispatcher
 from orchestrator.logs import scrub_lines
+from orchestrator.model import Run, Task
 from orchestrator.runners.errors import LogsUnavailable, RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
@@ -155,42 +157,41 @@ def task_url(service: str, task_id: int) -> str:
     return f"{PREFIX}/{service}/{task_id}"
 
 
-def task_summary(task: Mapping[str, Any]) -> dict[str, Any]:
+def task_summary(task: Task) -> dict[str, Any]:
     """A task as the list shows it (TaskSummarySchema)."""
-    spec = task.get("spec") or {}
+    spec = task.spec
     return {
-        "service_name": task["service"],
-        "id": task["id"],
-        "agent_name": task.get("agent", ""),
+        "service_name": task.service,
+        "id": task.id,
+        "agent_name": task.agent,
         "title": spec.get("title", ""),
-        "priority": task.get("priority", spec.get("priority", "medium")),
-        "status": task["status"],
-        "status_reason": task.get("status_reason", ""),
+        "priority": task.priority.value,
+        "status": task.status.value,
+        "status_reason": task.status_reason,
         "submitted_status": spec.get("status", "pending"),
-        "context_version": task.get("context_version", 1),
-        "current_run": task.get("current_run") or None,
-        "created_at": _iso(task.get("created_at")),
-        "updated_at": _iso(task.get("updated_at")),
-        "url": task_url(task["service"], task["id"]),
+        "context_version": task.context_version,
+        "current_run": task.current_run or None,
+        "created_at": _iso(task.created_at),
+        "updated_at": _iso(task.updated_at),
+        "url": task_url(task.service, task.id),
     }
 
 
-def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
+def run_view(run: Run) -> dict[str, Any]:
     """A run as a task view shows it (RunViewSchema)."""
-    outputs = run.get("outputs") or {}
     return {
-        "run_id": run.get("run_id", ""),
-        "version": run.get("version"),
-        "attempt": run.get("attempt"),
-        "stage": run.get("stage", ""),
-        "job_name": run.get("job_name", ""),
-        "phase": run.get("phase", ""),
-        "queued_at": _iso(run.get("queued_at")),
-        "started_at": _iso(run.get("started_at")),
-        "finished_at": _iso(run.get("finished_at")),
-        "exit_code": run.get("exit_code") if run.get("exit_code") != "" else None,
-        "failure_reason": run.get("failure_reason", ""),
-        "pull_request_url": outputs.get("pull_request_url") if isinstance(outputs, Mapping) else None,
+        "run_id": run.run_id,
+        "version": run.version,
+        "attempt": run.attempt,
+        "stage": run.stage,
+        "job_name": run.job_name,
+        "phase": run.phase.value,
+        "queued_at": _iso(run.queued_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "exit_code": run.exit_code,
+        "failure_reason": run.failure_reason,
+        "pull_request_url": run.outputs.get("pull_request_url"),
         **run_view_fields(run),  # branch, base, commit, commits, diffstat, pull request, outcome
         "usage": run_usage(run),
     }
@@ -202,11 +203,10 @@ def history_view(entry: Mapping[str, Any]) -> dict[str, Any]:
             "to": entry.get("to"), "reason": entry.get("reason", ""), "actor": entry.get("actor", "")}
 
 
-def task_view(task: Mapping[str, Any], runs: list[Mapping[str, Any]],
-              history: list[Mapping[str, Any]]) -> dict[str, Any]:
+def task_view(task: Task, runs: list[Run], history: list[Mapping[str, Any]]) -> dict[str, Any]:
     """A task with its documents, runs and recent history (TaskViewSchema)."""
     view = task_summary(task)
-    spec = task.get("spec") or {}
+    spec = task.spec
     for key, default in SPEC_FIELDS.items():
         view[key] = spec.get(key, default)
     view["runs"] = [run_view(r) for r in runs]
@@ -215,12 +215,12 @@ def task_view(task: Mapping[str, Any], runs: list[Mapping[str, Any]],
     return view
 
 
-def accepted_view(task: Mapping[str, Any]) -> dict[str, Any]:
+def accepted_view(task: Task) -> dict[str, Any]:
     """The 202 answer to a submission: the task as it was stored, rebuilt the same way on a replay."""
-    first = dict(task, status=Status.PENDING.value, status_reason="submitted", context_version=1,
-                 current_run=None, updated_at=task.get("created_at"))
-    entry = {"seq": 1, "at": task.get("created_at"), "from": None, "to": Status.PENDING.value,
-             "reason": "submitted", "actor": task.get("submitted_by", "")}
+    first = dataclasses.replace(task, status=Status.PENDING, status_reason="submitted", context_version=1,
+                                current_run=None, updated_at=task.created_at)
+    entry = {"seq": 1, "at": task.created_at, "from": None, "to": Status.PENDING.value,
+             "reason": "submitted", "actor": task.submitted_by}
     return task_view(first, [], [entry])
 
 
@@ -346,7 +346,7 @@ def task_logs(service: str, task_id: int) -> Response:
     if not runs:
         raise ApiError(f"task {service}/{task_id} has no run yet; logs appear once it is launched",
                        status=404, code="no_run")
-    run_id = runs[-1]["run_id"]
+    run_id = runs[-1].run_id
     try:
         runner = current_app.extensions["orchestrator"].runner()
     except ImportError:

@@ -17,6 +17,7 @@ from orchestrator import dispatch
 from orchestrator.dispatch import Dispatcher, Write
 from orchestrator.steps import Step
 from orchestrator.coordination.rules import dependency_ids, find_cycle, format_cycle
+from orchestrator.model import Task
 from orchestrator.states import ACTIVE, CANCELLABLE_FROM, RETRYABLE_FROM, TERMINAL, Status
 from orchestrator.store import IllegalTransition, TaskStore
 
@@ -55,7 +56,7 @@ def submit_task(
     idempotency_ttl: int = 86400,
     idempotency_value: Any = None,
     dispatcher: Dispatcher | None = None,
-) -> dict[str, Any]:
+) -> Task:
     """Store a validated task in Pending and queue its admission. Raises TaskExists or DependencyCycle."""
     service, task_id = spec["service_name"], int(spec["id"])
     dependencies = dependency_ids(spec)
@@ -83,41 +84,41 @@ CANCEL_ATTEMPTS = 10
 
 
 def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, reason: str = "",
-                dispatcher: Dispatcher | None = None) -> dict[str, Any]:
+                dispatcher: Dispatcher | None = None) -> Task:
     """Cancel a task that has not ended; stop its run when one is active."""
     # The pipeline moves a task on by itself (Queued -> Preparing...). A cancel that
     # loses such a race reads the task again rather than refusing the PM: only an
     # ended task is a real conflict.
     for _ in range(CANCEL_ATTEMPTS):
         task = store.require_task(service, task_id)
-        if Status(task["status"]) not in CANCELLABLE_FROM:
-            raise OperationRefused(f"task {service}/{task_id} already ended ({task['status']}); nothing to cancel")
+        if task.status not in CANCELLABLE_FROM:
+            raise OperationRefused(f"task {service}/{task_id} already ended ({task.status}); nothing to cancel")
         try:
             store.transition(service, task_id, Status.CANCELLED, reason=reason or f"cancelled by {actor}",
-                             actor=actor, expect=task["status"])
+                             actor=actor, expect=task.status)
             break
         except IllegalTransition as exc:
             if not exc.conflict:
                 raise OperationRefused(str(exc)) from None
     else:
         raise OperationRefused(f"task {service}/{task_id} keeps changing; try the cancel again")
-    if Status(task["status"]) in ACTIVE and task.get("current_run"):
-        _queue(dispatcher, Step.CANCEL_RUN, task["current_run"])
+    if task.status in ACTIVE and task.current_run:
+        _queue(dispatcher, Step.CANCEL_RUN, task.current_run)
     _queue(dispatcher, Step.ADMIT, service, task_id)  # dependents and waiting tasks may move now
     return store.require_task(service, task_id)
 
 
 def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str,
-                dispatcher: Dispatcher | None = None) -> dict[str, Any]:
+                dispatcher: Dispatcher | None = None) -> Task:
     """Start a failed or cancelled task again."""
     task = store.require_task(service, task_id)
-    if Status(task["status"]) not in RETRYABLE_FROM:
+    if task.status not in RETRYABLE_FROM:
         raise OperationRefused(
-            f"task {service}/{task_id} is {task['status']}; only Failed or Cancelled tasks can be retried"
+            f"task {service}/{task_id} is {task.status}; only Failed or Cancelled tasks can be retried"
         )
     try:
         store.transition(service, task_id, Status.PENDING, reason=f"retry requested by {actor}",
-                         actor=actor, expect=task["status"])
+                         actor=actor, expect=task.status)
     except IllegalTransition as exc:
         raise OperationRefused(str(exc)) from None
     _queue(dispatcher, Step.ADMIT, service, task_id)
@@ -127,13 +128,14 @@ def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str,
 def add_context(
     store: TaskStore, service: str, task_id: int, document: Mapping[str, Any], *, actor: str,
     dispatcher: Dispatcher | None = None,
-) -> dict[str, Any]:
+) -> Task:
     """Add a context document: bump the version, supersede the active run, start again."""
     task = store.require_task(service, task_id)
     version = store.add_context(service, task_id, document)
-    status = Status(task["status"])
-    if status in ACTIVE and task.get("current_run"):
-        _queue(dispatcher, Step.CANCEL_RUN, task["current_run"])
+    status = task.status
+    if status in ACTIVE and task.current_run:
+        _queue(dispatcher, Step.CANCEL_RUN, task.current_run)
+
     if status != Status.PENDING:
         try:
             store.transition(service, task_id, Status.PENDING, reason=f"context v{version} added by {actor}",

@@ -17,6 +17,7 @@ from orchestrator import agent_env, dispatch, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
 from orchestrator.runners.errors import RunnerError
+from orchestrator.model import ENDED_PHASES, Outcome, Run, RunPhase, Task, is_reserved_env
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
@@ -27,10 +28,9 @@ from orchestrator.workspace.layout import checkout_dir
 log = logging.getLogger("orchestrator.runs")
 
 Send = Callable[..., None]
-TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED, "Cancelled"})
+TERMINAL_PHASES = ENDED_PHASES  # a recorded end is never written over
 LAUNCHABLE = frozenset({Status.LAUNCHING, Status.RUNNING})
 ACTOR = "watcher"
-RESERVED_ENV = frozenset({"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ANTHROPIC_MODEL", "HOME"})
 
 
 def agent_spec(settings: Settings, agent: str, model: str | None) -> AgentSpec:
@@ -54,47 +54,46 @@ def _env(spec: Mapping[str, Any], settings: Settings) -> dict[str, str]:
         # Secrets come only from the Secret (or the worker's environment); our contract is ours.
         # The API checked the allow-list at submission; a task stored another way (GitHub, an
         # older version, a pipeline stage) is checked again here.
-        if name in RESERVED_ENV or name.startswith("ORCHESTRATOR_") or agent_env.name_errors(
-                name, settings.agent_env_allowed):
+        if is_reserved_env(name) or agent_env.name_errors(name, settings.agent_env_allowed):
             raise ValueError(f"task env may not set {name}")
     return env
 
 
-def build_request(settings: Settings, task: Mapping[str, Any], run: Mapping[str, Any]) -> RunRequest:
+def build_request(settings: Settings, task: Task, run: Run) -> RunRequest:
     """The RunRequest of a run, from the task's spec, the run record and configuration."""
-    spec = task.get("spec") or {}
+    spec = task.spec
     # A pipeline stage names its own agent (and maybe image) on the run record.
-    agent = validation.agent_name(str(run.get("agent") or spec.get("agent_name") or task.get("agent") or ""))
+    agent = validation.agent_name(str(run.agent or spec.get("agent_name") or task.agent))
     # prepare_workspace may record the directory it prepared on the run; else the task's own.
-    workdir = validation.relative_path(str(run.get("working_directory") or spec.get("working_directory") or ""))
+    workdir = validation.relative_path(str(run.working_directory or spec.get("working_directory") or ""))
     timeout = int(spec.get("timeout_seconds") or settings.default_timeout_seconds)
-    origin = task.get("origin") or {}
+    origin = task.origin
     agent_program = agent_spec(settings, agent, spec.get("model"))
-    if run.get("image"):
-        agent_program = dataclasses.replace(agent_program, image=str(run["image"]))
+    if run.image:
+        agent_program = dataclasses.replace(agent_program, image=run.image)
     agent_program = with_limits(agent_program, settings, spec)  # --max-budget-usd / --max-turns for Claude Code
-    output_dir = validation.relative_path(str(run.get("output_dir") or run_output_dir(
-        run["service"], int(run["task_id"]), run["run_id"])), what="output directory")
-    inputs = run.get("inputs") or {}
+    output_dir = validation.relative_path(run.output_dir or run_output_dir(
+        run.service, run.task_id, run.run_id), what="output directory")
+    inputs = run.inputs
     contract = {key: str(value) for key, value in {
-        "ORCHESTRATOR_STAGE_PROMPT": run.get("prompt") or "",
+        "ORCHESTRATOR_STAGE_PROMPT": run.prompt,
         "ORCHESTRATOR_INPUT_BRANCH": inputs.get("branch") or "",
         "ORCHESTRATOR_INPUT_PULL_REQUEST_URL": inputs.get("pull_request_url") or "",
         "ORCHESTRATOR_HANDOFF_FILE": inputs.get("handoff_file") or "",
     }.items() if value}
     return RunRequest(
-        run_id=run["run_id"],
-        service=validation.service_name(run["service"]),
-        task_id=int(run["task_id"]),
-        version=int(run["version"]),
-        attempt=int(run["attempt"]),
+        run_id=run.run_id,
+        service=validation.service_name(run.service),
+        task_id=run.task_id,
+        version=run.version,
+        attempt=run.attempt,
         agent=agent_program,
-        workspace_dir=checkout_dir(settings.workspace_root, run["service"], int(run["task_id"])),  # its worktree
+        workspace_dir=checkout_dir(settings.workspace_root, run.service, run.task_id),  # its worktree
         working_directory=workdir,
-        stage=run.get("stage") or None,
+        stage=run.stage or None,
         env=_env(spec, settings),
         timeout_seconds=max(1, min(timeout, settings.max_timeout_seconds)),
-        submitted_by=str(task.get("submitted_by") or ""),
+        submitted_by=task.submitted_by,
         origin=json.dumps(origin, sort_keys=True) if origin else "",
         output_dir=output_dir,
         contract_env=contract,
@@ -114,10 +113,10 @@ def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
     if run is None:
         log.warning("launch_run: no run %s; ignored", run_id)
         return None
-    if task is None or task.get("current_run") != run_id or Status(task["status"]) not in LAUNCHABLE:
+    if task is None or task.current_run != run_id or task.status not in LAUNCHABLE:
         log.info("launch_run: run %s is no longer the task's active run; ignored", run_id)
         return None
-    if run.get("phase") in TERMINAL_PHASES:
+    if run.ended:
         return None
     try:
         request = build_request(settings, task, run)
@@ -131,17 +130,17 @@ def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
         _fail_launch(store, run_id, f"launch failed: {exc}", send)
         return None
     store.update_run(run_id, job_name=name, runner=settings.runner, launched_at=time.time(),
-                     phase=run.get("phase") if run.get("phase") == RUNNING else "Launched")
+                     phase=RunPhase.RUNNING if run.phase == RunPhase.RUNNING else RunPhase.LAUNCHED)
     return name
 
 
 def _finish(store: TaskStore, run_id: str, send: Send) -> bool:
     """Hand the ended run to finish_run once (unless its task moved on meanwhile)."""
     run = store.get_run(run_id)
-    if run is None or run.get("finish_sent"):
+    if run is None or run.finish_sent:
         return False
-    task = store.get_task(run["service"], int(run["task_id"]))
-    if task is None or task.get("current_run") != run_id or Status(task["status"]) not in LAUNCHABLE:
+    task = store.get_task(run.service, run.task_id)
+    if task is None or task.current_run != run_id or task.status not in LAUNCHABLE:
         # Cancelled or superseded: whoever moved the task on already re-drove it.
         store.update_run(run_id, finish_sent="skipped: the task moved on")
         return False
@@ -152,31 +151,31 @@ def _finish(store: TaskStore, run_id: str, send: Send) -> bool:
     return True
 
 
-def _progress_fields(run: Mapping[str, Any], obs: RunObservation) -> dict[str, Any]:
+def _progress_fields(run: Run, obs: RunObservation) -> dict[str, Any]:
     """What a not-yet-ended observation would write on the run (the end adds its own fields)."""
     fields: dict[str, Any] = {"observed_reason": obs.reason[:1000]}
-    if obs.started_at and not run.get("started_at"):
+    if obs.started_at and not run.started_at:
         fields["started_at"] = obs.started_at
     if obs.phase == RUNNING:
         fields["phase"] = RUNNING
-        fields.setdefault("started_at", run.get("started_at") or obs.started_at or time.time())
-    elif (run.get("phase") or "") != RUNNING and obs.phase == PENDING:
+        fields.setdefault("started_at", run.started_at or obs.started_at or time.time())
+    elif run.phase != RUNNING and obs.phase == PENDING:
         fields["phase"] = PENDING
     return fields
 
 
-def _unchanged(run: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
-    return all(str(run.get(k) if run.get(k) is not None else "") == str(v) for k, v in fields.items()
-               if k != "started_at") and bool(run.get("started_at") or "started_at" not in fields)
+def _unchanged(run: Run, fields: Mapping[str, Any]) -> bool:
+    return all(getattr(run, k) == v for k, v in fields.items()
+               if k != "started_at") and bool(run.started_at or "started_at" not in fields)
 
 
-def is_quiet(run: Mapping[str, Any], task_status: str | None, obs: RunObservation) -> bool:
+def is_quiet(run: Run, task_status: str | None, obs: RunObservation) -> bool:
     """True when applying `obs` would change nothing: a run that goes on as already recorded.
 
     Lets a reconcile skip, without reading anything again, the many runs that
     simply keep running; anything else goes through `apply_observation`.
     """
-    if obs.phase not in (RUNNING, PENDING) or (run.get("phase") or "") in TERMINAL_PHASES:
+    if obs.phase not in (RUNNING, PENDING) or run.ended:
         return False
     if obs.phase == RUNNING and task_status == Status.LAUNCHING.value:
         return False
@@ -196,15 +195,14 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
     run = store.get_run(obs.run_id)
     if run is None:
         return False
-    phase = run.get("phase") or ""
-    if phase in TERMINAL_PHASES:
-        return _finish(store, obs.run_id, send) if not run.get("finish_sent") else False
+    if run.ended:
+        return _finish(store, obs.run_id, send) if not run.finish_sent else False
     fields = _progress_fields(run, obs)
     if obs.phase in (SUCCEEDED, FAILED):
         fields.update(phase=obs.phase, finished_at=obs.finished_at or time.time(),
                       exit_code=obs.exit_code, retryable="1" if obs.retryable else "0",
                       failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000])
-        fields.setdefault("started_at", run.get("started_at") or obs.started_at)
+        fields.setdefault("started_at", run.started_at or obs.started_at)
         if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False  # its end was recorded meanwhile (a cancel, another watcher), with its finish
         return _finish(store, obs.run_id, send)
@@ -212,10 +210,10 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
         if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False
     if obs.phase == RUNNING:
-        task = store.get_task(run["service"], int(run["task_id"]))
-        if task and task.get("current_run") == obs.run_id and task["status"] == Status.LAUNCHING.value:
+        task = store.get_task(run.service, run.task_id)
+        if task and task.current_run == obs.run_id and task.status == Status.LAUNCHING:
             try:
-                store.transition(run["service"], int(run["task_id"]), Status.RUNNING,
+                store.transition(run.service, run.task_id, Status.RUNNING,
                                  reason=f"run {obs.run_id} started", actor=actor, expect=Status.LAUNCHING,
                                  lease=lease)
             except IllegalTransition:
@@ -227,7 +225,7 @@ def record_lost(store: TaskStore, run_id: str, reason: str, *, send: Send = disp
                 lease: tuple[str, str, int] | None = None) -> bool:
     """The run's Job or process vanished before its end was seen: fail it (retryable) and hand it on."""
     run = store.get_run(run_id)
-    if run is None or run.get("phase") in TERMINAL_PHASES:
+    if run is None or run.ended:
         return False
     return apply_observation(store, RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(),
                                                    retryable=True), send=send, lease=lease)
@@ -237,8 +235,8 @@ def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "syste
     """Stop the run and record it Cancelled; an ended run is left as it was."""
     runner.cancel(run_id)
     run = store.get_run(run_id)
-    if run is None or run.get("phase") in TERMINAL_PHASES:
+    if run is None or run.ended:
         return
-    store.update_unended_run(run_id, TERMINAL_PHASES, phase="Cancelled", finished_at=time.time(),
+    store.update_unended_run(run_id, TERMINAL_PHASES, phase=RunPhase.CANCELLED, finished_at=time.time(),
                              failure_reason=f"cancelled by {actor}", finish_sent="skipped: cancelled",
-                             outcome="cancelled")
+                             outcome=Outcome.CANCELLED)

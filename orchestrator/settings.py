@@ -15,7 +15,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -513,7 +513,6 @@ class Settings:
     delivery_retries: int
     delivery_backoff_seconds: float
     agent_github_token: bool
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -559,7 +558,6 @@ class Settings:
         shown = ", ".join(
             f"{f.name}={'***' if f.name in secret_attrs else getattr(self, f.name)!r}"
             for f in dataclasses.fields(self)
-            if f.name != "extra"
         )
         return f"Settings({shown})"
 

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator.model import PRIORITIES
+
 
 class TaskFileError(ValueError):
     """A Task Master file that cannot be read or used: the message says what and how to fix it."""
@@ -18,12 +20,6 @@ class TaskFileError(ValueError):
 
 ACCEPTANCE_MARKER = re.compile(r"ACCEPTANCE\s+CRITERIA\s*:", re.IGNORECASE)
 
-# Fields of a Task Master task the API accepts; anything else a tool added
-# (complexity scores, timestamps...) stays out of the request.
-TASK_FIELDS = ("id", "title", "description", "details", "test_strategy", "priority", "status",
-               "dependencies", "subtasks")
-SUBTASK_FIELDS = ("id", "title", "description", "dependencies", "details", "status", "test_strategy")
-PRIORITIES = ("high", "medium", "low")
 # The Task Master statuses the API keeps as `submitted_status`; others are left to its default.
 TASKMASTER_STATUSES = ("pending", "in-progress", "done", "review", "deferred", "cancelled", "blocked")
 

@@ -11,6 +11,8 @@ import re
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
+from orchestrator.model import RESERVED_ENV, RESERVED_ENV_PREFIX
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Service and agent names become parts of Job names, labels and directories.
 # Keeping them short leaves room in the 63-character Job name for the task id,
@@ -143,8 +145,8 @@ SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRI
                      "SSHKEY", "COOKIE", "SESSION")
 SECRET_NAME_WORDS = ("KEY", "PAT", "PWD", "AUTH", "DSN")
 # Names the runner sets itself, or that change how every program in the Job loads.
-RESERVED_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "SHELL", "PYTHONPATH", "NODE_OPTIONS", "BASH_ENV", "ENV"})
-RESERVED_ENV_PREFIXES = ("ORCHESTRATOR_", "LD_", "KUBERNETES_", "GIT_", "DYLD_")
+RESERVED_ENV_NAMES = RESERVED_ENV | {"PATH", "USER", "SHELL", "PYTHONPATH", "NODE_OPTIONS", "BASH_ENV", "ENV"}
+RESERVED_ENV_PREFIXES = (RESERVED_ENV_PREFIX, "LD_", "KUBERNETES_", "GIT_", "DYLD_")
 SECRET_VALUE_PREFIXES = ("ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "sk-ant-", "xoxb-", "AKIA", "-----BEGIN")
 
 

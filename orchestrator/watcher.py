@@ -28,10 +28,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from orchestrator.coordination import redrive
 from orchestrator import dispatch, runs
+from orchestrator.model import Run
 from orchestrator.runners.base import FAILED, SUCCEEDED, RunObservation, Runner, Tracker
 from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
@@ -129,23 +129,22 @@ class Watcher:
                     log.warning("could not delete the Job of failed run %s: %s", obs.run_id, exc)
             return sent
 
-    def active_runs(self) -> dict[str, dict[str, Any]]:
+    def active_runs(self) -> dict[str, tuple[Run, Status]]:
         """Runs our store says are launching or running (read before listing, so no launch races a list).
 
-        Each run carries its task's status as `task_status`, and only the
-        fields a reconcile compares (RECONCILE_RUN_FIELDS): one script per
+        Each run comes with its task's status, and has only the fields a
+        reconcile compares (RECONCILE_RUN_FIELDS) read: one script per
         thousand runs reads them. A run that needs writing is read again in full
         by `apply`.
         """
         refs = self.store.task_refs_in_status(Status.LAUNCHING, Status.RUNNING)
-        active: dict[str, dict[str, Any]] = {}
+        active: dict[str, tuple[Run, Status]] = {}
         for row in self.store.current_runs(refs, *RECONCILE_RUN_FIELDS):
             if row is None:
                 continue  # the task went meanwhile
             task_status, run_id, run = row
-            if run_id and run is not None and run.get("run_id"):
-                run["task_status"] = task_status
-                active[run_id] = run
+            if run_id and run is not None and run.run_id:
+                active[run_id] = (run, task_status)
         return active
 
     def reconcile(self) -> ReconcileReport:
@@ -156,16 +155,16 @@ class Watcher:
         self.tracker.relist()
         observations = self.tracker.observations(active)
         report.observed = sum(1 for run_id in active if run_id in observations)
-        for run_id, run in active.items():
+        for run_id, (run, task_status) in active.items():
             obs = observations.get(run_id)
             if obs is not None:
                 self._missing.pop(run_id, None)
-                if runs.is_quiet(run, run.get("task_status"), obs):
+                if runs.is_quiet(run, task_status, obs):
                     continue  # goes on as recorded: nothing to read again or write
                 if self.apply(obs):
                     report.finished.append(run_id)
                 continue
-            if not run.get("job_name") or run.get("phase") in runs.TERMINAL_PHASES:
+            if not run.job_name or run.ended:
                 continue  # not launched yet (the launch step is on its way), or already ended
             # Gone before we saw its end. Twice in a row, so one odd list cannot fail a run.
             self._missing[run_id] = self._missing.get(run_id, 0) + 1
@@ -181,8 +180,8 @@ class Watcher:
         for run_id in list(self._missing):
             if run_id not in active:
                 self._missing.pop(run_id, None)
-        report.finished += self.stalls.stop_stalled(self.store, active, send=self.send, lock=self.lock,
-                                                    lease=self.fence)
+        report.finished += self.stalls.stop_stalled(self.store, {run_id: run for run_id, (run, _) in active.items()},
+                                                    send=self.send, lock=self.lock, lease=self.fence)
         report.swept = self.sweep()
         report.redriven = self.coordinate()
         return report

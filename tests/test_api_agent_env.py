@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from orchestrator import agent_env, runs
+from orchestrator.model import Run, Task
 from orchestrator.settings import ConfigError, Settings
 from orchestrator.store import TaskStore
 from tests.support.api import AUTH, route_steps_to, valid_task
@@ -60,7 +61,7 @@ def test_the_default_allow_list_accepts_harmless_names(client: FlaskClient, stor
     env = {"LOG_LEVEL": "debug", "TZ": "UTC", "APP_MODE": "fast", "FEATURE_CSV": "on"}
     response = client.post("/api/v1/pm/tasks", json=valid_task(env=env), headers=AUTH)
     assert response.status_code == 202, response.get_json()
-    assert store.get_task("billing", 7)["spec"]["env"] == env
+    assert store.get_task("billing", 7).spec["env"] == env
 
 
 def test_ops_patterns_widen_the_list_but_never_to_reserved_names(settings: Settings,
@@ -86,12 +87,12 @@ def test_the_setting_is_parsed_and_checked() -> None:
 
 def test_a_stored_task_with_env_outside_the_list_fails_at_launch(settings: Settings) -> None:
     """Tasks that did not come through the API (GitHub, pipeline stages, older versions) are checked again."""
-    task = {"service": "billing", "task_id": 1, "agent": "claude",
-            "spec": {"agent_name": "claude", "env": {"ANTHROPIC_BASE_URL": "http://attacker.example"}}}
-    run = {"run_id": "billing-1-v1-a1", "service": "billing", "task_id": 1, "version": 1, "attempt": 1}
+    task = Task(service="billing", id=1, agent="claude",
+                spec={"agent_name": "claude", "env": {"ANTHROPIC_BASE_URL": "http://attacker.example"}})
+    run = Run(run_id="billing-1-v1-a1", service="billing", task_id=1, version=1, attempt=1)
     with pytest.raises(ValueError, match="ANTHROPIC_BASE_URL"):
         runs.build_request(settings, task, run)
-    task["spec"]["env"] = {"APP_MODE": "x"}
+    task.spec["env"] = {"APP_MODE": "x"}
     assert runs.build_request(settings, task, run).env == {"APP_MODE": "x"}
 
 

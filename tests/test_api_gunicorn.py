@@ -51,7 +51,7 @@ def test_gunicorn_serves_a_submission(base_env: dict[str, str], store: TaskStore
                                          {"Authorization": f"Bearer {TOKEN}"})
         assert status == 202, body
         assert headers["Location"] == "/api/v1/pm/tasks/billing/7"
-        assert store.get_task("billing", 7)["status"] == "Pending"
+        assert store.get_task("billing", 7).status == "Pending"
         status, _, _ = _request(port, "POST", "/api/v1/pm/tasks", valid_task(id=8))
         assert status == 401
         status, _, metrics = _request(port, "GET", "/metrics")

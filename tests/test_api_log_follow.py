@@ -30,7 +30,7 @@ print("last line", flush=True)
 def running(settings: Settings, store: TaskStore, tmp_path: Path) -> Iterator[Path]:
     """Task billing/7 with a local run that printed one line and waits for the returned file to end."""
     store.create_task(service="billing", task_id=7, agent="claude", spec={"title": "export"})
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     (tmp_path / "agent.py").write_text(AGENT)
     stop = tmp_path / "stop"
     workspace = settings.workspace_root / "billing"

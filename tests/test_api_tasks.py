@@ -65,8 +65,8 @@ def test_submit_stores_queues_and_answers_202(client: FlaskClient, store: TaskSt
     assert body["service_name"] == "billing" and body["id"] == 7 and body["agent_name"] == "claude"
     assert body["runs"] == [] and [h["to"] for h in body["history"]] == ["Pending"]
     stored = store.get_task("billing", 7)
-    assert stored is not None and stored["spec"]["title"] == "Add invoice export"
-    assert stored["submitted_by"].startswith("api:") and "test-token" not in json.dumps(stored)
+    assert stored is not None and stored.spec["title"] == "Add invoice export"
+    assert stored.submitted_by.startswith("api:") and "test-token" not in repr(stored)
     assert store.queue_depths(["coordination"])["coordination"] == 1  # the admit step
 
 
@@ -134,7 +134,7 @@ def test_get_task_shows_runs_and_history(client: FlaskClient, store: TaskStore) 
     submit(client)
     store.transition("billing", 7, Status.QUEUED, reason="admitted", actor="coordination")
     run = store.create_run("billing", 7, version=1, attempt=1, job_name="billing-7-v1-a1")
-    store.update_run(run["run_id"], phase="Succeeded", started_at=1700000000.0, finished_at=1700000060.0,
+    store.update_run(run.run_id, phase="Succeeded", started_at=1700000000.0, finished_at=1700000060.0,
                      exit_code=0, outputs={"pull_request_url": "https://github.com/acme/billing/pull/9"})
     response = client.get("/api/v1/pm/tasks/billing/7", headers=AUTH)
     assert response.status_code == 200
@@ -233,13 +233,13 @@ def test_logs_of_the_latest_run(client: FlaskClient, app: Flask, store: TaskStor
     response = client.get("/api/v1/pm/tasks/billing/7/logs", headers=AUTH)
     assert response.status_code == 200 and response.mimetype == "text/plain"
     assert response.get_data(as_text=True) == "one\ntwo\ntoken *** leaked\n"
-    assert response.headers["X-Run-Id"] == latest["run_id"]
+    assert response.headers["X-Run-Id"] == latest.run_id
     assert client.get("/api/v1/pm/tasks/billing/7/logs?tail=1", headers=AUTH).get_data(as_text=True) == \
         "token *** leaked\n"
     streamed = client.get("/api/v1/pm/tasks/billing/7/logs?follow=true&tail=2", headers=AUTH)
     assert streamed.is_streamed and streamed.get_data(as_text=True) == "two\ntoken *** leaked\n"
-    assert runner.calls == [(latest["run_id"], False, None), (latest["run_id"], False, 1),
-                            (latest["run_id"], True, 2)]
+    assert runner.calls == [(latest.run_id, False, None), (latest.run_id, False, 1),
+                            (latest.run_id, True, 2)]
     assert client.get("/api/v1/pm/tasks/billing/7/logs?tail=0", headers=AUTH).status_code == 400
     assert client.get("/api/v1/pm/tasks/billing/7/logs?follow=maybe", headers=AUTH).status_code == 400
 
@@ -343,7 +343,7 @@ def test_kubernetes_logs_before_a_pod_runs_and_after_the_job_ttl_are_404(
 ) -> None:
     app.extensions["orchestrator"]._runner = kube_runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     for follow in (False, True):  # Preparing/Launching: no Job yet
         _no_logs(client, follow)
     kube_runner.launch(RunRequest(run_id=run_id, service="billing", task_id=7, version=1, attempt=1,
@@ -382,7 +382,7 @@ def test_local_logs_before_the_run_wrote_any_are_404(client: FlaskClient, app: F
     runner = LocalRunner(settings)
     app.extensions["orchestrator"]._runner = runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     for follow in (False, True):  # Preparing: nothing of the run on disk
         _no_logs(client, follow)
     run_dir = runner.run_dir(run_id)  # launched, the agent has not written yet
@@ -416,7 +416,7 @@ def test_a_whole_log_is_streamed_not_loaded(client: FlaskClient, app: Flask, sto
     runner = LocalRunner(settings)
     app.extensions["orchestrator"]._runner = runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     run_dir = runner.run_dir(run_id)
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))
@@ -466,7 +466,7 @@ def test_an_abandoned_kubernetes_follow_stops_reading(
 ) -> None:
     app.extensions["orchestrator"]._runner = kube_runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     kube_runner.launch(RunRequest(run_id=run_id, service="billing", task_id=7, version=1, attempt=1,
                                   agent=AgentSpec(name="claude", image="img:1", command=("claude",)),
                                   workspace_dir=tmp_path))
@@ -480,7 +480,7 @@ def test_an_abandoned_local_follow_stops_reading(client: FlaskClient, app: Flask
     runner = LocalRunner(settings)
     app.extensions["orchestrator"]._runner = runner
     submit(client)
-    run_id = store.create_run("billing", 7, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("billing", 7, version=1, attempt=1).run_id
     run_dir = runner.run_dir(run_id)
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(json.dumps({"command": ["true"], "cwd": "/", "timeout": 60}))

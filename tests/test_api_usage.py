@@ -28,8 +28,8 @@ def test_runs_show_their_usage_and_the_task_its_totals(client: FlaskClient, stor
     first = store.create_run("billing", 7, version=1, attempt=1, now=1.0)
     second = store.create_run("billing", 7, version=1, attempt=2, now=2.0)
     store.create_run("billing", 7, version=1, attempt=3, now=3.0)  # no usage reported
-    record(store, first["run_id"], "success")
-    record(store, second["run_id"], "max_budget")
+    record(store, first.run_id, "success")
+    record(store, second.run_id, "max_budget")
     view = client.get("/api/v1/pm/tasks/billing/7", headers=AUTH).get_json()
     assert not TaskViewSchema().validate(view)
     assert (view["max_cost_usd"], view["max_turns"]) == (1.5, 20)
@@ -51,7 +51,7 @@ def test_budgets_are_validated(client: FlaskClient) -> None:
 
 def test_service_usage_per_day_and_agent(client: FlaskClient, store: TaskStore) -> None:
     submit(client)
-    runs = [store.create_run("billing", 7, version=1, attempt=n)["run_id"] for n in (1, 2, 3)]
+    runs = [store.create_run("billing", 7, version=1, attempt=n).run_id for n in (1, 2, 3)]
     record(store, runs[0], "success", day="2026-01-02")
     record(store, runs[1], "success", agent="reviewer", day=today())
     record(store, runs[2], "max_budget", day=today())

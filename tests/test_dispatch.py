@@ -107,7 +107,7 @@ def test_created_and_queued_together_or_not_at_all(settings: Settings, store: Ta
 
     monkeypatch.setattr(store, "_create", spy)
     task = dispatch.send(Step.ADMIT, "web", 7, write=_create(store))
-    assert task["id"] == 7 and calls[0]  # the message went with the write
+    assert task.id == 7 and calls[0]  # the message went with the write
     with pytest.raises(TaskExists):
         dispatch.send(Step.ADMIT, "web", 7, write=_create(store))
     assert len(_queued(store, "coordination")) == 1
@@ -120,7 +120,7 @@ def test_on_another_broker_the_write_comes_first_and_the_step_after(settings: Se
     route_steps_to(Settings.from_env({"ORCHESTRATOR_REDIS_URL": own_redis.url}), monkeypatch)
     broker = TaskStore(connect(own_redis.url))
     task = dispatch.send(Step.ADMIT, "web", 7, write=_create(store))
-    assert task["id"] == 7 and _queued(store, "coordination") == []
+    assert task.id == 7 and _queued(store, "coordination") == []
     assert [m["headers"]["task"] for m in _queued(broker, "coordination")] == [Step.ADMIT]
     with pytest.raises(TaskExists):  # a refused write sends nothing
         dispatch.send(Step.ADMIT, "web", 7, write=_create(store))

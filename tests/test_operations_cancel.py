@@ -27,7 +27,7 @@ def test_cancel_wins_over_a_concurrent_pipeline_move(store: TaskStore, monkeypat
 
     monkeypatch.setattr(store, "require_task", racing_get)
     task = operations.cancel_task(store, "web", 1, actor="pm")
-    assert task["status"] == "Cancelled"
+    assert task.status == "Cancelled"
     assert (Step.CANCEL_RUN, "web-1-v1-a1") in sent  # the run admitted meanwhile is stopped too
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from orchestrator import runs
@@ -32,7 +34,7 @@ def test_launch_creates_the_job_once_and_a_redelivery_adopts_it(store: TaskStore
     assert container["workingDir"] == "/workspace/app"
     assert {"name": "ANTHROPIC_MODEL", "value": "claude-opus-4"} in container["env"]
     run = store.get_run(run_id)
-    assert run["job_name"] == "billing-1-v1-a1" and run["runner"] == "kubernetes"
+    assert run.job_name == "billing-1-v1-a1" and run.runner == "kubernetes"
     assert sent.calls == []
 
 
@@ -54,7 +56,7 @@ def test_retries_then_permanent_failure_after_the_limit(store: TaskStore, kube_s
     assert emulator.count(lambda r: r.method == "POST") == kube_settings.kube_retries + 1
     assert len(sleeps) == kube_settings.kube_retries
     run = store.get_run(run_id)
-    assert run["phase"] == FAILED and "503 after 4 attempts" in run["failure_reason"]
+    assert run.phase == FAILED and "503 after 4 attempts" in run.failure_reason
     assert sent.of(Step.FINISH_RUN) == [(run_id,)]
 
 
@@ -65,7 +67,7 @@ def test_a_refused_manifest_fails_the_run_at_once(store: TaskStore, kube_setting
     sent = Sent()
     runs.launch(store, kube_settings, kube_runner, run_id, send=sent)
     assert emulator.count(lambda r: r.method == "POST") == 1
-    assert "needs permission to create jobs.batch" in store.get_run(run_id)["failure_reason"]
+    assert "needs permission to create jobs.batch" in store.get_run(run_id).failure_reason
     assert sent.of(Step.FINISH_RUN) == [(run_id,)]
 
 
@@ -74,7 +76,7 @@ def test_an_invalid_task_env_fails_the_run(store: TaskStore, kube_settings: Sett
     run_id = launching_task(store, env={"GITHUB_TOKEN": "smuggled"})
     sent = Sent()
     runs.launch(store, kube_settings, kube_runner, run_id, send=sent)
-    assert "may not set GITHUB_TOKEN" in store.get_run(run_id)["failure_reason"]
+    assert "may not set GITHUB_TOKEN" in store.get_run(run_id).failure_reason
     assert "smuggled" not in str(store.get_run(run_id))
 
 
@@ -82,19 +84,19 @@ def test_observations_move_the_task_and_finish_once(store: TaskStore) -> None:
     run_id = launching_task(store)
     sent = Sent()
     runs.apply_observation(store, RunObservation(run_id, PENDING, reason="ContainerCreating"), send=sent)
-    assert store.get_task("billing", 1)["status"] == "Launching"
+    assert store.get_task("billing", 1).status == "Launching"
     runs.apply_observation(store, RunObservation(run_id, RUNNING, started_at=100.0), send=sent)
     runs.apply_observation(store, RunObservation(run_id, RUNNING, started_at=100.0), send=sent)
-    assert store.get_task("billing", 1)["status"] == "Running"
+    assert store.get_task("billing", 1).status == "Running"
     runs.apply_observation(store, RunObservation(run_id, PENDING, reason="Evicted"), send=sent)  # no flap back
-    assert store.get_run(run_id)["phase"] == RUNNING
+    assert store.get_run(run_id).phase == RUNNING
     done = RunObservation(run_id, FAILED, reason="Error: exit code 3", exit_code=3, finished_at=200.0)
     assert runs.apply_observation(store, done, send=sent) is True
     assert runs.apply_observation(store, done, send=sent) is False
     assert runs.apply_observation(store, RunObservation(run_id, SUCCEEDED, exit_code=0), send=sent) is False
     run = store.get_run(run_id)
-    assert (run["phase"], run["exit_code"], run["failure_reason"]) == (FAILED, 3, "Error: exit code 3")
-    assert run["started_at"] == 100.0 and run["finished_at"] == 200.0
+    assert (run.phase, run.exit_code, run.failure_reason) == (FAILED, 3, "Error: exit code 3")
+    assert run.started_at == 100.0 and run.finished_at == 200.0
     assert sent.of(Step.FINISH_RUN) == [(run_id,)]
     history = [h["to"] for h in store.history("billing", 1)]
     assert history.count("Running") == 1
@@ -105,7 +107,7 @@ def test_a_run_whose_task_moved_on_is_recorded_but_not_finished(store: TaskStore
     store.transition("billing", 1, Status.CANCELLED, reason="cancelled by pm", actor="pm")
     sent = Sent()
     runs.apply_observation(store, RunObservation(run_id, SUCCEEDED, exit_code=0), send=sent)
-    assert sent.calls == [] and store.get_run(run_id)["phase"] == SUCCEEDED
+    assert sent.calls == [] and store.get_run(run_id).phase == SUCCEEDED
 
 
 def test_an_end_recorded_meanwhile_is_not_written_over(store: TaskStore, monkeypatch) -> None:
@@ -116,15 +118,15 @@ def test_an_end_recorded_meanwhile_is_not_written_over(store: TaskStore, monkeyp
     runs.apply_observation(store, RunObservation(run_id, RUNNING, started_at=100.0), send=sent)
     before = store.get_run(run_id)
     store.update_run(run_id, phase="Cancelled", failure_reason="cancelled by pm", finish_sent="skipped: cancelled")
-    monkeypatch.setattr(store, "get_run", lambda _run_id: dict(before))  # the watcher's earlier read
+    monkeypatch.setattr(store, "get_run", lambda _run_id: dataclasses.replace(before))  # the watcher's earlier read
     lost = RunObservation(run_id, FAILED, reason="Job deleted", exit_code=137, finished_at=200.0)
     assert runs.apply_observation(store, lost, send=sent) is False
     assert runs.apply_observation(store, RunObservation(run_id, RUNNING, reason="still going", started_at=100.0),
                                   send=sent) is False
     monkeypatch.undo()
     run = store.get_run(run_id)
-    assert (run["phase"], run["failure_reason"]) == ("Cancelled", "cancelled by pm") and run.get("exit_code") != 137
-    assert run.get("observed_reason", "") != "still going"
+    assert (run.phase, run.failure_reason) == ("Cancelled", "cancelled by pm") and run.exit_code != 137
+    assert run.observed_reason != "still going"
     assert sent.of(Step.FINISH_RUN) == []
 
 
@@ -134,7 +136,7 @@ def test_a_guarded_run_update_writes_only_before_the_end(store: TaskStore) -> No
     store.update_run(run_id, phase=SUCCEEDED)
     assert store.update_unended_run(run_id, runs.TERMINAL_PHASES, phase="Cancelled", observed_reason="two") is False
     run = store.get_run(run_id)
-    assert (run["phase"], run["observed_reason"]) == (SUCCEEDED, "one")
+    assert (run.phase, run.observed_reason) == (SUCCEEDED, "one")
     with pytest.raises(StoreError):
         store.update_unended_run("no-such-run", runs.TERMINAL_PHASES, phase=RUNNING)
 
@@ -149,5 +151,5 @@ def test_cancel_deletes_the_job_and_records_it(store: TaskStore, kube_settings: 
     delete = next(r for r in emulator.requests if r.method == "DELETE")
     assert delete.path.endswith("/jobs/billing-1-v1-a1")
     run = store.get_run(run_id)
-    assert run["phase"] == "Cancelled" and run["failure_reason"] == "cancelled by pm@example.com"
+    assert run.phase == "Cancelled" and run.failure_reason == "cancelled by pm@example.com"
     runs.cancel(store, kube_runner, run_id)  # again: nothing to do, no error

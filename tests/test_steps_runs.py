@@ -20,12 +20,12 @@ def test_launch_and_cancel_steps(store: TaskStore, settings: Settings, worker_fa
     app = create_celery(settings)
     try:
         app.send_task(Step.LAUNCH_RUN, args=[run_id], queue="deploy")
-        wait_for(lambda: store.get_run(run_id)["job_name"] == run_id)
+        wait_for(lambda: store.get_run(run_id).job_name == run_id)
         runner = LocalRunner(settings)
         wait_for(lambda: (o := runner.observe(run_id)) and o.phase == "Running")
         store.transition("billing", 1, Status.CANCELLED, reason="cancelled by pm", actor="pm")
         app.send_task(Step.CANCEL_RUN, args=[run_id], queue="deploy")
-        wait_for(lambda: store.get_run(run_id)["phase"] == "Cancelled")
+        wait_for(lambda: store.get_run(run_id).phase == "Cancelled")
         assert runner.observe(run_id).reason == "Cancelled"
     finally:
         app.close()

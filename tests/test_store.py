@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from orchestrator.model import Run, RunPhase
 from orchestrator.states import Status
 from orchestrator.store import (
     IllegalTransition,
@@ -27,15 +28,33 @@ def make(store: TaskStore, service: str = "web", task_id: int = 1, agent: str = 
     return store.create_task(service=service, task_id=task_id, agent=agent, spec={**SPEC, "id": task_id}, **kw)
 
 
+def test_records_written_by_an_older_version_still_read(store: TaskStore) -> None:
+    """Hashes as the first versions wrote them: fewer fields, priority only in the spec, '' for unset."""
+    store.redis.hset("orch:task:web:3", mapping={
+        "service": "web", "id": "3", "agent": "claude", "spec": '{"id": 3, "priority": "high"}', "outputs": "{}",
+        "status": "Running", "status_reason": "run web-3-v1-a1 started", "context_version": "1",
+        "created_at": "1700000000.0", "updated_at": "1700000005.0", "current_run": "web-3-v1-a1"})
+    store.redis.hset("orch:run:web-3-v1-a1", mapping={
+        "run_id": "web-3-v1-a1", "service": "web", "task_id": "3", "version": "1", "attempt": "1", "stage": "",
+        "job_name": "web-3-v1-a1", "phase": "Running", "queued_at": "1700000000.0", "started_at": "",
+        "finished_at": "", "exit_code": "", "failure_reason": "", "outputs": "{}"})
+    store.redis.zadd("orch:task:web:3:runs", {"web-3-v1-a1": 1700000000.0})
+    task = store.require_task("web", 3)
+    assert (task.status, task.priority.value, task.seq, task.origin) == (Status.RUNNING, "high", 0, {})
+    assert task.current_run == "web-3-v1-a1" and task.created_at == 1700000000.0
+    [run] = store.list_runs("web", 3)
+    assert (run.phase, run.started_at, run.exit_code, run.retryable) == (RunPhase.RUNNING, None, None, False)
+
+
 def test_create_and_read_back(store: TaskStore) -> None:
     task = make(store, priority="high", origin={"github_issue": "o/r#3"})
-    assert task["status"] == "Pending"
-    assert task["status_reason"] == "submitted"
-    assert task["context_version"] == 1
-    assert task["spec"]["title"] == "Add login"
-    assert task["origin"] == {"github_issue": "o/r#3"}
+    assert task.status == "Pending"
+    assert task.status_reason == "submitted"
+    assert task.context_version == 1
+    assert task.spec["title"] == "Add login"
+    assert task.origin == {"github_issue": "o/r#3"}
     assert store.history("web", 1) == [
-        {"seq": 1, "at": pytest.approx(task["created_at"]), "from": None, "to": "Pending",
+        {"seq": 1, "at": pytest.approx(task.created_at), "from": None, "to": "Pending",
          "reason": "submitted", "actor": "api"}
     ]
 
@@ -57,10 +76,10 @@ def test_idempotency_key_is_stored_with_the_task(store: TaskStore) -> None:
 def test_legal_transition_moves_status_index_and_history(store: TaskStore) -> None:
     make(store)
     result = store.transition("web", 1, Status.QUEUED, reason="admitted", actor="admit",
-                              fields={"queued_run": "r1"})
+                              fields={"next_run": "r1"})
     assert (result.source, result.target, result.seq) == ("Pending", "Queued", 2)
     task = store.get_task("web", 1)
-    assert task["status"] == "Queued" and task["status_reason"] == "admitted" and task["queued_run"] == "r1"
+    assert task.status == "Queued" and task.status_reason == "admitted" and task.next_run == "r1"
     assert store.count_by_status()["Queued"] == 1
     assert store.count_by_status()["Pending"] == 0
     assert store.task_refs_in_status("Queued") == [("web", 1)]
@@ -71,7 +90,7 @@ def test_illegal_transition_is_refused_and_not_written(store: TaskStore) -> None
     with pytest.raises(IllegalTransition) as info:
         store.transition("web", 1, Status.SUCCEEDED, reason="nope", actor="test")
     assert info.value.current == "Pending" and not info.value.conflict
-    assert store.get_task("web", 1)["status"] == "Pending"
+    assert store.get_task("web", 1).status == "Pending"
     assert len(store.history("web", 1)) == 1
 
 
@@ -85,17 +104,17 @@ def test_expect_makes_a_compare_and_set(store: TaskStore) -> None:
 
 def test_run_fields_and_message_are_written_only_with_the_move(store: TaskStore) -> None:
     make(store)
-    run_id = store.create_run("web", 1, version=1, attempt=1)["run_id"]
+    run_id = store.create_run("web", 1, version=1, attempt=1).run_id
     store.transition("web", 1, "Queued", reason="", actor="t")
     with pytest.raises(IllegalTransition):
         store.transition("web", 1, "Launching", reason="", actor="t", expect="Pending",
                          run_fields=(run_id, {"branch": "task-1"}), enqueue=("deploy", "m-1"))
-    assert "branch" not in store.get_run(run_id)
+    assert store.get_run(run_id).branch == ""
     assert store.queue_depths(["deploy"]) == {"deploy": 0}
     store.transition("web", 1, "Preparing", reason="", actor="t", expect="Queued",
                      run_fields=(run_id, {"branch": "task-1", "workspace_fence": 3}), enqueue=("deploy", "m-2"))
     run = store.get_run(run_id)
-    assert run["branch"] == "task-1" and run["workspace_fence"] == "3"
+    assert run.branch == "task-1" and run.workspace_fence == 3
     assert store.redis.lrange("deploy", 0, -1) == ["m-2"]
     assert store.waiting() == []
     store.transition("web", 1, "Queued", reason="", actor="t", wait_score=5)
@@ -114,16 +133,16 @@ def test_a_move_conditioned_on_a_lease(store: TaskStore) -> None:
         store.transition("web", 1, "Queued", reason="", actor="t", lease=("ws:web", "run-a", token + 1))
     with pytest.raises(LeaseNotHeld):
         store.transition("web", 1, "Queued", reason="", actor="t", lease=("ws:web", "run-b", token))
-    assert store.get_task("web", 1)["status"] == "Pending"
+    assert store.get_task("web", 1).status == "Pending"
     store.transition("web", 1, "Queued", reason="", actor="t", lease=("ws:web", "run-a", token))
-    assert store.get_task("web", 1)["status"] == "Queued"
+    assert store.get_task("web", 1).status == "Queued"
 
 
 def test_run_with_its_task_and_contexts_in_one_read(store: TaskStore) -> None:
     assert store.get_run_with_task("nope") == (None, None, [])
     make(store)
     store.add_context("web", 1, {"title": "more", "content": "y"})
-    run_id = store.create_run("web", 1, version=2, attempt=1)["run_id"]
+    run_id = store.create_run("web", 1, version=2, attempt=1).run_id
     run, task, contexts = store.get_run_with_task(run_id, contexts=True)
     assert run == store.get_run(run_id) and task == store.get_task("web", 1)
     assert contexts == store.contexts("web", 1) == [{"title": "more", "content": "y"}]
@@ -151,18 +170,18 @@ def test_list_newest_first_with_filters_and_cursor(store: TaskStore) -> None:
     for i in range(1, 8):
         make(store, service="web" if i % 2 else "api", task_id=i, agent="claude" if i < 5 else "codex")
     page, cursor = store.list_tasks(limit=3)
-    assert [t["id"] for t in page] == [7, 6, 5]
+    assert [t.id for t in page] == [7, 6, 5]
     page2, cursor2 = store.list_tasks(limit=3, cursor=cursor)
-    assert [t["id"] for t in page2] == [4, 3, 2]
+    assert [t.id for t in page2] == [4, 3, 2]
     page3, cursor3 = store.list_tasks(limit=3, cursor=cursor2)
-    assert [t["id"] for t in page3] == [1] and cursor3 is None
+    assert [t.id for t in page3] == [1] and cursor3 is None
     web, _ = store.list_tasks(service="web", limit=10)
-    assert [t["id"] for t in web] == [7, 5, 3, 1]
+    assert [t.id for t in web] == [7, 5, 3, 1]
     store.transition("web", 3, "Queued", reason="", actor="t")
     queued_web, _ = store.list_tasks(service="web", status="Queued", limit=10)
-    assert [t["id"] for t in queued_web] == [3]
+    assert [t.id for t in queued_web] == [3]
     codex_web, _ = store.list_tasks(service="web", agent="codex", limit=10)
-    assert [t["id"] for t in codex_web] == [7, 5]
+    assert [t.id for t in codex_web] == [7, 5]
     exact, cursor = store.list_tasks(service="web", limit=4)
     assert len(exact) == 4 and cursor is None
 
@@ -171,7 +190,7 @@ def test_context_bumps_version(store: TaskStore) -> None:
     make(store)
     assert store.add_context("web", 1, {"content": "more"}) == 2
     assert store.add_context("web", 1, {"content": "again"}) == 3
-    assert store.get_task("web", 1)["context_version"] == 3
+    assert store.get_task("web", 1).context_version == 3
     assert [c["content"] for c in store.contexts("web", 1)] == ["more", "again"]
     with pytest.raises(TaskNotFound):
         store.add_context("web", 2, {"content": "x"})
@@ -181,14 +200,14 @@ def test_runs_are_recorded_once_per_identity(store: TaskStore) -> None:
     make(store)
     run = store.create_run("web", 1, version=1, attempt=1, job_name="job-a", runner="kubernetes")
     again = store.create_run("web", 1, version=1, attempt=1, job_name="other")
-    assert run["run_id"] == again["run_id"] == run_id_for("web", 1, 1, 1)
-    assert again["job_name"] == "job-a"
-    store.update_run(run["run_id"], phase="Succeeded", exit_code=0, finished_at=time.time(),
+    assert run.run_id == again.run_id == run_id_for("web", 1, 1, 1)
+    assert again.job_name == "job-a"
+    store.update_run(run.run_id, phase="Succeeded", exit_code=0, finished_at=time.time(),
                      outputs={"pull_request_url": "https://github.com/o/r/pull/1"})
     store.create_run("web", 1, version=2, attempt=1)
     runs = store.list_runs("web", 1)
-    assert [r["version"] for r in runs] == [1, 2]
-    assert runs[0]["exit_code"] == 0 and runs[0]["outputs"]["pull_request_url"].endswith("/1")
+    assert [r.version for r in runs] == [1, 2]
+    assert runs[0].exit_code == 0 and runs[0].outputs["pull_request_url"].endswith("/1")
 
 
 def test_update_of_missing_records_never_resurrects_them(store: TaskStore) -> None:
@@ -204,14 +223,13 @@ def test_current_runs_reads_each_tasks_run_fields_in_batches(store: TaskStore) -
     for task_id in (1, 2, 3):
         make(store, task_id=task_id)
     first = store.create_run("web", 1, version=1, attempt=1)
-    store.update_task("web", 1, current_run=first["run_id"])
-    store.update_run(first["run_id"], phase="Running", job_name="web-1-v1-a1", observed_reason="Running")
+    store.update_task("web", 1, current_run=first.run_id)
+    store.update_run(first.run_id, phase="Running", job_name="web-1-v1-a1", observed_reason="Running")
     store.update_task("web", 3, current_run="web-3-v1-a1")  # names a run whose record is gone
     refs = [("web", 1), ("web", 2), ("web", 3), ("web", 99)]
     rows = store.current_runs(refs, "run_id", "phase", "job_name", "started_at", batch=2)
     assert rows == [
-        ("Pending", first["run_id"], {"run_id": first["run_id"], "phase": "Running", "job_name": "web-1-v1-a1",
-                                      "started_at": ""}),
+        ("Pending", first.run_id, Run(run_id=first.run_id, phase=RunPhase.RUNNING, job_name="web-1-v1-a1")),
         ("Pending", "", None),  # no current run
         ("Pending", "web-3-v1-a1", None),
         None,  # no such task
@@ -295,7 +313,7 @@ def test_racing_workers_exactly_one_wins(store: TaskStore, redis_url: str) -> No
     assert winners == {task_id: 1 for task_id in task_ids}
     for task_id in task_ids:
         history = store.history("race", task_id)
-        assert [h["to"] for h in history][-1] == store.get_task("race", task_id)["status"]
+        assert [h["to"] for h in history][-1] == store.get_task("race", task_id).status
         assert sum(1 for h in history if h["from"] == "Running") == 1
 
 
@@ -308,7 +326,7 @@ def _race_advance(url: str, count: int, name: str, barrier) -> None:
     barrier.wait()
     for task_id in range(1, count + 1):
         while True:
-            current = store.get_task("chain", task_id)["status"]
+            current = store.get_task("chain", task_id).status
             if current not in _NEXT:
                 break
             try:

@@ -95,4 +95,4 @@ def test_transition_can_expect_field_values(store: TaskStore) -> None:
         store.transition("web", 1, Status.PREPARING, reason="r", actor="t", expect_fields={"missing": "x"})
     store.transition("web", 1, Status.PREPARING, reason="r", actor="t", expect=Status.QUEUED,
                      expect_fields={"next_run": "run-a", "missing": ""})
-    assert store.require_task("web", 1)["status"] == "Preparing"
+    assert store.require_task("web", 1).status == "Preparing"

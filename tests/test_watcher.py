@@ -67,7 +67,7 @@ def launched(store: TaskStore, settings: Settings, runner: KubernetesRunner, tas
 
 
 def status_of(store: TaskStore, task_id: int) -> str:
-    return store.get_task("billing", task_id)["status"]
+    return store.get_task("billing", task_id).status
 
 
 def test_success_failure_and_pod_reasons_reach_the_run(store, kube_settings, kube_runner, emulator,
@@ -102,14 +102,14 @@ def test_success_failure_and_pod_reasons_reach_the_run(store, kube_settings, kub
     time.sleep(0.7)  # two more reconciles: still exactly once each
     assert sorted(args[0] for args in sent.of(Step.FINISH_RUN)) == sorted(ids.values())
     run = {i: store.get_run(ids[i]) for i in ids}
-    assert (run[1]["phase"], run[1]["exit_code"]) == ("Succeeded", 0)
-    assert (run[2]["phase"], run[2]["exit_code"], run[2]["failure_reason"]) == ("Failed", 3, "Error: exit code 3")
-    assert (run[3]["failure_reason"], run[3]["exit_code"]) == ("OOMKilled", 137)
-    assert run[4]["failure_reason"].startswith("DeadlineExceeded")
-    assert run[5]["failure_reason"] == "Evicted" and run[5]["retryable"] == "1"
-    assert run[6]["failure_reason"].startswith("ImagePullBackOff") and run[6]["retryable"] == "1"
-    assert run[7]["failure_reason"].startswith("Unschedulable: 0/3 nodes")
-    assert all(run[i]["started_at"] for i in (1, 2, 3, 4, 5))
+    assert (run[1].phase, run[1].exit_code) == ("Succeeded", 0)
+    assert (run[2].phase, run[2].exit_code, run[2].failure_reason) == ("Failed", 3, "Error: exit code 3")
+    assert (run[3].failure_reason, run[3].exit_code) == ("OOMKilled", 137)
+    assert run[4].failure_reason.startswith("DeadlineExceeded")
+    assert run[5].failure_reason == "Evicted" and run[5].retryable is True
+    assert run[6].failure_reason.startswith("ImagePullBackOff") and run[6].retryable is True
+    assert run[7].failure_reason.startswith("Unschedulable: 0/3 nodes")
+    assert all(run[i].started_at for i in (1, 2, 3, 4, 5))
     # Runs we failed while their Job still ran had their Job deleted.
     assert emulator.get("jobs", name[6]) is None and emulator.get("jobs", name[7]) is None
     # The tasks stay where finish_run (the coordination owner's step) will take them from.
@@ -148,7 +148,7 @@ def test_a_killed_watcher_is_replaced_and_nothing_is_lost_or_duplicated(store, k
     finished = [args[0] for args in sent.of(Step.FINISH_RUN)]
     assert sorted(finished) == sorted([ids[1], ids[2], ids[3], ids[4]])  # each exactly once
     assert status_of(store, 5) == "Running" and status_of(store, 6) == "Running"
-    assert store.get_run(ids[1])["phase"] == "Succeeded"  # its TTL-deleted Job changed nothing
+    assert store.get_run(ids[1]).phase == "Succeeded"  # its TTL-deleted Job changed nothing
     assert emulator.count(lambda r: r.method == "POST") == 6  # nothing was launched again
 
 
@@ -162,7 +162,7 @@ def test_a_job_that_vanished_before_its_end_was_seen_fails_the_run(store, kube_s
     emulator.delete("jobs", "billing-1-v1-a1")
     wait_for(lambda: sent.of(Step.FINISH_RUN))
     run = store.get_run(run_id)
-    assert run["phase"] == "Failed" and "disappeared" in run["failure_reason"] and run["retryable"] == "1"
+    assert run.phase == "Failed" and "disappeared" in run.failure_reason and run.retryable is True
 
 
 def test_a_410_during_the_watch_relists_and_misses_nothing(store, kube_settings, kube_runner, emulator,
@@ -180,7 +180,7 @@ def test_a_410_during_the_watch_relists_and_misses_nothing(store, kube_settings,
         emulator.finish_job("billing-1-v1-a1", "Complete")
         emulator.compact()
         wait_for(lambda: sent.of(Step.FINISH_RUN), timeout=15)
-        assert store.get_run(run_id)["phase"] == "Succeeded"
+        assert store.get_run(run_id).phase == "Succeeded"
     finally:
         running.stop()
 
@@ -245,6 +245,7 @@ def test_reconcile_observes_the_active_runs_only(store, kube_settings, kube_runn
 def test_a_reconcile_reads_enough_of_each_run_to_tell_a_quiet_one(store, kube_settings) -> None:
     """is_quiet answers the same on RECONCILE_RUN_FIELDS as on the whole run record."""
     from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
+    from orchestrator.model import Run
     from orchestrator.watcher import RECONCILE_RUN_FIELDS
 
     records = [{}, {"phase": "Launched"}, {"phase": "Pending", "observed_reason": "waiting for a pod"},
@@ -266,8 +267,12 @@ def test_a_reconcile_reads_enough_of_each_run_to_tell_a_quiet_one(store, kube_se
             if task_status == "Running":
                 store.transition("billing", i, Status.RUNNING, reason="test", actor="test")
             watcher = Watcher(store, kube_settings, KubernetesRunner(kube_settings), send=Sent())
-            narrow = watcher.active_runs()[run_id]
-            assert set(narrow) == {*RECONCILE_RUN_FIELDS, "task_status"}
+            narrow, narrow_status = watcher.active_runs()[run_id]
+            assert narrow_status == task_status
+            # Only the fields a reconcile asked for are read; the others keep their defaults.
+            blank = Run()
+            assert narrow.run_id == run_id and all(getattr(narrow, f) == getattr(blank, f) for f in Run.__slots__
+                                                   if f not in RECONCILE_RUN_FIELDS)
             whole = store.get_run(run_id)
             for obs in observations:
                 obs = RunObservation(run_id, obs.phase, obs.reason, obs.exit_code, obs.started_at)
@@ -323,7 +328,7 @@ def test_a_deposed_leaders_observation_is_refused(store, kube_settings, kube_run
     before = store.get_run(run_id)
     assert not watcher.apply(RunObservation(run_id, "Failed", reason="seen by a deposed leader",
                                             finished_at=time.time()))
-    assert store.get_run(run_id)["phase"] == before["phase"] and not sent.calls
+    assert store.get_run(run_id).phase == before.phase and not sent.calls
     with pytest.raises(LeaseNotHeld):
         runs.apply_observation(store, RunObservation(run_id, "Running", started_at=time.time()), send=sent,
                                lease=(LEASE, "old", token))
@@ -331,4 +336,4 @@ def test_a_deposed_leaders_observation_is_refused(store, kube_settings, kube_run
     # The leader of now writes.
     runs.apply_observation(store, RunObservation(run_id, "Running", started_at=time.time()), send=sent,
                            lease=(LEASE, "new", token + 1))
-    assert status_of(store, 7) == "Running" and store.get_run(run_id)["phase"] == "Running"
+    assert status_of(store, 7) == "Running" and store.get_run(run_id).phase == "Running"

@@ -57,8 +57,8 @@ def test_a_replayed_run_comment_under_a_new_delivery_starts_nothing(github_setti
     assert replay.status_code == 200, replay.get_json()
     assert replay.get_json()["status"] == "duplicate" and "another delivery" in replay.get_json()["reason"]
     assert drain(redis_url, "events") == []
-    assert store.require_task(SERVICE, 1) == settled and settled["status"] == "Failed"
-    assert task["created_at"] == settled["created_at"] and len(store.history(SERVICE, 1)) == history + 4
+    assert store.require_task(SERVICE, 1) == settled and settled.status == "Failed"
+    assert task.created_at == settled.created_at and len(store.history(SERVICE, 1)) == history + 4
 
 
 def test_a_replayed_review_under_a_new_delivery_is_a_duplicate(github_settings: Settings, redis_url: str) -> None:

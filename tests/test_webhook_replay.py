@@ -56,10 +56,10 @@ def seed_our_pull_request(store: TaskStore) -> None:
 def snapshot(store: TaskStore) -> dict[str, Any]:
     tasks, _ = store.list_tasks(limit=100)
     return {
-        f"{t['service']}/{t['id']}": {
-            "status": t["status"], "context_version": t["context_version"],
-            "outcome": t.get("pull_request_outcome"), "contexts": len(store.contexts(t["service"], t["id"])),
-            "history": len(store.history(t["service"], t["id"])),
+        f"{t.service}/{t.id}": {
+            "status": t.status, "context_version": t.context_version,
+            "outcome": t.pull_request_outcome, "contexts": len(store.contexts(t.service, t.id)),
+            "history": len(store.history(t.service, t.id)),
         }
         for t in tasks
     }

@@ -12,6 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from orchestrator import backoff, runs
 from orchestrator.coordination import admission, outcome
+from orchestrator.model import PrepareAction
 from orchestrator.runtime import get_store
 from orchestrator.settings import get_settings
 from orchestrator.steps import Step
@@ -109,7 +110,7 @@ def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
     except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
         # Redis away or git too slow for the step: the task is still in Preparing, so try again later.
         raise self.retry(exc=exc, countdown=10, max_retries=30)
-    if result.action == "retry":
+    if result.action == PrepareAction.RETRY:
         raise self.retry(countdown=result.countdown, max_retries=None)
     return {"action": result.action, "message": result.message}
 

@@ -79,8 +79,8 @@ def statuses(refs: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
         if row is None:
             continue
         out[task_ref(service, task_id)] = {
-            "ref": task_ref(service, task_id), "status": row.get("status") or "",
-            "reason": row.get("status_reason") or "", "updated_at": api_tasks._iso(row.get("updated_at")),
+            "ref": task_ref(service, task_id), "status": row.status.value,
+            "reason": row.status_reason, "updated_at": api_tasks._iso(row.updated_at),
         }
     return out
 

@@ -526,7 +526,7 @@ def logs(service: str, task_id: int) -> Response:
     settings = data.settings()
     if not runs:
         return _event_stream(iter(["retry: 3000\n\n", _sse("waiting", "no run yet")]))
-    run_id = runs[-1]["run_id"]
+    run_id = runs[-1].run_id
     max_seconds = min(LOG_STREAM_SECONDS, float(settings.log_follow_max_seconds))
     follow = log_follow.Follow(store, console_session.token_owner())
     try:

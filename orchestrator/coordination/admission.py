@@ -9,7 +9,6 @@ moves on. Nothing here waits for a run to end.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.dispatch import Write
@@ -18,6 +17,7 @@ from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.coordination.rules import admission_score, dependency_ids, dependency_state, find_cycle, format_cycle
 from orchestrator.coordination.stages import find_stage, stages_of
+from orchestrator.model import StartResult, Task
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, TERMINAL, Status
 from orchestrator.store import IllegalTransition, TaskStore, run_id_for
@@ -27,27 +27,26 @@ from orchestrator.usage.budget import blocked_reason, spent_budget
 # only a task outside them is dropped from it, atomically.
 _MAY_WAIT = (Status.PENDING, Status.BLOCKED, Status.QUEUED)
 _CAS_ATTEMPTS = 5  # re-reads after losing a compare-and-set before leaving it to the re-drive
-ACTIVE_VALUES = frozenset(s.value for s in ACTIVE)
 
 
-def next_run_fields(store: TaskStore, settings: Settings, task: Mapping[str, Any], stage: str | None = None,
+def next_run_fields(store: TaskStore, settings: Settings, task: Task, stage: str | None = None,
                      *, retries: int = 0, not_before: float = 0.0, has_runs: bool = True) -> dict[str, Any]:
     """Fields naming the run the task will start when admitted (written with its move to Queued).
 
     `has_runs=False`: the caller knows the task has no recorded run (nothing to read).
     """
-    service, task_id = task["service"], int(task["id"])
+    service, task_id = task.service, task.id
     stages = stages_of(settings, task)
     if stage is None:
-        stage = task.get("stage") or ""
+        stage = task.stage
     if stages and not find_stage(stages, stage):
         stage = stages[0].name  # a fresh start, or a pipeline whose stages were reconfigured
     if not stages:
         stage = ""
-    version = int(task["context_version"])
+    version = task.context_version
     attempt = 1 + max(
-        (r["attempt"] for r in (store.list_runs(service, task_id) if has_runs else ())
-         if r["version"] == version and (r.get("stage") or "") == stage),
+        (r.attempt for r in (store.list_runs(service, task_id) if has_runs else ())
+         if r.version == version and r.stage == stage),
         default=0,
     )
     return {
@@ -57,14 +56,13 @@ def next_run_fields(store: TaskStore, settings: Settings, task: Mapping[str, Any
     }
 
 
-def admission_score_of(settings: Settings, task: Mapping[str, Any]) -> float:
+def admission_score_of(settings: Settings, task: Task) -> float:
     """The task's place in the admission index (priority, age, and the configured ageing)."""
-    return admission_score(task.get("priority"), int(task.get("seq") or 0), task.get("created_at"),
-                           settings.priority_ageing_seconds)
+    return admission_score(task.priority, task.seq, task.created_at, settings.priority_ageing_seconds)
 
 
 def reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
-                task: dict[str, Any] | None = None, *, has_runs: bool = True) -> str | None:
+                task: Task | None = None, *, has_runs: bool = True) -> str | None:
     """Move a waiting task (Pending, Blocked, Queued) to Blocked or Queued; its status afterwards.
 
     `task` is its record when the caller has just read it, with `has_runs`
@@ -77,13 +75,13 @@ def reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
             has_runs = True
         if task is None:
             return None
-        status = Status(task["status"])
+        status = task.status
         if status not in (Status.PENDING, Status.BLOCKED, Status.QUEUED):
             return status.value
-        if status == Status.PENDING and task.get("current_run"):
+        if status == Status.PENDING and task.current_run:
             # Superseded by new context or restarted by a retry: the old run no longer counts.
-            release_run(store, service, task["current_run"])
-        pipeline_name = (task.get("spec") or {}).get("pipeline")
+            release_run(store, service, task.current_run)
+        pipeline_name = task.spec.get("pipeline")
         try:
             if pipeline_name and not stages_of(settings, task):
                 # Configuration changed since submission: say so rather than run the wrong agent.
@@ -91,21 +89,21 @@ def reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
                 store.transition(service, task_id, Status.FAILED, actor=ACTOR, expect=status,
                                  reason=f"pipeline {pipeline_name!r} is not configured")
                 return Status.FAILED.value
-            deps = dependency_state(store, service, task["spec"])
+            deps = dependency_state(store, service, task.spec)
             if not deps.satisfied:
                 reason = deps.reason()
-                cycle = find_cycle(store, service, task_id, dependency_ids(task["spec"]))
+                cycle = find_cycle(store, service, task_id, dependency_ids(task.spec))
                 if cycle:
                     reason = f"dependency cycle {format_cycle(cycle)}; {reason}"
                 # A concurrent move to Queued is kept; this loop then sees it and re-indexes.
                 store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
-                if status != Status.BLOCKED or task.get("status_reason") != reason:
+                if status != Status.BLOCKED or task.status_reason != reason:
                     store.transition(service, task_id, Status.BLOCKED, reason=reason, actor=ACTOR, expect=status)
                 return Status.BLOCKED.value
             spent = blocked_reason(store, settings, service)  # a daily budget: wait for the next day
             if spent:
                 store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
-                if status != Status.BLOCKED or task.get("status_reason") != spent:
+                if status != Status.BLOCKED or task.status_reason != spent:
                     store.transition(service, task_id, Status.BLOCKED, reason=spent, actor=ACTOR, expect=status)
                 return Status.BLOCKED.value
             score = admission_score_of(settings, task)
@@ -132,13 +130,13 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
     task, dependents, has_runs = store.get_task_with_links(service, task_id)
     if task is None:
         return None
-    status = Status(task["status"])
+    status = task.status
     if status in TERMINAL:
         # Cancelled (or ended without finish): its capacity is free, and the
         # tasks that wait for it may move (on, or to Blocked with the reason).
         store.remove_waiting(service, task_id, keep=_MAY_WAIT)
-        if task.get("current_run"):
-            release_run(store, service, task["current_run"])
+        if task.current_run:
+            release_run(store, service, task.current_run)
         reevaluate_dependents(store, settings, service, task_id, dependents)
         admit_waiting(store, settings)
         return status.value
@@ -184,15 +182,15 @@ def _admit_waiting(store: TaskStore, settings: Settings) -> dict[tuple[str, int]
         for service, task_id in store.waiting():
             if service in full:
                 continue
-            outcome = _try_start(store, settings, service, task_id, now)
-            if outcome == "global-full":
+            outcome, run_id = _try_start(store, settings, service, task_id, now)
+            if outcome == StartResult.GLOBAL_FULL:
                 break
-            if outcome == "service-full":
+            if outcome == StartResult.SERVICE_FULL:
                 full.add(service)
-            elif outcome == "released":
+            elif outcome == StartResult.RELEASED:
                 freed = True
-            elif outcome.startswith("run:"):
-                started[(service, task_id)] = outcome[4:]
+            elif outcome == StartResult.STARTED:
+                started[(service, task_id)] = run_id
         if not freed:
             break
         # A slot taken for a task that moved away was given back; walkers that
@@ -200,14 +198,17 @@ def _admit_waiting(store: TaskStore, settings: Settings) -> dict[tuple[str, int]
     return started
 
 
-def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int, now: float) -> str:
+def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
+               now: float) -> tuple[StartResult, str]:
+    """What the walk did with the task, and the run id it meant to start ('' when it had none)."""
     task = store.get_task(service, task_id)
-    if task is None or task["status"] != Status.QUEUED.value or not task.get("next_run"):
+    if task is None or task.status != Status.QUEUED or not task.next_run:
         # Pending or Blocked ones are moving (their admission indexes them first); keep those.
         store.remove_waiting(service, task_id, keep=_MAY_WAIT)
-        return "gone"
-    if float(task.get("not_before") or 0) > now:
-        return "later"  # backing off before a retry
+        return StartResult.GONE, ""
+    run_id = task.next_run
+    if task.not_before > now:
+        return StartResult.LATER, run_id  # backing off before a retry
     spent = spent_budget(store, settings, service, now)
     if spent:  # spent while it waited: it waits Blocked until the next day (or a higher budget)
         try:
@@ -215,23 +216,22 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
                              unwait=True)
         except IllegalTransition:
             pass
-        return "global-full" if spent[1] else "service-full"
-    version, attempt = int(task["next_version"]), int(task["next_attempt"])
-    stage_name = task.get("stage") or ""
-    run_id = task["next_run"]
+        return (StartResult.GLOBAL_FULL if spent[1] else StartResult.SERVICE_FULL), run_id
+    version, attempt = task.next_version or task.context_version, task.next_attempt or 1
+    stage_name = task.stage
     # The run record comes first: a slot is then always traceable to its run.
     store.create_run(service, task_id, version=version, attempt=attempt, stage=stage_name or None,
                      runner=settings.runner)
     code = store.acquire_slot(run_id, service, lease_seconds=settings.slot_lease_seconds,
                               global_limit=settings.max_active_runs, service_limit=settings.max_runs_per_service)
     if code == 0:
-        return "global-full"
+        return StartResult.GLOBAL_FULL, run_id
     if code < 0:
-        return "service-full"
+        return StartResult.SERVICE_FULL, run_id
     stage = find_stage(stages_of(settings, task), stage_name)
-    previous = task.get("outputs") or {}
+    previous = task.outputs
     run_fields = {
-        "agent": stage.agent if stage else task["agent"],
+        "agent": stage.agent if stage else task.agent,
         "image": stage.image if stage else "",
         "prompt": stage.prompt if stage else "",
         "output_dir": run_output_dir(service, task_id, run_id),
@@ -247,8 +247,8 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
             fields={"current_run": run_id}, run_fields=(run_id, run_fields), unwait=True, enqueue=enqueue)))
     except IllegalTransition:
         current = store.get_task(service, task_id)
-        if not (current and current.get("current_run") == run_id and current["status"] in ACTIVE_VALUES):
+        if not (current and current.current_run == run_id and current.status in ACTIVE):
             if store.release_slot(run_id):  # the task moved away (cancelled, new context) before it started
-                return "released"
-        return "raced"
-    return f"run:{run_id}"
+                return StartResult.RELEASED, run_id
+        return StartResult.RACED, run_id
+    return StartResult.STARTED, run_id

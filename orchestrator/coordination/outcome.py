@@ -19,6 +19,7 @@ from orchestrator.delivery.record import CANCELLED, FAILED, NO_CHANGES
 from orchestrator.delivery.step import needs_delivery
 from orchestrator.logs import bounded_excerpt, scrub
 from orchestrator import backoff
+from orchestrator.model import ENDED_PHASES, FinishResult, Run, RunPhase
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
@@ -29,11 +30,8 @@ from orchestrator.workspace.layout import checkout_dir
 
 log = logging.getLogger("orchestrator.coordination")
 
-ENDED_PHASES = ("Succeeded", "Failed")
-_TRUE = ("1", "true", "True", "yes")
 
-
-def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
+def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | Status:
     """Record the outcome of an ended run: Succeeded, Failed, a retry, or the next pipeline stage.
 
     Reads the observation the watcher recorded on the run (phase, exit_code,
@@ -43,48 +41,48 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
     run = store.get_run(run_id)
     if run is None:
         store.release_slot(run_id)
-        return "no-run"
-    service, task_id = run["service"], int(run["task_id"])
+        return FinishResult.NO_RUN
+    service, task_id = run.service, run.task_id
     task = store.get_task(service, task_id)
     if task is None:
         release_run(store, service, run_id)
-        return "no-task"
-    status = Status(task["status"])
-    if task.get("current_run") != run_id or status not in ACTIVE:
+        return FinishResult.NO_TASK
+    status = task.status
+    if task.current_run != run_id or status not in ACTIVE:
         # Finished already (a redelivery), cancelled, or superseded by new
         # context: only make sure the run's capacity is free.
         _record_end_outcome(store, run)
         if release_run(store, service, run_id):
             admit_waiting(store, settings)
-        return "not-current"
-    if run.get("phase") not in ENDED_PHASES:
-        return "not-ended"  # the watcher records the end before it sends finish
+        return FinishResult.NOT_CURRENT
+    if run.phase not in ENDED_PHASES:
+        return FinishResult.NOT_ENDED  # the watcher records the end before it sends finish
 
-    outputs = dict(run.get("outputs") or {})
+    outputs = dict(run.outputs)
     # What the agent wrote is shown and kept: never with a secret in it (the agent holds two).
     secrets = settings.secret_values()
     outputs.update({key: scrub(value, secrets) if isinstance(value, str) else value for key, value
                     in read_outputs(checkout_dir(settings.workspace_root, service, task_id), service, task_id, run_id).items()})
     for key in ("branch", "commit", "pull_request_url"):  # what prepare_workspace recorded, unless the agent
-        if run.get(key) and (run.get("delivered_at") or not outputs.get(key)):  # said otherwise; delivery's wins
-            outputs[key] = run[key]
+        if getattr(run, key) and (run.delivered_at or not outputs.get(key)):  # said otherwise; delivery's wins
+            outputs[key] = getattr(run, key)
     if not outputs.get("log_tail"):
         tail = _log_tail(settings, run_id)
         if tail:
             outputs["log_tail"] = tail
-    if outputs != (run.get("outputs") or {}):
+    if outputs != run.outputs:
         store.update_run(run_id, outputs=outputs)
-    verdict = account_run(store, settings, run, task.get("agent", ""))  # usage on the run, counted once
+    verdict = account_run(store, settings, run, task.agent)  # usage on the run, counted once
     run = honest_end(store, run, verdict)  # exit 0 with an error in the stream is a failure
     if needs_delivery(task, run):
         # The deliver step (commit, push, pull request) runs first and sends finish_run again.
         send(Step.DELIVER_RUN, run_id)
-        return "delivering"
-    stage = run.get("stage") or ""
-    task_outputs = _merge_outputs(task.get("outputs") or {}, outputs, run, stage)
+        return FinishResult.DELIVERING
+    stage = run.stage
+    task_outputs = _merge_outputs(task.outputs, outputs, run, stage)
     now = time.time()
 
-    if run["phase"] == "Succeeded":
+    if run.phase == RunPhase.SUCCEEDED:
         following = next_stage(stages_of(settings, task), stage) if stage else None
         if following is not None:
             fields = next_run_fields(store, settings, task, following.name)
@@ -94,16 +92,16 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
             fields = {"outputs": task_outputs, "stage": ""}
             target = Status.SUCCEEDED
             reason = f"pipeline completed (run {run_id})" if stage else f"run {run_id} succeeded"
-        reason = _delivery_reason(reason, run, stage, bool((task.get("spec") or {}).get("repository")))
-        if not run.get("outcome"):
+        reason = _delivery_reason(reason, run, stage, bool(task.spec.get("repository")))
+        if not run.outcome:
             store.update_run(run_id, outcome=NO_CHANGES)  # no repository: nothing to deliver
     else:
-        retryable = str(run.get("retryable", "")) in _TRUE
-        retries = int(task.get("retries") or 0)
-        why = run.get("failure_reason") or (
-            f"agent exited with code {run['exit_code']}" if run.get("exit_code") not in (None, "") else "failed"
+        retryable = run.retryable
+        retries = task.retries
+        why = run.failure_reason or (
+            f"agent exited with code {run.exit_code}" if run.exit_code is not None else "failed"
         )
-        if run.get("outcome") != FAILED:
+        if run.outcome != FAILED:
             store.update_run(run_id, outcome=FAILED)
         if verdict.rate_limited_until:  # not the task's failure: wait for the model, as often as it takes
             fields = next_run_fields(store, settings, task, stage, retries=retries,
@@ -129,7 +127,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         # Cancelled or given new context meanwhile; that path owns the task now.
         if release_run(store, service, run_id):
             admit_waiting(store, settings)
-        return "raced"
+        return FinishResult.RACED
     release_run(store, service, run_id)
     if target == Status.QUEUED:
         task_after = store.require_task(service, task_id)
@@ -144,28 +142,28 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> str:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)
     admit_waiting(store, settings)
-    return target.value
+    return target
 
 
-def _record_end_outcome(store: TaskStore, run: Mapping[str, Any]) -> None:
+def _record_end_outcome(store: TaskStore, run: Run) -> None:
     """Give an ended run that is no longer its task's current one its outcome (failed or cancelled)."""
-    outcome = {"Failed": FAILED, "Cancelled": CANCELLED}.get(str(run.get("phase") or ""))
-    if outcome and not run.get("outcome"):
-        store.update_run(run["run_id"], outcome=outcome)
+    outcome = {RunPhase.FAILED: FAILED, RunPhase.CANCELLED: CANCELLED}.get(run.phase)
+    if outcome and not run.outcome:
+        store.update_run(run.run_id, outcome=outcome)
 
 
-def _delivery_reason(reason: str, run: Mapping[str, Any], stage: str, has_repository: bool) -> str:
+def _delivery_reason(reason: str, run: Run, stage: str, has_repository: bool) -> str:
     """The status reason of a succeeded run, saying plainly what it delivered (or that it changed nothing)."""
-    run_id = run["run_id"]
+    run_id = run.run_id
     if not has_repository:
         return f"{reason}; no repository, nothing delivered"
-    if run.get("outcome") == NO_CHANGES:
+    if run.outcome == NO_CHANGES:
         what = f"stage {stage} (run {run_id})" if stage else f"run {run_id}"
         return f"{what} finished with no changes" + (f"; {reason}" if stage else "")
-    branch, commits = run.get("branch") or "", run.get("commits") or "?"
+    branch, commits = run.branch, run.commits or "?"
     delivered = f"{commits} commit(s) on {branch}" if branch else "changes"
-    if run.get("pull_request_url"):
-        delivered += f", pull request {run['pull_request_url']}"
+    if run.pull_request_url:
+        delivered += f", pull request {run.pull_request_url}"
     return f"{reason}: {delivered}"
 
 
@@ -188,15 +186,15 @@ def _log_tail(settings: Settings, run_id: str) -> str:
     return bounded_excerpt(lines, settings.secret_values(), LOG_TAIL_LINES)
 
 
-def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Mapping[str, Any],
+def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Run,
                    stage: str) -> dict[str, Any]:
     """The task's outputs after this run: the newest known values, and each stage's own."""
     merged = dict(previous)
     for key in ("pull_request_url", "branch", "summary", "commit", "handoff_file", "log_tail"):
         if outputs.get(key):
             merged[key] = outputs[key]
-    merged["run_id"] = run["run_id"]
-    merged["exit_code"] = run.get("exit_code") if run.get("exit_code") != "" else None
+    merged["run_id"] = run.run_id
+    merged["exit_code"] = run.exit_code
     if stage:
         stages = dict(merged.get("stages") or {})
         stages[stage] = {k: v for k, v in outputs.items() if k != "log_tail"}

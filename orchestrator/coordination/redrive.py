@@ -10,11 +10,10 @@ import logging
 import time
 
 from orchestrator import dispatch
-from orchestrator.coordination.admission import ACTIVE_VALUES, admit_waiting, reevaluate
+from orchestrator.coordination.admission import admit_waiting, reevaluate
 from orchestrator.coordination.effects import release_run, send
-from orchestrator.coordination.outcome import ENDED_PHASES
+from orchestrator.model import ACTIVE, ENDED_PHASES, Status
 from orchestrator.settings import Settings
-from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from orchestrator.steps import Step
 
@@ -34,17 +33,17 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
     # per run and per reconcile would make the reconcile as long as its period.
     holders = store.slot_holders()
     held_runs = store.get_runs(holders)
-    held_tasks = store.task_fields([(r["service"], int(r["task_id"])) if r else ("", 0) for r in held_runs],
+    held_tasks = store.task_fields([(r.service, r.task_id) if r else ("", 0) for r in held_runs],
                                    "current_run", "next_run")
     renew: list[str] = []
     for (run_id, (_service, _expiry)), run, task in zip(holders.items(), held_runs, held_tasks):
         task = task if run else None
-        if task and task["status"] in ACTIVE_VALUES and task.get("current_run") == run_id:
+        if task and task.status in ACTIVE and task.current_run == run_id:
             renew.append(run_id)
-        elif task and task["status"] == Status.QUEUED.value and task.get("next_run") == run_id:
+        elif task and task.status == Status.QUEUED and task.next_run == run_id:
             pass  # an admission in flight (or interrupted): the walk below finishes it
         else:
-            release_run(store, run["service"] if run else _service, run_id)
+            release_run(store, run.service if run else _service, run_id)
             done["released"].append(run_id)
     store.renew_slots(renew, settings.slot_lease_seconds)
     done["renewed"].extend(renew)
@@ -59,21 +58,21 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
             # those, instead of reading every Running task and its run on every pass.
             rows = store.current_runs(refs, "phase")
             refs = [ref for ref, row in zip(refs, rows)
-                    if row and row[0] == status.value and row[2] and row[2].get("phase") in ENDED_PHASES]
+                    if row and row[0] == status and row[2] and row[2].phase in ENDED_PHASES]
         candidates: list[tuple[str, int, str]] = []  # stale tasks: (service, id, current run)
         for (service, task_id), task in zip(refs, store.task_fields(refs, "updated_at", "current_run")):
-            if task is None or task["status"] != status.value or float(task["updated_at"] or 0) > stale:
+            if task is None or task.status != status or (task.updated_at or 0.0) > stale:
                 continue
             if status in (Status.PENDING, Status.BLOCKED, Status.QUEUED):
                 reevaluate(store, settings, service, task_id)
                 done["reevaluated"].append(f"{service}/{task_id}")
                 continue
-            candidates.append((service, task_id, task.get("current_run") or ""))
+            candidates.append((service, task_id, task.current_run or ""))
         stale_runs = store.get_runs(run_id for _, _, run_id in candidates if run_id)
-        runs_by_id = {r["run_id"]: r for r in stale_runs if r and r.get("run_id")}
+        runs_by_id = {r.run_id: r for r in stale_runs if r and r.run_id}
         for service, task_id, run_id in candidates:
             run = runs_by_id.get(run_id) if run_id else None
-            if run and run.get("phase") in ENDED_PHASES:
+            if run and run.phase in ENDED_PHASES:
                 step = Step.FINISH_RUN  # the end was recorded but its finish message was lost
             elif status == Status.PREPARING:
                 step = Step.PREPARE_WORKSPACE

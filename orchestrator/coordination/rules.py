@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.states import Status
+from orchestrator.model import Priority, Status
 
 if TYPE_CHECKING:
     from orchestrator.store import TaskStore
@@ -86,7 +86,7 @@ def dependency_state(store: TaskStore, service: str, spec: Mapping[str, Any]) ->
     statuses: list[tuple[int, str]] = []
     for dep in dependency_ids(spec):
         task = store.get_task(service, dep)
-        statuses.append((dep, task["status"] if task else UNKNOWN))
+        statuses.append((dep, task.status.value if task else UNKNOWN))
     return DependencyState(tuple(statuses))
 
 
@@ -101,7 +101,7 @@ def find_cycle(store: TaskStore, service: str, task_id: int, dependencies: Itera
     def edges(node: int) -> list[int]:
         if node not in deps_of:
             task = store.get_task(service, node)
-            deps_of[node] = dependency_ids(task["spec"]) if task else []
+            deps_of[node] = dependency_ids(task.spec) if task else []
         return deps_of[node]
 
     # Iterative depth-first search from task_id, keeping the path to report it.
@@ -129,11 +129,11 @@ def format_cycle(cycle: Iterable[int]) -> str:
 
 # Admission order ----------------------------------------------------------------------
 
-PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _RANK_SPAN = 1e12  # more tasks than that will never be submitted; scores stay exact doubles
 
 
-def admission_score(priority: str | None, seq: int, created_at: float | None = None, ageing: float = 0.0) -> float:
+def admission_score(priority: Priority | str | None, seq: int, created_at: float | None = None,
+                    ageing: float = 0.0) -> float:
     """Lower is admitted first.
 
     With `ageing` seconds per priority level (and the task's `created_at`): the
@@ -142,7 +142,7 @@ def admission_score(priority: str | None, seq: int, created_at: float | None = N
     much longer; nothing waits for ever behind a stream of urgent work. Without:
     strict priorities, oldest (submission order) first within one.
     """
-    rank = PRIORITY_RANK.get((priority or "medium").lower(), PRIORITY_RANK["medium"])
+    rank = Priority.parse(priority).rank
     if ageing > 0 and created_at is not None:
-        return float(created_at) + (rank - PRIORITY_RANK["medium"]) * ageing
+        return float(created_at) + (rank - Priority.MEDIUM.rank) * ageing
     return rank * _RANK_SPAN + seq

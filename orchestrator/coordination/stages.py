@@ -6,14 +6,14 @@ without an import cycle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator import validation
 
 if TYPE_CHECKING:
+    from orchestrator.model import Task
     from orchestrator.settings import Settings
 
 
@@ -79,9 +79,9 @@ def parse_pipelines(raw: str) -> dict[str, tuple[Stage, ...]]:
     return pipelines
 
 
-def stages_of(settings: Settings, task: Mapping[str, Any]) -> tuple[Stage, ...]:
+def stages_of(settings: Settings, task: Task) -> tuple[Stage, ...]:
     """The task's pipeline stages; empty for a single-run task (or a pipeline no longer configured)."""
-    name = (task.get("spec") or {}).get("pipeline")
+    name = task.spec.get("pipeline")
     if not name:
         return ()
     return tuple(settings.pipelines.get(name, ()))

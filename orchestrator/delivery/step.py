@@ -42,8 +42,9 @@ from orchestrator.delivery.record import CHANGES, FAILED, NO_CHANGES
 from orchestrator.github.client import GitHubClient, GitHubError
 from orchestrator.github.reporter import github_origin
 from orchestrator.github.routing import pull_request_key
+from orchestrator.model import Run, RunPhase, Task
 from orchestrator.settings import Settings
-from orchestrator.states import ACTIVE, Status
+from orchestrator.states import ACTIVE
 from orchestrator.steps import Step
 from orchestrator.store import StoreError, TaskStore
 from orchestrator.workspace import lease as leases
@@ -67,10 +68,10 @@ class DeliveryResult:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def needs_delivery(task: Mapping[str, Any] | None, run: Mapping[str, Any]) -> bool:
+def needs_delivery(task: Task | None, run: Run) -> bool:
     """True for a succeeded run of a task with a repository that was not delivered yet."""
-    spec = (task or {}).get("spec") or {}
-    return bool(spec.get("repository")) and run.get("phase") == "Succeeded" and not run.get("outcome")
+    spec = task.spec if task else {}
+    return bool(spec.get("repository")) and run.phase == RunPhase.SUCCEEDED and not run.outcome
 
 
 def backoff(settings: Settings, retries: int) -> float:
@@ -86,7 +87,7 @@ def _send_finish(run_id: str) -> None:
         log.warning("could not queue finish_run for %s after delivery; the reconcile loop will", run_id)
 
 
-def stages_left(settings: Settings, task: Mapping[str, Any], stage: str) -> list[str]:
+def stages_left(settings: Settings, task: Task, stage: str) -> list[str]:
     names = [s.name for s in stages_of(settings, task)]
     return names[names.index(stage) + 1:] if stage and stage in names else []
 
@@ -97,21 +98,21 @@ def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: i
     run, task, _ = store.get_run_with_task(run_id)
     if run is None:
         return DeliveryResult("skipped", f"no run {run_id}")
-    service, task_id = run["service"], int(run["task_id"])
-    if task is None or task.get("current_run") != run_id or Status(task["status"]) not in ACTIVE:
+    service, task_id = run.service, run.task_id
+    if task is None or task.current_run != run_id or task.status not in ACTIVE:
         return DeliveryResult("skipped", "the run is no longer its task's current run")
-    if run.get("phase") != "Succeeded":
+    if run.phase != RunPhase.SUCCEEDED:
         _send_finish(run_id)  # finish records a failed run itself
-        return DeliveryResult("skipped", f"the run is {run.get('phase')}")
-    if run.get("outcome"):
+        return DeliveryResult("skipped", f"the run is {run.phase}")
+    if run.outcome:
         _send_finish(run_id)  # delivered before a crash (or a redelivery): finish it again, idempotently
-        return DeliveryResult("delivered", f"already delivered ({run['outcome']})")
+        return DeliveryResult("delivered", f"already delivered ({run.outcome})")
 
-    spec: dict[str, Any] = task.get("spec") or {}
+    spec: dict[str, Any] = task.spec
     repository = spec.get("repository") or {}
     url = str(repository.get("url") or "")
     base = str(repository.get("branch") or "main")
-    stage = run.get("stage") or ""
+    stage = run.stage
     try:
         lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds, task_id=task_id)
     except leases.LeaseBusy as busy:
@@ -149,11 +150,11 @@ def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: i
     return DeliveryResult("delivered", what, fields=fields)
 
 
-def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task: Mapping[str, Any], *,
+def _deliver(settings: Settings, store: TaskStore, run: Run, task: Task, *,
              url: str, base: str, stage: str, client: Any, known: dict[str, Any]) -> dict[str, Any]:
     """Commit, measure, push, open or update the pull request; the run fields to record."""
-    service, task_id, run_id = run["service"], int(run["task_id"]), run["run_id"]
-    spec: dict[str, Any] = task.get("spec") or {}
+    service, task_id, run_id = run.service, run.task_id, run.run_id
+    spec: dict[str, Any] = task.spec
     service_dir = service_layout(settings.workspace_root, service)
     layout = service_dir.checkout(task_id)  # the task's worktree of the service's clone
     if not (service_dir.clone / ".git").is_dir() or not layout.path.is_dir():
@@ -161,17 +162,17 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
     service_dir.check(service_dir.clone / ".git", what=".git")
     layout.check(layout.path)
     # The branch preparation checked out (recorded on the run); the template's, for a run recorded before that.
-    branch = str(run.get("branch") or "") or branch_name(settings, service, task_id)
+    branch = run.branch or branch_name(settings, service, task_id)
     git = git_for(url, layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
                   secrets=tuple(settings.secret_values()), clone=service_dir.clone)
     branches.prepare_checkout(git, branch, url)
-    agent = str(run.get("agent") or spec.get("agent_name") or task.get("agent") or "agent")
+    agent = str(run.agent or spec.get("agent_name") or task.agent or "agent")
     committed = branches.commit_leftovers(git, title=pulls.title_of(spec, task_id), agent=agent,
                                           identity=settings.commit_identity, task_ref=f"{service}/{task_id}")
     state = branches.branch_state(git, branch=branch, base=base, committed=committed)
     fields = branches.as_fields(state)
     known.update(fields)
-    outputs = dict(run.get("outputs") or {})
+    outputs = dict(run.outputs)
     outputs.update(branch=state.branch, commit=state.commit)
     if not state.commits:
         fields.update(outcome=NO_CHANGES, outputs=outputs)
@@ -192,7 +193,7 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
     left = stages_left(settings, task, stage)
     origin = github_origin(task)
     issue = None
-    if origin and "issue" in ((task.get("origin") or {}).get("github") or {}) \
+    if origin and "issue" in (task.origin.get("github") or {}) \
             and origin[0].lower() == f"{owner}/{repo}".lower():
         issue = origin[1]
     body = pulls.render_body(spec, service=service, task_id=task_id,
@@ -207,19 +208,19 @@ def _deliver(settings: Settings, store: TaskStore, run: Mapping[str, Any], task:
     return fields
 
 
-def _retry_or_fail(settings: Settings, store: TaskStore, run: Mapping[str, Any], retries: int, message: str,
+def _retry_or_fail(settings: Settings, store: TaskStore, run: Run, retries: int, message: str,
                    *, transient: bool, known: Mapping[str, Any] | None = None) -> DeliveryResult:
     message = scrub(message, settings.secret_values())[:1500]
-    run_id = run["run_id"]
+    run_id = run.run_id
     # Counted on the run too: a message sent again (the re-drive, a redelivery) does not restart the count.
-    retries = max(retries, int(run.get("delivery_failures") or 0))
+    retries = max(retries, run.delivery_failures)
     if transient and retries < settings.delivery_retries:
         # Never longer than the re-drive's patience, and the task is touched: a step waiting to retry is
         # not taken for a lost one (which would send a second deliver_run).
         countdown = min(backoff(settings, retries), settings.stuck_after_seconds / 2)
         store.update_run(run_id, delivery_failures=retries + 1, delivery_error=message)
         try:
-            store.update_task(run["service"], int(run["task_id"]))
+            store.update_task(run.service, run.task_id)
         except StoreError:
             pass
         log.info("run %s: delivery failed (%s); retry %d of %d in %.0fs", run_id, message, retries + 1,
@@ -229,7 +230,7 @@ def _retry_or_fail(settings: Settings, store: TaskStore, run: Mapping[str, Any],
     gave_up = f" (after {retries} retries)" if retries else ""
     # Recorded as the run's end: finish_run fails the task with this reason (never retried as a platform fault).
     # The branch as delivery left it (its commits stay there), with the failure.
-    store.update_run(run_id, **dict(known or {}), phase="Failed", failure_reason=reason + gave_up, retryable="0",
+    store.update_run(run_id, **dict(known or {}), phase=RunPhase.FAILED, failure_reason=reason + gave_up, retryable="0",
                      outcome=FAILED, delivered_at=time.time())
     log.warning("run %s: %s%s", run_id, reason, gave_up)
     _send_finish(run_id)

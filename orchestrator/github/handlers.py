@@ -21,8 +21,9 @@ from orchestrator.github.commands import parse_command
 from orchestrator.github.hidden import removal_note, strip_hidden
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
 from orchestrator.validation import agent_name
+from orchestrator.model import Task
 from orchestrator.settings import Settings
-from orchestrator.states import RETRYABLE_FROM, TERMINAL, Status
+from orchestrator.states import RETRYABLE_FROM, TERMINAL
 from orchestrator.store import TaskExists, TaskStore
 from orchestrator.steps import Step
 
@@ -173,8 +174,8 @@ def _comment_document(ctx: EventContext, text: str) -> dict[str, Any]:
 
 # Finding our task ---------------------------------------------------------------------
 
-def _owns_issue(task: Mapping[str, Any], repo: str, issue: int) -> bool:
-    origin = dig(task, "origin", "github")
+def _owns_issue(task: Task, repo: str, issue: int) -> bool:
+    origin = task.origin.get("github")
     return (isinstance(origin, Mapping) and str(origin.get("repo", "")).lower() == repo.lower()
             and origin.get("issue") == issue)
 
@@ -201,9 +202,9 @@ def find_task_for_pull_request(
             return service, branch_task
     tasks, _ = store.list_tasks(service=service, limit=PR_SCAN_LIMIT)
     for task in tasks:
-        if pull_request_key(dig(task, "outputs", "pull_request_url")) == key:
-            store.link_pull_request(key, service, task["id"])
-            return service, task["id"]
+        if pull_request_key(task.outputs.get("pull_request_url")) == key:
+            store.link_pull_request(key, service, task.id)
+            return service, task.id
     return None
 
 
@@ -274,7 +275,7 @@ def run_command(ctx: EventContext) -> Outcome:
 
 def _command_run(ctx: EventContext, ref: tuple[str, int], argument: str) -> Outcome:
     task = ctx.store.require_task(*ref)
-    status = Status(task["status"])
+    status = task.status
     if status in RETRYABLE_FROM:
         return _command_retry(ctx, ref, argument)
     if status in TERMINAL:
@@ -332,7 +333,7 @@ def close_pull_request(ctx: EventContext) -> Outcome:
     merged = dig(ctx.payload, "pull_request", "merged") is True
     outcome = "merged" if merged else "closed"
     task = ctx.store.require_task(*ref)
-    if Status(task["status"]) not in TERMINAL:
+    if task.status not in TERMINAL:
         try:
             operations.cancel_task(ctx.store, *ref, actor=ctx.actor, reason=f"pull request {outcome} on GitHub")
         except operations.OperationRefused:

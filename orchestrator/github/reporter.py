@@ -15,12 +15,12 @@ import logging
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
 
 from orchestrator import dispatch
 from orchestrator.github.client import GitHubClient, GitHubError
 from orchestrator.github.routing import STATUS_MARKER, pull_request_key
 from orchestrator.logs import scrub
+from orchestrator.model import ReportResult, Task
 from orchestrator.settings import Settings, get_settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
@@ -40,10 +40,9 @@ class ReportLater(Exception):
         self.countdown = countdown
 
 
-def github_origin(task: Mapping[str, Any] | None) -> tuple[str, int] | None:
+def github_origin(task: Task | None) -> tuple[str, int] | None:
     """(repo, issue or pull request number) a task came from, or None."""
-    origin = (task or {}).get("origin") or {}
-    github = origin.get("github") if isinstance(origin, Mapping) else None
+    github = task.origin.get("github") if task else None
     if not isinstance(github, Mapping):
         return None
     repo, issue = github.get("repo"), github.get("issue", github.get("pull_request"))
@@ -53,7 +52,7 @@ def github_origin(task: Mapping[str, Any] | None) -> tuple[str, int] | None:
 
 
 def notify_status(service: str, task_id: int, *, store: TaskStore | None = None,
-                  settings: Settings | None = None, task: Mapping[str, Any] | None = None) -> bool:
+                  settings: Settings | None = None, task: Task | None = None) -> bool:
     """Queue a status report when the task came from GitHub; never raises. True when queued."""
     try:
         settings = settings or get_settings()
@@ -93,24 +92,24 @@ def _clean(text: str, secrets: list[str]) -> str:
     return text.replace("@", "@\u200b")[:MAX_REASON]
 
 
-def render_status(task: Mapping[str, Any], *, job_name: str = "", secrets: list[str] | None = None,
+def render_status(task: Task, *, job_name: str = "", secrets: list[str] | None = None,
                   now: datetime | None = None) -> str:
     """The Markdown of a task's status comment (pure)."""
     secrets = secrets or []
-    status = Status(task["status"])
-    ref = f"{task['service']}/{task['id']}"
-    lines = [f"{STATUS_MARKER} {ref} -->", f"**Orchestrator** · task `{ref}` · agent `{task.get('agent', '')}`", ""]
+    status = task.status
+    ref = f"{task.service}/{task.id}"
+    lines = [f"{STATUS_MARKER} {ref} -->", f"**Orchestrator** · task `{ref}` · agent `{task.agent}`", ""]
     headline = _HEADLINES[status]
     if job_name and status in (Status.LAUNCHING, Status.RUNNING):
         headline += f" (Job `{_clean(job_name, secrets)}`)"
     lines.append(f"**{headline}**")
-    reason = str(task.get("status_reason") or "")
+    reason = task.status_reason
     if reason and status != Status.SUCCEEDED:
         lines += ["", f"Reason: {_clean(reason, secrets)}"]
-    pull_request = (task.get("outputs") or {}).get("pull_request_url")
+    pull_request = task.outputs.get("pull_request_url")
     if isinstance(pull_request, str) and pull_request.startswith("https://"):
         lines += ["", f"Pull request: {_clean(pull_request, secrets)}"]
-    outcome = task.get("pull_request_outcome")
+    outcome = task.pull_request_outcome
     if outcome:
         lines += ["", f"Pull request {_clean(str(outcome), secrets)}."]
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -118,20 +117,19 @@ def render_status(task: Mapping[str, Any], *, job_name: str = "", secrets: list[
     return "\n".join(lines)
 
 
-def _job_name(store: TaskStore, task: Mapping[str, Any]) -> str:
-    run_id = task.get("current_run")
-    run = store.get_run(run_id) if isinstance(run_id, str) and run_id else None
-    return str(run.get("job_name") or "") if run else ""
+def _job_name(store: TaskStore, task: Task) -> str:
+    run = store.get_run(task.current_run) if task.current_run else None
+    return run.job_name if run else ""
 
 
 def report_status(store: TaskStore, settings: Settings, service: str, task_id: int, *,
-                  client: GitHubClient | None = None) -> str:
+                  client: GitHubClient | None = None) -> ReportResult:
     """Create or edit the task's status comment; returns created, updated, unchanged or skipped.
 
     Raises ReportLater when GitHub or the per-task lock says "not now".
     """
     if not settings.github_token:
-        return "skipped"
+        return ReportResult.SKIPPED
     lease = f"github-status:{service}/{task_id}"
     holder = uuid.uuid4().hex
     if not store.acquire_lease(lease, holder, LEASE_SECONDS):
@@ -140,19 +138,19 @@ def report_status(store: TaskStore, settings: Settings, service: str, task_id: i
         task = store.get_task(service, task_id)  # read under the lock: the newest state wins
         origin = github_origin(task)
         if task is None or origin is None:
-            return "skipped"
+            return ReportResult.SKIPPED
         repo, issue = origin
-        key = pull_request_key((task.get("outputs") or {}).get("pull_request_url"))
+        key = pull_request_key(task.outputs.get("pull_request_url"))
         if key:
             store.link_pull_request(key, service, task_id)
         body = render_status(task, job_name=_job_name(store, task), secrets=settings.secret_values())
         # The timestamp line changes every time; compare what matters.
         digest = hashlib.sha256(body.rsplit("\n", 1)[0].encode()).hexdigest()
-        comment_id = str(task.get("github_status_comment") or "")
-        if comment_id and task.get("github_status_digest") == digest:
-            return "unchanged"
+        comment_id = task.github_status_comment or ""
+        if comment_id and task.github_status_digest == digest:
+            return ReportResult.UNCHANGED
         client = client or GitHubClient.from_settings(settings)
-        action = "updated"
+        action = ReportResult.UPDATED
         try:
             if comment_id.isdigit():
                 try:
@@ -164,12 +162,12 @@ def report_status(store: TaskStore, settings: Settings, service: str, task_id: i
             if not comment_id.isdigit():
                 comment = client.create_comment(repo, issue, body)
                 store.update_task(service, task_id, github_status_comment=str(comment["id"]))
-                action = "created"
+                action = ReportResult.CREATED
         except GitHubError as exc:
             if exc.transient:
                 raise ReportLater(str(exc), countdown=max(exc.retry_after or 0, 5)) from None
             log.warning("GitHub refused the status report of %s/%s: %s", service, task_id, exc)
-            return "refused"
+            return ReportResult.REFUSED
         store.update_task(service, task_id, github_status_digest=digest)
         return action
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.model import is_reserved_env
 from orchestrator.workspace.layout import CLONE_DIR, WORKTREES_DIR
 from orchestrator.runners.base import RunRequest
 from orchestrator.settings import Settings
@@ -42,8 +42,6 @@ CONTAINER = "agent"
 WORKSPACE_VOLUME = "workspace"
 WORKSPACE_MOUNT = "/workspace"
 SECRET_KEYS = {"ANTHROPIC_API_KEY": "anthropic-api-key", "GITHUB_TOKEN": "github-token"}
-# Names the task's env may not set: the secrets and our own contract.
-RESERVED_ENV = frozenset(SECRET_KEYS) | frozenset({"HOME", "ANTHROPIC_MODEL"})
 MAX_NAME = 63
 _INVALID = re.compile(r"[^a-z0-9-]+")
 _LABEL_VALUE_INVALID = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -105,7 +103,7 @@ def container_env(request: RunRequest, settings: Settings, *, output_root: str) 
     """Non-secret task env, our contract, and secrets only as secretKeyRefs."""
     env: list[dict[str, Any]] = []
     for name in sorted(request.env):
-        if name in RESERVED_ENV or name.startswith("ORCHESTRATOR_"):
+        if is_reserved_env(name):
             raise ValueError(f"task env may not set {name}")
         env.append({"name": name, "value": str(request.env[name])})
     contract = {
@@ -324,13 +322,3 @@ def run_id_of(obj: Mapping[str, Any]) -> str | None:
     """The run id a Job or pod of ours belongs to, or None."""
     meta = obj.get("metadata") or {}
     return (meta.get("annotations") or {}).get(ANNOTATION_RUN_ID)
-
-
-def run_label_of(obj: Mapping[str, Any]) -> str | None:
-    """The Job name a Job or pod of ours carries in its run label."""
-    return ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN)
-
-
-def describe(job: Mapping[str, Any]) -> str:
-    """A compact one-line rendering (for debug logs; never holds secrets)."""
-    return json.dumps({"name": job["metadata"]["name"], "labels": job["metadata"].get("labels")})

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from orchestrator.model import is_reserved_env
 from orchestrator.runners import agent_user
 from orchestrator.runners.agent_user import AgentUser
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, Lines, RunObservation, RunRequest
@@ -79,7 +80,7 @@ class LocalRunner:
             env["HOME"] = user.home
         env["PYTHONPATH"] = CODE_ROOT
         for name, value in request.env.items():
-            if name in {"ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ANTHROPIC_MODEL"} or name.startswith("ORCHESTRATOR_"):
+            if is_reserved_env(name):
                 raise LaunchFailed(f"task env may not set {name}")
             env[name] = str(value)
         env.update({

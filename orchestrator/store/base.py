@@ -13,6 +13,7 @@ from orchestrator.store.errors import StoreUnavailable
 from orchestrator.store.keys import GAUGES_KEY, fence_key, lease_key
 from orchestrator.store.records import encode_fields, flatten
 
+
 class _OneWrite:
     """Sends each packed command in one write.
 
@@ -89,8 +90,6 @@ def script_source(name: str) -> str:
 class StoreBase:
     """The client, the registered scripts and the error mapping every part of the store uses."""
 
-    redis: redis.Redis
-    history_limit: int
     # The registered scripts, one attribute each (see _SCRIPTS).
     _create: Script
     _claim_delivery: Script

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import redis
-
 from orchestrator.states import Status
 from orchestrator.store.base import StoreBase
 from orchestrator.store.keys import (
-    task_ref,
-    split_ref,
-    task_key,
     SLOTS_GLOBAL,
-    SLOTS_SERVICE_PREFIX,
     SLOTS_HOLDERS,
+    SLOTS_SERVICE_PREFIX,
     WAITING,
     slots_service,
+    split_ref,
+    task_key,
+    task_ref,
 )
 
 

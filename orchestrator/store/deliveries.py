@@ -6,20 +6,18 @@ import json
 import time
 from typing import Any
 
-import redis
-
 from orchestrator.store.base import StoreBase
 from orchestrator.store.broker import queue_key
 from orchestrator.store.keys import (
-    task_ref,
-    split_ref,
-    idem_key,
+    EVENTS_PENDING,
     delivery_key,
     event_identity_key,
     event_handled_key,
     event_pending_key,
-    EVENTS_PENDING,
+    idem_key,
     pull_request_key,
+    split_ref,
+    task_ref,
 )
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-
-import redis
-
 from orchestrator.store.base import StoreBase
 from orchestrator.store.keys import fence_key, follows_key, lease_key
 

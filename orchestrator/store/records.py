@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from orchestrator.model import Outcome, Priority, Run, RunPhase, Status, Task
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class Transition:
 
 
 def encode(value: Any) -> str:
+    if isinstance(value, enum.Enum):  # Status, RunPhase, Priority...: their stored word
+        return str(value.value)
     if isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
@@ -41,31 +46,82 @@ def pairs(raw: list[str]) -> dict[str, str]:
     return dict(zip(raw[::2], raw[1::2]))
 
 
-def decode_task(raw: Mapping[str, str]) -> dict[str, Any]:
-    task: dict[str, Any] = dict(raw)
-    for key in ("spec", "outputs", "origin"):
-        if key in task:
-            task[key] = json.loads(task[key])
-    for key in ("id", "seq", "context_version", "history_seq"):
-        if key in task:
-            task[key] = int(task[key])
-    for key in ("created_at", "updated_at"):
-        if key in task:
-            task[key] = float(task[key])
+# How each typed field is read back from its stored string. A field missing from
+# the record (written before it existed) or stored as '' keeps the default.
+
+def _json_object(raw: str) -> dict[str, Any]:
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {}
+
+
+def _flag(raw: str) -> bool:
+    return raw in _TRUE
+
+
+_TRUE = frozenset({"1", "true", "True", "yes"})
+
+
+def _lenient_int(raw: str) -> int | None:
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def _diffstat(raw: str) -> dict[str, int] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {key: int(value.get(key) or 0) for key in ("files", "insertions", "deletions")}
+
+
+def _outcome(raw: str) -> Outcome | None:
+    try:
+        return Outcome(raw)
+    except ValueError:
+        return None
+
+_TASK_FIELDS: dict[str, Callable[[str], Any]] = {
+    "service": str, "id": int, "agent": str, "priority": Priority.parse,
+    "spec": _json_object, "origin": _json_object, "outputs": _json_object,
+    "status": Status, "status_reason": str, "context_version": int,
+    "created_at": float, "updated_at": float, "submitted_by": str, "seq": int, "history_seq": int,
+    "current_run": str, "next_run": str, "next_version": int, "next_attempt": int, "stage": str,
+    "retries": int, "not_before": float, "redriven_at": float,
+    "pull_request_url": str, "pull_request_outcome": str,
+    "github_status_comment": str, "github_status_digest": str,
+}
+
+_RUN_FIELDS: dict[str, Callable[[str], Any]] = {
+    "run_id": str, "service": str, "task_id": int, "version": int, "attempt": int, "stage": str,
+    "runner": str, "job_name": str, "phase": RunPhase,
+    "queued_at": float, "launched_at": float, "started_at": float, "finished_at": float,
+    "exit_code": int, "failure_reason": str, "retryable": _flag, "observed_reason": str,
+    "finish_sent": str, "outcome": _outcome, "outputs": _json_object,
+    "agent": str, "image": str, "prompt": str, "inputs": _json_object, "output_dir": str,
+    "branch": str, "commit": str, "working_directory": str, "workspace_fence": int,
+    "base": str, "commits": _lenient_int, "diffstat": _diffstat, "pull_request_url": str,
+    "pull_request_number": _lenient_int, "delivered_at": float, "delivery_failures": int, "delivery_error": str,
+    "usage": _json_object, "rate_limited_until": float,
+}
+
+
+def _decoded(raw: Mapping[str, str], readers: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """The known, non-empty fields of a record, each as its type; unknown fields are left out."""
+    return {name: read(raw[name]) for name, read in readers.items() if raw.get(name) not in (None, "")}
+
+
+def decode_task(raw: Mapping[str, str]) -> Task:
+    """A task hash as a Task. An old record without `priority` takes its spec's."""
+    task = Task(**_decoded(raw, _TASK_FIELDS))
+    if not raw.get("priority") and isinstance(task.spec.get("priority"), str):
+        task.priority = Priority.parse(task.spec["priority"])
     return task
 
 
-def decode_run(raw: Mapping[str, str]) -> dict[str, Any]:
-    run: dict[str, Any] = dict(raw)
-    for key in ("outputs", "inputs", "usage"):
-        if run.get(key):
-            run[key] = json.loads(run[key])
-    for key in ("task_id", "version", "attempt", "seq"):
-        if key in run:
-            run[key] = int(run[key])
-    if run.get("exit_code") not in (None, ""):
-        run["exit_code"] = int(run["exit_code"])
-    for key in ("queued_at", "started_at", "finished_at"):
-        if run.get(key) not in (None, ""):
-            run[key] = float(run[key])
-    return run
+def decode_run(raw: Mapping[str, str]) -> Run:
+    """A run hash (or some of its fields) as a Run."""
+    return Run(**_decoded(raw, _RUN_FIELDS))

@@ -7,12 +7,17 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-
+from orchestrator.model import Run, Status, Task
 from orchestrator.store.base import StoreBase
 from orchestrator.store.errors import LeaseNotHeld, StoreError
-from orchestrator.store.keys import run_id_for, task_key, task_runs_key, contexts_key, run_key
-from orchestrator.store.records import decode_task, decode_run
+from orchestrator.store.keys import (
+    contexts_key,
+    run_id_for,
+    run_key,
+    task_key,
+    task_runs_key,
+)
+from orchestrator.store.records import decode_run, decode_task
 
 
 class Runs(StoreBase):
@@ -31,7 +36,7 @@ class Runs(StoreBase):
         job_name: str = "",
         runner: str = "",
         now: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> Run:
         """Record a run; a second call for the same run returns the first record."""
         run_id = run_id_for(service, task_id, version, attempt, stage)
         key = run_key(run_id)
@@ -57,12 +62,12 @@ class Runs(StoreBase):
                          args=[run_id, repr(now), *(item for pair in record.items() for item in pair)])
         return decode_run(dict(zip(raw[::2], raw[1::2])))
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> Run | None:
         raw = self._safe(self.redis.hgetall, run_key(run_id))
         return decode_run(raw) if raw else None
 
     def get_run_with_task(self, run_id: str, *, contexts: bool = False
-                          ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[dict[str, Any]]]:
+                          ) -> tuple[Run | None, Task | None, list[dict[str, Any]]]:
         """(run, its task, the task's context documents if asked) in one round trip; None for what is missing.
 
         The steps that act on a run read both first; two round trips each was a
@@ -99,7 +104,7 @@ class Runs(StoreBase):
         return bool(written)
 
 
-    def list_runs(self, service: str, task_id: int) -> list[dict[str, Any]]:
+    def list_runs(self, service: str, task_id: int) -> list[Run]:
         """Every run of the task, oldest first."""
         ids = self._safe(self.redis.zrange, task_runs_key(service, task_id), 0, -1)
         if not ids:
@@ -110,10 +115,10 @@ class Runs(StoreBase):
         return [decode_run(raw) for raw in self._safe(pipe.execute) if raw]
 
 
-    def get_runs(self, run_ids: Iterable[str], *, batch: int = 1000) -> list[dict[str, Any] | None]:
+    def get_runs(self, run_ids: Iterable[str], *, batch: int = 1000) -> list[Run | None]:
         """Many runs (None for one that is gone), in pipelined batches."""
         run_ids = list(run_ids)
-        out: list[dict[str, Any] | None] = []
+        out: list[Run | None] = []
         for start in range(0, len(run_ids), batch):
             pipe = self.redis.pipeline(transaction=False)
             for run_id in run_ids[start:start + batch]:
@@ -122,15 +127,16 @@ class Runs(StoreBase):
         return out
 
     def current_runs(self, refs: Iterable[tuple[str, int]], *fields: str,
-                     batch: int = 1000) -> list[tuple[str, str, dict[str, str] | None] | None]:
-        """(task status, current run id, the named fields of that run) for many tasks, by one script per `batch`.
+                     batch: int = 1000) -> list[tuple[Status, str, Run | None] | None]:
+        """(task status, current run id, that run with only the named fields read) for many tasks.
 
-        None for a task that is gone; the fields are None when the task has no
-        current run or its run record is gone (a run hash always holds `run_id`:
-        ask for it to tell). Values are the stored strings, not decoded.
+        One script per `batch` tasks reads them. None for a task that is gone;
+        the run is None when the task has no current run or its run record is
+        gone (a run hash always holds `run_id`: ask for it to tell). The fields
+        not asked for keep their defaults.
         """
         refs = list(refs)
-        out: list[tuple[str, str, dict[str, str] | None] | None] = []
+        out: list[tuple[Status, str, Run | None] | None] = []
         prefix = run_key("")
         for start in range(0, len(refs), batch):
             keys = [task_key(service, task_id) for service, task_id in refs[start:start + batch]]
@@ -139,6 +145,7 @@ class Runs(StoreBase):
                     out.append(None)
                     continue
                 values = row[2:]
-                run = dict(zip(fields, values)) if values and any(v is not None for v in values) else None
-                out.append((row[0], row[1], run))
+                found = values and any(v is not None for v in values)
+                run = decode_run(dict(zip(fields, values))) if found else None
+                out.append((Status(row[0]), row[1], run))
         return out

@@ -9,31 +9,38 @@ from typing import Any
 
 import redis
 
+from orchestrator.model import Priority, Task
 from orchestrator.states import Status, sources_of
 from orchestrator.store.base import StoreBase
 from orchestrator.store.broker import queue_key
-from orchestrator.store.errors import StoreUnavailable, TaskNotFound, TaskExists, LeaseNotHeld, IllegalTransition
+from orchestrator.store.errors import (
+    IllegalTransition,
+    LeaseNotHeld,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+)
 from orchestrator.store.keys import (
-    task_ref,
-    split_ref,
-    task_key,
-    history_key,
-    task_runs_key,
-    contexts_key,
-    run_key,
-    SEQ_KEY,
     IDX_ALL,
     IDX_STATUS_PREFIX,
-    idx_service,
-    idx_agent,
-    idx_status,
-    idem_key,
-    lease_key,
-    fence_key,
+    SEQ_KEY,
     WAITING,
+    contexts_key,
     dependents_key,
+    fence_key,
+    history_key,
+    idem_key,
+    idx_agent,
+    idx_service,
+    idx_status,
+    lease_key,
+    run_key,
+    split_ref,
+    task_key,
+    task_ref,
+    task_runs_key,
 )
-from orchestrator.store.records import Transition, encode_fields, encode, decode_task
+from orchestrator.store.records import Transition, decode_task, encode, encode_fields
 
 
 class Tasks(StoreBase):
@@ -46,7 +53,7 @@ class Tasks(StoreBase):
         task_id: int,
         agent: str,
         spec: Mapping[str, Any],
-        priority: str = "medium",
+        priority: Priority | str = Priority.MEDIUM,
         actor: str = "api",
         origin: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -55,7 +62,7 @@ class Tasks(StoreBase):
         dependencies: Iterable[int] = (),
         enqueue: tuple[str, bytes | str] | None = None,
         now: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> Task:
         """Store a new task in Pending; raise TaskExists when (service, id) is taken.
 
         With an idempotency key, the key, the task and its indexes are written
@@ -71,7 +78,7 @@ class Tasks(StoreBase):
             "service": service,
             "id": str(task_id),
             "agent": agent,
-            "priority": priority,
+            "priority": Priority.parse(priority).value,
             "spec": encode(dict(spec)),
             "origin": encode(dict(origin or {})),
             "outputs": "{}",
@@ -102,12 +109,12 @@ class Tasks(StoreBase):
         # The script wrote exactly these fields, atomically: no need to read them back.
         return decode_task({**fields, "seq": str(_seq), "history_seq": "1"})
 
-    def get_task(self, service: str, task_id: int) -> dict[str, Any] | None:
+    def get_task(self, service: str, task_id: int) -> Task | None:
         """The task's record, or None."""
         raw = self._safe(self.redis.hgetall, task_key(service, task_id))
         return decode_task(raw) if raw else None
 
-    def get_task_with_links(self, service: str, task_id: int) -> tuple[dict[str, Any] | None, list[int], bool]:
+    def get_task_with_links(self, service: str, task_id: int) -> tuple[Task | None, list[int], bool]:
         """(the task or None, ids of its dependents as `dependents_of`, whether any run was recorded), one round trip.
 
         What an admission reads first; three round trips were a good part of its time.
@@ -119,7 +126,7 @@ class Tasks(StoreBase):
         raw, dependents, runs = self._safe(pipe.execute)
         return (decode_task(raw) if raw else None), sorted(int(m) for m in dependents), bool(runs)
 
-    def require_task(self, service: str, task_id: int) -> dict[str, Any]:
+    def require_task(self, service: str, task_id: int) -> Task:
         task = self.get_task(service, task_id)
         if task is None:
             raise TaskNotFound(f"no task {task_ref(service, task_id)}")
@@ -209,7 +216,7 @@ class Tasks(StoreBase):
         agent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[Task], str | None]:
         """Tasks newest first, filtered; returns a page and the cursor of the next one.
 
         The most selective index drives the scan; other filters are checked on
@@ -224,7 +231,7 @@ class Tasks(StoreBase):
         else:
             index = IDX_ALL
         upper = f"({int(cursor)}" if cursor else "+inf"
-        found: list[dict[str, Any]] = []
+        found: list[Task] = []
         batch = max(limit * 2, 20)
         while len(found) < limit:
             members = self._safe(
@@ -241,11 +248,11 @@ class Tasks(StoreBase):
                 if not raw:
                     continue
                 task = decode_task(raw)
-                if service and task["service"] != service:
+                if service and task.service != service:
                     continue
-                if status and task["status"] != status:
+                if status and task.status != status:
                     continue
-                if agent and task["agent"] != agent:
+                if agent and task.agent != agent:
                     continue
                 found.append(task)
                 if len(found) == limit:
@@ -271,23 +278,25 @@ class Tasks(StoreBase):
                 refs.append(split_ref(member))
         return refs
 
-    def task_fields(self, refs: Iterable[tuple[str, int]], *fields: str,
-                    batch: int = 1000) -> list[dict[str, str] | None]:
-        """The named fields of many tasks (None for a task that is gone), in pipelined batches.
+    def task_fields(self, refs: Iterable[tuple[str, int]], *fields: str, batch: int = 1000) -> list[Task | None]:
+        """Many tasks with only their status and the named fields read (None for a task that is gone).
 
         For loops over every active task (the watcher's reconcile): one round
-        trip per `batch` tasks instead of one per task, and only the fields asked for.
+        trip per `batch` tasks instead of one per task, and only the fields
+        asked for; the others keep their defaults.
         """
         refs = list(refs)
-        out: list[dict[str, str] | None] = []
+        names = ["status", *fields]
+        out: list[Task | None] = []
         for start in range(0, len(refs), batch):
+            chunk = refs[start:start + batch]
             pipe = self.redis.pipeline(transaction=False)
-            for service, task_id in refs[start:start + batch]:
-                pipe.hmget(task_key(service, task_id), ["status", *fields])
-            for values in self._safe(pipe.execute):
-                out.append(None if values[0] is None else dict(zip(["status", *fields], values)))
+            for service, task_id in chunk:
+                pipe.hmget(task_key(service, task_id), names)
+            for (service, task_id), values in zip(chunk, self._safe(pipe.execute)):
+                out.append(None if values[0] is None else decode_task(
+                    {**dict(zip(names, values)), "service": service, "id": str(task_id)}))
         return out
-
 
     # Context documents -------------------------------------------------------
 

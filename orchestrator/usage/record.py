@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from orchestrator.model import Run, RunPhase
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.usage.budget import today
@@ -37,7 +38,7 @@ def at(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def account_run(store: Any, settings: Settings, run: Mapping[str, Any], agent: str = "", *,
+def account_run(store: Any, settings: Settings, run: Run, agent: str = "", *,
                 runner: Any = None, now: float | None = None) -> Verdict:
     """Store the run's usage (counted once into the day's totals) and return its stream's verdict.
 
@@ -45,40 +46,42 @@ def account_run(store: Any, settings: Settings, run: Mapping[str, Any], agent: s
     nothing here fails the finish.
     """
     now = time.time() if now is None else now
-    if run.get("outcome"):
+    if run.outcome:
         return Verdict()  # the finish after delivery: the first finish read the stream, and it was clean
-    parser, whole = read_stream(settings, run["run_id"], runner)
+    parser, whole = read_stream(settings, run.run_id, runner)
     if parser is None:
         return Verdict()
     usage = parser.usage()
     if usage is not None:
         try:
-            store.record_usage(run["run_id"], run["service"], str(run.get("agent") or agent or ""), usage,
+            store.record_usage(run.run_id, run.service, run.agent or agent, usage,
                                day=today(now))
         except Exception:
-            log.warning("could not record the usage of run %s", run["run_id"], exc_info=True)
+            log.warning("could not record the usage of run %s", run.run_id, exc_info=True)
     verdict = parser.verdict(now=now)
     if verdict.cut and not whole:
         return Verdict()  # we failed to read its end, not the agent to write it
     return verdict
 
 
-def honest_end(store: Any, run: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
+def honest_end(store: Any, run: Run, verdict: Verdict) -> Run:
     """The run as its stream tells its end: a reported failure fails it (not retried); a rate limit waits.
 
     Returns the run with the fields written on it; unchanged when the stream reports nothing.
     """
     if not verdict.failed:
         return run
-    platform = str(run.get("retryable", "")) in ("1", "true", "True", "yes")
+    platform = run.retryable
     if platform and not verdict.rate_limited_until:
         return run  # lost or evicted: the platform's reason (and its retry) stands
-    if verdict.cut and run.get("phase") == "Failed":
+    if verdict.cut and run.phase == RunPhase.FAILED:
         return run  # crashed, timed out: its exit says more than a stream cut short
     if verdict.rate_limited_until:
-        fields = {"phase": "Failed", "failure_reason": f"model rate limit; resumes at {at(verdict.rate_limited_until)}",
-                  "retryable": "0", "rate_limited_until": verdict.rate_limited_until}
+        ended = dataclasses.replace(run, phase=RunPhase.FAILED, retryable=False,
+                                    failure_reason=f"model rate limit; resumes at {at(verdict.rate_limited_until)}",
+                                    rate_limited_until=verdict.rate_limited_until)
     else:
-        fields = {"phase": "Failed", "failure_reason": verdict.reason[:1000], "retryable": "0"}
-    store.update_run(run["run_id"], **fields)
-    return {**run, **fields}
+        ended = dataclasses.replace(run, phase=RunPhase.FAILED, failure_reason=verdict.reason[:1000], retryable=False)
+    store.update_run(run.run_id, phase=ended.phase, failure_reason=ended.failure_reason, retryable="0",
+                     **({"rate_limited_until": ended.rate_limited_until} if ended.rate_limited_until else {}))
+    return ended

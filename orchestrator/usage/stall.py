@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator import runs
+from orchestrator.model import Run
 from orchestrator.runners.base import FAILED, RUNNING, RunObservation
 from orchestrator.settings import Settings
 from orchestrator.store import LeaseNotHeld
@@ -54,16 +55,16 @@ class StallCheck:
             return max(started, now)
         return max(started, previous[1])
 
-    def stalled(self, active: Mapping[str, Mapping[str, Any]], now: float | None = None) -> dict[str, float]:
+    def stalled(self, active: Mapping[str, Run], now: float | None = None) -> dict[str, float]:
         """Running runs idle for the stall time or more: run id -> seconds without output."""
         if not self.settings.stall_seconds:
             return {}
         now = time.time() if now is None else now
         found: dict[str, float] = {}
         for run_id, run in active.items():
-            if run.get("phase") != RUNNING or not run.get("started_at"):
+            if run.phase != RUNNING or not run.started_at:
                 continue
-            idle = now - self.last_output_at(run_id, float(run["started_at"]), now)
+            idle = now - self.last_output_at(run_id, run.started_at, now)
             if idle >= self.settings.stall_seconds:
                 found[run_id] = idle
         for gone in set(self.seen) - set(active):
@@ -71,19 +72,19 @@ class StallCheck:
             self.next_look.pop(gone, None)
         return found
 
-    def stop_stalled(self, store: Any, active: Mapping[str, Mapping[str, Any]], *, send: Callable[..., None],
+    def stop_stalled(self, store: Any, active: Mapping[str, Run], *, send: Callable[..., None],
                      lock: Any = None, lease: tuple[str, str, int] | None = None,
                      now: float | None = None) -> list[str]:
         """Fail (retryable once) and stop every stalled run; the run ids stopped."""
         stopped: list[str] = []
         for run_id, idle in self.stalled(active, now).items():
             run = store.get_run(run_id)
-            if run is None or run.get("phase") != RUNNING:
+            if run is None or run.phase != RUNNING:
                 continue  # ended meanwhile (seen by this very reconcile, or cancelled)
-            task = store.get_task(run["service"], int(run["task_id"])) or {}
-            retry = int(task.get("retries") or 0) < STALL_RETRIES
+            task = store.get_task(run.service, run.task_id)
+            retry = (task.retries if task else 0) < STALL_RETRIES
             obs = RunObservation(run_id, FAILED, reason=f"stalled: no output for {int(idle)} s",
-                                 started_at=run.get("started_at"), finished_at=time.time(), retryable=retry)
+                                 started_at=run.started_at, finished_at=time.time(), retryable=retry)
             try:
                 with lock if lock is not None else contextlib.nullcontext():
                     runs.apply_observation(store, obs, send=send, lease=lease)

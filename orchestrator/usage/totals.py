@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from orchestrator.model import Run
 from orchestrator.usage.stream import TOKEN_KINDS
 
 # The fields every shown usage has (scripts and the console read these names).
@@ -12,10 +13,10 @@ RUN_FIELDS = (*TOKEN_KINDS, "cost_usd", "num_turns", "session_id", "model")
 SUMMED = (*TOKEN_KINDS, "cost_usd", "num_turns")
 
 
-def run_usage(run: Mapping[str, Any]) -> dict[str, Any] | None:
+def run_usage(run: Run) -> dict[str, Any] | None:
     """The run's usage with every named field present; None when the agent reported none."""
-    usage = run.get("usage")
-    if not isinstance(usage, Mapping):
+    usage = run.usage
+    if not usage:
         return None
     shown = {key: usage.get(key) for key in RUN_FIELDS}
     shown.update({k: v for k, v in usage.items() if k not in shown})

@@ -21,9 +21,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from orchestrator import validation
+from orchestrator.model import Task
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL, Status
 from orchestrator.store import TaskStore
@@ -49,20 +49,20 @@ class SweepReport:
     services: dict[str, int] = field(default_factory=dict)  # disk use per service (gauge workspace_disk_bytes:<s>)
 
 
-def task_ended(task: dict[str, Any] | None, *, now: float, max_age_seconds: float) -> bool:
+def task_ended(task: Task | None, *, now: float, max_age_seconds: float) -> bool:
     """True when the task's files are of no further use."""
     if task is None:
         return True
-    status = Status(task["status"])
+    status = task.status
     if status == Status.CANCELLED:
         return True
     if status not in TERMINAL:
         return False
-    outputs = task.get("outputs") or {}
+    outputs = task.outputs
     # The webhook handler records `pull_request_outcome` when our pull request closes.
-    if task.get("pull_request_outcome") or outputs.get("pull_request_closed") or outputs.get("pull_request_merged"):
+    if task.pull_request_outcome or outputs.get("pull_request_closed") or outputs.get("pull_request_merged"):
         return True
-    ended_at = float(task.get("updated_at") or 0)
+    ended_at = task.updated_at or 0.0
     return now - ended_at >= max_age_seconds
 
 

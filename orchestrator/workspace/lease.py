@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.settings import Settings
-from orchestrator.states import TERMINAL, Status
+from orchestrator.states import TERMINAL
 from orchestrator.store import TaskStore
 
 log = logging.getLogger("orchestrator.workspace.lease")
@@ -82,15 +82,15 @@ def _holder_is_over(store: TaskStore, holder: str) -> bool:
     run = store.get_run(holder)
     if run is None:
         return False  # not a run (a sweep, an operator): respect its expiry
-    if run.get("finished_at"):
+    if run.finished_at:
         return True
-    task = store.get_task(run["service"], run["task_id"])
+    task = store.get_task(run.service, run.task_id)
     if task is None:
         return True
-    superseded = task.get("current_run") != holder or Status(task["status"]) in TERMINAL
+    superseded = task.current_run != holder or task.status in TERMINAL
     # A run whose agent was launched may still be writing (a cancelled pod
     # takes a while to stop): wait for its end to be recorded, or the expiry.
-    return superseded and not run.get("job_name")
+    return superseded and not run.job_name
 
 
 def acquire(store: TaskStore, service: str, holder: str, ttl_seconds: float,

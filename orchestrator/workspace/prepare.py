@@ -21,6 +21,7 @@ from typing import Any
 from orchestrator import validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.delivery.local import check_repository_url, git_for
+from orchestrator.model import Run, Task
 from orchestrator.settings import Settings
 from orchestrator.store import TaskNotFound, TaskStore
 from orchestrator.workspace import documents as docs
@@ -180,7 +181,7 @@ def _write_local_file(layout: ServiceLayout, git: Git | None, relpath: str, cont
         set_skip_worktree(git, relpath, True)  # type: ignore[arg-type]
 
 
-Loaded = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
+Loaded = tuple[Run, Task, list[dict[str, Any]]]
 
 
 def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
@@ -203,11 +204,11 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         if run is None:
             raise PreparationError(f"no run {run_id}")
         if task is None:
-            raise TaskNotFound(f"no task {run['service']}/{run['task_id']}")
+            raise TaskNotFound(f"no task {run.service}/{run.task_id}")
     else:
         run, task, contexts = loaded
-    service, task_id, version = run["service"], int(run["task_id"]), int(run["version"])
-    spec: dict[str, Any] = task.get("spec") or {}
+    service, task_id, version = run.service, run.task_id, run.version
+    spec: dict[str, Any] = task.spec
     try:
         service_dir = service_layout(settings.workspace_root, service)
         layout = service_dir.checkout(task_id)  # the task's worktree: its files and its agent's checkout

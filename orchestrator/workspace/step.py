@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from orchestrator import dispatch
 from orchestrator.dispatch import Write
 from orchestrator.backoff import delay
+from orchestrator.model import PrepareAction, Run, RunPhase
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, LeaseNotHeld, StoreError, TaskStore
@@ -55,7 +56,7 @@ GIT_BACKOFF_MAX = 300.0
 class StepResult:
     """What the step should do next: `action` is launched, retry, failed, requeued or skipped."""
 
-    action: str
+    action: PrepareAction
     message: str = ""
     countdown: float | None = None
     prepared: PreparedWorkspace | None = None
@@ -95,16 +96,16 @@ def _keep_alive(store: TaskStore, service: str, task_id: int, *, every: float) -
         thread.join()
 
 
-def _fail(settings: Settings, store: TaskStore, run: dict, message: str) -> StepResult:
-    service, task_id, run_id = run["service"], int(run["task_id"]), run["run_id"]
+def _fail(settings: Settings, store: TaskStore, run: Run, message: str) -> StepResult:
+    service, task_id, run_id = run.service, run.task_id, run.run_id
     message = scrub(message, settings.secret_values())[:1000]
     reason = f"workspace preparation failed: {message}"
     try:
         store.transition(service, task_id, Status.FAILED, reason=reason, actor=ACTOR, expect=Status.PREPARING)
     except IllegalTransition:
         leases.release(store, service, run_id)
-        return StepResult("skipped", "the task moved on meanwhile")
-    store.update_run(run_id, phase="Failed", failure_reason=reason, finished_at=time.time())
+        return StepResult(PrepareAction.SKIPPED, "the task moved on meanwhile")
+    store.update_run(run_id, phase=RunPhase.FAILED, failure_reason=reason, finished_at=time.time())
     leases.release(store, service, run_id)
     try:
         # finish_run frees the run's capacity slot; admit moves dependents and waiting tasks.
@@ -114,37 +115,37 @@ def _fail(settings: Settings, store: TaskStore, run: dict, message: str) -> Step
         log.warning("could not queue finish/admit for %s/%s after a failed preparation; reconcile will",
                     service, task_id)
     log.warning("run %s: %s", run_id, reason)
-    return StepResult("failed", reason)
+    return StepResult(PrepareAction.FAILED, reason)
 
 
-def _release_unless_launched(store: TaskStore, run: dict) -> None:
+def _release_unless_launched(store: TaskStore, run: Run) -> None:
     """Give the lease back, unless an agent of this run was launched and may still use the workspace."""
-    if not run.get("job_name"):
-        leases.release(store, run["service"], run["run_id"])
+    if not run.job_name:
+        leases.release(store, run.service, run.run_id)
 
 
 def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0) -> StepResult:
     """Do the prepare_workspace step for `run_id`; `retries` is how often it was retried already."""
     run, task, contexts = store.get_run_with_task(run_id, contexts=True)
     if run is None:
-        return StepResult("skipped", f"no run {run_id}")
-    service, task_id = run["service"], int(run["task_id"])
+        return StepResult(PrepareAction.SKIPPED, f"no run {run_id}")
+    service, task_id = run.service, run.task_id
     if task is None:
         _release_unless_launched(store, run)
-        return StepResult("skipped", f"no task {service}/{task_id}")
-    status = Status(task["status"])
-    if task.get("current_run") != run_id:
+        return StepResult(PrepareAction.SKIPPED, f"no task {service}/{task_id}")
+    status = task.status
+    if task.current_run != run_id:
         _release_unless_launched(store, run)
-        return StepResult("skipped", "the run was superseded")
+        return StepResult(PrepareAction.SKIPPED, "the run was superseded")
     if status == Status.LAUNCHING:
         dispatch.send(Step.LAUNCH_RUN, run_id)  # a crash came between the transition and the send
-        return StepResult("launched", "already prepared")
+        return StepResult(PrepareAction.LAUNCHED, "already prepared")
     if status != Status.PREPARING:
         if status not in ACTIVE:
             _release_unless_launched(store, run)
-        return StepResult("skipped", f"the task is {status.value}")
+        return StepResult(PrepareAction.SKIPPED, f"the task is {status.value}")
 
-    spec = task.get("spec") or {}
+    spec = task.spec
     try:
         # The task's worktree is the run's until it ends; the service lock only for the clone's
         # operations (seconds), or for the whole run of an exclusive task.
@@ -161,34 +162,34 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
                                                                               ttl_seconds=clone_ttl))
     except (leases.LeaseBusy, BranchInUse) as busy:
         if retries < BUSY_RETRIES:
-            return StepResult("retry", str(busy), countdown=BUSY_COUNTDOWN * random.uniform(0.8, 1.2))
+            return StepResult(PrepareAction.RETRY, str(busy), countdown=BUSY_COUNTDOWN * random.uniform(0.8, 1.2))
         try:
             store.transition(service, task_id, Status.QUEUED, reason=f"waiting for the workspace: {busy}",
                              actor=ACTOR, expect=Status.PREPARING)
         except IllegalTransition:
-            return StepResult("skipped", "the task moved on meanwhile")
+            return StepResult(PrepareAction.SKIPPED, "the task moved on meanwhile")
         leases.release(store, service, run_id)
         try:
             dispatch.send(Step.ADMIT, service, task_id)  # admission decides when it runs again
         except dispatch.QueueUnavailable:
             log.warning("could not queue admit for %s/%s; the reconcile loop will", service, task_id)
-        return StepResult("requeued", str(busy))
+        return StepResult(PrepareAction.REQUEUED, str(busy))
     except leases.LeaseLost as exc:
-        return StepResult("retry", str(exc), countdown=backoff(retries))
+        return StepResult(PrepareAction.RETRY, str(exc), countdown=backoff(retries))
     except GitError as exc:
         if exc.transient and retries < GIT_RETRIES:
             log.info("run %s: transient git failure, retry %d: %s", run_id, retries + 1, exc)
-            return StepResult("retry", str(exc), countdown=backoff(retries))
+            return StepResult(PrepareAction.RETRY, str(exc), countdown=backoff(retries))
         return _fail(settings, store, run, str(exc))
     except PreparationError as exc:
         if exc.transient and retries < GIT_RETRIES:
-            return StepResult("retry", str(exc), countdown=backoff(retries))
+            return StepResult(PrepareAction.RETRY, str(exc), countdown=backoff(retries))
         return _fail(settings, store, run, str(exc))
     except (PathEscape, ValueError) as exc:
         return _fail(settings, store, run, str(exc))
     except OSError as exc:  # the shared volume: full, read-only, gone for a moment
         if retries < GIT_RETRIES:
-            return StepResult("retry", f"workspace I/O error: {exc}", countdown=backoff(retries))
+            return StepResult(PrepareAction.RETRY, f"workspace I/O error: {exc}", countdown=backoff(retries))
         return _fail(settings, store, run, f"workspace I/O error: {exc}")
 
     where = f"on branch {prepared.branch} at {prepared.commit[:12]}" if prepared.branch and prepared.commit \
@@ -208,10 +209,10 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
                                  "working_directory": prepared.working_directory}),
             enqueue=enqueue, lease=(lease.name, lease.holder, lease.token))))
     except LeaseNotHeld as exc:
-        return StepResult("retry", f"the workspace lease of {service} passed to another holder ({exc})",
+        return StepResult(PrepareAction.RETRY, f"the workspace lease of {service} passed to another holder ({exc})",
                           countdown=backoff(retries))
     except IllegalTransition:
         # Cancelled or superseded while we prepared: the workspace is not ours to keep.
         leases.release(store, service, run_id)
-        return StepResult("skipped", "the task moved on meanwhile")
-    return StepResult("launched", f"workspace ready {where}", prepared=prepared)
+        return StepResult(PrepareAction.SKIPPED, "the task moved on meanwhile")
+    return StepResult(PrepareAction.LAUNCHED, f"workspace ready {where}", prepared=prepared)

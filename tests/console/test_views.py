@@ -119,9 +119,9 @@ def test_posts_without_the_csrf_token_are_refused(client: FlaskClient, store: Ta
     for path in ("/tasks/billing/7/cancel", "/sign-out", "/submit", "/tasks/billing/7/context"):
         response = client.post(path, data={"csrf_token": "forged", "content": "x"})
         assert response.status_code == 400, path
-    assert store.get_task("billing", 7)["status"] != Status.CANCELLED.value
+    assert store.get_task("billing", 7).status != Status.CANCELLED.value
     assert client.post("/tasks/billing/7/cancel", data={"csrf_token": csrf}).status_code == 303
-    assert store.get_task("billing", 7)["status"] == Status.CANCELLED.value
+    assert store.get_task("billing", 7).status == Status.CANCELLED.value
 
 
 def test_sign_out_ends_the_session(client: FlaskClient) -> None:
@@ -225,15 +225,15 @@ def test_actions_do_what_the_api_does_and_show_its_errors(client: FlaskClient, s
     submit_api(client, dependencies=[])
     csrf = sign_in(client)
     client.post("/tasks/billing/7/cancel", data={"csrf_token": csrf, "reason": "not now"})
-    assert store.get_task("billing", 7)["status"] == Status.CANCELLED.value
+    assert store.get_task("billing", 7).status == Status.CANCELLED.value
     page = client.post("/tasks/billing/7/cancel", data={"csrf_token": csrf}, follow_redirects=True)
     assert "already ended" in page.get_data(as_text=True)  # the API's 409 message
     client.post("/tasks/billing/7/retry", data={"csrf_token": csrf})
-    assert store.get_task("billing", 7)["status"] != Status.CANCELLED.value
+    assert store.get_task("billing", 7).status != Status.CANCELLED.value
     page = client.post("/tasks/billing/7/context", data={"csrf_token": csrf, "content": ""}, follow_redirects=True)
     assert "content" in page.get_data(as_text=True) and "invalid" in page.get_data(as_text=True)
     client.post("/tasks/billing/7/context", data={"csrf_token": csrf, "content": "More detail", "title": "Note"})
-    assert store.get_task("billing", 7)["context_version"] == 2
+    assert store.get_task("billing", 7).context_version == 2
     assert store.history("billing", 7)[-1]["actor"].startswith("console:")
 
 
@@ -251,7 +251,7 @@ def test_submit_form_stores_the_task_or_shows_field_errors(client: FlaskClient, 
                                         "dependencies": "", "document": "# Do it\n"})
     assert good.status_code == 303 and good.headers["Location"] == "/tasks/billing/12"
     task = store.get_task("billing", 12)
-    assert task["spec"]["title"] == "From the console" and task["origin"] == {"kind": "console"}
+    assert task.spec["title"] == "From the console" and task.origin == {"kind": "console"}
     again = client.post("/submit", data={"csrf_token": csrf, "service_name": "billing", "id": "12",
                                          "title": "Again", "agent_name": "claude", "document": "x"})
     assert again.status_code == 409 and 'id="id-error"' in again.get_data(as_text=True)
@@ -321,7 +321,7 @@ def test_a_task_master_file_is_uploaded_and_one_task_picked(client: FlaskClient,
                                                      "agent_name": "claude", "task_id": "1",
                                                      "tasks_json": html_module.unescape(raw)})
     assert chosen.status_code == 303 and chosen.headers["Location"] == "/tasks/demo/1"
-    files = {f["filename"] for f in store.get_task("demo", 1)["spec"]["markdown_files"]}
+    files = {f["filename"] for f in store.get_task("demo", 1).spec["markdown_files"]}
     assert "task.md" in files
     bad = client.post("/submit/taskmaster", data={"csrf_token": csrf, "service_name": "Not Valid",
                                                   "agent_name": "claude", "task_id": "1",

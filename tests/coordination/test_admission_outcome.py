@@ -41,20 +41,20 @@ def submit(store: TaskStore, task_id: int, deps: list[int] | None = None, servic
 
 
 def status(store: TaskStore, task_id: int, service: str = SERVICE) -> str:
-    return store.require_task(service, task_id)["status"]
+    return store.require_task(service, task_id).status
 
 
 def test_single_task_runs_to_success_and_collects_outputs(store: TaskStore, drive: Driver) -> None:
     submit(store, 1)
     drive.run()
     task = store.require_task(SERVICE, 1)
-    assert task["status"] == "Succeeded"
-    assert task["outputs"]["pull_request_url"] == "https://github.com/o/web/pull/1"
-    assert task["outputs"]["log_tail"] == "last line of web-1-v1-a1"
-    assert task["outputs"]["exit_code"] == 0
+    assert task.status == "Succeeded"
+    assert task.outputs["pull_request_url"] == "https://github.com/o/web/pull/1"
+    assert task.outputs["log_tail"] == "last line of web-1-v1-a1"
+    assert task.outputs["exit_code"] == 0
     run = store.get_run("web-1-v1-a1")
-    assert run["outputs"]["branch"] == "task-1"
-    assert run["agent"] == "claude" and run["output_dir"] == ".task/1/runs/web-1-v1-a1"
+    assert run.outputs["branch"] == "task-1"
+    assert run.agent == "claude" and run.output_dir == ".task/1/runs/web-1-v1-a1"
     assert [h["to"] for h in store.history(SERVICE, 1)] == [
         "Pending", "Queued", "Preparing", "Launching", "Running", "Succeeded"]
     assert store.slot_counts() == (0, {})
@@ -64,7 +64,7 @@ def test_chain_of_five_runs_in_order(store: TaskStore, drive: Driver) -> None:
     # Submitted newest-first, so only the dependencies can explain the order.
     for task_id in (5, 4, 3, 2, 1):
         submit(store, task_id, [task_id - 1] if task_id > 1 else [])
-    assert store.require_task(SERVICE, 5)["status"] == "Pending"
+    assert store.require_task(SERVICE, 5).status == "Pending"
     drive.run()
     assert launches(store) == [f"web-{n}-v1-a1" for n in (1, 2, 3, 4, 5)]
     assert all(status(store, n) == "Succeeded" for n in range(1, 6))
@@ -76,11 +76,11 @@ def test_blocked_reason_names_dependencies_including_unknown(store: TaskStore, d
     submit(store, 2, [1, 9])
     drive.run()
     task = store.require_task(SERVICE, 2)
-    assert task["status"] == "Blocked"
-    assert task["status_reason"] == "waiting for dependencies: 1, 9 (unknown task)"
+    assert task.status == "Blocked"
+    assert task.status_reason == "waiting for dependencies: 1, 9 (unknown task)"
     drive.complete("web-1-v1-a1")
     drive.run()
-    assert store.require_task(SERVICE, 2)["status_reason"] == "waiting for dependencies: 9 (unknown task)"
+    assert store.require_task(SERVICE, 2).status_reason == "waiting for dependencies: 9 (unknown task)"
     submit(store, 9)  # the unknown one arrives later, and releases 2 when it succeeds
     drive.run()
     assert status(store, 2) == "Succeeded"
@@ -95,7 +95,7 @@ def test_diamond(store: TaskStore, drive: Driver) -> None:
     submit(store, 4, [2, 3])
     drive.run()
     assert status(store, 3) == "Succeeded" and status(store, 2) == "Running"
-    assert store.require_task(SERVICE, 4)["status_reason"] == "waiting for dependencies: 2"
+    assert store.require_task(SERVICE, 4).status_reason == "waiting for dependencies: 2"
     drive.complete("web-2-v1-a1")
     drive.run()
     assert status(store, 4) == "Succeeded"
@@ -122,7 +122,7 @@ def test_cycle_that_slipped_in_is_shown_at_admission(store: TaskStore, drive: Dr
     submit(store, 1, [2])
     store.create_task(service=SERVICE, task_id=2, agent="claude", spec={"id": 2, "dependencies": [1]})
     admission.admit(store, drive.settings, SERVICE, 2)
-    assert store.require_task(SERVICE, 2)["status_reason"].startswith("dependency cycle 2 -> 1 -> 2;")
+    assert store.require_task(SERVICE, 2).status_reason.startswith("dependency cycle 2 -> 1 -> 2;")
 
 
 def test_failure_blocks_dependents_and_retry_releases_them(store: TaskStore, drive: Driver) -> None:
@@ -132,19 +132,19 @@ def test_failure_blocks_dependents_and_retry_releases_them(store: TaskStore, dri
     submit(store, 3, [2])
     drive.run()
     task1 = store.require_task(SERVICE, 1)
-    assert task1["status"] == "Failed"
-    assert task1["status_reason"] == "run web-1-v1-a1 failed: agent exited with code 1"
+    assert task1.status == "Failed"
+    assert task1.status_reason == "run web-1-v1-a1 failed: agent exited with code 1"
     assert len(store.list_runs(SERVICE, 1)) == 1  # an agent failure is not retried
     task2 = store.require_task(SERVICE, 2)
-    assert task2["status"] == "Blocked"
-    assert task2["status_reason"] == "dependency failed or cancelled; waiting for 1 (Failed)"
-    assert store.require_task(SERVICE, 3)["status_reason"] == "waiting for dependencies: 2"
+    assert task2.status == "Blocked"
+    assert task2.status_reason == "dependency failed or cancelled; waiting for 1 (Failed)"
+    assert store.require_task(SERVICE, 3).status_reason == "waiting for dependencies: 2"
 
     set_behaviour(store, SERVICE, 1, outcome="succeed")
     operations.retry_task(store, SERVICE, 1, actor="pm")
     drive.run()
     assert [status(store, n) for n in (1, 2, 3)] == ["Succeeded"] * 3
-    assert [r["run_id"] for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1", "web-1-v1-a2"]
+    assert [r.run_id for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1", "web-1-v1-a2"]
 
 
 def test_cancelled_dependency_blocks_and_frees_the_slot(store: TaskStore, drive: Driver) -> None:
@@ -156,7 +156,7 @@ def test_cancelled_dependency_blocks_and_frees_the_slot(store: TaskStore, drive:
     operations.cancel_task(store, SERVICE, 1, actor="pm")
     drive.run()
     assert store.slot_counts() == (0, {})
-    assert store.require_task(SERVICE, 2)["status_reason"] == "dependency failed or cancelled; waiting for 1 (Cancelled)"
+    assert store.require_task(SERVICE, 2).status_reason == "dependency failed or cancelled; waiting for 1 (Cancelled)"
     # The watcher sees the cancelled run end later; finish changes nothing.
     drive.complete("web-1-v1-a1", "fail")
     drive.run()
@@ -168,9 +168,9 @@ def test_platform_failures_are_retried_with_backoff_as_new_runs(store: TaskStore
     submit(store, 1)
     drive.run()
     task = store.require_task(SERVICE, 1)
-    assert task["status"] == "Queued"
-    assert task["status_reason"] == "run web-1-v1-a1 failed (pod evicted); retry 1 of 2 in 5s"
-    assert float(task["not_before"]) > time.time()
+    assert task.status == "Queued"
+    assert task.status_reason == "run web-1-v1-a1 failed (pod evicted); retry 1 of 2 in 5s"
+    assert float(task.not_before) > time.time()
     # The wake-up is sent with the backoff as countdown; nothing starts before it.
     step, args, countdown = drive.delayed[-1]
     assert (step, args) == (Step.ADMIT, (SERVICE, 1)) and 4 < countdown <= 5
@@ -181,13 +181,13 @@ def test_platform_failures_are_retried_with_backoff_as_new_runs(store: TaskStore
     admission.admit(store, drive.settings, SERVICE, 1)
     drive.run()
     assert status(store, 1) == "Queued"  # the second attempt failed too
-    assert "retry 2 of 2 in 10s" in store.require_task(SERVICE, 1)["status_reason"]
+    assert "retry 2 of 2 in 10s" in store.require_task(SERVICE, 1).status_reason
     store.update_task(SERVICE, 1, not_before=0)
     drive.sent.clear()
     admission.admit(store, drive.settings, SERVICE, 1)
     drive.run()
     assert status(store, 1) == "Succeeded"
-    assert [r["run_id"] for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1", "web-1-v1-a2", "web-1-v1-a3"]
+    assert [r.run_id for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1", "web-1-v1-a2", "web-1-v1-a3"]
 
 
 def test_retries_give_up_after_the_configured_number(store: TaskStore, drive: Driver) -> None:
@@ -196,8 +196,8 @@ def test_retries_give_up_after_the_configured_number(store: TaskStore, drive: Dr
     submit(store, 1)
     drive.run()
     task = store.require_task(SERVICE, 1)
-    assert task["status"] == "Failed"
-    assert task["status_reason"] == "run web-1-v1-a1 failed: pod evicted"
+    assert task.status == "Failed"
+    assert task.status_reason == "run web-1-v1-a1 failed: pod evicted"
 
 
 def test_capacity_limits_and_priority_order(store: TaskStore, drive: Driver) -> None:
@@ -236,18 +236,18 @@ def test_three_stage_pipeline_passes_the_handoff(store: TaskStore, drive: Driver
     submit(store, 1, pipeline="implement-review-fix")
     drive.run()
     task = store.require_task(SERVICE, 1)
-    assert task["status"] == "Succeeded", task["status_reason"]
-    assert task["status_reason"] == "pipeline completed (run web-1-v1-fix-a1); no repository, nothing delivered"
+    assert task.status == "Succeeded", task.status_reason
+    assert task.status_reason == "pipeline completed (run web-1-v1-fix-a1); no repository, nothing delivered"
     runs = store.list_runs(SERVICE, 1)
-    assert [(r["stage"], r["agent"]) for r in runs] == [
+    assert [(r.stage, r.agent) for r in runs] == [
         ("implement", "claude"), ("review", "reviewer"), ("fix", "claude")]
-    assert runs[1]["image"] == "example/reviewer:1"
-    assert runs[1]["inputs"] == {"branch": "task-1", "pull_request_url": "https://github.com/o/web/pull/1",
+    assert runs[1].image == "example/reviewer:1"
+    assert runs[1].inputs == {"branch": "task-1", "pull_request_url": "https://github.com/o/web/pull/1",
                                  "handoff_file": ".task/1/runs/web-1-v1-implement-a1/handoff.md"}
-    handoff = workspace_file(drive.settings, SERVICE, task["outputs"]["handoff_file"]).read_text()
+    handoff = workspace_file(drive.settings, SERVICE, task.outputs["handoff_file"]).read_text()
     assert handoff == ("implement by claude (implement it)\nreview by reviewer (review it)\n"
                        "fix by claude (fix what the review found)\n")
-    assert set(task["outputs"]["stages"]) == {"implement", "review", "fix"}
+    assert set(task.outputs["stages"]) == {"implement", "review", "fix"}
 
 
 def test_failed_stage_fails_the_task_and_retry_resumes_there(store: TaskStore, drive: Driver) -> None:
@@ -262,15 +262,15 @@ def test_failed_stage_fails_the_task_and_retry_resumes_there(store: TaskStore, d
     drive.steps[Step.LAUNCH_RUN] = launch_failing_review
     drive.run()
     task = store.require_task(SERVICE, 1)
-    assert task["status"] == "Failed"
-    assert task["status_reason"] == "stage review failed: agent exited with code 1"
-    assert task["stage"] == "review"
+    assert task.status == "Failed"
+    assert task.status_reason == "stage review failed: agent exited with code 1"
+    assert task.stage == "review"
     drive.steps[Step.LAUNCH_RUN] = original
     set_behaviour(store, SERVICE, 1)
     operations.retry_task(store, SERVICE, 1, actor="pm")
     drive.run()
     assert status(store, 1) == "Succeeded"
-    assert [r["run_id"] for r in store.list_runs(SERVICE, 1)] == [
+    assert [r.run_id for r in store.list_runs(SERVICE, 1)] == [
         "web-1-v1-implement-a1", "web-1-v1-review-a1", "web-1-v1-review-a2", "web-1-v1-fix-a1"]
 
 
@@ -282,15 +282,15 @@ def test_new_context_supersedes_the_active_run(store: TaskStore, drive: Driver) 
     assert (Step.CANCEL_RUN, ("web-1-v1-a1",), None) in drive.sent
     drive.run()
     task = store.require_task(SERVICE, 1)
-    assert task["status"] == "Running" and task["current_run"] == "web-1-v2-a1"
+    assert task.status == "Running" and task.current_run == "web-1-v2-a1"
     assert store.slot_counts() == (1, {SERVICE: 1})  # the old run's slot went to the new one
     drive.complete("web-1-v1-a1", "fail")  # the cancelled process ends; nothing changes
     drive.run()
-    assert store.require_task(SERVICE, 1)["current_run"] == "web-1-v2-a1"
+    assert store.require_task(SERVICE, 1).current_run == "web-1-v2-a1"
     drive.complete("web-1-v2-a1")
     drive.run()
     assert status(store, 1) == "Succeeded"
-    assert store.require_task(SERVICE, 1)["outputs"]["run_id"] == "web-1-v2-a1"
+    assert store.require_task(SERVICE, 1).outputs["run_id"] == "web-1-v2-a1"
 
 
 def _snapshot(store: TaskStore) -> dict:
@@ -328,7 +328,7 @@ def test_every_step_redelivered_changes_nothing(store: TaskStore, drive: Driver)
             assert _snapshot(store) == before, step
             assert drive.sent == queued, step
         task = store.require_task(SERVICE, 1)
-        if task["status"] == "Queued" and task.get("not_before") and float(task["not_before"]) > 0:
+        if task.status == "Queued" and task.not_before and float(task.not_before) > 0:
             store.update_task(SERVICE, 1, not_before=0)
     assert handled > 10
     assert status(store, 1) == "Succeeded" and status(store, 2) == "Succeeded"
@@ -379,7 +379,7 @@ def test_a_pipeline_that_is_not_configured_fails_the_task(store: TaskStore, driv
     submit(store, 1, pipeline="gone")
     drive.run()
     task = store.require_task(SERVICE, 1)
-    assert (task["status"], task["status_reason"]) == ("Failed", "pipeline 'gone' is not configured")
+    assert (task.status, task.status_reason) == ("Failed", "pipeline 'gone' is not configured")
     assert store.list_runs(SERVICE, 1) == [] and store.waiting() == []
 
 
@@ -396,7 +396,7 @@ def test_log_tail_falls_back_to_the_runner_with_secrets_blanked(store: TaskStore
     drive.run()
     store.update_run("web-1-v1-a1", phase="Succeeded", exit_code=0)  # a watcher that recorded no tail
     outcome.finish(store, drive.settings, "web-1-v1-a1")
-    tail = store.require_task(SERVICE, 1)["outputs"]["log_tail"].splitlines()
+    tail = store.require_task(SERVICE, 1).outputs["log_tail"].splitlines()
     assert tail[0] == "line 11" and tail[-1] == "token ***" and len(tail) == 20
 
 
@@ -412,5 +412,5 @@ def test_a_run_requeued_by_a_busy_workspace_resumes_with_its_slot(store: TaskSto
     drive.sent = [(Step.ADMIT, (SERVICE, 1), None)]
     drive.run()
     assert status(store, 1) == "Succeeded"
-    assert [r["run_id"] for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1"]
+    assert [r.run_id for r in store.list_runs(SERVICE, 1)] == ["web-1-v1-a1"]
     assert store.slot_counts() == (0, {})

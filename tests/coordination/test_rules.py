@@ -77,8 +77,10 @@ def test_with_ageing_a_long_wait_outweighs_a_priority_level() -> None:
         return admission_score(priority, seq, created_at=now - waited, ageing=hour)
 
     # Submitted together: priority decides, as without ageing.
-    together = {p: score(p, 0) for p in ("low", "critical", "medium", "high")}
-    assert sorted(together, key=together.get) == ["critical", "high", "medium", "low"]
+    together = {p: score(p, 0) for p in ("low", "medium", "high")}
+    assert sorted(together, key=together.get) == ["high", "medium", "low"]
+    # An unknown priority (none is accepted) counts as medium.
+    assert score("critical", 0) == score("medium", 0)
     # A low task that has waited more than two levels' worth goes before a fresh high one...
     assert score("low", 2 * hour + 1) < score("high", 0)
     # ...but not before one that has waited about as long.

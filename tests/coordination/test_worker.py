@@ -65,11 +65,11 @@ class all_in:  # noqa: N801 - reads as a predicate
         self.store, self.status, self.refs = store, status, refs
 
     def __call__(self) -> bool:
-        return all(self.store.require_task(s, n)["status"] == self.status for s, n in self.refs)
+        return all(self.store.require_task(s, n).status == self.status for s, n in self.refs)
 
     def __repr__(self) -> str:
         tasks = [self.store.require_task(s, n) for s, n in self.refs]
-        return "; ".join(f"{t['service']}/{t['id']} {t['status']} ({t['status_reason']})" for t in tasks)
+        return "; ".join(f"{t.service}/{t.id} {t.status} ({t.status_reason})" for t in tasks)
 
 
 def test_chain_of_five_runs_in_order(coordinated, store: TaskStore) -> None:
@@ -79,8 +79,8 @@ def test_chain_of_five_runs_in_order(coordinated, store: TaskStore) -> None:
     wait_for(all_in(store, "Succeeded", [("web", n) for n in range(1, 6)]), "the chain to succeed")
     assert harness.launches(store) == [f"web-{n}-v1-a1" for n in range(1, 6)]
     for n in range(2, 6):
-        started = store.get_run(f"web-{n}-v1-a1")["started_at"]
-        assert started >= store.get_run(f"web-{n - 1}-v1-a1")["finished_at"]
+        started = store.get_run(f"web-{n}-v1-a1").started_at
+        assert started >= store.get_run(f"web-{n - 1}-v1-a1").finished_at
     assert store.slot_counts() == (0, {})
 
 
@@ -91,10 +91,10 @@ def test_diamond_and_failure_release_on_retry(coordinated, store: TaskStore) -> 
     submit(store, 2, [1])
     submit(store, 3, [1])
     submit(store, 4, [2, 3])
-    wait_for(lambda: store.require_task("web", 1)["status"] == "Failed", "task 1 to fail")
-    wait_for(lambda: all(store.require_task("web", n)["status_reason"].startswith("dependency failed")
+    wait_for(lambda: store.require_task("web", 1).status == "Failed", "task 1 to fail")
+    wait_for(lambda: all(store.require_task("web", n).status_reason.startswith("dependency failed")
                          for n in (2, 3)), "2 and 3 to be blocked by the failure")
-    assert store.require_task("web", 4)["status"] == "Blocked"
+    assert store.require_task("web", 4).status == "Blocked"
     harness.set_behaviour(store, "web", 1)
     operations.retry_task(store, "web", 1, actor="pm")
     wait_for(all_in(store, "Succeeded", [("web", n) for n in (1, 2, 3, 4)]), "the diamond to succeed")
@@ -145,7 +145,7 @@ def test_priorities_decide_who_gets_a_freed_slot(coordinated, store: TaskStore, 
     coordinated(ORCHESTRATOR_MAX_ACTIVE_RUNS="1", ORCHESTRATOR_MAX_RUNS_PER_SERVICE="5")
     harness.set_behaviour(store, "web", 1, hold=True)
     submit(store, 1)
-    wait_for(lambda: store.require_task("web", 1)["status"] == "Running", "the first task to run")
+    wait_for(lambda: store.require_task("web", 1).status == "Running", "the first task to run")
     submit(store, 2, priority="low")
     submit(store, 3, priority="medium")
     submit(store, 4, priority="high")
@@ -159,10 +159,10 @@ def test_priorities_decide_who_gets_a_freed_slot(coordinated, store: TaskStore, 
 def test_three_stage_pipeline_passes_a_handoff_file(coordinated, store: TaskStore, settings: Settings) -> None:
     coordinated(ORCHESTRATOR_PIPELINES=PIPELINES)
     submit(store, 1, pipeline="implement-review-fix")
-    wait_for(lambda: store.require_task("web", 1)["status"] == "Succeeded", "the pipeline to complete")
+    wait_for(lambda: store.require_task("web", 1).status == "Succeeded", "the pipeline to complete")
     task = store.require_task("web", 1)
-    assert [r["stage"] for r in store.list_runs("web", 1)] == ["implement", "review", "fix"]
-    handoff = harness.workspace_file(settings, "web", task["outputs"]["handoff_file"]).read_text()
+    assert [r.stage for r in store.list_runs("web", 1)] == ["implement", "review", "fix"]
+    handoff = harness.workspace_file(settings, "web", task.outputs["handoff_file"]).read_text()
     assert handoff == "implement by claude (implement it)\nreview by reviewer (review it)\nfix by claude (fix it)\n"
 
 

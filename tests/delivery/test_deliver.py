@@ -71,13 +71,13 @@ def test_a_run_that_changes_files_ends_with_a_pushed_branch_and_one_pull_request
     assert finish_through_delivery(store, dl_settings, run_id, sent) == "Succeeded"
 
     run = store.get_run(run_id)
-    assert run["outcome"] == "changes"
-    assert bare_ref(remote, "task-7") == run["commit"]
-    log = git("log", "--format=%an <%ae>|%s|%b", "-1", run["commit"], cwd=ws)
+    assert run.outcome == "changes"
+    assert bare_ref(remote, "task-7") == run.commit
+    log = git("log", "--format=%an <%ae>|%s|%b", "-1", run.commit, cwd=ws)
     assert log.startswith("Orchestrator <orchestrator@localhost>|Add login form|")
     assert "Co-authored-by: Claude <noreply@anthropic.com>" in log
     assert git("status", "--porcelain", cwd=ws) == ""  # CLAUDE.md, .claude/ and .task/ were not committed
-    committed = git("show", "--name-only", "--format=", run["commit"], cwd=ws).split()
+    committed = git("show", "--name-only", "--format=", run.commit, cwd=ws).split()
     assert committed == ["form.html"]
     pulls = github.pull_requests("acme/shop")
     assert len(pulls) == 1 and len(github.requests_to("POST", "/pulls")) == 1
@@ -90,10 +90,10 @@ def test_a_run_that_changes_files_ends_with_a_pushed_branch_and_one_pull_request
     assert view["outcome"] == "changes" and view["branch"] == "task-7" and view["base"] == "develop"
     assert view["commits"] == 2 and view["diffstat"] == {"files": 2, "insertions": 2, "deletions": 0}
     assert view["pull_request_url"] == pull["html_url"] and view["pull_request_number"] == 1
-    assert view["commit"] == run["commit"]
+    assert view["commit"] == run.commit
     task = store.require_task(SERVICE, 7)
-    assert task["outputs"]["pull_request_url"] == pull["html_url"]
-    assert task["status_reason"] == f"run {run_id} succeeded: 2 commit(s) on task-7, pull request {pull['html_url']}"
+    assert task.outputs["pull_request_url"] == pull["html_url"]
+    assert task.status_reason == f"run {run_id} succeeded: 2 commit(s) on task-7, pull request {pull['html_url']}"
     assert store.task_for_pull_request("acme/shop#1") == (SERVICE, 7)
     # The token never reached the checkout.
     assert "ghp_TESTtoken" not in (ws.parent.parent / ".clone" / ".git" / "config").read_text()
@@ -108,7 +108,7 @@ def test_a_redelivered_deliver_step_opens_no_second_pull_request_and_pushes_noth
     agent_ended(store, run_id)
     assert outcome.finish(store, dl_settings, run_id) == "delivering"
     assert deliver_run(dl_settings, store, run_id).action == "delivered"
-    head, pushed = store.get_run(run_id)["commit"], pushes(git_server)
+    head, pushed = store.get_run(run_id).commit, pushes(git_server)
     assert pushed == 1
     # A crash before the step was acknowledged: the message comes again, as if nothing had been recorded.
     store.update_run(run_id, outcome="", delivered_at="")
@@ -141,8 +141,8 @@ def test_a_later_run_updates_the_same_pull_request(
     agent_ended(store, second)
     assert finish_through_delivery(store, dl_settings, second, sent) == "Succeeded"
     assert len(github.pull_requests()) == 1 and len(github.requests_to("PATCH", "/pulls/1")) == 1
-    assert store.get_run(second)["commits"] in (2, "2")
-    assert bare_ref(remote, "task-7") == store.get_run(second)["commit"]
+    assert store.get_run(second).commits in (2, "2")
+    assert bare_ref(remote, "task-7") == store.get_run(second).commit
 
 
 def test_a_run_without_changes_has_outcome_no_changes(
@@ -153,9 +153,9 @@ def test_a_run_without_changes_has_outcome_no_changes(
     agent_ended(store, run_id)
     assert finish_through_delivery(store, dl_settings, run_id, sent) == "Succeeded"
     run = store.get_run(run_id)
-    assert run["outcome"] == "no_changes"
+    assert run.outcome == "no_changes"
     assert run_view(run)["commits"] == 0 and run_view(run)["pull_request_url"] is None
-    assert store.require_task(SERVICE, 7)["status_reason"] == f"run {run_id} finished with no changes"
+    assert store.require_task(SERVICE, 7).status_reason == f"run {run_id} finished with no changes"
     assert pushes(git_server) == before and github.requests == [] and bare_ref(remote, "task-7") is None
 
 
@@ -185,7 +185,7 @@ def test_a_push_refused_once_is_retried_and_then_accepted(
     assert bare_ref(remote, "task-7") is None and github.pull_requests() == []
     second = deliver_run(dl_settings, store, run_id, retries=1)
     assert second.action == "delivered"
-    assert bare_ref(remote, "task-7") == store.get_run(run_id)["commit"]
+    assert bare_ref(remote, "task-7") == store.get_run(run_id).commit
     assert len(github.pull_requests()) == 1
     assert outcome.finish(store, dl_settings, run_id) == "Succeeded"
 
@@ -204,12 +204,12 @@ def test_a_push_refused_every_time_fails_the_run_naming_delivery_and_keeps_the_c
     results = [deliver_run(dl_settings, store, run_id, retries=n) for n in range(dl_settings.delivery_retries + 1)]
     assert [r.action for r in results] == ["retry", "retry", "failed"]
     run = store.get_run(run_id)
-    assert run["outcome"] == "failed" and run["phase"] == "Failed"
-    assert run["failure_reason"].startswith("delivery failed: push refused:")
-    assert "branch protected" in run["failure_reason"]
+    assert run.outcome == "failed" and run.phase == "Failed"
+    assert run.failure_reason.startswith("delivery failed: push refused:")
+    assert "branch protected" in run.failure_reason
     assert outcome.finish(store, dl_settings, run_id) == "Failed"
     task = store.require_task(SERVICE, 7)
-    assert task["status_reason"].startswith(f"run {run_id} failed: delivery failed: push refused:")
+    assert task.status_reason.startswith(f"run {run_id} failed: delivery failed: push refused:")
     # The commit delivery made stays on the branch in the workspace; nothing reached the remote.
     assert git("log", "-1", "--format=%s", "task-7", cwd=ws) == "Add login form"
     assert bare_ref(remote, "task-7") is None and github.pull_requests() == []
@@ -237,7 +237,7 @@ def test_a_failed_and_a_cancelled_run_get_their_outcomes(
     run_id = prepare_and_run(store, dl_settings, issue_spec())
     agent_ended(store, run_id, phase="Failed")
     assert outcome.finish(store, dl_settings, run_id) == "Failed"
-    assert store.get_run(run_id)["outcome"] == "failed"
+    assert store.get_run(run_id).outcome == "failed"
     from orchestrator import runs
 
     class StopNothing:
@@ -246,7 +246,7 @@ def test_a_failed_and_a_cancelled_run_get_their_outcomes(
 
     other = prepare_and_run(store, dl_settings, issue_spec(8))
     runs.cancel(store, StopNothing(), other)
-    assert store.get_run(other)["outcome"] == "cancelled"
+    assert store.get_run(other).outcome == "cancelled"
     assert run_view(store.get_run(other))["outcome"] == "cancelled"
 
 

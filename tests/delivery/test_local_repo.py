@@ -43,11 +43,11 @@ def test_a_local_repository_gets_the_branch_pushed_back_and_no_pull_request(
     assert deliver_run(cfg, store, run_id).action == "delivered"
     assert outcome.finish(store, cfg, run_id) == "Succeeded"
     run = store.get_run(run_id)
-    assert run["outcome"] == "changes" and run["branch"] == "task-7"
-    assert git("rev-parse", "refs/heads/task-7", cwd=local_repo) == run["commit"]
+    assert run.outcome == "changes" and run.branch == "task-7"
+    assert git("rev-parse", "refs/heads/task-7", cwd=local_repo) == run.commit
     assert git("branch", "--show-current", cwd=local_repo) == "main"  # the repository's own checkout is untouched
-    assert github.requests == [] and not run.get("pull_request_url")
-    assert store.require_task("shop", 7)["status_reason"] == f"run {run_id} succeeded: 1 commit(s) on task-7"
+    assert github.requests == [] and not run.pull_request_url
+    assert store.require_task("shop", 7).status_reason == f"run {run_id} succeeded: 1 commit(s) on task-7"
 
 
 def test_local_repositories_are_refused_unless_allowed(

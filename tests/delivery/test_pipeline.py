@@ -42,9 +42,9 @@ PIPELINES = json.dumps({"three": [
 def launch_agent(store: TaskStore, settings: Settings, run_id: str) -> None:
     """launch_run and the watcher: run the example agent as a process with the local runner's environment."""
     run, task, _ = store.get_run_with_task(run_id)
-    if task is None or task.get("current_run") != run_id or task["status"] != Status.LAUNCHING.value:
+    if task is None or task.current_run != run_id or task.status != Status.LAUNCHING.value:
         return
-    service, task_id = run["service"], int(run["task_id"])
+    service, task_id = run.service, int(run.task_id)
     store.transition(service, task_id, Status.RUNNING, reason="agent started", actor="test", expect=Status.LAUNCHING)
     request = build_request(settings, task, run)
     env = LocalRunner(settings).environment(request)
@@ -52,7 +52,7 @@ def launch_agent(store: TaskStore, settings: Settings, run_id: str) -> None:
     workspace = settings.workspace_root / service / "worktrees" / str(task_id)
     agent = subprocess.run([sys.executable, "-m", "orchestrator.agents.example"], cwd=workspace, env=env,
                            capture_output=True, text=True, timeout=60)
-    if run.get("stage") == "implement":
+    if run.stage == "implement":
         (workspace / "login.py").write_text("def login(): ...\n")  # a change, left uncommitted
     store.update_run(run_id, phase="Succeeded" if agent.returncode == 0 else "Failed", exit_code=agent.returncode,
                      finished_at=time.time(), retryable="0", outputs={"log_tail": agent.stdout[-2000:]})
@@ -77,21 +77,21 @@ def test_three_stages_read_each_others_handoff_and_deliver_one_pull_request(
     drive.run()
 
     task = store.require_task("shop", 5)
-    assert task["status"] == "Succeeded", task["status_reason"]
+    assert task.status == "Succeeded", task.status_reason
     runs = store.list_runs("shop", 5)
-    assert [r["stage"] for r in runs] == ["implement", "review", "fix"]
+    assert [r.stage for r in runs] == ["implement", "review", "fix"]
     ws = cfg.workspace_root / "shop" / "worktrees" / "5"
-    handoffs = [ws / ".task" / "5" / "runs" / r["run_id"] / "handoff.md" for r in runs]
+    handoffs = [ws / ".task" / "5" / "runs" / r.run_id / "handoff.md" for r in runs]
     assert all(path.is_file() for path in handoffs)  # every stage's outputs survived the next preparation
     first, second, third = (path.read_text() for path in handoffs)
-    assert runs[1]["inputs"]["handoff_file"] == f".task/5/runs/{runs[0]['run_id']}/handoff.md"
-    assert runs[2]["inputs"]["handoff_file"] == f".task/5/runs/{runs[1]['run_id']}/handoff.md"
+    assert runs[1].inputs["handoff_file"] == f".task/5/runs/{runs[0].run_id}/handoff.md"
+    assert runs[2].inputs["handoff_file"] == f".task/5/runs/{runs[1].run_id}/handoff.md"
     assert first.strip() in second and "Received from the previous stage" in second
-    assert second.strip() in third and f"Hand-off from run {runs[0]['run_id']}" in third
+    assert second.strip() in third and f"Hand-off from run {runs[0].run_id}" in third
     assert "the task is: Add login" in first  # the title from task.md, not CLAUDE.md's comment line
 
-    assert [r["outcome"] for r in runs] == ["changes", "changes", "changes"]
-    assert len({r["commit"] for r in runs}) == 1 and runs[0]["commits"] == "1"
+    assert [r.outcome for r in runs] == ["changes", "changes", "changes"]
+    assert len({r.commit for r in runs}) == 1 and runs[0].commits == 1
     pulls = github.pull_requests("acme/shop")
     assert len(pulls) == 1 and len(github.requests_to("POST", "/pulls")) == 1
     assert [r.body["draft"] for r in github.requests_to("POST", "/pulls")] == [True]  # stages were left

@@ -49,14 +49,14 @@ def test_a_worker_delivers_after_a_refused_push_and_finishes_the_task(
         agent_ended(store, run_id)
         dispatch.send(Step.FINISH_RUN, run_id)
 
-        wait_for(lambda: store.require_task("shop", 7)["status"] in ("Succeeded", "Failed"), timeout=60)
+        wait_for(lambda: store.require_task("shop", 7).status in ("Succeeded", "Failed"), timeout=60)
         task = store.require_task("shop", 7)
-        assert task["status"] == "Succeeded", (task["status_reason"], worker.log()[-3000:])
+        assert task.status == "Succeeded", (task.status_reason, worker.log()[-3000:])
         run = store.get_run(run_id)
-        assert run["outcome"] == "changes"
+        assert run.outcome == "changes"
         head = subprocess.run(["git", "rev-parse", "refs/heads/task-7"], cwd=remote, capture_output=True,
                               text=True).stdout.strip()
-        assert head == run["commit"]
+        assert head == run.commit
         assert len(github.pull_requests()) == 1
         log = worker.log()
         assert "orchestrator.deliver_run" in log and "retry" in log.lower() and "push refused" in log

@@ -56,9 +56,9 @@ def pr_task(store: TaskStore, task_id: int = 9, **outputs: Any) -> None:
 
 def test_an_issue_becomes_a_task(store: TaskStore, github_settings: Settings, redis_url: str) -> None:
     task = create_from_issue(store, github_settings)
-    spec = task["spec"]
-    assert task["status"] == "Pending" and task["agent"] == "claude" and task["service"] == SERVICE
-    assert task["origin"] == {"github": {"repo": REPO, "issue": 1,
+    spec = task.spec
+    assert task.status == "Pending" and task.agent == "claude" and task.service == SERVICE
+    assert task.origin == {"github": {"repo": REPO, "issue": 1,
                                          "url": f"https://github.com/{REPO}/issues/1"}}
     assert spec["id"] == 1 and spec["title"] == "Spelling error in the README file"
     assert spec["repository"] == {"url": f"https://github.com/{REPO}.git", "branch": "master"}
@@ -101,7 +101,7 @@ def test_an_enterprise_host_is_taken_from_the_payload_when_allowed(store: TaskSt
     assert deliver(store, github_settings, "issues", payload)["status"] == "ignored"
     allowed = github_settings.replace(allowed_git_hosts=("github.com", "git.acme.example"))
     assert deliver(store, allowed, "issues", payload)["status"] == "changed"
-    assert store.require_task(SERVICE, 1)["spec"]["repository"]["url"] == f"https://git.acme.example/{REPO}.git"
+    assert store.require_task(SERVICE, 1).spec["repository"]["url"] == f"https://git.acme.example/{REPO}.git"
 
 
 def test_the_default_agent_is_validated(store: TaskStore, github_settings: Settings) -> None:
@@ -115,36 +115,36 @@ def test_an_existing_task_is_never_overwritten(store: TaskStore, github_settings
     store.create_task(service=SERVICE, task_id=1, agent="claude", spec={"id": 1, "title": "the PM's own task"})
     result = deliver(store, github_settings, "issues", load("issues/labeled.payload.json"))
     assert result["status"] == "ignored" and "already exists" in result["detail"]
-    assert store.require_task(SERVICE, 1)["spec"]["title"] == "the PM's own task"
+    assert store.require_task(SERVICE, 1).spec["title"] == "the PM's own task"
     # And a comment on issue #1 cannot steer the PM's task 1, which did not come from that issue.
     result = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel"))
     assert result["status"] == "ignored" and "was not created from" in result["detail"]
-    assert store.require_task(SERVICE, 1)["status"] == "Pending"
+    assert store.require_task(SERVICE, 1).status == "Pending"
 
 
 def test_cancel_retry_and_run_commands(store: TaskStore, github_settings: Settings) -> None:
     create_from_issue(store, github_settings)
     assert deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel"))["status"] == "changed"
     task = store.require_task(SERVICE, 1)
-    assert task["status"] == "Cancelled" and "github:alice" in task["status_reason"]
+    assert task.status == "Cancelled" and "github:alice" in task.status_reason
     again = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel"))
     assert again["status"] == "ignored" and "already ended" in again["detail"]
 
     assert deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator retry"))["status"] == "changed"
-    assert store.require_task(SERVICE, 1)["status"] == "Pending"
+    assert store.require_task(SERVICE, 1).status == "Pending"
     busy = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator run"))
     assert busy["status"] == "ignored" and "already on its way" in busy["detail"]
 
     move(store, 1, Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.RUNNING, Status.FAILED)
     assert deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator run"))["status"] == "changed"
-    assert store.require_task(SERVICE, 1)["status"] == "Pending"
+    assert store.require_task(SERVICE, 1).status == "Pending"
 
     move(store, 1, Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.SUCCEEDED)
     result = deliver(store, github_settings, "issue_comment",
                      comment_on_issue("/orchestrator run\nAlso fix the typo in CONTRIBUTING."))
     assert result["status"] == "changed"
     task = store.require_task(SERVICE, 1)
-    assert task["status"] == "Pending" and task["context_version"] == 2
+    assert task.status == "Pending" and task.context_version == 2
     (context,) = store.contexts(SERVICE, 1)
     assert "CONTRIBUTING" in context["content"] and context["file_type"] == "context"
 
@@ -152,7 +152,7 @@ def test_cancel_retry_and_run_commands(store: TaskStore, github_settings: Settin
 def test_run_on_an_issue_without_a_task_creates_it(store: TaskStore, github_settings: Settings) -> None:
     result = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator run", issue=1))
     assert result["status"] == "changed" and result["task"] == f"{SERVICE}/1"
-    assert store.require_task(SERVICE, 1)["origin"]["github"]["issue"] == 1
+    assert store.require_task(SERVICE, 1).origin["github"]["issue"] == 1
     other = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel", issue=5))
     assert other["status"] == "ignored" and "not an issue this system owns" in other["detail"]
 
@@ -171,7 +171,7 @@ def test_commands_on_our_pull_request(store: TaskStore, github_settings: Setting
     pr_task(store, pull_request_url=PR_URL)
     result = deliver(store, github_settings, "issue_comment", comment_on_pull_request("/orchestrator run\nplease rebase"))
     assert result["status"] == "changed" and result["task"] == f"{SERVICE}/9"
-    assert store.require_task(SERVICE, 9)["context_version"] == 2
+    assert store.require_task(SERVICE, 9).context_version == 2
     assert store.task_for_pull_request(f"{REPO.lower()}#2") == (SERVICE, 9)
 
 
@@ -188,7 +188,7 @@ def test_changes_requested_starts_a_follow_up_run(store: TaskStore, github_setti
     result = deliver(store, github_settings, "pull_request_review", payload)
     assert result["status"] == "changed"
     task = store.require_task(SERVICE, 9)
-    assert task["status"] == "Pending" and task["context_version"] == 2
+    assert task.status == "Pending" and task.context_version == 2
     (context,) = store.contexts(SERVICE, 9)
     assert "Use a constant here." in context["content"] and context["filename"].startswith("review-")
 
@@ -209,9 +209,9 @@ def test_our_branch_is_recognised_but_not_from_a_fork(store: TaskStore, github_s
     fork = copy.deepcopy(payload)
     fork["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World"
     assert deliver(store, github_settings, "pull_request", fork)["status"] == "ignored"
-    assert store.require_task(SERVICE, 3).get("pull_request_outcome") is None
+    assert store.require_task(SERVICE, 3).pull_request_outcome is None
     assert deliver(store, github_settings, "pull_request", payload)["status"] == "changed"
-    assert store.require_task(SERVICE, 3)["pull_request_outcome"] == "closed"
+    assert store.require_task(SERVICE, 3).pull_request_outcome == "closed"
 
 
 def test_merging_while_a_follow_up_runs_cancels_it_and_releases_the_workspace(
@@ -226,7 +226,7 @@ def test_merging_while_a_follow_up_runs_cancels_it_and_releases_the_workspace(
     result = deliver(store, github_settings, "pull_request", payload)
     assert result["status"] == "changed" and "merged" in result["detail"]
     task = store.require_task(SERVICE, 9)
-    assert task["status"] == "Cancelled" and task["pull_request_outcome"] == "merged"
+    assert task.status == "Cancelled" and task.pull_request_outcome == "merged"
     assert queued(redis_url, "workspace") == [{"step": "orchestrator.cleanup_workspace", "args": [SERVICE, 9]}]
     assert queued(redis_url, "deploy") == [{"step": "orchestrator.cancel_run", "args": ["hello-world-9-v2-a1"]}]
 
@@ -269,4 +269,4 @@ def test_bots_never_trigger(store: TaskStore, github_settings: Settings, login: 
     create_from_issue(store, github_settings)
     result = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel", login=login))
     assert result["status"] == "ignored"
-    assert store.require_task(SERVICE, 1)["status"] == "Pending"
+    assert store.require_task(SERVICE, 1).status == "Pending"

@@ -76,7 +76,7 @@ def test_hidden_comments_never_reach_the_task_and_the_task_says_so(github_settin
     payload = load("issues/labeled.payload.json")  # a trusted author: hidden text is stripped all the same
     payload["issue"]["body"] = f"Fix the typo.\n{HIDDEN}\nIn the README.\n\n{UNCLOSED}\nmore hidden text"
     assert deliver(store, github_settings, "issues", payload)["status"] == "changed"
-    spec = store.require_task(SERVICE, 1)["spec"]
+    spec = store.require_task(SERVICE, 1).spec
     document = spec["markdown_files"][0]["content"]
     for text in (document, spec["details"]):
         assert "attacker.example" not in text and "ANTHROPIC_API_KEY" not in text and "more hidden" not in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from orchestrator.github.client import GitHubClient
 from orchestrator.github.reporter import ReportLater, notify_status, render_status, report_status
 from orchestrator.github.routing import GitHubConfig, match
+from orchestrator.model import Task
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
@@ -110,7 +113,7 @@ def test_github_trouble_is_retried_later_and_never_touches_the_task(store: TaskS
     github.fail_next(422)
     assert report_status(store, report_settings, SERVICE, 4, client=client_for(report_settings)) == "refused"
     after = store.require_task(SERVICE, 4)
-    assert (after["status"], after["status_reason"]) == (before["status"], before["status_reason"])
+    assert (after.status, after.status_reason) == (before.status, before.status_reason)
     # The lock was released both times: the next report goes through.
     assert report_status(store, report_settings, SERVICE, 4, client=client_for(report_settings)) == "created"
 
@@ -146,7 +149,7 @@ def test_notify_never_raises(report_settings: Settings) -> None:
 
 
 def test_render_each_status() -> None:
-    task = {"service": SERVICE, "id": 4, "agent": "claude", "status_reason": "", "outputs": {}}
+    task = Task(service=SERVICE, id=4, agent="claude")
     for status in Status:
-        body = render_status({**task, "status": status.value})
+        body = render_status(dataclasses.replace(task, status=status))
         assert body.startswith("<!-- orchestrator:status") and status.value in body

@@ -6,6 +6,7 @@ Redis) could otherwise make the worker act on a body GitHub never signed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -38,4 +39,4 @@ def test_the_kept_copy_wins_over_an_inline_payload(step, store: TaskStore) -> No
     forged["issue"]["title"] = "forged title"
     assert step.run("d-kept", "issues", forged)["status"] != "expired"
     task = store.get_task(SERVICE, 1)
-    assert task is not None and "forged" not in json.dumps(task)
+    assert task is not None and "forged" not in json.dumps(dataclasses.asdict(task))

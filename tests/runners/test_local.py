@@ -154,7 +154,7 @@ def test_the_built_in_agent_runs_the_whole_lifecycle_through_the_watcher(store: 
     watcher = Watcher(store, settings, runner, send=sent)
     wait_for(lambda: watcher.reconcile() and sent.of(Step.FINISH_RUN))
     run = store.get_run(run_id)
-    assert (run["phase"], run["exit_code"]) == ("Succeeded", 0)
+    assert (run.phase, run.exit_code) == ("Succeeded", 0)
     result = (workspace / ".task" / "1" / "runs" / run_id / "result.json").read_text()
     assert "Add an invoice endpoint" in result and "claude-sonnet" in result
     assert any("read CLAUDE.md" in line for line in runner.logs(run_id))

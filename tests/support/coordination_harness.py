@@ -55,8 +55,8 @@ def _current(store: TaskStore, run_id: str, status: Status) -> tuple[dict, dict]
     run = store.get_run(run_id)
     if run is None:
         return None
-    task = store.get_task(run["service"], run["task_id"])
-    if task is None or task["status"] != status.value or task.get("current_run") != run_id:
+    task = store.get_task(run.service, run.task_id)
+    if task is None or task.status != status.value or task.current_run != run_id:
         return None
     return run, task
 
@@ -67,9 +67,9 @@ def fake_prepare(store: TaskStore, settings: Settings, run_id: str) -> None:
     if found is None:
         return
     run, _task = found
-    checkout_dir(settings.workspace_root, run["service"], int(run["task_id"])).mkdir(parents=True, exist_ok=True)
+    checkout_dir(settings.workspace_root, run.service, run.task_id).mkdir(parents=True, exist_ok=True)
     try:
-        store.transition(run["service"], run["task_id"], Status.LAUNCHING, reason="workspace ready",
+        store.transition(run.service, run.task_id, Status.LAUNCHING, reason="workspace ready",
                          actor="workspace", expect=Status.PREPARING, expect_fields={"current_run": run_id})
     except IllegalTransition:
         return
@@ -82,7 +82,7 @@ def fake_launch(store: TaskStore, settings: Settings, run_id: str) -> None:
     if found is None:
         return
     run, _task = found
-    service, task_id = run["service"], run["task_id"]
+    service, task_id = run.service, run.task_id
     try:
         store.transition(service, task_id, Status.RUNNING, reason="agent started", actor="watcher",
                          expect=Status.LAUNCHING, expect_fields={"current_run": run_id})
@@ -94,17 +94,17 @@ def fake_launch(store: TaskStore, settings: Settings, run_id: str) -> None:
     store.redis.rpush(SAMPLES_KEY, json.dumps({"total": total, "per_service": per_service}))
     store.redis.rpush(LAUNCHES_KEY, run_id)
     workspace = checkout_dir(settings.workspace_root, service, int(task_id))  # the task's worktree
-    out = workspace / run["output_dir"]
+    out = workspace / run.output_dir
     out.mkdir(parents=True, exist_ok=True)
     # The agent: reads the previous stage's hand-off, writes its own outputs.
-    inputs = run.get("inputs") or {}
+    inputs = run.inputs or {}
     if isinstance(inputs, str):
         inputs = json.loads(inputs or "{}")
     received = ""
     if inputs.get("handoff_file"):
         received = (workspace / inputs["handoff_file"]).read_text()
-    stage = run.get("stage") or "run"
-    (out / HANDOFF_FILE).write_text(f"{received}{stage} by {run.get('agent')} ({run.get('prompt')})\n")
+    stage = run.stage or "run"
+    (out / HANDOFF_FILE).write_text(f"{received}{stage} by {run.agent} ({run.prompt})\n")
     (out / OUTPUTS_FILE).write_text(json.dumps({
         "pull_request_url": inputs.get("pull_request_url") or f"https://github.com/o/{service}/pull/{task_id}",
         "branch": f"task-{task_id}",
@@ -120,9 +120,9 @@ def fake_watch(store: TaskStore, settings: Settings, run_id: str, outcome: str |
     run = store.get_run(run_id)
     if run is None:
         return
-    behaviour = behaviour_of(store, run["service"], run["task_id"])
+    behaviour = behaviour_of(store, run.service, run.task_id)
     outcome = outcome or behaviour.get("outcome", "succeed")
-    if outcome == "succeed" and run["attempt"] <= behaviour.get("platform_failures", 0):
+    if outcome == "succeed" and run.attempt <= behaviour.get("platform_failures", 0):
         outcome = "platform"
     fields: dict[str, Any] = {"finished_at": time.time(), "outputs": {"log_tail": f"last line of {run_id}"}}
     if outcome == "succeed":

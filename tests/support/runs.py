@@ -20,9 +20,9 @@ def launching_task(store: TaskStore, service: str = "billing", task_id: int = 1,
     store.transition(service, task_id, Status.QUEUED, reason="admitted", actor="test")
     run = store.create_run(service, task_id, version=1, attempt=attempt, stage=stage)
     store.transition(service, task_id, Status.PREPARING, reason="preparing", actor="test",
-                     fields={"current_run": run["run_id"]})
+                     fields={"current_run": run.run_id})
     store.transition(service, task_id, Status.LAUNCHING, reason="workspace ready", actor="test")
-    return run["run_id"]
+    return run.run_id
 
 
 class Sent:

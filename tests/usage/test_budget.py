@@ -49,7 +49,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
 
 
 def spend(store: TaskStore, amount: float, service: str = SERVICE, n: int = 1) -> None:
-    run_id = store.create_run(service, 900 + n, version=1, attempt=1)["run_id"]
+    run_id = store.create_run(service, 900 + n, version=1, attempt=1).run_id
     store.record_usage(run_id, service, "claude", {"cost_usd": amount, "num_turns": 1}, day=today())
 
 
@@ -66,7 +66,7 @@ def test_a_spent_service_budget_blocks_until_it_is_raised(store: TaskStore, sett
     submit(store, 1)
     assert admission.admit(store, limited, SERVICE, 1) == "Blocked"
     task = store.require_task(SERVICE, 1)
-    assert task["status_reason"] == f"daily budget of {SERVICE} spent (1.10 of 1.00 USD); resumes at {next_day_at()}"
+    assert task.status_reason == f"daily budget of {SERVICE} spent (1.10 of 1.00 USD); resumes at {next_day_at()}"
     submit(store, 2, service="other")  # another service's budget is its own
     assert admission.admit(store, limited, "other", 2) == "Preparing"
     # Re-evaluated later (as the reconcile's re-drive does) with a higher budget, it goes on by itself.
@@ -81,7 +81,7 @@ def test_the_budget_of_all_services_stops_every_start(store: TaskStore, settings
     spend(store, 2.0, service="billing", n=2)
     submit(store, 2)
     assert admission.admit(store, settings.replace(daily_budget_usd=5.0), SERVICE, 2) == "Blocked"
-    assert store.require_task(SERVICE, 2)["status_reason"].startswith(
+    assert store.require_task(SERVICE, 2).status_reason.startswith(
         "daily budget of all services spent (5.00 of 5.00 USD)")
 
 
@@ -93,7 +93,7 @@ def test_a_queued_task_is_held_when_the_budget_is_spent_while_it_waits(store: Ta
     assert admission.admit(store, one_at_a_time, SERVICE, 1) == "Preparing"
     assert admission.admit(store, one_at_a_time, SERVICE, 2) == "Queued"  # waits for the service's slot
     spend(store, 1.0)
-    store.release_slot(store.require_task(SERVICE, 1)["current_run"])
+    store.release_slot(store.require_task(SERVICE, 1).current_run)
     admission.admit_waiting(store, one_at_a_time)
     task = store.require_task(SERVICE, 2)
-    assert task["status"] == "Blocked" and task["status_reason"].startswith(f"daily budget of {SERVICE} spent")
+    assert task.status == "Blocked" and task.status_reason.startswith(f"daily budget of {SERVICE} spent")

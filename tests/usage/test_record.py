@@ -54,8 +54,8 @@ def run_scenario(store: TaskStore, settings: Settings, sent: Sent, scenario: str
 
 
 def argv(settings: Settings, run: dict[str, Any]) -> list[str]:
-    return json.loads((settings.workspace_root / "billing" / run["output_dir"] / "claude-argv.json").read_text()) \
-        if run.get("output_dir") else json.loads(next(
+    return json.loads((settings.workspace_root / "billing" / run.output_dir / "claude-argv.json").read_text()) \
+        if run.output_dir else json.loads(next(
             (settings.workspace_root / "billing").rglob("claude-argv.json")).read_text())
 
 
@@ -63,7 +63,7 @@ def test_a_successful_run_stores_its_usage_counts_it_once_and_gets_its_limits(
         store: TaskStore, claude_settings: Settings, sent: Sent) -> None:
     done, run = run_scenario(store, claude_settings, sent, "success", max_cost_usd=2.5)
     assert done == "Succeeded"
-    usage = run["usage"]
+    usage = run.usage
     assert usage["cost_usd"] == pytest.approx(0.1234567) and usage["num_turns"] == 4
     assert usage["input_tokens"] == 1204 and usage["model"] == "claude-sonnet-4-5-20250929"
     assert set(usage["models"]) == {"claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"}
@@ -74,7 +74,7 @@ def test_a_successful_run_stores_its_usage_counts_it_once_and_gets_its_limits(
     counted = store.service_usage("billing", [day])[day]["claude"]
     assert counted["runs"] == 1 and counted["cost_usd"] == pytest.approx(0.1234567)
     # A redelivered finish changes nothing, and adds nothing.
-    assert outcome.finish(store, claude_settings, run["run_id"]) == "not-current"
+    assert outcome.finish(store, claude_settings, run.run_id) == "not-current"
     from orchestrator.usage.record import account_run
     account_run(store, claude_settings, run)
     assert store.service_usage("billing", [day])[day]["claude"]["runs"] == 1
@@ -92,10 +92,10 @@ def test_a_run_whose_stream_reports_an_error_fails_with_that_reason_and_is_not_r
         store: TaskStore, claude_settings: Settings, sent: Sent, scenario: str, reason: str) -> None:
     done, run = run_scenario(store, claude_settings, sent, scenario)
     assert done == "Failed"
-    assert run["phase"] == "Failed" and run["failure_reason"].startswith(reason) and run["retryable"] == "0"
+    assert run.phase == "Failed" and run.failure_reason.startswith(reason) and run.retryable is False
     task = store.require_task("billing", 1)
-    assert reason in task["status_reason"] and "retry" not in task["status_reason"]
-    assert run["usage"]["cost_usd"] is not None
+    assert reason in task.status_reason and "retry" not in task.status_reason
+    assert run.usage["cost_usd"] is not None
 
 
 def test_a_model_rate_limit_waits_for_its_reset_instead_of_failing(
@@ -103,22 +103,22 @@ def test_a_model_rate_limit_waits_for_its_reset_instead_of_failing(
     done, run = run_scenario(store, claude_settings, sent, "rate_limited")
     assert done == "Queued"
     task = store.require_task("billing", 1)
-    assert task["status_reason"] == "model rate limit; resumes at 2030-01-01 00:00 UTC"
-    assert float(task["not_before"]) == 1893456000 and int(task["retries"]) == 0
+    assert task.status_reason == "model rate limit; resumes at 2030-01-01 00:00 UTC"
+    assert task.not_before == 1893456000 and task.retries == 0
 
 
 def test_a_crash_mid_stream_keeps_the_exit_code_and_the_partial_usage(
         store: TaskStore, claude_settings: Settings, sent: Sent) -> None:
     done, run = run_scenario(store, claude_settings, sent, "crash")
-    assert done == "Failed" and run["failure_reason"] == "Error: exit code 1"
-    assert run["usage"]["complete"] is False and run["usage"]["output_tokens"] == 208
+    assert done == "Failed" and run.failure_reason == "Error: exit code 1"
+    assert run.usage["complete"] is False and run.usage["output_tokens"] == 208
 
 
 def test_an_agent_without_stream_json_still_works_with_unknown_usage(
         store: TaskStore, settings: Settings, sent: Sent) -> None:
     done, run = run_scenario(store, settings.replace(local_agent_command=("/bin/sh", "-c", "echo plain; exit 0")),
                              sent, "success")
-    assert done == "Succeeded" and "usage" not in run
+    assert done == "Succeeded" and not run.usage
 
 
 def test_a_log_that_cannot_be_read_to_its_end_fails_nothing(store: TaskStore, settings: Settings) -> None:
@@ -133,7 +133,7 @@ def test_a_log_that_cannot_be_read_to_its_end_fails_nothing(store: TaskStore, se
     run_id = launching_task(store)
     verdict = account_run(store, settings, store.get_run(run_id), runner=Broken())
     assert not verdict.failed
-    assert store.get_run(run_id)["usage"]["complete"] is False
+    assert store.get_run(run_id).usage["complete"] is False
 
 
 def test_a_run_whose_stream_reports_an_error_is_never_delivered(
@@ -142,8 +142,8 @@ def test_a_run_whose_stream_reports_an_error_is_never_delivered(
     done, run = run_scenario(store, claude_settings, sent, "denied", repository=repository)
     assert done == "Failed" and not sent.of(Step.DELIVER_RUN)
     done, run = run_scenario(store, claude_settings, sent, "success", task_id=2, repository=repository)
-    assert done == "delivering" and sent.of(Step.DELIVER_RUN) == [(run["run_id"],)]
+    assert done == "delivering" and sent.of(Step.DELIVER_RUN) == [(run.run_id,)]
     # The finish after delivery reads nothing again and counts nothing again.
-    store.update_run(run["run_id"], outcome="changes")
+    store.update_run(run.run_id, outcome="changes")
     from orchestrator.usage.record import account_run
-    assert not account_run(store, claude_settings, store.get_run(run["run_id"]), runner=object()).failed
+    assert not account_run(store, claude_settings, store.get_run(run.run_id), runner=object()).failed

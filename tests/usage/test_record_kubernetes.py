@@ -30,5 +30,5 @@ def test_a_pod_s_stream_json_gives_the_run_its_usage_and_the_job_its_limits(
     emulator.terminate_pod(pod, 0)
     verdict = account_run(store, settings, store.get_run(run_id), runner=kube_runner)
     assert verdict.failed and verdict.reason.startswith("permission denied: Bash(rm -rf")
-    usage = store.get_run(run_id)["usage"]
+    usage = store.get_run(run_id).usage
     assert usage["cost_usd"] == pytest.approx(0.05) and usage["permission_denials"]

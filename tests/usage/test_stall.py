@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator import runs
 from orchestrator.coordination import outcome
+from orchestrator.model import Run, RunPhase
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.steps import Step
@@ -30,7 +31,7 @@ def test_a_silent_run_is_stopped_and_fails_as_stalled_retryable_once(
     runner = get_runner(quiet)
     runs.launch(store, quiet, runner, run_id, send=sent)
     watcher = Watcher(store, quiet, runner, send=sent)
-    wait_for(lambda: watcher.reconcile() is not None and (store.get_run(run_id) or {}).get("phase") == "Running"
+    wait_for(lambda: watcher.reconcile() is not None and (run := store.get_run(run_id)) is not None and run.phase == "Running"
              and (runner.run_dir(run_id) / "output.log").stat().st_size > 0)
     assert watcher.reconcile().finished == []  # it printed a moment ago
     # Its output last grew two minutes ago.
@@ -40,11 +41,11 @@ def test_a_silent_run_is_stopped_and_fails_as_stalled_retryable_once(
     store.update_run(run_id, started_at=old)
     assert run_id in watcher.reconcile().finished
     run = store.get_run(run_id)
-    assert run["phase"] == "Failed" and run["failure_reason"].startswith("stalled: no output for 1")
-    assert run["retryable"] == "1" and (run_id,) in sent.of(Step.FINISH_RUN)
+    assert run.phase == "Failed" and run.failure_reason.startswith("stalled: no output for 1")
+    assert run.retryable is True and (run_id,) in sent.of(Step.FINISH_RUN)
     wait_for(lambda: runner.observe(run_id).phase == "Failed")  # the process was stopped
     assert outcome.finish(store, quiet, run_id) == "Queued"
-    assert "stalled: no output for" in store.require_task("billing", 1)["status_reason"]
+    assert "stalled: no output for" in store.require_task("billing", 1).status_reason
 
 
 def test_pod_logs_are_compared_line_by_line_and_not_too_often(settings: Settings) -> None:
@@ -60,7 +61,7 @@ def test_pod_logs_are_compared_line_by_line_and_not_too_often(settings: Settings
 
     pods = Pods()
     check = StallCheck(settings.replace(stall_seconds=100), pods)
-    active = {"r1": {"phase": "Running", "started_at": "1000"}}
+    active = {"r1": Run(run_id="r1", phase=RunPhase.RUNNING, started_at=1000.0)}
     assert check.stalled(active, now=1010) == {}
     assert check.stalled(active, now=1020) == {} and pods.reads == 1  # looked again only after 25 s
     assert check.stalled(active, now=1111) == {"r1": 101}

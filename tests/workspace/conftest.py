@@ -76,8 +76,8 @@ def start_run(store: TaskStore, spec: dict[str, Any], *, version: int = 1, attem
     for target in (Status.QUEUED, Status.PREPARING):
         store.transition(service, task_id, target, reason="test", actor="test")
     run = store.create_run(service, task_id, version=version, attempt=attempt)
-    store.update_task(service, task_id, current_run=run["run_id"])
-    return run["run_id"]
+    store.update_task(service, task_id, current_run=run.run_id)
+    return run.run_id
 
 
 def files_containing(root: Path, needle: str) -> list[Path]:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from orchestrator.settings import Settings
+from orchestrator.model import Status, Task
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.cleanup import DISK_GAUGE, disk_usage, sweep, task_ended
@@ -75,11 +76,11 @@ def test_task_ended_rules() -> None:
     now = 1_000_000.0
     day = 86400.0
     assert task_ended(None, now=now, max_age_seconds=day)
-    assert task_ended({"status": "Cancelled", "updated_at": now}, now=now, max_age_seconds=day)
-    assert not task_ended({"status": "Running", "updated_at": 0}, now=now, max_age_seconds=day)
-    assert not task_ended({"status": "Succeeded", "updated_at": now - 10}, now=now, max_age_seconds=day)
-    assert task_ended({"status": "Succeeded", "updated_at": now - 2 * day}, now=now, max_age_seconds=day)
-    assert task_ended({"status": "Succeeded", "updated_at": now, "outputs": {"pull_request_merged": True}},
+    assert task_ended(Task(status=Status.CANCELLED, updated_at=now), now=now, max_age_seconds=day)
+    assert not task_ended(Task(status=Status.RUNNING, updated_at=0), now=now, max_age_seconds=day)
+    assert not task_ended(Task(status=Status.SUCCEEDED, updated_at=now - 10), now=now, max_age_seconds=day)
+    assert task_ended(Task(status=Status.SUCCEEDED, updated_at=now - 2 * day), now=now, max_age_seconds=day)
+    assert task_ended(Task(status=Status.SUCCEEDED, updated_at=now, outputs={"pull_request_merged": True}),
                       now=now, max_age_seconds=day)
-    assert not task_ended({"status": "Pending", "updated_at": 0, "outputs": {"pull_request_closed": True}},
+    assert not task_ended(Task(status=Status.PENDING, updated_at=0, outputs={"pull_request_closed": True}),
                           now=now, max_age_seconds=day)

@@ -169,9 +169,9 @@ def test_what_an_agent_plants_in_git_is_not_obeyed(plant: Callable[[Scene], None
     plant(scene)
     # The next run of the task (a retry) is prepared in the same service directory.
     run = store.create_run("shop", 7, version=1, attempt=2)
-    store.update_task("shop", 7, current_run=run["run_id"])
+    store.update_task("shop", 7, current_run=run.run_id)
 
-    second = prepare_workspace(ws_settings, store, run["run_id"])
+    second = prepare_workspace(ws_settings, store, run.run_id)
 
     assert not scene.canary.exists(), "a command the agent planted ran in the worker"
     assert attacker.requests == [], "git talked to the agent's host"
@@ -196,7 +196,7 @@ def test_an_unreadable_config_fails_the_preparation_with_a_clear_reason(remote: 
     (first.path.parent.parent / ".clone" / ".git" / "config").write_text("[core\n\tthis is not git's syntax\n")
     run = store.create_run("shop", 7, version=1, attempt=2)
     with pytest.raises(PermanentGitError, match=r"\.git/config cannot be read"):
-        prepare_workspace(ws_settings, store, run["run_id"])
+        prepare_workspace(ws_settings, store, run.run_id)
 
 
 def test_git_directories_linked_elsewhere_are_refused(remote: Path, ws_settings: Settings, store: TaskStore,
@@ -219,7 +219,7 @@ def test_git_directories_linked_elsewhere_are_refused(remote: Path, ws_settings:
     run = store.create_run("shop", 7, version=1, attempt=2)
     try:
         with pytest.raises(PermanentGitError, match=r"symbolic links \(objects\)"):
-            prepare_workspace(ws_settings, store, run["run_id"])
+            prepare_workspace(ws_settings, store, run.run_id)
     finally:
         assert not (first.path / "SECRET.md").exists(), "another service's code was checked out here"
 
@@ -248,7 +248,7 @@ def test_a_planted_file_behind_a_linked_directory_is_never_removed(remote: Path,
     info.symlink_to(elsewhere)
     run = store.create_run("shop", 7, version=1, attempt=2)
     with pytest.raises(Exception, match="symbolic link|not a directory|escape|outside"):
-        prepare_workspace(ws_settings, store, run["run_id"])
+        prepare_workspace(ws_settings, store, run.run_id)
     assert (elsewhere / "attributes").read_text() == "someone else's file\n"
     # Below the workspace layer too (checkout_branch alone): refused before anything is removed.
     repo = Git(first.path.parent.parent / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))

@@ -36,10 +36,10 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
     result = pipeline.prepare_for_run(ws_settings, store, run_id)
     assert result.action == "launched"
     task = store.get_task("shop", 7)
-    assert task["status"] == "Launching" and "branch task-7" in task["status_reason"]
+    assert task.status == "Launching" and "branch task-7" in task.status_reason
     assert sent == [(Step.LAUNCH_RUN, run_id)]
     run = store.get_run(run_id)
-    assert run["branch"] == "task-7" and len(run["commit"]) == 40
+    assert run.branch == "task-7" and len(run.commit) == 40
     assert leases.holder(store, "shop", 7) == run_id  # the task's worktree: held until the run ends
     assert leases.holder(store, "shop") is None  # the service lock: only for the clone's operations
     # Redelivered after a crash between the transition and the send: launch is asked again, nothing else.
@@ -52,10 +52,10 @@ def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: Task
     leases.acquire(store, "shop", "another-tool", 3600, task_id=7)
     result = pipeline.prepare_for_run(ws_settings, store, run_id)
     assert result.action == "retry" and result.countdown and "another-tool" in result.message
-    assert store.get_task("shop", 7)["status"] == "Preparing"
+    assert store.get_task("shop", 7).status == "Preparing"
     result = pipeline.prepare_for_run(ws_settings, store, run_id, retries=pipeline.BUSY_RETRIES)
     assert result.action == "requeued"
-    assert store.get_task("shop", 7)["status"] == "Queued"
+    assert store.get_task("shop", 7).status == "Queued"
     assert sent == [(Step.ADMIT, "shop", 7)]  # admission decides when it runs again
 
 
@@ -68,7 +68,7 @@ def test_transient_git_failure_is_retried_then_fails(remote: Path, git_server: G
     assert pipeline.backoff(3) > pipeline.backoff(0) * 2
     last = pipeline.prepare_for_run(ws_settings, store, run_id, retries=pipeline.GIT_RETRIES)
     assert last.action == "failed"
-    assert store.get_task("shop", 7)["status"] == "Failed"
+    assert store.get_task("shop", 7).status == "Failed"
 
 
 def test_permanent_failure_fails_the_task_with_a_scrubbed_message(remote: Path, ws_settings: Settings,
@@ -78,8 +78,8 @@ def test_permanent_failure_fails_the_task_with_a_scrubbed_message(remote: Path, 
     result = pipeline.prepare_for_run(ws_settings, store, run_id)
     assert result.action == "failed"
     task = store.get_task("shop", 7)
-    assert task["status"] == "Failed" and "no-such-branch" in task["status_reason"]
-    assert store.get_run(run_id)["phase"] == "Failed"
+    assert task.status == "Failed" and "no-such-branch" in task.status_reason
+    assert store.get_run(run_id).phase == "Failed"
     assert leases.holder(store, "shop") is None
     assert sent == [(Step.FINISH_RUN, run_id), (Step.ADMIT, "shop", 7)]
 
@@ -90,7 +90,7 @@ def test_wrong_token_failure_never_shows_the_token(remote: Path, ws_settings: Se
     run_id = start_run(store, task_spec())
     result = pipeline.prepare_for_run(bad, store, run_id)
     assert result.action == "failed"
-    reason = store.get_task("shop", 7)["status_reason"]
+    reason = store.get_task("shop", 7).status_reason
     assert "ghp_bad_but_secret_value_123" not in reason and TOKEN not in reason
     assert any(h["to"] == "Failed" for h in store.history("shop", 7))
 
@@ -109,8 +109,8 @@ def test_a_lease_lost_after_the_writes_is_retried_not_launched(ws_settings: Sett
     monkeypatch.setattr(pipeline, "prepare_workspace", then_lose_the_lease)
     result = pipeline.prepare_for_run(ws_settings, store, run_id)
     assert result.action == "retry" and result.countdown
-    assert store.get_task("shop", 7)["status"] == "Preparing" and sent == []
-    assert "branch" not in store.get_run(run_id)  # nothing recorded as prepared
+    assert store.get_task("shop", 7).status == "Preparing" and sent == []
+    assert store.get_run(run_id).branch == ""  # nothing recorded as prepared
 
 
 def test_stale_messages_are_dropped(ws_settings: Settings, store: TaskStore, sent: list) -> None:
@@ -131,7 +131,7 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
     try:
         app.send_task(Step.PREPARE_WORKSPACE, args=[run_id], queue="workspace")
         deadline = time.monotonic() + 60
-        while store.get_task("shop", 7)["status"] != "Launching":
+        while store.get_task("shop", 7).status != "Launching":
             assert time.monotonic() < deadline, store.get_task("shop", 7)
             time.sleep(0.1)
         # launch_run waits in the deploy queue, which no worker of this test serves.
@@ -180,6 +180,6 @@ def test_a_slow_preparation_keeps_its_task_fresh(remote: Path, git_server: GitHt
     assert result.action == "launched"
     assert [r for r in resent if r.startswith(Step.PREPARE_WORKSPACE)] == []
     # Once the preparation is over, nothing touches the task any more.
-    touched = store.get_task("shop", 7)["updated_at"]
+    touched = store.get_task("shop", 7).updated_at
     time.sleep(1.0)
-    assert store.get_task("shop", 7)["updated_at"] == touched
+    assert store.get_task("shop", 7).updated_at == touched

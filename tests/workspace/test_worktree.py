@@ -59,8 +59,8 @@ def test_a_crashed_runs_worktree_is_rebuilt_clean_and_no_other_task_sees_it(remo
     assert not (other.path / "work.py").exists() and not (other.path / "scratch.txt").exists()
 
     run = store.create_run("shop", 7, version=1, attempt=2)
-    store.update_task("shop", 7, current_run=run["run_id"])
-    again = prepare_workspace(ws_settings, store, run["run_id"])
+    store.update_task("shop", 7, current_run=run.run_id)
+    again = prepare_workspace(ws_settings, store, run.run_id)
     assert again.path == tree and again.branch == "task-7"
     assert (tree / "work.py").read_text() == "committed\n"  # the branch's committed work is kept
     assert (tree / "README.md").read_text() == "# shop\n" and not (tree / "scratch.txt").exists()

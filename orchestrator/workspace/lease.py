@@ -122,17 +122,7 @@ def check(store: TaskStore, lease: Lease) -> None:
 
 def _task_of(store: TaskStore, holder: str) -> int | None:
     run = store.get_run(holder)
-    try:
-        return int(_field(run, "task_id")) if run is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _field(record: object, name: str) -> object:
-    """A record's field, whether the store returned a dict or a typed record."""
-    if isinstance(record, dict):
-        return record.get(name)
-    return getattr(record, name, None)
+    return run.task_id if run is not None else None
 
 
 def renew(store: TaskStore, service: str, holder: str, ttl_seconds: float) -> bool:
@@ -158,11 +148,8 @@ def holder(store: TaskStore, service: str, task_id: int | None = None) -> str | 
 def _is_exclusive(store: TaskStore, holder: str) -> bool:
     """True when `holder` is a run of an exclusive task (it keeps the service lock for its whole run)."""
     run = store.get_run(holder)
-    if run is None:
-        return False
-    task = store.get_task(str(_field(run, "service")), int(str(_field(run, "task_id"))))
-    spec = _field(task, "spec") if task is not None else None
-    return bool(isinstance(spec, dict) and spec.get("exclusive"))
+    task = store.get_task(run.service, run.task_id) if run is not None else None
+    return bool(task is not None and task.spec.get("exclusive"))
 
 
 def refuse_if_exclusive(store: TaskStore, service: str, holder: str) -> None:

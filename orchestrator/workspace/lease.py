@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 from pathlib import Path
 
+from orchestrator.coordination.stages import find_stage, stages_of
+from orchestrator.model import Task
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL
 from orchestrator.store import TaskStore
@@ -145,17 +147,30 @@ def holder(store: TaskStore, service: str, task_id: int | None = None) -> str | 
     return store.lease_holder(lease_name(service, task_id))
 
 
-def _is_exclusive(store: TaskStore, holder: str) -> bool:
-    """True when `holder` is a run of an exclusive task (it keeps the service lock for its whole run)."""
+def is_exclusive(settings: Settings | None, task: Task | None, stage: str = "") -> bool:
+    """True for a task submitted with `exclusive: true`, or a run of a pipeline stage marked `exclusive`."""
+    if task is None:
+        return False
+    if task.spec.get("exclusive"):
+        return True
+    if settings is None or not stage:
+        return False
+    found = find_stage(stages_of(settings, task), stage)
+    return bool(found and found.exclusive)
+
+
+def _is_exclusive(store: TaskStore, holder: str, settings: Settings | None = None) -> bool:
+    """True when `holder` is an exclusive run (it keeps the service lock for its whole run)."""
     run = store.get_run(holder)
     task = store.get_task(run.service, run.task_id) if run is not None else None
-    return bool(task is not None and task.spec.get("exclusive"))
+    return run is not None and is_exclusive(settings, task, run.stage)
 
 
-def refuse_if_exclusive(store: TaskStore, service: str, holder: str) -> None:
+def refuse_if_exclusive(store: TaskStore, service: str, holder: str, settings: Settings | None = None) -> None:
     """Raise LeaseBusy while an exclusive run (not `holder`) has the service to itself."""
     current = store.lease_holder(lease_name(service))
-    if current and current != holder and _is_exclusive(store, current) and not _holder_is_over(store, current):
+    if current and current != holder and _is_exclusive(store, current, settings) \
+            and not _holder_is_over(store, current):
         raise LeaseBusy(service, current)
 
 

@@ -145,15 +145,14 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
             _release_unless_launched(store, run)
         return StepResult(PrepareAction.SKIPPED, f"the task is {status.value}")
 
-    spec = task.spec
     try:
         # The task's worktree is the run's until it ends; the service lock only for the clone's
         # operations (seconds), or for the whole run of an exclusive task.
         lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds, task_id=task_id)
-        if spec.get("exclusive"):
+        if leases.is_exclusive(settings, task, run.stage):
             leases.acquire_exclusive(store, settings, service, run_id, task_id)
         else:
-            leases.refuse_if_exclusive(store, service, run_id)
+            leases.refuse_if_exclusive(store, service, run_id, settings)
         clone_ttl = 2 * settings.git_timeout_seconds + 30
         with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
             prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),

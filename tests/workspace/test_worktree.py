@@ -111,3 +111,15 @@ def test_non_exclusive_runs_share_the_service(remote: Path, ws_settings: Setting
     assert [pipeline.prepare_for_run(ws_settings, store, r).action for r in runs] == ["launched"] * 3
     assert [leases.holder(store, "shop", n) for n in (1, 2, 3)] == runs  # each holds its own worktree
     assert leases.holder(store, "shop") is None  # nobody holds the service
+
+
+def test_a_pipeline_stage_can_be_exclusive(ws_settings: Settings, store: TaskStore) -> None:
+    from orchestrator.coordination.stages import parse_pipelines
+    pipelines = parse_pipelines('{"migrate": [{"name": "plan", "agent": "claude"},'
+                                ' {"name": "apply", "agent": "claude", "exclusive": true}]}')
+    cfg = ws_settings.replace(pipelines=pipelines)
+    store.create_task(service="shop", task_id=3, agent="claude", spec=task_spec(3, pipeline="migrate"))
+    task = store.require_task("shop", 3)
+    assert not leases.is_exclusive(cfg, task, "plan") and leases.is_exclusive(cfg, task, "apply")
+    with pytest.raises(ValueError, match="exclusive must be true or false"):
+        parse_pipelines('{"p": [{"name": "a", "agent": "claude", "exclusive": "yes"}]}')

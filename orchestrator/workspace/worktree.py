@@ -45,6 +45,9 @@ from orchestrator.workspace.git import (
 
 log = logging.getLogger("orchestrator.workspace.worktree")
 
+UNBORN = "orchestrator-unborn"  # what `init.defaultBranch` names: the clone's HEAD, never a real branch
+WORKTREES = "worktrees"  # layout.WORKTREES_DIR
+
 # A fetch younger than this is reused by the next preparation of the service.
 FETCH_REUSE_SECONDS = 10.0
 FETCH_STAMP = ".fetched"  # in the service directory, out of every agent's reach
@@ -127,6 +130,9 @@ def checkout_worktree(clone: Git, tree: Git, *, url: str, base_branch: str, bran
         clone.token_origin = credential_origin(url, clone.output("ls-remote", "--get-url", "origin"))
         tree.token_origin = clone.token_origin
         clear_interrupted_state(clone)
+        # The clone itself is on no branch (an agent could point its shared HEAD at a task's branch,
+        # which would keep that branch from every worktree).
+        clone.run("symbolic-ref", "HEAD", f"refs/heads/{UNBORN}")
         set_excludes(clone, excludes)  # info/exclude is the clone's: every worktree reads it
         _fetch(clone, reuse_seconds=0 if created else fetch_reuse_seconds)
         default = clone.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False).stdout.strip()
@@ -139,6 +145,8 @@ def checkout_worktree(clone: Git, tree: Git, *, url: str, base_branch: str, bran
         mine = tree.directory.resolve() if tree.directory.exists() else tree.directory
         other = worktrees_on(clone).get(branch)
         if other is not None and other != mine and other != tree.directory:
+            if other.parent != clone.directory.parent / WORKTREES or not other.name.isdigit():
+                raise PermanentGitError(f"branch {branch!r} is checked out outside the service's worktrees")
             if is_busy(other):
                 raise BranchInUse(f"branch {branch!r} is checked out for another task ({other.name}); "
                                   "waiting for that run to end")

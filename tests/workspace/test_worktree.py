@@ -123,3 +123,13 @@ def test_a_pipeline_stage_can_be_exclusive(ws_settings: Settings, store: TaskSto
     assert not leases.is_exclusive(cfg, task, "plan") and leases.is_exclusive(cfg, task, "apply")
     with pytest.raises(ValueError, match="exclusive must be true or false"):
         parse_pipelines('{"p": [{"name": "a", "agent": "claude", "exclusive": "yes"}]}')
+
+
+def test_an_agent_pointing_the_clones_head_at_another_tasks_branch_changes_nothing(
+        remote: Path, ws_settings: Settings, store: TaskStore) -> None:
+    seven = prepare_workspace(ws_settings, store, start_run(store, task_spec(7)))
+    # Through the shared .git, task 7's agent points the clone's HEAD at task 8's branch-to-be.
+    git("symbolic-ref", "HEAD", "refs/heads/task-8", cwd=seven.path.parent.parent / ".clone")
+    eight = prepare_workspace(ws_settings, store, start_run(store, task_spec(8)))
+    assert eight.branch == "task-8" and (ws_settings.workspace_root / "shop" / ".clone" / ".git").is_dir()
+    assert seven.path.is_dir() and git("rev-parse", "--abbrev-ref", "HEAD", cwd=eight.path) == "task-8"

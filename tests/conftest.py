@@ -8,11 +8,20 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
 
+from api.app import create_app
 from orchestrator import dispatch, runtime
+from orchestrator.kube.client import KubeClient
+from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings, reset_settings_cache
 from orchestrator.store import TaskStore, connect
+from tests.support.api import route_steps_to
+from tests.support.celery_app import point_celery_at
 from tests.support.celery_worker import WorkerProcess
+from tests.support.github import BOT, REPO, SECRET, SERVICE
+from tests.support.kube_emulator import KubeEmulator
 from tests.support.redis_server import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -107,3 +116,69 @@ def worker_factory(base_env: dict[str, str], tmp_path: Path) -> Iterator:
     yield start
     for worker in started:
         worker.stop()
+
+
+# Kubernetes: the emulator in its own thread, a client and runner pointed at it ---------------
+
+
+@pytest.fixture
+def emulator() -> Iterator[KubeEmulator]:
+    emu = KubeEmulator()
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def kube_settings(settings: Settings) -> Settings:
+    return settings.replace(runner="kubernetes", namespace="default", kube_request_timeout=2.0, kube_retries=3,
+                            reconcile_seconds=0.2, pending_timeout_seconds=300)
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def kube_client(emulator: KubeEmulator, kube_settings: Settings, sleeps: list[float]) -> Iterator[KubeClient]:
+    api = emulator.api_client()
+    client = KubeClient.from_settings(kube_settings, api, backoff=0.001, max_backoff=0.01, sleep=sleeps.append)
+    yield client
+    api.close()
+
+
+@pytest.fixture
+def kube_runner(kube_settings: Settings, kube_client: KubeClient) -> KubernetesRunner:
+    return KubernetesRunner(kube_settings, kube_client)
+
+
+# GitHub ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def github_settings(settings: Settings, redis_url: str) -> Iterator[Settings]:
+    """Settings with a webhook secret, the corpus repository mapped, `bug` as trigger label."""
+    point_celery_at(redis_url)
+    yield settings.replace(
+        github_webhook_secrets=(SECRET,),
+        github_repositories={REPO.lower(): SERVICE},
+        github_trigger_label="bug",
+        github_bot_login=BOT,
+    )
+
+
+# The API -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    """The API app against the test Redis, its steps queued there (no worker takes them unless a test starts one)."""
+    celery = route_steps_to(settings, monkeypatch)
+    yield create_app(settings)
+    celery.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
 from api.app import create_app
@@ -21,18 +18,6 @@ HOSTILE = ["ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL", "HTTP_PROXY", "HTTPS_PROXY",
            "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_USE_BEDROCK", "PERL5OPT",
            "PYTHONHOME", "PYTHONSTARTUP", "PS4", "SHELLOPTS", "GCONV_PATH", "GLIBC_TUNABLES", "BASH_FUNC_x%%",
            "GITHUB_TOKEN", "ORCHESTRATOR_RUN_ID", "GIT_SSH_COMMAND", "LD_PRELOAD"]
-
-
-@pytest.fixture
-def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
-    celery = route_steps_to(settings, monkeypatch)
-    yield create_app(settings)
-    celery.close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 @pytest.mark.parametrize("name", HOSTILE)

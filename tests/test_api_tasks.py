@@ -17,7 +17,7 @@ from api.schemas import TaskSummarySchema, TaskViewSchema
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.api import AUTH, route_steps_to, valid_task
+from tests.support.api import AUTH, valid_task
 from tests.support.redis_server import RedisServer
 
 
@@ -35,18 +35,6 @@ class FakeRunner:
             raise self.error
         lines = self.lines[-tail:] if tail else self.lines
         yield from lines
-
-
-@pytest.fixture
-def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
-    celery = route_steps_to(settings, monkeypatch)
-    yield create_app(settings)
-    celery.close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def submit(client: FlaskClient, body: dict | None = None, headers: dict | None = None):
@@ -328,7 +316,6 @@ from orchestrator.runners.base import AgentSpec, RunRequest  # noqa: E402
 from orchestrator.runners.kubernetes import KubernetesRunner  # noqa: E402
 from orchestrator.runners.local import LocalRunner  # noqa: E402
 from tests.support.kube_emulator import Fault, KubeEmulator  # noqa: E402
-from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: E402,F401
 
 
 def _no_logs(client: FlaskClient, follow: bool) -> None:

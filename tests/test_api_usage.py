@@ -13,7 +13,7 @@ from orchestrator.store import TaskStore
 from orchestrator.usage.budget import today
 from orchestrator.usage.stream import parse_lines
 from tests.support.api import AUTH, valid_task
-from tests.test_api_tasks import FakeRunner, app, client, submit  # noqa: F401 - fixtures
+from tests.test_api_tasks import FakeRunner, submit
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude_stream"
 

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore, connect
-from tests.support.github import SECRET, drain, github_settings, load, queued, signed_headers  # noqa: F401
+from tests.support.github import SECRET, drain, load, queued, signed_headers
 from tests.support.celery_app import point_celery_at
 from tests.support.redis_server import RedisServer
 from workers.app import create_celery

@@ -76,15 +76,6 @@ def test_ci_values_files_exist() -> None:
             "external-redis-values"} <= set(VALUE_SETS)
 
 
-def test_production_values_are_the_old_readme_ones() -> None:
-    values = load_values(VALUE_SETS["production-values"])
-    assert values["image"]["tag"] == "v1.0.0"
-    assert values["ingress"]["tls"][0]["hosts"] == ["orchestrator.yourdomain.com"]
-    assert values["resources"] == {"limits": {"cpu": "1000m", "memory": "1Gi"},
-                                   "requests": {"cpu": "200m", "memory": "256Mi"}}
-    assert values["sharedWorkspace"] == {"enabled": True, "size": "100Gi", "storageClass": "fast-ssd"}
-
-
 @pytest.mark.parametrize("name", list(VALUE_SETS))
 def test_lint_strict(name: str) -> None:
     path = VALUE_SETS[name]

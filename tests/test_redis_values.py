@@ -27,8 +27,3 @@ def test_aof_persistence_and_resources() -> None:
     assert "maxmemory-policy noeviction" in config
     assert redis["master"]["persistence"]["enabled"] is True
     assert redis["master"]["resources"]["limits"] and redis["master"]["resources"]["requests"]
-
-
-def test_sentinel_is_explained() -> None:
-    text = REDIS_VALUES.read_text()
-    assert "Sentinel" in text and "replication" in text

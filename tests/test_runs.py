@@ -7,15 +7,13 @@ import dataclasses
 import pytest
 
 from orchestrator import runs
-from orchestrator.kube.client import KubeClient
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, RunObservation
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
 from orchestrator.states import Status
-from orchestrator.store import StoreError, TaskStore
 from orchestrator.steps import Step
+from orchestrator.store import StoreError, TaskStore
 from tests.support.kube_emulator import Fault, KubeEmulator
-from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import Sent, launching_task
 
 

@@ -9,19 +9,17 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from orchestrator import runs
-from orchestrator.kube.client import KubeClient
 from orchestrator.kube.jobs import ANNOTATION_RUN_ID
+from orchestrator.runners.base import RunObservation
 from orchestrator.runners.kubernetes import KubernetesRunner
+from orchestrator.runners.local import LocalRunner
 from orchestrator.settings import Settings
 from orchestrator.states import Status
-from orchestrator.store import keys as store_keys
-from orchestrator.runners.base import RunObservation
-from orchestrator.runners.local import LocalRunner
-from orchestrator.store import LeaseNotHeld, TaskStore
-from orchestrator.watcher import LEASE, Watcher
 from orchestrator.steps import Step
-from tests.support.kube_emulator import KubeEmulator, now_iso
-from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
+from orchestrator.store import LeaseNotHeld, TaskStore
+from orchestrator.store import keys as store_keys
+from orchestrator.watcher import LEASE, Watcher
+from tests.support.kube_emulator import now_iso
 from tests.support.runs import Sent, launching_task
 from tests.support.wait import wait_for
 

@@ -17,11 +17,9 @@ from orchestrator.github.routing import event_identity
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.github import (  # noqa: F401
-    REPO,
+from tests.support.github import (
     SERVICE,
     drain,
-    github_settings,
     load,
     signed_headers,
 )

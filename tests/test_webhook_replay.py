@@ -19,7 +19,7 @@ from orchestrator.github.handlers import handle_event
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.github import REPO, SERVICE, corpus, drain, github_settings, signed_headers  # noqa: F401
+from tests.support.github import REPO, SERVICE, corpus, drain, signed_headers
 
 CORPUS = corpus()
 OUR_PR = 2  # the corpus' pull requests are #2 of the repository, on branch "changes"

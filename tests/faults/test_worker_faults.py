@@ -81,7 +81,7 @@ def test_worker_killed_mid_step_is_recovered_by_the_reconcile_loop(stack: FaultS
     stack.wait_hook(step)
     paused.kill()  # SIGKILL, pool processes included: the step's message is never acknowledged
     stack.start_worker("worker0")
-    task = assert_ran_once(stack, service, 1)
+    assert_ran_once(stack, service, 1)
     assert not temp_leftovers(stack)
     # The killed worker's message is still parked, unacknowledged, in the broker (redelivered only
     # after the visibility timeout of an hour): the recovery came from the store's record.

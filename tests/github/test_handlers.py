@@ -13,7 +13,7 @@ from orchestrator.github.handlers import handle_event, task_spec_from_issue
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.github import BOT, REPO, SERVICE, drain, github_settings, load, queued  # noqa: F401
+from tests.support.github import BOT, REPO, SERVICE, drain, load, queued
 
 PR_URL = f"https://github.com/{REPO}/pull/2"
 

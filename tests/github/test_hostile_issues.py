@@ -19,11 +19,10 @@ from orchestrator.github.hidden import strip_hidden
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.github import (  # noqa: F401
+from tests.support.github import (
     REPO,
     SERVICE,
     drain,
-    github_settings,
     load,
     signed_headers,
 )

@@ -16,7 +16,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from tests.support.fake_github import FakeGitHub
-from tests.support.github import BOT, REPO, SERVICE, github_settings, queued  # noqa: F401
+from tests.support.github import BOT, REPO, SERVICE, queued
 
 TOKEN = "ghp_reporter_token"
 

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from tests.support.github import SERVICE, github_settings, load  # noqa: F401
+from tests.support.github import SERVICE, load
 
 
 @pytest.fixture

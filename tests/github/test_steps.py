@@ -8,7 +8,7 @@ from api.app import create_app
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from tests.support.fake_github import FakeGitHub
-from tests.support.github import REPO, SERVICE, github_settings, load, signed_headers  # noqa: F401
+from tests.support.github import REPO, SERVICE, load, signed_headers
 from tests.support.wait import wait_for
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from orchestrator.kube.client import Gone, KubeClient, PermanentKubeError, TransientKubeError
 from tests.support.kube_emulator import Fault, KubeEmulator
-from tests.support.kube_fixtures import emulator, kube_client, kube_settings, sleeps  # noqa: F401
 
 OURS = {"app.kubernetes.io/managed-by": "orchestrator"}
 

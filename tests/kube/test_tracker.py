@@ -8,7 +8,6 @@ from orchestrator.kube.client import Listing
 from orchestrator.kube.jobs import ANNOTATION_RUN_ID
 from orchestrator.kube.tracker import KubeTracker
 from orchestrator.settings import Settings
-from tests.support.kube_fixtures import kube_settings  # noqa: F401
 
 
 class FakeLists:

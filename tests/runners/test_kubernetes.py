@@ -11,7 +11,6 @@ from orchestrator.runners.base import AgentSpec, RunRequest
 from orchestrator.runners.errors import LogsUnavailable
 from orchestrator.runners.kubernetes import KubernetesRunner
 from tests.support.kube_emulator import KubeEmulator
-from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 
 
 def request(run_id: str = "billing-1-v1-a1") -> RunRequest:

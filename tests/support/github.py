@@ -5,16 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from orchestrator.github.signature import sign
-from orchestrator.settings import Settings
-from tests.support.celery_app import point_celery_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-webhook-secret"
@@ -77,15 +73,3 @@ def drain(redis_url: str, queue: str) -> list[dict[str, Any]]:
     client.delete(queue)
     client.close()
     return messages
-
-
-@pytest.fixture
-def github_settings(settings: Settings, redis_url: str) -> Iterator[Settings]:
-    """Settings with a webhook secret, the corpus repository mapped, `bug` as trigger label."""
-    point_celery_at(redis_url)
-    yield settings.replace(
-        github_webhook_secrets=(SECRET,),
-        github_repositories={REPO.lower(): SERVICE},
-        github_trigger_label="bug",
-        github_bot_login=BOT,
-    )

@@ -10,7 +10,6 @@ from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.usage.record import account_run
 from tests.support.kube_emulator import KubeEmulator
-from tests.support.kube_fixtures import emulator, kube_client, kube_runner, kube_settings, sleeps  # noqa: F401
 from tests.support.runs import launching_task
 from tests.usage.test_stream import FIXTURES
 

@@ -332,7 +332,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_AGENT_SECRET", "agent_secret", _parse_str, "orchestrator-agent",
              "Kubernetes Secret holding `anthropic-api-key` and `github-token`, referenced by agent Jobs (never copied); `github-token` only with `ORCHESTRATOR_AGENT_GITHUB_TOKEN=true`."),
     Variable("ORCHESTRATOR_WORKSPACE_PVC", "workspace_pvc", _parse_str, "orchestrator-workspace",
-             "PersistentVolumeClaim of the shared workspace; each Job mounts its service's directory only."),
+             "PersistentVolumeClaim of the shared workspace; each Job mounts its task's worktree and its service clone's `.git` only."),
     Variable("ORCHESTRATOR_JOB_TEMPLATE", "job_template", _parse_optional_path, "",
              "YAML pod template replacing the built-in one (the chart mounts it from a ConfigMap); empty: built-in."),
     Variable("ORCHESTRATOR_JOB_BACKOFF_LIMIT", "job_backoff_limit", _non_negative_int, "0",

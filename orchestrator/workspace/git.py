@@ -29,6 +29,7 @@ never honours anything an agent could have written:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -177,6 +178,21 @@ class Git:
     secrets: Sequence[str] = field(default_factory=tuple)
     # (protocol, host) the credential helper gives the token to; None: to nobody.
     token_origin: tuple[str, str] | None = None
+    # A task's worktree: the service's shared clone, whose `.git` holds this worktree's
+    # metadata (derived from the layout, never read from the worktree's `.git` file).
+    clone: Path | None = None
+
+    @property
+    def git_dir(self) -> Path:
+        """Where this checkout's own git state lives (HEAD, index, in-progress operations)."""
+        if self.clone is not None:
+            return self.clone / ".git" / "worktrees" / self.directory.name
+        return self.directory / ".git"
+
+    @property
+    def common_dir(self) -> Path:
+        """Where config, refs, objects and info/exclude live (shared by every worktree of a clone)."""
+        return (self.clone if self.clone is not None else self.directory) / ".git"
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
@@ -282,10 +298,15 @@ def _config_file_values(git: Git, *args: str) -> list[str]:
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
-def remove_planted_files(git_dir: Path) -> list[str]:
-    """Remove what git would read in `.git/` beside its config (PLANTABLE_PATHS); return what was there."""
+def remove_planted_files(git_dir: Path, *, keep: Sequence[str] = ()) -> list[str]:
+    """Remove what git would read in `.git/` beside its config (PLANTABLE_PATHS); return what was there.
+
+    `keep`: paths that are ours here (a service clone's `worktrees/`, hardened by `harden_worktrees`).
+    """
     removed = []
     for relpath in PLANTABLE_PATHS:
+        if relpath in keep:
+            continue
         path = git_dir / relpath
         if not (path.exists() or path.is_symlink()):
             continue
@@ -338,7 +359,7 @@ def reset_git_dir(git: Git, url: str | None, *, fresh: bool = False) -> list[str
     whatever an agent left.
     """
     git_dir = git.directory / ".git"
-    removed = remove_planted_files(git_dir)
+    removed = remove_planted_files(git_dir, keep=_kept(git))
     config = git_dir / "config"
     filesystem = {}
     if config.is_file():
@@ -383,6 +404,11 @@ def ensure_remote(git: Git, url: str) -> bool:
 
     Returns True when the repository was initialised here (first use).
     """
+    if git.clone is not None:
+        return _ensure_worktree_remote(git, url)
+    git_dir = git.directory / ".git"
+    if _kept(git) and git_dir.is_dir() and not git_dir.is_symlink() and not (git_dir / "HEAD").exists():
+        remove_path(git_dir)  # an empty `.git` (a Job's mount created it): not a repository yet
     if not (git.directory / ".git").exists():
         git.run("init", "--quiet")
         reset_git_dir(git, url, fresh=True)
@@ -390,7 +416,7 @@ def ensure_remote(git: Git, url: str) -> bool:
     # Reading `.git/config` as a file runs nothing; every other git command waits for the template.
     # Links first: removing a planted file through a linked directory would remove one elsewhere.
     refuse_linked(git.directory / ".git")
-    remove_planted_files(git.directory / ".git")
+    remove_planted_files(git.directory / ".git", keep=_kept(git))
     urls = _config_file_values(git, "--get-all", "remote.origin.url")
     if not urls:
         reset_git_dir(git, None)
@@ -406,7 +432,85 @@ def ensure_remote(git: Git, url: str) -> bool:
                           "refusing to reuse it")
     # The same repository (maybe spelled differently): keep the spelling the checkout was made with.
     reset_git_dir(git, urls[0])
+    if _kept(git):
+        harden_worktrees(git.directory)
     drop_broken_refs(git)
+    return False
+
+
+SHARED_CLONE_MARK = ".clone"  # layout.CLONE_DIR: a clone whose `worktrees/` is ours
+WORKTREE_ADMIN_FILES = ("HEAD", "ORIG_HEAD", "index", "logs", "commondir", "gitdir", "FETCH_HEAD", "AUTO_MERGE")
+
+
+def _kept(git: Git) -> tuple[str, ...]:
+    return ("worktrees",) if git.clone is None and git.directory.name == SHARED_CLONE_MARK else ()
+
+
+def worktree_gitfile(name: str) -> str:
+    """The `.git` file of worktree `name`: relative, so it reads the same in the worker and in an agent's Job
+    (`<service>/worktrees/<name>` -> `<service>/.clone/.git/worktrees/<name>`)."""
+    return f"gitdir: ../../{SHARED_CLONE_MARK}/.git/worktrees/{name}\n"
+
+
+def harden_worktrees(clone: Path) -> list[str]:
+    """Make every worktree's metadata in the shared clone ours again; return the names removed.
+
+    An agent sees the clone's `.git` (it commits through it), so it could plant
+    a `config.worktree`, point `commondir` or `gitdir` elsewhere, lock a
+    worktree, or put links where git reads. Names that are not task ids, and
+    metadata with a link anywhere inside, are removed (the worktree is rebuilt
+    at its next preparation); the rest get `commondir` and `gitdir` rewritten and
+    everything but git's own per-worktree files removed.
+    """
+    admin_root = clone / ".git" / "worktrees"
+    removed: list[str] = []
+    if not admin_root.is_dir() or admin_root.is_symlink():
+        if admin_root.is_symlink() or admin_root.exists():
+            remove_path(admin_root)
+        return removed
+    for entry in list(admin_root.iterdir()):
+        planted = not (entry.name.isdigit() and entry.is_dir() and not entry.is_symlink())
+        if not planted:
+            for root, dirs, files in os.walk(entry):
+                if any(os.path.islink(os.path.join(root, n)) for n in dirs + files):
+                    planted = True
+                    break
+        if planted:
+            remove_path(entry)
+            removed.append(entry.name)
+            continue
+        for child in list(entry.iterdir()):
+            if child.name not in WORKTREE_ADMIN_FILES and not child.name.endswith(".lock"):
+                remove_path(child)  # config.worktree, locked, hooks, info/, anything else
+        worktree = clone.parent / "worktrees" / entry.name
+        for name, content in (("commondir", "../..\n"), ("gitdir", f"{worktree / '.git'}\n")):
+            path = entry / name
+            if not path.is_file() or path.read_text(errors="replace") != content:
+                atomic_write(path, content)
+    if removed:
+        log.warning("removed worktree metadata an agent could have planted in %s: %s", clone, ", ".join(removed))
+    return removed
+
+
+def write_gitfile(git: Git) -> None:
+    """Rewrite the worktree's `.git` file (an agent may have pointed it elsewhere or made it a directory)."""
+    path = git.directory / ".git"
+    wanted = worktree_gitfile(git.directory.name)
+    if path.is_symlink() or not path.is_file() or path.read_text(errors="replace") != wanted:
+        if path.is_symlink() or path.exists():
+            remove_path(path)
+        atomic_write(path, wanted)
+
+
+def _ensure_worktree_remote(git: Git, url: str) -> bool:
+    """`ensure_remote` for a task's worktree: the shared clone's config and metadata rebuilt, the `.git` file ours."""
+    assert git.clone is not None
+    clone = dataclasses.replace(git, directory=git.clone, clone=None)  # the same kind (LocalGit too)
+    ensure_remote(clone, url)
+    if not git.git_dir.is_dir():
+        raise PermanentGitError("the worktree's metadata is gone from the shared clone; "
+                                "its next preparation rebuilds the worktree")
+    write_gitfile(git)
     return False
 
 
@@ -429,7 +533,7 @@ def drop_broken_refs(git: Git) -> list[str]:
 
 def clear_interrupted_state(git: Git) -> None:
     """Forget what a crashed git process or agent left: locks, rebases, merges in progress."""
-    git_dir = git.directory / ".git"
+    git_dir = git.git_dir
     for name in ("index.lock", "HEAD.lock", "shallow.lock", "config.lock"):
         (git_dir / name).unlink(missing_ok=True)
     for name in ("rebase-merge", "rebase-apply", "sequencer"):
@@ -442,7 +546,7 @@ def clear_interrupted_state(git: Git) -> None:
 
 def set_excludes(git: Git, patterns: Sequence[str]) -> None:
     """Keep our files out of `git status` and `git add` via `.git/info/exclude` (never committed)."""
-    info = git.directory / ".git" / "info"
+    info = git.common_dir / "info"
     info.mkdir(parents=True, exist_ok=True)
     path = info / "exclude"
     existing = path.read_text() if path.is_file() else ""

@@ -40,7 +40,8 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
     assert sent == [(Step.LAUNCH_RUN, run_id)]
     run = store.get_run(run_id)
     assert run.branch == "task-7" and len(run.commit) == 40
-    assert leases.holder(store, "shop") == run_id  # held until the run ends
+    assert leases.holder(store, "shop", 7) == run_id  # the task's worktree: held until the run ends
+    assert leases.holder(store, "shop") is None  # the service lock: only for the clone's operations
     # Redelivered after a crash between the transition and the send: launch is asked again, nothing else.
     assert pipeline.prepare_for_run(ws_settings, store, run_id).action == "launched"
     assert sent[-1] == (Step.LAUNCH_RUN, run_id)
@@ -48,7 +49,7 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
 
 def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: TaskStore, sent: list) -> None:
     run_id = start_run(store, task_spec(repository=None))
-    leases.acquire(store, "shop", "another-tool", 3600)
+    leases.acquire(store, "shop", "another-tool", 3600, task_id=7)
     result = pipeline.prepare_for_run(ws_settings, store, run_id)
     assert result.action == "retry" and result.countdown and "another-tool" in result.message
     assert store.get_task("shop", 7).status == "Preparing"
@@ -139,7 +140,7 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
         while client.llen("deploy") != 1:
             assert time.monotonic() < deadline, client.llen("deploy")
             time.sleep(0.05)
-        workspace = Path(base_env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "shop"
+        workspace = Path(base_env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "shop" / "worktrees" / "7"
         assert (workspace / ".task" / "7" / "v1" / "task.md").is_file()
         result = app.send_task(Step.CLEANUP_WORKSPACE, queue="workspace", ignore_result=False)
         report = result.get(timeout=60)

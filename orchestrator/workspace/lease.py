@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-
 from pathlib import Path
 
 from orchestrator.coordination.stages import find_stage, stages_of

@@ -28,7 +28,6 @@ from orchestrator.workspace import documents as docs
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.files import atomic_write, make_durable, remove_path, remove_temp_files
 from orchestrator.workspace.git import Git, PermanentGitError, is_tracked, set_skip_worktree
-from orchestrator.workspace.worktree import checkout_worktree
 from orchestrator.workspace.layout import (
     AGENT_SETTINGS_DIR,
     AGENT_SETTINGS_FILE,
@@ -41,6 +40,7 @@ from orchestrator.workspace.layout import (
     service_layout,
     version_dir_name,
 )
+from orchestrator.workspace.worktree import checkout_worktree
 
 log = logging.getLogger("orchestrator.workspace.prepare")
 

@@ -29,18 +29,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from orchestrator import dispatch
-from orchestrator.dispatch import Write
 from orchestrator.backoff import delay
+from orchestrator.dispatch import Write
 from orchestrator.model import PrepareAction, Run, RunPhase
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
+from orchestrator.steps import Step
 from orchestrator.store import IllegalTransition, LeaseNotHeld, StoreError, TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.git import GitError, scrub
 from orchestrator.workspace.layout import PathEscape
 from orchestrator.workspace.prepare import PreparationError, PreparedWorkspace, prepare_workspace
 from orchestrator.workspace.worktree import BranchInUse
-from orchestrator.steps import Step
 
 log = logging.getLogger("orchestrator.workspace.step")
 

@@ -36,12 +36,10 @@ from orchestrator.workspace.git import (
     PermanentGitError,
     TransientGitError,
     clear_interrupted_state,
-    credential_origin,
-    ensure_remote,
     set_excludes,
     set_skip_worktree,
-    write_gitfile,
 )
+from orchestrator.workspace.gitdir import credential_origin, ensure_remote, write_gitfile
 
 log = logging.getLogger("orchestrator.workspace.worktree")
 

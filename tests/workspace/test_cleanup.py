@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from orchestrator.settings import Settings
 from orchestrator.model import Status, Task
+from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.cleanup import DISK_GAUGE, disk_usage, sweep, task_ended

@@ -21,7 +21,8 @@ import pytest
 
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from orchestrator.workspace.git import Git, PermanentGitError, checkout_branch, linked_paths
+from orchestrator.workspace.git import Git, PermanentGitError
+from orchestrator.workspace.gitdir import checkout_branch, linked_paths
 from orchestrator.workspace.prepare import prepare_workspace
 from tests.support.attacker_server import AttackerServer
 from tests.support.git_server import GitHttpServer, git

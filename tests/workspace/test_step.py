@@ -12,11 +12,11 @@ import redis
 
 from orchestrator.coordination import redrive
 from orchestrator.settings import Settings
+from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace import step as pipeline
 from orchestrator.workspace.cleanup import DISK_GAUGE
-from orchestrator.steps import Step
 from tests.support.git_server import GitHttpServer
 from tests.support.runs import Sent
 from tests.workspace.conftest import TOKEN, start_run, task_spec

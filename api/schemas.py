@@ -149,6 +149,8 @@ class TaskSubmissionSchema(StrictSchema):
                                 metadata={"description": "cost limit of one run in US dollars (Claude Code)"})
     max_turns = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000),
                                metadata={"description": "turn limit of one run (Claude Code)"})
+    exclusive = fields.Boolean(load_default=False, metadata={
+        "description": "run alone: no other run of the service overlaps this task's runs"})
     env = fields.Dict(keys=fields.String(validate=_check(validation.plain_env_name)),
                       values=fields.String(validate=_check(validation.plain_env_value)),
                       load_default=dict, validate=_at_most(50),
@@ -349,6 +351,7 @@ class TaskViewSchema(TaskSummarySchema):
     timeout_seconds = fields.Integer()
     max_cost_usd = fields.Float(allow_none=True)
     max_turns = fields.Integer(allow_none=True)
+    exclusive = fields.Boolean()
     env = fields.Dict(keys=fields.String(), values=fields.String())
     agent = fields.Dict()
     usage = fields.Dict(metadata={"description": "totals of the task's runs: tokens by kind, cost_usd, num_turns, runs"})

@@ -41,6 +41,7 @@ SPEC_FIELDS: dict[str, Any] = {
     "description": "", "details": "", "test_strategy": "", "dependencies": [], "subtasks": [],
     "markdown_files": [], "repository": None, "model": None, "working_directory": "",
     "timeout_seconds": None, "env": {}, "agent": {}, "max_cost_usd": None, "max_turns": None,
+    "exclusive": False,
 }
 
 

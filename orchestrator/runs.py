@@ -23,6 +23,7 @@ from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
 from orchestrator.usage.budget import with_limits
+from orchestrator.workspace.layout import checkout_dir
 
 log = logging.getLogger("orchestrator.runs")
 
@@ -87,7 +88,7 @@ def build_request(settings: Settings, task: Task, run: Run) -> RunRequest:
         version=run.version,
         attempt=run.attempt,
         agent=agent_program,
-        workspace_dir=settings.workspace_root / run.service,
+        workspace_dir=checkout_dir(settings.workspace_root, run.service, run.task_id),  # its worktree
         working_directory=workdir,
         stage=run.stage or None,
         env=_env(spec, settings),

@@ -19,7 +19,7 @@ def test_defaults_work_without_any_environment() -> None:
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.runner == "local"
     assert settings.max_active_runs == 10
-    assert settings.max_runs_per_service == 1
+    assert settings.max_runs_per_service == 4
     assert settings.api_tokens == ()
     assert settings.workspace_root.is_absolute()
     assert settings.broker_visibility_timeout > settings.step_time_limit > settings.step_soft_time_limit

@@ -15,7 +15,7 @@ from tests.support.wait import wait_for
 
 def test_launch_and_cancel_steps(store: TaskStore, settings: Settings, worker_factory) -> None:
     worker_factory(queues=("deploy",), env={"ORCHESTRATOR_LOCAL_AGENT_COMMAND": "sh -c 'echo started; sleep 60'"})
-    (settings.workspace_root / "billing").mkdir(parents=True)
+    (settings.workspace_root / "billing" / "worktrees" / "1").mkdir(parents=True)  # task 1's checkout
     run_id = launching_task(store)
     app = create_celery(settings)
     try:

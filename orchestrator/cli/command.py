@@ -11,9 +11,9 @@ import click
 
 from orchestrator.cli.context import Context, print_error
 from orchestrator.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
-from orchestrator.taskmaster import TaskFileError
 from orchestrator.cli.output import make_console
 from orchestrator.settings import ConfigError
+from orchestrator.taskmaster import TaskFileError
 
 
 class _NamesItself:

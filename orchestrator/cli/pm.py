@@ -8,8 +8,7 @@ from typing import Any
 import click
 from rich.text import Text
 
-from orchestrator import validation
-from orchestrator import taskmaster
+from orchestrator import taskmaster, validation
 from orchestrator.cli import follow
 from orchestrator.cli.command import AliasGroup, Command
 from orchestrator.cli.context import Context

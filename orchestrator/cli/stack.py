@@ -15,28 +15,20 @@ when ORCHESTRATOR_REDIS_URL names it.
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlparse
 
 import click
-import redis
 from rich.text import Text
 
 from orchestrator.cli import localstate
@@ -49,14 +41,21 @@ from orchestrator.cli.errors import (
     Unreachable,
     UsageError,
 )
+from orchestrator.cli.local_agents import AgentBoundary, abandon_local_runs, choose_agent_user
 from orchestrator.cli.options import common_options, examples, pass_context
+from orchestrator.cli.processes import (
+    Stack,
+    become_subreaper,
+    free_port,
+    http_ok,
+    port_free,
+    redis_answers,
+    tail,
+)
 from orchestrator.runners import agent_user
 from orchestrator.runners.agent_user import AgentUser
 from orchestrator.settings import Settings
 
-PR_SET_CHILD_SUBREAPER = 36
-PR_SET_PDEATHSIG = 1
-STOP_TIMEOUT = 20.0  # seconds the children get to stop before SIGKILL
 REDIS_PASSWORD_FILE = "redis-password"  # our redis-server's requirepass (mode 0600)
 FLOWER_PASSWORD_FILE = "flower-password"  # Flower's basic auth password (mode 0600)
 SESSION_SECRET_FILE = "session-secret"  # signs the web console's cookies across restarts (mode 0600)
@@ -104,234 +103,6 @@ def up(app: Context, **options: Any) -> int:
 # Small helpers --------------------------------------------------------------
 
 
-def redis_answers(url: str, timeout: float = 1.0) -> bool:
-    """True when a Redis server answers PING at the URL."""
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.RedisError, OSError, ValueError):
-        return False
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own local URL
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def become_subreaper() -> bool:
-    """Orphaned descendants (an agent whose worker died) are re-parented to us, so we can stop them."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def child_pids(parent: int) -> list[int]:
-    """Live (non-zombie) processes whose parent is `parent`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the command name, which may itself hold spaces and parentheses.
-        rest = stat[stat.rfind(")") + 2:].split()
-        if len(rest) > 1 and int(rest[1]) == parent and rest[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def descendants(root: int) -> list[int]:
-    """Every live descendant of `root`."""
-    seen: list[int] = []
-    frontier = [root]
-    while frontier:
-        kids = child_pids(frontier.pop())
-        seen.extend(kids)
-        frontier.extend(kids)
-    return seen
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-# The stack ------------------------------------------------------------------
-
-
-class Stack:
-    """Child processes of `orchestrator up`, each with a log file, stopped together."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-        self._logs: list[IO[bytes]] = []
-
-    def start(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        log_path = self.log_dir / f"{name}.log"
-        log = open(log_path, "ab")
-        self._logs.append(log)
-        # Own session per child: Ctrl-C reaches `up` only, which stops children in order.
-        proc = subprocess.Popen(list(args), env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-        self.children.append((name, proc, log_path))
-        return proc
-
-    def exited(self) -> tuple[str, int, Path] | None:
-        """The first child that has exited, if any."""
-        for name, proc, log_path in self.children:
-            if proc.poll() is not None:
-                return name, proc.returncode, log_path
-        return None
-
-    def stop(self, timeout: float = STOP_TIMEOUT, before_sweep: Callable[[], object] | None = None) -> None:
-        """SIGTERM every child's process group (last started first), then SIGKILL what remains.
-
-        `before_sweep` runs once the children are gone and before their orphans are stopped.
-        """
-        for _name, proc, _log in reversed(self.children):
-            if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _name, proc, _log in reversed(self.children):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-            _signal_group(proc.pid, signal.SIGKILL)  # members of its group that outlived the leader
-        if before_sweep is not None:
-            before_sweep()
-        self._sweep()
-        for log in self._logs:
-            log.close()
-
-    def _sweep(self) -> None:
-        """Stop descendants re-parented to us (agents in their own session) and reap them."""
-        for sig, pause in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 1.0)):
-            left = descendants(os.getpid())
-            if not left:
-                break
-            for pid in left:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + pause
-            while time.monotonic() < deadline and descendants(os.getpid()):
-                _reap()
-                time.sleep(0.05)
-        _reap()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when `up` dies, even by SIGKILL (Linux), so nothing is orphaned."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-# Choosing the pieces -----------------------------------------------------------
-
-
-def acquire_lock(data_dir: Path) -> IO[str]:
-    """Hold `up.lock` for as long as we run; a second `up` sees it taken and says so."""
-    handle = open(data_dir / localstate.LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        state = localstate.read_state(data_dir) or {}
-        where = f" with the API at {state['api_url']}" if state.get("api_url") else ""
-        pid = f" (pid {state['pid']})" if state.get("pid") else ""
-        raise Conflict(f"orchestrator up is already running from {data_dir}{pid}{where}; use it, or stop it "
-                       "with Ctrl-C in its terminal first") from None
-    return handle
-
-
-def ensure_secret(path: Path) -> str:
-    """A generated secret kept in `path` (mode 0600): made once, the same on every start."""
-    try:
-        existing = path.read_text().strip()
-    except OSError:
-        existing = ""
-    if existing:
-        os.chmod(path, 0o600)
-        return existing
-    secret = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    return secret
-
-
-def private_dir(path: Path, group: int | None = None) -> Path:
-    """`path` created if needed and closed to other users: 0700, or 0710 (enter, not list) for `group`."""
-    path.mkdir(parents=True, exist_ok=True)
-    if group is None:
-        os.chmod(path, 0o700)
-    else:
-        os.chown(path, -1, group)
-        os.chmod(path, 0o710)
-    return path
-
-
-def private_files(directory: Path) -> None:
-    """Plain files directly in `directory` (state, tokens, passwords) readable by their owner only."""
-    for entry in directory.iterdir():
-        if entry.is_file() and not entry.is_symlink():
-            os.chmod(entry, entry.stat().st_mode & 0o700)
-
-
 def redis_configured() -> bool:
     """True when ORCHESTRATOR_REDIS_URL is set in the environment: only then is an existing Redis used."""
     return bool(os.environ.get("ORCHESTRATOR_REDIS_URL", "").strip())
@@ -350,8 +121,8 @@ def start_redis(stack: Stack, settings: Settings, args: UpOptions, env: Mapping[
     url = f"redis://127.0.0.1:{port}/0"
     binary = shutil.which("redis-server")
     if binary:
-        redis_dir = private_dir(settings.data_dir / "redis")
-        password = ensure_secret(settings.data_dir / REDIS_PASSWORD_FILE)
+        redis_dir = localstate.private_dir(settings.data_dir / "redis")
+        password = localstate.ensure_secret(settings.data_dir / REDIS_PASSWORD_FILE)
         # The password goes in a 0600 file, not on the command line (other users read /proc/<pid>/cmdline).
         conf = redis_dir / "redis.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -418,7 +189,7 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str,
         env["ORCHESTRATOR_API_TOKENS"] = token
     if not settings.session_secret:  # console sign-ins survive a restart and work in every API process
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        env["ORCHESTRATOR_SESSION_SECRET"] = ensure_secret(settings.data_dir / SESSION_SECRET_FILE)
+        env["ORCHESTRATOR_SESSION_SECRET"] = localstate.ensure_secret(settings.data_dir / SESSION_SECRET_FILE)
     env["ORCHESTRATOR_RUNNER"] = settings.runner  # `local` unless configured for a cluster
     env["ORCHESTRATOR_DATA_DIR"] = str(settings.data_dir)
     if not os.environ.get("ORCHESTRATOR_WORKSPACE_ROOT", "").strip():
@@ -440,83 +211,6 @@ def child_env(settings: Settings, redis_url: str, token: str, bind: str,
     return env
 
 
-@dataclass(frozen=True)
-class AgentBoundary:
-    """Who local agents run as, or why they run as this process's user (no boundary)."""
-
-    user: AgentUser | None
-    why_not: str = ""
-
-
-def choose_agent_user(settings: Settings) -> AgentBoundary:
-    """The dedicated user local agents run as, created when missing; else why there is none.
-
-    Only a root `up` can switch users. The default user falls back to no boundary
-    (said in the banner) when it cannot be used; a user named explicitly in
-    ORCHESTRATOR_LOCAL_AGENT_USER that cannot be used is an error.
-    """
-    configured = os.environ.get("ORCHESTRATOR_LOCAL_AGENT_USER")
-    if settings.runner != "local":
-        return AgentBoundary(None, "")
-    if configured is not None and not configured.strip():
-        return AgentBoundary(None, "ORCHESTRATOR_LOCAL_AGENT_USER is empty")
-    name = (configured or "").strip() or agent_user.DEFAULT_USER
-    if os.geteuid() != 0:
-        existing = agent_user.lookup(name)
-        if existing is not None and existing.uid == os.geteuid():
-            return AgentBoundary(None, f"up itself runs as {name}")
-        if configured:
-            raise UsageError(f"ORCHESTRATOR_LOCAL_AGENT_USER={name} needs `orchestrator up` to run as root")
-        return AgentBoundary(None, "up does not run as root, so agents run as this user")
-    try:
-        user = agent_user.ensure(name)
-    except OSError as exc:
-        if configured:
-            raise UsageError(f"cannot use ORCHESTRATOR_LOCAL_AGENT_USER={name}: {exc}") from None
-        return AgentBoundary(None, f"the user {name} cannot be created ({exc})")
-    from orchestrator.runners.local import default_local_command
-
-    command = default_local_command(settings)
-    program = shutil.which(command[0]) if command else None
-    # The agent's program must be runnable by it (an interpreter under /root is not).
-    blocked = agent_user.unreachable(Path(os.path.realpath(program)).parent, user) if program else None
-    if blocked is not None:
-        why = f"{name} cannot enter {blocked}, on the way to the agent program {program}"
-        if configured:
-            raise UsageError(f"ORCHESTRATOR_LOCAL_AGENT_USER={name}: {why}")
-        return AgentBoundary(None, why)
-    return AgentBoundary(user)
-
-
-def abandon_local_runs(data_dir: Path, wait: float = 10.0) -> list[str]:
-    """Tell the supervisors of running local runs that the platform goes away, and wait for them.
-
-    They stop their agents and write no outcome: the next `up` finds the runs
-    lost (a platform failure, retried), where a plain SIGTERM would cancel them.
-    """
-    from orchestrator.runners.local_supervisor import ABANDON
-
-    pids: dict[str, int] = {}
-    runs_dir = data_dir / "runs"
-    for status_file in runs_dir.glob("*/status.json") if runs_dir.is_dir() else []:
-        try:
-            status = json.loads(status_file.read_text())
-            pid = int(status.get("pid") or 0)
-        except (OSError, ValueError, TypeError):
-            continue
-        if status.get("phase") == "Running" and pid > 0 and pid in descendants(os.getpid()):
-            try:
-                os.kill(pid, ABANDON)
-                pids[status_file.parent.name] = pid
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(pid in descendants(os.getpid()) for pid in pids.values()):
-        _reap()
-        time.sleep(0.05)
-    return list(pids)
-
-
 def cmd_up(ctx: Context, args: UpOptions) -> int:
     """Run Redis, the API, a worker for every queue, the watcher and Flower until Ctrl-C."""
     settings = ctx.settings
@@ -524,7 +218,7 @@ def cmd_up(ctx: Context, args: UpOptions) -> int:
     os.umask(0o077)  # what the stack writes is its own; the agents' checkout is handed over to them
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    lock = acquire_lock(data_dir)
+    lock = localstate.acquire_lock(data_dir)
     api_port = args.api_port or urlparse(settings.api_url).port or 8080
     for port, what, option in ((api_port, "the API", "--api-port"),
                                *(((args.flower_port, "Flower", "--flower-port"),) if args.flower else ())):
@@ -535,18 +229,18 @@ def cmd_up(ctx: Context, args: UpOptions) -> int:
         lock.close()
         raise UsageError("--flower needs Flower: pip install flower")
 
-    private_files(data_dir)
-    log_dir = private_dir(data_dir / "logs")
-    private_dir(data_dir / "runs")
+    localstate.private_files(data_dir)
+    log_dir = localstate.private_dir(data_dir / "logs")
+    localstate.private_dir(data_dir / "runs")
     workspace_root = Path(os.environ["ORCHESTRATOR_WORKSPACE_ROOT"]) if os.environ.get(
         "ORCHESTRATOR_WORKSPACE_ROOT", "").strip() else data_dir / "workspaces"
     try:
         boundary = choose_agent_user(settings)
         if boundary.user is not None:
             # Agents may pass through the data dir to their checkout, and see nothing else in it.
-            private_dir(data_dir, boundary.user.gid)
+            localstate.private_dir(data_dir, boundary.user.gid)
             if workspace_root.resolve().parent == data_dir.resolve():
-                private_dir(workspace_root, boundary.user.gid)
+                localstate.private_dir(workspace_root, boundary.user.gid)
             blocked = agent_user.unreachable(workspace_root.resolve(), boundary.user)
             if blocked is not None:
                 os.chmod(data_dir, 0o700)
@@ -581,7 +275,7 @@ def cmd_up(ctx: Context, args: UpOptions) -> int:
         flower_password = ""
         if args.flower:
             # Basic auth on every page and the API; the password in Flower's environment, not its command line.
-            flower_password = ensure_secret(data_dir / FLOWER_PASSWORD_FILE)
+            flower_password = localstate.ensure_secret(data_dir / FLOWER_PASSWORD_FILE)
             stack.start("flower", [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
                                    f"--address={args.host}", f"--port={args.flower_port}"],
                         {**env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{flower_password}"})

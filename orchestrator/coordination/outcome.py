@@ -26,6 +26,7 @@ from orchestrator.states import ACTIVE, Status
 from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
 from orchestrator.usage.record import account_run, at, honest_end
+from orchestrator.workspace.layout import checkout_dir
 
 log = logging.getLogger("orchestrator.coordination")
 
@@ -61,7 +62,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
     # What the agent wrote is shown and kept: never with a secret in it (the agent holds two).
     secrets = settings.secret_values()
     outputs.update({key: scrub(value, secrets) if isinstance(value, str) else value for key, value
-                    in read_outputs(settings.workspace_root / service, service, task_id, run_id).items()})
+                    in read_outputs(checkout_dir(settings.workspace_root, service, task_id), service, task_id, run_id).items()})
     for key in ("branch", "commit", "pull_request_url"):  # what prepare_workspace recorded, unless the agent
         if getattr(run, key) and (run.delivered_at or not outputs.get(key)):  # said otherwise; delivery's wins
             outputs[key] = getattr(run, key)

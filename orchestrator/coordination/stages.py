@@ -25,6 +25,7 @@ class Stage:
     agent: str
     image: str = ""
     prompt: str = ""
+    exclusive: bool = False  # the stage's run has the service to itself (see the README's Workspace)
 
 
 MAX_STAGE_LENGTH = 20  # the stage name is part of run ids and Job names
@@ -34,7 +35,7 @@ def parse_pipelines(raw: str) -> dict[str, tuple[Stage, ...]]:
     """`ORCHESTRATOR_PIPELINES`: JSON, or the path of a YAML/JSON file, mapping name -> stages.
 
     Each pipeline is a list of stages or `{"stages": [...]}`; a stage is
-    `{"name", "agent", "image"?, "prompt"?}`. Raises ValueError naming the problem.
+    `{"name", "agent", "image"?, "prompt"?, "exclusive"?}`. Raises ValueError naming the problem.
     """
     text = raw.strip()
     if not text:
@@ -63,7 +64,7 @@ def parse_pipelines(raw: str) -> dict[str, tuple[Stage, ...]]:
         for item in stages_raw:
             if not isinstance(item, dict):
                 raise ValueError(f"pipeline {name!r}: each stage must be a mapping")
-            unknown = set(item) - {"name", "agent", "image", "prompt"}
+            unknown = set(item) - {"name", "agent", "image", "prompt", "exclusive"}
             if unknown:
                 raise ValueError(f"pipeline {name!r}: unknown stage keys {sorted(unknown)}")
             stage_name = validation.dns_label(str(item.get("name", "")), what=f"pipeline {name!r} stage name",
@@ -74,7 +75,10 @@ def parse_pipelines(raw: str) -> dict[str, tuple[Stage, ...]]:
             for key in ("image", "prompt"):
                 if not isinstance(item.get(key, ""), str):
                     raise ValueError(f"pipeline {name!r} stage {stage_name!r}: {key} must be a string")
-            stages.append(Stage(stage_name, agent, item.get("image", ""), item.get("prompt", "")))
+            if not isinstance(item.get("exclusive", False), bool):
+                raise ValueError(f"pipeline {name!r} stage {stage_name!r}: exclusive must be true or false")
+            stages.append(Stage(stage_name, agent, item.get("image", ""), item.get("prompt", ""),
+                                item.get("exclusive", False)))
         pipelines[str(name)] = tuple(stages)
     return pipelines
 

@@ -12,14 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.workspace.git import (
-    Git,
-    GitError,
-    PermanentGitError,
-    clear_interrupted_state,
-    credential_origin,
-    ensure_remote,
-)
+from orchestrator.workspace.git import Git, GitError, PermanentGitError, clear_interrupted_state
+from orchestrator.workspace.gitdir import credential_origin, ensure_remote
 
 _SHORTSTAT = re.compile(r"(\d+) (file|insertion|deletion)")
 _NOT_FAST_FORWARD = re.compile(r"non-fast-forward|fetch first|\[rejected\]", re.IGNORECASE)

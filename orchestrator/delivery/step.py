@@ -114,7 +114,7 @@ def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: i
     base = str(repository.get("branch") or "main")
     stage = run.stage
     try:
-        lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds)
+        lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds, task_id=task_id)
     except leases.LeaseBusy as busy:
         return _retry_or_fail(settings, store, run, retries, f"workspace busy: {busy}", transient=True)
     known: dict[str, Any] = {}  # what is known of the branch when a later part fails
@@ -155,14 +155,16 @@ def _deliver(settings: Settings, store: TaskStore, run: Run, task: Task, *,
     """Commit, measure, push, open or update the pull request; the run fields to record."""
     service, task_id, run_id = run.service, run.task_id, run.run_id
     spec: dict[str, Any] = task.spec
-    layout = service_layout(settings.workspace_root, service)
-    if not layout.git_dir.is_dir() or layout.git_dir.is_symlink():
+    service_dir = service_layout(settings.workspace_root, service)
+    layout = service_dir.checkout(task_id)  # the task's worktree of the service's clone
+    if not (service_dir.clone / ".git").is_dir() or not layout.path.is_dir():
         raise branches.DeliveryError("the workspace holds no git checkout to deliver")
-    layout.check(layout.git_dir, what=".git")
+    service_dir.check(service_dir.clone / ".git", what=".git")
+    layout.check(layout.path)
     # The branch preparation checked out (recorded on the run); the template's, for a run recorded before that.
     branch = run.branch or branch_name(settings, service, task_id)
     git = git_for(url, layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
-                  secrets=tuple(settings.secret_values()))
+                  secrets=tuple(settings.secret_values()), clone=service_dir.clone)
     branches.prepare_checkout(git, branch, url)
     agent = str(run.agent or spec.get("agent_name") or task.agent or "agent")
     committed = branches.commit_leftovers(git, title=pulls.title_of(spec, task_id), agent=agent,
@@ -194,7 +196,7 @@ def _deliver(settings: Settings, store: TaskStore, run: Run, task: Task, *,
         fields["outputs"] = outputs
         return fields
     owner, repo = owner_repo
-    agent_outputs = read_outputs(settings.workspace_root / service, service, task_id, run_id)
+    agent_outputs = read_outputs(layout.path, service, task_id, run_id)
     left = stages_left(settings, task, stage)
     origin = github_origin(task)
     issue = None

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from orchestrator.model import is_reserved_env
+from orchestrator.workspace.layout import CLONE_DIR, WORKTREES_DIR
 from orchestrator.runners.base import RunRequest
 from orchestrator.settings import Settings
 from orchestrator.store import run_id_for
@@ -139,17 +140,24 @@ def _security_context() -> dict[str, Any]:
 
 def agent_container(request: RunRequest, settings: Settings) -> dict[str, Any]:
     """The agent container: image and command from configuration, the service's workspace mounted."""
-    workdir = WORKSPACE_MOUNT + (f"/{request.working_directory}" if request.working_directory else "")
+    # The task's worktree at /workspace/worktrees/<task id> and the service clone's .git at
+    # /workspace/.clone/.git: the worktree's `.git` file (`gitdir: ../../.clone/.git/worktrees/<id>`)
+    # resolves as it does on the volume, and no other task's worktree is mounted.
+    checkout = f"{WORKSPACE_MOUNT}/{WORKTREES_DIR}/{request.task_id}"
+    workdir = checkout + (f"/{request.working_directory}" if request.working_directory else "")
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": request.agent.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(request.agent.command),
         "workingDir": workdir,
-        "env": container_env(request, settings, output_root=WORKSPACE_MOUNT),
+        "env": container_env(request, settings, output_root=checkout),
         "volumeMounts": [
-            # subPath: the agent sees its own service's directory and nothing else.
-            {"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_MOUNT, "subPath": request.service},
+            # subPaths: the agent sees its own task's worktree and the git metadata it commits through.
+            {"name": WORKSPACE_VOLUME, "mountPath": checkout,
+             "subPath": f"{request.service}/{WORKTREES_DIR}/{request.task_id}"},
+            {"name": WORKSPACE_VOLUME, "mountPath": f"{WORKSPACE_MOUNT}/{CLONE_DIR}/.git",
+             "subPath": f"{request.service}/{CLONE_DIR}/.git"},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": _security_context(),

@@ -35,7 +35,7 @@ class RunRequest:
     version: int
     attempt: int
     agent: AgentSpec
-    workspace_dir: Path  # the service's directory on the shared volume
+    workspace_dir: Path  # the task's checkout on the shared volume (its worktree, <service>/worktrees/<task id>)
     working_directory: str = ""  # relative to workspace_dir
     stage: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)  # non-secret values only

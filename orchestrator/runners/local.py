@@ -25,6 +25,7 @@ from orchestrator.runners.agent_user import AgentUser
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
 from orchestrator.settings import Settings
+from orchestrator.workspace.layout import CLONE_DIR
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 # Variables of the worker an agent may see; everything else (Redis URL, API tokens, GitHub token...) stays out.
@@ -119,6 +120,9 @@ class LocalRunner:
                 raise LaunchFailed(f"the run's working directory {cwd} does not exist")
             if user is not None:
                 agent_user.hand_over(request.workspace_dir, user)  # its checkout, writable by it alone
+                shared_git = request.workspace_dir.parent.parent / CLONE_DIR / ".git"  # a worktree commits through it
+                if (request.workspace_dir / ".git").is_file() and shared_git.is_dir() and not shared_git.is_symlink():
+                    agent_user.hand_over(shared_git, user)
             timeout = max(1, min(int(request.timeout_seconds or self.settings.default_timeout_seconds),
                                  self.settings.max_timeout_seconds))
             command = list(request.agent.command) + list(request.agent.args)

@@ -8,7 +8,7 @@ partial message deltas) are dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 

@@ -1,15 +1,16 @@
-"""The workspace sweep: remove the task files of tasks that ended for good, and measure disk use.
+"""The workspace sweep: remove the worktrees of tasks that ended for good, and measure disk use.
 
-A task's files (`<service>/.task/<id>/`) go when the task
+A task's worktree (`<service>/worktrees/<id>/`, its files under `.task/`
+included) and its metadata in the service's clone go when the task
 - was Cancelled,
 - Succeeded or Failed longer than ORCHESTRATOR_TASK_FILES_MAX_AGE_DAYS ago,
 - ended and its pull request was closed or merged (`outputs.pull_request_closed`
   or `outputs.pull_request_merged`, set by the GitHub event handling),
 - or no longer exists in the store.
-The repository checkout and its branches (the agents' committed work) are
-never touched. The sweep takes a service's workspace lease for the time it
-removes files, so it never races a preparation; a busy service is skipped
-until the next sweep.
+The clone and its branches (the agents' committed work) are never touched.
+The sweep takes the task's worktree lease, then the service lock for the
+removal (seconds), so it never races a preparation; a worktree a run holds
+is skipped until the next sweep.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from orchestrator.states import TERMINAL, Status
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.files import remove_path
-from orchestrator.workspace.layout import INSTRUCTIONS_FILE, RESERVED, TASK_DIR, PathEscape, service_layout
+from orchestrator.workspace.git import Git
+from orchestrator.workspace.layout import RESERVED, TASK_DIR, PathEscape, service_layout
+from orchestrator.workspace.worktree import remove_worktree
 
 log = logging.getLogger("orchestrator.workspace.cleanup")
 
@@ -41,8 +44,9 @@ class SweepReport:
     """What one sweep did."""
 
     removed: list[str] = field(default_factory=list)  # "<service>/<task id>"
-    busy: list[str] = field(default_factory=list)  # services skipped because their lease was held
+    busy: list[str] = field(default_factory=list)  # "<service>/<task id>" skipped: a run holds the worktree
     disk_bytes: int = 0
+    services: dict[str, int] = field(default_factory=dict)  # disk use per service (gauge workspace_disk_bytes:<s>)
 
 
 def task_ended(task: Task | None, *, now: float, max_age_seconds: float) -> bool:
@@ -83,20 +87,19 @@ def _task_ids(tasks_dir: Path) -> list[int]:
     return sorted(int(e.name) for e in tasks_dir.iterdir() if e.name.isdigit() and e.name == str(int(e.name)))
 
 
-def _remove_instructions_of(service_dir: Path, service: str, task_id: int) -> None:
-    """Remove CLAUDE.md when it is ours and describes the removed task (a tracked one stays)."""
-    path = service_dir / INSTRUCTIONS_FILE
-    if not path.is_file() or path.is_symlink():
-        return
-    marker = f"<!-- orchestrator: service={service} task={task_id} "
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        first = handle.readline()
-    if first.startswith(marker) and "# The repository's own instructions" not in path.read_text(errors="replace"):
-        path.unlink()
+def _remove_checkout(settings: Settings, store: TaskStore, service: str, task_id: int, holder: str) -> None:
+    """Remove a task's worktree (and its metadata in the clone) under the service lock; LeaseBusy when held."""
+    layout = service_layout(settings.workspace_root, service)
+    target = layout.check(layout.checkout(task_id).path, what="task checkout")
+    with leases.clone_lock(store, service, holder, ttl_seconds=SWEEP_LEASE_SECONDS, wait_seconds=5.0):
+        if (layout.clone / ".git").is_dir() and not (layout.clone / ".git").is_symlink():
+            remove_worktree(Git(layout.clone, timeout=settings.git_timeout_seconds), target)
+        elif target.exists():
+            remove_path(target)
 
 
 def sweep(settings: Settings, store: TaskStore, *, now: float | None = None) -> SweepReport:
-    """Remove task files of ended tasks under the workspace root; record the disk use."""
+    """Remove the worktrees of ended tasks under the workspace root; record the disk use (total, per service)."""
     now = time.time() if now is None else now
     max_age = settings.task_files_max_age_days * 86400
     root = settings.workspace_root
@@ -110,28 +113,30 @@ def sweep(settings: Settings, store: TaskStore, *, now: float | None = None) -> 
                 layout = service_layout(root, validation.service_name(service))
             except (ValueError, PathEscape):
                 continue
-            candidates = [i for i in _task_ids(layout.tasks_dir)
+            candidates = [i for i in _task_ids(layout.worktrees)
                           if task_ended(store.get_task(service, i), now=now, max_age_seconds=max_age)]
-            if not candidates:
-                continue
             holder = f"sweep-{uuid.uuid4().hex[:12]}"
-            try:
-                leases.acquire(store, service, holder, SWEEP_LEASE_SECONDS)
-            except leases.LeaseBusy:
-                report.busy.append(service)
-                continue
-            try:
-                for task_id in candidates:
+            for task_id in candidates:
+                try:
+                    # The task's worktree lease first: a retried task's new run is never swept under.
+                    leases.acquire(store, service, holder, SWEEP_LEASE_SECONDS, task_id=task_id)
+                except leases.LeaseBusy:
+                    report.busy.append(f"{service}/{task_id}")
+                    continue
+                try:
                     # Read again under the lease: the task may have been retried meanwhile.
                     if not task_ended(store.get_task(service, task_id), now=now, max_age_seconds=max_age):
                         continue
-                    target = layout.check(layout.task_dir(task_id), what="task directory")
-                    remove_path(layout.task_dir(task_id))
-                    _remove_instructions_of(layout.path, service, task_id)
+                    _remove_checkout(settings, store, service, task_id, holder)
                     report.removed.append(f"{service}/{task_id}")
-                    log.info("removed the task files of %s/%s (%s)", service, task_id, target)
-            finally:
-                leases.release(store, service, holder)
+                    log.info("removed the worktree of %s/%s", service, task_id)
+                except leases.LeaseBusy:
+                    report.busy.append(service)
+                finally:
+                    store.release_lease(leases.lease_name(service, task_id), holder)
+            used = disk_usage(service_dir)
+            report.services[service] = used
+            store.set_gauge(f"{DISK_GAUGE}:{service}", used)
     report.disk_bytes = disk_usage(root)
     store.set_gauge(DISK_GAUGE, report.disk_bytes)
     return report

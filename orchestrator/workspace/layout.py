@@ -1,10 +1,13 @@
 """Where things live on the shared volume, and the guard that keeps every derived path inside it.
 
     <workspace root>/
-      <service>/                      the repository checkout (or a plain directory)
-        CLAUDE.md                     the agent's instructions for the current run
-        .claude/settings.local.json   the agent's settings (allowed tools)
-        .task/<task id>/v<version>/   the task's documents for one context version
+      <service>/
+        .clone/                       the service's one clone (its .git; nothing checked out)
+        worktrees/<task id>/          the task's checkout: a git worktree on the task's branch
+                                      (or a plain directory when the task has no repository)
+          CLAUDE.md                     the agent's instructions for the current run
+          .claude/settings.local.json   the agent's settings (allowed tools)
+          .task/<task id>/v<version>/   the task's documents for one context version
 
 Every path built from input (service name, task id, file name, working
 directory) is validated with `orchestrator.validation`, resolved, and checked to
@@ -33,6 +36,9 @@ AGENT_SETTINGS_FILE = "settings.local.json"
 TEMP_MARK = ".orch-tmp-"
 # Directories directly under the root that are not services.
 RESERVED = frozenset({".archive", ".trash"})
+# The shared clone and the per-task worktrees inside a service's directory.
+CLONE_DIR = ".clone"
+WORKTREES_DIR = "worktrees"
 
 
 class PathEscape(ValueError):
@@ -119,6 +125,19 @@ class ServiceLayout:
         """A task document's path; the name must be a plain markdown file name."""
         return self.version_dir(task_id, version) / validation.markdown_filename(filename)
 
+    @property
+    def clone(self) -> Path:
+        """The service's shared clone (its `.git` holds every worktree's metadata)."""
+        return self.root / self.service / CLONE_DIR
+
+    @property
+    def worktrees(self) -> Path:
+        return self.root / self.service / WORKTREES_DIR
+
+    def checkout(self, task_id: int) -> "CheckoutLayout":
+        """The layout of one task's checkout (its worktree): the same names, rooted in the worktree."""
+        return CheckoutLayout(self.root, self.service, _task_id(task_id))
+
     def working_dir(self, working_directory: str) -> Path:
         """The agent's start directory inside the service directory."""
         rel = validation.relative_path(working_directory or "")
@@ -133,7 +152,32 @@ class ServiceLayout:
         """Refuse `path` unless it stays inside this service's directory."""
         if os.path.islink(self.path):  # all `confine(root, service directory)` would find: its name is validated
             raise PathEscape("service directory goes through a symbolic link")
-        return confine(self.path, path, what=what, real_root=self._real_root / self.service)
+        return confine(self.path, path, what=what, real_root=self._real_root / self._relative)
+
+    @property
+    def _relative(self) -> str:
+        return self.service
+
+
+@dataclass(frozen=True)
+class CheckoutLayout(ServiceLayout):
+    """One task's checkout, `<service>/worktrees/<task id>/`: where its agent works and its files live."""
+
+    task: int = 0
+
+    @functools.cached_property
+    def path(self) -> Path:
+        return self.root / self.service / WORKTREES_DIR / str(self.task)
+
+    @property
+    def _relative(self) -> str:
+        return os.path.join(self.service, WORKTREES_DIR, str(self.task))
+
+    def check(self, path: Path, *, what: str = "path") -> Path:
+        for part in (self.root / self.service, self.root / self.service / WORKTREES_DIR):
+            if os.path.islink(part):
+                raise PathEscape("the task's checkout goes through a symbolic link")
+        return super().check(path, what=what)
 
 
 def _task_id(task_id: int) -> int:
@@ -150,6 +194,11 @@ def service_layout(root: Path, service: str) -> ServiceLayout:
     layout = ServiceLayout(Path(root), name)
     confine(Path(root), layout.path, what="service directory")
     return layout
+
+
+def checkout_dir(root: Path, service: str, task_id: int) -> Path:
+    """Where a task's checkout (its worktree) lives: `<root>/<service>/worktrees/<task id>`."""
+    return service_layout(root, service).checkout(int(task_id)).path
 
 
 def relative_link(target: Path, start: Path) -> str:

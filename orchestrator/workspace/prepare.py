@@ -12,7 +12,8 @@ uncommitted changes are discarded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from orchestrator.store import TaskNotFound, TaskStore
 from orchestrator.workspace import documents as docs
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.files import atomic_write, make_durable, remove_path, remove_temp_files
-from orchestrator.workspace.git import Git, PermanentGitError, checkout_branch, is_tracked, set_skip_worktree
+from orchestrator.workspace.git import Git, PermanentGitError, is_tracked, set_skip_worktree
 from orchestrator.workspace.layout import (
     AGENT_SETTINGS_DIR,
     AGENT_SETTINGS_FILE,
@@ -39,6 +40,7 @@ from orchestrator.workspace.layout import (
     service_layout,
     version_dir_name,
 )
+from orchestrator.workspace.worktree import checkout_worktree
 
 log = logging.getLogger("orchestrator.workspace.prepare")
 
@@ -67,7 +69,7 @@ class PreparedWorkspace:
     service: str
     task_id: int
     version: int
-    path: Path  # the service directory
+    path: Path  # the task's checkout (its worktree, `<service>/worktrees/<task id>`)
     working_dir: Path  # where the agent starts (the service directory or inside it)
     working_directory: str  # the same, relative to `path` ("" for the service directory)
     task_dir: Path  # .task/<id>/v<version>
@@ -184,12 +186,15 @@ Loaded = tuple[Run, Task, list[dict[str, Any]]]
 
 def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
                       *, lease: leases.Lease | None = None, loaded: Loaded | None = None,
-                      final_check: bool = True) -> PreparedWorkspace:
+                      final_check: bool = True,
+                      clone_lock: Callable[[], AbstractContextManager[object]] | None = None) -> PreparedWorkspace:
     """Make the run's workspace ready; raise PreparationError, GitError, PathEscape or LeaseLost.
 
     `loaded` is (run, task, contexts) as `store.get_run_with_task(run_id, contexts=True)`
     returned them, when the caller has just read them: a task's spec never
     changes, and a context added later belongs to a later version than this run's.
+    `lease` is the task's worktree lease; `clone_lock` guards the operations on
+    the service's shared clone (the step passes the service lock; none by default).
     With `final_check=False` the lease is checked before each write but not
     after the last: the caller checks it in the same atomic step as recording
     the workspace as ready (`store.transition(lease=...)`).
@@ -205,13 +210,15 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
     service, task_id, version = run.service, run.task_id, run.version
     spec: dict[str, Any] = task.spec
     try:
-        layout = service_layout(settings.workspace_root, service)
+        service_dir = service_layout(settings.workspace_root, service)
+        layout = service_dir.checkout(task_id)  # the task's worktree: its files and its agent's checkout
         working_directory = validation.relative_path(spec.get("working_directory") or "")
     except PathEscape:
         raise
     except ValueError as exc:
         raise PreparationError(str(exc)) from None
     settings.workspace_root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(service_dir, service_dir.worktrees)
     ensure_dir(layout, layout.path)
     _clean_leftovers(layout, task_id)
 
@@ -222,20 +229,24 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         url, base_branch = repository
         _check_url(settings, url)
         branch = branch_name(settings, service, task_id)
-        git = git_for(url, layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
-                      secrets=tuple(settings.secret_values()))
-        if layout.git_dir.exists() or layout.git_dir.is_symlink():
-            # A `.git` file or link would send git to a repository outside the workspace.
-            if not layout.git_dir.is_dir() or layout.git_dir.is_symlink():
-                raise PathEscape(".git is not a directory")
-            for inner in (layout.git_dir, layout.git_dir / "info"):
-                layout.check(inner, what=".git")
+        options = dict(token=settings.github_token, timeout=settings.git_timeout_seconds,
+                       secrets=tuple(settings.secret_values()))
+        clone = git_for(url, service_dir.clone, **options)
+        git = git_for(url, layout.path, clone=service_dir.clone, **options)
+        for path in (service_dir.clone, service_dir.clone / ".git", layout.path):
+            service_dir.check(path, what="the service's clone")
         if lease:
             leases.check(store, lease)
-        result = checkout_branch(git, url=url, base_branch=base_branch, branch=branch,
-                                 local_files=LOCAL_FILES, excludes=EXCLUDES)
+
+        def busy(path: Path) -> bool:  # another task's worktree on our branch: is a run using it?
+            return not path.name.isdigit() or leases.holder(store, service, int(path.name)) is not None
+
+        result = checkout_worktree(clone, git, url=url, base_branch=base_branch, branch=branch,
+                                   lock=clone_lock or nullcontext, is_busy=busy,
+                                   local_files=LOCAL_FILES, excludes=EXCLUDES)
         commit = result.commit
-        log.info("workspace %s: %s on %s at %s (from %s)", service, url, branch, commit[:12], result.started_from)
+        log.info("workspace %s/%s: %s on %s at %s (from %s)", service, task_id, url, branch, commit[:12],
+                 result.started_from)
 
     working_dir = layout.working_dir(working_directory)
     if repository and not working_dir.is_dir():
@@ -266,7 +277,8 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
                       written=written)
     # The files, and the entries of every directory on their way from the root
     # (some were just created), last before the run is recorded as ready.
-    make_durable(written, [settings.workspace_root, layout.path, layout.tasks_dir, layout.task_dir(task_id),
+    make_durable(written, [settings.workspace_root, service_dir.path, service_dir.worktrees, layout.path,
+                           layout.tasks_dir, layout.task_dir(task_id),
                            working_dir])
     if lease and final_check:
         leases.check(store, lease)

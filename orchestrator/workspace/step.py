@@ -30,17 +30,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from orchestrator import dispatch
-from orchestrator.dispatch import Write
 from orchestrator.backoff import delay
+from orchestrator.dispatch import Write
 from orchestrator.model import PrepareAction, Run, RunPhase
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
+from orchestrator.steps import Step
 from orchestrator.store import IllegalTransition, LeaseNotHeld, StoreError, TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace.git import GitError, scrub
 from orchestrator.workspace.layout import PathEscape
 from orchestrator.workspace.prepare import PreparationError, PreparedWorkspace, prepare_workspace
-from orchestrator.steps import Step
+from orchestrator.workspace.worktree import BranchInUse
 
 log = logging.getLogger("orchestrator.workspace.step")
 
@@ -148,8 +149,20 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         return StepResult(PrepareAction.SKIPPED, f"the task is {status.value}")
 
     try:
-        lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds)
-    except leases.LeaseBusy as busy:
+        # The task's worktree is the run's until it ends; the service lock only for the clone's
+        # operations (seconds), or for the whole run of an exclusive task.
+        lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds, task_id=task_id)
+        if leases.is_exclusive(settings, task, run.stage):
+            leases.acquire_exclusive(store, settings, service, run_id, task_id)
+        else:
+            leases.refuse_if_exclusive(store, service, run_id, settings)
+        clone_ttl = 2 * settings.git_timeout_seconds + 30
+        with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
+            prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
+                                         final_check=False,
+                                         clone_lock=lambda: leases.clone_lock(store, service, run_id,
+                                                                              ttl_seconds=clone_ttl))
+    except (leases.LeaseBusy, BranchInUse) as busy:
         if retries < BUSY_RETRIES:
             return StepResult(PrepareAction.RETRY, str(busy), countdown=BUSY_COUNTDOWN * random.uniform(0.8, 1.2))
         try:
@@ -157,16 +170,12 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
                              actor=ACTOR, expect=Status.PREPARING)
         except IllegalTransition:
             return StepResult(PrepareAction.SKIPPED, "the task moved on meanwhile")
+        leases.release(store, service, run_id)
         try:
             dispatch.send(Step.ADMIT, service, task_id)  # admission decides when it runs again
         except dispatch.QueueUnavailable:
             log.warning("could not queue admit for %s/%s; the reconcile loop will", service, task_id)
         return StepResult(PrepareAction.REQUEUED, str(busy))
-
-    try:
-        with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
-            prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
-                                         final_check=False)
     except leases.LeaseLost as exc:
         return StepResult(PrepareAction.RETRY, str(exc), countdown=backoff(retries))
     except GitError as exc:
@@ -200,7 +209,7 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
             run_fields=(run_id, {"branch": prepared.branch or "", "commit": prepared.commit or "",
                                  "workspace_fence": lease.token,
                                  "working_directory": prepared.working_directory}),
-            enqueue=enqueue, lease=(leases.lease_name(service), lease.holder, lease.token))))
+            enqueue=enqueue, lease=(lease.name, lease.holder, lease.token))))
     except LeaseNotHeld as exc:
         return StepResult(PrepareAction.RETRY, f"the workspace lease of {service} passed to another holder ({exc})",
                           countdown=backoff(retries))

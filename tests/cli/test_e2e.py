@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import stack
+from orchestrator.cli import processes
 from tests.cli.up_process import alive, cli
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "tasks.json")
@@ -70,6 +70,6 @@ def test_quick_start_reaches_succeeded_and_ctrl_c_leaves_nothing(up_factory, tmp
         print(up.output(), up.logs(), sep="\n")
         raise
     finally:
-        children = stack.descendants(up.proc.pid)
+        children = processes.descendants(up.proc.pid)
         assert up.interrupt() == 0
         assert [pid for pid in children if alive(pid)] == []

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.cli import localstate, stack
+from orchestrator.cli import localstate, processes, stack
 from orchestrator.cli.errors import EXIT_CONFLICT
 from tests.cli.up_process import alive, cli
 from tests.support.redis_server import free_port
@@ -40,7 +40,7 @@ def test_up_starts_everything_refuses_a_second_and_leaves_nothing_on_ctrl_c(up_f
     assert second.returncode == EXIT_CONFLICT
     assert f"orchestrator up is already running from {data_dir} (pid {up.proc.pid})" in second.stderr
 
-    children = stack.descendants(up.proc.pid)
+    children = processes.descendants(up.proc.pid)
     assert len(children) >= 4  # redis, gunicorn master and workers, celery and its pool
     assert up.interrupt() == 0
     assert "stopped." in up.output()
@@ -63,9 +63,9 @@ def test_port_in_use_is_a_conflict(base_env: dict[str, str]) -> None:
 ORPHAN_SCRIPT = """
 import subprocess, sys, time
 from pathlib import Path
-from orchestrator.cli import stack
-assert stack.become_subreaper()
-s = stack.Stack(Path(sys.argv[1]))
+from orchestrator.cli import processes, stack
+assert processes.become_subreaper()
+s = processes.Stack(Path(sys.argv[1]))
 # A child that starts a grandchild in its own session (as a local runner does) and exits.
 s.start("parent", [sys.executable, "-c", "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
         "'import time; time.sleep(60)'], start_new_session=True); print(p.pid, flush=True)"], {})
@@ -76,9 +76,9 @@ while not (Path(sys.argv[1]) / "parent.log").read_text().strip() and time.monoto
 orphan = int((Path(sys.argv[1]) / "parent.log").read_text().split()[0])
 # The parent printed the pid before it exited: adoption happens when it is gone.
 deadline = time.monotonic() + 20
-while orphan not in stack.child_pids(__import__("os").getpid()) and time.monotonic() < deadline:
+while orphan not in processes.child_pids(__import__("os").getpid()) and time.monotonic() < deadline:
     time.sleep(0.05)
-print(orphan, orphan in stack.child_pids(__import__("os").getpid()), flush=True)
+print(orphan, orphan in processes.child_pids(__import__("os").getpid()), flush=True)
 s.stop(timeout=5)
 """
 
@@ -97,12 +97,12 @@ def test_descendants() -> None:
                              "subprocess.Popen([sys.executable,'-c','import time; time.sleep(30)']); time.sleep(30)"])
     try:
         deadline = time.monotonic() + 10
-        while len(stack.descendants(proc.pid)) < 1 and time.monotonic() < deadline:
+        while len(processes.descendants(proc.pid)) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(stack.descendants(proc.pid)) == 1
-        assert proc.pid in stack.child_pids(os.getpid())
+        assert len(processes.descendants(proc.pid)) == 1
+        assert proc.pid in processes.child_pids(os.getpid())
     finally:
-        for pid in stack.descendants(proc.pid):
+        for pid in processes.descendants(proc.pid):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
@@ -128,7 +128,7 @@ def test_without_redis_server_up_uses_an_in_memory_redis_and_warns(up_factory, t
     assert "nothing will persist" in output and "in-memory fakeredis" in output
     health = cli({**up.env, "ORCHESTRATOR_API_URL": up.api_url}, "health")
     assert health.returncode == 0, health.stdout + health.stderr
-    children = stack.descendants(up.proc.pid)
+    children = processes.descendants(up.proc.pid)
     assert up.interrupt() == 0
     assert [pid for pid in children if alive(pid)] == []
 
@@ -136,7 +136,7 @@ def test_without_redis_server_up_uses_an_in_memory_redis_and_warns(up_factory, t
 def test_children_stop_even_when_up_is_killed(up_factory) -> None:
     up = up_factory()
     up.start()
-    children = stack.descendants(up.proc.pid)
+    children = processes.descendants(up.proc.pid)
     assert children
     up.proc.kill()  # SIGKILL: no chance to clean up; the children's parent-death signal does it
     up.proc.wait()

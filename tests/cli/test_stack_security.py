@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.cli import localstate, stack
+from orchestrator.cli import localstate, processes, stack
 from orchestrator.runners import agent_user
+from orchestrator.workspace.layout import checkout_dir
 from tests.cli.up_process import Up, cli
 from tests.support.redis_server import free_port
 
@@ -79,7 +80,7 @@ def test_redis_flower_and_the_data_dir_are_closed_to_other_local_processes(up_fa
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=redis_port, socket_timeout=5).ping()
         assert redis.Redis(port=redis_port, password=password, socket_timeout=5).ping()
-        for pid in stack.descendants(up.proc.pid):
+        for pid in processes.descendants(up.proc.pid):
             try:
                 assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
             except FileNotFoundError:
@@ -202,7 +203,7 @@ def test_agents_run_as_their_own_user_and_cannot_read_the_stacks_secrets(up_fact
         assert set(seen["files"].values()) == {"EACCES"}, seen["files"]
         for name in ("ANTHROPIC_API_KEY", "GITHUB_TOKEN", "ORCHESTRATOR_REDIS_URL", "ORCHESTRATOR_API_TOKENS"):
             assert name not in seen["env"]
-        written = data_dir / "workspaces" / "demo" / "written-by-the-agent.txt"
+        written = checkout_dir(data_dir / "workspaces", "demo", 1) / "written-by-the-agent.txt"
         assert written.read_text() == "ok\n" and written.stat().st_uid == user.uid
     except BaseException:
         print(up.output(), up.logs(), sep="\n")

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.cli import stack
+from orchestrator.cli import processes
 from tests.support.redis_server import free_port
 
 
@@ -68,7 +68,7 @@ class Up:
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                for pid in stack.descendants(self.proc.pid):
+                for pid in processes.descendants(self.proc.pid):
                     os.kill(pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait()

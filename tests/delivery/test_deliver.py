@@ -22,7 +22,7 @@ SERVICE = "shop"
 
 
 def workspace(settings: Settings) -> Path:
-    return settings.workspace_root / SERVICE
+    return settings.workspace_root / SERVICE / "worktrees" / "7"  # task 7's worktree
 
 
 def bare_ref(bare: Path, branch: str) -> str | None:
@@ -96,7 +96,7 @@ def test_a_run_that_changes_files_ends_with_a_pushed_branch_and_one_pull_request
     assert task.status_reason == f"run {run_id} succeeded: 2 commit(s) on task-7, pull request {pull['html_url']}"
     assert store.task_for_pull_request("acme/shop#1") == (SERVICE, 7)
     # The token never reached the checkout.
-    assert "ghp_TESTtoken" not in (ws / ".git" / "config").read_text()
+    assert "ghp_TESTtoken" not in (ws.parent.parent / ".clone" / ".git" / "config").read_text()
 
 
 def test_a_redelivered_deliver_step_opens_no_second_pull_request_and_pushes_nothing(

@@ -35,7 +35,7 @@ def test_a_local_repository_gets_the_branch_pushed_back_and_no_pull_request(
     url = str(local_repo) if form == "path" else f"file://{local_repo}"
     spec = task_spec(7, dependencies=[], repository={"url": url, "branch": "main"})
     run_id = prepare_and_run(store, cfg, spec)
-    ws = cfg.workspace_root / "shop"
+    ws = cfg.workspace_root / "shop" / "worktrees" / "7"
     assert (ws / "README.md").read_text() == "# shop\n"
     (ws / "login.py").write_text("def login(): ...\n")
     agent_ended(store, run_id)

@@ -49,7 +49,7 @@ def launch_agent(store: TaskStore, settings: Settings, run_id: str) -> None:
     request = build_request(settings, task, run)
     env = LocalRunner(settings).environment(request)
     env["PYTHONPATH"] = str(REPO_ROOT)
-    workspace = settings.workspace_root / service
+    workspace = settings.workspace_root / service / "worktrees" / str(task_id)
     agent = subprocess.run([sys.executable, "-m", "orchestrator.agents.example"], cwd=workspace, env=env,
                            capture_output=True, text=True, timeout=60)
     if run.stage == "implement":
@@ -80,7 +80,7 @@ def test_three_stages_read_each_others_handoff_and_deliver_one_pull_request(
     assert task.status == "Succeeded", task.status_reason
     runs = store.list_runs("shop", 5)
     assert [r.stage for r in runs] == ["implement", "review", "fix"]
-    ws = cfg.workspace_root / "shop"
+    ws = cfg.workspace_root / "shop" / "worktrees" / "5"
     handoffs = [ws / ".task" / "5" / "runs" / r.run_id / "handoff.md" for r in runs]
     assert all(path.is_file() for path in handoffs)  # every stage's outputs survived the next preparation
     first, second, third = (path.read_text() for path in handoffs)

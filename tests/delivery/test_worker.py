@@ -44,7 +44,7 @@ def test_a_worker_delivers_after_a_refused_push_and_finishes_the_task(
     monkeypatch.setattr(workers.app, "app", app)  # this process sends to the tests' Redis
     try:
         run_id = prepare_and_run(store, cfg, task_spec(7, dependencies=[]))
-        ws = cfg.workspace_root / "shop"
+        ws = cfg.workspace_root / "shop" / "worktrees" / "7"
         (ws / "login.py").write_text("def login(): ...\n")
         agent_ended(store, run_id)
         dispatch.send(Step.FINISH_RUN, run_id)

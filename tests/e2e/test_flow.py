@@ -37,7 +37,7 @@ def test_submitted_task_runs_to_succeeded_with_workspace_and_logs(stack: Stack) 
     done = stack.wait_status("demo", 1, {"Succeeded", "Failed"})
     assert done["status"] == "Succeeded", done
     assert [r["phase"] for r in done["runs"]] == ["Succeeded"]
-    workspace = Path(stack.env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "demo"
+    workspace = Path(stack.env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "demo" / "worktrees" / "1"
     assert (workspace / "CLAUDE.md").is_file()
     assert (workspace / ".task" / "1" / "v1" / "task.md").is_file()
     status, logs = stack.request("GET", "/api/v1/pm/tasks/demo/1/logs")

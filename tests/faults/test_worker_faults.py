@@ -66,7 +66,7 @@ def assert_ran_once(stack: FaultStack, service: str, task_id: int) -> dict:
     run_dirs = [p.name for p in (Path(stack.env["ORCHESTRATOR_DATA_DIR"]) / "runs").iterdir()
                 if p.name.startswith(f"{service}-{task_id}-")]
     assert run_dirs == [run_id]
-    workspace = Path(stack.env["ORCHESTRATOR_WORKSPACE_ROOT"]) / service
+    workspace = Path(stack.env["ORCHESTRATOR_WORKSPACE_ROOT"]) / service / "worktrees" / str(task_id)
     assert (workspace / "CLAUDE.md").is_file() and (workspace / ".task" / str(task_id) / "v1" / "task.md").is_file()
     return task
 

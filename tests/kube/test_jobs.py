@@ -81,7 +81,7 @@ def test_labels_annotations_and_container() -> None:
     assert pod["metadata"]["annotations"][jobs.ANNOTATION_RUN_ID] == "billing-7-v2-a1"
     (container,) = pod["spec"]["containers"]
     assert container["image"] == "ghcr.io/example/agent:1" and container["command"] == ["claude", "-p", "go"]
-    assert container["workingDir"] == "/workspace/src/api"
+    assert container["workingDir"] == "/workspace/worktrees/7/src/api"
     env = {e["name"]: e for e in container["env"]}
     assert env["LOG_LEVEL"]["value"] == "debug" and env["ANTHROPIC_MODEL"]["value"] == "claude-sonnet-4-5"
     assert env["ORCHESTRATOR_RUN_ID"]["value"] == "billing-7-v2-a1"
@@ -114,12 +114,27 @@ def test_task_env_cannot_override_secrets_or_the_contract(name: str) -> None:
         jobs.build_job(request(env={name: "x"}), settings())
 
 
-def test_workspace_is_the_services_sub_path_of_the_pvc() -> None:
+def test_workspace_is_the_tasks_worktree_and_the_clones_git_metadata_only() -> None:
     job = jobs.build_job(request(), settings(ORCHESTRATOR_WORKSPACE_PVC="shared-ws"))
+    validate(job)
     spec = job["spec"]["template"]["spec"]
     assert {"name": "workspace", "persistentVolumeClaim": {"claimName": "shared-ws"}} in spec["volumes"]
-    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "workspace")
-    assert mount == {"name": "workspace", "mountPath": "/workspace", "subPath": "billing"}
+    (container,) = spec["containers"]
+    mounts = [m for m in container["volumeMounts"] if m["name"] == "workspace"]
+    # Task 7's worktree, and the clone's .git where the worktree's relative `.git` file points
+    # (gitdir: ../../.clone/.git/worktrees/7); never the service directory, other worktrees or the clone's files.
+    assert mounts == [
+        {"name": "workspace", "mountPath": "/workspace/worktrees/7", "subPath": "billing/worktrees/7"},
+        {"name": "workspace", "mountPath": "/workspace/.clone/.git", "subPath": "billing/.clone/.git"},
+    ]
+    assert container["workingDir"].startswith("/workspace/worktrees/7")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ORCHESTRATOR_OUTPUT_DIR"].startswith("/workspace/worktrees/7/")  # inside its own worktree
+    other = jobs.build_job(request(task_id=8), settings(ORCHESTRATOR_WORKSPACE_PVC="shared-ws"))
+    validate(other)
+    paths = {m["subPath"] for m in other["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+             if m["name"] == "workspace"}
+    assert paths == {"billing/worktrees/8", "billing/.clone/.git"}
 
 
 def test_job_policy_defaults_and_restricted_security() -> None:

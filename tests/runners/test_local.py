@@ -143,7 +143,7 @@ def test_a_missing_command_fails_with_127(local: LocalRunner, settings: Settings
 
 def test_the_built_in_agent_runs_the_whole_lifecycle_through_the_watcher(store: TaskStore, settings: Settings) -> None:
     run_id = launching_task(store, model="claude-sonnet")
-    workspace = settings.workspace_root / "billing"
+    workspace = settings.workspace_root / "billing" / "worktrees" / "1"  # task 1's checkout
     workspace.mkdir(parents=True)
     (workspace / "CLAUDE.md").write_text("# Add an invoice endpoint\n\nDetails.\n")
     (workspace / "TASK.md").write_text("task\n")

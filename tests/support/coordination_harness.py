@@ -26,6 +26,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
+from orchestrator.workspace.layout import checkout_dir
 
 BEHAVIOUR_KEY = "test:behaviour"
 LAUNCHES_KEY = "test:launches"
@@ -66,7 +67,7 @@ def fake_prepare(store: TaskStore, settings: Settings, run_id: str) -> None:
     if found is None:
         return
     run, _task = found
-    (settings.workspace_root / run.service).mkdir(parents=True, exist_ok=True)
+    checkout_dir(settings.workspace_root, run.service, run.task_id).mkdir(parents=True, exist_ok=True)
     try:
         store.transition(run.service, run.task_id, Status.LAUNCHING, reason="workspace ready",
                          actor="workspace", expect=Status.PREPARING, expect_fields={"current_run": run_id})
@@ -92,7 +93,7 @@ def fake_launch(store: TaskStore, settings: Settings, run_id: str) -> None:
     total, per_service = store.slot_counts()
     store.redis.rpush(SAMPLES_KEY, json.dumps({"total": total, "per_service": per_service}))
     store.redis.rpush(LAUNCHES_KEY, run_id)
-    workspace = settings.workspace_root / service
+    workspace = checkout_dir(settings.workspace_root, service, int(task_id))  # the task's worktree
     out = workspace / run.output_dir
     out.mkdir(parents=True, exist_ok=True)
     # The agent: reads the previous stage's hand-off, writes its own outputs.
@@ -179,4 +180,6 @@ class Driver:
 
 
 def workspace_file(settings: Settings, service: str, relative: str) -> Path:
-    return settings.workspace_root / service / relative
+    """A file named relative to a task's checkout (`.task/<id>/...`): in that task's worktree."""
+    task_id = int(Path(relative).parts[1])
+    return checkout_dir(settings.workspace_root, service, task_id) / relative

@@ -11,11 +11,11 @@ from orchestrator.workspace.git import (
     PermanentGitError,
     TransientGitError,
     WrongRemote,
-    checkout_branch,
     classify,
     normalize_url,
     scrub,
 )
+from orchestrator.workspace.gitdir import checkout_branch
 from tests.support.git_server import GitHttpServer, git
 from tests.workspace.conftest import REPO_URL, TOKEN, files_containing
 

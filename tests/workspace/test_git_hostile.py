@@ -21,7 +21,8 @@ import pytest
 
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from orchestrator.workspace.git import Git, PermanentGitError, checkout_branch, linked_paths
+from orchestrator.workspace.git import Git, PermanentGitError
+from orchestrator.workspace.gitdir import checkout_branch, linked_paths
 from orchestrator.workspace.prepare import prepare_workspace
 from tests.support.attacker_server import AttackerServer
 from tests.support.git_server import GitHttpServer, git
@@ -35,6 +36,16 @@ class Scene:
     attacker: AttackerServer
     server: GitHttpServer
     tmp: Path
+
+    @property
+    def git_dir(self) -> Path:
+        """The service clone's `.git`: what the agent commits through (config, refs, objects, hooks)."""
+        return self.root.parent.parent / ".clone" / ".git"
+
+    @property
+    def admin(self) -> Path:
+        """The worktree's own metadata in the clone (HEAD, index, and a config.worktree if one is planted)."""
+        return self.git_dir / "worktrees" / self.root.name
 
     @property
     def touch(self) -> str:
@@ -56,7 +67,8 @@ def _redirect(scene: Scene) -> str:
 
 def _enable_worktree_config(scene: Scene, text: str) -> None:
     git("config", "extensions.worktreeConfig", "true", cwd=scene.root)
-    (scene.root / ".git" / "config.worktree").write_text(text)
+    (scene.git_dir / "config.worktree").write_text(text)
+    (scene.admin / "config.worktree").write_text(text)
 
 
 def plant_worktree_config(scene: Scene) -> None:
@@ -64,7 +76,7 @@ def plant_worktree_config(scene: Scene) -> None:
 
 
 def plant_attributes_filter(scene: Scene) -> None:
-    (scene.root / ".git" / "info" / "attributes").write_text("* filter=pwn\n")
+    (scene.git_dir / "info" / "attributes").write_text("* filter=pwn\n")
     _enable_worktree_config(scene, f'[filter "pwn"]\n\tclean = {scene.touch}; cat\n'
                                    f'\tsmudge = {scene.touch}; cat\n')
     (scene.root / "README.md").write_text("changed by the agent\n")  # so checkout rewrites it
@@ -79,16 +91,17 @@ def plant_alternates(scene: Scene) -> None:
     git("add", "SECRET.md", cwd=other)
     git("commit", "-qm", "private", cwd=other)
     foreign = git("rev-parse", "HEAD", cwd=other)
-    (scene.root / ".git" / "objects" / "info" / "alternates").write_text(f"{other / '.git' / 'objects'}\n")
+    (scene.git_dir / "objects" / "info" / "alternates").write_text(f"{other / '.git' / 'objects'}\n")
     git("update-ref", "refs/heads/task-7", foreign, cwd=scene.root)
 
 
 def plant_commondir(scene: Scene) -> None:
     # `commondir` makes git take refs, objects and config from another directory the agent filled.
     common = scene.tmp / "agent-common"
-    subprocess.run(["cp", "-a", str(scene.root / ".git"), str(common)], check=True)
+    subprocess.run(["cp", "-a", str(scene.git_dir), str(common)], check=True)
     (common / "config").write_text((common / "config").read_text() + _redirect(scene))
-    (scene.root / ".git" / "commondir").write_text(f"{common}\n")
+    (scene.git_dir / "commondir").write_text(f"{common}\n")
+    (scene.admin / "commondir").write_text(f"{common}\n")
 
 
 def plant_include(scene: Scene) -> None:
@@ -110,7 +123,7 @@ def plant_hooks_path(scene: Scene) -> None:
 
 def plant_hooks(scene: Scene) -> None:
     for name in ("post-checkout", "reference-transaction", "pre-auto-gc", "fsmonitor-watchman"):
-        hook = scene.root / ".git" / "hooks" / name
+        hook = scene.git_dir / "hooks" / name
         hook.write_text(f"#!/bin/sh\n{scene.touch}\n")
         hook.chmod(0o755)
 
@@ -127,8 +140,8 @@ def plant_ssh_command(scene: Scene) -> None:
 
 
 def plant_insteadof(scene: Scene) -> None:
-    (scene.root / ".git" / "config").write_text(
-        (scene.root / ".git" / "config").read_text() + _redirect(scene).replace("[url", "[URL"))
+    (scene.git_dir / "config").write_text(
+        (scene.git_dir / "config").read_text() + _redirect(scene).replace("[url", "[URL"))
 
 
 PLANTS: dict[str, Callable[[Scene], None]] = {
@@ -165,7 +178,7 @@ def test_what_an_agent_plants_in_git_is_not_obeyed(plant: Callable[[Scene], None
     assert attacker.requests == [], "git talked to the agent's host"
     assert second.branch == "task-7" and second.commit == git("rev-parse", "main", cwd=remote)
     assert not (scene.root / "SECRET.md").exists()
-    git_dir = scene.root / ".git"
+    git_dir = scene.git_dir
     for planted in ("config.worktree", "info/attributes", "objects/info/alternates", "commondir"):
         assert not (git_dir / planted).exists(), planted
     hooks = git_dir / "hooks"
@@ -181,7 +194,7 @@ def test_an_unreadable_config_fails_the_preparation_with_a_clear_reason(remote: 
                                                                        store: TaskStore) -> None:
     spec = task_spec(repository={"url": "https://git.example.test/acme/shop.git", "branch": "main"})
     first = prepare_workspace(ws_settings, store, start_run(store, spec))
-    (first.path / ".git" / "config").write_text("[core\n\tthis is not git's syntax\n")
+    (first.path.parent.parent / ".clone" / ".git" / "config").write_text("[core\n\tthis is not git's syntax\n")
     run = store.create_run("shop", 7, version=1, attempt=2)
     with pytest.raises(PermanentGitError, match=r"\.git/config cannot be read"):
         prepare_workspace(ws_settings, store, run.run_id)
@@ -199,7 +212,7 @@ def test_git_directories_linked_elsewhere_are_refused(remote: Path, ws_settings:
     git("add", "SECRET.md", cwd=other)
     git("commit", "-qm", "private", cwd=other)
     foreign = git("rev-parse", "HEAD", cwd=other)
-    objects = first.path / ".git" / "objects"
+    objects = first.path.parent.parent / ".clone" / ".git" / "objects"
     subprocess.run(["cp", "-a", f"{objects}/.", str(other / ".git" / "objects")], check=True)
     subprocess.run(["rm", "-rf", str(objects)], check=True)
     objects.symlink_to(other / ".git" / "objects")
@@ -231,7 +244,7 @@ def test_a_planted_file_behind_a_linked_directory_is_never_removed(remote: Path,
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "attributes").write_text("someone else's file\n")
-    info = first.path / ".git" / "info"
+    info = first.path.parent.parent / ".clone" / ".git" / "info"
     subprocess.run(["rm", "-rf", str(info)], check=True)
     info.symlink_to(elsewhere)
     run = store.create_run("shop", 7, version=1, attempt=2)
@@ -239,7 +252,7 @@ def test_a_planted_file_behind_a_linked_directory_is_never_removed(remote: Path,
         prepare_workspace(ws_settings, store, run.run_id)
     assert (elsewhere / "attributes").read_text() == "someone else's file\n"
     # Below the workspace layer too (checkout_branch alone): refused before anything is removed.
-    repo = Git(first.path, token=TOKEN, timeout=30, secrets=(TOKEN,))
+    repo = Git(first.path.parent.parent / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))
     with pytest.raises(PermanentGitError, match=r"symbolic links \(info\)"):
         checkout_branch(repo, url="https://git.example.test/acme/shop.git", base_branch="main", branch="task-7")
     assert (elsewhere / "attributes").exists()

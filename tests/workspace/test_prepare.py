@@ -27,7 +27,7 @@ def links_of(instructions: Path) -> list[str]:
 def test_a_full_preparation(remote: Path, ws_settings: Settings, store: TaskStore) -> None:
     run_id = start_run(store, task_spec())
     prepared = prepare_workspace(ws_settings, store, run_id)
-    root = ws_settings.workspace_root / "shop"
+    root = ws_settings.workspace_root / "shop" / "worktrees" / "7"
     assert prepared.path == root and prepared.working_dir == root
     assert prepared.branch == "task-7" and prepared.base_branch == "develop"
     assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=root) == "task-7"
@@ -54,7 +54,7 @@ def test_links_resolve_from_a_working_directory(remote: Path, ws_settings: Setti
     run_id = start_run(store, task_spec(working_directory="services/api", repository={
         "url": "https://git.example.test/acme/shop.git", "branch": "main"}))
     prepared = prepare_workspace(ws_settings, store, run_id)
-    assert prepared.working_dir == ws_settings.workspace_root / "shop" / "services" / "api"
+    assert prepared.working_dir == ws_settings.workspace_root / "shop" / "worktrees" / "7" / "services" / "api"
     links = links_of(prepared.path / "CLAUDE.md")
     assert links and all(link.startswith("../../.task/7/v1/") for link in links)
     assert all((prepared.working_dir / link).is_file() for link in links)
@@ -95,7 +95,7 @@ def test_new_context_version_replaces_the_old_files(ws_settings: Settings, store
 
 def test_repeating_a_half_done_preparation(remote: Path, ws_settings: Settings, store: TaskStore) -> None:
     """Whatever a crash left (git init without remote, temp files, stale versions, locks), a repeat succeeds."""
-    root = ws_settings.workspace_root / "shop"
+    root = ws_settings.workspace_root / "shop" / "worktrees" / "7"
     root.mkdir(parents=True)
     git("init", "-q", str(root))  # crashed right after `git init`
     (root / ".orch-tmp-CLAUDE.md.dead").write_text("half")
@@ -111,7 +111,9 @@ def test_repeating_a_half_done_preparation(remote: Path, ws_settings: Settings, 
     run_id = start_run(store, task_spec())
     first = prepare_workspace(ws_settings, store, run_id)
     assert not stale.exists() and not (root / ".orch-tmp-CLAUDE.md.dead").exists()
-    assert list(root.rglob(".orch-tmp-*")) == [other]
+    # The half-made checkout (a `.git` directory where a worktree's `.git` file belongs) was rebuilt:
+    # nothing of it is reused.
+    assert list(root.rglob(".orch-tmp-*")) == [] and not other.exists() and (root / ".git").is_file()
     assert not (first.task_dir / "removed-doc.md").exists()
     # A repeat of a finished preparation changes nothing and gives the same answer.
     snapshot = {p: p.read_bytes() for p in (root / ".task").rglob("*") if p.is_file()}
@@ -120,13 +122,17 @@ def test_repeating_a_half_done_preparation(remote: Path, ws_settings: Settings, 
     assert {p: p.read_bytes() for p in (root / ".task").rglob("*") if p.is_file()} == snapshot
 
 
-def test_other_tasks_files_survive(remote: Path, ws_settings: Settings, store: TaskStore) -> None:
+def test_other_tasks_files_survive_in_their_own_worktrees(remote: Path, ws_settings: Settings,
+                                                          store: TaskStore) -> None:
     run7 = start_run(store, task_spec(7))
-    prepare_workspace(ws_settings, store, run7)
+    seven = prepare_workspace(ws_settings, store, run7)
     run8 = start_run(store, task_spec(8))
     prepared = prepare_workspace(ws_settings, store, run8)
-    assert (prepared.path / ".task" / "7" / "v1" / "task.md").exists()
+    assert prepared.path != seven.path and prepared.branch == "task-8"
+    assert (seven.path / ".task" / "7" / "v1" / "task.md").exists()
+    assert not (prepared.path / ".task" / "7").exists()  # each agent sees its own task's files only
     assert "task=8" in (prepared.path / "CLAUDE.md").read_text().splitlines()[0]
+    assert "task=7" in (seven.path / "CLAUDE.md").read_text().splitlines()[0]
 
 
 def test_a_tracked_claude_md_is_kept_and_hidden_from_git(git_server, tmp_path: Path, ws_settings: Settings,
@@ -168,7 +174,7 @@ def test_a_markdown_file_name_that_escapes_is_refused(ws_settings: Settings, sto
 def test_planted_symlinks_are_refused(ws_settings: Settings, store: TaskStore, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
-    root = ws_settings.workspace_root / "shop"
+    root = ws_settings.workspace_root / "shop" / "worktrees" / "7"
     root.mkdir(parents=True)
     (root / ".task").symlink_to(outside)  # an earlier agent points our task files elsewhere
     run_id = start_run(store, task_spec(repository=None))
@@ -239,11 +245,15 @@ def test_a_claude_md_that_links_to_agents_md_is_followed(git_server, tmp_path: P
     assert claude.read_text().count("Use tabs.") == 1
 
 
-def test_a_git_file_pointing_elsewhere_is_refused(ws_settings: Settings, store: TaskStore, tmp_path: Path,
-                                                  remote: Path) -> None:
-    root = ws_settings.workspace_root / "shop"
+def test_a_git_file_pointing_elsewhere_is_never_followed(ws_settings: Settings, store: TaskStore, tmp_path: Path,
+                                                         remote: Path) -> None:
+    root = ws_settings.workspace_root / "shop" / "worktrees" / "7"
     root.mkdir(parents=True)
-    (root / ".git").write_text(f"gitdir: {tmp_path / 'elsewhere'}\n")
+    elsewhere = tmp_path / "elsewhere"
+    git("init", "-q", str(elsewhere))
+    (root / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n")
     run_id = start_run(store, task_spec())
-    with pytest.raises(PathEscape):
-        prepare_workspace(ws_settings, store, run_id)
+    prepared = prepare_workspace(ws_settings, store, run_id)
+    assert (root / ".git").read_text() == "gitdir: ../../.clone/.git/worktrees/7\n"  # rebuilt, ours
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=root) == "task-7" == prepared.branch
+    assert git("for-each-ref", cwd=elsewhere) == ""  # the other repository was never touched

@@ -12,11 +12,11 @@ import redis
 
 from orchestrator.coordination import redrive
 from orchestrator.settings import Settings
+from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lease as leases
 from orchestrator.workspace import step as pipeline
 from orchestrator.workspace.cleanup import DISK_GAUGE
-from orchestrator.steps import Step
 from tests.support.git_server import GitHttpServer
 from tests.support.runs import Sent
 from tests.workspace.conftest import TOKEN, start_run, task_spec
@@ -40,7 +40,8 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
     assert sent == [(Step.LAUNCH_RUN, run_id)]
     run = store.get_run(run_id)
     assert run.branch == "task-7" and len(run.commit) == 40
-    assert leases.holder(store, "shop") == run_id  # held until the run ends
+    assert leases.holder(store, "shop", 7) == run_id  # the task's worktree: held until the run ends
+    assert leases.holder(store, "shop") is None  # the service lock: only for the clone's operations
     # Delivered again (redelivered, or re-driven while the first waited in its queue): launch_run
     # went with the move to Launching, so nothing is sent twice; a lost one is the re-drive's.
     assert pipeline.prepare_for_run(ws_settings, store, run_id).action == "skipped"
@@ -49,7 +50,7 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
 
 def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: TaskStore, sent: list) -> None:
     run_id = start_run(store, task_spec(repository=None))
-    leases.acquire(store, "shop", "another-tool", 3600)
+    leases.acquire(store, "shop", "another-tool", 3600, task_id=7)
     result = pipeline.prepare_for_run(ws_settings, store, run_id)
     assert result.action == "retry" and result.countdown and "another-tool" in result.message
     assert store.get_task("shop", 7).status == "Preparing"
@@ -140,7 +141,7 @@ def test_the_steps_in_a_real_worker(remote: Path, git_server: GitHttpServer, set
         while client.llen("deploy") != 1:
             assert time.monotonic() < deadline, client.llen("deploy")
             time.sleep(0.05)
-        workspace = Path(base_env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "shop"
+        workspace = Path(base_env["ORCHESTRATOR_WORKSPACE_ROOT"]) / "shop" / "worktrees" / "7"
         assert (workspace / ".task" / "7" / "v1" / "task.md").is_file()
         result = app.send_task(Step.CLEANUP_WORKSPACE, queue="workspace", ignore_result=False)
         report = result.get(timeout=60)

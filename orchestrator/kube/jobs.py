@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 
 from orchestrator.model import is_reserved_env
-from orchestrator.workspace.layout import CLONE_DIR, WORKTREES_DIR
 from orchestrator.runners.base import RunRequest
 from orchestrator.settings import Settings
 from orchestrator.store import run_id_for
+from orchestrator.workspace.layout import CLONE_DIR, WORKTREES_DIR
 
 MANAGED_BY = "orchestrator"
 DOMAIN = "orchestrator.dev"

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from orchestrator.kube.client import KubeClient, parse_list
-from orchestrator.settings import Settings
+from orchestrator.kube.client import KubeClient
+from orchestrator.kube.listing import parse_list
 from orchestrator.kube.tracker import slim
+from orchestrator.settings import Settings
 from tests.support.kube_emulator import KubeEmulator
 
 LIST = {

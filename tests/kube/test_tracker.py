@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.kube.client import Listing
 from orchestrator.kube.jobs import ANNOTATION_RUN_ID
+from orchestrator.kube.listing import Listing
 from orchestrator.kube.tracker import KubeTracker
 from orchestrator.settings import Settings
 

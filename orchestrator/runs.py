@@ -138,11 +138,25 @@ def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
     if done.result is None:
         return None  # another delivery of this step is launching it right now
     name = done.result
+    if done.how == "acted" and not _still_launchable(store, run_id):
+        # Cancelled (or superseded) while the Job was being created: the agent nobody wants
+        # any more is stopped now instead of running to its end.
+        log.warning("launch_run: run %s was cancelled while it launched; stopping it", run_id)
+        try:
+            runner.cancel(run_id)
+        except RunnerError as exc:
+            log.warning("launch_run: could not stop run %s: %s (the watcher's sweep will)", run_id, exc)
+        return None
     if done.how == "recorded" and run.job_name:
         return name  # launched and recorded before: nothing to do
     store.update_run(run_id, job_name=name, runner=settings.runner, launched_at=time.time(),
                      phase=RunPhase.RUNNING if run.phase == RunPhase.RUNNING else RunPhase.LAUNCHED)
     return name
+
+
+def _still_launchable(store: TaskStore, run_id: str) -> bool:
+    _, task, _ = store.get_run_with_task(run_id)
+    return task is not None and task.current_run == run_id and task.status in LAUNCHABLE
 
 
 def _finish(store: TaskStore, run_id: str, send: Send) -> bool:

@@ -71,6 +71,22 @@ def test_a_launch_while_another_delivery_is_launching_does_nothing(
     assert emulator.count(lambda r: r.method in {"POST", "GET"} and "/jobs" in r.path) == 0
 
 
+def test_a_cancel_that_comes_while_the_job_is_created_stops_it_at_once(
+        store: TaskStore, kube_settings: Settings, kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    run_id = launching_task(store)
+    create = kube_runner.launch
+
+    def launch_then_cancelled(request):  # the PM's cancel lands between the check and the create
+        name = create(request)
+        store.transition("billing", 1, Status.CANCELLED, reason="cancelled by pm", actor="pm")
+        return name
+
+    kube_runner.launch = launch_then_cancelled  # type: ignore[method-assign]
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=Sent()) is None
+    assert emulator.count(lambda r: r.method == "POST") == 1
+    assert emulator.count(lambda r: r.method == "DELETE") == 1 and emulator.items("jobs") == []
+
+
 def test_a_stale_launch_message_does_nothing(store: TaskStore, kube_settings: Settings,
                                              kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
     run_id = launching_task(store)

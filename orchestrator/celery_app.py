@@ -56,8 +56,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {name: {"queue": queue} for name, queue in routes().items()},
         # Flower shows every step, not only the workers: each step's received,
         # started and succeeded/failed events come from the worker. No "sent"
-        # event: it was a second publish per step, half the cost of queueing one
-        # (and orchestrator.celery_dispatch publishes without send_task anyway).
+        # event: it would be a second publish per step (and
+        # orchestrator.celery_dispatch publishes without send_task anyway).
         "worker_send_task_events": True,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,

@@ -8,11 +8,10 @@ headers, ids and ETA a `send_task` would write) and pushed onto the queue's
 Redis list in one LPUSH, wrapped the way kombu's Redis transport wraps it
 (orchestrator.store.broker). Celery builds each step's message once per
 process; later messages of that step copy it and change only what differs per
-message (ids and arguments), because building it anew was a tenth of an API
+message (ids and arguments), because building it anew showed in every API
 request's time. That skips what `send_task` adds around the same LPUSH on
 every call (producer pool, a new redis client object per publish, the publish
-retry loop), which was most of the cost of an API request (see
-bench/RESULTS.md). A broker that is not plain Redis goes through `send_task`
+retry loop); bench/api_submit.py sets the two side by side. A broker that is not plain Redis goes through `send_task`
 as before.
 
 When the broker is the very Redis (server and database) of the store a write

@@ -76,7 +76,7 @@ def _room(module: str) -> str:
 
 # What each room may import besides itself: the README's architecture map. A new
 # dependency between rooms is a decision, made here and in that map together.
-FOUNDATION = {"orchestrator", "orchestrator.model", "orchestrator.states", "orchestrator.validation",
+FOUNDATION = {"orchestrator", "orchestrator.config_values", "orchestrator.model", "orchestrator.states", "orchestrator.validation",
               "orchestrator.agent_env", "orchestrator.steps", "orchestrator.backoff", "orchestrator.logs",
               "orchestrator.taskmaster", "orchestrator.settings"}
 SENDING = {"orchestrator.store", "orchestrator.dispatch", "orchestrator.celery_app", "orchestrator.celery_dispatch",
@@ -86,6 +86,8 @@ DOMAIN = {"orchestrator.workspace", "orchestrator.delivery", "orchestrator.coord
           "orchestrator.runs", "orchestrator.operations", "orchestrator.watcher"}
 BELOW_DOMAIN = FOUNDATION | SENDING | EDGES
 ALLOWED: dict[str, set[str]] = {
+    "orchestrator": set(),
+    "orchestrator.config_values": {"orchestrator.validation", "orchestrator.agent_env"},
     "orchestrator.model": {"orchestrator.states"},
     "orchestrator.states": set(),
     "orchestrator.steps": set(),
@@ -95,7 +97,8 @@ ALLOWED: dict[str, set[str]] = {
     "orchestrator.agent_env": {"orchestrator.validation"},
     "orchestrator.taskmaster": {"orchestrator.model"},
     # pipelines are parsed with the settings; stages.py imports nothing of coordination
-    "orchestrator.settings": {"orchestrator.validation", "orchestrator.agent_env", "orchestrator.coordination"},
+    "orchestrator.settings": {"orchestrator.config_values", "orchestrator.validation", "orchestrator.agent_env",
+                              "orchestrator.coordination"},
     "orchestrator.store": {"orchestrator.model", "orchestrator.states"},
     "orchestrator.dispatch": {"orchestrator.steps", "orchestrator.store"},
     "orchestrator.celery_app": {"orchestrator.settings", "orchestrator.steps"},

@@ -31,7 +31,7 @@ def test_launch_creates_the_job_once_and_a_redelivery_adopts_it(store: TaskStore
     assert emulator.count(lambda r: r.method == "POST") == 1
     assert job["spec"]["activeDeadlineSeconds"] == 900
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["workingDir"] == "/workspace/app"
+    assert container["workingDir"] == "/workspace/worktrees/1/app"  # the task's worktree
     assert {"name": "ANTHROPIC_MODEL", "value": "claude-opus-4"} in container["env"]
     run = store.get_run(run_id)
     assert run.job_name == "billing-1-v1-a1" and run.runner == "kubernetes"

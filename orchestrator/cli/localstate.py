@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from orchestrator.cli.errors import Conflict
-from orchestrator.runners.local import pid_alive
+from orchestrator.runners.local_files import pid_alive
 
 STATE_FILE = "up.json"  # pid and URLs of the running stack
 LOCK_FILE = "up.lock"  # flock held while the stack runs

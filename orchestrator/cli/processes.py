@@ -146,15 +146,15 @@ class Stack:
         """
         for _name, proc, _log in reversed(self.children):
             if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
+                signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for _name, proc, _log in reversed(self.children):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
-            _signal_group(proc.pid, signal.SIGKILL)  # members of its group that outlived the leader
+            signal_group(proc.pid, signal.SIGKILL)  # members of its group that outlived the leader
         if before_sweep is not None:
             before_sweep()
         self._sweep()
@@ -188,7 +188,7 @@ def _die_with_parent() -> None:
             pass
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):

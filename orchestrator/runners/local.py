@@ -17,13 +17,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from orchestrator.model import is_reserved_env
 from orchestrator.runners import agent_user
 from orchestrator.runners.agent_user import AgentUser
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
+from orchestrator.runners.local_files import (
+    same_namespace,
+    signal_group,
+    supervisor_alive,
+    supervisor_running,
+    tail_lines,
+)
 from orchestrator.settings import Settings
 from orchestrator.workspace.layout import CLONE_DIR
 
@@ -109,7 +116,7 @@ class LocalRunner:
         user = self.agent_user()
         env = self.environment(request, user)
         if spec_path.exists():
-            if (run_dir / "status.json").exists() or _supervisor_running(run_dir):
+            if (run_dir / "status.json").exists() or supervisor_running(run_dir):
                 return request.run_id  # adopted: a redelivered launch step
             # The spec was written but its supervisor never started (the step died in
             # between): start it now. Should two start, the supervisor lock keeps one.
@@ -167,7 +174,7 @@ class LocalRunner:
                                       finished_at=time.time(), retryable=True)
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
-        if phase == "Running" and not _supervisor_alive(run_dir, status):
+        if phase == "Running" and not supervisor_alive(run_dir, status):
             # The supervisor died without writing an outcome (machine restart, SIGKILL).
             return RunObservation(run_id, FAILED, reason="the local run was lost (its supervisor died)",
                                   started_at=status.get("started_at"), finished_at=time.time(), retryable=True)
@@ -200,9 +207,9 @@ class LocalRunner:
             return
         pid, agent = int(status["pid"]), int(status.get("agent_pgid") or 0)
         from orchestrator.runners.local_supervisor import CANCEL_FILE
-        local = _same_namespace(status)
+        local = same_namespace(status)
         if local:
-            _signal_group(pid, signal.SIGTERM)
+            signal_group(pid, signal.SIGTERM)
         else:
             # Its pids are not ours to signal (another container): the supervisor polls for this file.
             (run_dir / CANCEL_FILE).touch()
@@ -214,7 +221,7 @@ class LocalRunner:
             time.sleep(0.05)
         for group in (agent, pid) if local else ():
             if group:
-                _signal_group(group, signal.SIGKILL)
+                signal_group(group, signal.SIGKILL)
         from orchestrator.runners.local_supervisor import write_status
         write_status(run_dir, phase=FAILED, exit_code=-9, reason="Cancelled", started_at=status.get("started_at"),
                      finished_at=time.time(), pid=pid)
@@ -318,97 +325,3 @@ class LocalTracker:
 def is_claude_code(command: tuple[str, ...] | list[str]) -> bool:
     """True when the agent's program is Claude Code (`claude`), the one agent that needs ANTHROPIC_API_KEY."""
     return bool(command) and os.path.basename(command[0]) == "claude"
-
-
-TAIL_BLOCK = 65536
-TAIL_MAX_BYTES = 4 << 20  # a tail never reads more than this, however long its lines
-
-
-def tail_lines(handle: BinaryIO, count: int) -> list[bytes]:
-    """The last `count` lines of a file, read backwards in blocks; leaves the handle at the end.
-
-    Memory and reads are bounded by the lines asked for (at most TAIL_MAX_BYTES),
-    never by the file's size: a 200 MB log costs a few blocks.
-    """
-    end = handle.seek(0, os.SEEK_END)
-    if count <= 0:
-        return []
-    blocks: list[bytes] = []
-    position, newlines = end, 0
-    # One newline more than the lines asked for marks where the first of them starts
-    # (a final newline ends the last line and does not count).
-    while position > 0 and newlines <= count and end - position < TAIL_MAX_BYTES:
-        size = min(TAIL_BLOCK, position)
-        position -= size
-        handle.seek(position)
-        block = handle.read(size)
-        blocks.append(block)
-        newlines += block.count(b"\n")
-    handle.seek(end)
-    lines = b"".join(reversed(blocks)).splitlines()
-    if position > 0 and lines:
-        lines = lines[1:] if newlines > count else lines  # the first line is only a part
-    return lines[-count:]
-
-
-def _supervisor_running(run_dir: Path) -> bool:
-    """True when a supervisor holds the run's lock (it started and has not exited)."""
-    from orchestrator.runners.local_supervisor import take_lock
-
-    fd = take_lock(run_dir)
-    if fd is None:
-        return True
-    os.close(fd)  # nobody held it: closing releases it at once
-    return False
-
-
-HEARTBEAT_STALE_SECONDS = 30.0
-
-
-def _same_namespace(status: dict[str, Any]) -> bool:
-    """True when the supervisor's pid means the same process here (same machine boot and PID namespace)."""
-    from orchestrator.runners.local_supervisor import process_namespace
-
-    theirs = status.get("pid_namespace")
-    return theirs is None or theirs == process_namespace()  # None: written before namespaces were recorded
-
-
-def _supervisor_alive(run_dir: Path, status: dict[str, Any]) -> bool:
-    """Whether the supervisor of a Running run lives: by pid where we share its namespace, else by heartbeat.
-
-    docker compose runs the supervisors in the deploy worker's container and
-    the watcher in another; there the pid names nobody, or somebody else.
-    """
-    if _same_namespace(status):
-        return pid_alive(int(status.get("pid", 0)))
-    from orchestrator.runners.local_supervisor import HEARTBEAT_FILE
-    try:
-        age = time.time() - (run_dir / HEARTBEAT_FILE).stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return age < HEARTBEAT_STALE_SECONDS
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with that pid exists (ours or not) and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed supervisor nobody reaped yet (no init in the container) is dead
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    if pgid <= 0:
-        return  # 0 or less would signal our own group, or every process we may signal
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

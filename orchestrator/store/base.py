@@ -19,8 +19,8 @@ class _OneWrite:
 
     redis-py packs a command holding a large value (a webhook body, a task
     document) as separate pieces and writes each with its own `sendall`; over
-    loopback every write costs a system call that also delivers to Redis: one
-    write took a webhook claim from about 155 to 105 microseconds of client CPU.
+    loopback every write costs a system call that also delivers to Redis, so
+    one write is cheaper on the intake path (bench/webhooks.py shows it).
     Joining them costs one copy, up to a bound, past which the copy would cost
     more than the writes it saves.
     """

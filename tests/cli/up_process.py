@@ -41,7 +41,8 @@ class Up:
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while "everything runs" not in self.output():
+        # The banner's last line: it is printed line by line, after "everything runs".
+        while "orchestrator task watch demo/1" not in self.output():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"up did not start:\n{self.output()}\n{self.logs()}")

@@ -18,9 +18,9 @@ from orchestrator.runners.base import AgentSpec, RunRequest
 from orchestrator.runners.errors import LogsUnavailable
 from orchestrator.runners.local import LocalRunner
 from orchestrator.settings import Settings
+from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from orchestrator.watcher import Watcher
-from orchestrator.steps import Step
 from tests.support.runs import Sent, launching_task
 from tests.support.wait import wait_for
 
@@ -256,7 +256,7 @@ def test_the_supervisor_stops_writing_the_log_at_its_cap_and_says_so(local: Loca
 @pytest.mark.parametrize("content", [b"", b"a", b"a\n", b"a\nb", b"a\nb\n", b"\n\nx\n\n", b"x" * 70000 + b"\ny\n",
                                      (b"%05d\n" * 40000) % tuple(range(40000))])
 def test_tail_lines_match_splitlines(tmp_path: Path, content: bytes) -> None:
-    from orchestrator.runners.local import tail_lines
+    from orchestrator.runners.local_files import tail_lines
 
     (tmp_path / "log").write_bytes(content)
     with open(tmp_path / "log", "rb") as handle:

@@ -44,11 +44,11 @@ pytestmark = pytest.mark.skipif(not _namespaces_available(), reason="no unprivil
 
 def in_other_container(settings: Settings, code: str, **module_values: float) -> Any:
     """Run `code` (it sets `result`) with a LocalRunner on the same data dir, in another PID namespace."""
-    patches = "".join(f"local.{name} = {value!r}\n" for name, value in module_values.items())
+    patches = "".join(f"local_files.{name} = {value!r}\n" for name, value in module_values.items())
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from orchestrator.runners import local\n"
+        "from orchestrator.runners import local, local_files\n"
         "from orchestrator.settings import Settings\n"
         f"{patches}"
         f"runner = local.LocalRunner(Settings.from_env({{}}).replace(data_dir=Path({str(settings.data_dir)!r})))\n"

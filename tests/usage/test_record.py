@@ -18,6 +18,7 @@ from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from orchestrator.usage.budget import today
 from orchestrator.watcher import Watcher
+from orchestrator.workspace.layout import checkout_dir
 from tests.support.runs import Sent, launching_task
 from tests.support.wait import wait_for
 
@@ -42,7 +43,7 @@ def run_scenario(store: TaskStore, settings: Settings, sent: Sent, scenario: str
                  **spec: Any) -> tuple[str, dict[str, Any]]:
     """Launch the stand-in for one task, wait for its end, finish it; (finish's answer, the run)."""
     run_id = launching_task(store, "billing", task_id, env={"APP_FAKE_SCENARIO": scenario}, **spec)
-    workspace = settings.workspace_root / "billing"
+    workspace = checkout_dir(settings.workspace_root, "billing", task_id)
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "CLAUDE.md").write_text("# Add an invoice endpoint\n")
     runner = get_runner(settings)
@@ -54,7 +55,8 @@ def run_scenario(store: TaskStore, settings: Settings, sent: Sent, scenario: str
 
 
 def argv(settings: Settings, run: dict[str, Any]) -> list[str]:
-    return json.loads((settings.workspace_root / "billing" / run.output_dir / "claude-argv.json").read_text()) \
+    return json.loads((checkout_dir(settings.workspace_root, "billing", run.task_id) / run.output_dir
+                       / "claude-argv.json").read_text()) \
         if run.output_dir else json.loads(next(
             (settings.workspace_root / "billing").rglob("claude-argv.json")).read_text())
 

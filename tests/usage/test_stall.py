@@ -16,6 +16,7 @@ from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from orchestrator.usage.stall import StallCheck
 from orchestrator.watcher import Watcher
+from orchestrator.workspace.layout import checkout_dir
 from tests.support.runs import Sent, launching_task
 from tests.support.wait import wait_for
 
@@ -27,7 +28,7 @@ def test_a_silent_run_is_stopped_and_fails_as_stalled_retryable_once(
     quiet = settings.replace(stall_seconds=60, retry_backoff_seconds=1,
                              local_agent_command=("/bin/sh", "-c", "echo started; sleep 30"))
     run_id = launching_task(store)
-    (quiet.workspace_root / "billing").mkdir(parents=True, exist_ok=True)
+    checkout_dir(quiet.workspace_root, "billing", 1).mkdir(parents=True, exist_ok=True)
     runner = get_runner(quiet)
     runs.launch(store, quiet, runner, run_id, send=sent)
     watcher = Watcher(store, quiet, runner, send=sent)

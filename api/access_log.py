@@ -88,7 +88,9 @@ def _log_when_streamed(response: Response, line: dict[str, Any], started: float)
     response.response = counted
 
     def _done() -> None:
-        access_log.info("request", extra={**line, "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                                          "length": counted.sent})
+        access_log.info(
+            "request",
+            extra={**line, "duration_ms": round((time.perf_counter() - started) * 1000, 2), "length": counted.sent},
+        )
 
     response.call_on_close(_done)

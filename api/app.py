@@ -29,8 +29,9 @@ class Resources:
 
     def store(self) -> TaskStore:
         if self._store is None:
-            self._store = TaskStore(connect(self.settings.redis_url, timeout=2.0),
-                                    history_limit=self.settings.status_history_limit)
+            self._store = TaskStore(
+                connect(self.settings.redis_url, timeout=2.0), history_limit=self.settings.status_history_limit
+            )
         return self._store
 
     def runner(self) -> Any:

@@ -22,8 +22,15 @@ class ApiError(Exception):
     code = "bad_request"
     headers: dict[str, str] = {}
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        errors: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if headers is not None:

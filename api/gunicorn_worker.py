@@ -135,7 +135,7 @@ class ReadAheadWorker(ThreadWorker):
             end = state.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return HEAD_TOO_LARGE if len(state.buffer) > HEAD_MAX else None
-            head = bytes(state.buffer[:end + 2])
+            head = bytes(state.buffer[: end + 2])
             if _CHUNKED.search(head):
                 return LENGTH_REQUIRED
             match = _CONTENT_LENGTH.search(head)

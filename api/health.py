@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify
 
@@ -15,8 +15,7 @@ bp = Blueprint("health", __name__)
 @bp.get("/api/v1/health")
 def health() -> Response:
     """Liveness: the process answers; touches no dependency."""
-    return jsonify({"status": "ok", "version": __version__,
-                    "timestamp": datetime.now(timezone.utc).isoformat()})
+    return jsonify({"status": "ok", "version": __version__, "timestamp": datetime.now(UTC).isoformat()})
 
 
 @bp.get("/ready")

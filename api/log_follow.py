@@ -70,15 +70,23 @@ class Follow:
         """Take the lease (429 when the token holds `limit` already), then a slot here (503 when none)."""
         self.limit = limit
         if not self.store.acquire_follow(self.owner, self.stream_id, lease_seconds=self.lease_seconds, limit=limit):
-            raise ApiError(f"this token follows {limit} log streams already (ORCHESTRATOR_LOG_FOLLOWS_PER_TOKEN); "
-                           "end one, or read the logs without follow", status=429, code="too_many_follows",
-                           headers={"Retry-After": "10"})
+            raise ApiError(
+                f"this token follows {limit} log streams already (ORCHESTRATOR_LOG_FOLLOWS_PER_TOKEN); "
+                "end one, or read the logs without follow",
+                status=429,
+                code="too_many_follows",
+                headers={"Retry-After": "10"},
+            )
         if _process_slots is not None:
             if not _process_slots.acquire(blocking=False):
                 self.release()
-                raise ApiError(f"this API process streams {_process_limit} followed logs already (half its "
-                               "threads; the rest answer health checks and webhooks); retry shortly",
-                               status=503, code="unavailable", headers={"Retry-After": "5"})
+                raise ApiError(
+                    f"this API process streams {_process_limit} followed logs already (half its "
+                    "threads; the rest answer health checks and webhooks); retry shortly",
+                    status=503,
+                    code="unavailable",
+                    headers={"Retry-After": "5"},
+                )
             self._slot = True
         return self
 
@@ -119,8 +127,15 @@ def client_gone(sock: socket.socket) -> bool:
         return True
 
 
-def stream(lines: Iterator[str], follow: Follow, *, max_seconds: float, secrets: Iterable[str],
-           sock: socket.socket | None, run_id: str) -> Iterator[str]:
+def stream(
+    lines: Iterator[str],
+    follow: Follow,
+    *,
+    max_seconds: float,
+    secrets: Iterable[str],
+    sock: socket.socket | None,
+    run_id: str,
+) -> Iterator[str]:
     """The run's lines as they arrive, until the run ends, the client goes, or `max_seconds` pass.
 
     Each line is scrubbed together with the next (a secret split across two is
@@ -145,8 +160,10 @@ def stream(lines: Iterator[str], follow: Follow, *, max_seconds: float, secrets:
                 yield scrub(held, ordered, ordered=True) + "\n"
                 held = None
             if now >= deadline:
-                yield (f"orchestrator: this follow ended after {max_seconds:g} s "
-                       "(ORCHESTRATOR_LOG_FOLLOW_MAX_SECONDS); follow again to go on\n")
+                yield (
+                    f"orchestrator: this follow ended after {max_seconds:g} s "
+                    "(ORCHESTRATOR_LOG_FOLLOW_MAX_SECONDS); follow again to go on\n"
+                )
                 return
             if now >= renew_at:
                 follow.renew()
@@ -183,6 +200,7 @@ def stream(lines: Iterator[str], follow: Follow, *, max_seconds: float, secrets:
 
 def _pump(lines: Iterator[str], pipe: queue.Queue[tuple[str, Any]], stop: threading.Event, run_id: str) -> None:
     """Move the runner's lines to `pipe` until they end or the stream is stopped; close the runner's iterator."""
+
     def put(item: tuple[str, Any]) -> bool:
         while not stop.is_set():
             try:

@@ -19,8 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from orchestrator.store import StoreError
 from orchestrator.steps import QUEUES  # the queues the API reports (no Celery app built to be scraped)
+from orchestrator.store import StoreError
 
 log = logging.getLogger("orchestrator.api")
 
@@ -34,10 +34,19 @@ class RequestMetrics:
 
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
-        self.requests = Counter("orchestrator_api_requests", "API requests by route, method and status.",
-                                ["route", "method", "status"], registry=registry)
-        self.latency = Histogram("orchestrator_api_request_duration_seconds", "API request latency by route.",
-                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.requests = Counter(
+            "orchestrator_api_requests",
+            "API requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "orchestrator_api_request_duration_seconds",
+            "API request latency by route.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         # (route, method, status) -> (counter, histogram) children: `labels()` checks and
         # locks on every call, and routes, methods and statuses are few.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -47,8 +56,10 @@ class RequestMetrics:
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:
-            children = self._children[key] = (self.requests.labels(route, method, str(status)),
-                                              self.latency.labels(route, method))
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
         children[0].inc()
         children[1].observe(seconds)
 

@@ -40,10 +40,22 @@ COMMON = {
 }
 LOCATION = {"Location": {"description": "path of the task", "schema": {"type": "string"}}}
 TASK_PARAMS = [
-    {"in": "path", "name": "service", "required": True,
-     "schema": {"type": "string", "pattern": validation.DNS_LABEL.pattern, "maxLength": validation.MAX_SERVICE_LENGTH}},
-    {"in": "path", "name": "task_id", "required": True,
-     "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}},
+    {
+        "in": "path",
+        "name": "service",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "pattern": validation.DNS_LABEL.pattern,
+            "maxLength": validation.MAX_SERVICE_LENGTH,
+        },
+    },
+    {
+        "in": "path",
+        "name": "task_id",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    },
 ]
 
 
@@ -57,90 +69,203 @@ def build_spec(settings: Any) -> dict[str, Any]:
 
     built = build_schemas(settings)
     spec = APISpec(
-        title="Orchestrator PM API", version=__version__, openapi_version="3.0.3",
+        title="Orchestrator PM API",
+        version=__version__,
+        openapi_version="3.0.3",
         plugins=[MarshmallowPlugin()],
-        info={"description": "Submit, follow, change and cancel agent tasks. Every /api/v1/pm route needs "
-                             "`Authorization: Bearer <token>`. Errors are `{code, message, errors?}`."},
+        info={
+            "description": "Submit, follow, change and cancel agent tasks. Every /api/v1/pm route needs "
+            "`Authorization: Bearer <token>`. Errors are `{code, message, errors?}`."
+        },
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for name, schema in [
-        ("Error", schemas.ErrorSchema), ("Subtask", schemas.SubtaskSchema),
-        ("MarkdownFile", schemas.MarkdownFileSchema), ("Repository", schemas.RepositorySchema),
-        ("TaskSubmission", built["submission"]), ("Context", built["context"]), ("Cancel", built["cancel"]),
-        ("Run", schemas.RunViewSchema), ("HistoryEntry", schemas.HistoryEntrySchema),
-        ("TaskSummary", schemas.TaskSummarySchema), ("Task", schemas.TaskViewSchema),
+        ("Error", schemas.ErrorSchema),
+        ("Subtask", schemas.SubtaskSchema),
+        ("MarkdownFile", schemas.MarkdownFileSchema),
+        ("Repository", schemas.RepositorySchema),
+        ("TaskSubmission", built["submission"]),
+        ("Context", built["context"]),
+        ("Cancel", built["cancel"]),
+        ("Run", schemas.RunViewSchema),
+        ("HistoryEntry", schemas.HistoryEntrySchema),
+        ("TaskSummary", schemas.TaskSummarySchema),
+        ("Task", schemas.TaskViewSchema),
         ("TaskPage", schemas.TaskPageSchema),
     ]:
         spec.components.schema(name, schema=schema)
 
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
-    spec.path(path="/api/v1/pm/tasks", operations={
-        "post": {
-            "operationId": "submitTask", "summary": "Submit a task", "security": secured,
-            "description": "Validates, stores and queues the task. The same (service_name, id) again is a 409, "
-                           "unless it carries the same Idempotency-Key as the first request, which returns the "
-                           "first answer.",
-            "parameters": [{"in": "header", "name": "Idempotency-Key", "required": False,
-                            "schema": {"type": "string", "pattern": schemas.IDEMPOTENCY_KEY_PATTERN}}],
-            "requestBody": _body("TaskSubmission"),
-            "responses": {"202": _ok("accepted and stored", "Task", LOCATION), **COMMON,
-                          "409": _error("a task with this service_name and id exists"),
-                          "413": _error("request body too large"), "415": _error("not application/json"),
-                          "422": _error("Idempotency-Key reused for a different request")},
-        },
-        "get": {
-            "operationId": "listTasks", "summary": "List tasks, newest first", "security": secured,
-            "parameters": [{"in": "query", "schema": built["list"]}],
-            "responses": {"200": _ok("one page", "TaskPage"), **COMMON},
-        },
-    })
-    spec.path(path="/api/v1/pm/tasks/{service}/{task_id}", parameters=TASK_PARAMS, operations={
-        "get": {"operationId": "getTask", "summary": "A task with its runs and recent history", "security": secured,
-                "responses": {"200": _ok("the task", "Task"), **COMMON, "404": _error("no such task")}},
-    })
-    spec.path(path="/api/v1/pm/tasks/{service}/{task_id}/context", parameters=TASK_PARAMS, operations={
-        "post": {"operationId": "addContext", "summary": "Add a context document", "security": secured,
-                 "description": "Bumps the context version, cancels the active run of the older version and "
-                                "starts a new run with every earlier document plus `context-v<N>.md`.",
-                 "requestBody": _body("Context"),
-                 "responses": {"202": _ok("stored; a new run follows", "Task", LOCATION), **COMMON,
-                               "404": _error("no such task"), "413": _error("request body too large"),
-                               "415": _error("not application/json")}},
-    })
-    spec.path(path="/api/v1/pm/tasks/{service}/{task_id}/cancel", parameters=TASK_PARAMS, operations={
-        "post": {"operationId": "cancelTask", "summary": "Cancel a task that has not ended", "security": secured,
-                 "requestBody": _body("Cancel", required=False),
-                 "responses": {"200": _ok("cancelled", "Task"), **COMMON, "404": _error("no such task"),
-                               "409": _error("the task already ended"), "415": _error("not application/json")}},
-    })
-    spec.path(path="/api/v1/pm/tasks/{service}/{task_id}/retry", parameters=TASK_PARAMS, operations={
-        "post": {"operationId": "retryTask", "summary": "Start a Failed or Cancelled task again",
-                 "security": secured,
-                 "responses": {"202": _ok("queued again", "Task", LOCATION), **COMMON,
-                               "404": _error("no such task"), "409": _error("the task is not Failed or Cancelled"),
-                               "415": _error("not application/json")}},
-    })
-    spec.path(path="/api/v1/pm/tasks/{service}/{task_id}/logs", parameters=TASK_PARAMS, operations={
-        "get": {"operationId": "taskLogs", "summary": "The agent's output of the latest run", "security": secured,
-                "parameters": [{"in": "query", "schema": built["logs"]}],
-                "responses": {"200": {"description": "output lines; streamed with follow=true",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
-                              **COMMON, "404": _error("no such task, or it has no run yet")}},
-    })
-    spec.path(path="/api/v1/services/{service}/usage", parameters=TASK_PARAMS[:1], operations={
-        "get": {"operationId": "serviceUsage", "summary": "A service's usage per UTC day and per agent",
+    spec.path(
+        path="/api/v1/pm/tasks",
+        operations={
+            "post": {
+                "operationId": "submitTask",
+                "summary": "Submit a task",
                 "security": secured,
-                "parameters": [{"in": "query", "name": "since", "schema": {"type": "string", "format": "date"},
-                                "description": "first day (YYYY-MM-DD); default: 30 days back; at most 366"}],
-                "responses": {"200": _ok("days with usage: totals and per agent (runs, priced_runs, cost_usd, "
-                                         "token kinds, num_turns)"), **COMMON}},
-    })
+                "description": "Validates, stores and queues the task. The same (service_name, id) again is a 409, "
+                "unless it carries the same Idempotency-Key as the first request, which returns the "
+                "first answer.",
+                "parameters": [
+                    {
+                        "in": "header",
+                        "name": "Idempotency-Key",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": schemas.IDEMPOTENCY_KEY_PATTERN},
+                    }
+                ],
+                "requestBody": _body("TaskSubmission"),
+                "responses": {
+                    "202": _ok("accepted and stored", "Task", LOCATION),
+                    **COMMON,
+                    "409": _error("a task with this service_name and id exists"),
+                    "413": _error("request body too large"),
+                    "415": _error("not application/json"),
+                    "422": _error("Idempotency-Key reused for a different request"),
+                },
+            },
+            "get": {
+                "operationId": "listTasks",
+                "summary": "List tasks, newest first",
+                "security": secured,
+                "parameters": [{"in": "query", "schema": built["list"]}],
+                "responses": {"200": _ok("one page", "TaskPage"), **COMMON},
+            },
+        },
+    )
+    spec.path(
+        path="/api/v1/pm/tasks/{service}/{task_id}",
+        parameters=TASK_PARAMS,
+        operations={
+            "get": {
+                "operationId": "getTask",
+                "summary": "A task with its runs and recent history",
+                "security": secured,
+                "responses": {"200": _ok("the task", "Task"), **COMMON, "404": _error("no such task")},
+            },
+        },
+    )
+    spec.path(
+        path="/api/v1/pm/tasks/{service}/{task_id}/context",
+        parameters=TASK_PARAMS,
+        operations={
+            "post": {
+                "operationId": "addContext",
+                "summary": "Add a context document",
+                "security": secured,
+                "description": "Bumps the context version, cancels the active run of the older version and "
+                "starts a new run with every earlier document plus `context-v<N>.md`.",
+                "requestBody": _body("Context"),
+                "responses": {
+                    "202": _ok("stored; a new run follows", "Task", LOCATION),
+                    **COMMON,
+                    "404": _error("no such task"),
+                    "413": _error("request body too large"),
+                    "415": _error("not application/json"),
+                },
+            },
+        },
+    )
+    spec.path(
+        path="/api/v1/pm/tasks/{service}/{task_id}/cancel",
+        parameters=TASK_PARAMS,
+        operations={
+            "post": {
+                "operationId": "cancelTask",
+                "summary": "Cancel a task that has not ended",
+                "security": secured,
+                "requestBody": _body("Cancel", required=False),
+                "responses": {
+                    "200": _ok("cancelled", "Task"),
+                    **COMMON,
+                    "404": _error("no such task"),
+                    "409": _error("the task already ended"),
+                    "415": _error("not application/json"),
+                },
+            },
+        },
+    )
+    spec.path(
+        path="/api/v1/pm/tasks/{service}/{task_id}/retry",
+        parameters=TASK_PARAMS,
+        operations={
+            "post": {
+                "operationId": "retryTask",
+                "summary": "Start a Failed or Cancelled task again",
+                "security": secured,
+                "responses": {
+                    "202": _ok("queued again", "Task", LOCATION),
+                    **COMMON,
+                    "404": _error("no such task"),
+                    "409": _error("the task is not Failed or Cancelled"),
+                    "415": _error("not application/json"),
+                },
+            },
+        },
+    )
+    spec.path(
+        path="/api/v1/pm/tasks/{service}/{task_id}/logs",
+        parameters=TASK_PARAMS,
+        operations={
+            "get": {
+                "operationId": "taskLogs",
+                "summary": "The agent's output of the latest run",
+                "security": secured,
+                "parameters": [{"in": "query", "schema": built["logs"]}],
+                "responses": {
+                    "200": {
+                        "description": "output lines; streamed with follow=true",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **COMMON,
+                    "404": _error("no such task, or it has no run yet"),
+                },
+            },
+        },
+    )
+    spec.path(
+        path="/api/v1/services/{service}/usage",
+        parameters=TASK_PARAMS[:1],
+        operations={
+            "get": {
+                "operationId": "serviceUsage",
+                "summary": "A service's usage per UTC day and per agent",
+                "security": secured,
+                "parameters": [
+                    {
+                        "in": "query",
+                        "name": "since",
+                        "schema": {"type": "string", "format": "date"},
+                        "description": "first day (YYYY-MM-DD); default: 30 days back; at most 366",
+                    }
+                ],
+                "responses": {
+                    "200": _ok(
+                        "days with usage: totals and per agent (runs, priced_runs, cost_usd, token kinds, num_turns)"
+                    ),
+                    **COMMON,
+                },
+            },
+        },
+    )
     open_: dict[str, Any] = {"security": []}
-    spec.path(path="/health", operations={"get": {"operationId": "health", "summary": "Liveness", **open_,
-                                                  "responses": {"200": _ok("alive")}}})
-    spec.path(path="/ready", operations={"get": {"operationId": "ready", "summary": "Readiness (Redis answers)",
-                                                 **open_, "responses": {"200": _ok("ready"),
-                                                                        "503": _ok("Redis does not answer")}}})
+    spec.path(
+        path="/health",
+        operations={
+            "get": {"operationId": "health", "summary": "Liveness", **open_, "responses": {"200": _ok("alive")}}
+        },
+    )
+    spec.path(
+        path="/ready",
+        operations={
+            "get": {
+                "operationId": "ready",
+                "summary": "Readiness (Redis answers)",
+                **open_,
+                "responses": {"200": _ok("ready"), "503": _ok("Redis does not answer")},
+            }
+        },
+    )
     doc = spec.to_dict()
     doc["security"] = secured
     return doc
@@ -182,7 +307,8 @@ h3{margin-top:2rem}.m{font-weight:bold;text-transform:uppercase}
 {% for p in params %}<tr><td><code>{{ p.name }}</code>{% if p.required %} *{% endif %}</td><td>{{ p.in }}</td>
 <td><code>{{ p.schema | tojson }}</code> {{ p.description or '' }}</td></tr>{% endfor %}</table>{% endif %}
 {% if op.requestBody %}<p>Body: {% for ct, media in op.requestBody.content.items() %}<code>{{ ct }}</code>
-<a href="#{{ media.schema['$ref'].split('/')[-1] }}">{{ media.schema['$ref'].split('/')[-1] }}</a>{% endfor %}</p>{% endif %}
+<a href="#{{ media.schema['$ref'].split('/')[-1] }}">{{ media.schema['$ref'].split('/')[-1] }}</a>
+{% endfor %}</p>{% endif %}
 <table><tr><th>status</th><th>meaning</th></tr>
 {% for code, r in op.responses.items() %}<tr><td>{{ code }}</td><td>{{ r.description }}</td></tr>{% endfor %}
 </table>{% endfor %}{% endfor %}

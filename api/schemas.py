@@ -43,8 +43,11 @@ def _check(func: Any) -> Any:
 
 
 def _text(max_length: int = MAX_TEXT, *, required: bool = False, min_length: int = 0, **meta: Any) -> fields.String:
-    kwargs: dict[str, Any] = {"required": required, "validate": validate.Length(min=min_length, max=max_length),
-                              "metadata": meta}
+    kwargs: dict[str, Any] = {
+        "required": required,
+        "validate": validate.Length(min=min_length, max=max_length),
+        "metadata": meta,
+    }
     if not required:
         kwargs["load_default"] = ""
     return fields.String(**kwargs)
@@ -84,16 +87,23 @@ class SubtaskSchema(StrictSchema):
     description = _text()
     details = _text()
     status = fields.String(load_default="pending", validate=validate.OneOf(TASKMASTER_STATUSES))
-    dependencies = fields.List(_task_id(), load_default=list, validate=validate.Length(max=MAX_ITEMS),
-                               metadata={"description": "ids of sibling subtasks"})
+    dependencies = fields.List(
+        _task_id(),
+        load_default=list,
+        validate=validate.Length(max=MAX_ITEMS),
+        metadata={"description": "ids of sibling subtasks"},
+    )
     test_strategy = _text()
 
 
 class MarkdownFileSchema(StrictSchema):
     """One markdown document written into the task's workspace."""
 
-    filename = fields.String(required=True, validate=_check(validation.markdown_filename),
-                             metadata={"pattern": validation.MARKDOWN_FILENAME.pattern, "example": "task.md"})
+    filename = fields.String(
+        required=True,
+        validate=_check(validation.markdown_filename),
+        metadata={"pattern": validation.MARKDOWN_FILENAME.pattern, "example": "task.md"},
+    )
     content = fields.String(required=True, validate=validate.Length(min=1, max=MAX_TEXT * 5))
     file_type = fields.String(required=True, validate=validate.OneOf(FILE_TYPES))
 
@@ -103,14 +113,18 @@ def _env_name_validator(patterns: tuple[str, ...]) -> Any:
         errors = agent_env.name_errors(str(value), patterns)
         if errors:
             raise ValidationError(errors)
+
     return validator
 
 
 class RepositorySchema(StrictSchema):
     """The git repository the agent works on; the host must be allowed by configuration."""
 
-    url = fields.String(required=True, validate=validate.Length(min=1, max=500),
-                        metadata={"example": "https://github.com/acme/billing.git"})
+    url = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=500),
+        metadata={"example": "https://github.com/acme/billing.git"},
+    )
     branch = fields.String(load_default="main", validate=_check(validation.git_ref), metadata={"example": "main"})
 
 
@@ -127,40 +141,79 @@ class TaskSubmissionSchema(StrictSchema):
     details = _text()
     test_strategy = _text()
     priority = fields.String(load_default="medium", validate=validate.OneOf(PRIORITIES))
-    status = fields.String(load_default="pending", validate=validate.OneOf(TASKMASTER_STATUSES),
-                           metadata={"description": "Task Master status; returned as submitted_status"})
-    dependencies = fields.List(_task_id(), load_default=list, validate=validate.Length(max=MAX_ITEMS),
-                               metadata={"description": "ids of other tasks of the same service"})
+    status = fields.String(
+        load_default="pending",
+        validate=validate.OneOf(TASKMASTER_STATUSES),
+        metadata={"description": "Task Master status; returned as submitted_status"},
+    )
+    dependencies = fields.List(
+        _task_id(),
+        load_default=list,
+        validate=validate.Length(max=MAX_ITEMS),
+        metadata={"description": "ids of other tasks of the same service"},
+    )
     subtasks = fields.List(fields.Nested(SubtaskSchema), load_default=list, validate=validate.Length(max=MAX_ITEMS))
-    service_name = fields.String(required=True, validate=_check(validation.service_name),
-                                 metadata={**SERVICE_META, "example": "billing"})
-    agent_name = fields.String(required=True, validate=_check(validation.agent_name),
-                               metadata={**AGENT_META, "example": "claude"})
-    markdown_files = fields.List(fields.Nested(MarkdownFileSchema), required=True,
-                                 validate=validate.Length(min=1, max=50))
+    service_name = fields.String(
+        required=True, validate=_check(validation.service_name), metadata={**SERVICE_META, "example": "billing"}
+    )
+    agent_name = fields.String(
+        required=True, validate=_check(validation.agent_name), metadata={**AGENT_META, "example": "claude"}
+    )
+    markdown_files = fields.List(
+        fields.Nested(MarkdownFileSchema), required=True, validate=validate.Length(min=1, max=50)
+    )
     repository = fields.Nested(RepositorySchema, load_default=None, allow_none=True)
-    model = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(MODEL_PATTERN),
-                          metadata={"example": "claude-sonnet-4-5"})
-    working_directory = fields.String(load_default="", validate=_check(validation.relative_path),
-                                      metadata={"description": "relative to the repository root; no '..'"})
+    model = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(MODEL_PATTERN),
+        metadata={"example": "claude-sonnet-4-5"},
+    )
+    working_directory = fields.String(
+        load_default="",
+        validate=_check(validation.relative_path),
+        metadata={"description": "relative to the repository root; no '..'"},
+    )
     timeout_seconds = fields.Integer(strict=True, metadata={"description": "run time limit"})
-    max_cost_usd = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False,
-                                                                                          max=100_000),
-                                metadata={"description": "cost limit of one run in US dollars (Claude Code)"})
-    max_turns = fields.Integer(strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000),
-                               metadata={"description": "turn limit of one run (Claude Code)"})
-    exclusive = fields.Boolean(load_default=False, metadata={
-        "description": "run alone: no other run of the service overlaps this task's runs"})
-    env = fields.Dict(keys=fields.String(validate=_check(validation.plain_env_name)),
-                      values=fields.String(validate=_check(validation.plain_env_value)),
-                      load_default=dict, validate=_at_most(50),
-                      metadata={"description": "non-secret variables; names must match ORCHESTRATOR_AGENT_ENV_ALLOWED, "
-                                               "credential-like names or values are refused",
-                                "maxProperties": 50})
-    agent = AgentOverridesField(keys=fields.String(), values=fields.Raw(), load_default=dict,
-                                metadata={"description": "agent overrides; keys allowed by configuration"})
-    pipeline = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=63),
-                             metadata={"description": "a pipeline of agent stages named in ORCHESTRATOR_PIPELINES"})
+    max_cost_usd = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False, max=100_000),
+        metadata={"description": "cost limit of one run in US dollars (Claude Code)"},
+    )
+    max_turns = fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=10_000),
+        metadata={"description": "turn limit of one run (Claude Code)"},
+    )
+    exclusive = fields.Boolean(
+        load_default=False, metadata={"description": "run alone: no other run of the service overlaps this task's runs"}
+    )
+    env = fields.Dict(
+        keys=fields.String(validate=_check(validation.plain_env_name)),
+        values=fields.String(validate=_check(validation.plain_env_value)),
+        load_default=dict,
+        validate=_at_most(50),
+        metadata={
+            "description": "non-secret variables; names must match ORCHESTRATOR_AGENT_ENV_ALLOWED, "
+            "credential-like names or values are refused",
+            "maxProperties": 50,
+        },
+    )
+    agent = AgentOverridesField(
+        keys=fields.String(),
+        values=fields.Raw(),
+        load_default=dict,
+        metadata={"description": "agent overrides; keys allowed by configuration"},
+    )
+    pipeline = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=63),
+        metadata={"description": "a pipeline of agent stages named in ORCHESTRATOR_PIPELINES"},
+    )
 
     def __init__(self, *, settings: Settings, **kwargs: Any):
         super().__init__(**kwargs)
@@ -172,8 +225,10 @@ class TaskSubmissionSchema(StrictSchema):
         patterns = tuple(settings.agent_env_allowed)
         env = self.fields["env"]
         env.key_field.validators = [_env_name_validator(patterns)]  # type: ignore[attr-defined]
-        env.metadata = {**env.metadata, "description": env.metadata["description"]
-                        + " (allowed: " + (", ".join(patterns) or "none") + ")"}
+        env.metadata = {
+            **env.metadata,
+            "description": env.metadata["description"] + " (allowed: " + (", ".join(patterns) or "none") + ")",
+        }
         allowed = tuple(settings.allowed_agent_overrides)
         agent = self.fields["agent"]
         agent.metadata = {
@@ -244,8 +299,9 @@ class ListQuerySchema(StrictSchema):
     status = fields.String(validate=validate.OneOf([s.value for s in Status]))
     agent = fields.String(validate=_check(validation.agent_name), metadata=AGENT_META)
     limit = fields.Integer(load_default=DEFAULT_PAGE_SIZE)
-    cursor = fields.String(validate=validate.Regexp(r"^[0-9]{1,18}$"),
-                           metadata={"description": "next_cursor of the previous page"})
+    cursor = fields.String(
+        validate=validate.Regexp(r"^[0-9]{1,18}$"), metadata={"description": "next_cursor of the previous page"}
+    )
 
     def __init__(self, *, settings: Settings, **kwargs: Any):
         super().__init__(**kwargs)
@@ -257,11 +313,15 @@ class ListQuerySchema(StrictSchema):
 class LogsQuerySchema(StrictSchema):
     """GET .../logs query parameters."""
 
-    tail = fields.Integer(validate=validate.Range(min=1, max=100_000),
-                          metadata={"description": "only the last N lines"})
+    tail = fields.Integer(
+        validate=validate.Range(min=1, max=100_000), metadata={"description": "only the last N lines"}
+    )
     follow = fields.Boolean(load_default=False, metadata={"description": "stream until the run ends"})
-    format = fields.String(load_default="text", validate=validate.OneOf(("text", "raw")),
-                           metadata={"description": "`text`: the conversation as text; `raw`: the agent's own stream"})
+    format = fields.String(
+        load_default="text",
+        validate=validate.OneOf(("text", "raw")),
+        metadata={"description": "`text`: the conversation as text; `raw`: the agent's own stream"},
+    )
 
 
 # Responses -------------------------------------------------------------------------
@@ -289,21 +349,35 @@ class RunViewSchema(Schema):
     finished_at = fields.DateTime(allow_none=True)
     exit_code = fields.Integer(allow_none=True)
     failure_reason = fields.String()
-    pull_request_url = fields.String(allow_none=True,
-                                     metadata={"description": "the task's pull request, once delivered"})
+    pull_request_url = fields.String(
+        allow_none=True, metadata={"description": "the task's pull request, once delivered"}
+    )
     branch = fields.String(allow_none=True, metadata={"description": "the task's git branch"})
     base = fields.String(allow_none=True, metadata={"description": "the branch the task's branch started from"})
     commit = fields.String(allow_none=True, metadata={"description": "head commit of the branch after delivery"})
     commits = fields.Integer(allow_none=True, metadata={"description": "commits on the branch beyond its base"})
-    diffstat = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True,
-                           metadata={"description": "files, insertions and deletions beyond the base"})
+    diffstat = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        allow_none=True,
+        metadata={"description": "files, insertions and deletions beyond the base"},
+    )
     pull_request_number = fields.Integer(allow_none=True)
-    outcome = fields.String(allow_none=True, metadata={"enum": ["changes", "no_changes", "failed", "cancelled"],
-                                                       "description": "how the run ended for the user"})
-    usage = fields.Dict(allow_none=True, metadata={
-        "description": "what the run consumed (from Claude Code's stream-json): input_tokens, output_tokens, "
-                       "cache_read_input_tokens, cache_creation_input_tokens, cost_usd, num_turns, session_id, "
-                       "model, models (per model); null when the agent reported none"})
+    outcome = fields.String(
+        allow_none=True,
+        metadata={
+            "enum": ["changes", "no_changes", "failed", "cancelled"],
+            "description": "how the run ended for the user",
+        },
+    )
+    usage = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "what the run consumed (from Claude Code's stream-json): input_tokens, output_tokens, "
+            "cache_read_input_tokens, cache_creation_input_tokens, cost_usd, num_turns, session_id, "
+            "model, models (per model); null when the agent reported none"
+        },
+    )
 
 
 class HistoryEntrySchema(Schema):
@@ -325,8 +399,9 @@ class TaskSummarySchema(Schema):
     agent_name = fields.String()
     title = fields.String()
     priority = fields.String()
-    status = fields.String(metadata={"enum": [s.value for s in Status],
-                                     "description": "the system's status (state machine)"})
+    status = fields.String(
+        metadata={"enum": [s.value for s in Status], "description": "the system's status (state machine)"}
+    )
     status_reason = fields.String()
     submitted_status = fields.String(metadata={"description": "the Task Master status the PM sent"})
     context_version = fields.Integer()
@@ -354,10 +429,14 @@ class TaskViewSchema(TaskSummarySchema):
     exclusive = fields.Boolean()
     env = fields.Dict(keys=fields.String(), values=fields.String())
     agent = fields.Dict()
-    usage = fields.Dict(metadata={"description": "totals of the task's runs: tokens by kind, cost_usd, num_turns, runs"})
+    usage = fields.Dict(
+        metadata={"description": "totals of the task's runs: tokens by kind, cost_usd, num_turns, runs"}
+    )
     runs = fields.List(fields.Nested(RunViewSchema))
-    history = fields.List(fields.Nested(HistoryEntrySchema),
-                          metadata={"description": f"the newest {HISTORY_SHOWN} status changes, oldest first"})
+    history = fields.List(
+        fields.Nested(HistoryEntrySchema),
+        metadata={"description": f"the newest {HISTORY_SHOWN} status changes, oldest first"},
+    )
 
 
 class TaskPageSchema(Schema):

@@ -8,8 +8,8 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ from marshmallow import Schema, ValidationError
 from api import log_follow, schemas
 from api.auth import protect
 from api.errors import ApiError
-from orchestrator import validation, operations
+from orchestrator import operations, validation
 from orchestrator.delivery.record import run_view_fields
 from orchestrator.dispatch import Dispatcher
 from orchestrator.logs import scrub_lines
@@ -38,9 +38,20 @@ bp = protect(Blueprint("tasks", __name__, url_prefix=PREFIX))
 
 # Spec fields shown in a task view, with what an older record lacking one shows.
 SPEC_FIELDS: dict[str, Any] = {
-    "description": "", "details": "", "test_strategy": "", "dependencies": [], "subtasks": [],
-    "markdown_files": [], "repository": None, "model": None, "working_directory": "",
-    "timeout_seconds": None, "env": {}, "agent": {}, "max_cost_usd": None, "max_turns": None,
+    "description": "",
+    "details": "",
+    "test_strategy": "",
+    "dependencies": [],
+    "subtasks": [],
+    "markdown_files": [],
+    "repository": None,
+    "model": None,
+    "working_directory": "",
+    "timeout_seconds": None,
+    "env": {},
+    "agent": {},
+    "max_cost_usd": None,
+    "max_turns": None,
     "exclusive": False,
 }
 
@@ -123,13 +134,15 @@ def _json_body(*, required: bool) -> Any:
 def _load(name: str, data: Any) -> dict[str, Any]:
     """Validate with a schema; every bad field is named in the 400 answer."""
     if not isinstance(data, Mapping):
-        raise ApiError("expected a JSON object", code="validation_error",
-                       errors={"_schema": ["expected a JSON object"]})
+        raise ApiError(
+            "expected a JSON object", code="validation_error", errors={"_schema": ["expected a JSON object"]}
+        )
     try:
         return _schema(name).load(data)
     except ValidationError as exc:
-        raise ApiError("the request is invalid; see errors", code="validation_error",
-                       errors=exc.normalized_messages()) from None
+        raise ApiError(
+            "the request is invalid; see errors", code="validation_error", errors=exc.normalized_messages()
+        ) from None
 
 
 def _query(name: str) -> dict[str, Any]:
@@ -149,7 +162,7 @@ def _service(service: str) -> str:
 def _iso(ts: Any) -> str | None:
     if ts in (None, ""):
         return None
-    return datetime.fromtimestamp(float(ts), timezone.utc).isoformat()
+    return datetime.fromtimestamp(float(ts), UTC).isoformat()
 
 
 def task_url(service: str, task_id: int) -> str:
@@ -199,11 +212,17 @@ def run_view(run: Run) -> dict[str, Any]:
 
 def history_view(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A status change (HistoryEntrySchema)."""
-    return {"seq": entry.get("seq"), "at": _iso(entry.get("at")), "from": entry.get("from"),
-            "to": entry.get("to"), "reason": entry.get("reason", ""), "actor": entry.get("actor", "")}
+    return {
+        "seq": entry.get("seq"),
+        "at": _iso(entry.get("at")),
+        "from": entry.get("from"),
+        "to": entry.get("to"),
+        "reason": entry.get("reason", ""),
+        "actor": entry.get("actor", ""),
+    }
 
 
-def task_view(task: Task, runs: list[Run], history: list[Mapping[str, Any]]) -> dict[str, Any]:
+def task_view(task: Task, runs: Sequence[Run], history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """A task with its documents, runs and recent history (TaskViewSchema)."""
     view = task_summary(task)
     spec = task.spec
@@ -217,22 +236,36 @@ def task_view(task: Task, runs: list[Run], history: list[Mapping[str, Any]]) -> 
 
 def accepted_view(task: Task) -> dict[str, Any]:
     """The 202 answer to a submission: the task as it was stored, rebuilt the same way on a replay."""
-    first = dataclasses.replace(task, status=Status.PENDING, status_reason="submitted", context_version=1,
-                                current_run=None, updated_at=task.created_at)
-    entry = {"seq": 1, "at": task.created_at, "from": None, "to": Status.PENDING.value,
-             "reason": "submitted", "actor": task.submitted_by}
+    first = dataclasses.replace(
+        task,
+        status=Status.PENDING,
+        status_reason="submitted",
+        context_version=1,
+        current_run=None,
+        updated_at=task.created_at,
+    )
+    entry = {
+        "seq": 1,
+        "at": task.created_at,
+        "from": None,
+        "to": Status.PENDING.value,
+        "reason": "submitted",
+        "actor": task.submitted_by,
+    }
     return task_view(first, [], [entry])
 
 
 def _full_view(store: TaskStore, service: str, task_id: int) -> dict[str, Any]:
     task = store.require_task(service, task_id)
-    return task_view(task, store.list_runs(service, task_id),
-                     store.history(service, task_id, limit=schemas.HISTORY_SHOWN))
+    return task_view(
+        task, store.list_runs(service, task_id), store.history(service, task_id, limit=schemas.HISTORY_SHOWN)
+    )
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    response = current_app.response_class(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status,
-                                          mimetype="application/json")
+    response = current_app.response_class(
+        orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, mimetype="application/json"
+    )
     response.headers.update(headers or {})
     return response
 
@@ -246,8 +279,11 @@ def submit_task() -> Response:
     body = _json_body(required=True)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not re.match(schemas.IDEMPOTENCY_KEY_PATTERN, key):
-        raise ApiError("Idempotency-Key must be 1-128 letters, digits or . _ : -", code="validation_error",
-                       errors={"Idempotency-Key": ["must match " + schemas.IDEMPOTENCY_KEY_PATTERN]})
+        raise ApiError(
+            "Idempotency-Key must be 1-128 letters, digits or . _ : -",
+            code="validation_error",
+            errors={"Idempotency-Key": ["must match " + schemas.IDEMPOTENCY_KEY_PATTERN]},
+        )
     spec = _load("submission", body)
     store = _store()
     settings = _settings()
@@ -259,10 +295,15 @@ def submit_task() -> Response:
             return _replay(store, first, fingerprint)
     try:
         task = operations.submit_task(
-            store, spec, actor=_actor(), origin={"kind": "api"},
-            idempotency_key=key, idempotency_ttl=settings.idempotency_ttl_seconds,
-            idempotency_value={"task": task_ref(spec["service_name"], spec["id"]),
-                               "fingerprint": fingerprint} if key else None,
+            store,
+            spec,
+            actor=_actor(),
+            origin={"kind": "api"},
+            idempotency_key=key,
+            idempotency_ttl=settings.idempotency_ttl_seconds,
+            idempotency_value={"task": task_ref(spec["service_name"], spec["id"]), "fingerprint": fingerprint}
+            if key
+            else None,
             dispatcher=_dispatcher(),
         )
     except TaskExists:
@@ -277,8 +318,9 @@ def submit_task() -> Response:
 def _replay(store: TaskStore, first: Mapping[str, Any], fingerprint: str) -> Response:
     """The first answer again, when the same Idempotency-Key comes with the same task."""
     if first.get("fingerprint") != fingerprint:
-        raise ApiError("this Idempotency-Key was used for a different request", status=422,
-                       code="idempotency_key_reused")
+        raise ApiError(
+            "this Idempotency-Key was used for a different request", status=422, code="idempotency_key_reused"
+        )
     task = store.require_task(*split_ref(first["task"]))
     view = accepted_view(task)
     return _json(view, 202, {"Location": view["url"], "Idempotent-Replayed": "true"})
@@ -288,9 +330,13 @@ def _replay(store: TaskStore, first: Mapping[str, Any], fingerprint: str) -> Res
 def list_tasks() -> Response:
     """Tasks newest first, filtered by service, status and agent, one page at a time."""
     query = _query("list")
-    items, cursor = _store().list_tasks(service=query.get("service"), status=query.get("status"),
-                                        agent=query.get("agent"), limit=query["limit"],
-                                        cursor=query.get("cursor"))
+    items, cursor = _store().list_tasks(
+        service=query.get("service"),
+        status=query.get("status"),
+        agent=query.get("agent"),
+        limit=query["limit"],
+        cursor=query.get("cursor"),
+    )
     return _json({"items": [task_summary(t) for t in items], "next_cursor": cursor})
 
 
@@ -308,8 +354,7 @@ def add_context(service: str, task_id: int) -> Response:
     document = _load("context", body)
     store = _store()
     actor = _actor()
-    document = {**document, "added_by": actor,
-                "added_at": datetime.now(timezone.utc).isoformat()}
+    document = {**document, "added_by": actor, "added_at": datetime.now(UTC).isoformat()}
     operations.add_context(store, service, task_id, document, actor=actor, dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id), 202, {"Location": task_url(service, task_id)})
 
@@ -320,8 +365,7 @@ def cancel_task(service: str, task_id: int) -> Response:
     service = _service(service)
     body = _load("cancel", _json_body(required=False))
     store = _store()
-    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"],
-                           dispatcher=_dispatcher())
+    operations.cancel_task(store, service, task_id, actor=_actor(), reason=body["reason"], dispatcher=_dispatcher())
     return _json(_full_view(store, service, task_id))
 
 
@@ -344,8 +388,9 @@ def task_logs(service: str, task_id: int) -> Response:
     store.require_task(service, task_id)
     runs = store.list_runs(service, task_id)
     if not runs:
-        raise ApiError(f"task {service}/{task_id} has no run yet; logs appear once it is launched",
-                       status=404, code="no_run")
+        raise ApiError(
+            f"task {service}/{task_id} has no run yet; logs appear once it is launched", status=404, code="no_run"
+        )
     run_id = runs[-1].run_id
     try:
         runner = current_app.extensions["orchestrator"].runner()
@@ -361,9 +406,17 @@ def task_logs(service: str, task_id: int) -> Response:
             follow = log_follow.Follow(store, _token_owner()).admit(settings.log_follows_per_token)
             lines = shown(runner.logs(run_id, follow=True, tail=query.get("tail")))
             response = Response(
-                log_follow.stream(lines, follow, max_seconds=settings.log_follow_max_seconds, secrets=secrets,
-                                  sock=log_follow.client_socket(request.environ), run_id=run_id),
-                mimetype="text/plain", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                log_follow.stream(
+                    lines,
+                    follow,
+                    max_seconds=settings.log_follow_max_seconds,
+                    secrets=secrets,
+                    sock=log_follow.client_socket(request.environ),
+                    run_id=run_id,
+                ),
+                mimetype="text/plain",
+                headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
             response.call_on_close(follow.release)  # also when the stream never started
             follow = None
             return response
@@ -375,16 +428,19 @@ def task_logs(service: str, task_id: int) -> Response:
         raise ApiError(message, status=404, code="no_logs") from None
     except RunnerError:  # the Kubernetes API failed or refused (typed by orchestrator.kube.client)
         log.warning("logs of run %s are unavailable", run_id, exc_info=True)
-        raise ApiError("the run's logs cannot be read right now; retry shortly", status=503, code="unavailable",
-                       headers={"Retry-After": "5"}) from None
+        raise ApiError(
+            "the run's logs cannot be read right now; retry shortly",
+            status=503,
+            code="unavailable",
+            headers={"Retry-After": "5"},
+        ) from None
     finally:
         if follow is not None:  # admitted, but no stream was returned
             follow.release()
     if first is None:
         return Response("", mimetype="text/plain", headers=headers)
     # Streamed in pieces: a whole 200 MB log is never in memory at once.
-    return Response(_pieces(itertools.chain([first], lines), secrets, run_id), mimetype="text/plain",
-                    headers=headers)
+    return Response(_pieces(itertools.chain([first], lines), secrets, run_id), mimetype="text/plain", headers=headers)
 
 
 def _pieces(lines: Iterator[str], secrets: list[str], run_id: str) -> Iterator[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from flask import Blueprint, Response, request
 
@@ -22,13 +22,17 @@ def _since(raw: str | None, today: date) -> date:
     try:
         since = date.fromisoformat(raw)
     except ValueError:
-        raise ApiError("since must be a date, YYYY-MM-DD", code="validation_error",
-                       errors={"since": ["expected YYYY-MM-DD"]}) from None
+        raise ApiError(
+            "since must be a date, YYYY-MM-DD", code="validation_error", errors={"since": ["expected YYYY-MM-DD"]}
+        ) from None
     if since > today:
         raise ApiError("since is in the future", code="validation_error", errors={"since": ["in the future"]})
     if (today - since).days >= MAX_DAYS:
-        raise ApiError(f"at most {MAX_DAYS} days at once", code="validation_error",
-                       errors={"since": [f"at most {MAX_DAYS} days back"]})
+        raise ApiError(
+            f"at most {MAX_DAYS} days at once",
+            code="validation_error",
+            errors={"since": [f"at most {MAX_DAYS} days back"]},
+        )
     return since
 
 
@@ -36,7 +40,7 @@ def _since(raw: str | None, today: date) -> date:
 def service_usage(service: str) -> Response:
     """A service's usage per UTC day and per agent since `since` (default: the last 30 days)."""
     service = _service(service)
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     since = _since(request.args.get("since"), today)
     days = [(since + timedelta(days=n)).isoformat() for n in range((today - since).days + 1)]
     found = _store().service_usage(service, days)
@@ -52,5 +56,6 @@ def service_usage(service: str) -> Response:
                 day_total[metric] = day_total.get(metric, 0) + value
                 total[metric] = total.get(metric, 0) + value
         rows.append({"day": day, "total": day_total, "agents": agents})
-    return _json({"service": service, "since": since.isoformat(), "until": today.isoformat(),
-                  "days": rows, "total": total})
+    return _json(
+        {"service": service, "since": since.isoformat(), "until": today.isoformat(), "days": rows, "total": total}
+    )

@@ -19,8 +19,8 @@ from api.errors import ApiError
 from orchestrator.dispatch import QueueUnavailable, Write
 from orchestrator.github import signature
 from orchestrator.github.routing import GitHubConfig, event_identity, match
-from orchestrator.store import StoreUnavailable
 from orchestrator.steps import Step
+from orchestrator.store import StoreUnavailable
 
 log = logging.getLogger("orchestrator.webhooks")
 
@@ -68,8 +68,7 @@ def _parse_json(body: bytes) -> dict[str, Any]:
             raise ApiError("the body is not valid UTF-8", code="malformed_body") from None
         if "depth" in exc.msg or "recursion" in exc.msg:
             raise ApiError("the JSON body is nested too deeply", code="malformed_body") from None
-        raise ApiError(f"the body is not valid JSON: {exc.msg} at position {exc.pos}",
-                       code="malformed_body") from None
+        raise ApiError(f"the body is not valid JSON: {exc.msg} at position {exc.pos}", code="malformed_body") from None
     if not isinstance(payload, dict):
         raise ApiError("the JSON body must be an object", code="malformed_body")
     return payload
@@ -80,8 +79,11 @@ def _check_content_type(req: Request) -> None:
         return
     mimetype = req.mimetype
     if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
-        raise ApiError("send the payload as application/json (webhook setting 'Content type')",
-                       status=415, code="unsupported_media_type")
+        raise ApiError(
+            "send the payload as application/json (webhook setting 'Content type')",
+            status=415,
+            code="unsupported_media_type",
+        )
     if ";" not in req.content_type:  # no parameters: nothing more to check
         return
     charset = req.mimetype_params.get("charset")
@@ -95,8 +97,7 @@ def github() -> tuple[Response, int]:
     resources = current_app.extensions["orchestrator"]
     settings = resources.settings
     if not settings.github_webhook_secrets:
-        raise ApiError("webhooks are disabled: no webhook secret is configured", status=403,
-                       code="webhooks_disabled")
+        raise ApiError("webhooks are disabled: no webhook secret is configured", status=403, code="webhooks_disabled")
     req: Request = request._get_current_object()  # type: ignore[attr-defined]  # the proxy once, not per use
     environ = req.environ  # headers straight from the WSGI environ: what req.headers.get would read
     body = _read_body(req, settings.webhook_max_bytes)
@@ -125,15 +126,25 @@ def github() -> tuple[Response, int]:
     identity = event_identity(event, payload)
     if identity and not store.claim_event(identity, delivery, settings.delivery_ttl_seconds):
         log.warning("delivery %s repeats event %s that another delivery brought; ignored", delivery, identity)
-        return _answer(200, {"status": "duplicate", "delivery": delivery,
-                             "reason": "the same event was already received under another delivery id"})
+        return _answer(
+            200,
+            {
+                "status": "duplicate",
+                "delivery": delivery,
+                "reason": "the same event was already received under another delivery id",
+            },
+        )
     # The body is kept once, as received, in the delivery's pending copy (which
     # the reconcile loop re-sends from if the queue message is lost); the queue
     # message names only the delivery, and the worker reads the body from the copy.
     # It goes to Redis as the bytes received (orjson has already refused invalid UTF-8).
     # Claim, keep and queue in one atomic step (or, on another broker, claim and keep, then queue).
-    write = Write(store, lambda enqueue: store.claim_delivery(delivery, settings.delivery_ttl_seconds,
-                                                              enqueue=enqueue, pending=(event, body)))
+    write = Write(
+        store,
+        lambda enqueue: store.claim_delivery(
+            delivery, settings.delivery_ttl_seconds, enqueue=enqueue, pending=(event, body)
+        ),
+    )
     try:
         if not resources.dispatcher().send(Step.HANDLE_EVENT, delivery, event, write=write):
             return _answer(200, {"status": "duplicate", "delivery": delivery})

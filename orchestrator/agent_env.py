@@ -21,18 +21,80 @@ from orchestrator import validation
 # Compared with the name in upper case: `http_proxy` works as well as `HTTP_PROXY`.
 NEVER_ALLOWED: tuple[str, ...] = (
     # Ours, the model's and the forge's: credentials, endpoints, the run contract.
-    "ORCHESTRATOR_*", "ANTHROPIC_*", "CLAUDE*", "GITHUB_*", "GH_*", "GIT_*", "OPENAI_*", "AWS_*", "GOOGLE_*",
-    "GCLOUD_*", "AZURE_*", "VERTEX_*", "BEDROCK_*", "KUBERNETES_*", "KUBECONFIG", "MCP_*", "DISABLE_*",
+    "ORCHESTRATOR_*",
+    "ANTHROPIC_*",
+    "CLAUDE*",
+    "GITHUB_*",
+    "GH_*",
+    "GIT_*",
+    "OPENAI_*",
+    "AWS_*",
+    "GOOGLE_*",
+    "GCLOUD_*",
+    "AZURE_*",
+    "VERTEX_*",
+    "BEDROCK_*",
+    "KUBERNETES_*",
+    "KUBECONFIG",
+    "MCP_*",
+    "DISABLE_*",
     # Where connections go and whom they trust.
-    "*PROXY*", "SSL_*", "*_CA_BUNDLE", "*_CA_CERTS", "*CERT*", "CURL_*", "WGETRC", "NETRC", "HOSTALIASES",
-    "LOCALDOMAIN", "RES_OPTIONS", "SSH_*",
+    "*PROXY*",
+    "SSL_*",
+    "*_CA_BUNDLE",
+    "*_CA_CERTS",
+    "*CERT*",
+    "CURL_*",
+    "WGETRC",
+    "NETRC",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RES_OPTIONS",
+    "SSH_*",
     # What interpreters, shells and the C library load or run.
-    "LD_*", "DYLD_*", "GCONV_PATH", "LOCPATH", "NLSPATH", "MALLOC_*", "GLIBC_TUNABLES", "NODE_*", "NPM_*",
-    "YARN_*", "PYTHON*", "PIP_*", "PERL*", "RUBY*", "GEM_*", "BUNDLE_*", "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS",
-    "_JAVA_OPTIONS", "BASH_ENV", "BASH_FUNC_*", "ENV", "PS?", "PROMPT_COMMAND", "SHELLOPTS", "BASHOPTS", "IFS",
-    "CDPATH", "GLOBIGNORE", "EDITOR", "VISUAL", "PAGER", "BROWSER", "TMPDIR", "XDG_*",
+    "LD_*",
+    "DYLD_*",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "MALLOC_*",
+    "GLIBC_TUNABLES",
+    "NODE_*",
+    "NPM_*",
+    "YARN_*",
+    "PYTHON*",
+    "PIP_*",
+    "PERL*",
+    "RUBY*",
+    "GEM_*",
+    "BUNDLE_*",
+    "JAVA_TOOL_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "_JAVA_OPTIONS",
+    "BASH_ENV",
+    "BASH_FUNC_*",
+    "ENV",
+    "PS?",
+    "PROMPT_COMMAND",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "IFS",
+    "CDPATH",
+    "GLOBIGNORE",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "BROWSER",
+    "TMPDIR",
+    "XDG_*",
     # What the runner sets itself.
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "TERM",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "PWD",
+    "TERM",
 )
 
 
@@ -57,8 +119,12 @@ def name_errors(name: str, allowed: Iterable[str]) -> list[str]:
     except ValueError as exc:
         return [str(exc)]
     if never_allowed(name):
-        return [(f"environment variable {name} is reserved: it could change where the agent connects, "
-                 "what it trusts or what it loads")]
+        return [
+            (
+                f"environment variable {name} is reserved: it could change where the agent connects, "
+                "what it trusts or what it loads"
+            )
+        ]
     patterns = tuple(allowed)
     if not any(fnmatchcase(name, pattern) for pattern in patterns):
         shown = ", ".join(patterns) or "none"

@@ -47,9 +47,13 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return None
 
 
-def delay(attempt: int, *, base: float, cap: float = float("inf"), jitter: bool = True,
-          retry_after: float | None = None) -> float:
-    """Seconds to wait before retry `attempt` (0 for the first): exponential, jittered, at least `retry_after`, at most `cap`."""
+def delay(
+    attempt: int, *, base: float, cap: float = float("inf"), jitter: bool = True, retry_after: float | None = None
+) -> float:
+    """Seconds to wait before retry `attempt` (0 for the first).
+
+    Exponential, jittered, at least `retry_after`, at most `cap`.
+    """
     wait = min(cap, base * (2 ** max(0, attempt)))
     if jitter:
         wait *= random.uniform(0.5, 1.0)

@@ -60,8 +60,14 @@ class CeleryDispatcher:
 
     # The one method --------------------------------------------------------------
 
-    def send(self, step: Step | str, *args: Any, write: Write | None = None, countdown: float | None = None,
-             argsrepr: str | None = None) -> Any:
+    def send(
+        self,
+        step: Step | str,
+        *args: Any,
+        write: Write | None = None,
+        countdown: float | None = None,
+        argsrepr: str | None = None,
+    ) -> Any:
         """Queue `step(*args)`; with `write`, in its script when the broker is its store's Redis, else after it."""
         if write is not None and self.bound_to(write.store):
             return write.apply(self.message(step, list(args), countdown=countdown, argsrepr=argsrepr))
@@ -108,14 +114,16 @@ class CeleryDispatcher:
             mine = pool.connection_kwargs
             fields = ("host", "port", "db", "path", "username")
             defaults = {"host": "localhost", "port": 6379, "db": 0, "path": None, "username": None}
-            known = self._bound[id(pool)] = all(str(broker.get(f, defaults[f])) == str(mine.get(f, defaults[f]))
-                                                for f in fields)
+            known = self._bound[id(pool)] = all(
+                str(broker.get(f, defaults[f])) == str(mine.get(f, defaults[f])) for f in fields
+            )
         return known
 
     # The message -------------------------------------------------------------------
 
-    def message(self, step: str, args: list[Any], *, countdown: float | None = None,
-                argsrepr: str | None = None) -> Enqueue:
+    def message(
+        self, step: str, args: list[Any], *, countdown: float | None = None, argsrepr: str | None = None
+    ) -> Enqueue:
         """(queue, broker message) for one step: Celery's protocol 2 in kombu's Redis envelope."""
         queue = self.queue_of(step)
         task_id = new_id()
@@ -127,9 +135,17 @@ class CeleryDispatcher:
         if countdown is None:
             headers, properties, embed = self._from_template(str(step), task_id, args, argsrepr, root_id, parent_id)
         else:  # an ETA: rare (retries), so Celery builds the whole message
-            task = self.app.amqp.as_task_v2(task_id, str(step), args=args, kwargs={}, countdown=countdown,
-                                            argsrepr=argsrepr, root_id=root_id, parent_id=parent_id,
-                                            ignore_result=None)
+            task = self.app.amqp.as_task_v2(
+                task_id,
+                str(step),
+                args=args,
+                kwargs={},
+                countdown=countdown,
+                argsrepr=argsrepr,
+                root_id=root_id,
+                parent_id=parent_id,
+                ignore_result=None,
+            )
             headers, properties, embed = task.headers, dict(task.properties), dumps(task.body[2])
         return queue, kombu_message(queue, headers, properties, args, embed, reply_to=_REPLY_TO)
 
@@ -140,8 +156,9 @@ class CeleryDispatcher:
             queue = self._queues[step] = self.app.amqp.router.route({}, str(step), [], {})["queue"].name
         return queue
 
-    def _from_template(self, step: str, task_id: str, args: list[Any], argsrepr: str | None,
-                       root_id: str | None, parent_id: str | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    def _from_template(
+        self, step: str, task_id: str, args: list[Any], argsrepr: str | None, root_id: str | None, parent_id: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
         """(headers, properties, embed JSON) of a message without ETA, from Celery's message for this step."""
         key = (step, os.getpid())  # the headers name the sending process
         template = self._templates.get(key)
@@ -152,8 +169,9 @@ class CeleryDispatcher:
             argsrepr = repr(args)
             if len(argsrepr) > self.app.amqp.argsrepr_maxsize:  # Celery shortens a long one
                 argsrepr = saferepr(args, self.app.amqp.argsrepr_maxsize)
-        headers = dict(template[0], id=task_id, root_id=root_id or task_id, parent_id=parent_id,
-                       argsrepr=argsrepr, stamps={})
+        headers = dict(
+            template[0], id=task_id, root_id=root_id or task_id, parent_id=parent_id, argsrepr=argsrepr, stamps={}
+        )
         return headers, dict(template[1], correlation_id=task_id), template[2]
 
 

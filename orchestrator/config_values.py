@@ -46,11 +46,13 @@ def _finite(raw: str) -> float:
 
 def _checked(parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
     """`parse`, then refuse a value `ok` rejects, saying what was `expected`."""
+
     def parse_checked(raw: str) -> Any:
         value = parse(raw)
         if not ok(value):
             raise ValueError(f"expected {expected}, got {raw!r}")
         return value
+
     return parse_checked
 
 
@@ -186,6 +188,8 @@ def parse_command(raw: str) -> tuple[str, ...]:
         return tuple(shlex.split(raw))
     except ValueError as exc:
         raise ValueError(f"cannot split the command: {exc}") from None
+
+
 def parse_identity(raw: str) -> tuple[str, str]:
     """`Name <email>` as (name, email)."""
     match = re.fullmatch(r"\s*([^<>\n]+?)\s*<([^<>\s]+@[^<>\s]+)>\s*", raw)

@@ -61,8 +61,14 @@ class Write:
 class Dispatcher(Protocol):
     """Queues steps for the workers."""
 
-    def send(self, step: Step | str, *args: Any, write: Write | None = None, countdown: float | None = None,
-             argsrepr: str | None = None) -> Any:
+    def send(
+        self,
+        step: Step | str,
+        *args: Any,
+        write: Write | None = None,
+        countdown: float | None = None,
+        argsrepr: str | None = None,
+    ) -> Any:
         """Queue `step(*args)`, with `write` atomically when the broker is the store's Redis, else after it.
 
         Returns what `write.apply` returned (None without a write). Raises
@@ -111,7 +117,12 @@ def current() -> Dispatcher:
     return dispatcher
 
 
-def send(step: Step | str, *args: Any, write: Write | None = None, countdown: float | None = None,
-         argsrepr: str | None = None) -> Any:
+def send(
+    step: Step | str,
+    *args: Any,
+    write: Write | None = None,
+    countdown: float | None = None,
+    argsrepr: str | None = None,
+) -> Any:
     """`current().send(...)`: for plain code that was not handed a dispatcher."""
     return current().send(step, *args, write=write, countdown=countdown, argsrepr=argsrepr)

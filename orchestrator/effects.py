@@ -80,8 +80,15 @@ def after_record(kind: str, subject: str) -> None:
     """The completion is recorded; the step has not acted on it yet."""
 
 
-def once(store: TaskStore, kind: str, subject: str, *, act: Callable[[], str],
-         find: Callable[[], str | None] | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Done:
+def once(
+    store: TaskStore,
+    kind: str,
+    subject: str,
+    *,
+    act: Callable[[], str],
+    find: Callable[[], str | None] | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> Done:
     """Cause the effect `kind` of `subject` unless it was caused already (see the module's docstring).
 
     `act` causes it and returns what it produced (a name, a sha, a URL);
@@ -97,8 +104,12 @@ def once(store: TaskStore, kind: str, subject: str, *, act: Callable[[], str],
         log.info("%s of %s: another delivery (%s) is acting; nothing done", kind, subject, claim.holder)
         return Done("busy", None)
     stop = threading.Event()
-    keeper = threading.Thread(target=_keep, args=(store, kind, subject, holder, lease_seconds, stop),
-                              name=f"intent {kind} {subject}", daemon=True)
+    keeper = threading.Thread(
+        target=_keep,
+        args=(store, kind, subject, holder, lease_seconds, stop),
+        name=f"intent {kind} {subject}",
+        daemon=True,
+    )
     keeper.start()
     try:
         result = find() if claim.state == "stale" and find is not None else None
@@ -127,8 +138,7 @@ def once(store: TaskStore, kind: str, subject: str, *, act: Callable[[], str],
     return Done(how, str(result))
 
 
-def _keep(store: TaskStore, kind: str, subject: str, holder: str, lease_seconds: float,
-          stop: threading.Event) -> None:
+def _keep(store: TaskStore, kind: str, subject: str, holder: str, lease_seconds: float, stop: threading.Event) -> None:
     while not stop.wait(lease_seconds / 3):
         try:
             if not store.renew_effect(kind, subject, holder, lease_seconds):

@@ -57,8 +57,13 @@ def _base64_fragments(data: bytes) -> list[str]:
 def secret_variants(secret: str) -> list[str]:
     """`secret` and its common encodings: base64 (three alignments, standard and URL-safe), URL, hex."""
     data = secret.encode()
-    variants = {quote(secret, safe=""), quote_plus(secret, safe=""), data.hex(), data.hex().upper(),
-                *_base64_fragments(data)}
+    variants = {
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+        data.hex(),
+        data.hex().upper(),
+        *_base64_fragments(data),
+    }
     return [secret, *sorted(v for v in variants if v != secret and len(v) >= MIN_VARIANT)]
 
 

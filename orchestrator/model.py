@@ -14,10 +14,24 @@ from typing import Any
 from orchestrator.states import ACTIVE, TERMINAL, WAITING, Status
 
 __all__ = [
-    "ACTIVE", "TERMINAL", "WAITING", "Status",
-    "Priority", "PRIORITIES", "RunPhase", "ENDED_PHASES", "Outcome",
-    "FinishResult", "StartResult", "PrepareAction", "ReportResult",
-    "Task", "Run", "RESERVED_ENV", "RESERVED_ENV_PREFIX", "is_reserved_env",
+    "ACTIVE",
+    "TERMINAL",
+    "WAITING",
+    "Status",
+    "Priority",
+    "PRIORITIES",
+    "RunPhase",
+    "ENDED_PHASES",
+    "Outcome",
+    "FinishResult",
+    "StartResult",
+    "PrepareAction",
+    "ReportResult",
+    "Task",
+    "Run",
+    "RESERVED_ENV",
+    "RESERVED_ENV_PREFIX",
+    "is_reserved_env",
 ]
 
 
@@ -72,6 +86,7 @@ class Outcome(enum.StrEnum):
 
 
 # Step results: what a step did, for logs and tests (the values are what they logged before).
+
 
 class FinishResult(enum.StrEnum):
     """What `coordination.outcome.finish` did when it did not move the task (else the status it moved it to)."""

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator import dispatch
-from orchestrator.dispatch import Dispatcher, Write
-from orchestrator.steps import Step
 from orchestrator.coordination.rules import dependency_ids, find_cycle, format_cycle
+from orchestrator.dispatch import Dispatcher, Write
 from orchestrator.model import Task
 from orchestrator.states import ACTIVE, CANCELLABLE_FROM, RETRYABLE_FROM, TERMINAL, Status
+from orchestrator.steps import Step
 from orchestrator.store import IllegalTransition, TaskStore
 
 log = logging.getLogger("orchestrator.operations")
@@ -66,12 +66,23 @@ def submit_task(
     # One atomic step writes the task, the reverse edges of its dependencies (so
     # a dependency that ends from now on finds it among its dependents) and, when
     # the broker is this Redis, its admission message: stored and queued, or nothing.
-    write = Write(store, lambda enqueue: store.create_task(
-        service=service, task_id=task_id, agent=spec["agent_name"],
-        spec=spec, priority=spec.get("priority", "medium"), actor=actor, origin=origin,
-        idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl, idempotency_value=idempotency_value,
-        dependencies=dependencies, enqueue=enqueue,
-    ))
+    write = Write(
+        store,
+        lambda enqueue: store.create_task(
+            service=service,
+            task_id=task_id,
+            agent=spec["agent_name"],
+            spec=spec,
+            priority=spec.get("priority", "medium"),
+            actor=actor,
+            origin=origin,
+            idempotency_key=idempotency_key,
+            idempotency_ttl=idempotency_ttl,
+            idempotency_value=idempotency_value,
+            dependencies=dependencies,
+            enqueue=enqueue,
+        ),
+    )
     try:
         return (dispatcher or dispatch.current()).send(Step.ADMIT, service, task_id, write=write)
     except dispatch.QueueUnavailable:
@@ -83,8 +94,9 @@ def submit_task(
 CANCEL_ATTEMPTS = 10
 
 
-def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, reason: str = "",
-                dispatcher: Dispatcher | None = None) -> Task:
+def cancel_task(
+    store: TaskStore, service: str, task_id: int, *, actor: str, reason: str = "", dispatcher: Dispatcher | None = None
+) -> Task:
     """Cancel a task that has not ended; stop its run when one is active."""
     # The pipeline moves a task on by itself (Queued -> Preparing...). A cancel that
     # loses such a race reads the task again rather than refusing the PM: only an
@@ -94,8 +106,14 @@ def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, rea
         if task.status not in CANCELLABLE_FROM:
             raise OperationRefused(f"task {service}/{task_id} already ended ({task.status}); nothing to cancel")
         try:
-            store.transition(service, task_id, Status.CANCELLED, reason=reason or f"cancelled by {actor}",
-                             actor=actor, expect=task.status)
+            store.transition(
+                service,
+                task_id,
+                Status.CANCELLED,
+                reason=reason or f"cancelled by {actor}",
+                actor=actor,
+                expect=task.status,
+            )
             break
         except IllegalTransition as exc:
             if not exc.conflict:
@@ -108,8 +126,9 @@ def cancel_task(store: TaskStore, service: str, task_id: int, *, actor: str, rea
     return store.require_task(service, task_id)
 
 
-def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str,
-                dispatcher: Dispatcher | None = None) -> Task:
+def retry_task(
+    store: TaskStore, service: str, task_id: int, *, actor: str, dispatcher: Dispatcher | None = None
+) -> Task:
     """Start a failed or cancelled task again."""
     task = store.require_task(service, task_id)
     if task.status not in RETRYABLE_FROM:
@@ -117,8 +136,9 @@ def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str,
             f"task {service}/{task_id} is {task.status}; only Failed or Cancelled tasks can be retried"
         )
     try:
-        store.transition(service, task_id, Status.PENDING, reason=f"retry requested by {actor}",
-                         actor=actor, expect=task.status)
+        store.transition(
+            service, task_id, Status.PENDING, reason=f"retry requested by {actor}", actor=actor, expect=task.status
+        )
     except IllegalTransition as exc:
         raise OperationRefused(str(exc)) from None
     _queue(dispatcher, Step.ADMIT, service, task_id)
@@ -126,7 +146,12 @@ def retry_task(store: TaskStore, service: str, task_id: int, *, actor: str,
 
 
 def add_context(
-    store: TaskStore, service: str, task_id: int, document: Mapping[str, Any], *, actor: str,
+    store: TaskStore,
+    service: str,
+    task_id: int,
+    document: Mapping[str, Any],
+    *,
+    actor: str,
     dispatcher: Dispatcher | None = None,
 ) -> Task:
     """Add a context document: bump the version, supersede the active run, start again."""
@@ -138,8 +163,9 @@ def add_context(
 
     if status != Status.PENDING:
         try:
-            store.transition(service, task_id, Status.PENDING, reason=f"context v{version} added by {actor}",
-                             actor=actor)
+            store.transition(
+                service, task_id, Status.PENDING, reason=f"context v{version} added by {actor}", actor=actor
+            )
         except IllegalTransition:
             pass  # another writer moved it meanwhile; admission reads the new version anyway
     _queue(dispatcher, Step.ADMIT, service, task_id)

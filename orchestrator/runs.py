@@ -15,13 +15,13 @@ from typing import Any
 
 from orchestrator import agent_env, dispatch, effects, validation
 from orchestrator.coordination.outputs import run_output_dir
-from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, RunObservation, RunRequest, Runner
-from orchestrator.runners.errors import RunnerError
 from orchestrator.model import ENDED_PHASES, Outcome, Run, RunPhase, Task, is_reserved_env
+from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, Runner, RunObservation, RunRequest
+from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
-from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
+from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.usage.budget import with_limits
 from orchestrator.workspace.layout import checkout_dir
 
@@ -72,15 +72,20 @@ def build_request(settings: Settings, task: Task, run: Run) -> RunRequest:
     if run.image:
         agent_program = dataclasses.replace(agent_program, image=run.image)
     agent_program = with_limits(agent_program, settings, spec)  # --max-budget-usd / --max-turns for Claude Code
-    output_dir = validation.relative_path(run.output_dir or run_output_dir(
-        run.service, run.task_id, run.run_id), what="output directory")
+    output_dir = validation.relative_path(
+        run.output_dir or run_output_dir(run.service, run.task_id, run.run_id), what="output directory"
+    )
     inputs = run.inputs
-    contract = {key: str(value) for key, value in {
-        "ORCHESTRATOR_STAGE_PROMPT": run.prompt,
-        "ORCHESTRATOR_INPUT_BRANCH": inputs.get("branch") or "",
-        "ORCHESTRATOR_INPUT_PULL_REQUEST_URL": inputs.get("pull_request_url") or "",
-        "ORCHESTRATOR_HANDOFF_FILE": inputs.get("handoff_file") or "",
-    }.items() if value}
+    contract = {
+        key: str(value)
+        for key, value in {
+            "ORCHESTRATOR_STAGE_PROMPT": run.prompt,
+            "ORCHESTRATOR_INPUT_BRANCH": inputs.get("branch") or "",
+            "ORCHESTRATOR_INPUT_PULL_REQUEST_URL": inputs.get("pull_request_url") or "",
+            "ORCHESTRATOR_HANDOFF_FILE": inputs.get("handoff_file") or "",
+        }.items()
+        if value
+    }
     return RunRequest(
         run_id=run.run_id,
         service=validation.service_name(run.service),
@@ -101,13 +106,15 @@ def build_request(settings: Settings, task: Task, run: Run) -> RunRequest:
 
 
 def _fail_launch(store: TaskStore, run_id: str, reason: str, send: Send) -> None:
-    if store.update_unended_run(run_id, TERMINAL_PHASES, phase=FAILED, failure_reason=reason,
-                                finished_at=time.time(), retryable="0"):
+    if store.update_unended_run(
+        run_id, TERMINAL_PHASES, phase=FAILED, failure_reason=reason, finished_at=time.time(), retryable="0"
+    ):
         _finish(store, run_id, send)  # otherwise whoever recorded the end (a cancel) saw to it
 
 
-def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
-           send: Send = dispatch.send) -> str | None:
+def launch(
+    store: TaskStore, settings: Settings, runner: Runner, run_id: str, *, send: Send = dispatch.send
+) -> str | None:
     """Start the run (or adopt it) and record its Job name; a refused launch fails the run at once."""
     run, task, _ = store.get_run_with_task(run_id)
     if run is None:
@@ -127,10 +134,14 @@ def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
     # recorded around it, and an interrupted attempt is resolved by looking for its Job (or process).
     find = getattr(runner, "find", None)
     try:
-        done = effects.once(store, effects.LOCAL_AGENT if settings.runner == "local" else effects.JOB, run_id,
-                            act=lambda: runner.launch(request),
-                            find=(lambda: find(request)) if find is not None else None,
-                            lease_seconds=max(settings.stuck_after_seconds, 5.0))
+        done = effects.once(
+            store,
+            effects.LOCAL_AGENT if settings.runner == "local" else effects.JOB,
+            run_id,
+            act=lambda: runner.launch(request),
+            find=(lambda: find(request)) if find is not None else None,
+            lease_seconds=max(settings.stuck_after_seconds, 5.0),
+        )
     except RunnerError as exc:
         log.warning("launch_run: run %s failed to launch: %s", run_id, exc)
         _fail_launch(store, run_id, f"launch failed: {exc}", send)
@@ -149,8 +160,13 @@ def launch(store: TaskStore, settings: Settings, runner: Runner, run_id: str, *,
         return None
     if done.how == "recorded" and run.job_name:
         return name  # launched and recorded before: nothing to do
-    store.update_run(run_id, job_name=name, runner=settings.runner, launched_at=time.time(),
-                     phase=RunPhase.RUNNING if run.phase == RunPhase.RUNNING else RunPhase.LAUNCHED)
+    store.update_run(
+        run_id,
+        job_name=name,
+        runner=settings.runner,
+        launched_at=time.time(),
+        phase=RunPhase.RUNNING if run.phase == RunPhase.RUNNING else RunPhase.LAUNCHED,
+    )
     return name
 
 
@@ -190,8 +206,9 @@ def _progress_fields(run: Run, obs: RunObservation) -> dict[str, Any]:
 
 
 def _unchanged(run: Run, fields: Mapping[str, Any]) -> bool:
-    return all(getattr(run, k) == v for k, v in fields.items()
-               if k != "started_at") and bool(run.started_at or "started_at" not in fields)
+    return all(getattr(run, k) == v for k, v in fields.items() if k != "started_at") and bool(
+        run.started_at or "started_at" not in fields
+    )
 
 
 def is_quiet(run: Run, task_status: str | None, obs: RunObservation) -> bool:
@@ -207,8 +224,14 @@ def is_quiet(run: Run, task_status: str | None, obs: RunObservation) -> bool:
     return _unchanged(run, _progress_fields(run, obs))
 
 
-def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dispatch.send,
-                      actor: str = ACTOR, lease: tuple[str, str, int] | None = None) -> bool:
+def apply_observation(
+    store: TaskStore,
+    obs: RunObservation,
+    *,
+    send: Send = dispatch.send,
+    actor: str = ACTOR,
+    lease: tuple[str, str, int] | None = None,
+) -> bool:
     """Record what a runner saw; move Launching -> Running; on the end, send FINISH_RUN once.
 
     Returns True when it sent FINISH_RUN. An ended run is never reopened, and a
@@ -224,9 +247,13 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
         return _finish(store, obs.run_id, send) if not run.finish_sent else False
     fields = _progress_fields(run, obs)
     if obs.phase in (SUCCEEDED, FAILED):
-        fields.update(phase=obs.phase, finished_at=obs.finished_at or time.time(),
-                      exit_code=obs.exit_code, retryable="1" if obs.retryable else "0",
-                      failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000])
+        fields.update(
+            phase=obs.phase,
+            finished_at=obs.finished_at or time.time(),
+            exit_code=obs.exit_code,
+            retryable="1" if obs.retryable else "0",
+            failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000],
+        )
         fields.setdefault("started_at", run.started_at or obs.started_at)
         if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False  # its end was recorded meanwhile (a cancel, another watcher), with its finish
@@ -238,22 +265,33 @@ def apply_observation(store: TaskStore, obs: RunObservation, *, send: Send = dis
         task = store.get_task(run.service, run.task_id)
         if task and task.current_run == obs.run_id and task.status == Status.LAUNCHING:
             try:
-                store.transition(run.service, run.task_id, Status.RUNNING,
-                                 reason=f"run {obs.run_id} started", actor=actor, expect=Status.LAUNCHING,
-                                 lease=lease)
+                store.transition(
+                    run.service,
+                    run.task_id,
+                    Status.RUNNING,
+                    reason=f"run {obs.run_id} started",
+                    actor=actor,
+                    expect=Status.LAUNCHING,
+                    lease=lease,
+                )
             except IllegalTransition:
                 pass  # moved on meanwhile (cancelled, superseded): nothing to do
     return False
 
 
-def record_lost(store: TaskStore, run_id: str, reason: str, *, send: Send = dispatch.send,
-                lease: tuple[str, str, int] | None = None) -> bool:
+def record_lost(
+    store: TaskStore, run_id: str, reason: str, *, send: Send = dispatch.send, lease: tuple[str, str, int] | None = None
+) -> bool:
     """The run's Job or process vanished before its end was seen: fail it (retryable) and hand it on."""
     run = store.get_run(run_id)
     if run is None or run.ended:
         return False
-    return apply_observation(store, RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(),
-                                                   retryable=True), send=send, lease=lease)
+    return apply_observation(
+        store,
+        RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(), retryable=True),
+        send=send,
+        lease=lease,
+    )
 
 
 def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "system") -> None:
@@ -262,6 +300,12 @@ def cancel(store: TaskStore, runner: Runner, run_id: str, *, actor: str = "syste
     run = store.get_run(run_id)
     if run is None or run.ended:
         return
-    store.update_unended_run(run_id, TERMINAL_PHASES, phase=RunPhase.CANCELLED, finished_at=time.time(),
-                             failure_reason=f"cancelled by {actor}", finish_sent="skipped: cancelled",
-                             outcome=Outcome.CANCELLED)
+    store.update_unended_run(
+        run_id,
+        TERMINAL_PHASES,
+        phase=RunPhase.CANCELLED,
+        finished_at=time.time(),
+        failure_reason=f"cancelled by {actor}",
+        finish_sent="skipped: cancelled",
+        outcome=Outcome.CANCELLED,
+    )

@@ -45,6 +45,7 @@ from orchestrator.config_values import (
 )
 from orchestrator.coordination.stages import parse_pipelines
 
+# fmt: off
 # Keep this table in the order the README shows it.
 VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_REDIS_URL", "redis_url", parse_redis_url,
@@ -234,6 +235,7 @@ VARIABLES: tuple[Variable, ...] = (
              "API key of the Claude Code agent (local runner; in a cluster it comes from a Secret).",
              secret=True),
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -356,9 +358,7 @@ class Settings:
                 "ORCHESTRATOR_DEFAULT_TIMEOUT_SECONDS: must not be greater than ORCHESTRATOR_MAX_TIMEOUT_SECONDS"
             )
         if self.git_timeout_seconds >= self.step_soft_time_limit:
-            raise ConfigError(
-                "ORCHESTRATOR_GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT"
-            )
+            raise ConfigError("ORCHESTRATOR_GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT")
         if self.broker_visibility_timeout <= self.step_time_limit:
             raise ConfigError(
                 "ORCHESTRATOR_BROKER_VISIBILITY_TIMEOUT: must be greater than ORCHESTRATOR_STEP_TIME_LIMIT"
@@ -371,8 +371,7 @@ class Settings:
     def __repr__(self) -> str:  # secrets must never reach a log line through repr()
         secret_attrs = {v.attr for v in VARIABLES if v.secret}
         shown = ", ".join(
-            f"{f.name}={'***' if f.name in secret_attrs else getattr(self, f.name)!r}"
-            for f in dataclasses.fields(self)
+            f"{f.name}={'***' if f.name in secret_attrs else getattr(self, f.name)!r}" for f in dataclasses.fields(self)
         )
         return f"Settings({shown})"
 

@@ -35,8 +35,9 @@ def load_tasks(path: Path, *, tag: str | None = None) -> list[dict[str, Any]]:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise TaskFileError(f"task file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): "
-                         f"{exc.msg}") from None
+        raise TaskFileError(
+            f"task file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+        ) from None
     return tasks_from_document(data, source=str(path), tag=tag)
 
 
@@ -52,11 +53,13 @@ def tasks_from_document(data: Any, *, source: str = "task file", tag: str | None
         chosen = tag or ("master" if "master" in tagged else (next(iter(tagged)) if len(tagged) == 1 else None))
         if chosen is None or chosen not in tagged:
             known = ", ".join(sorted(tagged)) or "none"
-            raise TaskFileError(f"{source} has no task list{f' under tag {tag!r}' if tag else ''} "
-                             f"(tags found: {known}); expected {{\"master\": {{\"tasks\": [...]}}}} or a list")
+            raise TaskFileError(
+                f"{source} has no task list{f' under tag {tag!r}' if tag else ''} "
+                f'(tags found: {known}); expected {{"master": {{"tasks": [...]}}}} or a list'
+            )
         tasks = tagged[chosen]["tasks"]
     else:
-        raise TaskFileError(f"{source} must hold a JSON list of tasks or {{\"master\": {{\"tasks\": [...]}}}}")
+        raise TaskFileError(f'{source} must hold a JSON list of tasks or {{"master": {{"tasks": [...]}}}}')
     for index, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise TaskFileError(f"{source}: entry {index + 1} of the task list is not an object")
@@ -102,7 +105,7 @@ def acceptance_criteria(task: Mapping[str, Any]) -> str:
     strategy = test_strategy(task)
     match = ACCEPTANCE_MARKER.search(strategy)
     if match:
-        after = strategy[match.end():].strip()
+        after = strategy[match.end() :].strip()
         if after:
             return after
     return strategy
@@ -139,9 +142,11 @@ def render_task_markdown(task: Mapping[str, Any]) -> str:
         meta.append("- Depends on: " + ", ".join(f"task {d}" for d in deps))
     if meta:
         lines += meta + [""]
-    for heading, value in (("Description", _text(task, "description")),
-                           ("Details", _text(task, "details")),
-                           ("Test strategy", test_strategy(task))):
+    for heading, value in (
+        ("Description", _text(task, "description")),
+        ("Details", _text(task, "details")),
+        ("Test strategy", test_strategy(task)),
+    ):
         if value:
             lines += [f"## {heading}", "", value, ""]
     subtasks = [s for s in task.get("subtasks") or [] if isinstance(s, dict)]
@@ -150,12 +155,15 @@ def render_task_markdown(task: Mapping[str, Any]) -> str:
         for sub in subtasks:
             sub_id = _as_int(sub.get("id"))
             status = _text(sub, "status")
-            lines.append(f"### {task_id}.{sub_id}: {_text(sub, 'title') or 'untitled'}"
-                         + (f" ({status})" if status else ""))
+            lines.append(
+                f"### {task_id}.{sub_id}: {_text(sub, 'title') or 'untitled'}" + (f" ({status})" if status else "")
+            )
             lines.append("")
-            for heading, value in (("Description", _text(sub, "description")),
-                                   ("Details", _text(sub, "details")),
-                                   ("Test strategy", test_strategy(sub))):
+            for heading, value in (
+                ("Description", _text(sub, "description")),
+                ("Details", _text(sub, "details")),
+                ("Test strategy", test_strategy(sub)),
+            ):
                 if value:
                     lines += [f"**{heading}:** {value}", ""]
             sub_deps = _int_dependencies(sub.get("dependencies"))
@@ -234,9 +242,13 @@ def build_submission(
     files = [{"filename": "task.md", "content": render_task_markdown(task), "file_type": "task"}]
     criteria = acceptance_criteria(task)
     if criteria:
-        files.append({"filename": "acceptance-criteria.md",
-                      "content": f"# Acceptance criteria: task {task_id}\n\n{criteria}\n",
-                      "file_type": "acceptance-criteria"})
+        files.append(
+            {
+                "filename": "acceptance-criteria.md",
+                "content": f"# Acceptance criteria: task {task_id}\n\n{criteria}\n",
+                "file_type": "acceptance-criteria",
+            }
+        )
     if design_spec is not None:
         files.append({"filename": "design-spec.md", "content": design_spec, "file_type": "design-spec"})
     if prompt is not None:
@@ -269,8 +281,11 @@ def dependency_order(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         ready = sorted(tid for tid, deps in waiting.items() if deps <= done)
         if not ready:
             cycle = _find_cycle(waiting)
-            raise TaskFileError("the task dependencies form a cycle (" + " -> ".join(map(str, cycle))
-                             + "); fix the dependencies in the task file")
+            raise TaskFileError(
+                "the task dependencies form a cycle ("
+                + " -> ".join(map(str, cycle))
+                + "); fix the dependencies in the task file"
+            )
         for tid in ready:
             ordered.append(by_id[tid])
             done.add(tid)
@@ -286,4 +301,4 @@ def _find_cycle(graph: Mapping[int, set[int]]) -> list[int]:
     while node not in path:
         path.append(node)
         node = min(d for d in graph[node] if d in graph)
-    return path[path.index(node):] + [node]
+    return path[path.index(node) :] + [node]

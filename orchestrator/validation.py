@@ -39,7 +39,8 @@ def dns_label(value: str, *, what: str = "name", max_length: int = 63) -> str:
         raise ValueError(f"{what} must be at most {max_length} characters")
     if not DNS_LABEL.fullmatch(value):
         raise ValueError(
-            f"{what} must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit"
+            f"{what} must be a DNS-1123 label: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
         )
     return value
 
@@ -133,7 +134,9 @@ def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
         if parts.port not in (None, 443):
             raise ValueError("repository URL must use the default https port")
         if not REPO_PATH.fullmatch(parts.path):
-            raise ValueError("repository URL must name an owner and a repository, e.g. https://github.com/owner/repo.git")
+            raise ValueError(
+                "repository URL must name an owner and a repository, e.g. https://github.com/owner/repo.git"
+            )
     if host not in {h.lower() for h in allowed_hosts}:
         raise ValueError(f"repository host {host!r} is not in the allowed list")
     return value
@@ -141,8 +144,19 @@ def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
 
 # Submitted env values land in Job specs and logs, so anything that looks like a
 # credential is refused by name: secrets reach agents only as secretKeyRefs.
-SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE", "APIKEY", "ACCESSKEY",
-                     "SSHKEY", "COOKIE", "SESSION")
+SECRET_NAME_PARTS = (
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "PRIVATE",
+    "APIKEY",
+    "ACCESSKEY",
+    "SSHKEY",
+    "COOKIE",
+    "SESSION",
+)
 SECRET_NAME_WORDS = ("KEY", "PAT", "PWD", "AUTH", "DSN")
 # Names the runner sets itself, or that change how every program in the Job loads.
 RESERVED_ENV_NAMES = RESERVED_ENV | {"PATH", "USER", "SHELL", "PYTHONPATH", "NODE_OPTIONS", "BASH_ENV", "ENV"}
@@ -159,7 +173,8 @@ def plain_env_name(value: str) -> str:
     words = upper.split("_")
     if any(part in upper for part in SECRET_NAME_PARTS) or any(w in SECRET_NAME_WORDS for w in words):
         raise ValueError(
-            f"environment variable {value} looks like a secret; secrets are configured as Kubernetes Secrets, not submitted"
+            f"environment variable {value} looks like a secret; "
+            "secrets are configured as Kubernetes Secrets, not submitted"
         )
     return value
 

@@ -29,15 +29,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestrator.coordination import redrive
 from orchestrator import dispatch, runs
+from orchestrator.coordination import redrive
 from orchestrator.model import Run
-from orchestrator.runners.base import FAILED, SUCCEEDED, RunObservation, Runner, Tracker
+from orchestrator.runners.base import FAILED, SUCCEEDED, Runner, RunObservation, Tracker
 from orchestrator.runners.errors import RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
-from orchestrator.store import LeaseNotHeld, StoreError, TaskStore
 from orchestrator.steps import Step
+from orchestrator.store import LeaseNotHeld, StoreError, TaskStore
 from orchestrator.usage.stall import StallCheck
 
 log = logging.getLogger("orchestrator.watcher")
@@ -73,8 +73,17 @@ class ReconcileReport:
 class Watcher:
     """Leader-elected tracking loop for every active run."""
 
-    def __init__(self, store: TaskStore, settings: Settings, runner: Runner, *, send: Callable[..., None] = dispatch.send,
-                 holder: str | None = None, watch_timeout: int = 60, poll_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        settings: Settings,
+        runner: Runner,
+        *,
+        send: Callable[..., None] = dispatch.send,
+        holder: str | None = None,
+        watch_timeout: int = 60,
+        poll_seconds: float | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.runner = runner
@@ -118,8 +127,7 @@ class Watcher:
             try:
                 sent = runs.apply_observation(self.store, obs, send=self.send, lease=self.fence)
             except LeaseNotHeld:
-                log.warning("not recording what run %s did: the watcher lease passed to another holder",
-                            obs.run_id)
+                log.warning("not recording what run %s did: the watcher lease passed to another holder", obs.run_id)
                 return False
             if obs.phase in (SUCCEEDED, FAILED) and self.tracker.still_running(obs.run_id):
                 # We decided it failed (pending timeout, crash loop) while its Job still runs: stop it.
@@ -172,16 +180,26 @@ class Watcher:
                 self._missing.pop(run_id, None)
                 with self.lock:
                     try:
-                        if runs.record_lost(self.store, run_id, "the run's Job disappeared before its end was seen",
-                                            send=self.send, lease=self.fence):
+                        if runs.record_lost(
+                            self.store,
+                            run_id,
+                            "the run's Job disappeared before its end was seen",
+                            send=self.send,
+                            lease=self.fence,
+                        ):
                             report.lost.append(run_id)
                     except LeaseNotHeld:
                         log.warning("not recording run %s lost: the watcher lease passed to another holder", run_id)
         for run_id in list(self._missing):
             if run_id not in active:
                 self._missing.pop(run_id, None)
-        report.finished += self.stalls.stop_stalled(self.store, {run_id: run for run_id, (run, _) in active.items()},
-                                                    send=self.send, lock=self.lock, lease=self.fence)
+        report.finished += self.stalls.stop_stalled(
+            self.store,
+            {run_id: run for run_id, (run, _) in active.items()},
+            send=self.send,
+            lock=self.lock,
+            lease=self.fence,
+        )
         report.swept = self.sweep()
         report.redriven = self.coordinate()
         return report
@@ -214,8 +232,9 @@ class Watcher:
             return
         self._stream_stop = threading.Event()
         for name in self.tracker.streams:
-            thread = threading.Thread(target=self.tracker.stream, args=(name, self._stream_stop),
-                                      name=f"watch-{name}", daemon=True)
+            thread = threading.Thread(
+                target=self.tracker.stream, args=(name, self._stream_stop), name=f"watch-{name}", daemon=True
+            )
             thread.start()
             self._streams.append(thread)
 
@@ -257,9 +276,14 @@ class Watcher:
                 if now >= next_reconcile:
                     try:
                         report = self.reconcile()
-                        log.info("reconcile: %d active, %d observed, %d finished, %d lost, %d swept",
-                                 report.active, report.observed, len(report.finished), len(report.lost),
-                                 len(report.swept))
+                        log.info(
+                            "reconcile: %d active, %d observed, %d finished, %d lost, %d swept",
+                            report.active,
+                            report.observed,
+                            len(report.finished),
+                            len(report.lost),
+                            len(report.swept),
+                        )
                     except (RunnerError, StoreError) as exc:
                         log.warning("reconcile failed: %s", exc)
                     next_reconcile = now + self.poll_seconds

@@ -47,8 +47,11 @@ def handle_event(self: Task, delivery_id: str, event: str, payload: dict[str, An
     from orchestrator.github import handlers
 
     if payload is not None:
-        log.warning("github delivery %s (%s): a payload inside the message was ignored; only the kept copy counts",
-                    delivery_id, event)
+        log.warning(
+            "github delivery %s (%s): a payload inside the message was ignored; only the kept copy counts",
+            delivery_id,
+            event,
+        )
     try:
         return handlers.handle_event(get_store(), get_settings(), delivery_id, event)
     except StoreUnavailable as exc:  # Redis away: 1 s, 2 s, 4 s... at most a minute, jittered
@@ -64,8 +67,9 @@ def report_status(self: Task, service: str, task_id: int) -> str:
         return reporter.report_status(get_store(), get_settings(), service, int(task_id))
     except (reporter.ReportLater, StoreUnavailable) as exc:
         # 5 s, 10 s, 20 s... jittered, and never sooner than GitHub (or the report lock) asked.
-        countdown = backoff.delay(self.request.retries or 0, base=5.0, cap=300.0,
-                                  retry_after=getattr(exc, "countdown", None))
+        countdown = backoff.delay(
+            self.request.retries or 0, base=5.0, cap=300.0, retry_after=getattr(exc, "countdown", None)
+        )
         if self.request.retries >= self.max_retries:
             log.warning("gave up reporting the status of %s/%s to GitHub: %s", service, task_id, exc)
             return "gave-up"
@@ -109,7 +113,7 @@ def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
         result = prepare_for_run(get_settings(), get_store(), run_id, retries=self.request.retries or 0)
     except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
         # Redis away or git too slow for the step: the task is still in Preparing, so try again later.
-        raise self.retry(exc=exc, countdown=10, max_retries=30)
+        raise self.retry(exc=exc, countdown=10, max_retries=30) from exc
     if result.action == PrepareAction.RETRY:
         raise self.retry(countdown=result.countdown, max_retries=None)
     return {"action": result.action, "message": result.message}

@@ -52,8 +52,13 @@ def task_page(query: Mapping[str, Any], text: str) -> tuple[list[dict[str, Any]]
     cursor = query.get("cursor")
     found: list[dict[str, Any]] = []
     for _ in range(TEXT_SCAN_PAGES if needle else 1):
-        items, cursor = store().list_tasks(service=query.get("service"), status=query.get("status"),
-                                           agent=query.get("agent"), limit=limit, cursor=cursor)
+        items, cursor = store().list_tasks(
+            service=query.get("service"),
+            status=query.get("status"),
+            agent=query.get("agent"),
+            limit=limit,
+            cursor=cursor,
+        )
         found += [api_tasks.task_summary(t) for t in items]
         if needle:
             found = [s for s in found if needle in s["title"].casefold()]
@@ -79,8 +84,10 @@ def statuses(refs: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
         if row is None:
             continue
         out[task_ref(service, task_id)] = {
-            "ref": task_ref(service, task_id), "status": row.status.value,
-            "reason": row.status_reason, "updated_at": api_tasks._iso(row.updated_at),
+            "ref": task_ref(service, task_id),
+            "status": row.status.value,
+            "reason": row.status_reason,
+            "updated_at": api_tasks._iso(row.updated_at),
         }
     return out
 
@@ -116,9 +123,12 @@ def services_overview() -> dict[str, Any]:
         waiting_per[service] = waiting_per.get(service, 0) + 1
     names = sorted(set(per_service) | set(waiting_per))
     return {
-        "active": total, "max_active": settings().max_active_runs, "max_per_service": settings().max_runs_per_service,
+        "active": total,
+        "max_active": settings().max_active_runs,
+        "max_per_service": settings().max_runs_per_service,
         "services": [{"name": n, "active": per_service.get(n, 0), "waiting": waiting_per.get(n, 0)} for n in names],
-        "queues": st.queue_depths(QUEUES), "waiting": len(waiting),
+        "queues": st.queue_depths(QUEUES),
+        "waiting": len(waiting),
     }
 
 

@@ -42,8 +42,14 @@ class Graph:
     edges: list[Edge]
 
 
-def layout(service: str, task_id: int, status: str, dependencies: list[tuple[int, str]],
-           dependents: list[tuple[int, str]], href: str = "/tasks/{service}/{id}") -> Graph:
+def layout(
+    service: str,
+    task_id: int,
+    status: str,
+    dependencies: list[tuple[int, str]],
+    dependents: list[tuple[int, str]],
+    href: str = "/tasks/{service}/{id}",
+) -> Graph:
     """Three columns; every edge points from a dependency to the task that waits for it."""
     rows = max(len(dependencies), len(dependents), 1)
     height = PAD * 2 + rows * NODE_H + (rows - 1) * GAP_Y
@@ -57,11 +63,19 @@ def layout(service: str, task_id: int, status: str, dependencies: list[tuple[int
     for col, items in enumerate(columns):
         block = len(items) * NODE_H + max(len(items) - 1, 0) * GAP_Y
         top = (height - block) // 2
-        nodes.append([
-            Node(xs[col], top + i * (NODE_H + GAP_Y), f"{service}/{tid}", st,
-                 href.format(service=service, id=tid), current=(col == 1))
-            for i, (tid, st) in enumerate(items)
-        ])
+        nodes.append(
+            [
+                Node(
+                    xs[col],
+                    top + i * (NODE_H + GAP_Y),
+                    f"{service}/{tid}",
+                    st,
+                    href.format(service=service, id=tid),
+                    current=(col == 1),
+                )
+                for i, (tid, st) in enumerate(items)
+            ]
+        )
     centre = nodes[1][0]
     mid = NODE_H // 2
     edges = [Edge(n.x + NODE_W, n.y + mid, centre.x, centre.y + mid) for n in nodes[0]]

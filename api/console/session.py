@@ -41,8 +41,10 @@ def init_session(app: Flask, settings: Settings) -> None:
     secret = settings.session_secret
     if not secret:
         secret = secrets.token_urlsafe(32)
-        log.warning("ORCHESTRATOR_SESSION_SECRET is not set: web console sessions use a random key of this "
-                    "process and end when it restarts; with several API processes a sign-in works in one only")
+        log.warning(
+            "ORCHESTRATOR_SESSION_SECRET is not set: web console sessions use a random key of this "
+            "process and end when it restarts; with several API processes a sign-in works in one only"
+        )
     app.secret_key = secret
     app.session_interface = ConsoleSessionInterface()
     app.permanent_session_lifetime = timedelta(seconds=settings.session_lifetime_seconds)
@@ -136,5 +138,3 @@ def check_csrf(req: Request | None = None) -> None:
     expected = csrf_token()
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         abort(400, description="the form is stale or was not sent from this console; reload the page and try again")
-
-

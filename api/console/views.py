@@ -32,8 +32,7 @@ from api.console import session as console_session
 from api.console.graph import layout
 from api.console.markdown import render_markdown
 from api.errors import ApiError
-from orchestrator import operations
-from orchestrator import taskmaster
+from orchestrator import operations, taskmaster
 from orchestrator.logs import scrub_lines
 from orchestrator.runners.errors import RunnerError
 from orchestrator.states import CANCELLABLE_FROM, RETRYABLE_FROM, Status
@@ -41,8 +40,9 @@ from orchestrator.store import IllegalTransition, StoreUnavailable, TaskExists, 
 
 log = logging.getLogger("orchestrator.api")
 
-bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/console/static")
+bp = Blueprint(
+    "console", __name__, template_folder="templates", static_folder="static", static_url_path="/console/static"
+)
 
 # Live parts: a stream ends after this long and the browser's EventSource reconnects,
 # so an open page never holds an API thread for good.
@@ -52,8 +52,10 @@ EVENTS_MAX_TASKS = 100
 LOG_STREAM_SECONDS = 300.0
 LOG_TAIL = 200
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
@@ -92,8 +94,11 @@ def _security_headers(response: Response) -> Response:
 
 @bp.app_context_processor
 def _template_globals() -> dict[str, Any]:
-    return {"csrf_token": console_session.csrf_token, "signed_in": console_session.signed_in,
-            "status_class": lambda s: "st-" + (s or "unknown").lower()}
+    return {
+        "csrf_token": console_session.csrf_token,
+        "signed_in": console_session.signed_in,
+        "status_class": lambda s: "st-" + (s or "unknown").lower(),
+    }
 
 
 @bp.app_template_filter("markdown")
@@ -155,8 +160,7 @@ def sign_in() -> Any:
         console_session.check_csrf()  # no signing in from another site's form either
         if console_session.sign_in(request.form.get("token", "")):
             return redirect(next_url, 303)
-        return render_template("console/sign_in.html", next_url=next_url,
-                               error="That token is not accepted."), 401
+        return render_template("console/sign_in.html", next_url=next_url, error="That token is not accepted."), 401
     if console_session.signed_in():
         return redirect(next_url)
     console_session.ensure_csrf_token()
@@ -188,30 +192,53 @@ def tasks() -> Any:
     except ApiError as exc:
         errors = exc.errors or {"_schema": [exc.message]}
     runs = data.latest_runs(items)
-    next_args: dict[str, Any] = {k: v for k, v in {**filters, "q": text, "cursor": cursor or "",
-                                                  "limit": request.args.get("limit", "")}.items() if v}
-    return render_template("console/tasks.html", items=items, runs=runs, filters=filters, text=text,
-                           errors=errors, statuses=STATUSES, next_url=url_for("console.tasks", **next_args)
-                           if cursor else None, age=data.age)
+    next_args: dict[str, Any] = {
+        k: v
+        for k, v in {**filters, "q": text, "cursor": cursor or "", "limit": request.args.get("limit", "")}.items()
+        if v
+    }
+    return render_template(
+        "console/tasks.html",
+        items=items,
+        runs=runs,
+        filters=filters,
+        text=text,
+        errors=errors,
+        statuses=STATUSES,
+        next_url=url_for("console.tasks", **next_args) if cursor else None,
+        age=data.age,
+    )
 
 
 def _task_context(service: str, task_id: int) -> dict[str, Any]:
     view = data.full_view(service, task_id)
     deps, dependents = data.graph_neighbours(view)
-    graph = layout(service, task_id, view["status"], deps, dependents,
-                   href=request.script_root + "/tasks/{service}/{id}")
+    graph = layout(
+        service, task_id, view["status"], deps, dependents, href=request.script_root + "/tasks/{service}/{id}"
+    )
     runs = view["runs"]
     latest = runs[-1] if runs else None
     status = Status(view["status"])
     log_lines: list[str] | None = None
-    live_logs = latest is not None and latest.get("phase", "") not in {"Succeeded", "Failed"} and status not in (
-        Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    live_logs = (
+        latest is not None
+        and latest.get("phase", "") not in {"Succeeded", "Failed"}
+        and status not in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    )
     if latest and not live_logs:
         log_lines = _last_lines(latest["run_id"])
     return {
-        "task": view, "runs": runs, "latest": latest, "graph": graph, "contexts": data.contexts(service, task_id),
-        "can_cancel": status in CANCELLABLE_FROM, "can_retry": status in RETRYABLE_FROM,
-        "live_logs": live_logs, "log_lines": log_lines, "duration": data.duration, "age": data.age,
+        "task": view,
+        "runs": runs,
+        "latest": latest,
+        "graph": graph,
+        "contexts": data.contexts(service, task_id),
+        "can_cancel": status in CANCELLABLE_FROM,
+        "can_retry": status in RETRYABLE_FROM,
+        "live_logs": live_logs,
+        "log_lines": log_lines,
+        "duration": data.duration,
+        "age": data.age,
         "ref": task_ref(service, task_id),
     }
 
@@ -239,21 +266,24 @@ def _run_action(service: str, task_id: int, action: str) -> Any:
     try:
         if action == "cancel":
             body = api_tasks._load("cancel", {"reason": request.form.get("reason", "")})
-            operations.cancel_task(store, service, task_id, actor=actor, reason=body["reason"],
-                                   dispatcher=api_tasks._dispatcher())
+            operations.cancel_task(
+                store, service, task_id, actor=actor, reason=body["reason"], dispatcher=api_tasks._dispatcher()
+            )
             flash("Cancel requested.", "ok")
         elif action == "retry":
             operations.retry_task(store, service, task_id, actor=actor, dispatcher=api_tasks._dispatcher())
             flash("Retry requested.", "ok")
         else:
-            document = api_tasks._load("context", {"content": request.form.get("content", ""),
-                                                  "title": request.form.get("title", "")})
+            document = api_tasks._load(
+                "context", {"content": request.form.get("content", ""), "title": request.form.get("title", "")}
+            )
             document = {**document, "added_by": actor, "added_at": datetime.now(UTC).isoformat()}
             operations.add_context(store, service, task_id, document, actor=actor, dispatcher=api_tasks._dispatcher())
             flash("Context added; the task starts again with it.", "ok")
     except ApiError as exc:
-        details = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                            for k, v in (exc.errors or {}).items())
+        details = "; ".join(
+            f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in (exc.errors or {}).items()
+        )
         flash(exc.message + (f" ({details})" if details else ""), "error")
     except (operations.OperationRefused, IllegalTransition) as exc:
         flash(str(exc), "error")
@@ -281,8 +311,21 @@ def context(service: str, task_id: int) -> Any:
 # Submit -----------------------------------------------------------------------------------------------
 
 PRIORITIES = list(schemas.PRIORITIES)
-SUBMIT_FIELDS = ("service_name", "id", "title", "agent_name", "priority", "description", "details",
-                 "test_strategy", "dependencies", "repository_url", "repository_branch", "model", "document")
+SUBMIT_FIELDS = (
+    "service_name",
+    "id",
+    "title",
+    "agent_name",
+    "priority",
+    "description",
+    "details",
+    "test_strategy",
+    "dependencies",
+    "repository_url",
+    "repository_branch",
+    "model",
+    "document",
+)
 
 
 def _int_or_raw(value: str) -> Any:
@@ -293,8 +336,10 @@ def _int_or_raw(value: str) -> Any:
 def submission_from_form(form: Mapping[str, str]) -> dict[str, Any]:
     """The API's submission document from the form's fields (the schema judges it)."""
     body: dict[str, Any] = {
-        "service_name": form.get("service_name", "").strip(), "id": _int_or_raw(form.get("id", "")),
-        "title": form.get("title", "").strip(), "agent_name": form.get("agent_name", "").strip(),
+        "service_name": form.get("service_name", "").strip(),
+        "id": _int_or_raw(form.get("id", "")),
+        "title": form.get("title", "").strip(),
+        "agent_name": form.get("agent_name", "").strip(),
         "priority": form.get("priority") or "medium",
     }
     for key in ("description", "details", "test_strategy"):
@@ -304,13 +349,16 @@ def submission_from_form(form: Mapping[str, str]) -> dict[str, Any]:
     if deps:
         body["dependencies"] = [_int_or_raw(d) for d in deps]
     if form.get("repository_url", "").strip():
-        body["repository"] = {"url": form["repository_url"].strip(),
-                              "branch": form.get("repository_branch", "").strip() or "main"}
+        body["repository"] = {
+            "url": form["repository_url"].strip(),
+            "branch": form.get("repository_branch", "").strip() or "main",
+        }
     if form.get("model", "").strip():
         body["model"] = form["model"].strip()
     document = form.get("document", "")
-    body["markdown_files"] = ([{"filename": "task.md", "content": document, "file_type": "task"}]
-                              if document.strip() else [])
+    body["markdown_files"] = (
+        [{"filename": "task.md", "content": document, "file_type": "task"}] if document.strip() else []
+    )
     return body
 
 
@@ -351,8 +399,13 @@ def submit() -> Any:
         form = {k: request.form.get(k, "") for k in SUBMIT_FIELDS}
         try:
             spec = api_tasks._load("submission", submission_from_form(form))
-            operations.submit_task(data.store(), spec, actor=console_session.actor(), origin={"kind": "console"},
-                                   dispatcher=api_tasks._dispatcher())
+            operations.submit_task(
+                data.store(),
+                spec,
+                actor=console_session.actor(),
+                origin={"kind": "console"},
+                dispatcher=api_tasks._dispatcher(),
+            )
             flash("Task submitted.", "ok")
             return redirect(url_for("console.task", service=spec["service_name"], task_id=spec["id"]), 303)
         except ApiError as exc:
@@ -361,17 +414,20 @@ def submit() -> Any:
             errors, status = {"id": [f"{exc}; submit it with another id, or add context to it"]}, 409
         except operations.DependencyCycle as exc:
             errors, status = {"dependencies": [str(exc)]}, 409
-    return render_template("console/submit.html", form=form, errors=errors, tm_errors={}, tm_form={},
-                           priorities=PRIORITIES), status
+    return render_template(
+        "console/submit.html", form=form, errors=errors, tm_errors={}, tm_form={}, priorities=PRIORITIES
+    ), status
 
 
 TASKMASTER_FIELDS = ("service_name", "agent_name", "repository_url", "repository_branch")
 
 
-def _taskmaster_page(form: Mapping[str, str], raw: str, tasks: list[dict[str, Any]],
-                     errors: dict[str, list[str]], status: int) -> tuple[str, int]:
-    return render_template("console/taskmaster.html", form=form, raw=raw, tasks=tasks, errors=errors,
-                           dependencies=taskmaster.dependencies), status
+def _taskmaster_page(
+    form: Mapping[str, str], raw: str, tasks: list[dict[str, Any]], errors: dict[str, list[str]], status: int
+) -> tuple[str, int]:
+    return render_template(
+        "console/taskmaster.html", form=form, raw=raw, tasks=tasks, errors=errors, dependencies=taskmaster.dependencies
+    ), status
 
 
 @bp.post("/submit/taskmaster")
@@ -383,19 +439,32 @@ def submit_taskmaster() -> Any:
         abort(413, description=f"the upload is larger than {limit} bytes")
     form = {k: request.form.get(k, "").strip() for k in TASKMASTER_FIELDS}
     upload = request.files.get("tasks_file")
-    raw = upload.read(limit + 1).decode("utf-8", "replace") if upload and upload.filename else \
-        request.form.get("tasks_json", "")
+    raw = (
+        upload.read(limit + 1).decode("utf-8", "replace")
+        if upload and upload.filename
+        else request.form.get("tasks_json", "")
+    )
     try:
         tasks = taskmaster.tasks_from_document(json.loads(raw), source="the uploaded file")
     except ValueError as exc:
         message = f"the file is not valid JSON: {exc}" if raw.strip() else "choose a Task Master tasks.json"
-        return render_template("console/submit.html", form={"priority": "medium"}, errors={},
-                               tm_errors={"tasks_file": [message]}, tm_form=form,
-                               priorities=PRIORITIES), 400
+        return render_template(
+            "console/submit.html",
+            form={"priority": "medium"},
+            errors={},
+            tm_errors={"tasks_file": [message]},
+            tm_form=form,
+            priorities=PRIORITIES,
+        ), 400
     except taskmaster.TaskFileError as exc:
-        return render_template("console/submit.html", form={"priority": "medium"}, errors={},
-                               tm_errors={"tasks_file": [str(exc)]}, tm_form=form,
-                               priorities=PRIORITIES), 400
+        return render_template(
+            "console/submit.html",
+            form={"priority": "medium"},
+            errors={},
+            tm_errors={"tasks_file": [str(exc)]},
+            tm_form=form,
+            priorities=PRIORITIES,
+        ), 400
     picked = request.form.get("task_id", "")
     if not picked:
         return _taskmaster_page(form, raw, tasks, {}, 200)
@@ -406,15 +475,20 @@ def submit_taskmaster() -> Any:
     repository = None
     if form["repository_url"]:
         repository = {"url": form["repository_url"], "branch": form["repository_branch"] or "main"}
-    body = taskmaster.build_submission(task, service=form["service_name"], agent=form["agent_name"],
-                                       repository=repository)
+    body = taskmaster.build_submission(
+        task, service=form["service_name"], agent=form["agent_name"], repository=repository
+    )
     try:
         spec = api_tasks._load("submission", body)
-        operations.submit_task(data.store(), spec, actor=console_session.actor(),
-                               origin={"kind": "console", "source": "taskmaster"}, dispatcher=api_tasks._dispatcher())
+        operations.submit_task(
+            data.store(),
+            spec,
+            actor=console_session.actor(),
+            origin={"kind": "console", "source": "taskmaster"},
+            dispatcher=api_tasks._dispatcher(),
+        )
     except ApiError as exc:
-        return _taskmaster_page(form, raw, tasks, field_errors(exc.errors or {"_schema": [exc.message]}),
-                                exc.status)
+        return _taskmaster_page(form, raw, tasks, field_errors(exc.errors or {"_schema": [exc.message]}), exc.status)
     except TaskExists as exc:
         return _taskmaster_page(form, raw, tasks, {"task_id": [f"{exc}; add context to it instead"]}, 409)
     except operations.DependencyCycle as exc:
@@ -437,8 +511,11 @@ def _sse(event: str, payload: Any) -> str:
 
 
 def _event_stream(body: Iterator[str]) -> Response:
-    response = Response(stream_with_context(body), mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response = Response(
+        stream_with_context(body),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
     # Nothing may turn the stream into a list (werkzeug does that to compute a length).
     response.implicit_sequence_conversion = False
     return response
@@ -503,8 +580,10 @@ def _runner() -> Any:
 def _last_lines(run_id: str, tail: int = LOG_TAIL) -> list[str] | None:
     """The last lines of a run's output, secrets masked as the API masks them (None: no output here)."""
     try:
-        return [line.rstrip("\n") for line in
-                scrub_lines(_runner().logs(run_id, follow=False, tail=tail), data.settings().secret_values())]
+        return [
+            line.rstrip("\n")
+            for line in scrub_lines(_runner().logs(run_id, follow=False, tail=tail), data.settings().secret_values())
+        ]
     except (LookupError, FileNotFoundError, ImportError, RunnerError):
         return None
     except Exception:  # noqa: BLE001 - a page shows without its logs rather than failing
@@ -538,8 +617,14 @@ def logs(service: str, task_id: int) -> Response:
     except (LookupError, FileNotFoundError, ImportError, RunnerError):
         follow.release()
         return _event_stream(iter(["retry: 3000\n\n", _sse("waiting", "no output yet")]))
-    inner = log_follow.stream(lines, follow, max_seconds=max_seconds, secrets=settings.secret_values(),
-                              sock=log_follow.client_socket(request.environ), run_id=run_id)
+    inner = log_follow.stream(
+        lines,
+        follow,
+        max_seconds=max_seconds,
+        secrets=settings.secret_values(),
+        sock=log_follow.client_socket(request.environ),
+        run_id=run_id,
+    )
 
     def stream() -> Iterator[str]:
         yield "retry: 3000\n\n"

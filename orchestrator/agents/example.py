@@ -77,20 +77,39 @@ def main() -> int:
     title = task_title(text, documents)
     print(f"example agent: read CLAUDE.md ({brief.stat().st_size} bytes)", flush=True)
     for doc in documents:
-        print(f"example agent: read {doc.relative_to(cwd) if doc.is_relative_to(cwd) else doc} "
-              f"({doc.stat().st_size} bytes)", flush=True)
+        print(
+            f"example agent: read {doc.relative_to(cwd) if doc.is_relative_to(cwd) else doc} "
+            f"({doc.stat().st_size} bytes)",
+            flush=True,
+        )
     started = time.time()
     session = f"example-{run_id or 'run'}"
     model = os.environ.get("ANTHROPIC_MODEL", "") or "example"
     # The same stream-json shape Claude Code prints (`--output-format stream-json --verbose`), at no cost.
-    _event({"type": "system", "subtype": "init", "session_id": session, "model": model, "tools": ["Read"],
-            "cwd": str(cwd)})
-    _event({"type": "assistant", "session_id": session, "message": {
-        "id": f"msg-{session}", "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "tool_use", "id": f"tool-{session}", "name": "Read",
-                     "input": {"file_path": str(brief)}}],
-        "usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
-                  "cache_creation_input_tokens": 0}}})
+    _event(
+        {"type": "system", "subtype": "init", "session_id": session, "model": model, "tools": ["Read"], "cwd": str(cwd)}
+    )
+    _event(
+        {
+            "type": "assistant",
+            "session_id": session,
+            "message": {
+                "id": f"msg-{session}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [
+                    {"type": "tool_use", "id": f"tool-{session}", "name": "Read", "input": {"file_path": str(brief)}}
+                ],
+                "usage": {
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "cache_creation_input_tokens": 0,
+                },
+            },
+        }
+    )
     output_dir = Path(os.environ.get("ORCHESTRATOR_OUTPUT_DIR") or cwd / ".orchestrator" / "runs" / (run_id or "run"))
     output_dir.mkdir(parents=True, exist_ok=True)
     result = {
@@ -118,11 +137,30 @@ def main() -> int:
     _write(output_dir / "handoff.md", notes)
     print(f"example agent: wrote {output_dir / 'result.json'}", flush=True)
     zero = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
-    _event({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
-            "duration_ms": int((time.time() - started) * 1000), "duration_api_ms": 0, "total_cost_usd": 0.0,
-            "usage": zero, "modelUsage": {model: {"inputTokens": 0, "outputTokens": 0, "cacheReadInputTokens": 0,
-                                                  "cacheCreationInputTokens": 0, "costUSD": 0.0}},
-            "permission_denials": [], "session_id": session, "result": result["summary"]})
+    _event(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "num_turns": 1,
+            "duration_ms": int((time.time() - started) * 1000),
+            "duration_api_ms": 0,
+            "total_cost_usd": 0.0,
+            "usage": zero,
+            "modelUsage": {
+                model: {
+                    "inputTokens": 0,
+                    "outputTokens": 0,
+                    "cacheReadInputTokens": 0,
+                    "cacheCreationInputTokens": 0,
+                    "costUSD": 0.0,
+                }
+            },
+            "permission_denials": [],
+            "session_id": session,
+            "result": result["summary"],
+        }
+    )
     return 0
 
 

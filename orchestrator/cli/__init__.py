@@ -24,12 +24,17 @@ class OrchestratorGroup(RootGroup):
     aliases = watcher.ALIASES
 
 
-@click.group("orchestrator", cls=OrchestratorGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog=examples("orchestrator up",
-                             "orchestrator task submit --task-json examples/tasks.json --task-id 1 --service demo "
-                             "--agent claude",
-                             "orchestrator task watch demo/1",
-                             'eval "$(_ORCHESTRATOR_COMPLETE=bash_source orchestrator)"   # tab completion'))
+@click.group(
+    "orchestrator",
+    cls=OrchestratorGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "orchestrator up",
+        "orchestrator task submit --task-json examples/tasks.json --task-id 1 --service demo --agent claude",
+        "orchestrator task watch demo/1",
+        'eval "$(_ORCHESTRATOR_COMPLETE=bash_source orchestrator)"   # tab completion',
+    ),
+)
 @click.version_option(__version__, "--version", prog_name="orchestrator", message="%(prog)s %(version)s")
 @common_options
 def cli() -> None:

@@ -44,8 +44,9 @@ class AliasGroup(_NamesItself, click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
 
-    def resolve_command(self, ctx: click.Context,
-                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         # The canonical name, so usage lines and errors say `orchestrator watcher`.
         _name, command, rest = super().resolve_command(ctx, args)
         return (command.name if command else None), command, rest
@@ -58,8 +59,14 @@ class RootGroup(AliasGroup):
     because tests and `orchestrator.cli.main` call it in-process.
     """
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
-             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> int:
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> int:
         code = self._run(args, prog_name or "orchestrator", complete_var, **extra)
         if standalone_mode:
             sys.exit(code)

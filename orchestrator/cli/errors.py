@@ -19,8 +19,7 @@ class CliError(Exception):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, message: str, *, details: list[str] | None = None, exit_code: int | None = None,
-                 code: str = ""):
+    def __init__(self, message: str, *, details: list[str] | None = None, exit_code: int | None = None, code: str = ""):
         super().__init__(message)
         self.message = message
         self.details = details or []

@@ -42,8 +42,9 @@ def watch_task(app: Context, service: str, task_id: int, *, interval: float, lin
             if app.json:
                 app.print(dumps({"task": task_ref(task), "status": status, "status_reason": reason}))
             else:
-                app.print(f"{time.strftime('%H:%M:%S')}  {service}/{task_id}  {status}"
-                          + (f"  ({reason})" if reason else ""))
+                app.print(
+                    f"{time.strftime('%H:%M:%S')}  {service}/{task_id}  {status}" + (f"  ({reason})" if reason else "")
+                )
         last_status = status
         if status in TERMINAL_STATUSES:
             return exit_code(status)
@@ -54,8 +55,9 @@ def _watch_live(app: Context, service: str, task_id: int, *, interval: float, li
     # rich.live redraws the same lines in place (cursor up, rewrite), never clearing the screen,
     # and crops the view to the terminal's height: no flicker, no scrolling.
     url = app.client.task_url(service, task_id)
-    with Live(console=app.out, refresh_per_second=4, transient=False, redirect_stderr=False,
-              vertical_overflow="crop") as live:
+    with Live(
+        console=app.out, refresh_per_second=4, transient=False, redirect_stderr=False, vertical_overflow="crop"
+    ) as live:
         while True:
             task = app.client.get_task(service, task_id)
             status = str(task.get("status", ""))

@@ -76,8 +76,10 @@ def acquire_lock(data_dir: Path) -> IO[str]:
         state = read_state(data_dir) or {}
         where = f" with the API at {state['api_url']}" if state.get("api_url") else ""
         pid = f" (pid {state['pid']})" if state.get("pid") else ""
-        raise Conflict(f"orchestrator up is already running from {data_dir}{pid}{where}; use it, or stop it "
-                       "with Ctrl-C in its terminal first") from None
+        raise Conflict(
+            f"orchestrator up is already running from {data_dir}{pid}{where}; use it, or stop it "
+            "with Ctrl-C in its terminal first"
+        ) from None
     return handle
 
 

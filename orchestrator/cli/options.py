@@ -30,19 +30,37 @@ def _set(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
         # Only a value actually given: a default on the sub-command must not undo the group's option.
         if value is not None and value is not False:
             setattr(ctx.ensure_object(Context), field, value)
+
     return remember
 
 
 def common_options(func: F) -> F:
     """--api-url, --output/-o and --no-color, accepted before or after the sub-command."""
     decorators = (
-        click.option("--api-url", metavar="URL", expose_value=False, callback=_set("api_url_option"),
-                     help="Base URL of the API (default: ORCHESTRATOR_API_URL, else the running `orchestrator "
-                     "up`, else http://127.0.0.1:8080)."),
-        click.option("--output", "-o", type=click.Choice(OUTPUT_FORMATS, case_sensitive=False), expose_value=False,
-                     callback=_set("output"), help="Output format (default: table)."),
-        click.option("--no-color", is_flag=True, default=False, expose_value=False, callback=_set("no_color"),
-                     help="No colour even on a terminal (NO_COLOR does the same)."),
+        click.option(
+            "--api-url",
+            metavar="URL",
+            expose_value=False,
+            callback=_set("api_url_option"),
+            help="Base URL of the API (default: ORCHESTRATOR_API_URL, else the running `orchestrator "
+            "up`, else http://127.0.0.1:8080).",
+        ),
+        click.option(
+            "--output",
+            "-o",
+            type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
+            expose_value=False,
+            callback=_set("output"),
+            help="Output format (default: table).",
+        ),
+        click.option(
+            "--no-color",
+            is_flag=True,
+            default=False,
+            expose_value=False,
+            callback=_set("no_color"),
+            help="No colour even on a terminal (NO_COLOR does the same).",
+        ),
     )
     for decorate in reversed(decorators):
         func = decorate(func)

@@ -31,8 +31,7 @@ UNBOUNDED = 1_000_000
 def make_console(stream: TextIO, *, no_color: bool = False) -> Console:
     """A console on `stream`: colour only on a terminal, never with --no-color or NO_COLOR (rich reads it)."""
     # soft_wrap: plain lines (URLs, log lines) are never broken by us; tables size themselves.
-    return Console(file=stream, no_color=no_color or None, highlight=False, soft_wrap=True,
-                   emoji=False, markup=False)
+    return Console(file=stream, no_color=no_color or None, highlight=False, soft_wrap=True, emoji=False, markup=False)
 
 
 def status_text(status: str) -> Text:
@@ -152,9 +151,16 @@ def task_list_table(tasks: Sequence[Mapping[str, Any]]) -> RenderableType:
         table.add_column("TITLE", overflow="ellipsis", no_wrap=True, ratio=1)
         table.add_column("UPDATED", overflow="fold")
         for task in tasks:
-            table.add_row(task_ref(task), status_text(_text(task.get("status"))), _text(task.get("agent_name")),
-                          _text(task.get("priority")), _text(task.get("title")), when_short(task.get("updated_at")))
+            table.add_row(
+                task_ref(task),
+                status_text(_text(task.get("status"))),
+                _text(task.get("agent_name")),
+                _text(task.get("priority")),
+                _text(task.get("title")),
+                when_short(task.get("updated_at")),
+            )
         return table
+
     return Fitted(build)
 
 
@@ -175,11 +181,14 @@ def usage_text(usage: Any) -> str:
         n = int(n or 0)
         return f"{n / 1_000_000:.1f}M" if n >= 1_000_000 else f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
-    tokens_in = sum(int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens",
-                                                      "cache_creation_input_tokens"))
+    tokens_in = sum(
+        int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
     cost = usage.get("cost_usd")
-    parts = [f"${cost:.4f}" if isinstance(cost, (int, float)) else "$?",
-             f"{count(tokens_in)} in / {count(usage.get('output_tokens'))} out"]
+    parts = [
+        f"${cost:.4f}" if isinstance(cost, (int, float)) else "$?",
+        f"{count(tokens_in)} in / {count(usage.get('output_tokens'))} out",
+    ]
     if usage.get("num_turns"):
         parts.append(f"{usage['num_turns']} turns")
     return " · ".join(parts)
@@ -206,14 +215,18 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> RenderableType:
         for run in runs:
             cells: list[RenderableType] = [
                 f"v{_text(run.get('version'))}.{_text(run.get('attempt'))}",
-                _text(run.get("job_name") or run.get("run_id")), status_text(_text(run.get("phase"))),
-                when_short(run.get("started_at")), when_short(run.get("finished_at"))]
+                _text(run.get("job_name") or run.get("run_id")),
+                status_text(_text(run.get("phase"))),
+                when_short(run.get("started_at")),
+                when_short(run.get("finished_at")),
+            ]
             if with_pull_requests:
                 cells.append(_text(run.get("pull_request_url")))
             if with_usage:
                 cells.append(usage_text(run.get("usage")))
             table.add_row(*cells, run_outcome(run))
         return table
+
     return Fitted(build)
 
 
@@ -228,8 +241,12 @@ def task_detail(task: Mapping[str, Any], *, url: str = "", history: int = 8) -> 
     reason = _text(task.get("status_reason"))
     parts: list[RenderableType] = [Text(f"{task_ref(task)}  {title}".rstrip(), style="bold")]
     parts.append(_labelled("status", Text.assemble(status_text(status), f"  ({reason})" if reason else "")))
-    for label, key, prefix in (("agent", "agent_name", ""), ("priority", "priority", ""),
-                               ("context", "context_version", "v"), ("submitted", "submitted_status", "")):
+    for label, key, prefix in (
+        ("agent", "agent_name", ""),
+        ("priority", "priority", ""),
+        ("context", "context_version", "v"),
+        ("submitted", "submitted_status", ""),
+    ):
         value = task.get(key)
         if value not in ("", None):
             parts.append(_labelled(label, f"{prefix}{value}"))
@@ -247,8 +264,9 @@ def task_detail(task: Mapping[str, Any], *, url: str = "", history: int = 8) -> 
     if entries and history:
         parts += [Text(""), Text("history", style="bold")]
         for entry in list(entries)[-history:]:
-            line = Text.assemble(f"  {when(entry.get('at'))}  {entry.get('from') or '-'} -> ",
-                                 status_text(_text(entry.get("to"))))
+            line = Text.assemble(
+                f"  {when(entry.get('at'))}  {entry.get('from') or '-'} -> ", status_text(_text(entry.get("to")))
+            )
             if entry.get("reason"):
                 line.append(f"  {entry['reason']}")
             parts.append(line)

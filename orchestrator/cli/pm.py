@@ -27,14 +27,20 @@ from orchestrator.cli.output import (
     task_list_table,
     task_ref,
 )
+from orchestrator.cli.submit_all import submit_all as submit_every_task
 
 FILE = click.Path(dir_okay=False, path_type=Path)  # existence is checked by taskmaster, with a better message
 
 
-@click.group("task", cls=AliasGroup, epilog=examples(
-    "orchestrator task submit --task-json tasks.json --task-id 1 --service demo --agent claude",
-    "orchestrator task watch demo/1",
-    "orchestrator task list --status running -o json"))
+@click.group(
+    "task",
+    cls=AliasGroup,
+    epilog=examples(
+        "orchestrator task submit --task-json tasks.json --task-id 1 --service demo --agent claude",
+        "orchestrator task watch demo/1",
+        "orchestrator task list --status running -o json",
+    ),
+)
 @common_options
 def task_group() -> None:
     """Submit and follow tasks (PM commands)."""
@@ -50,12 +56,21 @@ def _check_name(check: Any, value: str, option: str) -> str:
 # Submit ---------------------------------------------------------------------
 
 
-@task_group.command("submit", epilog=examples(
-    "orchestrator task submit --task-json .taskmaster/tasks/tasks.json --task-id 3 --service demo --agent claude",
-    "orchestrator task submit --all --task-json tasks.json --service demo --agent claude \\",
-    "    --design-spec docs/design.md --repo https://github.com/acme/demo.git --branch main"))
-@click.option("--task-json", required=True, type=FILE, metavar="FILE",
-              help='Task Master file: {"master": {"tasks": [...]}} or a list of tasks.')
+@task_group.command(
+    "submit",
+    epilog=examples(
+        "orchestrator task submit --task-json .taskmaster/tasks/tasks.json --task-id 3 --service demo --agent claude",
+        "orchestrator task submit --all --task-json tasks.json --service demo --agent claude \\",
+        "    --design-spec docs/design.md --repo https://github.com/acme/demo.git --branch main",
+    ),
+)
+@click.option(
+    "--task-json",
+    required=True,
+    type=FILE,
+    metavar="FILE",
+    help='Task Master file: {"master": {"tasks": [...]}} or a list of tasks.',
+)
 @click.option("--task-id", type=click.IntRange(min=1), metavar="N", help="Id of the task to submit.")
 @click.option("--all", "submit_all", is_flag=True, help="Submit every task of the file in dependency order.")
 @click.option("--service", required=True, help="Service the task belongs to (DNS label).")
@@ -67,9 +82,19 @@ def _check_name(check: Any, value: str, option: str) -> str:
 @click.option("--tag", help="Task Master tag to read (default master).")
 @common_options
 @pass_context
-def submit(app: Context, task_json: Path, task_id: int | None, submit_all: bool, service: str, agent: str,
-           design_spec: Path | None, prompt: Path | None, repo: str | None, branch: str | None,
-           tag: str | None) -> int:
+def submit(
+    app: Context,
+    task_json: Path,
+    task_id: int | None,
+    submit_all: bool,
+    service: str,
+    agent: str,
+    design_spec: Path | None,
+    prompt: Path | None,
+    repo: str | None,
+    branch: str | None,
+    tag: str | None,
+) -> int:
     """Submit a task (or all of them) from a Task Master file."""
     if (task_id is None) == (not submit_all):
         raise click.UsageError("give one of --task-id N or --all")
@@ -89,7 +114,7 @@ def submit(app: Context, task_json: Path, task_id: int | None, submit_all: bool,
         "repository": repository,
     }
     if submit_all:
-        return _submit_all(app, service, tasks, inputs)
+        return submit_every_task(app, service, tasks, inputs)
     assert task_id is not None
     body = taskmaster.build_submission(taskmaster.find_task(tasks, task_id, source=str(task_json)), **inputs)
     answer, url = app.client.submit(body)
@@ -102,65 +127,17 @@ def submit(app: Context, task_json: Path, task_id: int | None, submit_all: bool,
     return EXIT_OK
 
 
-def _submit_all(app: Context, service: str, tasks: list[dict[str, Any]], inputs: dict[str, Any]) -> int:
-    # Imported here: rich.progress alone adds a twentieth of a second to every command's start.
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    ordered = taskmaster.dependency_order(tasks)
-    total = len(ordered)
-    results: list[dict[str, Any]] = []
-    # A bar only for a person at a terminal; the per-task lines are printed either way.
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=app.out, disable=not app.live)
-    with progress:
-        bar = progress.add_task("submitting", total=total)
-        for index, task in enumerate(ordered, start=1):
-            ref = f"{service}/{task['id']}"
-            progress.update(bar, description=f"submitting {ref}")
-            body = taskmaster.build_submission(task, **inputs)
-            try:
-                answer, url = app.client.submit(body)
-                result = {"id": body["id"], "result": "submitted", "status": answer.get("status", "Pending"),
-                          "url": url}
-            except Conflict as exc:
-                # Already there (an earlier --all that stopped half way): keep going.
-                result = {"id": body["id"], "result": "exists", "status": "",
-                          "url": app.client.task_url(service, body["id"]), "message": exc.message}
-            except Exception:
-                progress.stop()
-                _report_partial(app, results, total)
-                raise
-            results.append(result)
-            progress.advance(bar)
-            if not app.json:
-                line = Text(f"[{index}/{total}] {ref}  ")
-                line.append_text(status_text(str(result["status"])) if result["result"] == "submitted"
-                                 else Text("already submitted, skipped", style="dim"))
-                progress.console.print(line)
-        progress.update(bar, description="submitted")
-    if app.json:
-        app.print(dumps(results))
-    else:
-        submitted = sum(1 for r in results if r["result"] == "submitted")
-        app.note(f"{submitted} submitted, {total - submitted} already there; "
-                 f"list them with: orchestrator task list --service {service}")
-    return EXIT_OK
-
-
-def _report_partial(app: Context, results: list[dict[str, Any]], total: int) -> None:
-    if results:
-        app.note(f"stopped after {len(results)} of {total} tasks ("
-                 + ", ".join(str(r["id"]) for r in results) + " done); fix the error and run the same command "
-                 "again: tasks already submitted are skipped")
-
-
 # Reading --------------------------------------------------------------------
 
 
-@task_group.command("list", epilog=examples(
-    "orchestrator task list",
-    "orchestrator task list --service demo --status failed",
-    "orchestrator task list --limit 20 --cursor 1700000000123 -o json"))
+@task_group.command(
+    "list",
+    epilog=examples(
+        "orchestrator task list",
+        "orchestrator task list --service demo --status failed",
+        "orchestrator task list --limit 20 --cursor 1700000000123 -o json",
+    ),
+)
 @click.option("--service", help="Only this service.")
 @click.option("--status", type=STATUS, help="Only this status, in any case, e.g. running.")
 @click.option("--agent", help="Only this agent.")
@@ -168,11 +145,11 @@ def _report_partial(app: Context, results: list[dict[str, Any]], total: int) -> 
 @click.option("--cursor", help="Cursor of the next page, as printed by the previous page.")
 @common_options
 @pass_context
-def list_tasks(app: Context, service: str | None, status: str | None, agent: str | None, limit: int,
-               cursor: str | None) -> int:
+def list_tasks(
+    app: Context, service: str | None, status: str | None, agent: str | None, limit: int, cursor: str | None
+) -> int:
     """List tasks, newest first."""
-    items, next_cursor = app.client.list_tasks(service=service, status=status, agent=agent, limit=limit,
-                                               cursor=cursor)
+    items, next_cursor = app.client.list_tasks(service=service, status=status, agent=agent, limit=limit, cursor=cursor)
     if app.json:
         app.print(dumps({"items": items, "next_cursor": next_cursor}))
         return EXIT_OK
@@ -182,8 +159,9 @@ def list_tasks(app: Context, service: str | None, status: str | None, agent: str
     return EXIT_OK
 
 
-@task_group.command("status", epilog=examples("orchestrator task status demo/1",
-                                              "orchestrator task status demo/1 -o json | jq .runs"))
+@task_group.command(
+    "status", epilog=examples("orchestrator task status demo/1", "orchestrator task status demo/1 -o json | jq .runs")
+)
 @task_ref_argument
 @common_options
 @pass_context
@@ -198,12 +176,15 @@ def status(app: Context, ref: tuple[str, int]) -> int:
     return EXIT_OK
 
 
-@task_group.command("logs", epilog=examples("orchestrator task logs demo/1 --tail 50",
-                                            "orchestrator task logs demo/1 -f"))
+@task_group.command(
+    "logs", epilog=examples("orchestrator task logs demo/1 --tail 50", "orchestrator task logs demo/1 -f")
+)
 @task_ref_argument
 @click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing until the run ends.")
 @click.option("--tail", type=click.IntRange(min=1), metavar="N", help="Only the last N lines.")
-@click.option("--raw", is_flag=True, help="The agent's own output (Claude Code's stream-json), not the conversation as text.")
+@click.option(
+    "--raw", is_flag=True, help="The agent's own output (Claude Code's stream-json), not the conversation as text."
+)
 @common_options
 @pass_context
 def logs(app: Context, ref: tuple[str, int], follow_: bool, tail: int | None, raw: bool) -> int:
@@ -216,14 +197,25 @@ def logs(app: Context, ref: tuple[str, int], follow_: bool, tail: int | None, ra
     return EXIT_OK
 
 
-@task_group.command("watch", epilog="On a terminal the view is redrawn in place; otherwise one line per status change "
-                    "(one JSON object with -o json). Exits 0 when the task Succeeded, 1 when it Failed or was "
-                    "Cancelled.\n\n" + examples("orchestrator task watch demo/1",
-                                             "orchestrator task watch demo/1 --interval 5 --lines 20",
-                                             "orchestrator task watch demo/1 && echo it succeeded"))
+@task_group.command(
+    "watch",
+    epilog="On a terminal the view is redrawn in place; otherwise one line per status change "
+    "(one JSON object with -o json). Exits 0 when the task Succeeded, 1 when it Failed or was "
+    "Cancelled.\n\n"
+    + examples(
+        "orchestrator task watch demo/1",
+        "orchestrator task watch demo/1 --interval 5 --lines 20",
+        "orchestrator task watch demo/1 && echo it succeeded",
+    ),
+)
 @task_ref_argument
-@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Seconds between refreshes.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
 @click.option("--lines", type=click.IntRange(min=0), default=10, show_default=True, help="Log lines shown.")
 @common_options
 @pass_context
@@ -241,8 +233,11 @@ def _show_changed(app: Context, verb: str, task: dict[str, Any], service: str, t
         app.print(dumps(task))
         return
     reason = str(task.get("status_reason") or "")
-    app.print(Text.assemble(f"{verb} {service}/{task_id}: ", status_text(str(task.get("status", ""))),
-                            f" ({reason})" if reason else ""))
+    app.print(
+        Text.assemble(
+            f"{verb} {service}/{task_id}: ", status_text(str(task.get("status", ""))), f" ({reason})" if reason else ""
+        )
+    )
 
 
 def _refused(exc: Conflict, service: str, task_id: int) -> Conflict:
@@ -294,15 +289,21 @@ def context(app: Context, ref: tuple[str, int], document: Path) -> int:
         app.print(dumps(task))
     else:
         version = task.get("context_version")
-        app.print(Text.assemble(f"added context to {service}/{task_id}" + (f" (now v{version})" if version else "")
-                                + ": ", status_text(str(task.get("status", "")))))
+        app.print(
+            Text.assemble(
+                f"added context to {service}/{task_id}" + (f" (now v{version})" if version else "") + ": ",
+                status_text(str(task.get("status", ""))),
+            )
+        )
     return EXIT_OK
 
 
 # The API itself -------------------------------------------------------------
 
 
-@click.command("health", cls=Command, epilog=examples("orchestrator health", "orchestrator health --api-url http://10.0.0.5:8080"))
+@click.command(
+    "health", cls=Command, epilog=examples("orchestrator health", "orchestrator health --api-url http://10.0.0.5:8080")
+)
 @common_options
 @pass_context
 def health(app: Context) -> int:
@@ -312,10 +313,15 @@ def health(app: Context) -> int:
     if app.json:
         app.print(dumps({"health": alive, "ready": ready, "readiness": detail}))
     else:
-        app.print(Text.assemble(f"API {app.client.base_url}: ", ("alive", "green"),
-                                f" (version {alive.get('version') or '?'}), ",
-                                ("ready", "green") if ready else ("not ready", "red"),
-                                "" if ready else f": {detail.get('reason') or 'Redis does not answer'}"))
+        app.print(
+            Text.assemble(
+                f"API {app.client.base_url}: ",
+                ("alive", "green"),
+                f" (version {alive.get('version') or '?'}), ",
+                ("ready", "green") if ready else ("not ready", "red"),
+                "" if ready else f": {detail.get('reason') or 'Redis does not answer'}",
+            )
+        )
     return EXIT_OK if ready else EXIT_UNREACHABLE
 
 

@@ -84,7 +84,7 @@ def child_pids(parent: int) -> list[int]:
         except OSError:
             continue
         # Fields after the command name, which may itself hold spaces and parentheses.
-        rest = stat[stat.rfind(")") + 2:].split()
+        rest = stat[stat.rfind(")") + 2 :].split()
         if len(rest) > 1 and int(rest[1]) == parent and rest[0] != "Z":
             found.append(int(entry.name))
     return found
@@ -127,8 +127,15 @@ class Stack:
         log = open(log_path, "ab")
         self._logs.append(log)
         # Own session per child: Ctrl-C reaches `up` only, which stops children in order.
-        proc = subprocess.Popen(list(args), env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            list(args),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.children.append((name, proc, log_path))
         return proc
 

@@ -19,11 +19,19 @@ from orchestrator.cli.options import common_options, examples, pass_context
 ALIASES = {"watch": "watcher"}
 
 
-@click.command("watcher", cls=Command, epilog="Also available as `orchestrator watch`.\n\n" + examples(
-    "orchestrator watcher",
-    "ORCHESTRATOR_RUNNER=kubernetes orchestrator watcher --watch-timeout 30"))
-@click.option("--watch-timeout", type=click.IntRange(min=1), default=60, show_default=True,
-              help="Seconds each Kubernetes watch request stays open before it is renewed.")
+@click.command(
+    "watcher",
+    cls=Command,
+    epilog="Also available as `orchestrator watch`.\n\n"
+    + examples("orchestrator watcher", "ORCHESTRATOR_RUNNER=kubernetes orchestrator watcher --watch-timeout 30"),
+)
+@click.option(
+    "--watch-timeout",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Seconds each Kubernetes watch request stays open before it is renewed.",
+)
 @common_options
 @pass_context
 def watcher(app: Context, watch_timeout: int) -> int:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orchestrator.dispatch import Write
-from orchestrator.steps import Step
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.coordination.rules import admission_score, dependency_ids, dependency_state, find_cycle, format_cycle
 from orchestrator.coordination.stages import find_stage, stages_of
+from orchestrator.dispatch import Write
 from orchestrator.model import StartResult, Task
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, TERMINAL, Status
+from orchestrator.steps import Step
 from orchestrator.store import IllegalTransition, TaskStore, run_id_for
 from orchestrator.usage.budget import blocked_reason, spent_budget
 
@@ -29,8 +29,16 @@ _MAY_WAIT = (Status.PENDING, Status.BLOCKED, Status.QUEUED)
 _CAS_ATTEMPTS = 5  # re-reads after losing a compare-and-set before leaving it to the re-drive
 
 
-def next_run_fields(store: TaskStore, settings: Settings, task: Task, stage: str | None = None,
-                     *, retries: int = 0, not_before: float = 0.0, has_runs: bool = True) -> dict[str, Any]:
+def next_run_fields(
+    store: TaskStore,
+    settings: Settings,
+    task: Task,
+    stage: str | None = None,
+    *,
+    retries: int = 0,
+    not_before: float = 0.0,
+    has_runs: bool = True,
+) -> dict[str, Any]:
     """Fields naming the run the task will start when admitted (written with its move to Queued).
 
     `has_runs=False`: the caller knows the task has no recorded run (nothing to read).
@@ -45,14 +53,20 @@ def next_run_fields(store: TaskStore, settings: Settings, task: Task, stage: str
         stage = ""
     version = task.context_version
     attempt = 1 + max(
-        (r.attempt for r in (store.list_runs(service, task_id) if has_runs else ())
-         if r.version == version and r.stage == stage),
+        (
+            r.attempt
+            for r in (store.list_runs(service, task_id) if has_runs else ())
+            if r.version == version and r.stage == stage
+        ),
         default=0,
     )
     return {
-        "stage": stage, "next_version": version, "next_attempt": attempt,
+        "stage": stage,
+        "next_version": version,
+        "next_attempt": attempt,
         "next_run": run_id_for(service, task_id, version, attempt, stage or None),
-        "retries": retries, "not_before": not_before,
+        "retries": retries,
+        "not_before": not_before,
     }
 
 
@@ -61,8 +75,9 @@ def admission_score_of(settings: Settings, task: Task) -> float:
     return admission_score(task.priority, task.seq, task.created_at, settings.priority_ageing_seconds)
 
 
-def reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
-                task: Task | None = None, *, has_runs: bool = True) -> str | None:
+def reevaluate(
+    store: TaskStore, settings: Settings, service: str, task_id: int, task: Task | None = None, *, has_runs: bool = True
+) -> str | None:
     """Move a waiting task (Pending, Blocked, Queued) to Blocked or Queued; its status afterwards.
 
     `task` is its record when the caller has just read it, with `has_runs`
@@ -86,8 +101,14 @@ def reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
             if pipeline_name and not stages_of(settings, task):
                 # Configuration changed since submission: say so rather than run the wrong agent.
                 store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
-                store.transition(service, task_id, Status.FAILED, actor=ACTOR, expect=status,
-                                 reason=f"pipeline {pipeline_name!r} is not configured")
+                store.transition(
+                    service,
+                    task_id,
+                    Status.FAILED,
+                    actor=ACTOR,
+                    expect=status,
+                    reason=f"pipeline {pipeline_name!r} is not configured",
+                )
                 return Status.FAILED.value
             deps = dependency_state(store, service, task.spec)
             if not deps.satisfied:
@@ -111,9 +132,16 @@ def reevaluate(store: TaskStore, settings: Settings, service: str, task_id: int,
                 store.add_waiting(service, task_id, score)  # (an index entry of a task not Queued is dropped when met)
             else:
                 # Indexed in the same atomic step as the move: never Queued without being findable.
-                store.transition(service, task_id, Status.QUEUED, reason="waiting for capacity", actor=ACTOR,
-                                 expect=status, fields=next_run_fields(store, settings, task, has_runs=has_runs),
-                                 wait_score=score)
+                store.transition(
+                    service,
+                    task_id,
+                    Status.QUEUED,
+                    reason="waiting for capacity",
+                    actor=ACTOR,
+                    expect=status,
+                    fields=next_run_fields(store, settings, task, has_runs=has_runs),
+                    wait_score=score,
+                )
             return Status.QUEUED.value
         except IllegalTransition as exc:
             if not exc.conflict:
@@ -157,8 +185,9 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
     return result
 
 
-def reevaluate_dependents(store: TaskStore, settings: Settings, service: str, task_id: int,
-                           dependents: list[int] | None = None) -> None:
+def reevaluate_dependents(
+    store: TaskStore, settings: Settings, service: str, task_id: int, dependents: list[int] | None = None
+) -> None:
     for dependent in store.dependents_of(service, task_id) if dependents is None else dependents:
         reevaluate(store, settings, service, dependent)
 
@@ -198,8 +227,7 @@ def _admit_waiting(store: TaskStore, settings: Settings) -> dict[tuple[str, int]
     return started
 
 
-def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
-               now: float) -> tuple[StartResult, str]:
+def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int, now: float) -> tuple[StartResult, str]:
     """What the walk did with the task, and the run id it meant to start ('' when it had none)."""
     task = store.get_task(service, task_id)
     if task is None or task.status != Status.QUEUED or not task.next_run:
@@ -212,18 +240,25 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
     spent = spent_budget(store, settings, service, now)
     if spent:  # spent while it waited: it waits Blocked until the next day (or a higher budget)
         try:
-            store.transition(service, task_id, Status.BLOCKED, reason=spent[0], actor=ACTOR, expect=Status.QUEUED,
-                             unwait=True)
+            store.transition(
+                service, task_id, Status.BLOCKED, reason=spent[0], actor=ACTOR, expect=Status.QUEUED, unwait=True
+            )
         except IllegalTransition:
             pass
         return (StartResult.GLOBAL_FULL if spent[1] else StartResult.SERVICE_FULL), run_id
     version, attempt = task.next_version or task.context_version, task.next_attempt or 1
     stage_name = task.stage
     # The run record comes first: a slot is then always traceable to its run.
-    store.create_run(service, task_id, version=version, attempt=attempt, stage=stage_name or None,
-                     runner=settings.runner)
-    code = store.acquire_slot(run_id, service, lease_seconds=settings.slot_lease_seconds,
-                              global_limit=settings.max_active_runs, service_limit=settings.max_runs_per_service)
+    store.create_run(
+        service, task_id, version=version, attempt=attempt, stage=stage_name or None, runner=settings.runner
+    )
+    code = store.acquire_slot(
+        run_id,
+        service,
+        lease_seconds=settings.slot_lease_seconds,
+        global_limit=settings.max_active_runs,
+        service_limit=settings.max_runs_per_service,
+    )
     if code == 0:
         return StartResult.GLOBAL_FULL, run_id
     if code < 0:
@@ -241,10 +276,26 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
     # the prepare_workspace message are one atomic step (when the queue is on
     # the store's Redis): one round trip instead of four on the admission's path.
     try:
-        send(Step.PREPARE_WORKSPACE, run_id, write=Write(store, lambda enqueue: store.transition(
-            service, task_id, Status.PREPARING, reason=f"admitted as run {run_id}", actor=ACTOR,
-            expect=Status.QUEUED, expect_fields={"next_run": run_id},
-            fields={"current_run": run_id}, run_fields=(run_id, run_fields), unwait=True, enqueue=enqueue)))
+        send(
+            Step.PREPARE_WORKSPACE,
+            run_id,
+            write=Write(
+                store,
+                lambda enqueue: store.transition(
+                    service,
+                    task_id,
+                    Status.PREPARING,
+                    reason=f"admitted as run {run_id}",
+                    actor=ACTOR,
+                    expect=Status.QUEUED,
+                    expect_fields={"next_run": run_id},
+                    fields={"current_run": run_id},
+                    run_fields=(run_id, run_fields),
+                    unwait=True,
+                    enqueue=enqueue,
+                ),
+            ),
+        )
     except IllegalTransition:
         current = store.get_task(service, task_id)
         if not (current and current.current_run == run_id and current.status in ACTIVE):

@@ -11,8 +11,8 @@ from typing import Any
 
 from orchestrator import dispatch
 from orchestrator.dispatch import Write
-from orchestrator.steps import Step
 from orchestrator.github import reporter
+from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 from orchestrator.workspace import lease
 

@@ -11,20 +11,25 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.coordination.admission import admission_score_of, admit_waiting, next_run_fields, reevaluate_dependents
+from orchestrator import backoff
+from orchestrator.coordination.admission import (
+    admission_score_of,
+    admit_waiting,
+    next_run_fields,
+    reevaluate_dependents,
+)
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
 from orchestrator.coordination.outputs import read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
 from orchestrator.delivery.record import CANCELLED, FAILED, NO_CHANGES
 from orchestrator.delivery.step import needs_delivery
 from orchestrator.logs import bounded_excerpt, scrub
-from orchestrator import backoff
 from orchestrator.model import ENDED_PHASES, FinishResult, Run, RunPhase
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
-from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
+from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.usage.record import account_run, at, honest_end
 from orchestrator.workspace.layout import checkout_dir
 
@@ -61,8 +66,14 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
     outputs = dict(run.outputs)
     # What the agent wrote is shown and kept: never with a secret in it (the agent holds two).
     secrets = settings.secret_values()
-    outputs.update({key: scrub(value, secrets) if isinstance(value, str) else value for key, value
-                    in read_outputs(checkout_dir(settings.workspace_root, service, task_id), service, task_id, run_id).items()})
+    outputs.update(
+        {
+            key: scrub(value, secrets) if isinstance(value, str) else value
+            for key, value in read_outputs(
+                checkout_dir(settings.workspace_root, service, task_id), service, task_id, run_id
+            ).items()
+        }
+    )
     for key in ("branch", "commit", "pull_request_url"):  # what prepare_workspace recorded, unless the agent
         if getattr(run, key) and (run.delivered_at or not outputs.get(key)):  # said otherwise; delivery's wins
             outputs[key] = getattr(run, key)
@@ -104,8 +115,9 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
         if run.outcome != FAILED:
             store.update_run(run_id, outcome=FAILED)
         if verdict.rate_limited_until:  # not the task's failure: wait for the model, as often as it takes
-            fields = next_run_fields(store, settings, task, stage, retries=retries,
-                                     not_before=verdict.rate_limited_until)
+            fields = next_run_fields(
+                store, settings, task, stage, retries=retries, not_before=verdict.rate_limited_until
+            )
             fields["outputs"] = task_outputs
             target = Status.QUEUED
             reason = f"model rate limit; resumes at {at(verdict.rate_limited_until)}"
@@ -119,10 +131,18 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
             fields = {"outputs": task_outputs}
             target = Status.FAILED
             gave_up = f" after {retries} retries" if retryable and retries else ""
-            reason = (f"stage {stage} failed: {why}{gave_up}" if stage else f"run {run_id} failed: {why}{gave_up}")
+            reason = f"stage {stage} failed: {why}{gave_up}" if stage else f"run {run_id} failed: {why}{gave_up}"
     try:
-        store.transition(service, task_id, target, reason=reason, actor=ACTOR, expect=status,
-                         expect_fields={"current_run": run_id}, fields=fields)
+        store.transition(
+            service,
+            task_id,
+            target,
+            reason=reason,
+            actor=ACTOR,
+            expect=status,
+            expect_fields={"current_run": run_id},
+            fields=fields,
+        )
     except IllegalTransition:
         # Cancelled or given new context meanwhile; that path owns the task now.
         if release_run(store, service, run_id):
@@ -136,8 +156,12 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
             # Wake the admission when the backoff is over (the re-drive would too, later).
             # (At most half the broker's visibility timeout: a rate limit may last hours, and an early
             # wake-up only finds it "later"; the re-drive starts it once the time has come.)
-            send(Step.ADMIT, service, task_id, countdown=min(max(0.0, fields["not_before"] - time.time()),
-                                                             settings.broker_visibility_timeout / 2))
+            send(
+                Step.ADMIT,
+                service,
+                task_id,
+                countdown=min(max(0.0, fields["not_before"] - time.time()), settings.broker_visibility_timeout / 2),
+            )
     else:
         notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)
@@ -179,15 +203,14 @@ def _log_tail(settings: Settings, run_id: str) -> str:
     try:
         # One line more than kept: the first may end a secret that began before it, and is dropped
         # once it has served to mask that.
-        lines = list(get_runner(settings).logs(run_id, tail=LOG_TAIL_LINES + 1))[-LOG_TAIL_LINES - 1:]
+        lines = list(get_runner(settings).logs(run_id, tail=LOG_TAIL_LINES + 1))[-LOG_TAIL_LINES - 1 :]
     except Exception:
         log.info("no output lines for run %s", run_id, exc_info=True)
         return ""
     return bounded_excerpt(lines, settings.secret_values(), LOG_TAIL_LINES)
 
 
-def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Run,
-                   stage: str) -> dict[str, Any]:
+def _merge_outputs(previous: Mapping[str, Any], outputs: Mapping[str, Any], run: Run, stage: str) -> dict[str, Any]:
     """The task's outputs after this run: the newest known values, and each stage's own."""
     merged = dict(previous)
     for key in ("pull_request_url", "branch", "summary", "commit", "handoff_file", "log_tail"):

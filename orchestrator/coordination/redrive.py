@@ -14,8 +14,8 @@ from orchestrator.coordination.admission import admit_waiting, reevaluate
 from orchestrator.coordination.effects import release_run, send
 from orchestrator.model import ACTIVE, ENDED_PHASES, Status
 from orchestrator.settings import Settings
-from orchestrator.store import TaskStore
 from orchestrator.steps import Step
+from orchestrator.store import TaskStore
 
 log = logging.getLogger("orchestrator.coordination")
 
@@ -35,8 +35,9 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
     # per run and per reconcile would make the reconcile as long as its period.
     holders = store.slot_holders()
     held_runs = store.get_runs(holders)
-    held_tasks = store.task_fields([(r.service, r.task_id) if r else ("", 0) for r in held_runs],
-                                   "current_run", "next_run")
+    held_tasks = store.task_fields(
+        [(r.service, r.task_id) if r else ("", 0) for r in held_runs], "current_run", "next_run"
+    )
     renew: list[str] = []
     for (run_id, (_service, _expiry)), run, task in zip(holders.items(), held_runs, held_tasks):
         task = task if run else None
@@ -51,16 +52,18 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
     done["renewed"].extend(renew)
 
     stale = now - settings.stuck_after_seconds
-    for status in (Status.PENDING, Status.BLOCKED, Status.QUEUED, Status.PREPARING, Status.LAUNCHING,
-                   Status.RUNNING):
+    for status in (Status.PENDING, Status.BLOCKED, Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.RUNNING):
         refs = store.task_refs_in_status(status)
         if status == Status.RUNNING:
             # A Running task matters here only when its run has ended (its finish may be
             # lost); the others are the watcher's. One script per thousand tasks finds
             # those, instead of reading every Running task and its run on every pass.
             rows = store.current_runs(refs, "phase")
-            refs = [ref for ref, row in zip(refs, rows)
-                    if row and row[0] == status and row[2] and row[2].phase in ENDED_PHASES]
+            refs = [
+                ref
+                for ref, row in zip(refs, rows)
+                if row and row[0] == status and row[2] and row[2].phase in ENDED_PHASES
+            ]
         candidates: list[tuple[str, int, str]] = []  # stale tasks: (service, id, current run)
         for (service, task_id), task in zip(refs, store.task_fields(refs, "updated_at", "current_run")):
             if task is None or task.status != status or (task.updated_at or 0.0) > stale:
@@ -120,8 +123,9 @@ def redrive_events(store: TaskStore, settings: Settings, now: float | None = Non
     resent: list[str] = []
     for delivery, event, _body, times in store.pending_events(now - settings.stuck_after_seconds):
         if times >= MAX_EVENT_RESENDS:
-            log.error("github delivery %s (%s) was queued %d times and never handled; giving up",
-                      delivery, event, times + 1)
+            log.error(
+                "github delivery %s (%s) was queued %d times and never handled; giving up", delivery, event, times + 1
+            )
             store.drop_pending_event(delivery)
             continue
         try:

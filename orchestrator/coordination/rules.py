@@ -132,8 +132,9 @@ def format_cycle(cycle: Iterable[int]) -> str:
 _RANK_SPAN = 1e12  # more tasks than that will never be submitted; scores stay exact doubles
 
 
-def admission_score(priority: Priority | str | None, seq: int, created_at: float | None = None,
-                    ageing: float = 0.0) -> float:
+def admission_score(
+    priority: Priority | str | None, seq: int, created_at: float | None = None, ageing: float = 0.0
+) -> float:
     """Lower is admitted first.
 
     With `ageing` seconds per priority level (and the task's `created_at`): the

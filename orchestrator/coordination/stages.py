@@ -67,8 +67,9 @@ def parse_pipelines(raw: str) -> dict[str, tuple[Stage, ...]]:
             unknown = set(item) - {"name", "agent", "image", "prompt", "exclusive"}
             if unknown:
                 raise ValueError(f"pipeline {name!r}: unknown stage keys {sorted(unknown)}")
-            stage_name = validation.dns_label(str(item.get("name", "")), what=f"pipeline {name!r} stage name",
-                                         max_length=MAX_STAGE_LENGTH)
+            stage_name = validation.dns_label(
+                str(item.get("name", "")), what=f"pipeline {name!r} stage name", max_length=MAX_STAGE_LENGTH
+            )
             if any(s.name == stage_name for s in stages):
                 raise ValueError(f"pipeline {name!r}: stage {stage_name!r} appears twice")
             agent = validation.agent_name(str(item.get("agent", "")))
@@ -77,8 +78,9 @@ def parse_pipelines(raw: str) -> dict[str, tuple[Stage, ...]]:
                     raise ValueError(f"pipeline {name!r} stage {stage_name!r}: {key} must be a string")
             if not isinstance(item.get("exclusive", False), bool):
                 raise ValueError(f"pipeline {name!r} stage {stage_name!r}: exclusive must be true or false")
-            stages.append(Stage(stage_name, agent, item.get("image", ""), item.get("prompt", ""),
-                                item.get("exclusive", False)))
+            stages.append(
+                Stage(stage_name, agent, item.get("image", ""), item.get("prompt", ""), item.get("exclusive", False))
+            )
         pipelines[str(name)] = tuple(stages)
     return pipelines
 

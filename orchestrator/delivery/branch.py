@@ -65,11 +65,24 @@ def commit_leftovers(git: Git, *, title: str, agent: str, identity: tuple[str, s
     if git.ok("diff", "--cached", "--quiet"):
         return False  # only changes git does not track after all (modes, ignored files)
     name, email = identity
-    message = f"{_subject(title)}\n\nChanges left uncommitted by the agent, committed by the orchestrator " \
-              f"for task {task_ref}.\n\nCo-authored-by: {co_author(agent)}\n"
+    message = (
+        f"{_subject(title)}\n\nChanges left uncommitted by the agent, committed by the orchestrator "
+        f"for task {task_ref}.\n\nCo-authored-by: {co_author(agent)}\n"
+    )
     try:
-        git.run("-c", f"user.name={name}", "-c", f"user.email={email}", "commit", "--quiet", "--no-verify",
-                "--no-gpg-sign", f"--author={name} <{email}>", "--message", message)
+        git.run(
+            "-c",
+            f"user.name={name}",
+            "-c",
+            f"user.email={email}",
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "--no-gpg-sign",
+            f"--author={name} <{email}>",
+            "--message",
+            message,
+        )
     except GitError as exc:
         raise DeliveryError(f"commit failed: {exc}") from None
     return True
@@ -87,8 +100,7 @@ def branch_state(git: Git, *, branch: str, base: str, committed: bool = False) -
         text = git.output("diff", "--shortstat", f"{base_ref}...HEAD")
         for number, kind in _SHORTSTAT.findall(text):
             diffstat[{"file": "files", "insertion": "insertions", "deletion": "deletions"}[kind]] = int(number)
-    return BranchState(branch=branch, base=base, commit=head, commits=commits, diffstat=diffstat,
-                       committed=committed)
+    return BranchState(branch=branch, base=base, commit=head, commits=commits, diffstat=diffstat, committed=committed)
 
 
 def prepare_checkout(git: Git, branch: str, url: str) -> None:
@@ -103,8 +115,10 @@ def prepare_checkout(git: Git, branch: str, url: str) -> None:
     clear_interrupted_state(git)
     current = current_branch(git)
     if current != branch:
-        raise DeliveryError(f"the agent left the checkout on {current or 'a detached HEAD'}, not on the task's "
-                            f"branch {branch}; its work was not delivered")
+        raise DeliveryError(
+            f"the agent left the checkout on {current or 'a detached HEAD'}, not on the task's "
+            f"branch {branch}; its work was not delivered"
+        )
 
 
 def remote_head(git: Git, branch: str) -> str | None:
@@ -122,22 +136,37 @@ def push(git: Git, branch: str, commit: str) -> bool:
     if remote_head(git, branch) == commit:
         return False
     try:
-        git.run("push", "--no-verify", "origin", f"refs/heads/{branch}:refs/heads/{branch}",
-                network=True)
+        git.run("push", "--no-verify", "origin", f"refs/heads/{branch}:refs/heads/{branch}", network=True)
     except GitError as exc:
         message = str(exc)
         if _NOT_FAST_FORWARD.search(message) and "pre-receive" not in message:
-            raise DeliveryError(f"push refused: the remote branch {branch} has commits the task's branch has not "
-                                f"({message})") from None
+            raise DeliveryError(
+                f"push refused: the remote branch {branch} has commits the task's branch has not ({message})"
+            ) from None
         raise DeliveryError(f"push refused: {message}", transient=exc.transient) from None
     return True
 
 
 def as_fields(state: BranchState) -> dict[str, Any]:
     """The run fields a branch state fills."""
-    return {"branch": state.branch, "base": state.base, "commit": state.commit, "commits": state.commits,
-            "diffstat": state.diffstat}
+    return {
+        "branch": state.branch,
+        "base": state.base,
+        "commit": state.commit,
+        "commits": state.commits,
+        "diffstat": state.diffstat,
+    }
 
 
-__all__ = ["BranchState", "DeliveryError", "PermanentGitError", "as_fields", "branch_state", "co_author",
-           "commit_leftovers", "prepare_checkout", "push", "remote_head"]
+__all__ = [
+    "BranchState",
+    "DeliveryError",
+    "PermanentGitError",
+    "as_fields",
+    "branch_state",
+    "co_author",
+    "commit_leftovers",
+    "prepare_checkout",
+    "push",
+    "remote_head",
+]

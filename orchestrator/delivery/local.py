@@ -49,8 +49,10 @@ def check_repository_url(url: str, settings: Any) -> str:
     """The URL when a task may use it: a local repository (when allowed) or an https/ssh URL to an allowed host."""
     if is_local_url(url):
         if not getattr(settings, "allow_local_repos", False):
-            raise ValueError("repository URL must use https:// or the git@host:owner/repo.git form "
-                             "(local repositories need ORCHESTRATOR_ALLOW_LOCAL_REPOS=true)")
+            raise ValueError(
+                "repository URL must use https:// or the git@host:owner/repo.git form "
+                "(local repositories need ORCHESTRATOR_ALLOW_LOCAL_REPOS=true)"
+            )
         local_path(url)
         return url
     return validation.git_url(url, tuple(settings.allowed_git_hosts))

@@ -22,8 +22,7 @@ MAX_BODY = 60_000
 MARKER = "<!-- orchestrator:task"
 _HTTPS = re.compile(r"^https://[^/]+/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)(?:\.git)?/?$")
 _SSH = re.compile(r"^[^@]+@[^:]+:(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)(?:\.git)?$")
-_READY = ("mutation($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) "
-          "{ pullRequest { isDraft } } }")
+_READY = "mutation($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } } }"
 
 
 @dataclass(frozen=True)
@@ -46,14 +45,25 @@ def _text(value: Any) -> str:
 
 def acceptance_criteria(spec: Mapping[str, Any]) -> str:
     """The task's acceptance criteria: its acceptance-criteria documents, else its test strategy."""
-    found = [_text(item.get("content")) for item in spec.get("markdown_files") or []
-             if isinstance(item, Mapping) and item.get("file_type") == "acceptance-criteria"]
+    found = [
+        _text(item.get("content"))
+        for item in spec.get("markdown_files") or []
+        if isinstance(item, Mapping) and item.get("file_type") == "acceptance-criteria"
+    ]
     found = [text for text in found if text]
     return "\n\n".join(found) if found else _text(spec.get("test_strategy"))
 
 
-def render_body(spec: Mapping[str, Any], *, service: str, task_id: int, agent_summary: str,
-                closes: int | None, run_id: str, stages_left: Sequence[str] = ()) -> str:
+def render_body(
+    spec: Mapping[str, Any],
+    *,
+    service: str,
+    task_id: int,
+    agent_summary: str,
+    closes: int | None,
+    run_id: str,
+    stages_left: Sequence[str] = (),
+) -> str:
     """The pull request's description: the task, its acceptance criteria, the agent's summary, `Closes #N`."""
     out = [_text(spec.get("description")) or f"Task {task_id} of service `{service}`.", ""]
     details = _text(spec.get("details"))
@@ -70,7 +80,7 @@ def render_body(spec: Mapping[str, Any], *, service: str, task_id: int, agent_su
         out += [f"Closes #{int(closes)}", ""]
     out.append(f"{MARKER} {service}/{task_id} run={run_id} -->")
     body = "\n".join(out)
-    return body if len(body) <= MAX_BODY else body[:MAX_BODY - 20] + "\n\n(truncated)"
+    return body if len(body) <= MAX_BODY else body[: MAX_BODY - 20] + "\n\n(truncated)"
 
 
 def title_of(spec: Mapping[str, Any], task_id: int) -> str:
@@ -79,22 +89,27 @@ def title_of(spec: Mapping[str, Any], task_id: int) -> str:
 
 def find_open(client: Any, owner: str, repo: str, branch: str) -> dict[str, Any] | None:
     """The open pull request whose head is `owner:branch`, if any."""
-    found = client.request("GET", f"/repos/{owner}/{repo}/pulls?head={quote(f'{owner}:{branch}', safe=':')}"
-                                  f"&state=open&per_page=10")
+    found = client.request(
+        "GET", f"/repos/{owner}/{repo}/pulls?head={quote(f'{owner}:{branch}', safe=':')}&state=open&per_page=10"
+    )
     for pull in found or []:
         if isinstance(pull, Mapping) and (pull.get("head") or {}).get("ref", branch) == branch:
             return dict(pull)
     return None
 
 
-def open_or_update(client: Any, *, owner: str, repo: str, branch: str, base: str, title: str, body: str,
-                   draft: bool) -> PullRequest:
+def open_or_update(
+    client: Any, *, owner: str, repo: str, branch: str, base: str, title: str, body: str, draft: bool
+) -> PullRequest:
     """Update the branch's open pull request, or open it; mark it ready when it no longer should be a draft."""
     existing = find_open(client, owner, repo, branch)
     if existing is None:
         try:
-            created = client.request("POST", f"/repos/{owner}/{repo}/pulls",
-                                     {"title": title, "head": branch, "base": base, "body": body, "draft": draft})
+            created = client.request(
+                "POST",
+                f"/repos/{owner}/{repo}/pulls",
+                {"title": title, "head": branch, "base": base, "body": body, "draft": draft},
+            )
             return PullRequest(int(created["number"]), str(created["html_url"]), bool(created.get("draft")), True)
         except GitHubError as exc:
             # 422: one was opened meanwhile (GitHub's search lags behind a create); update that one.
@@ -111,5 +126,4 @@ def open_or_update(client: Any, *, owner: str, repo: str, branch: str, base: str
             is_draft = False
         except GitHubError as exc:
             log.warning("could not mark pull request %s/%s#%s ready for review: %s", owner, repo, number, exc)
-    return PullRequest(number, str((updated or existing).get("html_url") or existing.get("html_url")), is_draft,
-                       False)
+    return PullRequest(number, str((updated or existing).get("html_url") or existing.get("html_url")), is_draft, False)

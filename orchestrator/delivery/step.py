@@ -75,7 +75,7 @@ def needs_delivery(task: Task | None, run: Run) -> bool:
 
 
 def backoff(settings: Settings, retries: int) -> float:
-    delay = min(BACKOFF_CAP, settings.delivery_backoff_seconds * (2 ** retries))
+    delay = min(BACKOFF_CAP, settings.delivery_backoff_seconds * (2**retries))
     return delay * random.uniform(0.8, 1.2)
 
 
@@ -89,11 +89,12 @@ def _send_finish(run_id: str) -> None:
 
 def stages_left(settings: Settings, task: Task, stage: str) -> list[str]:
     names = [s.name for s in stages_of(settings, task)]
-    return names[names.index(stage) + 1:] if stage and stage in names else []
+    return names[names.index(stage) + 1 :] if stage and stage in names else []
 
 
-def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0,
-                client: Any = None) -> DeliveryResult:
+def deliver_run(
+    settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0, client: Any = None
+) -> DeliveryResult:
     """Do the deliver step for `run_id`; `retries` is how often it was retried already."""
     run, task, _ = store.get_run_with_task(run_id)
     if run is None:
@@ -126,15 +127,15 @@ def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: i
     except GitError as exc:
         return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient, known=known)
     except GitHubError as exc:
-        return _retry_or_fail(settings, store, run, retries, f"pull request: {exc}", transient=exc.transient,
-                              known=known)
+        return _retry_or_fail(
+            settings, store, run, retries, f"pull request: {exc}", transient=exc.transient, known=known
+        )
     except leases.LeaseLost as exc:
         return _retry_or_fail(settings, store, run, retries, str(exc), transient=True, known=known)
     except (PathEscape, ValueError) as exc:
         return _retry_or_fail(settings, store, run, retries, str(exc), transient=False, known=known)
     except OSError as exc:
-        return _retry_or_fail(settings, store, run, retries, f"workspace I/O error: {exc}", transient=True,
-                              known=known)
+        return _retry_or_fail(settings, store, run, retries, f"workspace I/O error: {exc}", transient=True, known=known)
 
     fields["delivered_at"] = time.time()
     store.update_run(run_id, **fields)
@@ -143,15 +144,28 @@ def deliver_run(settings: Settings, store: TaskStore, run_id: str, *, retries: i
         if key:
             store.link_pull_request(key, service, task_id)  # webhooks about it find the task at once
     _send_finish(run_id)
-    what = (f"{fields['commits']} commit(s) on {fields['branch']}" if fields["outcome"] == CHANGES
-            else "no changes")
-    log.info("run %s delivered: %s%s", run_id, what,
-             f", pull request {fields['pull_request_url']}" if fields.get("pull_request_url") else "")
+    what = f"{fields['commits']} commit(s) on {fields['branch']}" if fields["outcome"] == CHANGES else "no changes"
+    log.info(
+        "run %s delivered: %s%s",
+        run_id,
+        what,
+        f", pull request {fields['pull_request_url']}" if fields.get("pull_request_url") else "",
+    )
     return DeliveryResult("delivered", what, fields=fields)
 
 
-def _deliver(settings: Settings, store: TaskStore, run: Run, task: Task, *,
-             url: str, base: str, stage: str, client: Any, known: dict[str, Any]) -> dict[str, Any]:
+def _deliver(
+    settings: Settings,
+    store: TaskStore,
+    run: Run,
+    task: Task,
+    *,
+    url: str,
+    base: str,
+    stage: str,
+    client: Any,
+    known: dict[str, Any],
+) -> dict[str, Any]:
     """Commit, measure, push, open or update the pull request; the run fields to record."""
     service, task_id, run_id = run.service, run.task_id, run.run_id
     spec: dict[str, Any] = task.spec
@@ -163,12 +177,23 @@ def _deliver(settings: Settings, store: TaskStore, run: Run, task: Task, *,
     layout.check(layout.path)
     # The branch preparation checked out (recorded on the run); the template's, for a run recorded before that.
     branch = run.branch or branch_name(settings, service, task_id)
-    git = git_for(url, layout.path, token=settings.github_token, timeout=settings.git_timeout_seconds,
-                  secrets=tuple(settings.secret_values()), clone=service_dir.clone)
+    git = git_for(
+        url,
+        layout.path,
+        token=settings.github_token,
+        timeout=settings.git_timeout_seconds,
+        secrets=tuple(settings.secret_values()),
+        clone=service_dir.clone,
+    )
     branches.prepare_checkout(git, branch, url)
     agent = str(run.agent or spec.get("agent_name") or task.agent or "agent")
-    committed = branches.commit_leftovers(git, title=pulls.title_of(spec, task_id), agent=agent,
-                                          identity=settings.commit_identity, task_ref=f"{service}/{task_id}")
+    committed = branches.commit_leftovers(
+        git,
+        title=pulls.title_of(spec, task_id),
+        agent=agent,
+        identity=settings.commit_identity,
+        task_ref=f"{service}/{task_id}",
+    )
     state = branches.branch_state(git, branch=branch, base=base, committed=committed)
     fields = branches.as_fields(state)
     known.update(fields)
@@ -179,10 +204,14 @@ def _deliver(settings: Settings, store: TaskStore, run: Run, task: Task, *,
         return fields
     # Recorded as intent and completion: a redelivery after the push asks nothing; one interrupted
     # between the push and its record asks the remote whether the branch is at our commit.
-    pushed = effects.once(store, effects.PUSH, f"{run_id}:{state.commit}",
-                          act=lambda: (branches.push(git, branch, state.commit), state.commit)[1],
-                          find=lambda: state.commit if branches.remote_head(git, branch) == state.commit else None,
-                          lease_seconds=_effect_lease(settings))
+    pushed = effects.once(
+        store,
+        effects.PUSH,
+        f"{run_id}:{state.commit}",
+        act=lambda: (branches.push(git, branch, state.commit), state.commit)[1],
+        find=lambda: state.commit if branches.remote_head(git, branch) == state.commit else None,
+        lease_seconds=_effect_lease(settings),
+    )
     if pushed.result is None:
         raise branches.DeliveryError(f"another delivery of run {run_id} is pushing", transient=True)
     fields["outcome"] = CHANGES
@@ -200,18 +229,30 @@ def _deliver(settings: Settings, store: TaskStore, run: Run, task: Task, *,
     left = stages_left(settings, task, stage)
     origin = github_origin(task)
     issue = None
-    if origin and "issue" in (task.origin.get("github") or {}) \
-            and origin[0].lower() == f"{owner}/{repo}".lower():
+    if origin and "issue" in (task.origin.get("github") or {}) and origin[0].lower() == f"{owner}/{repo}".lower():
         issue = origin[1]
-    body = pulls.render_body(spec, service=service, task_id=task_id,
-                             agent_summary=str(agent_outputs.get("summary") or outputs.get("summary") or ""),
-                             closes=issue, run_id=run_id, stages_left=left)
+    body = pulls.render_body(
+        spec,
+        service=service,
+        task_id=task_id,
+        agent_summary=str(agent_outputs.get("summary") or outputs.get("summary") or ""),
+        closes=issue,
+        run_id=run_id,
+        stages_left=left,
+    )
     github = client or GitHubClient.from_settings(settings)
 
     def open_pull() -> str:
-        pull = pulls.open_or_update(github, owner=owner, repo=repo, branch=branch, base=base,
-                                    title=pulls.title_of(spec, task_id), body=body,
-                                    draft=settings.pull_request_draft and bool(left))
+        pull = pulls.open_or_update(
+            github,
+            owner=owner,
+            repo=repo,
+            branch=branch,
+            base=base,
+            title=pulls.title_of(spec, task_id),
+            body=body,
+            draft=settings.pull_request_draft and bool(left),
+        )
         return f"{pull.number} {pull.url}"
 
     def find_pull() -> str | None:
@@ -220,8 +261,9 @@ def _deliver(settings: Settings, store: TaskStore, run: Run, task: Task, *,
 
     # GitHub answers a second create with 422 at best: intent and completion around it, and an
     # interrupted one resolved by the open pull request of this head (GET ?head=).
-    opened = effects.once(store, effects.PULL_REQUEST, run_id, act=open_pull, find=find_pull,
-                          lease_seconds=_effect_lease(settings))
+    opened = effects.once(
+        store, effects.PULL_REQUEST, run_id, act=open_pull, find=find_pull, lease_seconds=_effect_lease(settings)
+    )
     if opened.result is None:
         raise branches.DeliveryError(f"another delivery of run {run_id} is opening its pull request", transient=True)
     number, _, pull_url = opened.result.partition(" ")
@@ -235,8 +277,16 @@ def _effect_lease(settings: Settings) -> float:
     return max(settings.stuck_after_seconds, 5.0)
 
 
-def _retry_or_fail(settings: Settings, store: TaskStore, run: Run, retries: int, message: str,
-                   *, transient: bool, known: Mapping[str, Any] | None = None) -> DeliveryResult:
+def _retry_or_fail(
+    settings: Settings,
+    store: TaskStore,
+    run: Run,
+    retries: int,
+    message: str,
+    *,
+    transient: bool,
+    known: Mapping[str, Any] | None = None,
+) -> DeliveryResult:
     message = scrub(message, settings.secret_values())[:1500]
     run_id = run.run_id
     # Counted on the run too: a message sent again (the re-drive, a redelivery) does not restart the count.
@@ -250,15 +300,28 @@ def _retry_or_fail(settings: Settings, store: TaskStore, run: Run, retries: int,
             store.update_task(run.service, run.task_id)
         except StoreError:
             pass
-        log.info("run %s: delivery failed (%s); retry %d of %d in %.0fs", run_id, message, retries + 1,
-                 settings.delivery_retries, countdown)
+        log.info(
+            "run %s: delivery failed (%s); retry %d of %d in %.0fs",
+            run_id,
+            message,
+            retries + 1,
+            settings.delivery_retries,
+            countdown,
+        )
         return DeliveryResult("retry", message, countdown=countdown)
     reason = f"delivery failed: {message}"
     gave_up = f" (after {retries} retries)" if retries else ""
     # Recorded as the run's end: finish_run fails the task with this reason (never retried as a platform fault).
     # The branch as delivery left it (its commits stay there), with the failure.
-    store.update_run(run_id, **dict(known or {}), phase=RunPhase.FAILED, failure_reason=reason + gave_up, retryable="0",
-                     outcome=FAILED, delivered_at=time.time())
+    store.update_run(
+        run_id,
+        **dict(known or {}),
+        phase=RunPhase.FAILED,
+        failure_reason=reason + gave_up,
+        retryable="0",
+        outcome=FAILED,
+        delivered_at=time.time(),
+    )
     log.warning("run %s: %s%s", run_id, reason, gave_up)
     _send_finish(run_id)
     return DeliveryResult("failed", reason + gave_up)

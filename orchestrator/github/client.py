@@ -28,8 +28,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 class GitHubError(Exception):
     """GitHub refused or did not answer. `transient`: trying later may work."""
 
-    def __init__(self, message: str, *, status: int | None = None, transient: bool = False,
-                 retry_after: float | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, transient: bool = False, retry_after: float | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.transient = transient
@@ -85,12 +86,14 @@ class GitHubClient:
         # Built on first use: constructing a client contacts nothing.
         if self._session is None:
             session = requests.Session()
-            session.headers.update({
-                "Accept": "application/vnd.github+json",
-                "Authorization": f"Bearer {self._token}",
-                "X-GitHub-Api-Version": "2022-11-28",
-                "User-Agent": f"orchestrator/{__version__}",
-            })
+            session.headers.update(
+                {
+                    "Accept": "application/vnd.github+json",
+                    "Authorization": f"Bearer {self._token}",
+                    "X-GitHub-Api-Version": "2022-11-28",
+                    "User-Agent": f"orchestrator/{__version__}",
+                }
+            )
             self._session = session
         return self._session
 
@@ -153,8 +156,12 @@ class GitHubClient:
             retry_after = _retry_after(response.headers, self.clock())
             # 403 with Retry-After or an exhausted quota is GitHub's (secondary) rate limit.
             transient = status in RETRY_STATUSES or (status == 403 and retry_after is not None)
-            raise GitHubError(f"GitHub answered {status} {str(detail)[:200]}".strip(), status=status,
-                              transient=transient, retry_after=retry_after)
+            raise GitHubError(
+                f"GitHub answered {status} {str(detail)[:200]}".strip(),
+                status=status,
+                transient=transient,
+                retry_after=retry_after,
+            )
         if not response.content:
             return None
         try:

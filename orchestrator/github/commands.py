@@ -35,7 +35,7 @@ def parse_command(body: str | None, prefix: str) -> Command | None:
             continue
         if in_fence or line.startswith(">") or not line.startswith(prefix):
             continue
-        rest = line[len(prefix):]
+        rest = line[len(prefix) :]
         if rest and not rest[0].isspace():
             continue  # `/orchestratorx` is another word, not our prefix
         parts = rest.split(None, 1)

@@ -15,48 +15,28 @@ from typing import Any
 
 import orjson
 
-from orchestrator import dispatch, validation, operations
+from orchestrator import dispatch, operations, validation
 from orchestrator.github import reporter
 from orchestrator.github.commands import parse_command
-from orchestrator.github.hidden import removal_note, strip_hidden
+from orchestrator.github.documents import (
+    bounded_text,
+    comment_document,
+    issue_origin,
+    review_document,
+    task_spec_from_issue,
+)
+from orchestrator.github.event import EventContext
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
-from orchestrator.validation import agent_name
 from orchestrator.model import Task
 from orchestrator.settings import Settings
 from orchestrator.states import RETRYABLE_FROM, TERMINAL
-from orchestrator.store import TaskExists, TaskStore
 from orchestrator.steps import Step
+from orchestrator.store import TaskExists, TaskStore
+from orchestrator.validation import agent_name
 
 log = logging.getLogger("orchestrator.github")
 
-MAX_TITLE = 200
-MAX_DOCUMENT = 60_000  # GitHub caps an issue body at 65536 characters; keep room for the heading
 PR_SCAN_LIMIT = 200
-
-
-@dataclass(frozen=True)
-class EventContext:
-    """One routed delivery and what its handler may use."""
-
-    store: TaskStore
-    settings: Settings
-    config: GitHubConfig
-    delivery_id: str
-    event: str
-    payload: Mapping[str, Any]
-
-    @property
-    def actor(self) -> str:
-        login = dig(self.payload, "sender", "login")
-        return f"github:{login}" if isinstance(login, str) else "github"
-
-    @property
-    def repo(self) -> str:
-        return str(dig(self.payload, "repository", "full_name"))
-
-    @property
-    def service(self) -> str | None:
-        return self.config.service_for(self.repo)[0]
 
 
 @dataclass(frozen=True)
@@ -79,112 +59,26 @@ def _changed(ctx: EventContext, detail: str, task: tuple[str, int]) -> Outcome:
 
 # Task documents ---------------------------------------------------------------------
 
-def _text(value: Any, limit: int) -> str:
-    return value[:limit] if isinstance(value, str) else ""
-
-
-def _visible(value: Any, limit: int, what: str) -> tuple[str, str]:
-    """The text GitHub displays (HTML comments removed), and the note to add when any were."""
-    text, removed = strip_hidden(_text(value, limit))
-    return text, (removal_note(what) + "\n") if removed else ""
-
-
-def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -> dict[str, Any]:
-    """The task spec of an issue: its title and body become the task document."""
-    issue_number = number(dig(payload, "issue", "number"))
-    title = _text(dig(payload, "issue", "title"), MAX_TITLE).strip() or f"Issue #{issue_number}"
-    body, note = _visible(dig(payload, "issue", "body"), MAX_DOCUMENT, "this issue")
-    url = _text(dig(payload, "issue", "html_url"), 500)
-    full_name = str(dig(payload, "repository", "full_name"))
-    branch = dig(payload, "repository", "default_branch")
-    # The payload's own clone URL, so a GitHub Enterprise host works too; checked by the caller.
-    clone_url = dig(payload, "repository", "clone_url")
-    document = f"# {title}\n\n{body.strip()}\n\n---\n{note}From GitHub issue {full_name}#{issue_number}: {url}\n"
-    return {
-        "id": issue_number,
-        "title": title,
-        "description": title,
-        "details": body,  # without hidden comments, like the document
-        "test_strategy": "",
-        "priority": "medium",
-        "status": "pending",
-        "dependencies": [],
-        "subtasks": [],
-        "service_name": service,
-        "agent_name": agent,
-        "markdown_files": [{"filename": "task.md", "content": document, "file_type": "task"}],
-        "repository": {
-            "url": clone_url if isinstance(clone_url, str) and clone_url else f"https://github.com/{full_name}.git",
-            "branch": branch if isinstance(branch, str) and branch else "main",
-        },
-    }
-
-
-def issue_origin(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The `origin` of a task created from an issue."""
-    return {"github": {
-        "repo": str(dig(payload, "repository", "full_name")),
-        "issue": number(dig(payload, "issue", "number")),
-        "url": _text(dig(payload, "issue", "html_url"), 500),
-    }}
-
-
-def _review_document(ctx: EventContext) -> dict[str, Any]:
-    p = ctx.payload
-    pr = number(dig(p, "pull_request", "number"))
-    if ctx.event == "pull_request_review":
-        item_id, user = dig(p, "review", "id"), dig(p, "review", "user", "login")
-        body, note = _visible(dig(p, "review", "body"), MAX_DOCUMENT, "this review")
-        url = _text(dig(p, "review", "html_url"), 500)
-        heading = f"Changes requested by @{user} on pull request #{pr}"
-        where = ""
-    else:
-        item_id, user = dig(p, "comment", "id"), dig(p, "comment", "user", "login")
-        body, note = _visible(dig(p, "comment", "body"), MAX_DOCUMENT, "this comment")
-        url = _text(dig(p, "comment", "html_url"), 500)
-        heading = f"Review comment by @{user} on pull request #{pr}"
-        path, line = dig(p, "comment", "path"), dig(p, "comment", "line")
-        hunk = strip_hidden(_text(dig(p, "comment", "diff_hunk"), 5000))[0]
-        where = f"File `{path}`" + (f", line {line}" if isinstance(line, int) else "") + "\n\n" if path else ""
-        if hunk:
-            where += f"```diff\n{hunk}\n```\n\n"
-    kind = "review" if ctx.event == "pull_request_review" else "review-comment"
-    safe_id = item_id if isinstance(item_id, int) else ctx.delivery_id
-    return {
-        "filename": f"{kind}-{safe_id}.md",
-        "content": f"# {heading}\n\n{where}{body.strip() or '(no text)'}\n\n---\n{note}{url}\n",
-        "file_type": "context",
-        "source": {"github": {"repo": ctx.repo, "pull_request": pr, "url": url, "delivery": ctx.delivery_id}},
-    }
-
-
-def _comment_document(ctx: EventContext, text: str) -> dict[str, Any]:
-    text, note = _visible(text, MAX_DOCUMENT, "this comment")
-    user = dig(ctx.payload, "comment", "user", "login")
-    url = _text(dig(ctx.payload, "comment", "html_url"), 500)
-    comment_id = dig(ctx.payload, "comment", "id")
-    return {
-        "filename": f"comment-{comment_id if isinstance(comment_id, int) else ctx.delivery_id}.md",
-        "content": f"# Request by @{user}\n\n{text.strip()}\n\n---\n{note}{url}\n",
-        "file_type": "context",
-        "source": {"github": {"repo": ctx.repo, "issue": number(dig(ctx.payload, "issue", "number")), "url": url,
-                              "delivery": ctx.delivery_id}},
-    }
-
-
-# Finding our task ---------------------------------------------------------------------
 
 def _owns_issue(task: Task, repo: str, issue: int) -> bool:
     origin = task.origin.get("github")
-    return (isinstance(origin, Mapping) and str(origin.get("repo", "")).lower() == repo.lower()
-            and origin.get("issue") == issue)
+    return (
+        isinstance(origin, Mapping)
+        and str(origin.get("repo", "")).lower() == repo.lower()
+        and origin.get("issue") == issue
+    )
 
 
 def find_task_for_pull_request(
-    store: TaskStore, config: GitHubConfig, key: str | None, *, repo: str,
-    head_ref: Any = None, head_repo: Any = None,
+    store: TaskStore,
+    config: GitHubConfig,
+    key: str | None,
+    *,
+    repo: str,
+    head_ref: Any = None,
+    head_repo: Any = None,
 ) -> tuple[str, int] | None:
-    """The task that opened this pull request: by link, by its branch (ORCHESTRATOR_BRANCH_TEMPLATE), or by its outputs."""
+    """The task that opened this pull request: by link, by its branch (the branch template), or by its outputs."""
     if key is None:
         return None
     linked = store.task_for_pull_request(key)
@@ -211,12 +105,17 @@ def find_task_for_pull_request(
 def _pull_request_task(ctx: EventContext) -> tuple[str, int] | None:
     p = ctx.payload
     return find_task_for_pull_request(
-        ctx.store, ctx.config, pull_request_key(dig(p, "pull_request", "html_url")), repo=ctx.repo,
-        head_ref=dig(p, "pull_request", "head", "ref"), head_repo=dig(p, "pull_request", "head", "repo", "full_name"),
+        ctx.store,
+        ctx.config,
+        pull_request_key(dig(p, "pull_request", "html_url")),
+        repo=ctx.repo,
+        head_ref=dig(p, "pull_request", "head", "ref"),
+        head_repo=dig(p, "pull_request", "head", "repo", "full_name"),
     )
 
 
 # Handlers ------------------------------------------------------------------------------
+
 
 def create_task_from_issue(ctx: EventContext) -> Outcome:
     """Create the task of a labelled issue (or of `/orchestrator run` on an issue without one)."""
@@ -258,8 +157,11 @@ def run_command(ctx: EventContext) -> Outcome:
     ref: tuple[str, int] | None
     if is_pull_request:
         ref = find_task_for_pull_request(
-            ctx.store, ctx.config, pull_request_key(dig(ctx.payload, "issue", "pull_request", "html_url")),
-            repo=ctx.repo)
+            ctx.store,
+            ctx.config,
+            pull_request_key(dig(ctx.payload, "issue", "pull_request", "html_url")),
+            repo=ctx.repo,
+        )
     else:
         task = ctx.store.get_task(service, issue)
         ref = (service, issue) if task and _owns_issue(task, ctx.repo, issue) else None
@@ -280,7 +182,7 @@ def _command_run(ctx: EventContext, ref: tuple[str, int], argument: str) -> Outc
         return _command_retry(ctx, ref, argument)
     if status in TERMINAL:
         body = str(dig(ctx.payload, "comment", "body"))
-        operations.add_context(ctx.store, *ref, _comment_document(ctx, body), actor=ctx.actor)
+        operations.add_context(ctx.store, *ref, comment_document(ctx, body), actor=ctx.actor)
         return _changed(ctx, f"started task {ref[0]}/{ref[1]} again with the comment as context", ref)
     return _ignored(f"task {ref[0]}/{ref[1]} is {status}; it is already on its way", ref)
 
@@ -321,7 +223,7 @@ def follow_up_on_review(ctx: EventContext) -> Outcome:
         return _ignored(f"pull request {ctx.repo}#{dig(ctx.payload, 'pull_request', 'number')} is not one of ours")
     if dig(ctx.payload, "pull_request", "state") == "closed":
         return _ignored(f"pull request of task {ref[0]}/{ref[1]} is closed", ref)
-    operations.add_context(ctx.store, *ref, _review_document(ctx), actor=ctx.actor)
+    operations.add_context(ctx.store, *ref, review_document(ctx), actor=ctx.actor)
     return _changed(ctx, f"task {ref[0]}/{ref[1]} runs again with the review as new context", ref)
 
 
@@ -338,8 +240,11 @@ def close_pull_request(ctx: EventContext) -> Outcome:
             operations.cancel_task(ctx.store, *ref, actor=ctx.actor, reason=f"pull request {outcome} on GitHub")
         except operations.OperationRefused:
             pass  # it ended meanwhile; the outcome below still holds
-    ctx.store.update_task(*ref, pull_request_outcome=outcome,
-                          pull_request_url=_text(dig(ctx.payload, "pull_request", "html_url"), 500))
+    ctx.store.update_task(
+        *ref,
+        pull_request_outcome=outcome,
+        pull_request_url=bounded_text(dig(ctx.payload, "pull_request", "html_url"), 500),
+    )
     try:
         dispatch.send(Step.CLEANUP_WORKSPACE, ref[0], ref[1])
     except dispatch.QueueUnavailable:
@@ -355,8 +260,9 @@ HANDLERS: dict[str, Callable[[EventContext], Outcome]] = {
 }
 
 
-def handle_event(store: TaskStore, settings: Settings, delivery_id: str, event: str,
-                 payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def handle_event(
+    store: TaskStore, settings: Settings, delivery_id: str, event: str, payload: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Route one queued delivery and act on it; returns what was done (for logs and tests).
 
     Without `payload`, the delivery's pending copy in the store is the payload:
@@ -367,8 +273,9 @@ def handle_event(store: TaskStore, settings: Settings, delivery_id: str, event: 
     if payload is None:
         pending = store.pending_event(delivery_id)
         if pending is None:
-            log.warning("github delivery %s (%s): its payload is no longer kept (expired); nothing done",
-                        delivery_id, event)
+            log.warning(
+                "github delivery %s (%s): its payload is no longer kept (expired); nothing done", delivery_id, event
+            )
             return {"delivery": delivery_id, "status": "expired", "detail": "the payload is no longer kept"}
         try:
             payload = orjson.loads(pending[1])  # the parser the receiver accepted it with (same depth limit)
@@ -387,8 +294,12 @@ def handle_event(store: TaskStore, settings: Settings, delivery_id: str, event: 
         outcome = HANDLERS[decision.handler](ctx)
     store.mark_event_handled(delivery_id, settings.delivery_ttl_seconds)
     log.info("github delivery %s (%s): %s: %s", delivery_id, event, outcome.status, outcome.detail)
-    result: dict[str, Any] = {"delivery": delivery_id, "status": outcome.status, "detail": outcome.detail,
-                              "handler": decision.handler}
+    result: dict[str, Any] = {
+        "delivery": delivery_id,
+        "status": outcome.status,
+        "detail": outcome.detail,
+        "handler": decision.handler,
+    }
     if outcome.task:
         result["task"] = f"{outcome.task[0]}/{outcome.task[1]}"
     return result

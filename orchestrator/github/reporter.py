@@ -14,7 +14,8 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from orchestrator import dispatch, effects
 from orchestrator.github.client import GitHubClient, GitHubError
@@ -23,8 +24,8 @@ from orchestrator.logs import scrub
 from orchestrator.model import ReportResult, Task
 from orchestrator.settings import Settings, get_settings
 from orchestrator.states import Status
-from orchestrator.store import TaskStore
 from orchestrator.steps import Step
+from orchestrator.store import TaskStore
 
 log = logging.getLogger("orchestrator.github")
 
@@ -51,8 +52,14 @@ def github_origin(task: Task | None) -> tuple[str, int] | None:
     return None
 
 
-def notify_status(service: str, task_id: int, *, store: TaskStore | None = None,
-                  settings: Settings | None = None, task: Task | None = None) -> bool:
+def notify_status(
+    service: str,
+    task_id: int,
+    *,
+    store: TaskStore | None = None,
+    settings: Settings | None = None,
+    task: Task | None = None,
+) -> bool:
     """Queue a status report when the task came from GitHub; never raises. True when queued."""
     try:
         settings = settings or get_settings()
@@ -61,6 +68,7 @@ def notify_status(service: str, task_id: int, *, store: TaskStore | None = None,
         if task is None:
             if store is None:
                 from orchestrator.runtime import get_store
+
                 store = get_store()
             task = store.get_task(service, task_id)
         if github_origin(task) is None:
@@ -68,8 +76,7 @@ def notify_status(service: str, task_id: int, *, store: TaskStore | None = None,
         dispatch.send(Step.REPORT_STATUS, service, int(task_id))
         return True
     except Exception as exc:  # a report is never worth failing the caller for
-        log.warning("could not queue the GitHub status report of %s/%s: %s", service, task_id,
-                    type(exc).__name__)
+        log.warning("could not queue the GitHub status report of %s/%s: %s", service, task_id, type(exc).__name__)
         return False
 
 
@@ -92,8 +99,9 @@ def _clean(text: str, secrets: list[str]) -> str:
     return text.replace("@", "@\u200b")[:MAX_REASON]
 
 
-def render_status(task: Task, *, job_name: str = "", secrets: list[str] | None = None,
-                  now: datetime | None = None) -> str:
+def render_status(
+    task: Task, *, job_name: str = "", secrets: list[str] | None = None, now: datetime | None = None
+) -> str:
     """The Markdown of a task's status comment (pure)."""
     secrets = secrets or []
     status = task.status
@@ -112,7 +120,7 @@ def render_status(task: Task, *, job_name: str = "", secrets: list[str] | None =
     outcome = task.pull_request_outcome
     if outcome:
         lines += ["", f"Pull request {_clean(str(outcome), secrets)}."]
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines += ["", f"<sub>Updated {stamp}. Commands: `run`, `cancel`, `retry`, `status`.</sub>"]
     return "\n".join(lines)
 
@@ -126,8 +134,9 @@ def _comment_id(comment: Mapping[str, Any] | None) -> str | None:
     return str(comment["id"]) if comment else None
 
 
-def report_status(store: TaskStore, settings: Settings, service: str, task_id: int, *,
-                  client: GitHubClient | None = None) -> ReportResult:
+def report_status(
+    store: TaskStore, settings: Settings, service: str, task_id: int, *, client: GitHubClient | None = None
+) -> ReportResult:
     """Create or edit the task's status comment; returns created, updated, unchanged or skipped.
 
     Raises ReportLater when GitHub or the per-task lock says "not now".
@@ -169,10 +178,14 @@ def report_status(store: TaskStore, settings: Settings, service: str, task_id: i
                 # completion, and an interrupted one is resolved by finding our comment by its marker.
                 marker = f"{STATUS_MARKER} {service}/{task_id} -->"
                 subject = f"{service}/{task_id}:{repo}#{issue}"
-                done = effects.once(store, effects.COMMENT, subject,
-                                    act=lambda: str(client.create_comment(repo, issue, body)["id"]),
-                                    find=lambda: _comment_id(client.find_comment(repo, issue, marker)),
-                                    lease_seconds=LEASE_SECONDS)
+                done = effects.once(
+                    store,
+                    effects.COMMENT,
+                    subject,
+                    act=lambda: str(client.create_comment(repo, issue, body)["id"]),
+                    find=lambda: _comment_id(client.find_comment(repo, issue, marker)),
+                    lease_seconds=LEASE_SECONDS,
+                )
                 if done.result is None:
                     raise ReportLater(f"another report of {service}/{task_id} is creating its comment", countdown=2)
                 if done.how != "acted":

@@ -91,6 +91,7 @@ class Decision:
 
 # Payload access -------------------------------------------------------------------
 
+
 def dig(payload: Any, *path: str) -> Any:
     """payload[a][b]... or None when any step is missing or not an object."""
     for key in path:
@@ -212,9 +213,11 @@ def _issue_author_or_labeller_allowed(p: Mapping[str, Any], c: GitHubConfig) -> 
     labeller = dig(p, "sender", "author_association")
     if labeller is not None and _allowed(labeller, c, "labeller") is None:
         return None
-    return (f"issue author association {author!r} may not trigger work, and the labeller's association is "
-            f"{'unknown' if labeller is None else repr(labeller)} "
-            "(ORCHESTRATOR_GITHUB_TRUSTED_AUTHORS_ONLY)")
+    return (
+        f"issue author association {author!r} may not trigger work, and the labeller's association is "
+        f"{'unknown' if labeller is None else repr(labeller)} "
+        "(ORCHESTRATOR_GITHUB_TRUSTED_AUTHORS_ONLY)"
+    )
 
 
 def _comment_not_ours(p: Mapping[str, Any], c: GitHubConfig) -> str | None:
@@ -273,25 +276,44 @@ def all_of(*checks: Check) -> Callable[[Mapping[str, Any], GitHubConfig], str | 
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("issues", "labeled",
-          all_of(_repository_mapped, _sender_not_bot, _label_is_trigger, _plain_issue, _issue_open,
-                 _issue_author_or_labeller_allowed),
-          "create_task_from_issue"),
-    Route("issues", "opened",
-          all_of(_repository_mapped, _sender_not_bot, _plain_issue, _issue_has_trigger_label, _issue_author_allowed),
-          "create_task_from_issue"),
-    Route("issue_comment", "created",
-          all_of(_repository_mapped, _comment_not_ours, _comment_has_command, _comment_author_allowed),
-          "run_command"),
-    Route("pull_request_review", "submitted",
-          all_of(_repository_mapped, _has_pull_request, _changes_requested, _review_not_bot, _review_author_allowed),
-          "follow_up_on_review"),
-    Route("pull_request_review_comment", "created",
-          all_of(_repository_mapped, _has_pull_request, _comment_not_ours, _comment_author_allowed),
-          "follow_up_on_review"),
-    Route("pull_request", "closed",
-          all_of(_repository_mapped, _has_pull_request),
-          "close_pull_request"),
+    Route(
+        "issues",
+        "labeled",
+        all_of(
+            _repository_mapped,
+            _sender_not_bot,
+            _label_is_trigger,
+            _plain_issue,
+            _issue_open,
+            _issue_author_or_labeller_allowed,
+        ),
+        "create_task_from_issue",
+    ),
+    Route(
+        "issues",
+        "opened",
+        all_of(_repository_mapped, _sender_not_bot, _plain_issue, _issue_has_trigger_label, _issue_author_allowed),
+        "create_task_from_issue",
+    ),
+    Route(
+        "issue_comment",
+        "created",
+        all_of(_repository_mapped, _comment_not_ours, _comment_has_command, _comment_author_allowed),
+        "run_command",
+    ),
+    Route(
+        "pull_request_review",
+        "submitted",
+        all_of(_repository_mapped, _has_pull_request, _changes_requested, _review_not_bot, _review_author_allowed),
+        "follow_up_on_review",
+    ),
+    Route(
+        "pull_request_review_comment",
+        "created",
+        all_of(_repository_mapped, _has_pull_request, _comment_not_ours, _comment_author_allowed),
+        "follow_up_on_review",
+    ),
+    Route("pull_request", "closed", all_of(_repository_mapped, _has_pull_request), "close_pull_request"),
 )
 
 

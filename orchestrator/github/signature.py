@@ -26,7 +26,7 @@ def verify(body: bytes, header: str | None, secrets: Iterable[str]) -> bool:
     """
     if not header or not header.startswith(PREFIX):
         return False
-    given = header[len(PREFIX):].strip().lower().encode("ascii", "replace")
+    given = header[len(PREFIX) :].strip().lower().encode("ascii", "replace")
     if len(given) != 64:
         return False
     matched = False

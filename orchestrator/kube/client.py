@@ -81,9 +81,17 @@ def _retry_after(exc: ApiException) -> float | None:
 class KubeClient:
     """Jobs and pods of one namespace, with timeouts, retries and our error types."""
 
-    def __init__(self, api_client: k8s.ApiClient, namespace: str, *, timeout: float = 10.0, retries: int = 5,
-                 backoff: float = 0.5, max_backoff: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.api_client = api_client
         self.namespace = namespace
         self.timeout = timeout
@@ -97,8 +105,13 @@ class KubeClient:
     @classmethod
     def from_settings(cls, settings: Settings, api_client: k8s.ApiClient | None = None, **kwargs: Any) -> KubeClient:
         """A client for the configured namespace, timeout and retries."""
-        return cls(api_client or api_client_from_settings(settings), settings.namespace,
-                   timeout=settings.kube_request_timeout, retries=settings.kube_retries, **kwargs)
+        return cls(
+            api_client or api_client_from_settings(settings),
+            settings.namespace,
+            timeout=settings.kube_request_timeout,
+            retries=settings.kube_retries,
+            **kwargs,
+        )
 
     # Retry machinery -----------------------------------------------------------
 
@@ -115,8 +128,14 @@ class KubeClient:
                 status = exc.status or 0
                 if status in RETRYABLE_STATUS and attempt < self.retries:
                     delay = self._delay(attempt, _retry_after(exc))
-                    log.warning("%s: Kubernetes answered %s; retry %d/%d in %.2fs",
-                                what, status, attempt + 1, self.retries, delay)
+                    log.warning(
+                        "%s: Kubernetes answered %s; retry %d/%d in %.2fs",
+                        what,
+                        status,
+                        attempt + 1,
+                        self.retries,
+                        delay,
+                    )
                     self.sleep(delay)
                     attempt += 1
                     continue
@@ -124,13 +143,16 @@ class KubeClient:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if attempt < self.retries:
                     delay = self._delay(attempt, None)
-                    log.warning("%s: %s; retry %d/%d in %.2fs", what, type(exc).__name__,
-                                attempt + 1, self.retries, delay)
+                    log.warning(
+                        "%s: %s; retry %d/%d in %.2fs", what, type(exc).__name__, attempt + 1, self.retries, delay
+                    )
                     self.sleep(delay)
                     attempt += 1
                     continue
-                raise TransientKubeError(f"{what}: the Kubernetes API did not answer after "
-                                         f"{self.retries + 1} attempts ({type(exc).__name__})") from None
+                raise TransientKubeError(
+                    f"{what}: the Kubernetes API did not answer after "
+                    f"{self.retries + 1} attempts ({type(exc).__name__})"
+                ) from None
 
     def _map(self, exc: ApiException, what: str, verb: str, resource: str) -> KubeError:
         status = exc.status or 0
@@ -138,12 +160,15 @@ class KubeClient:
         if status == 403:
             return PermanentKubeError(
                 f"{what}: forbidden: the orchestrator's service account needs permission to {verb} "
-                f"{resource} in namespace {self.namespace!r} (RBAC): {message}", status)
+                f"{resource} in namespace {self.namespace!r} (RBAC): {message}",
+                status,
+            )
         if status == 410:
             return Gone(f"{what}: {message or 'resourceVersion too old'}", status)
         if status in RETRYABLE_STATUS:
-            return TransientKubeError(f"{what}: Kubernetes answered {status} after {self.retries + 1} attempts: "
-                                      f"{message}", status)
+            return TransientKubeError(
+                f"{what}: Kubernetes answered {status} after {self.retries + 1} attempts: {message}", status
+            )
         return PermanentKubeError(f"{what}: Kubernetes refused it ({status}): {message}", status)
 
     def _timeout(self, read: float | None = None) -> tuple[float, float]:
@@ -183,9 +208,12 @@ class KubeClient:
         an ops pod template is still refused rather than silently dropped.
         """
         method, url, headers, _, _ = self.api_client.param_serialize(
-            "POST", path, query_params=[("fieldValidation", "Strict")],
+            "POST",
+            path,
+            query_params=[("fieldValidation", "Strict")],
             header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            auth_settings=["BearerToken"])
+            auth_settings=["BearerToken"],
+        )
         response = self.api_client.call_api(method, url, headers, dict(body), _request_timeout=self._timeout())
         if not 200 <= response.status <= 299:
             response.read()
@@ -195,9 +223,16 @@ class KubeClient:
     def get_job(self, name: str) -> dict[str, Any] | None:
         """The Job, or None when it does not exist."""
         try:
-            return self._call(f"get Job {name}", "get", "jobs.batch", lambda: self._json(
-                self.batch.read_namespaced_job(name, self.namespace, _preload_content=False,
-                                               _request_timeout=self._timeout())))
+            return self._call(
+                f"get Job {name}",
+                "get",
+                "jobs.batch",
+                lambda: self._json(
+                    self.batch.read_namespaced_job(
+                        name, self.namespace, _preload_content=False, _request_timeout=self._timeout()
+                    )
+                ),
+            )
         except PermanentKubeError as exc:
             if exc.status == 404:
                 return None
@@ -209,9 +244,20 @@ class KubeClient:
         With `transform`, the answer is parsed one item at a time and only what
         `transform` returns is kept: ten thousand full Jobs never sit in memory at once.
         """
-        return self._call("list Jobs", "list", "jobs.batch", lambda: self._listing(
-            self.batch.list_namespaced_job(self.namespace, label_selector=selector, _preload_content=False,
-                                           _request_timeout=self._timeout(max(self.timeout, 60))), transform))
+        return self._call(
+            "list Jobs",
+            "list",
+            "jobs.batch",
+            lambda: self._listing(
+                self.batch.list_namespaced_job(
+                    self.namespace,
+                    label_selector=selector,
+                    _preload_content=False,
+                    _request_timeout=self._timeout(max(self.timeout, 60)),
+                ),
+                transform,
+            ),
+        )
 
     @classmethod
     def _listing(cls, response: Any, transform: Transform | None) -> Listing:
@@ -228,9 +274,16 @@ class KubeClient:
         """Delete the Job and its pods (foreground propagation); False when it was already gone."""
         body: Any = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"}
         try:
-            self._call(f"delete Job {name}", "delete", "jobs.batch", lambda: self._json(
-                self.batch.delete_namespaced_job(name, self.namespace, body=body, _preload_content=False,
-                                                 _request_timeout=self._timeout())))
+            self._call(
+                f"delete Job {name}",
+                "delete",
+                "jobs.batch",
+                lambda: self._json(
+                    self.batch.delete_namespaced_job(
+                        name, self.namespace, body=body, _preload_content=False, _request_timeout=self._timeout()
+                    )
+                ),
+            )
             return True
         except PermanentKubeError as exc:
             if exc.status == 404:
@@ -241,22 +294,48 @@ class KubeClient:
 
     def list_pods(self, selector: str, transform: Transform | None = None) -> Listing:
         """Every pod matching the label selector, in one request (`transform`: as `list_jobs`)."""
-        return self._call("list pods", "list", "pods", lambda: self._listing(
-            self.core.list_namespaced_pod(self.namespace, label_selector=selector, _preload_content=False,
-                                          _request_timeout=self._timeout(max(self.timeout, 60))), transform))
+        return self._call(
+            "list pods",
+            "list",
+            "pods",
+            lambda: self._listing(
+                self.core.list_namespaced_pod(
+                    self.namespace,
+                    label_selector=selector,
+                    _preload_content=False,
+                    _request_timeout=self._timeout(max(self.timeout, 60)),
+                ),
+                transform,
+            ),
+        )
 
-    def pod_log(self, name: str, *, follow: bool = False, tail: int | None = None,
-                read_timeout: float | None = None, opened: Callable[[Any], None] | None = None) -> Iterator[str]:
+    def pod_log(
+        self,
+        name: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        read_timeout: float | None = None,
+        opened: Callable[[Any], None] | None = None,
+    ) -> Iterator[str]:
         """The agent container's log lines; with `follow`, until the container ends.
 
         `opened` receives the streamed response as soon as there is one (to abort it from another thread).
         """
-        kwargs: dict[str, Any] = {"container": "agent", "follow": follow, "_preload_content": False,
-                                  "_request_timeout": self._timeout(read_timeout if follow else None)}
+        kwargs: dict[str, Any] = {
+            "container": "agent",
+            "follow": follow,
+            "_preload_content": False,
+            "_request_timeout": self._timeout(read_timeout if follow else None),
+        }
         if tail is not None:
             kwargs["tail_lines"] = tail
-        response: Any = self._call(f"read the log of pod {name}", "get", "pods/log",
-                              lambda: self.core.read_namespaced_pod_log(name, self.namespace, **kwargs))
+        response: Any = self._call(
+            f"read the log of pod {name}",
+            "get",
+            "pods/log",
+            lambda: self.core.read_namespaced_pod_log(name, self.namespace, **kwargs),
+        )
         if opened is not None:
             opened(response)
         try:
@@ -268,8 +347,9 @@ class KubeClient:
 
     # Watch ---------------------------------------------------------------------
 
-    def watch(self, kind: str, selector: str, resource_version: str, *,
-              timeout_seconds: int = 60) -> Iterator[tuple[str, dict[str, Any]]]:
+    def watch(
+        self, kind: str, selector: str, resource_version: str, *, timeout_seconds: int = 60
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Events (type, object) of `jobs` or `pods` after resource_version; raises Gone on 410.
 
         The server ends the stream after timeout_seconds; the read timeout is a
@@ -277,10 +357,21 @@ class KubeClient:
         """
         lister = self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
         resource = "jobs.batch" if kind == "jobs" else "pods"
-        response: Any = self._call(f"watch {kind}", "watch", resource, lambda: lister(
-            self.namespace, label_selector=selector, watch=True, resource_version=resource_version,
-            allow_watch_bookmarks=True, timeout_seconds=timeout_seconds, _preload_content=False,
-            _request_timeout=self._timeout(timeout_seconds + self.timeout)))
+        response: Any = self._call(
+            f"watch {kind}",
+            "watch",
+            resource,
+            lambda: lister(
+                self.namespace,
+                label_selector=selector,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds,
+                _preload_content=False,
+                _request_timeout=self._timeout(timeout_seconds + self.timeout),
+            ),
+        )
         try:
             for line in _lines(response):
                 event = json.loads(line)

@@ -124,8 +124,9 @@ def container_env(request: RunRequest, settings: Settings, *, output_root: str) 
     for name, key in SECRET_KEYS.items():
         if name == "GITHUB_TOKEN" and not settings.agent_github_token:
             continue  # delivery pushes and opens pull requests; the agent gets the token only when configured
-        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": settings.agent_secret, "key": key,
-                                                                  "optional": True}}})
+        env.append(
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": settings.agent_secret, "key": key, "optional": True}}}
+        )
     return env
 
 
@@ -154,10 +155,16 @@ def agent_container(request: RunRequest, settings: Settings) -> dict[str, Any]:
         "env": container_env(request, settings, output_root=checkout),
         "volumeMounts": [
             # subPaths: the agent sees its own task's worktree and the git metadata it commits through.
-            {"name": WORKSPACE_VOLUME, "mountPath": checkout,
-             "subPath": f"{request.service}/{WORKTREES_DIR}/{request.task_id}"},
-            {"name": WORKSPACE_VOLUME, "mountPath": f"{WORKSPACE_MOUNT}/{CLONE_DIR}/.git",
-             "subPath": f"{request.service}/{CLONE_DIR}/.git"},
+            {
+                "name": WORKSPACE_VOLUME,
+                "mountPath": checkout,
+                "subPath": f"{request.service}/{WORKTREES_DIR}/{request.task_id}",
+            },
+            {
+                "name": WORKSPACE_VOLUME,
+                "mountPath": f"{WORKSPACE_MOUNT}/{CLONE_DIR}/.git",
+                "subPath": f"{request.service}/{CLONE_DIR}/.git",
+            },
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": _security_context(),
@@ -188,7 +195,10 @@ def default_pod_spec(settings: Settings) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": {
-            "runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [],
@@ -256,17 +266,22 @@ def _merge_template(template: Mapping[str, Any], container: dict[str, Any], sett
         base = {}
         containers.insert(0, base)
     merged = dict(base)
-    merged.update({k: v for k, v in container.items() if k not in {"env", "volumeMounts", "resources",
-                                                                   "securityContext"}})
+    merged.update(
+        {k: v for k, v in container.items() if k not in {"env", "volumeMounts", "resources", "securityContext"}}
+    )
     merged.setdefault("resources", container.get("resources", {}))
     # The template may add to the container's hardening (readOnlyRootFilesystem...), never remove it.
-    merged["securityContext"] = {**(base.get("securityContext") or {}), **container["securityContext"],
-                                 "privileged": False}
+    merged["securityContext"] = {
+        **(base.get("securityContext") or {}),
+        **container["securityContext"],
+        "privileged": False,
+    }
     ours = {e["name"] for e in container["env"]}
     merged["env"] = [e for e in base.get("env", []) if e.get("name") not in ours] + container["env"]
     mine = {m["mountPath"] for m in container["volumeMounts"]}
-    merged["volumeMounts"] = [m for m in base.get("volumeMounts", []) if m.get("mountPath") not in mine] + \
-        container["volumeMounts"]
+    merged["volumeMounts"] = [m for m in base.get("volumeMounts", []) if m.get("mountPath") not in mine] + container[
+        "volumeMounts"
+    ]
     if not merged["resources"]:
         del merged["resources"]
     containers[containers.index(base)] = merged
@@ -308,11 +323,13 @@ def build_job(request: RunRequest, settings: Settings, template: Mapping[str, An
             "backoffLimit": settings.job_backoff_limit,
             "activeDeadlineSeconds": timeout,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-            "podFailurePolicy": {"rules": [
-                # Evictions, preemption and node drains are not the agent's fault:
-                # they do not count against backoffLimit.
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            ]},
+            "podFailurePolicy": {
+                "rules": [
+                    # Evictions, preemption and node drains are not the agent's fault:
+                    # they do not count against backoffLimit.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
             "template": pod,
         },
     }

@@ -36,9 +36,9 @@ def parse_list(chunks: Iterable[bytes], transform: Transform) -> tuple[list[dict
         chunk = next(source, None)
         if chunk is None:
             state["eof"] = True
-            state["buf"] = state["buf"][state["pos"]:] + utf8.decode(b"", final=True)
+            state["buf"] = state["buf"][state["pos"] :] + utf8.decode(b"", final=True)
         else:
-            state["buf"] = state["buf"][state["pos"]:] + utf8.decode(chunk)
+            state["buf"] = state["buf"][state["pos"] :] + utf8.decode(chunk)
         state["pos"] = 0
         return True
 

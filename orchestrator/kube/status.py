@@ -80,8 +80,9 @@ def _failure_from_pods(pods: list[Mapping[str, Any]]) -> tuple[str, int | None, 
     return "", None, False
 
 
-def observe(run_id: str, job: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]], *,
-            now: float, pending_timeout: float) -> RunObservation | None:
+def observe(
+    run_id: str, job: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]], *, now: float, pending_timeout: float
+) -> RunObservation | None:
     """The run's state from its Job and pods; None when neither exists."""
     pods = list(pods)
     if job is None and not pods:
@@ -92,21 +93,34 @@ def observe(run_id: str, job: Mapping[str, Any] | None, pods: Iterable[Mapping[s
     finished = parse_time(status.get("completionTime"))
     succeeded = _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet")
     if succeeded:
-        return RunObservation(run_id, SUCCEEDED, reason="Completed", exit_code=0, started_at=started,
-                              finished_at=finished or parse_time(succeeded.get("lastTransitionTime")) or now)
+        return RunObservation(
+            run_id,
+            SUCCEEDED,
+            reason="Completed",
+            exit_code=0,
+            started_at=started,
+            finished_at=finished or parse_time(succeeded.get("lastTransitionTime")) or now,
+        )
     failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
     if failed:
         at = parse_time(failed.get("lastTransitionTime")) or now
         job_reason = failed.get("reason") or "Failed"
         pod_reason, code, retryable = _failure_from_pods(pods)
         if job_reason == "DeadlineExceeded":
-            return RunObservation(run_id, FAILED, reason="DeadlineExceeded: the run exceeded its timeout",
-                                  exit_code=code, started_at=started, finished_at=at)
+            return RunObservation(
+                run_id,
+                FAILED,
+                reason="DeadlineExceeded: the run exceeded its timeout",
+                exit_code=code,
+                started_at=started,
+                finished_at=at,
+            )
         reason = pod_reason or job_reason
         if failed.get("message") and not pod_reason:
             reason = f"{job_reason}: {failed['message']}"
-        return RunObservation(run_id, FAILED, reason=reason, exit_code=code, started_at=started,
-                              finished_at=at, retryable=retryable)
+        return RunObservation(
+            run_id, FAILED, reason=reason, exit_code=code, started_at=started, finished_at=at, retryable=retryable
+        )
     # Not finished: what its newest pod is doing.
     pod = newest_pod(pods)
     if pod is None:
@@ -117,21 +131,43 @@ def observe(run_id: str, job: Mapping[str, Any] | None, pods: Iterable[Mapping[s
     waiting = ((_agent_status(pod).get("state") or {}).get("waiting")) or {}
     reason = waiting.get("reason") or ""
     if reason == "CrashLoopBackOff":
-        return RunObservation(run_id, FAILED, reason=f"CrashLoopBackOff: {waiting.get('message', '')}".strip(": "),
-                              started_at=started, finished_at=now)
+        return RunObservation(
+            run_id,
+            FAILED,
+            reason=f"CrashLoopBackOff: {waiting.get('message', '')}".strip(": "),
+            started_at=started,
+            finished_at=now,
+        )
     if reason in BROKEN_REASONS:
-        return RunObservation(run_id, FAILED, reason=f"{reason}: {waiting.get('message', '')}".strip(": "),
-                              started_at=started, finished_at=now)
+        return RunObservation(
+            run_id,
+            FAILED,
+            reason=f"{reason}: {waiting.get('message', '')}".strip(": "),
+            started_at=started,
+            finished_at=now,
+        )
     if reason in IMAGE_PULL_REASONS:
         if age >= pending_timeout:
-            return RunObservation(run_id, FAILED, reason=f"ImagePullBackOff: {waiting.get('message', '')}".strip(": "),
-                                  started_at=started, finished_at=now, retryable=True)
+            return RunObservation(
+                run_id,
+                FAILED,
+                reason=f"ImagePullBackOff: {waiting.get('message', '')}".strip(": "),
+                started_at=started,
+                finished_at=now,
+                retryable=True,
+            )
         return RunObservation(run_id, PENDING, reason=reason, started_at=started)
     unscheduled = _false_condition(pod, "PodScheduled")
     if phase == "Pending" and unscheduled and unscheduled.get("reason") == "Unschedulable":
         if age >= pending_timeout:
-            return RunObservation(run_id, FAILED, reason=f"Unschedulable: {unscheduled.get('message', '')}".strip(": "),
-                                  started_at=started, finished_at=now, retryable=True)
+            return RunObservation(
+                run_id,
+                FAILED,
+                reason=f"Unschedulable: {unscheduled.get('message', '')}".strip(": "),
+                started_at=started,
+                finished_at=now,
+                retryable=True,
+            )
         return RunObservation(run_id, PENDING, reason="Unschedulable", started_at=started)
     if phase == "Running":
         pod_started = parse_time(pod_status.get("startTime"))

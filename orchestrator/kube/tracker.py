@@ -32,8 +32,17 @@ log = logging.getLogger("orchestrator.kube.tracker")
 _KEPT_METADATA = ("name", "resourceVersion", "creationTimestamp", "deletionTimestamp")
 _KEPT_LABELS = (kjobs.LABEL_MANAGED_BY, kjobs.LABEL_RUN)
 _KEPT_ANNOTATIONS = (kjobs.ANNOTATION_RUN_ID,)
-_KEPT_STATUS = ("phase", "reason", "message", "startTime", "completionTime", "conditions", "active", "succeeded",
-                "failed")
+_KEPT_STATUS = (
+    "phase",
+    "reason",
+    "message",
+    "startTime",
+    "completionTime",
+    "conditions",
+    "active",
+    "succeeded",
+    "failed",
+)
 _KEPT_CONTAINER = ("name", "state", "lastState", "restartCount")
 
 
@@ -47,8 +56,9 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     status = obj.get("status") or {}
     kept_status = {k: status[k] for k in _KEPT_STATUS if k in status}
     if "containerStatuses" in status:
-        kept_status["containerStatuses"] = [{k: c[k] for k in _KEPT_CONTAINER if k in c}
-                                            for c in status["containerStatuses"] or []]
+        kept_status["containerStatuses"] = [
+            {k: c[k] for k in _KEPT_CONTAINER if k in c} for c in status["containerStatuses"] or []
+        ]
     return {"metadata": kept, "status": kept_status}
 
 
@@ -64,8 +74,9 @@ class KubeTracker:
 
     streams: tuple[str, ...] = ("jobs", "pods")
 
-    def __init__(self, runner: Any, settings: Settings, on_change: Callable[[str], None], *,
-                 watch_timeout: int = 60) -> None:
+    def __init__(
+        self, runner: Any, settings: Settings, on_change: Callable[[str], None], *, watch_timeout: int = 60
+    ) -> None:
         self.runner = runner
         self.settings = settings
         self.on_change = on_change
@@ -175,14 +186,18 @@ class KubeTracker:
         """
         client = self.runner.client
         transform = self._slim_unless_cached(kind)
-        listing = client.list_jobs(kjobs.SELECTOR, transform) if kind == "jobs" \
+        listing = (
+            client.list_jobs(kjobs.SELECTOR, transform)
+            if kind == "jobs"
             else client.list_pods(kjobs.SELECTOR, transform)
+        )
         with self.lock:
             before = dict(self.objects[kind])
         self._replace(kind, listing.items, listing.resource_version)
         listed = {o["metadata"]["name"]: o for o in listing.items}
-        touched = [obj for name, obj in listed.items()
-                   if name not in before or not _rv(obj) or _rv(before[name]) != _rv(obj)]
+        touched = [
+            obj for name, obj in listed.items() if name not in before or not _rv(obj) or _rv(before[name]) != _rv(obj)
+        ]
         touched += [obj for name, obj in before.items() if name not in listed]
         for run_id in sorted({run_id for run_id in map(kjobs.run_id_of, touched) if run_id}):
             self.on_change(run_id)
@@ -206,8 +221,9 @@ class KubeTracker:
     def observation(self, run_id: str) -> RunObservation | None:
         with self.lock:
             job, pods = self._of_run(run_id)
-        return kstatus.observe(run_id, job, pods, now=time.time(),
-                               pending_timeout=self.settings.pending_timeout_seconds)
+        return kstatus.observe(
+            run_id, job, pods, now=time.time(), pending_timeout=self.settings.pending_timeout_seconds
+        )
 
     def still_running(self, run_id: str) -> bool:
         """True when the run's Job exists and has not finished (so a failure we inferred must stop it)."""
@@ -233,7 +249,7 @@ class KubeTracker:
             return [j for j in self.objects["jobs"].values() if kstatus.is_finished(j)]
 
     def sweep(self, older_than: float) -> list[str]:
-        """Delete our finished Jobs that ended more than `older_than` seconds ago (never a live one, never one not ours)."""
+        """Delete our finished Jobs that ended over `older_than` seconds ago (never a live one, never one not ours)."""
         cutoff = time.time() - older_than
         removed = []
         for job in self.finished_jobs():
@@ -256,8 +272,9 @@ class KubeTracker:
             try:
                 if not self.resource_version[kind]:
                     self._relist_kind(kind)
-                for type_, obj in self.runner.client.watch(kind, kjobs.SELECTOR, self.resource_version[kind],
-                                                           timeout_seconds=self.watch_timeout):
+                for type_, obj in self.runner.client.watch(
+                    kind, kjobs.SELECTOR, self.resource_version[kind], timeout_seconds=self.watch_timeout
+                ):
                     failures = 0
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if type_ != "BOOKMARK":

@@ -17,8 +17,9 @@ def get_runner(settings: Settings) -> Runner:
         return KubernetesRunner(settings)
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("ORCHESTRATOR_RUNNER"):
         # Running agents inside the worker's pod by accident would be silent and wrong.
-        raise ConfigError("ORCHESTRATOR_RUNNER: running inside Kubernetes; set it to 'kubernetes' "
-                          "(or 'local' explicitly)")
+        raise ConfigError(
+            "ORCHESTRATOR_RUNNER: running inside Kubernetes; set it to 'kubernetes' (or 'local' explicitly)"
+        )
     from orchestrator.runners.local import LocalRunner
 
     return LocalRunner(settings)

@@ -50,8 +50,22 @@ def ensure(name: str) -> AgentUser:
         return found
     home = f"/var/lib/{name}"
     try:
-        result = subprocess.run(["useradd", "--system", "--user-group", "--create-home", "--home-dir", home,
-                                 "--shell", "/usr/sbin/nologin", name], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--create-home",
+                "--home-dir",
+                home,
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise OSError(f"cannot run useradd: {exc}") from None
     found = lookup(name)

@@ -46,8 +46,9 @@ class KubernetesRunner:
         if job is None:
             return None
         if jobs.run_id_of(job) != request.run_id:
-            raise PermanentKubeError(f"a Job named {job['metadata']['name']} exists and does not belong to run "
-                                     f"{request.run_id}", 409)
+            raise PermanentKubeError(
+                f"a Job named {job['metadata']['name']} exists and does not belong to run {request.run_id}", 409
+            )
         return str(job["metadata"]["name"])
 
     def observe(self, run_id: str) -> RunObservation | None:
@@ -55,8 +56,7 @@ class KubernetesRunner:
         name = jobs.name_for(run_id)
         job = self.client.get_job(name)
         pods = self.client.list_pods(f"{jobs.SELECTOR},{jobs.LABEL_RUN}={name}").items
-        return status.observe(run_id, job, pods, now=time.time(),
-                              pending_timeout=self.settings.pending_timeout_seconds)
+        return status.observe(run_id, job, pods, now=time.time(), pending_timeout=self.settings.pending_timeout_seconds)
 
     def cancel(self, run_id: str) -> None:
         """Delete the Job and its pods (foreground); nothing happens when it is gone already."""
@@ -70,15 +70,20 @@ class KubernetesRunner:
         if pod is None:
             raise LogsUnavailable(
                 f"run {run_id} has no pod any more (its Job {name} was removed after it finished, or never "
-                "started a pod); its logs are no longer available")
+                "started a pod); its logs are no longer available"
+            )
         phase = (pod.get("status") or {}).get("phase")
         if phase == "Pending":
             raise LogsUnavailable(f"run {run_id} has not started yet (its pod is Pending); no logs so far")
         aborter = _Aborter()
         # A follow ends by ORCHESTRATOR_LOG_FOLLOW_MAX_SECONDS: its reader need not wait longer.
         read_timeout = float(min(self.settings.max_timeout_seconds, self.settings.log_follow_max_seconds + 60))
-        return Lines(self.client.pod_log(pod["metadata"]["name"], follow=follow, tail=tail, opened=aborter.opened,
-                                         read_timeout=read_timeout), aborter.abort)
+        return Lines(
+            self.client.pod_log(
+                pod["metadata"]["name"], follow=follow, tail=tail, opened=aborter.opened, read_timeout=read_timeout
+            ),
+            aborter.abort,
+        )
 
     def tracker(self, on_change: Callable[[str], None], *, watch_timeout: int = 60) -> KubeTracker:
         """A cache of our Jobs and pods kept fresh by two watch streams."""

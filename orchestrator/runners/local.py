@@ -71,13 +71,17 @@ class LocalRunner:
             return None
         user = agent_user.lookup(name)
         if user is None:
-            raise LaunchFailed(f"the local agent user {name} (ORCHESTRATOR_LOCAL_AGENT_USER) does not exist; "
-                               f"create it (useradd --system {name}) or set ORCHESTRATOR_LOCAL_AGENT_USER empty")
+            raise LaunchFailed(
+                f"the local agent user {name} (ORCHESTRATOR_LOCAL_AGENT_USER) does not exist; "
+                f"create it (useradd --system {name}) or set ORCHESTRATOR_LOCAL_AGENT_USER empty"
+            )
         if user.uid == os.geteuid():
             return None
         if os.geteuid() != 0:
-            raise LaunchFailed(f"the worker runs as uid {os.geteuid()}, not root: it cannot run agents as {name} "
-                               "(ORCHESTRATOR_LOCAL_AGENT_USER)")
+            raise LaunchFailed(
+                f"the worker runs as uid {os.geteuid()}, not root: it cannot run agents as {name} "
+                "(ORCHESTRATOR_LOCAL_AGENT_USER)"
+            )
         return user
 
     def environment(self, request: RunRequest, user: AgentUser | None = None) -> dict[str, str]:
@@ -90,14 +94,18 @@ class LocalRunner:
             if is_reserved_env(name):
                 raise LaunchFailed(f"task env may not set {name}")
             env[name] = str(value)
-        env.update({
-            "ORCHESTRATOR_RUN_ID": request.run_id,
-            "ORCHESTRATOR_SERVICE": request.service,
-            "ORCHESTRATOR_TASK_ID": str(request.task_id),
-            "ORCHESTRATOR_CONTEXT_VERSION": str(request.version),
-            "ORCHESTRATOR_ATTEMPT": str(request.attempt),
-            "ORCHESTRATOR_OUTPUT_DIR": str(request.workspace_dir / (request.output_dir or f".orchestrator/runs/{request.run_id}")),
-        })
+        env.update(
+            {
+                "ORCHESTRATOR_RUN_ID": request.run_id,
+                "ORCHESTRATOR_SERVICE": request.service,
+                "ORCHESTRATOR_TASK_ID": str(request.task_id),
+                "ORCHESTRATOR_CONTEXT_VERSION": str(request.version),
+                "ORCHESTRATOR_ATTEMPT": str(request.attempt),
+                "ORCHESTRATOR_OUTPUT_DIR": str(
+                    request.workspace_dir / (request.output_dir or f".orchestrator/runs/{request.run_id}")
+                ),
+            }
+        )
         env.update(request.contract_env)
         if request.stage:
             env["ORCHESTRATOR_STAGE"] = request.stage
@@ -121,8 +129,11 @@ class LocalRunner:
             # The spec was written but its supervisor never started (the step died in
             # between): start it now. Should two start, the supervisor lock keeps one.
         else:
-            cwd = request.workspace_dir / request.working_directory if request.working_directory \
+            cwd = (
+                request.workspace_dir / request.working_directory
+                if request.working_directory
                 else request.workspace_dir
+            )
             if not cwd.is_dir():
                 raise LaunchFailed(f"the run's working directory {cwd} does not exist")
             if user is not None:
@@ -130,19 +141,39 @@ class LocalRunner:
                 shared_git = request.workspace_dir.parent.parent / CLONE_DIR / ".git"  # a worktree commits through it
                 if (request.workspace_dir / ".git").is_file() and shared_git.is_dir() and not shared_git.is_symlink():
                     agent_user.hand_over(shared_git, user)
-            timeout = max(1, min(int(request.timeout_seconds or self.settings.default_timeout_seconds),
-                                 self.settings.max_timeout_seconds))
+            timeout = max(
+                1,
+                min(
+                    int(request.timeout_seconds or self.settings.default_timeout_seconds),
+                    self.settings.max_timeout_seconds,
+                ),
+            )
             command = list(request.agent.command) + list(request.agent.args)
             tmp = run_dir / ".spec.tmp"
-            tmp.write_text(json.dumps({"command": command, "cwd": str(cwd), "timeout": timeout,
-                                       "log_max_bytes": self.settings.run_log_max_bytes,
-                                       "launched_at": time.time(), "user": user.as_spec() if user else None}))
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "command": command,
+                        "cwd": str(cwd),
+                        "timeout": timeout,
+                        "log_max_bytes": self.settings.run_log_max_bytes,
+                        "launched_at": time.time(),
+                        "user": user.as_spec() if user else None,
+                    }
+                )
+            )
             os.replace(tmp, spec_path)
         supervisor_env = dict(env)  # passed on to the agent as it is: PYTHONPATH is our code root only
         # The supervisor forks and its parent exits at once: this wait is milliseconds.
-        subprocess.run([sys.executable, "-m", "orchestrator.runners.local_supervisor", str(run_dir)],
-                       env=supervisor_env, check=True, timeout=30, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "orchestrator.runners.local_supervisor", str(run_dir)],
+            env=supervisor_env,
+            check=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return request.run_id
 
     def find(self, request: RunRequest) -> str | None:
@@ -150,7 +181,7 @@ class LocalRunner:
         run_dir = self.run_dir(request.run_id)
         if not run_dir.is_dir():
             return None
-        if (run_dir / "status.json").exists() or _supervisor_running(run_dir):
+        if (run_dir / "status.json").exists() or supervisor_running(run_dir):
             return request.run_id
         return None
 
@@ -170,18 +201,31 @@ class LocalRunner:
                 return None
             launched = json.loads(spec.read_text()).get("launched_at", 0)
             if time.time() - launched > START_GRACE_SECONDS:
-                return RunObservation(run_id, FAILED, reason="the local supervisor never started",
-                                      finished_at=time.time(), retryable=True)
+                return RunObservation(
+                    run_id, FAILED, reason="the local supervisor never started", finished_at=time.time(), retryable=True
+                )
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
         if phase == "Running" and not supervisor_alive(run_dir, status):
             # The supervisor died without writing an outcome (machine restart, SIGKILL).
-            return RunObservation(run_id, FAILED, reason="the local run was lost (its supervisor died)",
-                                  started_at=status.get("started_at"), finished_at=time.time(), retryable=True)
+            return RunObservation(
+                run_id,
+                FAILED,
+                reason="the local run was lost (its supervisor died)",
+                started_at=status.get("started_at"),
+                finished_at=time.time(),
+                retryable=True,
+            )
         if phase not in {PENDING, RUNNING, SUCCEEDED, FAILED}:
             phase = FAILED
-        return RunObservation(run_id, phase, reason=status.get("reason", phase), exit_code=status.get("exit_code"),
-                              started_at=status.get("started_at"), finished_at=status.get("finished_at"))
+        return RunObservation(
+            run_id,
+            phase,
+            reason=status.get("reason", phase),
+            exit_code=status.get("exit_code"),
+            started_at=status.get("started_at"),
+            finished_at=status.get("finished_at"),
+        )
 
     def observe_all(self) -> dict[str, RunObservation]:
         """Observations of every run with a directory."""
@@ -207,6 +251,7 @@ class LocalRunner:
             return
         pid, agent = int(status["pid"]), int(status.get("agent_pgid") or 0)
         from orchestrator.runners.local_supervisor import CANCEL_FILE
+
         local = same_namespace(status)
         if local:
             signal_group(pid, signal.SIGTERM)
@@ -223,8 +268,16 @@ class LocalRunner:
             if group:
                 signal_group(group, signal.SIGKILL)
         from orchestrator.runners.local_supervisor import write_status
-        write_status(run_dir, phase=FAILED, exit_code=-9, reason="Cancelled", started_at=status.get("started_at"),
-                     finished_at=time.time(), pid=pid)
+
+        write_status(
+            run_dir,
+            phase=FAILED,
+            exit_code=-9,
+            reason="Cancelled",
+            started_at=status.get("started_at"),
+            finished_at=time.time(),
+            pid=pid,
+        )
 
     def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """Lines of the run's output file; with `follow`, until the run ends."""
@@ -234,8 +287,7 @@ class LocalRunner:
         stop = threading.Event()
         return Lines(self._follow(run_id, run_dir / "output.log", follow, tail, stop), stop.set)
 
-    def _follow(self, run_id: str, path: Path, follow: bool, tail: int | None,
-                stop: threading.Event) -> Iterator[str]:
+    def _follow(self, run_id: str, path: Path, follow: bool, tail: int | None, stop: threading.Event) -> Iterator[str]:
         while not path.exists():
             if not follow:
                 raise LogsUnavailable(f"run {run_id} has written no output yet")

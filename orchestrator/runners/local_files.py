@@ -74,6 +74,7 @@ def supervisor_alive(run_dir: Path, status: dict[str, Any]) -> bool:
     if same_namespace(status):
         return pid_alive(int(status.get("pid", 0)))
     from orchestrator.runners.local_supervisor import HEARTBEAT_FILE
+
     try:
         age = time.time() - (run_dir / HEARTBEAT_FILE).stat().st_mtime
     except FileNotFoundError:

@@ -75,9 +75,14 @@ class CappedLog:
         if len(data) > room:
             self.capped = True
             newline = b"" if self.last == b"\n" else b"\n"
-            self.file.write(newline + (f"orchestrator: the output log reached {self.cap} bytes "
-                                       "(ORCHESTRATOR_RUN_LOG_MAX_BYTES); the rest of the agent's output is "
-                                       "dropped\n").encode())
+            self.file.write(
+                newline
+                + (
+                    f"orchestrator: the output log reached {self.cap} bytes "
+                    "(ORCHESTRATOR_RUN_LOG_MAX_BYTES); the rest of the agent's output is "
+                    "dropped\n"
+                ).encode()
+            )
 
 
 def _copy(fd: int, output: CappedLog, wait: float) -> bool:
@@ -140,13 +145,27 @@ def supervise(run_dir: Path) -> int:
     # The agent writes to a pipe this process copies into the log, up to the cap.
     output = CappedLog(log, int(spec.get("log_max_bytes") or 0))
     try:
-        proc = subprocess.Popen(spec["command"], cwd=spec["cwd"], env=dict(os.environ), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                **as_user)
+        proc = subprocess.Popen(
+            spec["command"],
+            cwd=spec["cwd"],
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **as_user,
+        )
     except OSError as exc:
         log.write(f"orchestrator: cannot start the agent: {exc.strerror or exc}\n".encode())
-        write_status(run_dir, phase="Failed", exit_code=127, reason=f"cannot start the agent: {exc.strerror or exc}",
-                     started_at=started, finished_at=time.time(), pid=os.getpid())
+        write_status(
+            run_dir,
+            phase="Failed",
+            exit_code=127,
+            reason=f"cannot start the agent: {exc.strerror or exc}",
+            started_at=started,
+            finished_at=time.time(),
+            pid=os.getpid(),
+        )
         return 127
 
     def on_term(signum: int, frame: Any) -> None:
@@ -164,8 +183,14 @@ def supervise(run_dir: Path) -> int:
     signal.signal(ABANDON, on_abandon)
     beat(run_dir)
     last_beat = time.monotonic()
-    write_status(run_dir, phase="Running", pid=os.getpid(), agent_pgid=proc.pid, started_at=started,
-                 pid_namespace=process_namespace())
+    write_status(
+        run_dir,
+        phase="Running",
+        pid=os.getpid(),
+        agent_pgid=proc.pid,
+        started_at=started,
+        pid_namespace=process_namespace(),
+    )
     deadline = started + float(spec["timeout"])
     timed_out = False
     kill_at: float | None = None
@@ -205,17 +230,45 @@ def supervise(run_dir: Path) -> int:
         # status.json still says Running with our pid, which is about to be gone: the run is lost.
         log.write(b"orchestrator: the platform stopped (orchestrator up ended); the run will be retried\n")
     elif cancelled:
-        write_status(run_dir, phase="Failed", exit_code=code, reason="Cancelled", started_at=started,
-                     finished_at=finished, pid=os.getpid())
+        write_status(
+            run_dir,
+            phase="Failed",
+            exit_code=code,
+            reason="Cancelled",
+            started_at=started,
+            finished_at=finished,
+            pid=os.getpid(),
+        )
     elif timed_out:
-        write_status(run_dir, phase="Failed", exit_code=code, reason="DeadlineExceeded: the run exceeded its timeout",
-                     started_at=started, finished_at=finished, pid=os.getpid())
+        write_status(
+            run_dir,
+            phase="Failed",
+            exit_code=code,
+            reason="DeadlineExceeded: the run exceeded its timeout",
+            started_at=started,
+            finished_at=finished,
+            pid=os.getpid(),
+        )
     elif code == 0:
-        write_status(run_dir, phase="Succeeded", exit_code=0, reason="Completed", started_at=started,
-                     finished_at=finished, pid=os.getpid())
+        write_status(
+            run_dir,
+            phase="Succeeded",
+            exit_code=0,
+            reason="Completed",
+            started_at=started,
+            finished_at=finished,
+            pid=os.getpid(),
+        )
     else:
-        write_status(run_dir, phase="Failed", exit_code=code, reason=f"Error: exit code {code}",
-                     started_at=started, finished_at=finished, pid=os.getpid())
+        write_status(
+            run_dir,
+            phase="Failed",
+            exit_code=code,
+            reason=f"Error: exit code {code}",
+            started_at=started,
+            finished_at=finished,
+            pid=os.getpid(),
+        )
     log.close()
     return code
 
@@ -231,8 +284,14 @@ def main(argv: list[str]) -> int:
     try:
         supervise(run_dir)
     except BaseException as exc:  # never leave a run without a final status
-        write_status(run_dir, phase="Failed", exit_code=None, reason=f"supervisor error: {type(exc).__name__}",
-                     finished_at=time.time(), pid=os.getpid())
+        write_status(
+            run_dir,
+            phase="Failed",
+            exit_code=None,
+            reason=f"supervisor error: {type(exc).__name__}",
+            finished_at=time.time(),
+            pid=os.getpid(),
+        )
     os._exit(0)
 
 

@@ -143,8 +143,14 @@ class StoreBase:
 
     # Helpers -------------------------------------------------------------------
 
-    def _update_existing_hash(self, key: str, fields: Mapping[str, Any], *, unless_phase: Iterable[str] = (),
-                              lease: tuple[str, str, int] | None = None) -> int:
+    def _update_existing_hash(
+        self,
+        key: str,
+        fields: Mapping[str, Any],
+        *,
+        unless_phase: Iterable[str] = (),
+        lease: tuple[str, str, int] | None = None,
+    ) -> int:
         """update_existing.lua on one record: -1 no record, -2 lease lost, 0 its phase forbade it, 1 written."""
         keys = [key, lease_key(lease[0]), fence_key(lease[0])] if lease else [key]
         holder, token = (lease[1], int(lease[2])) if lease else ("", 0)

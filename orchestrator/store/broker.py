@@ -48,16 +48,22 @@ def json_args(args: list[Any]) -> str:
     return kombu_dumps(args)
 
 
-def message(queue: str, headers: Mapping[str, Any], properties: dict[str, Any], args: list[Any], embed: str, *,
-            reply_to: str) -> bytes:
+def message(
+    queue: str, headers: Mapping[str, Any], properties: dict[str, Any], args: list[Any], embed: str, *, reply_to: str
+) -> bytes:
     """A Celery (protocol 2) message for `queue` in kombu's Redis envelope: what its transport LPUSHes.
 
     `embed` is the JSON of the body's third part (callbacks, chain...);
     `properties` are Celery's, completed here with the transport's own.
     """
-    properties.update(reply_to=reply_to, delivery_mode=PERSISTENT,
-                      delivery_info={"exchange": "", "routing_key": queue}, priority=0,
-                      body_encoding="base64", delivery_tag=new_id())
+    properties.update(
+        reply_to=reply_to,
+        delivery_mode=PERSISTENT,
+        delivery_info={"exchange": "", "routing_key": queue},
+        priority=0,
+        body_encoding="base64",
+        delivery_tag=new_id(),
+    )
     envelope = {
         "body": base64.b64encode(f"[{json_args(args)},{{}},{embed}]".encode()).decode(),
         "content-encoding": "utf-8",
@@ -67,6 +73,7 @@ def message(queue: str, headers: Mapping[str, Any], properties: dict[str, Any], 
     }
     # orjson: the envelope holds only strings, numbers, None and containers of them.
     return orjson.dumps(envelope)
+
 
 # Kombu's Redis transport: the default priority steps are 0, 3, 6, 9; step 0 is
 # the plain queue name, the others get a separator and the step appended.
@@ -107,4 +114,4 @@ class Broker(StoreBase):
                 pipe.llen(key)
         counts = self._safe(pipe.execute)
         per = len(QUEUE_PRIORITY_SUFFIXES)
-        return {name: sum(int(n) for n in counts[i * per:(i + 1) * per]) for i, name in enumerate(names)}
+        return {name: sum(int(n) for n in counts[i * per : (i + 1) * per]) for i, name in enumerate(names)}

@@ -27,16 +27,23 @@ class Capacity(StoreBase):
         self, run_id: str, service: str, *, lease_seconds: float, global_limit: int, service_limit: int
     ) -> int:
         """Take a run slot under both limits: 1 taken (or renewed), 0 global limit reached, -1 service limit."""
-        return int(self._call(
-            self._slot_acquire,
-            keys=[SLOTS_GLOBAL, slots_service(service), SLOTS_HOLDERS],
-            args=[run_id, service, max(1, int(lease_seconds * 1000)), global_limit, service_limit],
-        ))
+        return int(
+            self._call(
+                self._slot_acquire,
+                keys=[SLOTS_GLOBAL, slots_service(service), SLOTS_HOLDERS],
+                args=[run_id, service, max(1, int(lease_seconds * 1000)), global_limit, service_limit],
+            )
+        )
 
     def renew_slot(self, run_id: str, lease_seconds: float) -> bool:
         """Extend a held slot's lease; False when the run holds none."""
-        return bool(self._call(self._slot_renew, keys=[SLOTS_GLOBAL, SLOTS_HOLDERS],
-                               args=[run_id, max(1, int(lease_seconds * 1000)), SLOTS_SERVICE_PREFIX]))
+        return bool(
+            self._call(
+                self._slot_renew,
+                keys=[SLOTS_GLOBAL, SLOTS_HOLDERS],
+                args=[run_id, max(1, int(lease_seconds * 1000)), SLOTS_SERVICE_PREFIX],
+            )
+        )
 
     def renew_slots(self, run_ids: Iterable[str], lease_seconds: float, *, batch: int = 1000) -> None:
         """`renew_slot` for many runs, in pipelined batches."""
@@ -44,15 +51,17 @@ class Capacity(StoreBase):
         lease = max(1, int(lease_seconds * 1000))
         for start in range(0, len(run_ids), batch):
             pipe = self.redis.pipeline(transaction=False)
-            for run_id in run_ids[start:start + batch]:
-                self._slot_renew(keys=[SLOTS_GLOBAL, SLOTS_HOLDERS], args=[run_id, lease, SLOTS_SERVICE_PREFIX],
-                                 client=pipe)
+            for run_id in run_ids[start : start + batch]:
+                self._slot_renew(
+                    keys=[SLOTS_GLOBAL, SLOTS_HOLDERS], args=[run_id, lease, SLOTS_SERVICE_PREFIX], client=pipe
+                )
             self._safe(pipe.execute)
 
     def release_slot(self, run_id: str) -> bool:
         """Free the run's slot; False when it held none (already released or expired)."""
-        return bool(self._call(self._slot_release, keys=[SLOTS_GLOBAL, SLOTS_HOLDERS],
-                               args=[run_id, SLOTS_SERVICE_PREFIX]))
+        return bool(
+            self._call(self._slot_release, keys=[SLOTS_GLOBAL, SLOTS_HOLDERS], args=[run_id, SLOTS_SERVICE_PREFIX])
+        )
 
     def slot_holders(self) -> dict[str, tuple[str, float]]:
         """Every run recorded as holding a slot: run id -> (service, lease expiry in epoch seconds).
@@ -92,10 +101,13 @@ class Capacity(StoreBase):
         The check and the removal are one step: a walker that read a stale
         status cannot drop a task that was queued again meanwhile.
         """
-        return bool(self._call(
-            self._waiting_remove, keys=[WAITING, task_key(service, task_id)],
-            args=[task_ref(service, task_id), ",".join(Status(s).value for s in keep)],
-        ))
+        return bool(
+            self._call(
+                self._waiting_remove,
+                keys=[WAITING, task_key(service, task_id)],
+                args=[task_ref(service, task_id), ",".join(Status(s).value for s in keep)],
+            )
+        )
 
     def waiting(self, limit: int | None = None) -> list[tuple[str, int]]:
         """Tasks waiting for capacity, in admission order."""

@@ -11,8 +11,8 @@ from orchestrator.store.broker import queue_key
 from orchestrator.store.keys import (
     EVENTS_PENDING,
     delivery_key,
-    event_identity_key,
     event_handled_key,
+    event_identity_key,
     event_pending_key,
     idem_key,
     pull_request_key,
@@ -31,8 +31,15 @@ class Deliveries(StoreBase):
         raw = self._safe(self.redis.get, idem_key(key))
         return json.loads(raw) if raw else None
 
-    def claim_delivery(self, delivery_id: str, ttl: int, *, enqueue: tuple[str, bytes | str] | None = None,
-                       pending: tuple[str, str | bytes] | None = None, now: float | None = None) -> bool:
+    def claim_delivery(
+        self,
+        delivery_id: str,
+        ttl: int,
+        *,
+        enqueue: tuple[str, bytes | str] | None = None,
+        pending: tuple[str, str | bytes] | None = None,
+        now: float | None = None,
+    ) -> bool:
         """Mark a webhook delivery as accepted; False when it already was.
 
         Only when the claim is new, and in the same atomic step: `pending=(event,
@@ -44,10 +51,21 @@ class Deliveries(StoreBase):
             return bool(self._safe(self.redis.set, delivery_key(delivery_id), "1", nx=True, ex=ttl))
         now = time.time() if now is None else now
         event, body = pending or ("", "")
-        keys = [delivery_key(delivery_id), queue_key(enqueue[0]) if enqueue else delivery_key(delivery_id),
-                event_pending_key(delivery_id), EVENTS_PENDING]
-        return bool(int(self._call(self._claim_delivery, keys=keys,
-                                   args=[ttl, enqueue[1] if enqueue else "", event, body, repr(now), delivery_id])))
+        keys = [
+            delivery_key(delivery_id),
+            queue_key(enqueue[0]) if enqueue else delivery_key(delivery_id),
+            event_pending_key(delivery_id),
+            EVENTS_PENDING,
+        ]
+        return bool(
+            int(
+                self._call(
+                    self._claim_delivery,
+                    keys=keys,
+                    args=[ttl, enqueue[1] if enqueue else "", event, body, repr(now), delivery_id],
+                )
+            )
+        )
 
     def claim_event(self, identity: str, delivery_id: str, ttl: int) -> bool:
         """Mark the event itself (a comment, a review) as received by this delivery; False when another
@@ -75,7 +93,9 @@ class Deliveries(StoreBase):
         pipe.delete(event_pending_key(delivery_id))
         self._safe(pipe.execute)
 
-    def keep_pending_event(self, delivery_id: str, event: str, body: str | bytes, ttl: int, now: float | None = None) -> None:
+    def keep_pending_event(
+        self, delivery_id: str, event: str, body: str | bytes, ttl: int, now: float | None = None
+    ) -> None:
         """Keep an accepted delivery's event until it is acted on, so a lost queue message can be re-sent.
 
         The queue message alone is not enough: a worker that took it and lost its

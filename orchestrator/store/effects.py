@@ -39,27 +39,43 @@ class EffectClaim:
 class Effects(StoreBase):
     """Intent and completion records of side effects, and which steps are still queued."""
 
-    def begin_effect(self, kind: str, subject: str, holder: str, lease_seconds: float,
-                     now: float | None = None) -> EffectClaim:
+    def begin_effect(
+        self, kind: str, subject: str, holder: str, lease_seconds: float, now: float | None = None
+    ) -> EffectClaim:
         """Record the intent to act (unless done, or another holder's intent is live)."""
         now = time.time() if now is None else now
-        state, who, result = self._call(self._effect_begin, keys=[effect_key(kind, subject)],
-                                        args=[holder, repr(now), repr(float(lease_seconds)), EFFECT_KEEP_SECONDS])
+        state, who, result = self._call(
+            self._effect_begin,
+            keys=[effect_key(kind, subject)],
+            args=[holder, repr(now), repr(float(lease_seconds)), EFFECT_KEEP_SECONDS],
+        )
         return EffectClaim(_text(state), _text(who), _text(result))
 
-    def renew_effect(self, kind: str, subject: str, holder: str, lease_seconds: float,
-                     now: float | None = None) -> bool:
+    def renew_effect(
+        self, kind: str, subject: str, holder: str, lease_seconds: float, now: float | None = None
+    ) -> bool:
         """Keep a live intent live (lease 0: lapse it now, so the next try asks the outside world)."""
         now = time.time() if now is None else now
-        return bool(self._call(self._effect_renew, keys=[effect_key(kind, subject)],
-                               args=[holder, repr(now), repr(float(lease_seconds))]))
+        return bool(
+            self._call(
+                self._effect_renew,
+                keys=[effect_key(kind, subject)],
+                args=[holder, repr(now), repr(float(lease_seconds))],
+            )
+        )
 
-    def complete_effect(self, kind: str, subject: str, holder: str, result: str, how: str,
-                        now: float | None = None) -> bool:
+    def complete_effect(
+        self, kind: str, subject: str, holder: str, result: str, how: str, now: float | None = None
+    ) -> bool:
         """Record the effect done with what it produced; False when it was recorded done already."""
         now = time.time() if now is None else now
-        return bool(self._call(self._effect_complete, keys=[effect_key(kind, subject)],
-                               args=[holder, repr(now), result, how, EFFECT_KEEP_SECONDS]))
+        return bool(
+            self._call(
+                self._effect_complete,
+                keys=[effect_key(kind, subject)],
+                args=[holder, repr(now), result, how, EFFECT_KEEP_SECONDS],
+            )
+        )
 
     def effect(self, kind: str, subject: str) -> dict[str, str]:
         """The effect's record as stored (empty when none)."""

@@ -27,6 +27,7 @@ def run_id_for(service: str, task_id: int, version: int, attempt: int, stage: st
 
 # Tasks and runs ------------------------------------------------------------------
 
+
 def task_key(service: str, task_id: int | str) -> str:
     return f"{PREFIX}:task:{service}:{task_id}"
 
@@ -74,6 +75,7 @@ def idx_status(status: str) -> str:
 
 # Deliveries, idempotency, pull requests --------------------------------------------
 
+
 def idem_key(key: str) -> str:
     return f"{PREFIX}:idem:{key}"
 
@@ -103,6 +105,7 @@ def pull_request_key(key: str) -> str:
 
 
 # Leases --------------------------------------------------------------------------
+
 
 def lease_key(name: str) -> str:
     return f"{PREFIX}:lease:{name}"
@@ -149,6 +152,7 @@ def usage_day(day: str) -> str:
 
 
 # Side effects ----------------------------------------------------------------------
+
 
 def effect_key(kind: str, subject: str) -> str:
     """The intent/completion record of one side effect (a Job created, a branch pushed...) of one subject."""

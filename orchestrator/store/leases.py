@@ -13,8 +13,9 @@ class Leases(StoreBase):
 
     def acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> int:
         """Take or extend the lease; returns its fencing token, 0 when held by another."""
-        return int(self._call(self._acquire, keys=[lease_key(name), fence_key(name)],
-                              args=[holder, int(ttl_seconds * 1000)]))
+        return int(
+            self._call(self._acquire, keys=[lease_key(name), fence_key(name)], args=[holder, int(ttl_seconds * 1000)])
+        )
 
     def renew_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
         return bool(self._call(self._renew, keys=[lease_key(name)], args=[holder, int(ttl_seconds * 1000)]))
@@ -34,8 +35,13 @@ class Leases(StoreBase):
 
     def acquire_follow(self, owner: str, stream_id: str, *, lease_seconds: float, limit: int) -> bool:
         """Take (or renew) a lease on one of `owner`'s `limit` followed log streams; False when all are held."""
-        return bool(self._call(self._follow_acquire, keys=[follows_key(owner)],
-                               args=[stream_id, max(1, int(lease_seconds * 1000)), limit]))
+        return bool(
+            self._call(
+                self._follow_acquire,
+                keys=[follows_key(owner)],
+                args=[stream_id, max(1, int(lease_seconds * 1000)), limit],
+            )
+        )
 
     def release_follow(self, owner: str, stream_id: str) -> None:
         self._safe(self.redis.zrem, follows_key(owner), stream_id)

@@ -32,8 +32,9 @@ def encode(value: Any) -> str:
 
 def encode_fields(fields: Mapping[str, Any]) -> dict[str, str]:
     """Task and run fields as stored: None as '' (reads as unset), numbers as repr, the rest as `encode`."""
-    return {k: ("" if v is None else encode(v) if not isinstance(v, (int, float)) else repr(v))
-            for k, v in fields.items()}
+    return {
+        k: ("" if v is None else encode(v) if not isinstance(v, (int, float)) else repr(v)) for k, v in fields.items()
+    }
 
 
 def flatten(fields: Mapping[str, str]) -> list[str]:
@@ -48,6 +49,7 @@ def pairs(raw: list[str]) -> dict[str, str]:
 
 # How each typed field is read back from its stored string. A field missing from
 # the record (written before it existed) or stored as '' keeps the default.
+
 
 def _json_object(raw: str) -> dict[str, Any]:
     value = json.loads(raw)
@@ -84,28 +86,77 @@ def _outcome(raw: str) -> Outcome | None:
     except ValueError:
         return None
 
+
 _TASK_FIELDS: dict[str, Callable[[str], Any]] = {
-    "service": str, "id": int, "agent": str, "priority": Priority.parse,
-    "spec": _json_object, "origin": _json_object, "outputs": _json_object,
-    "status": Status, "status_reason": str, "context_version": int,
-    "created_at": float, "updated_at": float, "submitted_by": str, "seq": int, "history_seq": int,
-    "current_run": str, "next_run": str, "next_version": int, "next_attempt": int, "stage": str,
-    "retries": int, "not_before": float, "redriven_at": float,
-    "pull_request_url": str, "pull_request_outcome": str,
-    "github_status_comment": str, "github_status_digest": str,
+    "service": str,
+    "id": int,
+    "agent": str,
+    "priority": Priority.parse,
+    "spec": _json_object,
+    "origin": _json_object,
+    "outputs": _json_object,
+    "status": Status,
+    "status_reason": str,
+    "context_version": int,
+    "created_at": float,
+    "updated_at": float,
+    "submitted_by": str,
+    "seq": int,
+    "history_seq": int,
+    "current_run": str,
+    "next_run": str,
+    "next_version": int,
+    "next_attempt": int,
+    "stage": str,
+    "retries": int,
+    "not_before": float,
+    "redriven_at": float,
+    "pull_request_url": str,
+    "pull_request_outcome": str,
+    "github_status_comment": str,
+    "github_status_digest": str,
 }
 
 _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
-    "run_id": str, "service": str, "task_id": int, "version": int, "attempt": int, "stage": str,
-    "runner": str, "job_name": str, "phase": RunPhase,
-    "queued_at": float, "launched_at": float, "started_at": float, "finished_at": float,
-    "exit_code": int, "failure_reason": str, "retryable": _flag, "observed_reason": str,
-    "finish_sent": str, "outcome": _outcome, "outputs": _json_object,
-    "agent": str, "image": str, "prompt": str, "inputs": _json_object, "output_dir": str,
-    "branch": str, "commit": str, "working_directory": str, "workspace_fence": int,
-    "base": str, "commits": _lenient_int, "diffstat": _diffstat, "pull_request_url": str,
-    "pull_request_number": _lenient_int, "delivered_at": float, "delivery_failures": int, "delivery_error": str,
-    "usage": _json_object, "rate_limited_until": float,
+    "run_id": str,
+    "service": str,
+    "task_id": int,
+    "version": int,
+    "attempt": int,
+    "stage": str,
+    "runner": str,
+    "job_name": str,
+    "phase": RunPhase,
+    "queued_at": float,
+    "launched_at": float,
+    "started_at": float,
+    "finished_at": float,
+    "exit_code": int,
+    "failure_reason": str,
+    "retryable": _flag,
+    "observed_reason": str,
+    "finish_sent": str,
+    "outcome": _outcome,
+    "outputs": _json_object,
+    "agent": str,
+    "image": str,
+    "prompt": str,
+    "inputs": _json_object,
+    "output_dir": str,
+    "branch": str,
+    "commit": str,
+    "working_directory": str,
+    "workspace_fence": int,
+    "base": str,
+    "commits": _lenient_int,
+    "diffstat": _diffstat,
+    "pull_request_url": str,
+    "pull_request_number": _lenient_int,
+    "delivered_at": float,
+    "delivery_failures": int,
+    "delivery_error": str,
+    "usage": _json_object,
+    "rate_limited_until": float,
 }
 
 

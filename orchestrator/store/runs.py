@@ -58,25 +58,31 @@ class Runs(StoreBase):
             "failure_reason": "",
             "outputs": "{}",
         }
-        raw = self._call(self._create_run, keys=[key, task_runs_key(service, task_id)],
-                         args=[run_id, repr(now), *(item for pair in record.items() for item in pair)])
+        raw = self._call(
+            self._create_run,
+            keys=[key, task_runs_key(service, task_id)],
+            args=[run_id, repr(now), *(item for pair in record.items() for item in pair)],
+        )
         return decode_run(dict(zip(raw[::2], raw[1::2])))
 
     def get_run(self, run_id: str) -> Run | None:
         raw = self._safe(self.redis.hgetall, run_key(run_id))
         return decode_run(raw) if raw else None
 
-    def get_run_with_task(self, run_id: str, *, contexts: bool = False
-                          ) -> tuple[Run | None, Task | None, list[dict[str, Any]]]:
+    def get_run_with_task(
+        self, run_id: str, *, contexts: bool = False
+    ) -> tuple[Run | None, Task | None, list[dict[str, Any]]]:
         """(run, its task, the task's context documents if asked) in one round trip; None for what is missing.
 
         The steps that act on a run read both first; two round trips each was a
         good part of a step's own time.
         """
         # The script builds the task's keys from the run's fields, as task_key and contexts_key do.
-        found = self._call(self._run_with_task, keys=[run_key(run_id)],
-                           args=[task_key("", "")[:-1], contexts_key("", "")[len(task_key("", "")):]
-                                 if contexts else ""])
+        found = self._call(
+            self._run_with_task,
+            keys=[run_key(run_id)],
+            args=[task_key("", "")[:-1], contexts_key("", "")[len(task_key("", "")) :] if contexts else ""],
+        )
         if not found:
             return None, None, []
         run_raw, task_raw, docs = found
@@ -89,8 +95,9 @@ class Runs(StoreBase):
         if self._update_existing_hash(run_key(run_id), fields) < 0:
             raise StoreError(f"no run {run_id}")
 
-    def update_unended_run(self, run_id: str, ended: Iterable[str], *, lease: tuple[str, str, int] | None = None,
-                           **fields: Any) -> bool:
+    def update_unended_run(
+        self, run_id: str, ended: Iterable[str], *, lease: tuple[str, str, int] | None = None, **fields: Any
+    ) -> bool:
         """Set fields of a run unless its phase is one of `ended`; False (nothing written) when it is.
 
         `lease=(name, holder, token)` makes the write also conditional on that
@@ -103,7 +110,6 @@ class Runs(StoreBase):
             raise StoreError(f"no run {run_id}")
         return bool(written)
 
-
     def list_runs(self, service: str, task_id: int) -> list[Run]:
         """Every run of the task, oldest first."""
         ids = self._safe(self.redis.zrange, task_runs_key(service, task_id), 0, -1)
@@ -114,20 +120,20 @@ class Runs(StoreBase):
             pipe.hgetall(run_key(run_id))
         return [decode_run(raw) for raw in self._safe(pipe.execute) if raw]
 
-
     def get_runs(self, run_ids: Iterable[str], *, batch: int = 1000) -> list[Run | None]:
         """Many runs (None for one that is gone), in pipelined batches."""
         run_ids = list(run_ids)
         out: list[Run | None] = []
         for start in range(0, len(run_ids), batch):
             pipe = self.redis.pipeline(transaction=False)
-            for run_id in run_ids[start:start + batch]:
+            for run_id in run_ids[start : start + batch]:
                 pipe.hgetall(run_key(run_id))
             out.extend(decode_run(raw) if raw else None for raw in self._safe(pipe.execute))
         return out
 
-    def current_runs(self, refs: Iterable[tuple[str, int]], *fields: str,
-                     batch: int = 1000) -> list[tuple[Status, str, Run | None] | None]:
+    def current_runs(
+        self, refs: Iterable[tuple[str, int]], *fields: str, batch: int = 1000
+    ) -> list[tuple[Status, str, Run | None] | None]:
         """(task status, current run id, that run with only the named fields read) for many tasks.
 
         One script per `batch` tasks reads them. None for a task that is gone;
@@ -139,7 +145,7 @@ class Runs(StoreBase):
         out: list[tuple[Status, str, Run | None] | None] = []
         prefix = run_key("")
         for start in range(0, len(refs), batch):
-            keys = [task_key(service, task_id) for service, task_id in refs[start:start + batch]]
+            keys = [task_key(service, task_id) for service, task_id in refs[start : start + batch]]
             for row in self._call(self._current_runs, keys=keys, args=[prefix, *fields]):
                 if not row:
                     out.append(None)

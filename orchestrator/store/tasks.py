@@ -95,14 +95,29 @@ class Tasks(StoreBase):
         created, _seq = self._call(
             self._create,
             keys=[
-                task_key(service, task_id), history_key(service, task_id), IDX_ALL,
-                idx_service(service), idx_agent(agent), idx_status(Status.PENDING.value),
-                SEQ_KEY, idem,
+                task_key(service, task_id),
+                history_key(service, task_id),
+                IDX_ALL,
+                idx_service(service),
+                idx_agent(agent),
+                idx_status(Status.PENDING.value),
+                SEQ_KEY,
+                idem,
                 queue_key(enqueue[0]) if enqueue else task_key(service, task_id),
                 *(dependents_key(service, dep) for dep in dependencies),
             ],
-            args=[fields["status"], member, repr(now), actor, "submitted", ttl, value,
-                  enqueue[1] if enqueue else "", str(task_id), *(item for pair in fields.items() for item in pair)],
+            args=[
+                fields["status"],
+                member,
+                repr(now),
+                actor,
+                "submitted",
+                ttl,
+                value,
+                enqueue[1] if enqueue else "",
+                str(task_id),
+                *(item for pair in fields.items() for item in pair),
+            ],
         )
         if not int(created):
             raise TaskExists(f"task {member} already exists")
@@ -178,17 +193,30 @@ class Tasks(StoreBase):
         extra = encode_fields(fields or {})
         keys = [task_key(service, task_id), history_key(service, task_id)]
         args: list[Any] = [
-            target.value, reason, actor, repr(now), allowed,
-            Status(expect).value if expect else "", self.history_limit,
-            IDX_STATUS_PREFIX, task_ref(service, task_id), json.dumps(extra) if extra else "{}",
+            target.value,
+            reason,
+            actor,
+            repr(now),
+            allowed,
+            Status(expect).value if expect else "",
+            self.history_limit,
+            IDX_STATUS_PREFIX,
+            task_ref(service, task_id),
+            json.dumps(extra) if extra else "{}",
             json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
         ]
         if run_fields or enqueue or unwait or wait_score is not None or lease:
-            keys += [run_key(run_fields[0]) if run_fields else keys[0],
-                     queue_key(enqueue[0]) if enqueue else keys[0], WAITING]
-            args += [json.dumps(encode_fields(run_fields[1])) if run_fields else "{}",
-                     enqueue[1] if enqueue else "", "1" if unwait else "",
-                     repr(float(wait_score)) if wait_score is not None else ""]
+            keys += [
+                run_key(run_fields[0]) if run_fields else keys[0],
+                queue_key(enqueue[0]) if enqueue else keys[0],
+                WAITING,
+            ]
+            args += [
+                json.dumps(encode_fields(run_fields[1])) if run_fields else "{}",
+                enqueue[1] if enqueue else "",
+                "1" if unwait else "",
+                repr(float(wait_score)) if wait_score is not None else "",
+            ]
         if lease:
             keys += [lease_key(lease[0]), fence_key(lease[0])]
             args += [lease[1], int(lease[2])]
@@ -234,16 +262,14 @@ class Tasks(StoreBase):
         found: list[Task] = []
         batch = max(limit * 2, 20)
         while len(found) < limit:
-            members = self._safe(
-                self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch, withscores=True
-            )
+            members = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch, withscores=True)
             if not members:
                 return found, None
             pipe = self.redis.pipeline(transaction=False)
             for member, _score in members:
                 pipe.hgetall(task_key(*member.rsplit("/", 1)))
             records = self._safe(pipe.execute)
-            for (member, score), raw in zip(members, records):
+            for (_member, score), raw in zip(members, records):
                 upper = f"({int(score)}"
                 if not raw:
                     continue
@@ -289,13 +315,16 @@ class Tasks(StoreBase):
         names = ["status", *fields]
         out: list[Task | None] = []
         for start in range(0, len(refs), batch):
-            chunk = refs[start:start + batch]
+            chunk = refs[start : start + batch]
             pipe = self.redis.pipeline(transaction=False)
             for service, task_id in chunk:
                 pipe.hmget(task_key(service, task_id), names)
             for (service, task_id), values in zip(chunk, self._safe(pipe.execute)):
-                out.append(None if values[0] is None else decode_task(
-                    {**dict(zip(names, values)), "service": service, "id": str(task_id)}))
+                out.append(
+                    None
+                    if values[0] is None
+                    else decode_task({**dict(zip(names, values)), "service": service, "id": str(task_id)})
+                )
         return out
 
     # Context documents -------------------------------------------------------

@@ -11,8 +11,16 @@ from orchestrator.store.errors import StoreError
 from orchestrator.store.keys import USAGE_TTL_SECONDS, run_key, usage_day, usage_service_day
 
 # The counters kept per day; `runs` counts runs with a known usage, `priced_runs` those with a known cost.
-USAGE_METRICS = ("runs", "priced_runs", "cost_usd", "input_tokens", "output_tokens", "cache_read_input_tokens",
-                 "cache_creation_input_tokens", "num_turns")
+USAGE_METRICS = (
+    "runs",
+    "priced_runs",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "num_turns",
+)
 
 
 def _amounts(usage: Mapping[str, Any]) -> list[str]:
@@ -37,10 +45,17 @@ class Usage(StoreBase):
 
     def record_usage(self, run_id: str, service: str, agent: str, usage: Mapping[str, Any], *, day: str) -> bool:
         """Store `usage` on the run and add it to `day`'s counters, once per run; True when counted now."""
-        args = [json.dumps(usage, separators=(",", ":"), sort_keys=True), agent or "?", USAGE_TTL_SECONDS,
-                *_amounts(usage)]
-        done = int(self._call(self._usage_record,
-                              keys=[run_key(run_id), usage_service_day(service, day), usage_day(day)], args=args))
+        args = [
+            json.dumps(usage, separators=(",", ":"), sort_keys=True),
+            agent or "?",
+            USAGE_TTL_SECONDS,
+            *_amounts(usage),
+        ]
+        done = int(
+            self._call(
+                self._usage_record, keys=[run_key(run_id), usage_service_day(service, day), usage_day(day)], args=args
+            )
+        )
         if done < 0:
             raise StoreError(f"no run {run_id}")
         return bool(done)

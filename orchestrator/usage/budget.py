@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator.runners.base import AgentSpec
@@ -21,8 +21,7 @@ def run_limits(settings: Settings, spec: Mapping[str, Any]) -> tuple[float | Non
     """(max cost in USD, max turns) of one run: the task's own, else the configured defaults."""
     cost = spec.get("max_cost_usd")
     turns = spec.get("max_turns")
-    return (float(cost) if cost else settings.default_max_cost_usd,
-            int(turns) if turns else settings.default_max_turns)
+    return (float(cost) if cost else settings.default_max_cost_usd, int(turns) if turns else settings.default_max_turns)
 
 
 def with_limits(agent: AgentSpec, settings: Settings, spec: Mapping[str, Any]) -> AgentSpec:
@@ -43,13 +42,13 @@ def with_limits(agent: AgentSpec, settings: Settings, spec: Mapping[str, Any]) -
 
 def today(now: float | None = None) -> str:
     """The UTC day (YYYY-MM-DD) usage is counted under."""
-    moment = datetime.now(timezone.utc) if now is None else datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
     return moment.strftime("%Y-%m-%d")
 
 
 def next_day_at(now: float | None = None) -> str:
     """When the next UTC day starts, as people read it."""
-    moment = datetime.now(timezone.utc) if now is None else datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
     tomorrow = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return tomorrow.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -76,11 +75,16 @@ def spent_budget(store: Any, settings: Settings, service: str, now: float | None
     if limit is not None:
         spent = store.spent_usd(day, service)
         if spent >= limit:
-            return (f"daily budget of {service} spent ({spent:.2f} of {limit:.2f} USD); "
-                    f"resumes at {next_day_at(now)}", False)
+            return (
+                f"daily budget of {service} spent ({spent:.2f} of {limit:.2f} USD); resumes at {next_day_at(now)}",
+                False,
+            )
     if settings.daily_budget_usd is not None:
         spent = store.spent_usd(day)
         if spent >= settings.daily_budget_usd:
-            return (f"daily budget of all services spent ({spent:.2f} of {settings.daily_budget_usd:.2f} USD); "
-                    f"resumes at {next_day_at(now)}", True)
+            return (
+                f"daily budget of all services spent ({spent:.2f} of {settings.daily_budget_usd:.2f} USD); "
+                f"resumes at {next_day_at(now)}",
+                True,
+            )
     return None

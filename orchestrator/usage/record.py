@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.model import Run, RunPhase
@@ -35,11 +35,12 @@ def read_stream(settings: Settings, run_id: str, runner: Any = None) -> tuple[St
 
 
 def at(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def account_run(store: Any, settings: Settings, run: Run, agent: str = "", *,
-                runner: Any = None, now: float | None = None) -> Verdict:
+def account_run(
+    store: Any, settings: Settings, run: Run, agent: str = "", *, runner: Any = None, now: float | None = None
+) -> Verdict:
     """Store the run's usage (counted once into the day's totals) and return its stream's verdict.
 
     An agent that prints no stream-json gets no usage and an empty verdict;
@@ -54,8 +55,7 @@ def account_run(store: Any, settings: Settings, run: Run, agent: str = "", *,
     usage = parser.usage()
     if usage is not None:
         try:
-            store.record_usage(run.run_id, run.service, run.agent or agent, usage,
-                               day=today(now))
+            store.record_usage(run.run_id, run.service, run.agent or agent, usage, day=today(now))
         except Exception:
             log.warning("could not record the usage of run %s", run.run_id, exc_info=True)
     verdict = parser.verdict(now=now)
@@ -77,11 +77,20 @@ def honest_end(store: Any, run: Run, verdict: Verdict) -> Run:
     if verdict.cut and run.phase == RunPhase.FAILED:
         return run  # crashed, timed out: its exit says more than a stream cut short
     if verdict.rate_limited_until:
-        ended = dataclasses.replace(run, phase=RunPhase.FAILED, retryable=False,
-                                    failure_reason=f"model rate limit; resumes at {at(verdict.rate_limited_until)}",
-                                    rate_limited_until=verdict.rate_limited_until)
+        ended = dataclasses.replace(
+            run,
+            phase=RunPhase.FAILED,
+            retryable=False,
+            failure_reason=f"model rate limit; resumes at {at(verdict.rate_limited_until)}",
+            rate_limited_until=verdict.rate_limited_until,
+        )
     else:
         ended = dataclasses.replace(run, phase=RunPhase.FAILED, failure_reason=verdict.reason[:1000], retryable=False)
-    store.update_run(run.run_id, phase=ended.phase, failure_reason=ended.failure_reason, retryable="0",
-                     **({"rate_limited_until": ended.rate_limited_until} if ended.rate_limited_until else {}))
+    store.update_run(
+        run.run_id,
+        phase=ended.phase,
+        failure_reason=ended.failure_reason,
+        retryable="0",
+        **({"rate_limited_until": ended.rate_limited_until} if ended.rate_limited_until else {}),
+    )
     return ended

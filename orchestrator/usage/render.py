@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.usage.stream import tool_summary
 
 TEXT_MAX = 20_000
-_QUIET = frozenset({"user", "stream_event", "content_block_delta", "content_block_start", "content_block_stop",
-                    "message_start", "message_delta", "message_stop", "control_request", "control_response"})
+_QUIET = frozenset(
+    {
+        "user",
+        "stream_event",
+        "content_block_delta",
+        "content_block_start",
+        "content_block_stop",
+        "message_start",
+        "message_delta",
+        "message_stop",
+        "control_request",
+        "control_response",
+    }
+)
 
 
 def _money(value: Any) -> str:
@@ -31,8 +43,10 @@ def _result_line(event: Mapping[str, Any]) -> str:
         facts.append(f"{event.get('num_turns')} turns")
     facts.append(_money(event.get("total_cost_usd")))
     if usage:
-        facts.append(f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens"
-                     f" ({usage.get('cache_read_input_tokens', 0)} cache read)")
+        facts.append(
+            f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens"
+            f" ({usage.get('cache_read_input_tokens', 0)} cache read)"
+        )
     if event.get("api_error_status"):
         facts.append(f"API error {event['api_error_status']}")
     head = ("✔ " if ok else "✘ ") + " · ".join(facts)
@@ -89,7 +103,7 @@ def render_event(event: Mapping[str, Any]) -> str | None:
         resets = info.get("resetsAt")
         when = ""
         if isinstance(resets, (int, float)):
-            when = " until " + datetime.fromtimestamp(resets, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            when = " until " + datetime.fromtimestamp(resets, UTC).strftime("%Y-%m-%d %H:%M UTC")
         return f"⏸ model rate limit {status}{when}"
     if kind == "result":
         return _result_line(event)

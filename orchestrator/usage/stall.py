@@ -72,9 +72,16 @@ class StallCheck:
             self.next_look.pop(gone, None)
         return found
 
-    def stop_stalled(self, store: Any, active: Mapping[str, Run], *, send: Callable[..., None],
-                     lock: Any = None, lease: tuple[str, str, int] | None = None,
-                     now: float | None = None) -> list[str]:
+    def stop_stalled(
+        self,
+        store: Any,
+        active: Mapping[str, Run],
+        *,
+        send: Callable[..., None],
+        lock: Any = None,
+        lease: tuple[str, str, int] | None = None,
+        now: float | None = None,
+    ) -> list[str]:
         """Fail (retryable once) and stop every stalled run; the run ids stopped."""
         stopped: list[str] = []
         for run_id, idle in self.stalled(active, now).items():
@@ -83,8 +90,14 @@ class StallCheck:
                 continue  # ended meanwhile (seen by this very reconcile, or cancelled)
             task = store.get_task(run.service, run.task_id)
             retry = (task.retries if task else 0) < STALL_RETRIES
-            obs = RunObservation(run_id, FAILED, reason=f"stalled: no output for {int(idle)} s",
-                                 started_at=run.started_at, finished_at=time.time(), retryable=retry)
+            obs = RunObservation(
+                run_id,
+                FAILED,
+                reason=f"stalled: no output for {int(idle)} s",
+                started_at=run.started_at,
+                finished_at=time.time(),
+                retryable=retry,
+            )
             try:
                 with lock if lock is not None else contextlib.nullcontext():
                     runs.apply_observation(store, obs, send=send, lease=lease)

@@ -64,7 +64,7 @@ def tool_summary(name: str, tool_input: Any, width: int = 120) -> str:
         detail = tool_input
     detail = " ".join(detail.split())
     if len(detail) > width:
-        detail = detail[:width - 1] + "…"
+        detail = detail[: width - 1] + "…"
     return detail
 
 
@@ -146,9 +146,11 @@ class StreamParser:
             self.events += 1
             info = event.get("rate_limit_info") or {}
             if isinstance(info, Mapping):
-                self.rate_limit = {"status": str(info.get("status") or ""),
-                                   "resets_at": _float(info.get("resetsAt", info.get("resets_at"))),
-                                   "type": str(info.get("rateLimitType") or "")}
+                self.rate_limit = {
+                    "status": str(info.get("status") or ""),
+                    "resets_at": _float(info.get("resetsAt", info.get("resets_at"))),
+                    "type": str(info.get("rateLimitType") or ""),
+                }
         elif kind == "result":
             self.events += 1
             self.result_count += 1
@@ -255,8 +257,15 @@ class StreamParser:
             "complete": result is not None,
         }
         if result is not None:
-            for key in ("subtype", "is_error", "duration_ms", "duration_api_ms", "permission_denials",
-                        "api_error_status", "result"):
+            for key in (
+                "subtype",
+                "is_error",
+                "duration_ms",
+                "duration_api_ms",
+                "permission_denials",
+                "api_error_status",
+                "result",
+            ):
                 record[key] = result[key]
         if self.rate_limit is not None:
             record["rate_limit"] = dict(self.rate_limit)
@@ -270,8 +279,11 @@ class StreamParser:
         result = self.result
         if result is None:
             if rejected:
-                return Verdict(True, "model rate limit", rate_limited_until=limit.get("resets_at") or
-                               now + RATE_LIMIT_FALLBACK_SECONDS)
+                return Verdict(
+                    True,
+                    "model rate limit",
+                    rate_limited_until=limit.get("resets_at") or now + RATE_LIMIT_FALLBACK_SECONDS,
+                )
             if self.seen_stream:
                 return Verdict(True, "the agent's output ended without a result (it stopped mid-stream)", cut=True)
             return Verdict()
@@ -285,12 +297,16 @@ class StreamParser:
             return Verdict(True, f"max_turns: stopped after {result['num_turns']} turns")
         if subtype == "error_max_budget_usd":
             cost = result["cost_usd"]
-            return Verdict(True, "budget: the run's cost limit was reached"
-                           + (f" ({cost:.4f} USD spent)" if cost is not None else ""))
+            return Verdict(
+                True,
+                "budget: the run's cost limit was reached" + (f" ({cost:.4f} USD spent)" if cost is not None else ""),
+            )
         if result["permission_denials"]:
             more = result["permission_denial_count"] - 1
-            return Verdict(True, "permission denied: " + result["permission_denials"][0]
-                           + (f" (and {more} more)" if more > 0 else ""))
+            return Verdict(
+                True,
+                "permission denied: " + result["permission_denials"][0] + (f" (and {more} more)" if more > 0 else ""),
+            )
         if status:
             return Verdict(True, f"model API error {status}" + (f": {text}" if text else ""))
         if result["is_error"]:

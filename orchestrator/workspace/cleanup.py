@@ -113,8 +113,11 @@ def sweep(settings: Settings, store: TaskStore, *, now: float | None = None) -> 
                 layout = service_layout(root, validation.service_name(service))
             except (ValueError, PathEscape):
                 continue
-            candidates = [i for i in _task_ids(layout.worktrees)
-                          if task_ended(store.get_task(service, i), now=now, max_age_seconds=max_age)]
+            candidates = [
+                i
+                for i in _task_ids(layout.worktrees)
+                if task_ended(store.get_task(service, i), now=now, max_age_seconds=max_age)
+            ]
             holder = f"sweep-{uuid.uuid4().hex[:12]}"
             for task_id in candidates:
                 try:

@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator import validation
@@ -70,8 +70,7 @@ def render_task(spec: Mapping[str, Any], *, service: str, task_id: int, version:
         out.append(f"- Submitted status: {_line(spec['status'])}")
     out.append(f"- Context version: {version}")
     out.append("")
-    for heading, key in (("Description", "description"), ("Details", "details"),
-                         ("Test strategy", "test_strategy")):
+    for heading, key in (("Description", "description"), ("Details", "details"), ("Test strategy", "test_strategy")):
         body = _text(spec.get(key))
         if body:
             out += [f"## {heading}", "", body, ""]
@@ -87,8 +86,11 @@ def render_task(spec: Mapping[str, Any], *, service: str, task_id: int, version:
                 out.append(f"- Status: {_line(sub['status'])}")
             out.append(f"- Dependencies: {_ids(sub.get('dependencies'))}")
             out.append("")
-            for heading, key in (("Description", "description"), ("Details", "details"),
-                                 ("Test strategy", "test_strategy")):
+            for heading, key in (
+                ("Description", "description"),
+                ("Details", "details"),
+                ("Test strategy", "test_strategy"),
+            ):
                 body = _text(sub.get(key))
                 if body:
                     out += [f"**{heading}**", "", body, ""]
@@ -111,7 +113,7 @@ def render_context(document: Mapping[str, Any], version: int) -> str:
         meta.append(f"added by {_line(document['added_by'])}")
     added_at = document.get("added_at") or document.get("created_at")
     if isinstance(added_at, (int, float)):
-        added_at = datetime.fromtimestamp(added_at, tz=timezone.utc).isoformat(timespec="seconds")
+        added_at = datetime.fromtimestamp(added_at, tz=UTC).isoformat(timespec="seconds")
     if added_at:
         meta.append(f"at {_line(added_at)}")
     if meta:
@@ -136,8 +138,7 @@ def task_documents(
     version: int,
 ) -> list[Document]:
     """Every document of one context version: task.md, the submitted files, context-v<N>.md."""
-    docs = [Document(TASK_FILE, render_task(spec, service=service, task_id=task_id, version=version),
-                     "taskmaster")]
+    docs = [Document(TASK_FILE, render_task(spec, service=service, task_id=task_id, version=version), "taskmaster")]
     taken = {TASK_FILE}
     for item in spec.get("markdown_files") or []:
         filename = validation.markdown_filename(item.get("filename", ""))
@@ -185,10 +186,12 @@ def render_instructions(
         f"You are working on task {task_id} of service `{service}` (context version {version}).",
     ]
     if branch:
-        out.append(f"Work on the git branch `{branch}` (created from `{base_branch}`), which is checked out: "
-                   "commit your work on it as you go. Do not switch branches, do not push and do not open a pull "
-                   "request: when you finish, the orchestrator commits anything you left uncommitted, pushes the "
-                   "branch and opens (or updates) the task's pull request.")
+        out.append(
+            f"Work on the git branch `{branch}` (created from `{base_branch}`), which is checked out: "
+            "commit your work on it as you go. Do not switch branches, do not push and do not open a pull "
+            "request: when you finish, the orchestrator commits anything you left uncommitted, pushes the "
+            "branch and opens (or updates) the task's pull request."
+        )
     where = f"`{start_dir}` (inside the service directory)" if start_dir else "the service directory"
     out += [
         "",

@@ -61,20 +61,42 @@ CREDENTIAL_HELPER = (
     "printf 'username=%s\\npassword=%s\\n' " + TOKEN_USER + ' "$' + TOKEN_ENV + '"; }; f'
 )
 # Environment that would point git somewhere else than the directory we name.
-_DROPPED_ENV = frozenset({
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_TRACE", "GIT_TRACE_CURL",
-    "GIT_TRACE_PACKET", "GIT_CURL_VERBOSE", "GIT_CONFIG", "GIT_CONFIG_SYSTEM", "GIT_EXEC_PATH",
-    "GIT_TEMPLATE_DIR", "GIT_REPLACE_REF_BASE",
-})
+_DROPPED_ENV = frozenset(
+    {
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_COMMON_DIR",
+        "GIT_NAMESPACE",
+        "GIT_ASKPASS",
+        "SSH_ASKPASS",
+        "GIT_TRACE",
+        "GIT_TRACE_CURL",
+        "GIT_TRACE_PACKET",
+        "GIT_CURL_VERBOSE",
+        "GIT_CONFIG",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_EXEC_PATH",
+        "GIT_TEMPLATE_DIR",
+        "GIT_REPLACE_REF_BASE",
+    }
+)
 # What git would read in `.git/` besides its config, and an agent could write:
 # a second config file (`config.worktree`, a linked worktree's), another
 # repository's directory (`commondir`), filter drivers by attribute, another
 # repository's objects (another service's code on the same volume), commands
 # to run (hooks).
 PLANTABLE_PATHS: tuple[str, ...] = (
-    "config.worktree", "commondir", "worktrees", "info/attributes", "objects/info/alternates",
-    "objects/info/http-alternates", "info/grafts", "hooks",
+    "config.worktree",
+    "commondir",
+    "worktrees",
+    "info/attributes",
+    "objects/info/alternates",
+    "objects/info/http-alternates",
+    "info/grafts",
+    "hooks",
 )
 # Settings `git init` probed from the filesystem; booleans, so an agent's value can do no harm.
 _FILESYSTEM_SETTINGS = ("filemode", "symlinks", "ignorecase", "precomposeunicode")
@@ -194,48 +216,70 @@ class Git:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
         protocol, host = self.token_origin or ("", "")
-        env.update({
-            "GIT_TERMINAL_PROMPT": "0",
-            # Only the repository's own config (rewritten from our template) and the
-            # worker's environment and command line count: never a file elsewhere.
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_ATTR_NOSYSTEM": "1",
-            "GIT_NO_REPLACE_OBJECTS": "1",  # refs/replace/ would let the checkout's refs swap objects
-            "LC_ALL": "C",  # messages in English, so classification works
-            "LANGUAGE": "C",
-            TOKEN_ENV: self.token,
-            TOKEN_PROTOCOL_ENV: protocol,
-            TOKEN_HOST_ENV: host,
-        })
+        env.update(
+            {
+                "GIT_TERMINAL_PROMPT": "0",
+                # Only the repository's own config (rewritten from our template) and the
+                # worker's environment and command line count: never a file elsewhere.
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": os.devnull,
+                "GIT_ATTR_NOSYSTEM": "1",
+                "GIT_NO_REPLACE_OBJECTS": "1",  # refs/replace/ would let the checkout's refs swap objects
+                "LC_ALL": "C",  # messages in English, so classification works
+                "LANGUAGE": "C",
+                TOKEN_ENV: self.token,
+                TOKEN_PROTOCOL_ENV: protocol,
+                TOKEN_HOST_ENV: host,
+            }
+        )
         env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         return env
 
     def _config_args(self) -> list[str]:
         return [
-            "-c", "credential.helper=",
-            "-c", f"credential.helper={CREDENTIAL_HELPER}",
-            "-c", "core.askPass=",
-            "-c", "core.hooksPath=/dev/null",
-            "-c", "core.fsmonitor=false",
-            "-c", "core.attributesFile=/dev/null",
-            "-c", "submodule.recurse=false",
-            "-c", "fetch.recurseSubmodules=false",
-            "-c", "protocol.ext.allow=never",
-            "-c", "protocol.file.allow=never",
-            "-c", f"safe.directory={self.directory}",
-            "-c", "advice.detachedHead=false",
-            "-c", "init.defaultBranch=orchestrator-unborn",
+            "-c",
+            "credential.helper=",
+            "-c",
+            f"credential.helper={CREDENTIAL_HELPER}",
+            "-c",
+            "core.askPass=",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.attributesFile=/dev/null",
+            "-c",
+            "submodule.recurse=false",
+            "-c",
+            "fetch.recurseSubmodules=false",
+            "-c",
+            "protocol.ext.allow=never",
+            "-c",
+            "protocol.file.allow=never",
+            "-c",
+            f"safe.directory={self.directory}",
+            "-c",
+            "advice.detachedHead=false",
+            "-c",
+            "init.defaultBranch=orchestrator-unborn",
         ]
 
-    def run(self, *args: str, network: bool = False, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, network: bool = False, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run `git <args>` in the directory; raise a classified GitError on failure when `check`."""
         argv = ["git", *self._config_args(), *args]
         what = f"git {args[0]}" if args else "git"
         process = subprocess.Popen(
-            argv, cwd=self.directory, env=self._env(), stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            argv,
+            cwd=self.directory,
+            env=self._env(),
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         try:
             out, err = process.communicate(input=input, timeout=self.timeout)

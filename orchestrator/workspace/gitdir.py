@@ -50,8 +50,7 @@ def render_config(url: str | None, filesystem: dict[str, bool]) -> str:
 
 def _config_file_values(git: Git, *args: str) -> list[str]:
     """Values read from `.git/config` alone: no includes, no other file. Nothing found: []."""
-    result = git.run("config", "--file", str(git.directory / ".git" / "config"), "--no-includes", *args,
-                     check=False)
+    result = git.run("config", "--file", str(git.directory / ".git" / "config"), "--no-includes", *args, check=False)
     if result.returncode not in (0, 1):  # 1: no such key; anything else: a file git cannot read
         message = scrub((result.stderr or "").strip(), [git.token, *git.secrets])[-500:]
         raise PermanentGitError(f"the checkout's .git/config cannot be read ({message}); refusing to reuse it")
@@ -70,9 +69,15 @@ def remove_planted_files(git_dir: Path, *, keep: Sequence[str] = ()) -> list[str
         path = git_dir / relpath
         if not (path.exists() or path.is_symlink()):
             continue
-        if relpath == "hooks" and path.is_dir() and not path.is_symlink() and all(
+        if (
+            relpath == "hooks"
+            and path.is_dir()
+            and not path.is_symlink()
+            and all(
                 entry.name.endswith(".sample") and entry.is_file() and not entry.is_symlink()
-                for entry in path.iterdir()):
+                for entry in path.iterdir()
+            )
+        ):
             continue  # the samples `git init` copies: never run, nothing planted
         remove_path(path)
         removed.append(relpath)
@@ -97,8 +102,11 @@ def linked_paths(git_dir: Path) -> list[str]:
         top = git_dir / sub
         if top.is_dir() and not top.is_symlink():
             for root, dirs, files in os.walk(top):  # symbolic links to directories are listed, never entered
-                found += [str(Path(root, name).relative_to(git_dir)) for name in dirs + files
-                          if os.path.islink(os.path.join(root, name))]
+                found += [
+                    str(Path(root, name).relative_to(git_dir))
+                    for name in dirs + files
+                    if os.path.islink(os.path.join(root, name))
+                ]
     return sorted(path for path in found if path not in PLANTABLE_PATHS)
 
 
@@ -182,14 +190,16 @@ def ensure_remote(git: Git, url: str) -> bool:
         reset_git_dir(git, None)
         if git.rev("HEAD"):
             # A checkout with history but no origin is not one we made.
-            raise WrongRemote("the service directory holds a git checkout without an origin remote; "
-                              "refusing to reuse it")
+            raise WrongRemote(
+                "the service directory holds a git checkout without an origin remote; refusing to reuse it"
+            )
         reset_git_dir(git, url)
         return True
     if len(urls) > 1 or normalize_url(urls[0]) != normalize_url(url):
         shown = scrub(urls[0], git.secrets)
-        raise WrongRemote(f"the service directory holds a checkout of another repository ({shown}); "
-                          "refusing to reuse it")
+        raise WrongRemote(
+            f"the service directory holds a checkout of another repository ({shown}); refusing to reuse it"
+        )
     # The same repository (maybe spelled differently): keep the spelling the checkout was made with.
     reset_git_dir(git, urls[0])
     if _kept(git):
@@ -268,8 +278,9 @@ def _ensure_worktree_remote(git: Git, url: str) -> bool:
     clone = dataclasses.replace(git, directory=git.clone, clone=None)  # the same kind (LocalGit too)
     ensure_remote(clone, url)
     if not git.git_dir.is_dir():
-        raise PermanentGitError("the worktree's metadata is gone from the shared clone; "
-                                "its next preparation rebuilds the worktree")
+        raise PermanentGitError(
+            "the worktree's metadata is gone from the shared clone; its next preparation rebuilds the worktree"
+        )
     write_gitfile(git)
     return False
 
@@ -291,8 +302,9 @@ def drop_broken_refs(git: Git) -> list[str]:
     return dropped
 
 
-def checkout_branch(git: Git, *, url: str, base_branch: str, branch: str,
-                    local_files: Sequence[str] = (), excludes: Sequence[str] = ()) -> CheckoutResult:
+def checkout_branch(
+    git: Git, *, url: str, base_branch: str, branch: str, local_files: Sequence[str] = (), excludes: Sequence[str] = ()
+) -> CheckoutResult:
     """Clone or refresh the checkout and leave it clean on `branch`.
 
     The branch keeps the work committed on it earlier (locally, or pushed to
@@ -317,7 +329,8 @@ def checkout_branch(git: Git, *, url: str, base_branch: str, branch: str,
     default = git.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False).stdout.strip()
     if default and default.removeprefix("refs/remotes/origin/") == branch:
         raise PermanentGitError(
-            f"the task branch {branch!r} is the repository's default branch; refusing to work on it")
+            f"the task branch {branch!r} is the repository's default branch; refusing to work on it"
+        )
     base = git.rev(f"refs/remotes/origin/{base_branch}")
     if base is None:
         raise PermanentGitError(f"base branch {base_branch!r} does not exist in the repository")
@@ -335,5 +348,6 @@ def checkout_branch(git: Git, *, url: str, base_branch: str, branch: str,
     git.run("reset", "--hard", "--quiet", start)
     git.run("clean", "-d", "--force", "--quiet")
     commit = git.output("rev-parse", "HEAD")
-    return CheckoutResult(branch=branch, base_branch=base_branch, commit=commit,
-                          started_from=started_from, cloned=created)
+    return CheckoutResult(
+        branch=branch, base_branch=base_branch, commit=commit, started_from=started_from, cloned=created
+    )

@@ -61,7 +61,7 @@ def confine(root: Path, path: Path, *, what: str = "path", real_root: Path | Non
         prefix = root_s if root_s.endswith(os.sep) else root_s + os.sep
         if not path_s.startswith(prefix):
             raise PathEscape(f"{what} leaves the workspace")
-        parts = path_s[len(prefix):].split(os.sep)
+        parts = path_s[len(prefix) :].split(os.sep)
     if any(part in ("..", "") for part in parts):
         raise PathEscape(f"{what} leaves the workspace")
     # No symbolic link below the root, even one pointing inside it: our own
@@ -134,7 +134,7 @@ class ServiceLayout:
     def worktrees(self) -> Path:
         return self.root / self.service / WORKTREES_DIR
 
-    def checkout(self, task_id: int) -> "CheckoutLayout":
+    def checkout(self, task_id: int) -> CheckoutLayout:
         """The layout of one task's checkout (its worktree): the same names, rooted in the worktree."""
         return CheckoutLayout(self.root, self.service, _task_id(task_id))
 

@@ -94,8 +94,7 @@ def _holder_is_over(store: TaskStore, holder: str) -> bool:
     return superseded and not run.job_name
 
 
-def acquire(store: TaskStore, service: str, holder: str, ttl_seconds: float,
-            *, task_id: int | None = None) -> Lease:
+def acquire(store: TaskStore, service: str, holder: str, ttl_seconds: float, *, task_id: int | None = None) -> Lease:
     """Take (or re-take, for the same holder) the service lock, or a task's worktree lease; raise LeaseBusy."""
     name = lease_name(service, task_id)
     token = store.acquire_lease(name, holder, ttl_seconds)
@@ -168,8 +167,12 @@ def _is_exclusive(store: TaskStore, holder: str, settings: Settings | None = Non
 def refuse_if_exclusive(store: TaskStore, service: str, holder: str, settings: Settings | None = None) -> None:
     """Raise LeaseBusy while an exclusive run (not `holder`) has the service to itself."""
     current = store.lease_holder(lease_name(service))
-    if current and current != holder and _is_exclusive(store, current, settings) \
-            and not _holder_is_over(store, current):
+    if (
+        current
+        and current != holder
+        and _is_exclusive(store, current, settings)
+        and not _holder_is_over(store, current)
+    ):
         raise LeaseBusy(service, current)
 
 
@@ -192,9 +195,11 @@ def acquire_exclusive(store: TaskStore, settings: Settings, service: str, holder
     to finish preparing) and LeaseBusy raised: the step tries again later.
     """
     lease = acquire(store, service, holder, settings.workspace_lease_seconds)
-    others = {t: h for t, h in active_worktrees(store, settings.workspace_root / service / "worktrees",
-                                                 service).items()
-              if t != task_id and h != holder and not _holder_is_over(store, h)}
+    others = {
+        t: h
+        for t, h in active_worktrees(store, settings.workspace_root / service / "worktrees", service).items()
+        if t != task_id and h != holder and not _holder_is_over(store, h)
+    }
     if others:
         store.release_lease(lease_name(service), holder)
         raise LeaseBusy(service, sorted(others.values())[0])
@@ -202,8 +207,14 @@ def acquire_exclusive(store: TaskStore, settings: Settings, service: str, holder
 
 
 @contextmanager
-def clone_lock(store: TaskStore, service: str, holder: str, *, ttl_seconds: float = CLONE_LOCK_SECONDS,
-               wait_seconds: float = CLONE_LOCK_WAIT_SECONDS) -> Iterator[Lease]:
+def clone_lock(
+    store: TaskStore,
+    service: str,
+    holder: str,
+    *,
+    ttl_seconds: float = CLONE_LOCK_SECONDS,
+    wait_seconds: float = CLONE_LOCK_WAIT_SECONDS,
+) -> Iterator[Lease]:
     """Hold the service lock for the operations on the shared clone, waiting a little for it; raise LeaseBusy.
 
     A holder that already has it (an exclusive run) keeps it afterwards.

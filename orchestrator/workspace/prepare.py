@@ -130,8 +130,13 @@ def _clean_leftovers(layout: ServiceLayout, task_id: int) -> None:
             remove_path(entry)
 
 
-def _write_documents(layout: ServiceLayout, task_id: int, version: int,
-                     documents: Sequence[docs.Document], written: list[Path] | None = None) -> Path:
+def _write_documents(
+    layout: ServiceLayout,
+    task_id: int,
+    version: int,
+    documents: Sequence[docs.Document],
+    written: list[Path] | None = None,
+) -> Path:
     """Write the version directory and drop what older versions or earlier attempts left.
 
     With `written`, the files are not flushed here but appended to it (see `prepare_workspace`).
@@ -155,8 +160,15 @@ def _write_documents(layout: ServiceLayout, task_id: int, version: int,
     return version_dir
 
 
-def _write_local_file(layout: ServiceLayout, git: Git | None, relpath: str, content: str,
-                      *, keep_tracked: bool, written: list[Path] | None = None) -> None:
+def _write_local_file(
+    layout: ServiceLayout,
+    git: Git | None,
+    relpath: str,
+    content: str,
+    *,
+    keep_tracked: bool,
+    written: list[Path] | None = None,
+) -> None:
     """Write one of our files at the service root; a tracked file of the same name is hidden from git.
 
     With `keep_tracked`, the repository's own version (CLAUDE.md pointing at
@@ -184,10 +196,16 @@ def _write_local_file(layout: ServiceLayout, git: Git | None, relpath: str, cont
 Loaded = tuple[Run, Task, list[dict[str, Any]]]
 
 
-def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
-                      *, lease: leases.Lease | None = None, loaded: Loaded | None = None,
-                      final_check: bool = True,
-                      clone_lock: Callable[[], AbstractContextManager[object]] | None = None) -> PreparedWorkspace:
+def prepare_workspace(
+    settings: Settings,
+    store: TaskStore,
+    run_id: str,
+    *,
+    lease: leases.Lease | None = None,
+    loaded: Loaded | None = None,
+    final_check: bool = True,
+    clone_lock: Callable[[], AbstractContextManager[object]] | None = None,
+) -> PreparedWorkspace:
     """Make the run's workspace ready; raise PreparationError, GitError, PathEscape or LeaseLost.
 
     `loaded` is (run, task, contexts) as `store.get_run_with_task(run_id, contexts=True)`
@@ -229,8 +247,9 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         url, base_branch = repository
         _check_url(settings, url)
         branch = branch_name(settings, service, task_id)
-        options = dict(token=settings.github_token, timeout=settings.git_timeout_seconds,
-                       secrets=tuple(settings.secret_values()))
+        options = dict(
+            token=settings.github_token, timeout=settings.git_timeout_seconds, secrets=tuple(settings.secret_values())
+        )
         clone = git_for(url, service_dir.clone, **options)
         git = git_for(url, layout.path, clone=service_dir.clone, **options)
         for path in (service_dir.clone, service_dir.clone / ".git", layout.path):
@@ -241,12 +260,21 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
         def busy(path: Path) -> bool:  # another task's worktree on our branch: is a run using it?
             return not path.name.isdigit() or leases.holder(store, service, int(path.name)) is not None
 
-        result = checkout_worktree(clone, git, url=url, base_branch=base_branch, branch=branch,
-                                   lock=clone_lock or nullcontext, is_busy=busy,
-                                   local_files=LOCAL_FILES, excludes=EXCLUDES)
+        result = checkout_worktree(
+            clone,
+            git,
+            url=url,
+            base_branch=base_branch,
+            branch=branch,
+            lock=clone_lock or nullcontext,
+            is_busy=busy,
+            local_files=LOCAL_FILES,
+            excludes=EXCLUDES,
+        )
         commit = result.commit
-        log.info("workspace %s/%s: %s on %s at %s (from %s)", service, task_id, url, branch, commit[:12],
-                 result.started_from)
+        log.info(
+            "workspace %s/%s: %s on %s at %s (from %s)", service, task_id, url, branch, commit[:12], result.started_from
+        )
 
     working_dir = layout.working_dir(working_directory)
     if repository and not working_dir.is_dir():
@@ -265,28 +293,56 @@ def prepare_workspace(settings: Settings, store: TaskStore, run_id: str,
     version_dir = _write_documents(layout, task_id, version, documents, written)
     links = [(doc, relative_link(version_dir / doc.filename, working_dir)) for doc in documents]
     instructions = docs.render_instructions(
-        links, service=service, task_id=task_id, version=version,
-        title=str(spec.get("title") or f"Task {task_id}"), run_id=run_id,
-        start_dir=working_directory, branch=branch, base_branch=base_branch,
+        links,
+        service=service,
+        task_id=task_id,
+        version=version,
+        title=str(spec.get("title") or f"Task {task_id}"),
+        run_id=run_id,
+        start_dir=working_directory,
+        branch=branch,
+        base_branch=base_branch,
         output_dir=relative_link(layout.path / run_output_dir(service, task_id, run_id), working_dir),
     )
     ensure_dir(layout, layout.path / AGENT_SETTINGS_DIR)
     _write_local_file(layout, git, INSTRUCTIONS_FILE, instructions, keep_tracked=True, written=written)
-    _write_local_file(layout, git, f"{AGENT_SETTINGS_DIR}/{AGENT_SETTINGS_FILE}",
-                      docs.render_agent_settings(settings.agent_allowed_tools), keep_tracked=False,
-                      written=written)
+    _write_local_file(
+        layout,
+        git,
+        f"{AGENT_SETTINGS_DIR}/{AGENT_SETTINGS_FILE}",
+        docs.render_agent_settings(settings.agent_allowed_tools),
+        keep_tracked=False,
+        written=written,
+    )
     # The files, and the entries of every directory on their way from the root
     # (some were just created), last before the run is recorded as ready.
-    make_durable(written, [settings.workspace_root, service_dir.path, service_dir.worktrees, layout.path,
-                           layout.tasks_dir, layout.task_dir(task_id),
-                           working_dir])
+    make_durable(
+        written,
+        [
+            settings.workspace_root,
+            service_dir.path,
+            service_dir.worktrees,
+            layout.path,
+            layout.tasks_dir,
+            layout.task_dir(task_id),
+            working_dir,
+        ],
+    )
     if lease and final_check:
         leases.check(store, lease)
     return PreparedWorkspace(
-        run_id=run_id, service=service, task_id=task_id, version=version, path=layout.path,
-        working_dir=working_dir, working_directory=working_directory, task_dir=version_dir,
+        run_id=run_id,
+        service=service,
+        task_id=task_id,
+        version=version,
+        path=layout.path,
+        working_dir=working_dir,
+        working_directory=working_directory,
+        task_dir=version_dir,
         documents=tuple(relative_link(version_dir / d.filename, layout.path) for d in documents),
-        branch=branch, base_branch=base_branch, commit=commit,
+        branch=branch,
+        base_branch=base_branch,
+        commit=commit,
         repository=repository[0] if repository else None,
     )
 

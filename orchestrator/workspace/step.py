@@ -113,8 +113,9 @@ def _fail(settings: Settings, store: TaskStore, run: Run, message: str) -> StepR
         dispatch.send(Step.FINISH_RUN, run_id)
         dispatch.send(Step.ADMIT, service, task_id)
     except dispatch.QueueUnavailable:
-        log.warning("could not queue finish/admit for %s/%s after a failed preparation; reconcile will",
-                    service, task_id)
+        log.warning(
+            "could not queue finish/admit for %s/%s after a failed preparation; reconcile will", service, task_id
+        )
     log.warning("run %s: %s", run_id, reason)
     return StepResult(PrepareAction.FAILED, reason)
 
@@ -158,16 +159,27 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
             leases.refuse_if_exclusive(store, service, run_id, settings)
         clone_ttl = 2 * settings.git_timeout_seconds + 30
         with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
-            prepared = prepare_workspace(settings, store, run_id, lease=lease, loaded=(run, task, contexts),
-                                         final_check=False,
-                                         clone_lock=lambda: leases.clone_lock(store, service, run_id,
-                                                                              ttl_seconds=clone_ttl))
+            prepared = prepare_workspace(
+                settings,
+                store,
+                run_id,
+                lease=lease,
+                loaded=(run, task, contexts),
+                final_check=False,
+                clone_lock=lambda: leases.clone_lock(store, service, run_id, ttl_seconds=clone_ttl),
+            )
     except (leases.LeaseBusy, BranchInUse) as busy:
         if retries < BUSY_RETRIES:
             return StepResult(PrepareAction.RETRY, str(busy), countdown=BUSY_COUNTDOWN * random.uniform(0.8, 1.2))
         try:
-            store.transition(service, task_id, Status.QUEUED, reason=f"waiting for the workspace: {busy}",
-                             actor=ACTOR, expect=Status.PREPARING)
+            store.transition(
+                service,
+                task_id,
+                Status.QUEUED,
+                reason=f"waiting for the workspace: {busy}",
+                actor=ACTOR,
+                expect=Status.PREPARING,
+            )
         except IllegalTransition:
             return StepResult(PrepareAction.SKIPPED, "the task moved on meanwhile")
         leases.release(store, service, run_id)
@@ -194,25 +206,50 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
             return StepResult(PrepareAction.RETRY, f"workspace I/O error: {exc}", countdown=backoff(retries))
         return _fail(settings, store, run, f"workspace I/O error: {exc}")
 
-    where = f"on branch {prepared.branch} at {prepared.commit[:12]}" if prepared.branch and prepared.commit \
+    where = (
+        f"on branch {prepared.branch} at {prepared.commit[:12]}"
+        if prepared.branch and prepared.commit
         else "(task files only, no repository)"
+    )
     # What was prepared is recorded on the run, and launch_run queued, in the
     # same atomic step as the move to Launching (when the queue is on the store's
     # Redis): a crash can no longer fall between the move and the message. The
     # step also checks the lease is still ours: no window between that check
     # and the record that the workspace is ready.
     try:
-        dispatch.send(Step.LAUNCH_RUN, run_id, write=Write(store, lambda enqueue: store.transition(
-            service, task_id, Status.LAUNCHING, reason=f"workspace ready {where}",
-            actor=ACTOR, expect=Status.PREPARING,
-            expect_fields={"current_run": run_id},
-            run_fields=(run_id, {"branch": prepared.branch or "", "commit": prepared.commit or "",
-                                 "workspace_fence": lease.token,
-                                 "working_directory": prepared.working_directory}),
-            enqueue=enqueue, lease=(lease.name, lease.holder, lease.token))))
+        dispatch.send(
+            Step.LAUNCH_RUN,
+            run_id,
+            write=Write(
+                store,
+                lambda enqueue: store.transition(
+                    service,
+                    task_id,
+                    Status.LAUNCHING,
+                    reason=f"workspace ready {where}",
+                    actor=ACTOR,
+                    expect=Status.PREPARING,
+                    expect_fields={"current_run": run_id},
+                    run_fields=(
+                        run_id,
+                        {
+                            "branch": prepared.branch or "",
+                            "commit": prepared.commit or "",
+                            "workspace_fence": lease.token,
+                            "working_directory": prepared.working_directory,
+                        },
+                    ),
+                    enqueue=enqueue,
+                    lease=(lease.name, lease.holder, lease.token),
+                ),
+            ),
+        )
     except LeaseNotHeld as exc:
-        return StepResult(PrepareAction.RETRY, f"the workspace lease of {service} passed to another holder ({exc})",
-                          countdown=backoff(retries))
+        return StepResult(
+            PrepareAction.RETRY,
+            f"the workspace lease of {service} passed to another holder ({exc})",
+            countdown=backoff(retries),
+        )
     except IllegalTransition:
         # Cancelled or superseded while we prepared: the workspace is not ours to keep.
         leases.release(store, service, run_id)

@@ -81,17 +81,23 @@ def worktrees_on(clone: Git) -> dict[str, Path]:
     path: Path | None = None
     for line in out.splitlines():
         if line.startswith("worktree "):
-            path = Path(line[len("worktree "):])
+            path = Path(line[len("worktree ") :])
         elif line.startswith("branch refs/heads/") and path is not None:
-            found[line[len("branch refs/heads/"):]] = path
+            found[line[len("branch refs/heads/") :]] = path
     return found
 
 
 def _usable(tree: Git) -> bool:
     """The worktree can be reused: its directory, its `.git` file and its metadata are there."""
     gitfile = tree.directory / ".git"
-    return (tree.directory.is_dir() and not tree.directory.is_symlink() and gitfile.is_file()
-            and not gitfile.is_symlink() and tree.git_dir.is_dir() and (tree.git_dir / "HEAD").is_file())
+    return (
+        tree.directory.is_dir()
+        and not tree.directory.is_symlink()
+        and gitfile.is_file()
+        and not gitfile.is_symlink()
+        and tree.git_dir.is_dir()
+        and (tree.git_dir / "HEAD").is_file()
+    )
 
 
 def remove_worktree(clone: Git, tree: Path) -> None:
@@ -105,11 +111,19 @@ def remove_worktree(clone: Git, tree: Path) -> None:
         clone.run("worktree", "prune", check=False)
 
 
-def checkout_worktree(clone: Git, tree: Git, *, url: str, base_branch: str, branch: str,
-                      lock: Callable[[], AbstractContextManager[object]],
-                      local_files: Sequence[str] = (), excludes: Sequence[str] = (),
-                      fetch_reuse_seconds: float = FETCH_REUSE_SECONDS,
-                      is_busy: Callable[[Path], bool] = lambda path: True) -> CheckoutResult:
+def checkout_worktree(
+    clone: Git,
+    tree: Git,
+    *,
+    url: str,
+    base_branch: str,
+    branch: str,
+    lock: Callable[[], AbstractContextManager[object]],
+    local_files: Sequence[str] = (),
+    excludes: Sequence[str] = (),
+    fetch_reuse_seconds: float = FETCH_REUSE_SECONDS,
+    is_busy: Callable[[Path], bool] = lambda path: True,
+) -> CheckoutResult:
     """Leave `tree` (the task's worktree) clean on `branch`; `lock()` guards the clone's part.
 
     The branch keeps the work committed on it earlier (here, or pushed to the
@@ -136,7 +150,8 @@ def checkout_worktree(clone: Git, tree: Git, *, url: str, base_branch: str, bran
         default = clone.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False).stdout.strip()
         if default and default.removeprefix("refs/remotes/origin/") == branch:
             raise PermanentGitError(
-                f"the task branch {branch!r} is the repository's default branch; refusing to work on it")
+                f"the task branch {branch!r} is the repository's default branch; refusing to work on it"
+            )
         base = clone.rev(f"refs/remotes/origin/{base_branch}")
         if base is None:
             raise PermanentGitError(f"base branch {base_branch!r} does not exist in the repository")
@@ -146,8 +161,9 @@ def checkout_worktree(clone: Git, tree: Git, *, url: str, base_branch: str, bran
             if other.parent != clone.directory.parent / WORKTREES or not other.name.isdigit():
                 raise PermanentGitError(f"branch {branch!r} is checked out outside the service's worktrees")
             if is_busy(other):
-                raise BranchInUse(f"branch {branch!r} is checked out for another task ({other.name}); "
-                                  "waiting for that run to end")
+                raise BranchInUse(
+                    f"branch {branch!r} is checked out for another task ({other.name}); waiting for that run to end"
+                )
             remove_worktree(clone, other)
         local = clone.rev(f"refs/heads/{branch}")
         remote = clone.rev(f"refs/remotes/origin/{branch}")
@@ -175,8 +191,9 @@ def checkout_worktree(clone: Git, tree: Git, *, url: str, base_branch: str, bran
     tree.run("reset", "--hard", "--quiet", start)
     tree.run("clean", "-d", "--force", "--quiet")
     commit = tree.output("rev-parse", "HEAD")
-    return CheckoutResult(branch=branch, base_branch=base_branch, commit=commit,
-                          started_from=started_from, cloned=created)
+    return CheckoutResult(
+        branch=branch, base_branch=base_branch, commit=commit, started_from=started_from, cloned=created
+    )
 
 
 def disk_usage(path: Path) -> int:
@@ -194,5 +211,4 @@ def disk_usage(path: Path) -> int:
     return total
 
 
-__all__ = ["BranchInUse", "checkout_worktree", "remove_worktree", "worktrees_on", "disk_usage",
-           "FETCH_REUSE_SECONDS"]
+__all__ = ["BranchInUse", "checkout_worktree", "remove_worktree", "worktrees_on", "disk_usage", "FETCH_REUSE_SECONDS"]

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.cli import localstate, processes, stack
+from orchestrator.cli import children, localstate, processes, stack
 from orchestrator.cli.errors import EXIT_CONFLICT
 from tests.cli.up_process import alive, cli
 from tests.support.redis_server import free_port
@@ -28,7 +28,7 @@ def test_up_starts_everything_refuses_a_second_and_leaves_nothing_on_ctrl_c(up_f
     assert (data_dir / localstate.TOKEN_FILE).stat().st_mode & 0o077 == 0
     assert f"API        {up.api_url}" in banner and "redis-server started here" in banner
     assert f"console    {up.api_url}/" in banner
-    assert (data_dir / stack.SESSION_SECRET_FILE).stat().st_mode & 0o077 == 0
+    assert (data_dir / children.SESSION_SECRET_FILE).stat().st_mode & 0o077 == 0
 
     # The PM commands find the local stack and its token by themselves.
     env = {k: v for k, v in up.env.items() if k not in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN")}
@@ -40,11 +40,11 @@ def test_up_starts_everything_refuses_a_second_and_leaves_nothing_on_ctrl_c(up_f
     assert second.returncode == EXIT_CONFLICT
     assert f"orchestrator up is already running from {data_dir} (pid {up.proc.pid})" in second.stderr
 
-    children = processes.descendants(up.proc.pid)
-    assert len(children) >= 4  # redis, gunicorn master and workers, celery and its pool
+    pids = processes.descendants(up.proc.pid)
+    assert len(pids) >= 4  # redis, gunicorn master and workers, celery and its pool
     assert up.interrupt() == 0
     assert "stopped." in up.output()
-    assert [pid for pid in children if alive(pid)] == []
+    assert [pid for pid in pids if alive(pid)] == []
     assert localstate.running_stack(data_dir) is None
 
 
@@ -149,7 +149,7 @@ def test_children_stop_even_when_up_is_killed(up_factory) -> None:
 def test_child_env_keeps_one_console_session_secret(settings) -> None:
     first = stack.child_env(settings.replace(session_secret=""), "redis://x:1/0", "tok", "127.0.0.1:1")
     again = stack.child_env(settings.replace(session_secret=""), "redis://x:1/0", "tok", "127.0.0.1:1")
-    secret_file = settings.data_dir / stack.SESSION_SECRET_FILE
+    secret_file = settings.data_dir / children.SESSION_SECRET_FILE
     kept = secret_file.read_text().strip()
     assert first["ORCHESTRATOR_SESSION_SECRET"] == again["ORCHESTRATOR_SESSION_SECRET"] == kept
     assert secret_file.stat().st_mode & 0o077 == 0

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.cli import localstate, processes, stack
+from orchestrator.cli import children, localstate, processes
 from orchestrator.runners import agent_user
 from orchestrator.workspace.layout import checkout_dir
 from tests.cli.up_process import Up, cli
@@ -73,7 +73,7 @@ def test_redis_flower_and_the_data_dir_are_closed_to_other_local_processes(up_fa
         assert f"Redis      redis://:***@127.0.0.1:{redis_port}/0" in banner
 
         # Redis: a password, kept 0600 in the data dir, never printed nor on a command line.
-        password_file = data_dir / stack.REDIS_PASSWORD_FILE
+        password_file = data_dir / children.REDIS_PASSWORD_FILE
         password = password_file.read_text().strip()
         assert len(password) >= 32 and password_file.stat().st_mode & 0o077 == 0
         assert password not in banner
@@ -94,17 +94,17 @@ def test_redis_flower_and_the_data_dir_are_closed_to_other_local_processes(up_fa
 
         # Flower: basic auth on pages and API, the password printed by `up` and kept 0600.
         flower = f"http://127.0.0.1:{flower_port}"
-        flower_password = (data_dir / stack.FLOWER_PASSWORD_FILE).read_text().strip()
-        assert f"(user {stack.FLOWER_USER}, password {flower_password})" in banner
-        assert (data_dir / stack.FLOWER_PASSWORD_FILE).stat().st_mode & 0o077 == 0
-        auth = (stack.FLOWER_USER, flower_password)
+        flower_password = (data_dir / children.FLOWER_PASSWORD_FILE).read_text().strip()
+        assert f"(user {children.FLOWER_USER}, password {flower_password})" in banner
+        assert (data_dir / children.FLOWER_PASSWORD_FILE).stat().st_mode & 0o077 == 0
+        auth = (children.FLOWER_USER, flower_password)
         wait_until(lambda: http_status(f"{flower}/api/workers", auth=auth) == 200, what="Flower")
         assert http_status(f"{flower}/api/workers") == 401
         assert http_status(f"{flower}/") == 401
         forged = json.dumps({"args": ["d-forged", "issues", {"action": "labeled"}]}).encode()
         assert http_status(f"{flower}/api/task/async-apply/orchestrator.handle_event", method="POST",
                            body=forged) == 401
-        assert http_status(f"{flower}/api/workers", auth=(stack.FLOWER_USER, "wrong")) == 401
+        assert http_status(f"{flower}/api/workers", auth=(children.FLOWER_USER, "wrong")) == 401
     except BaseException:
         print(up.output(), up.logs(), sep="\n")
         raise
@@ -175,7 +175,7 @@ def test_agents_run_as_their_own_user_and_cannot_read_the_stacks_secrets(up_fact
     probe = public_dir / "probe.py"
     probe.write_text(PROBE)
     probe.chmod(0o644)
-    secrets = [str(data_dir / name) for name in (localstate.TOKEN_FILE, stack.REDIS_PASSWORD_FILE,
+    secrets = [str(data_dir / name) for name in (localstate.TOKEN_FILE, children.REDIS_PASSWORD_FILE,
                                                   localstate.STATE_FILE, "logs/worker.log", "redis/redis.conf")]
     up = up_factory(env={"ORCHESTRATOR_DATA_DIR": str(data_dir), "ORCHESTRATOR_WORKSPACE_ROOT": None,
                          "ORCHESTRATOR_API_TOKENS": None,

@@ -1,0 +1,127 @@
+"""GitHub text made into task documents: an issue's task spec, a review's and a comment's context.
+
+Everything here is an outsider's text: bounded, and stripped of HTML comments GitHub does not show.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.github.event import EventContext
+from orchestrator.github.hidden import removal_note, strip_hidden
+from orchestrator.github.routing import dig, number
+
+log = logging.getLogger("orchestrator.github")
+
+MAX_TITLE = 200
+MAX_DOCUMENT = 60_000  # GitHub caps an issue body at 65536 characters; keep room for the heading
+PR_SCAN_LIMIT = 200
+
+MAX_TITLE = 200
+MAX_DOCUMENT = 60_000  # GitHub caps an issue body at 65536 characters; keep room for the heading
+
+
+def bounded_text(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _visible(value: Any, limit: int, what: str) -> tuple[str, str]:
+    """The text GitHub displays (HTML comments removed), and the note to add when any were."""
+    text, removed = strip_hidden(bounded_text(value, limit))
+    return text, (removal_note(what) + "\n") if removed else ""
+
+
+def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -> dict[str, Any]:
+    """The task spec of an issue: its title and body become the task document."""
+    issue_number = number(dig(payload, "issue", "number"))
+    title = bounded_text(dig(payload, "issue", "title"), MAX_TITLE).strip() or f"Issue #{issue_number}"
+    body, note = _visible(dig(payload, "issue", "body"), MAX_DOCUMENT, "this issue")
+    url = bounded_text(dig(payload, "issue", "html_url"), 500)
+    full_name = str(dig(payload, "repository", "full_name"))
+    branch = dig(payload, "repository", "default_branch")
+    # The payload's own clone URL, so a GitHub Enterprise host works too; checked by the caller.
+    clone_url = dig(payload, "repository", "clone_url")
+    document = f"# {title}\n\n{body.strip()}\n\n---\n{note}From GitHub issue {full_name}#{issue_number}: {url}\n"
+    return {
+        "id": issue_number,
+        "title": title,
+        "description": title,
+        "details": body,  # without hidden comments, like the document
+        "test_strategy": "",
+        "priority": "medium",
+        "status": "pending",
+        "dependencies": [],
+        "subtasks": [],
+        "service_name": service,
+        "agent_name": agent,
+        "markdown_files": [{"filename": "task.md", "content": document, "file_type": "task"}],
+        "repository": {
+            "url": clone_url if isinstance(clone_url, str) and clone_url else f"https://github.com/{full_name}.git",
+            "branch": branch if isinstance(branch, str) and branch else "main",
+        },
+    }
+
+
+def issue_origin(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The `origin` of a task created from an issue."""
+    return {
+        "github": {
+            "repo": str(dig(payload, "repository", "full_name")),
+            "issue": number(dig(payload, "issue", "number")),
+            "url": bounded_text(dig(payload, "issue", "html_url"), 500),
+        }
+    }
+
+
+def review_document(ctx: EventContext) -> dict[str, Any]:
+    p = ctx.payload
+    pr = number(dig(p, "pull_request", "number"))
+    if ctx.event == "pull_request_review":
+        item_id, user = dig(p, "review", "id"), dig(p, "review", "user", "login")
+        body, note = _visible(dig(p, "review", "body"), MAX_DOCUMENT, "this review")
+        url = bounded_text(dig(p, "review", "html_url"), 500)
+        heading = f"Changes requested by @{user} on pull request #{pr}"
+        where = ""
+    else:
+        item_id, user = dig(p, "comment", "id"), dig(p, "comment", "user", "login")
+        body, note = _visible(dig(p, "comment", "body"), MAX_DOCUMENT, "this comment")
+        url = bounded_text(dig(p, "comment", "html_url"), 500)
+        heading = f"Review comment by @{user} on pull request #{pr}"
+        path, line = dig(p, "comment", "path"), dig(p, "comment", "line")
+        hunk = strip_hidden(bounded_text(dig(p, "comment", "diff_hunk"), 5000))[0]
+        where = f"File `{path}`" + (f", line {line}" if isinstance(line, int) else "") + "\n\n" if path else ""
+        if hunk:
+            where += f"```diff\n{hunk}\n```\n\n"
+    kind = "review" if ctx.event == "pull_request_review" else "review-comment"
+    safe_id = item_id if isinstance(item_id, int) else ctx.delivery_id
+    return {
+        "filename": f"{kind}-{safe_id}.md",
+        "content": f"# {heading}\n\n{where}{body.strip() or '(no text)'}\n\n---\n{note}{url}\n",
+        "file_type": "context",
+        "source": {"github": {"repo": ctx.repo, "pull_request": pr, "url": url, "delivery": ctx.delivery_id}},
+    }
+
+
+def comment_document(ctx: EventContext, text: str) -> dict[str, Any]:
+    text, note = _visible(text, MAX_DOCUMENT, "this comment")
+    user = dig(ctx.payload, "comment", "user", "login")
+    url = bounded_text(dig(ctx.payload, "comment", "html_url"), 500)
+    comment_id = dig(ctx.payload, "comment", "id")
+    return {
+        "filename": f"comment-{comment_id if isinstance(comment_id, int) else ctx.delivery_id}.md",
+        "content": f"# Request by @{user}\n\n{text.strip()}\n\n---\n{note}{url}\n",
+        "file_type": "context",
+        "source": {
+            "github": {
+                "repo": ctx.repo,
+                "issue": number(dig(ctx.payload, "issue", "number")),
+                "url": url,
+                "delivery": ctx.delivery_id,
+            }
+        },
+    }
+
+
+# Finding our task ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ print("last line", flush=True)
 
 
 @pytest.fixture
-def running(settings: Settings, store: TaskStore, tmp_path: Path) -> Iterator[Path]:
+def running(store: TaskStore, settings: Settings, tmp_path: Path) -> Iterator[Path]:
     """Task billing/7 with a local run that printed one line and waits for the returned file to end."""
     store.create_task(service="billing", task_id=7, agent="claude", spec={"title": "export"})
     run_id = store.create_run("billing", 7, version=1, attempt=1).run_id

@@ -18,7 +18,7 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_metrics_count_requests_tasks_and_queues(settings: Settings, store: TaskStore,
+def test_metrics_count_requests_tasks_and_queues(store: TaskStore, settings: Settings,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     route_steps_to(settings, monkeypatch)
     client = create_app(settings).test_client()

@@ -26,7 +26,7 @@ def _body(message: dict) -> list:
     return json.loads(base64.b64decode(message["body"]))
 
 
-def test_the_message_is_the_one_send_task_writes(settings: Settings, store: TaskStore, monkeypatch) -> None:
+def test_the_message_is_the_one_send_task_writes(store: TaskStore, settings: Settings, monkeypatch) -> None:
     celery = route_steps_to(settings, monkeypatch)
     celery.send_task(Step.FINISH_RUN, args=["run-1"], countdown=5)
     dispatch.send(Step.FINISH_RUN, "run-1", countdown=5)
@@ -46,7 +46,7 @@ def test_the_message_is_the_one_send_task_writes(settings: Settings, store: Task
 @pytest.mark.parametrize("args", [["svc", 7], ["x" * 3000], ["ünïcode ✓", 2**70, None, 1.5, True],
                                   [{"nested": ["dict"]}, "2026-11-26"]],
                          ids=["short", "argsrepr-shortened", "scalars-json-alone-takes", "containers"])
-def test_a_message_without_eta_matches_send_task_too(settings: Settings, store: TaskStore, monkeypatch,
+def test_a_message_without_eta_matches_send_task_too(store: TaskStore, settings: Settings, monkeypatch,
                                                      args: list) -> None:
     # Messages without an ETA are copied from a per-step template: each must still
     # be the message send_task writes, with its own ids.
@@ -70,7 +70,7 @@ def test_a_message_without_eta_matches_send_task_too(settings: Settings, store: 
             assert str(parsed) == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
-def test_every_step_goes_to_the_queue_its_step_names(settings: Settings, store: TaskStore, monkeypatch) -> None:
+def test_every_step_goes_to_the_queue_its_step_names(store: TaskStore, settings: Settings, monkeypatch) -> None:
     route_steps_to(settings, monkeypatch)
     for step in Step:
         if step is not Step.PROBE:
@@ -82,7 +82,7 @@ def test_every_step_goes_to_the_queue_its_step_names(settings: Settings, store: 
     assert _body(message)[0] == ["x"]
 
 
-def test_bound_only_to_the_same_server_and_database(settings: Settings, store: TaskStore, monkeypatch) -> None:
+def test_bound_only_to_the_same_server_and_database(store: TaskStore, settings: Settings, monkeypatch) -> None:
     dispatcher = CeleryDispatcher(route_steps_to(settings, monkeypatch))
     assert dispatcher.bound_to(store)
     other_db = settings.redis_url.rsplit("/", 1)[0] + "/9"
@@ -96,7 +96,7 @@ def _create(store: TaskStore, task_id: int = 7) -> Write:
                                                           dependencies=[3], enqueue=enqueue))
 
 
-def test_created_and_queued_together_or_not_at_all(settings: Settings, store: TaskStore, monkeypatch) -> None:
+def test_created_and_queued_together_or_not_at_all(store: TaskStore, settings: Settings, monkeypatch) -> None:
     route_steps_to(settings, monkeypatch)
     calls: list = []
     real = store._create
@@ -114,7 +114,7 @@ def test_created_and_queued_together_or_not_at_all(settings: Settings, store: Ta
     assert store.dependents_of("web", 3) == [7]
 
 
-def test_on_another_broker_the_write_comes_first_and_the_step_after(settings: Settings, store: TaskStore,
+def test_on_another_broker_the_write_comes_first_and_the_step_after(store: TaskStore, settings: Settings,
                                                                     own_redis, monkeypatch) -> None:
     # The broker is another Redis: the store write carries no message, the step follows it.
     route_steps_to(Settings.from_env({"ORCHESTRATOR_REDIS_URL": own_redis.url}), monkeypatch)
@@ -127,7 +127,7 @@ def test_on_another_broker_the_write_comes_first_and_the_step_after(settings: Se
     assert len(_queued(broker, "coordination")) == 1
 
 
-def test_a_duplicate_delivery_is_not_queued(settings: Settings, store: TaskStore, monkeypatch) -> None:
+def test_a_duplicate_delivery_is_not_queued(store: TaskStore, settings: Settings, monkeypatch) -> None:
     route_steps_to(settings, monkeypatch)
 
     def claim() -> Write:
@@ -155,7 +155,7 @@ def test_without_an_installed_dispatcher_the_default_is_the_workers_app(settings
     assert dispatch.current() is built  # built once
 
 
-def test_a_real_worker_runs_a_pushed_message(settings: Settings, store: TaskStore, monkeypatch,
+def test_a_real_worker_runs_a_pushed_message(store: TaskStore, settings: Settings, monkeypatch,
                                              worker_factory) -> None:
     celery = route_steps_to(settings, monkeypatch)
     worker_factory(queues=("coordination",))

@@ -110,7 +110,7 @@ def prepare_workspace(self: Task, run_id: str) -> dict[str, Any]:
     # Busy lease and transient git failures come back as "retry" with a countdown;
     # the bounds live in the plain code, so the step itself retries without limit.
     try:
-        result = prepare_for_run(get_settings(), get_store(), run_id, retries=self.request.retries or 0)
+        result = prepare_for_run(get_store(), get_settings(), run_id, retries=self.request.retries or 0)
     except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
         # Redis away or git too slow for the step: the task is still in Preparing, so try again later.
         raise self.retry(exc=exc, countdown=10, max_retries=30) from exc
@@ -126,7 +126,7 @@ def deliver_run(self: Task, run_id: str) -> dict[str, Any]:
 
     # Transient failures come back as "retry" with a countdown; the bound lives in the plain code.
     try:
-        result = deliver(get_settings(), get_store(), run_id, retries=self.request.retries or 0)
+        result = deliver(get_store(), get_settings(), run_id, retries=self.request.retries or 0)
     except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
         raise self.retry(exc=exc, countdown=10, max_retries=30) from None
     if result.action == "retry":
@@ -142,7 +142,7 @@ def cleanup_workspace(service: str | None = None, task_id: int | None = None) ->
     ended task, so the arguments only say why the sweep runs now.
     """
 
-    report = sweep(get_settings(), get_store())
+    report = sweep(get_store(), get_settings())
     return {"removed": report.removed, "busy": report.busy, "disk_bytes": report.disk_bytes}
 
 

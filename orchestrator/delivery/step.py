@@ -93,7 +93,7 @@ def stages_left(settings: Settings, task: Task, stage: str) -> list[str]:
 
 
 def deliver_run(
-    settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0, client: Any = None
+    store: TaskStore, settings: Settings, run_id: str, *, retries: int = 0, client: Any = None
 ) -> DeliveryResult:
     """Do the deliver step for `run_id`; `retries` is how often it was retried already."""
     run, task, _ = store.get_run_with_task(run_id)
@@ -117,25 +117,25 @@ def deliver_run(
     try:
         lease = leases.acquire(store, service, run_id, settings.workspace_lease_seconds, task_id=task_id)
     except leases.LeaseBusy as busy:
-        return _retry_or_fail(settings, store, run, retries, f"workspace busy: {busy}", transient=True)
+        return _retry_or_fail(store, settings, run, retries, f"workspace busy: {busy}", transient=True)
     known: dict[str, Any] = {}  # what is known of the branch when a later part fails
     try:
-        fields = _deliver(settings, store, run, task, url=url, base=base, stage=stage, client=client, known=known)
+        fields = _deliver(store, settings, run, task, url=url, base=base, stage=stage, client=client, known=known)
         leases.check(store, lease)
     except branches.DeliveryError as exc:
-        return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient, known=known)
+        return _retry_or_fail(store, settings, run, retries, str(exc), transient=exc.transient, known=known)
     except GitError as exc:
-        return _retry_or_fail(settings, store, run, retries, str(exc), transient=exc.transient, known=known)
+        return _retry_or_fail(store, settings, run, retries, str(exc), transient=exc.transient, known=known)
     except GitHubError as exc:
         return _retry_or_fail(
-            settings, store, run, retries, f"pull request: {exc}", transient=exc.transient, known=known
+            store, settings, run, retries, f"pull request: {exc}", transient=exc.transient, known=known
         )
     except leases.LeaseLost as exc:
-        return _retry_or_fail(settings, store, run, retries, str(exc), transient=True, known=known)
+        return _retry_or_fail(store, settings, run, retries, str(exc), transient=True, known=known)
     except (PathEscape, ValueError) as exc:
-        return _retry_or_fail(settings, store, run, retries, str(exc), transient=False, known=known)
+        return _retry_or_fail(store, settings, run, retries, str(exc), transient=False, known=known)
     except OSError as exc:
-        return _retry_or_fail(settings, store, run, retries, f"workspace I/O error: {exc}", transient=True, known=known)
+        return _retry_or_fail(store, settings, run, retries, f"workspace I/O error: {exc}", transient=True, known=known)
 
     fields["delivered_at"] = time.time()
     store.update_run(run_id, **fields)
@@ -155,8 +155,8 @@ def deliver_run(
 
 
 def _deliver(
-    settings: Settings,
     store: TaskStore,
+    settings: Settings,
     run: Run,
     task: Task,
     *,
@@ -278,8 +278,8 @@ def _effect_lease(settings: Settings) -> float:
 
 
 def _retry_or_fail(
-    settings: Settings,
     store: TaskStore,
+    settings: Settings,
     run: Run,
     retries: int,
     message: str,

@@ -87,7 +87,7 @@ def _task_ids(tasks_dir: Path) -> list[int]:
     return sorted(int(e.name) for e in tasks_dir.iterdir() if e.name.isdigit() and e.name == str(int(e.name)))
 
 
-def _remove_checkout(settings: Settings, store: TaskStore, service: str, task_id: int, holder: str) -> None:
+def _remove_checkout(store: TaskStore, settings: Settings, service: str, task_id: int, holder: str) -> None:
     """Remove a task's worktree (and its metadata in the clone) under the service lock; LeaseBusy when held."""
     layout = service_layout(settings.workspace_root, service)
     target = layout.check(layout.checkout(task_id).path, what="task checkout")
@@ -98,7 +98,7 @@ def _remove_checkout(settings: Settings, store: TaskStore, service: str, task_id
             remove_path(target)
 
 
-def sweep(settings: Settings, store: TaskStore, *, now: float | None = None) -> SweepReport:
+def sweep(store: TaskStore, settings: Settings, *, now: float | None = None) -> SweepReport:
     """Remove the worktrees of ended tasks under the workspace root; record the disk use (total, per service)."""
     now = time.time() if now is None else now
     max_age = settings.task_files_max_age_days * 86400
@@ -130,7 +130,7 @@ def sweep(settings: Settings, store: TaskStore, *, now: float | None = None) -> 
                     # Read again under the lease: the task may have been retried meanwhile.
                     if not task_ended(store.get_task(service, task_id), now=now, max_age_seconds=max_age):
                         continue
-                    _remove_checkout(settings, store, service, task_id, holder)
+                    _remove_checkout(store, settings, service, task_id, holder)
                     report.removed.append(f"{service}/{task_id}")
                     log.info("removed the worktree of %s/%s", service, task_id)
                 except leases.LeaseBusy:

@@ -197,8 +197,8 @@ Loaded = tuple[Run, Task, list[dict[str, Any]]]
 
 
 def prepare_workspace(
-    settings: Settings,
     store: TaskStore,
+    settings: Settings,
     run_id: str,
     *,
     lease: leases.Lease | None = None,

@@ -97,7 +97,7 @@ def _keep_alive(store: TaskStore, service: str, task_id: int, *, every: float) -
         thread.join()
 
 
-def _fail(settings: Settings, store: TaskStore, run: Run, message: str) -> StepResult:
+def _fail(store: TaskStore, settings: Settings, run: Run, message: str) -> StepResult:
     service, task_id, run_id = run.service, run.task_id, run.run_id
     message = scrub(message, settings.secret_values())[:1000]
     reason = f"workspace preparation failed: {message}"
@@ -126,7 +126,7 @@ def _release_unless_launched(store: TaskStore, run: Run) -> None:
         leases.release(store, run.service, run.run_id)
 
 
-def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retries: int = 0) -> StepResult:
+def prepare_for_run(store: TaskStore, settings: Settings, run_id: str, *, retries: int = 0) -> StepResult:
     """Do the prepare_workspace step for `run_id`; `retries` is how often it was retried already."""
     run, task, contexts = store.get_run_with_task(run_id, contexts=True)
     if run is None:
@@ -160,8 +160,8 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         clone_ttl = 2 * settings.git_timeout_seconds + 30
         with _keep_alive(store, service, task_id, every=settings.stuck_after_seconds / 3):
             prepared = prepare_workspace(
-                settings,
                 store,
+                settings,
                 run_id,
                 lease=lease,
                 loaded=(run, task, contexts),
@@ -194,17 +194,17 @@ def prepare_for_run(settings: Settings, store: TaskStore, run_id: str, *, retrie
         if exc.transient and retries < GIT_RETRIES:
             log.info("run %s: transient git failure, retry %d: %s", run_id, retries + 1, exc)
             return StepResult(PrepareAction.RETRY, str(exc), countdown=backoff(retries))
-        return _fail(settings, store, run, str(exc))
+        return _fail(store, settings, run, str(exc))
     except PreparationError as exc:
         if exc.transient and retries < GIT_RETRIES:
             return StepResult(PrepareAction.RETRY, str(exc), countdown=backoff(retries))
-        return _fail(settings, store, run, str(exc))
+        return _fail(store, settings, run, str(exc))
     except (PathEscape, ValueError) as exc:
-        return _fail(settings, store, run, str(exc))
+        return _fail(store, settings, run, str(exc))
     except OSError as exc:  # the shared volume: full, read-only, gone for a moment
         if retries < GIT_RETRIES:
             return StepResult(PrepareAction.RETRY, f"workspace I/O error: {exc}", countdown=backoff(retries))
-        return _fail(settings, store, run, f"workspace I/O error: {exc}")
+        return _fail(store, settings, run, f"workspace I/O error: {exc}")
 
     where = (
         f"on branch {prepared.branch} at {prepared.commit[:12]}"

@@ -59,7 +59,7 @@ def dl_settings(settings: Settings, tmp_path: Path, github: FakeGitHub) -> Setti
 def prepare_and_run(store: TaskStore, settings: Settings, spec: dict[str, Any], **kwargs: Any) -> str:
     """The task prepared by the real preparation step and its agent running; returns the run id."""
     run_id = start_run(store, spec, **kwargs)
-    result = prepare_for_run(settings, store, run_id)
+    result = prepare_for_run(store, settings, run_id)
     assert result.action == "launched", result.message
     store.transition(spec["service_name"], int(spec["id"]), Status.RUNNING, reason="agent started", actor="test")
     return run_id

@@ -44,7 +44,7 @@ def finish_through_delivery(store: TaskStore, settings: Settings, run_id: str,
     """finish -> deliver_run -> finish, as the queues would run them."""
     assert outcome.finish(store, settings, run_id) == "delivering"
     assert sent[-1] == (Step.DELIVER_RUN, (run_id,))
-    result = deliver_run(settings, store, run_id)
+    result = deliver_run(store, settings, run_id)
     assert result.action == "delivered", result.message
     assert sent[-1] == (Step.FINISH_RUN, (run_id,))
     return outcome.finish(store, settings, run_id)
@@ -107,12 +107,12 @@ def test_a_redelivered_deliver_step_opens_no_second_pull_request_and_pushes_noth
     (workspace(dl_settings) / "login.py").write_text("def login(): ...\n")
     agent_ended(store, run_id)
     assert outcome.finish(store, dl_settings, run_id) == "delivering"
-    assert deliver_run(dl_settings, store, run_id).action == "delivered"
+    assert deliver_run(store, dl_settings, run_id).action == "delivered"
     head, pushed = store.get_run(run_id).commit, pushes(git_server)
     assert pushed == 1
     # A crash before the step was acknowledged: the message comes again, as if nothing had been recorded.
     store.update_run(run_id, outcome="", delivered_at="")
-    again = deliver_run(dl_settings, store, run_id)
+    again = deliver_run(store, dl_settings, run_id)
     assert again.action == "delivered" and again.fields["commit"] == head
     assert pushes(git_server) == pushed and bare_ref(remote, "task-7") == head
     assert len(github.pull_requests()) == 1 and len(github.requests_to("POST", "/pulls")) == 1
@@ -120,7 +120,7 @@ def test_a_redelivered_deliver_step_opens_no_second_pull_request_and_pushes_noth
     assert len(github.requests_to("PATCH", "/pulls/1")) == 0
     # And once more after the outcome was recorded: only finish_run is sent again.
     requests = len(github.requests)
-    assert deliver_run(dl_settings, store, run_id).message.startswith("already delivered")
+    assert deliver_run(store, dl_settings, run_id).message.startswith("already delivered")
     assert len(github.requests) == requests and sent[-1] == (Step.FINISH_RUN, (run_id,))
     assert outcome.finish(store, dl_settings, run_id) == "Succeeded"
 
@@ -181,10 +181,10 @@ def test_a_push_refused_once_is_retried_and_then_accepted(
     (workspace(dl_settings) / "login.py").write_text("def login(): ...\n")
     agent_ended(store, run_id)
     assert outcome.finish(store, dl_settings, run_id) == "delivering"
-    first = deliver_run(dl_settings, store, run_id, retries=0)
+    first = deliver_run(store, dl_settings, run_id, retries=0)
     assert first.action == "retry" and "push refused" in first.message and first.countdown is not None
     assert bare_ref(remote, "task-7") is None and github.pull_requests() == []
-    second = deliver_run(dl_settings, store, run_id, retries=1)
+    second = deliver_run(store, dl_settings, run_id, retries=1)
     assert second.action == "delivered"
     assert bare_ref(remote, "task-7") == store.get_run(run_id).commit
     assert len(github.pull_requests()) == 1
@@ -202,7 +202,7 @@ def test_a_push_refused_every_time_fails_the_run_naming_delivery_and_keeps_the_c
     (ws / "login.py").write_text("def login(): ...\n")
     agent_ended(store, run_id)
     assert outcome.finish(store, dl_settings, run_id) == "delivering"
-    results = [deliver_run(dl_settings, store, run_id, retries=n) for n in range(dl_settings.delivery_retries + 1)]
+    results = [deliver_run(store, dl_settings, run_id, retries=n) for n in range(dl_settings.delivery_retries + 1)]
     assert [r.action for r in results] == ["retry", "retry", "failed"]
     run = store.get_run(run_id)
     assert run.outcome == "failed" and run.phase == "Failed"
@@ -227,9 +227,9 @@ def test_a_github_failure_is_retried_then_delivered(
     agent_ended(store, run_id)
     assert outcome.finish(store, dl_settings, run_id) == "delivering"
     github.fail_next(502, times=4)  # the client's own attempts, all of them
-    first = deliver_run(dl_settings, store, run_id, retries=0)
+    first = deliver_run(store, dl_settings, run_id, retries=0)
     assert first.action == "retry" and "pull request" in first.message
-    assert deliver_run(dl_settings, store, run_id, retries=1).action == "delivered"
+    assert deliver_run(store, dl_settings, run_id, retries=1).action == "delivered"
     assert len(github.pull_requests()) == 1
 
 

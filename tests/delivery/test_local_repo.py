@@ -40,7 +40,7 @@ def test_a_local_repository_gets_the_branch_pushed_back_and_no_pull_request(
     (ws / "login.py").write_text("def login(): ...\n")
     agent_ended(store, run_id)
     assert outcome.finish(store, cfg, run_id) == "delivering"
-    assert deliver_run(cfg, store, run_id).action == "delivered"
+    assert deliver_run(store, cfg, run_id).action == "delivered"
     assert outcome.finish(store, cfg, run_id) == "Succeeded"
     run = store.get_run(run_id)
     assert run.outcome == "changes" and run.branch == "task-7"
@@ -67,7 +67,7 @@ def test_local_repositories_are_refused_unless_allowed(
             check_repository_url(url, allowed)
     # Preparation refuses it too when not allowed.
     run_id = start_run(store, task_spec(7, dependencies=[], repository={"url": str(local_repo), "branch": "main"}))
-    result = prepare_for_run(dl_settings, store, run_id)
+    result = prepare_for_run(store, dl_settings, run_id)
     assert result.action == "failed" and "ORCHESTRATOR_ALLOW_LOCAL_REPOS" in result.message
 
 

@@ -65,9 +65,9 @@ def test_three_stages_read_each_others_handoff_and_deliver_one_pull_request(
     cfg = settings.replace(github_token="ghp_TESTtoken0123456789abcdefSECRET", workspace_root=tmp_path / "ws",
                            git_timeout_seconds=30, github_api_url=github.url, pipelines=parse_pipelines(PIPELINES))
     drive = Driver(store, cfg)
-    drive.steps[Step.PREPARE_WORKSPACE] = lambda run_id: prepare_for_run(cfg, store, run_id)
+    drive.steps[Step.PREPARE_WORKSPACE] = lambda run_id: prepare_for_run(store, cfg, run_id)
     drive.steps[Step.LAUNCH_RUN] = lambda run_id: launch_agent(store, cfg, run_id)
-    drive.steps[Step.DELIVER_RUN] = lambda run_id: deliver_run(cfg, store, run_id)
+    drive.steps[Step.DELIVER_RUN] = lambda run_id: deliver_run(store, cfg, run_id)
     operations.submit_task(store, {
         "id": 5, "title": "Add login", "service_name": "shop", "agent_name": "claude", "priority": "high",
         "dependencies": [], "pipeline": "three", "description": "Users log in.",

@@ -157,7 +157,7 @@ def test_hostile_urls_and_branches_are_refused_before_git_runs(hostile_settings:
                                                                repository: dict[str, str]) -> None:
     run_id = start_run(store, task_spec(repository=repository))
     with pytest.raises(PreparationError):
-        prepare_workspace(hostile_settings, store, run_id)
+        prepare_workspace(store, hostile_settings, run_id)
     assert not (hostile_settings.workspace_root / "shop" / ".git").exists()
     assert not CANARY.exists()
 
@@ -168,7 +168,7 @@ def test_traversal_in_stored_file_names_writes_nothing_outside(hostile_settings:
     spec = task_spec(repository=None, markdown_files=[{"filename": filename, "content": "x", "file_type": "task"}])
     run_id = start_run(store, spec)
     with pytest.raises((PreparationError, PathEscape, ValueError)):
-        prepare_workspace(hostile_settings, store, run_id)
+        prepare_workspace(store, hostile_settings, run_id)
     written = [p for p in hostile_settings.workspace_root.rglob("*") if p.is_file()]
     assert all(p.resolve().is_relative_to(hostile_settings.workspace_root.resolve()) for p in written)
     assert not any(p.name.endswith(".md") and "task" in p.name for p in written)
@@ -179,5 +179,5 @@ def test_traversal_in_stored_working_directories_is_refused(hostile_settings: Se
                                                             directory: str) -> None:
     run_id = start_run(store, task_spec(repository=None, working_directory=directory))
     with pytest.raises((PreparationError, PathEscape, ValueError)):
-        prepare_workspace(hostile_settings, store, run_id)
+        prepare_workspace(store, hostile_settings, run_id)
     assert not any(hostile_settings.workspace_root.parent.glob("other"))

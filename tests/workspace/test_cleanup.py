@@ -18,7 +18,7 @@ from tests.workspace.conftest import start_run, task_spec
 def prepared(ws_settings: Settings, store: TaskStore, task_id: int) -> Path:
     """A task without a repository prepared: its checkout (a plain directory under worktrees/)."""
     run_id = start_run(store, task_spec(task_id, repository=None))
-    return prepare_workspace(ws_settings, store, run_id).path
+    return prepare_workspace(store, ws_settings, run_id).path
 
 
 def test_sweep_removes_ended_tasks_only(ws_settings: Settings, store: TaskStore) -> None:
@@ -36,7 +36,7 @@ def test_sweep_removes_ended_tasks_only(ws_settings: Settings, store: TaskStore)
     orphan = ws_settings.workspace_root / "shop" / "worktrees" / "6"
     orphan.mkdir()
     # Active task 5 holds no lease in this test; its run would in production.
-    report = sweep(ws_settings, store)
+    report = sweep(store, ws_settings)
     assert sorted(report.removed) == ["shop/1", "shop/2", "shop/4", "shop/6"]
     assert not cancelled.exists() and not old.exists() and not pr_closed.exists() and not orphan.exists()
     assert recent.exists() and active.exists() and (active / "CLAUDE.md").exists()
@@ -49,20 +49,20 @@ def test_sweep_skips_a_worktree_a_run_holds(ws_settings: Settings, store: TaskSt
     files = prepared(ws_settings, store, 1)
     store.transition("shop", 1, "Cancelled", reason="pm", actor="test")
     leases.acquire(store, "shop", "some-run", 60, task_id=1)
-    report = sweep(ws_settings, store)
+    report = sweep(store, ws_settings)
     assert report.busy == ["shop/1"] and files.exists()
     store.release_lease(leases.lease_name("shop", 1), "some-run")
-    report = sweep(ws_settings, store)
+    report = sweep(store, ws_settings)
     assert report.removed == ["shop/1"] and not files.exists()
 
 
 def test_sweep_removes_an_ended_tasks_git_worktree_and_keeps_its_branch(remote: Path, ws_settings: Settings,
                                                                       store: TaskStore) -> None:
-    seven = prepare_workspace(ws_settings, store, start_run(store, task_spec(7))).path
-    eight = prepare_workspace(ws_settings, store, start_run(store, task_spec(8))).path
+    seven = prepare_workspace(store, ws_settings, start_run(store, task_spec(7))).path
+    eight = prepare_workspace(store, ws_settings, start_run(store, task_spec(8))).path
     clone = ws_settings.workspace_root / "shop" / ".clone"
     store.transition("shop", 7, "Cancelled", reason="pm", actor="test")
-    report = sweep(ws_settings, store)
+    report = sweep(store, ws_settings)
     assert report.removed == ["shop/7"]
     assert not seven.exists() and not (clone / ".git" / "worktrees" / "7").exists()
     assert eight.exists() and (clone / ".git" / "worktrees" / "8").is_dir()

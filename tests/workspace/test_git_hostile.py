@@ -164,7 +164,7 @@ def test_what_an_agent_plants_in_git_is_not_obeyed(plant: Callable[[Scene], None
                                                    ws_settings: Settings, store: TaskStore,
                                                    tmp_path: Path) -> None:
     spec = task_spec(repository={"url": "https://git.example.test/acme/shop.git", "branch": "main"})
-    first = prepare_workspace(ws_settings, store, start_run(store, spec))
+    first = prepare_workspace(store, ws_settings, start_run(store, spec))
     scene = Scene(root=first.path, canary=tmp_path / "canary", attacker=attacker, server=git_server,
                   tmp=tmp_path)
     plant(scene)
@@ -172,7 +172,7 @@ def test_what_an_agent_plants_in_git_is_not_obeyed(plant: Callable[[Scene], None
     run = store.create_run("shop", 7, version=1, attempt=2)
     store.update_task("shop", 7, current_run=run.run_id)
 
-    second = prepare_workspace(ws_settings, store, run.run_id)
+    second = prepare_workspace(store, ws_settings, run.run_id)
 
     assert not scene.canary.exists(), "a command the agent planted ran in the worker"
     assert attacker.requests == [], "git talked to the agent's host"
@@ -193,11 +193,11 @@ def test_what_an_agent_plants_in_git_is_not_obeyed(plant: Callable[[Scene], None
 def test_an_unreadable_config_fails_the_preparation_with_a_clear_reason(remote: Path, ws_settings: Settings,
                                                                        store: TaskStore) -> None:
     spec = task_spec(repository={"url": "https://git.example.test/acme/shop.git", "branch": "main"})
-    first = prepare_workspace(ws_settings, store, start_run(store, spec))
+    first = prepare_workspace(store, ws_settings, start_run(store, spec))
     (first.path.parent.parent / ".clone" / ".git" / "config").write_text("[core\n\tthis is not git's syntax\n")
     run = store.create_run("shop", 7, version=1, attempt=2)
     with pytest.raises(PermanentGitError, match=r"\.git/config cannot be read"):
-        prepare_workspace(ws_settings, store, run.run_id)
+        prepare_workspace(store, ws_settings, run.run_id)
 
 
 def test_git_directories_linked_elsewhere_are_refused(remote: Path, ws_settings: Settings, store: TaskStore,
@@ -205,7 +205,7 @@ def test_git_directories_linked_elsewhere_are_refused(remote: Path, ws_settings:
     """`.git/objects` as a link to another service's objects (a copy of ours plus its private commit)
     would check that service's code out here, as alternates would."""
     spec = task_spec(repository={"url": "https://git.example.test/acme/shop.git", "branch": "main"})
-    first = prepare_workspace(ws_settings, store, start_run(store, spec))
+    first = prepare_workspace(store, ws_settings, start_run(store, spec))
     other = tmp_path / "other-service"
     git("init", "-q", "-b", "main", str(other))
     (other / "SECRET.md").write_text("another tenant's code\n")
@@ -220,7 +220,7 @@ def test_git_directories_linked_elsewhere_are_refused(remote: Path, ws_settings:
     run = store.create_run("shop", 7, version=1, attempt=2)
     try:
         with pytest.raises(PermanentGitError, match=r"symbolic links \(objects\)"):
-            prepare_workspace(ws_settings, store, run.run_id)
+            prepare_workspace(store, ws_settings, run.run_id)
     finally:
         assert not (first.path / "SECRET.md").exists(), "another service's code was checked out here"
 
@@ -240,7 +240,7 @@ def test_links_where_git_reads_refs_and_objects_are_found(tmp_path: Path, link: 
 def test_a_planted_file_behind_a_linked_directory_is_never_removed(remote: Path, ws_settings: Settings,
                                                                    store: TaskStore, tmp_path: Path) -> None:
     spec = task_spec(repository={"url": "https://git.example.test/acme/shop.git", "branch": "main"})
-    first = prepare_workspace(ws_settings, store, start_run(store, spec))
+    first = prepare_workspace(store, ws_settings, start_run(store, spec))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "attributes").write_text("someone else's file\n")
@@ -249,7 +249,7 @@ def test_a_planted_file_behind_a_linked_directory_is_never_removed(remote: Path,
     info.symlink_to(elsewhere)
     run = store.create_run("shop", 7, version=1, attempt=2)
     with pytest.raises(Exception, match="symbolic link|not a directory|escape|outside"):
-        prepare_workspace(ws_settings, store, run.run_id)
+        prepare_workspace(store, ws_settings, run.run_id)
     assert (elsewhere / "attributes").read_text() == "someone else's file\n"
     # Below the workspace layer too (checkout_branch alone): refused before anything is removed.
     repo = Git(first.path.parent.parent / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))
@@ -301,6 +301,6 @@ def test_a_rewrite_in_the_workers_own_configuration_still_gets_the_token(remote:
                                                                         ws_settings: Settings,
                                                                         store: TaskStore) -> None:
     """The tests' git server is reached through a URL rewrite in git's environment (trusted ops config)."""
-    prepare_workspace(ws_settings, store, start_run(store, task_spec()))
+    prepare_workspace(store, ws_settings, start_run(store, task_spec()))
     sent = [base64.b64decode(h[6:]).decode() for h in git_server.auth_headers if h.startswith("Basic ")]
     assert sent and all(s.endswith(":" + TOKEN) for s in sent)

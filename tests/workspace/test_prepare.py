@@ -26,7 +26,7 @@ def links_of(instructions: Path) -> list[str]:
 
 def test_a_full_preparation(remote: Path, ws_settings: Settings, store: TaskStore) -> None:
     run_id = start_run(store, task_spec())
-    prepared = prepare_workspace(ws_settings, store, run_id)
+    prepared = prepare_workspace(store, ws_settings, run_id)
     root = ws_settings.workspace_root / "shop" / "worktrees" / "7"
     assert prepared.path == root and prepared.working_dir == root
     assert prepared.branch == "task-7" and prepared.base_branch == "develop"
@@ -53,7 +53,7 @@ def test_a_full_preparation(remote: Path, ws_settings: Settings, store: TaskStor
 def test_links_resolve_from_a_working_directory(remote: Path, ws_settings: Settings, store: TaskStore) -> None:
     run_id = start_run(store, task_spec(working_directory="services/api", repository={
         "url": "https://git.example.test/acme/shop.git", "branch": "main"}))
-    prepared = prepare_workspace(ws_settings, store, run_id)
+    prepared = prepare_workspace(store, ws_settings, run_id)
     assert prepared.working_dir == ws_settings.workspace_root / "shop" / "worktrees" / "7" / "services" / "api"
     links = links_of(prepared.path / "CLAUDE.md")
     assert links and all(link.startswith("../../.task/7/v1/") for link in links)
@@ -65,12 +65,12 @@ def test_a_missing_working_directory_in_the_repository_is_permanent(remote: Path
                                                                    store: TaskStore) -> None:
     run_id = start_run(store, task_spec(working_directory="no/such/dir"))
     with pytest.raises(PermanentGitError):
-        prepare_workspace(ws_settings, store, run_id)
+        prepare_workspace(store, ws_settings, run_id)
 
 
 def test_without_repository_only_task_files(ws_settings: Settings, store: TaskStore) -> None:
     run_id = start_run(store, task_spec(repository=None, working_directory="work"))
-    prepared = prepare_workspace(ws_settings, store, run_id)
+    prepared = prepare_workspace(store, ws_settings, run_id)
     assert prepared.branch is None and prepared.commit is None
     assert not (prepared.path / ".git").exists()
     assert prepared.working_dir.is_dir()
@@ -81,11 +81,11 @@ def test_without_repository_only_task_files(ws_settings: Settings, store: TaskSt
 def test_new_context_version_replaces_the_old_files(ws_settings: Settings, store: TaskStore) -> None:
     spec = task_spec(repository=None)
     run_id = start_run(store, spec)
-    prepare_workspace(ws_settings, store, run_id)
+    prepare_workspace(store, ws_settings, run_id)
     store.add_context("shop", 7, {"content": "Also support SSO.", "added_by": "pm"})
     store.transition("shop", 7, "Pending", reason="context", actor="test")
     run2 = start_run(store, spec, version=2, create=False)
-    prepared = prepare_workspace(ws_settings, store, run2)
+    prepared = prepare_workspace(store, ws_settings, run2)
     task_dir = prepared.path / ".task" / "7"
     assert [p.name for p in task_dir.iterdir()] == ["v2"]
     context = (task_dir / "v2" / "context-v2.md").read_text()
@@ -109,7 +109,7 @@ def test_repeating_a_half_done_preparation(remote: Path, ws_settings: Settings, 
     other.parent.mkdir(parents=True)
     other.write_text("half")
     run_id = start_run(store, task_spec())
-    first = prepare_workspace(ws_settings, store, run_id)
+    first = prepare_workspace(store, ws_settings, run_id)
     assert not stale.exists() and not (root / ".orch-tmp-CLAUDE.md.dead").exists()
     # The half-made checkout (a `.git` directory where a worktree's `.git` file belongs) was rebuilt:
     # nothing of it is reused.
@@ -117,7 +117,7 @@ def test_repeating_a_half_done_preparation(remote: Path, ws_settings: Settings, 
     assert not (first.task_dir / "removed-doc.md").exists()
     # A repeat of a finished preparation changes nothing and gives the same answer.
     snapshot = {p: p.read_bytes() for p in (root / ".task").rglob("*") if p.is_file()}
-    again = prepare_workspace(ws_settings, store, run_id)
+    again = prepare_workspace(store, ws_settings, run_id)
     assert again == first
     assert {p: p.read_bytes() for p in (root / ".task").rglob("*") if p.is_file()} == snapshot
 
@@ -125,9 +125,9 @@ def test_repeating_a_half_done_preparation(remote: Path, ws_settings: Settings, 
 def test_other_tasks_files_survive_in_their_own_worktrees(remote: Path, ws_settings: Settings,
                                                           store: TaskStore) -> None:
     run7 = start_run(store, task_spec(7))
-    seven = prepare_workspace(ws_settings, store, run7)
+    seven = prepare_workspace(store, ws_settings, run7)
     run8 = start_run(store, task_spec(8))
-    prepared = prepare_workspace(ws_settings, store, run8)
+    prepared = prepare_workspace(store, ws_settings, run8)
     assert prepared.path != seven.path and prepared.branch == "task-8"
     assert (seven.path / ".task" / "7" / "v1" / "task.md").exists()
     assert not (prepared.path / ".task" / "7").exists()  # each agent sees its own task's files only
@@ -141,12 +141,12 @@ def test_a_tracked_claude_md_is_kept_and_hidden_from_git(git_server, tmp_path: P
         "main": {"CLAUDE.md": "Repository rules: run make test.\n"}})
     run_id = start_run(store, task_spec(repository={"url": "https://git.example.test/acme/shop.git",
                                                      "branch": "main"}))
-    prepared = prepare_workspace(ws_settings, store, run_id)
+    prepared = prepare_workspace(store, ws_settings, run_id)
     text = (prepared.path / "CLAUDE.md").read_text()
     assert text.startswith("<!-- orchestrator:") and "Repository rules: run make test." in text
     assert git("status", "--porcelain", cwd=prepared.path) == ""
     # A repeat does not stack the repository's text twice.
-    prepare_workspace(ws_settings, store, run_id)
+    prepare_workspace(store, ws_settings, run_id)
     assert (prepared.path / "CLAUDE.md").read_text().count("Repository rules") == 1
 
 
@@ -158,7 +158,7 @@ def test_a_tracked_claude_md_is_kept_and_hidden_from_git(git_server, tmp_path: P
 def test_traversal_in_the_spec_is_refused(ws_settings: Settings, store: TaskStore, field: str, value: str) -> None:
     run_id = start_run(store, task_spec(repository=None, **{field: value}))
     with pytest.raises((PreparationError, PathEscape)):
-        prepare_workspace(ws_settings, store, run_id)
+        prepare_workspace(store, ws_settings, run_id)
     assert not (ws_settings.workspace_root.parent / "other").exists()
 
 
@@ -167,7 +167,7 @@ def test_a_markdown_file_name_that_escapes_is_refused(ws_settings: Settings, sto
                                                        "file_type": "task"}])
     run_id = start_run(store, spec)
     with pytest.raises(ValueError):
-        prepare_workspace(ws_settings, store, run_id)
+        prepare_workspace(store, ws_settings, run_id)
     assert not list(ws_settings.workspace_root.parent.rglob("evil.md"))
 
 
@@ -179,7 +179,7 @@ def test_planted_symlinks_are_refused(ws_settings: Settings, store: TaskStore, t
     (root / ".task").symlink_to(outside)  # an earlier agent points our task files elsewhere
     run_id = start_run(store, task_spec(repository=None))
     with pytest.raises(PathEscape):
-        prepare_workspace(ws_settings, store, run_id)
+        prepare_workspace(store, ws_settings, run_id)
     assert list(outside.iterdir()) == []
 
 
@@ -190,7 +190,7 @@ def test_a_symlinked_service_directory_is_refused(ws_settings: Settings, store: 
     (ws_settings.workspace_root / "shop").symlink_to(outside)
     run_id = start_run(store, task_spec(repository=None))
     with pytest.raises(PathEscape):
-        prepare_workspace(ws_settings, store, run_id)
+        prepare_workspace(store, ws_settings, run_id)
     assert list(outside.iterdir()) == []
 
 
@@ -200,7 +200,7 @@ def test_a_lost_lease_stops_the_writes(ws_settings: Settings, store: TaskStore) 
     leases.release(store, "shop", run_id)
     leases.acquire(store, "shop", "someone-else", 60)
     with pytest.raises(leases.LeaseLost):
-        prepare_workspace(ws_settings, store, run_id, lease=lease)
+        prepare_workspace(store, ws_settings, run_id, lease=lease)
     assert not (ws_settings.workspace_root / "shop" / ".task").exists()
 
 
@@ -209,7 +209,7 @@ def test_a_lost_lease_stops_the_writes(ws_settings: Settings, store: TaskStore) 
 def test_unsafe_repository_urls_are_refused(ws_settings: Settings, store: TaskStore, url: str) -> None:
     run_id = start_run(store, task_spec(repository={"url": url, "branch": "main"}))
     with pytest.raises(PreparationError):
-        prepare_workspace(ws_settings, store, run_id)
+        prepare_workspace(store, ws_settings, run_id)
     assert not (ws_settings.workspace_root / "shop" / ".git").exists()
 
 
@@ -236,12 +236,12 @@ def test_a_claude_md_that_links_to_agents_md_is_followed(git_server, tmp_path: P
     git("push", "-q", str(git_server.project_root / "acme" / "shop.git"), "main:main", cwd=seed)
     run_id = start_run(store, task_spec(repository={"url": "https://git.example.test/acme/shop.git",
                                                      "branch": "main"}))
-    prepared = prepare_workspace(ws_settings, store, run_id)
+    prepared = prepare_workspace(store, ws_settings, run_id)
     claude = prepared.path / "CLAUDE.md"
     assert not claude.is_symlink() and "Use tabs." in claude.read_text()
     assert (prepared.path / "AGENTS.md").read_text() == "Use tabs.\n"
     assert git("status", "--porcelain", cwd=prepared.path) == ""
-    prepare_workspace(ws_settings, store, run_id)
+    prepare_workspace(store, ws_settings, run_id)
     assert claude.read_text().count("Use tabs.") == 1
 
 
@@ -253,7 +253,7 @@ def test_a_git_file_pointing_elsewhere_is_never_followed(ws_settings: Settings, 
     git("init", "-q", str(elsewhere))
     (root / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n")
     run_id = start_run(store, task_spec())
-    prepared = prepare_workspace(ws_settings, store, run_id)
+    prepared = prepare_workspace(store, ws_settings, run_id)
     assert (root / ".git").read_text() == "gitdir: ../../.clone/.git/worktrees/7\n"  # rebuilt, ours
     assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=root) == "task-7" == prepared.branch
     assert git("for-each-ref", cwd=elsewhere) == ""  # the other repository was never touched

@@ -33,7 +33,7 @@ def sent() -> list[tuple[Any, ...]]:
 def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: Settings, store: TaskStore,
                                                      sent: list) -> None:
     run_id = start_run(store, task_spec())
-    result = pipeline.prepare_for_run(ws_settings, store, run_id)
+    result = pipeline.prepare_for_run(store, ws_settings, run_id)
     assert result.action == "launched"
     task = store.get_task("shop", 7)
     assert task.status == "Launching" and "branch task-7" in task.status_reason
@@ -44,17 +44,17 @@ def test_ready_workspace_moves_the_task_to_launching(remote: Path, ws_settings: 
     assert leases.holder(store, "shop") is None  # the service lock: only for the clone's operations
     # Delivered again (redelivered, or re-driven while the first waited in its queue): launch_run
     # went with the move to Launching, so nothing is sent twice; a lost one is the re-drive's.
-    assert pipeline.prepare_for_run(ws_settings, store, run_id).action == "skipped"
+    assert pipeline.prepare_for_run(store, ws_settings, run_id).action == "skipped"
     assert sent == [(Step.LAUNCH_RUN, run_id)]
 
 
 def test_busy_workspace_retries_then_requeues(ws_settings: Settings, store: TaskStore, sent: list) -> None:
     run_id = start_run(store, task_spec(repository=None))
     leases.acquire(store, "shop", "another-tool", 3600, task_id=7)
-    result = pipeline.prepare_for_run(ws_settings, store, run_id)
+    result = pipeline.prepare_for_run(store, ws_settings, run_id)
     assert result.action == "retry" and result.countdown and "another-tool" in result.message
     assert store.get_task("shop", 7).status == "Preparing"
-    result = pipeline.prepare_for_run(ws_settings, store, run_id, retries=pipeline.BUSY_RETRIES)
+    result = pipeline.prepare_for_run(store, ws_settings, run_id, retries=pipeline.BUSY_RETRIES)
     assert result.action == "requeued"
     assert store.get_task("shop", 7).status == "Queued"
     assert sent == [(Step.ADMIT, "shop", 7)]  # admission decides when it runs again
@@ -64,10 +64,10 @@ def test_transient_git_failure_is_retried_then_fails(remote: Path, git_server: G
                                                      ws_settings: Settings, store: TaskStore, sent: list) -> None:
     git_server.fail_status = 503
     run_id = start_run(store, task_spec())
-    first = pipeline.prepare_for_run(ws_settings, store, run_id)
+    first = pipeline.prepare_for_run(store, ws_settings, run_id)
     assert first.action == "retry" and first.countdown is not None
     assert pipeline.backoff(3) > pipeline.backoff(0) * 2
-    last = pipeline.prepare_for_run(ws_settings, store, run_id, retries=pipeline.GIT_RETRIES)
+    last = pipeline.prepare_for_run(store, ws_settings, run_id, retries=pipeline.GIT_RETRIES)
     assert last.action == "failed"
     assert store.get_task("shop", 7).status == "Failed"
 
@@ -76,7 +76,7 @@ def test_permanent_failure_fails_the_task_with_a_scrubbed_message(remote: Path, 
                                                                   store: TaskStore, sent: list) -> None:
     run_id = start_run(store, task_spec(repository={"url": "https://git.example.test/acme/shop.git",
                                                      "branch": "no-such-branch"}))
-    result = pipeline.prepare_for_run(ws_settings, store, run_id)
+    result = pipeline.prepare_for_run(store, ws_settings, run_id)
     assert result.action == "failed"
     task = store.get_task("shop", 7)
     assert task.status == "Failed" and "no-such-branch" in task.status_reason
@@ -89,7 +89,7 @@ def test_wrong_token_failure_never_shows_the_token(remote: Path, ws_settings: Se
                                                   sent: list) -> None:
     bad = ws_settings.replace(github_token="ghp_bad_but_secret_value_123")
     run_id = start_run(store, task_spec())
-    result = pipeline.prepare_for_run(bad, store, run_id)
+    result = pipeline.prepare_for_run(store, bad, run_id)
     assert result.action == "failed"
     reason = store.get_task("shop", 7).status_reason
     assert "ghp_bad_but_secret_value_123" not in reason and TOKEN not in reason
@@ -108,7 +108,7 @@ def test_a_lease_lost_after_the_writes_is_retried_not_launched(ws_settings: Sett
         return prepared
 
     monkeypatch.setattr(pipeline, "prepare_workspace", then_lose_the_lease)
-    result = pipeline.prepare_for_run(ws_settings, store, run_id)
+    result = pipeline.prepare_for_run(store, ws_settings, run_id)
     assert result.action == "retry" and result.countdown
     assert store.get_task("shop", 7).status == "Preparing" and sent == []
     assert store.get_run(run_id).branch == ""  # nothing recorded as prepared
@@ -117,8 +117,8 @@ def test_a_lease_lost_after_the_writes_is_retried_not_launched(ws_settings: Sett
 def test_stale_messages_are_dropped(ws_settings: Settings, store: TaskStore, sent: list) -> None:
     run_id = start_run(store, task_spec(repository=None))
     store.transition("shop", 7, "Cancelled", reason="pm", actor="test")
-    assert pipeline.prepare_for_run(ws_settings, store, run_id).action == "skipped"
-    assert pipeline.prepare_for_run(ws_settings, store, "shop-99-v1-a1").action == "skipped"
+    assert pipeline.prepare_for_run(store, ws_settings, run_id).action == "skipped"
+    assert pipeline.prepare_for_run(store, ws_settings, "shop-99-v1-a1").action == "skipped"
     assert sent == []
 
 
@@ -173,7 +173,7 @@ def test_a_slow_preparation_keeps_its_task_fresh(remote: Path, git_server: GitHt
     watcher.start()
     started = time.monotonic()
     try:
-        result = pipeline.prepare_for_run(settings, store, run_id)
+        result = pipeline.prepare_for_run(store, settings, run_id)
     finally:
         done["flag"] = True
         watcher.join()

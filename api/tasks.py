@@ -97,10 +97,15 @@ def _token_owner() -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def _actor() -> str:
-    """Who asked, for the history: a short digest of the token (never the token)."""
+def _token_digest() -> str:
+    """A digest of the request's bearer token (never the token itself)."""
     token = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    return "api:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _actor() -> str:
+    """Who asked, for the history: a short digest of the token."""
+    return "api:" + _token_digest()[:8]
 
 
 # Input ---------------------------------------------------------------------------------
@@ -289,6 +294,8 @@ def submit_task() -> Response:
     settings = _settings()
     fingerprint = ""
     if key:  # only a keyed request is ever compared with another
+        # A key is its token's own: another token's same key is another request.
+        key = f"{_token_digest()[:32]}:{key}"
         fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         first = store.get_idempotent(key)
         if first:

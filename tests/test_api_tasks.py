@@ -17,7 +17,7 @@ from api.schemas import TaskSummarySchema, TaskViewSchema
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.api import AUTH, valid_task
+from tests.support.api import AUTH, TOKEN, route_steps_to, valid_task
 from tests.support.redis_server import RedisServer
 
 
@@ -485,3 +485,19 @@ def test_a_followed_secret_split_across_two_lines_is_masked(client: FlaskClient,
     streamed = client.get("/api/v1/pm/tasks/billing/7/logs?follow=true", headers=AUTH).get_data(as_text=True)
     assert token[:4] not in streamed.replace("start", "") and token[4:] not in streamed
     assert streamed.startswith("start\nkey ") and streamed.endswith(" end\n")
+
+
+def test_an_idempotency_key_belongs_to_the_token_that_sent_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, store: TaskStore
+) -> None:
+    """Another token's key is another key: it neither replays nor refuses a request it never saw."""
+    celery = route_steps_to(settings, monkeypatch)
+    try:
+        client = create_app(settings.replace(api_tokens=(TOKEN, "other-token"))).test_client()
+        assert submit(client, valid_task(id=7), headers={"Idempotency-Key": "shared"}).status_code == 202
+        other = {"Authorization": "Bearer other-token", "Idempotency-Key": "shared"}
+        answer = client.post("/api/v1/pm/tasks", json=valid_task(id=8), headers=other)
+        assert answer.status_code == 202 and "Idempotent-Replayed" not in answer.headers
+        assert store.get_task("billing", 8) is not None
+    finally:
+        celery.close()

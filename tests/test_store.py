@@ -382,3 +382,15 @@ def test_a_command_with_a_large_value_is_one_write_below_the_bound(redis_url: st
     sets = counting.writes - 1  # the GET is one write
     assert sets == (1 if size < 1 << 20 else 3)  # past the bound, redis-py's pieces as they are
     client.delete("one-write")
+
+
+def test_text_is_stored_as_utf_8_not_escaped(store: TaskStore) -> None:
+    """Non-ASCII text costs its UTF-8 size in Redis (escaping made an emoji 12 bytes), and reads back the same."""
+    text = "Grüße 😀 " * 2000
+    store.create_task(service="web", task_id=1, agent="claude", spec={**SPEC, "title": text})
+    stored = store.redis.hget("orch:task:web:1", "spec")
+    assert len(stored) < len(text.encode()) * 1.1
+    assert store.get_task("web", 1).spec["title"] == text
+    # A lone surrogate (which UTF-8 cannot hold) still stores, escaped.
+    store.create_task(service="web", task_id=2, agent="claude", spec={**SPEC, "id": 2, "title": "half \ud83d pair"})
+    assert store.get_task("web", 2).spec["title"] == "half \ud83d pair"

@@ -102,6 +102,11 @@ class Bench:
         self.settings = get_settings()
         self.store = TaskStore(connect(self.redis.url))
         self.schema = build_schemas(self.settings)["submission"]
+        # This process submits as the API does: through a Celery-backed dispatcher of its own.
+        from orchestrator import dispatch
+        from orchestrator.celery_dispatch import default
+
+        dispatch.install(default())
 
     def stop(self) -> None:
         for proc in self.processes:

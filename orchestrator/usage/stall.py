@@ -64,6 +64,10 @@ class StallCheck:
         for run_id, run in active.items():
             if run.phase != RUNNING or not run.started_at:
                 continue
+            if now - run.started_at < self.settings.stall_seconds * 3 / 4:
+                # Too young to be stalled: reading its output (two API requests for a pod) would
+                # make every reconcile cost requests per run instead of a constant two.
+                continue
             idle = now - self.last_output_at(run_id, run.started_at, now)
             if idle >= self.settings.stall_seconds:
                 found[run_id] = idle

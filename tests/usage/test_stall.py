@@ -63,10 +63,11 @@ def test_pod_logs_are_compared_line_by_line_and_not_too_often(settings: Settings
     pods = Pods()
     check = StallCheck(settings.replace(stall_seconds=100), pods)
     active = {"r1": Run(run_id="r1", phase=RunPhase.RUNNING, started_at=1000.0)}
-    assert check.stalled(active, now=1010) == {}
-    assert check.stalled(active, now=1020) == {} and pods.reads == 1  # looked again only after 25 s
-    assert check.stalled(active, now=1111) == {"r1": 101}
+    assert check.stalled(active, now=1010) == {} and pods.reads == 0  # too young to be stalled: not read
+    assert check.stalled(active, now=1080) == {} and pods.reads == 1
+    assert check.stalled(active, now=1090) == {} and pods.reads == 1  # looked again only after 25 s
+    assert check.stalled(active, now=1181) == {"r1": 101}
     pods.line = "two"
-    assert check.stalled(active, now=1140) == {}
-    assert check.stalled({}, now=1200) == {} and check.seen == {}
+    assert check.stalled(active, now=1210) == {}
+    assert check.stalled({}, now=1300) == {} and check.seen == {}
     assert StallCheck(settings.replace(stall_seconds=0), pods).stalled(active, now=99999) == {}

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.store import TaskStore  # noqa: E402
 from orchestrator.store.base import connect  # noqa: E402
-from orchestrator.workspace.worktree import disk_usage  # noqa: E402
+from orchestrator.workspace.cleanup import disk_usage  # noqa: E402
 from tests.support.git_server import GitHttpServer  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
 

@@ -302,6 +302,23 @@ def drop_broken_refs(git: Git) -> list[str]:
     return dropped
 
 
+def start_point(git: Git, branch: str, base: str) -> tuple[str, str]:
+    """Where the task branch starts: (commit, "remote" | "local" | "base").
+
+    Pushed work ahead of the local branch wins; else the local branch, the
+    remote one, or the base for a branch that exists nowhere yet.
+    """
+    local = git.rev(f"refs/heads/{branch}")
+    remote = git.rev(f"refs/remotes/origin/{branch}")
+    if local and remote and local != remote and git.ok("merge-base", "--is-ancestor", local, remote):
+        return remote, "remote"
+    if local:
+        return local, "local"
+    if remote:
+        return remote, "remote"
+    return base, "base"
+
+
 def checkout_branch(
     git: Git, *, url: str, base_branch: str, branch: str, local_files: Sequence[str] = (), excludes: Sequence[str] = ()
 ) -> CheckoutResult:
@@ -334,16 +351,7 @@ def checkout_branch(
     base = git.rev(f"refs/remotes/origin/{base_branch}")
     if base is None:
         raise PermanentGitError(f"base branch {base_branch!r} does not exist in the repository")
-    local = git.rev(f"refs/heads/{branch}")
-    remote = git.rev(f"refs/remotes/origin/{branch}")
-    if local and remote and local != remote and git.ok("merge-base", "--is-ancestor", local, remote):
-        start, started_from = remote, "remote"  # pushed work ahead of ours: take it
-    elif local:
-        start, started_from = local, "local"
-    elif remote:
-        start, started_from = remote, "remote"
-    else:
-        start, started_from = base, "base"
+    start, started_from = start_point(git, branch, base)
     git.run("checkout", "--force", "--quiet", "--no-track", "-B", branch, start, "--")
     git.run("reset", "--hard", "--quiet", start)
     git.run("clean", "-d", "--force", "--quiet")

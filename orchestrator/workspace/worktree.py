@@ -39,7 +39,7 @@ from orchestrator.workspace.git import (
     set_excludes,
     set_skip_worktree,
 )
-from orchestrator.workspace.gitdir import credential_origin, ensure_remote, write_gitfile
+from orchestrator.workspace.gitdir import credential_origin, ensure_remote, start_point, write_gitfile
 
 log = logging.getLogger("orchestrator.workspace.worktree")
 
@@ -165,16 +165,7 @@ def checkout_worktree(
                     f"branch {branch!r} is checked out for another task ({other.name}); waiting for that run to end"
                 )
             remove_worktree(clone, other)
-        local = clone.rev(f"refs/heads/{branch}")
-        remote = clone.rev(f"refs/remotes/origin/{branch}")
-        if local and remote and local != remote and clone.ok("merge-base", "--is-ancestor", local, remote):
-            start, started_from = remote, "remote"  # pushed work ahead of ours: take it
-        elif local:
-            start, started_from = local, "local"
-        elif remote:
-            start, started_from = remote, "remote"
-        else:
-            start, started_from = base, "base"
+        start, started_from = start_point(clone, branch, base)
         if not _usable(tree):
             # Missing, half-made by a crash, or its `.git` replaced: rebuilt, never reused.
             remove_worktree(clone, tree.directory)
@@ -196,19 +187,4 @@ def checkout_worktree(
     )
 
 
-def disk_usage(path: Path) -> int:
-    """Bytes under `path` on disk (links not followed)."""
-    total = 0
-    if not path.exists():
-        return 0
-    for current, dirs, files in os.walk(path, followlinks=False):
-        for name in dirs + files:
-            try:
-                info = os.lstat(os.path.join(current, name))
-            except FileNotFoundError:
-                continue
-            total += getattr(info, "st_blocks", 0) * 512 or info.st_size
-    return total
-
-
-__all__ = ["BranchInUse", "checkout_worktree", "remove_worktree", "worktrees_on", "disk_usage", "FETCH_REUSE_SECONDS"]
+__all__ = ["BranchInUse", "checkout_worktree", "remove_worktree", "worktrees_on", "FETCH_REUSE_SECONDS"]

@@ -113,6 +113,14 @@ def git_ref(value: str, *, what: str = "branch") -> str:
     return value
 
 
+def _owner_and_repository(path: str) -> None:
+    """Refuse an owner or repository of dots alone: both become GitHub API paths, where `..` climbs out."""
+    trimmed = path.strip("/")
+    trimmed = trimmed[: -len(".git")] if trimmed.endswith(".git") else trimmed
+    if any(not segment.strip(".") for segment in trimmed.split("/")):
+        raise ValueError("repository URL must name an owner/repository that is not made of dots alone")
+
+
 def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
     """An https or `git@host:owner/repo.git` URL to an allowed host; never file://, http:// or options."""
     if not isinstance(value, str) or not value or len(value) > 500:
@@ -122,6 +130,7 @@ def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
     ssh = SSH_URL.fullmatch(value)
     if ssh:
         host = ssh.group("host").lower()
+        _owner_and_repository(ssh.group("path"))
     else:
         parts = urlsplit(value)
         if parts.scheme != "https":
@@ -137,6 +146,7 @@ def git_url(value: str, allowed_hosts: tuple[str, ...]) -> str:
             raise ValueError(
                 "repository URL must name an owner and a repository, e.g. https://github.com/owner/repo.git"
             )
+        _owner_and_repository(parts.path)
     if host not in {h.lower() for h in allowed_hosts}:
         raise ValueError(f"repository host {host!r} is not in the allowed list")
     return value

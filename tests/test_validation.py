@@ -70,3 +70,11 @@ def test_env_names() -> None:
     for bad in ("1A", "A-B", "A B", ""):
         with pytest.raises(ValueError):
             validation.env_name(bad)
+
+
+@pytest.mark.parametrize("url", ["https://github.com/../x.git", "https://github.com/a/..", "https://github.com/./x",
+                                 "https://github.com/a/...git"])
+def test_repository_paths_of_dots_are_refused(url: str) -> None:
+    # Owner and repository become GitHub API paths (/repos/{owner}/{repo}/pulls): `..` would climb out.
+    with pytest.raises(ValueError, match="owner/repository"):
+        validation.git_url(url, ("github.com",))

@@ -6,6 +6,7 @@ A parser raises ValueError with what was expected; the settings table
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -13,7 +14,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from orchestrator.validation import git_ref
@@ -116,6 +117,31 @@ def parse_redis_url(raw: str) -> str:
     except ValueError:
         raise ValueError("the URL has an invalid port") from None
     return url
+
+
+def parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port` of each Redis Sentinel, separated by commas (IPv6 in brackets)."""
+    found: list[tuple[str, int]] = []
+    for item in parse_list(raw):
+        parsed = urlparse(f"//{item}")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not parsed.hostname or port is None or parsed.path or parsed.username is not None:
+            raise ValueError(f"expected host:port pairs separated by commas, got {item!r}")
+        found.append((parsed.hostname, port))
+    return tuple(found)
+
+
+def parse_wait_replicas(raw: str) -> int | None:
+    """`auto` (None) or how many replicas must hold an accepted write."""
+    if raw.strip().lower() == "auto":
+        return None
+    try:
+        return non_negative_int(raw)
+    except ValueError:
+        raise ValueError(f"expected auto or an integer >= 0, got {raw!r}") from None
 
 
 def parse_runner(raw: str) -> str:
@@ -223,3 +249,35 @@ class Variable:
     default: str
     doc: str
     secret: bool = False
+
+
+_S = TypeVar("_S", bound="SettingsMethods")
+
+
+class SettingsMethods:
+    """What the settings object does beyond holding values; its `variables` are the settings table."""
+
+    variables: tuple[Variable, ...] = ()
+
+    def replace(self: _S, **changes: Any) -> _S:
+        """A copy with some fields changed (tests and the local stack use it)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def __repr__(self) -> str:  # secrets must never reach a log line through repr()
+        secret_attrs = {v.attr for v in self.variables if v.secret}
+        shown = ", ".join(
+            f"{f.name}={'***' if f.name in secret_attrs else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        )
+        return f"{type(self).__name__}({shown})"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for scrubbing text before it is shown."""
+        found: list[str] = []
+        for var in self.variables:
+            if not var.secret:
+                continue
+            value = getattr(self, var.attr)
+            items = value if isinstance(value, tuple) else (value,)
+            found.extend(item for item in items if item)
+        return found

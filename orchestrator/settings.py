@@ -7,7 +7,6 @@ documentation cannot drift from the code.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from typing import Any
 
 from orchestrator.config_values import (
     ConfigError,
+    SettingsMethods,
     Variable,
     non_negative_float,
     non_negative_int,
@@ -39,8 +39,10 @@ from orchestrator.config_values import (
     parse_redis_url,
     parse_repositories,
     parse_runner,
+    parse_sentinels,
     parse_str,
     parse_upper_list,
+    parse_wait_replicas,
     positive_int,
 )
 from orchestrator.coordination.stages import parse_pipelines
@@ -49,7 +51,18 @@ from orchestrator.coordination.stages import parse_pipelines
 # Keep this table in the order the README shows it.
 VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_REDIS_URL", "redis_url", parse_redis_url,
-             "redis://127.0.0.1:6379/0", "Redis used as the Celery broker and the task store."),
+             "redis://127.0.0.1:6379/0", "Redis used as the Celery broker and the task store. With Sentinels, its password, user and database are used and its host is not (Sentinel names the master)."),
+    Variable("ORCHESTRATOR_REDIS_SENTINELS", "redis_sentinels", parse_sentinels, "",
+             "Redis Sentinels, `host:port` separated by commas. Set: the store, the broker and the result backend reach the master these name, and follow it after a failover. Empty: `ORCHESTRATOR_REDIS_URL`'s host."),
+    Variable("ORCHESTRATOR_REDIS_SENTINEL_MASTER", "redis_sentinel_master", parse_str, "mymaster",
+             "Name of the master set the Sentinels watch (the Bitnami chart's `sentinel.masterSet`)."),
+    Variable("ORCHESTRATOR_REDIS_SENTINEL_PASSWORD", "redis_sentinel_password", parse_str, "",
+             "Password of the Sentinels themselves (the Bitnami chart gives them Redis's own). Empty: none.",
+             secret=True),
+    Variable("ORCHESTRATOR_REDIS_WAIT_REPLICAS", "redis_wait_replicas", parse_wait_replicas, "auto",
+             "Replicas that must hold an accepted submission or webhook (Redis `WAIT`) before the API answers 202; fewer in time: 503, and a retry is deduplicated. `auto`: one while the master has a replica, none while it has none. 0: never wait."),
+    Variable("ORCHESTRATOR_REDIS_WAIT_TIMEOUT_MS", "redis_wait_timeout_ms", positive_int, "1000",
+             "Milliseconds the API waits for those replicas."),
     Variable("ORCHESTRATOR_API_TOKENS", "api_tokens", parse_list, "",
              "Comma-separated bearer tokens accepted by the REST API. Empty: every /api/v1 request is refused.",
              secret=True),
@@ -238,11 +251,18 @@ VARIABLES: tuple[Variable, ...] = (
 # fmt: on
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, repr=False)  # SettingsMethods' repr hides the secrets
+class Settings(SettingsMethods):
     """Typed configuration, read once from the environment."""
 
+    variables = VARIABLES  # not a field: no annotation
+
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...]
+    redis_sentinel_master: str
+    redis_sentinel_password: str
+    redis_wait_replicas: int | None
+    redis_wait_timeout_ms: int
     api_tokens: tuple[str, ...]
     session_secret: str
     session_lifetime_seconds: int
@@ -359,32 +379,12 @@ class Settings:
             )
         if self.git_timeout_seconds >= self.step_soft_time_limit:
             raise ConfigError("ORCHESTRATOR_GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT")
+        if self.redis_sentinels and self.redis_url.startswith("rediss://"):
+            raise ConfigError("ORCHESTRATOR_REDIS_SENTINELS: TLS (rediss://) with Sentinel is not supported yet")
         if self.broker_visibility_timeout <= self.step_time_limit:
             raise ConfigError(
                 "ORCHESTRATOR_BROKER_VISIBILITY_TIMEOUT: must be greater than ORCHESTRATOR_STEP_TIME_LIMIT"
             )
-
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (tests and the local stack use it)."""
-        return dataclasses.replace(self, **changes)
-
-    def __repr__(self) -> str:  # secrets must never reach a log line through repr()
-        secret_attrs = {v.attr for v in VARIABLES if v.secret}
-        shown = ", ".join(
-            f"{f.name}={'***' if f.name in secret_attrs else getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-        )
-        return f"Settings({shown})"
-
-    def secret_values(self) -> list[str]:
-        """Every configured secret value, for scrubbing text before it is shown."""
-        found: list[str] = []
-        for var in VARIABLES:
-            if not var.secret:
-                continue
-            value = getattr(self, var.attr)
-            items = value if isinstance(value, tuple) else (value,)
-            found.extend(item for item in items if item)
-        return found
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,14 +8,15 @@ Running, and exactly one of them may write Succeeded.
 
 from __future__ import annotations
 
-from orchestrator.store.base import connect
 from orchestrator.store.broker import Broker
 from orchestrator.store.capacity import Capacity
+from orchestrator.store.connection import RedisTarget, connect
 from orchestrator.store.deliveries import Deliveries
 from orchestrator.store.effects import EffectClaim, Effects
 from orchestrator.store.errors import (
     IllegalTransition,
     LeaseNotHeld,
+    NotReplicated,
     StoreError,
     StoreUnavailable,
     TaskExists,
@@ -38,6 +39,8 @@ __all__ = [
     "EffectClaim",
     "IllegalTransition",
     "LeaseNotHeld",
+    "NotReplicated",
+    "RedisTarget",
     "StoreError",
     "StoreUnavailable",
     "TaskExists",

@@ -118,6 +118,7 @@ class Tasks(StoreBase):
                 str(task_id),
                 *(item for pair in fields.items() for item in pair),
             ],
+            replicated=True,
         )
         if not int(created):
             raise TaskExists(f"task {member} already exists")

@@ -44,6 +44,8 @@ def test_the_sentinel_variant_matches_the_charts_sentinel_defaults() -> None:
     assert 2 <= sentinel["sentinel"]["quorum"] < nodes
     # The chart's default (a minute) would keep intake answering 503 that long.
     assert sentinel["sentinel"]["downAfterMilliseconds"] <= 10000
+    # A split vote is retried after twice the failover timeout (the chart's default: 6 minutes).
+    assert sentinel["sentinel"]["failoverTimeout"] <= 30000
 
 
 def test_the_sentinel_variant_keeps_the_standalone_auth_and_persistence() -> None:

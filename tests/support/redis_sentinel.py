@@ -92,7 +92,9 @@ class SentinelProcess:
                     f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 2",
                     f"sentinel auth-pass {MASTER_NAME} {self.password}",
                     f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}",
-                    f"sentinel failover-timeout {MASTER_NAME} 10000",
+                    # A failed election (two Sentinels asking for votes at once) is tried again after
+                    # twice this: kept short, or one split vote would stretch the switch by 20 s.
+                    f"sentinel failover-timeout {MASTER_NAME} 2000",
                     f"sentinel parallel-syncs {MASTER_NAME} 1",
                 ]
             )

@@ -39,7 +39,8 @@ class Answer:
     ref: int
     status: int
     body: Any
-    at: float
+    at: float  # when the answer came
+    sent: float  # when the request was sent: an answer to one sent before a kill says nothing of after it
 
 
 def issue_labeled(number: int) -> dict[str, Any]:
@@ -74,11 +75,13 @@ class Traffic:
         n = 0
         while not self.stop.is_set():
             n += 1
+            sent = time.monotonic()
             status, body = self.stack.request(
                 "POST", "/api/v1/pm/tasks", task_body(n, f"ha-{n % SERVICES}"), timeout=15
             )
-            self.answers.append(Answer("task", n, status, body, time.monotonic()))
+            self.answers.append(Answer("task", n, status, body, time.monotonic(), sent))
             raw = json.dumps(issue_labeled(n)).encode()
+            sent = time.monotonic()
             status, text = self.stack.raw(
                 "POST",
                 "/webhooks/github",
@@ -91,8 +94,11 @@ class Traffic:
                 },
                 timeout=15,
             )
-            self.answers.append(Answer("webhook", n, status, json.loads(text) if text else None, time.monotonic()))
+            self.answers.append(
+                Answer("webhook", n, status, json.loads(text) if text else None, time.monotonic(), sent)
+            )
             self.stop.wait(self.interval)
 
     def accepted(self, kind: str, after: float = 0.0) -> list[Answer]:
-        return [a for a in list(self.answers) if a.kind == kind and a.status == 202 and a.at > after]
+        """Answers 202 of `kind` to requests sent after `after`."""
+        return [a for a in list(self.answers) if a.kind == kind and a.status == 202 and a.sent > after]

@@ -86,12 +86,19 @@ def one_round(tmp: Path, warmup: float, after: float) -> dict[str, Any]:
                        if stack.request("GET", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{ref}", timeout=5)[0] != 200}
             time.sleep(0.2)
         settled = time.monotonic() - killed
+        stuck = {f"ha-{ref % SERVICES}/{ref}": stack.request("GET", f"/api/v1/pm/tasks/ha-{ref % SERVICES}/{ref}")[1]
+                 for ref in sorted(pending)}
+        stuck.update({f"delivery-{ref}": None for ref in sorted(waiting)})
+        if stuck:
+            print("not settled:", json.dumps({k: v and {"status": v.get("status"), "reason": v.get("status_reason")}
+                                              for k, v in stuck.items()}), flush=True)
         statuses = [a.status for a in traffic.answers]
         return {
             "promoted_s": promoted, "first_202_s": back - killed, "settled_s": settled,
             "accepted_tasks": len(tasks), "accepted_webhooks": len(hooks),
             "refused_503": statuses.count(503), "other": len([s for s in statuses if s not in (202, 503)]),
             "lost": len(lost), "unsettled": len(pending) + len(waiting), "run_twice": twice,
+            "unsettled_refs": sorted(stuck),
         }
     finally:
         stack.down()
@@ -103,11 +110,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of traffic before the kill")
     parser.add_argument("--after", type=float, default=3.0, help="seconds of traffic after the first 202")
     parser.add_argument("--json", type=Path, help="also write the figures here (bench/run_all.py)")
+    parser.add_argument("--keep", type=Path, help="keep each round's logs and data under this directory")
     args = parser.parse_args(argv)
     rounds = []
     for n in range(args.rounds):
-        with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
-            figures = one_round(Path(tmp), args.warmup, args.after)
+        if args.keep:
+            figures = one_round(args.keep / f"round-{n + 1}", args.warmup, args.after)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
+                figures = one_round(Path(tmp), args.warmup, args.after)
         rounds.append(figures)
         print(f"round {n + 1}: promoted {figures['promoted_s']:.2f} s, first 202 {figures['first_202_s']:.2f} s, "
               f"settled {figures['settled_s']:.1f} s; accepted {figures['accepted_tasks']} submissions and "

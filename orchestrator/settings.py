@@ -86,6 +86,7 @@ class Settings:
     reconcile_seconds: float
     pending_timeout_seconds: int
     sweep_after_seconds: int
+    retention_days: int
     watcher_lease_seconds: float
     kubeconfig: Path | None
     github_token: str

@@ -173,6 +173,8 @@ VARIABLES: tuple[Variable, ...] = (
              "A run whose pod stays unschedulable or cannot pull its image this long fails."),
     Variable("ORCHESTRATOR_SWEEP_AFTER_SECONDS", "sweep_after_seconds", positive_int, "172800",
              "The watcher's sweep deletes our finished Jobs older than this that Kubernetes did not remove."),
+    Variable("ORCHESTRATOR_RETENTION_DAYS", "retention_days", non_negative_int, "30",
+             "Days an ended task (Succeeded, Failed, Cancelled) is kept after its last change; then the watcher deletes it with its runs, history and contexts. A task some unfinished task depends on is kept. 0: keep forever."),
     Variable("ORCHESTRATOR_WATCHER_LEASE_SECONDS", "watcher_lease_seconds", parse_float, "15",
              "Lease of the active `orchestrator watcher`; a standby takes over after this."),
     Variable("ORCHESTRATOR_ALLOW_LOCAL_REPOS", "allow_local_repos", parse_bool, "false",

@@ -6,7 +6,6 @@ A parser raises ValueError with what was expected; the settings table
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -14,7 +13,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 from orchestrator.validation import git_ref
@@ -249,35 +248,3 @@ class Variable:
     default: str
     doc: str
     secret: bool = False
-
-
-_S = TypeVar("_S", bound="SettingsMethods")
-
-
-class SettingsMethods:
-    """What the settings object does beyond holding values; its `variables` are the settings table."""
-
-    variables: tuple[Variable, ...] = ()
-
-    def replace(self: _S, **changes: Any) -> _S:
-        """A copy with some fields changed (tests and the local stack use it)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-    def __repr__(self) -> str:  # secrets must never reach a log line through repr()
-        secret_attrs = {v.attr for v in self.variables if v.secret}
-        shown = ", ".join(
-            f"{f.name}={'***' if f.name in secret_attrs else getattr(self, f.name)!r}"
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-        )
-        return f"{type(self).__name__}({shown})"
-
-    def secret_values(self) -> list[str]:
-        """Every configured secret value, for scrubbing text before it is shown."""
-        found: list[str] = []
-        for var in self.variables:
-            if not var.secret:
-                continue
-            value = getattr(self, var.attr)
-            items = value if isinstance(value, tuple) else (value,)
-            found.extend(item for item in items if item)
-        return found

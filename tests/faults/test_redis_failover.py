@@ -26,7 +26,7 @@ from tests.support.redis_sentinel import SentinelCluster
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    running = SentinelCluster(tmp_path / "redis").start()
+    running = SentinelCluster(tmp_path / "redis").start(wait=False)  # ready before traffic: see `stack`
     try:
         yield running
     finally:
@@ -42,7 +42,8 @@ def stack(tmp_path: Path, cluster: SentinelCluster) -> Iterator[FaultStack]:
     }
     running = FaultStack(tmp_path, env=env, redis=ClusterHandle(cluster))
     try:
-        running.up()
+        running.up()  # while the Sentinels find the replica and each other
+        cluster.wait_ready()
         yield running
     finally:
         running.down()
@@ -52,7 +53,7 @@ def test_kill_9_of_the_master_only_503s_loses_nothing_and_everyone_follows(
     stack: FaultStack, cluster: SentinelCluster
 ) -> None:
     pids = {name: p.proc.pid for name, p in stack.processes.items() if p.proc}
-    traffic = Traffic(stack)
+    traffic = Traffic(stack, interval=0.3)
     traffic.thread.start()
     try:
         wait_until(lambda: len(traffic.accepted("task")) >= 2 and traffic.accepted("webhook"), 30, "accepted traffic")
@@ -138,6 +139,7 @@ def test_202_only_once_a_replica_holds_the_write_and_503_when_none_confirms(
     from orchestrator.celery_dispatch import CeleryDispatcher
     from orchestrator.settings import Settings
 
+    cluster.wait_ready()
     settings = Settings.from_env(
         {
             **cluster.env(),

@@ -161,13 +161,18 @@ class SentinelCluster:
             "ORCHESTRATOR_REDIS_SENTINEL_PASSWORD": PASSWORD,
         }
 
-    def start(self) -> SentinelCluster:
+    def start(self, *, wait: bool = True) -> SentinelCluster:
+        """Start every process; with `wait`, also `wait_ready` (else the caller does, meanwhile starting more)."""
         for server in self.servers:
             server.start()
-        self.wait_replica_synced(self.servers[0], timeout=20)
         for sentinel in self.sentinels:
             sentinel.start()
-        # Every Sentinel must know the replica (and the other Sentinels) before a failover can work.
+        return self.wait_ready() if wait else self
+
+    def wait_ready(self) -> SentinelCluster:
+        """Block until the replica is in sync and every Sentinel knows it and the other Sentinels."""
+        self.wait_replica_synced(self.servers[0], timeout=20)
+        # Without both, a failover could not happen (no replica to promote, no quorum to elect).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if all(self._sees_replica_and_peers(s) for s in self.sentinels):

@@ -43,5 +43,11 @@ def _load() -> Celery:
 
 
 app = _load()
-# The steps this process runs send their next steps through this app.
-dispatch.set_default(lambda: CeleryDispatcher(app))
+
+
+def default_dispatcher() -> CeleryDispatcher:
+    """What the steps this process runs send their next steps through: this app."""
+    return CeleryDispatcher(app)
+
+
+dispatch.set_default(default_dispatcher)

@@ -35,6 +35,8 @@ from orchestrator.config_values import (
     parse_optional_count,
     parse_optional_money,
     parse_optional_path,
+    parse_otlp_endpoint,
+    parse_otlp_protocol,
     parse_path,
     parse_redis_url,
     parse_repositories,
@@ -231,6 +233,9 @@ VARIABLES: tuple[Variable, ...] = (
              "Daily budgets of single services in US dollars, `service=amount` pairs separated by commas."),
     Variable("ORCHESTRATOR_STALL_SECONDS", "stall_seconds", non_negative_int, "900",
              "A running agent whose output has not grown for this long is stopped and fails (`stalled`), retried once. 0: never."),
+    Variable("ORCHESTRATOR_OTEL_EXPORTER_OTLP_ENDPOINT", "otel_endpoint", parse_otlp_endpoint, "", "OTLP endpoint (base URL, e.g. `http://collector:4318`) of OpenTelemetry: the orchestrator's own traces, and Claude Code's metrics, events and traces of every run (see Telemetry). Empty: off, and no OpenTelemetry code is loaded."),
+    Variable("ORCHESTRATOR_OTEL_EXPORTER_OTLP_PROTOCOL", "otel_protocol", parse_otlp_protocol, "http/protobuf", "OTLP protocol: `http/protobuf`, `http/json` (agents only; the orchestrator's spans go as `http/protobuf`) or `grpc` (needs `opentelemetry-exporter-otlp-proto-grpc`)."),
+    Variable("ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS", "otel_headers", parse_str, "", "Headers of OTLP exports, `name=value` pairs separated by commas (`Authorization=Bearer ...`), for the orchestrator and local agents; agent Jobs get them from the agent Secret's `otel-exporter-otlp-headers` key by `secretKeyRef`.", secret=True),
     Variable("ANTHROPIC_API_KEY", "anthropic_api_key", parse_str, "",
              "API key of the Claude Code agent (local runner; in a cluster it comes from a Secret).",
              secret=True),
@@ -323,6 +328,9 @@ class Settings:
     daily_budget_usd: float | None
     service_daily_budgets: Mapping[str, float]
     stall_seconds: int
+    otel_endpoint: str
+    otel_protocol: str
+    otel_headers: str
     anthropic_api_key: str
     allow_local_repos: bool
     pull_request_draft: bool
@@ -377,14 +385,8 @@ class Settings:
 
     def secret_values(self) -> list[str]:
         """Every configured secret value, for scrubbing text before it is shown."""
-        found: list[str] = []
-        for var in VARIABLES:
-            if not var.secret:
-                continue
-            value = getattr(self, var.attr)
-            items = value if isinstance(value, tuple) else (value,)
-            found.extend(item for item in items if item)
-        return found
+        values = (getattr(self, var.attr) for var in VARIABLES if var.secret)
+        return [item for value in values for item in (value if isinstance(value, tuple) else (value,)) if item]
 
 
 @functools.lru_cache(maxsize=1)

@@ -103,7 +103,7 @@ ALLOWED: dict[str, set[str]] = {
     "orchestrator.dispatch": {"orchestrator.steps", "orchestrator.store"},
     "orchestrator.celery_app": {"orchestrator.settings", "orchestrator.steps"},
     "orchestrator.celery_dispatch": {"orchestrator.celery_app", "orchestrator.dispatch", "orchestrator.steps",
-                                     "orchestrator.store"},
+                                     "orchestrator.store", "orchestrator.tracing"},
     "orchestrator.runtime": {"orchestrator.settings", "orchestrator.store"},
     "orchestrator.effects": {"orchestrator.store"},  # intent and completion of side effects, kept in the store
     # a step's task trace is read from the store by the process's own store (runtime)

@@ -126,3 +126,19 @@ def test_a_task_may_not_redirect_the_agent_telemetry() -> None:
 
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_LOG_USER_PROMPTS", "TRACEPARENT", "tracestate"):
         assert agent_env.never_allowed(name), name
+
+
+def test_step_messages_carry_the_sender_trace_only_when_tracing_is_on(
+    store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import dispatch
+    from tests.support.api import route_steps_to
+
+    route_steps_to(settings, monkeypatch)
+    dispatch.send(Step.HANDLE_EVENT, "delivery-1", "issues")
+    monkeypatch.setattr(tracing, "current_traceparent", lambda: TRACEPARENT)
+    dispatch.send(Step.HANDLE_EVENT, "delivery-2", "issues")
+    dispatch.send(Step.HANDLE_EVENT, "delivery-3", "issues", countdown=5)  # built by Celery itself
+    with_eta, plain, off = (json.loads(raw) for raw in store.redis.lrange("events", 0, -1))  # LPUSH: newest first
+    assert "traceparent" not in off["headers"]
+    assert plain["headers"]["traceparent"] == with_eta["headers"]["traceparent"] == TRACEPARENT

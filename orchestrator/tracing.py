@@ -44,8 +44,11 @@ RUN_STEPS = frozenset(
         Step.CANCEL_RUN.value,
     }
 )
-# Probes and metrics scrapes would be most of the API's traces and tell nothing.
-EXCLUDED_URLS = "/health,/api/v1/health,/ready,/metrics"
+STEPS_OF_A_TASK = TASK_STEPS | RUN_STEPS
+# Probes and metrics scrapes would be most of the API's traces and tell nothing. The instrumentation
+# searches these in the whole URL: anchored, so that no task or service path that contains them is left out.
+UNTRACED_PATHS = ("/health", "/api/v1/health", "/ready", "/metrics")
+EXCLUDED_URLS = ",".join(rf"^[a-z]+://[^/]+{path}(\?.*)?$" for path in UNTRACED_PATHS)
 EXTRA_HINT = "install the optional packages: pip install 'orchestrator[otel]'"
 
 _lock = threading.Lock()
@@ -131,9 +134,16 @@ def _sampler() -> Any:
     from opentelemetry.trace import SpanKind
 
     class NoLoneClientCalls(Sampler):
-        def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None, *args: Any,
-                          **kwargs: Any) -> SamplingResult:  # fmt: skip
-            attributes = kwargs.get("attributes") if "attributes" in kwargs else (args[0] if args else None)
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
             if kind == SpanKind.CLIENT:
                 return SamplingResult(Decision.DROP)
             return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
@@ -181,7 +191,7 @@ def _hook_worker(provider: Any) -> None:
 
 
 def _join_task_trace(task: Any = None, args: Sequence[Any] | None = None, **_: Any) -> None:
-    if task is None or task.name not in TASK_STEPS | RUN_STEPS:
+    if task is None or task.name not in STEPS_OF_A_TASK:
         return
     from orchestrator.runtime import get_store
 

@@ -142,3 +142,27 @@ def test_step_messages_carry_the_sender_trace_only_when_tracing_is_on(
     with_eta, plain, off = (json.loads(raw) for raw in store.redis.lrange("events", 0, -1))  # LPUSH: newest first
     assert "traceparent" not in off["headers"]
     assert plain["headers"]["traceparent"] == with_eta["headers"]["traceparent"] == TRACEPARENT
+
+
+def test_probes_and_scrapes_are_not_traced_but_every_other_path_is() -> None:
+    from opentelemetry.util.http import ExcludeList
+
+    excluded = ExcludeList(tracing.EXCLUDED_URLS.split(","))
+    for url in ("http://h:8080/health", "http://h/api/v1/health?x=1", "http://h/ready", "https://h/metrics"):
+        assert excluded.url_disabled(url), url
+    for url in (
+        "http://h/api/v1/pm/tasks",
+        "http://h/api/v1/pm/tasks/health/1",
+        "http://h/api/v1/services/metrics/usage",
+    ):
+        assert not excluded.url_disabled(url), url
+
+
+def test_a_lone_client_call_starts_no_trace_but_requests_and_steps_do() -> None:
+    from opentelemetry.sdk.trace.sampling import Decision
+    from opentelemetry.trace import SpanKind
+
+    sampler = tracing._sampler()
+    assert sampler.should_sample(None, 1, "BRPOP", kind=SpanKind.CLIENT).decision == Decision.DROP
+    for kind in (SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.INTERNAL):
+        assert sampler.should_sample(None, 1, "root", kind=kind).decision == Decision.RECORD_AND_SAMPLE

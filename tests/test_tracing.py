@@ -166,3 +166,46 @@ def test_a_lone_client_call_starts_no_trace_but_requests_and_steps_do() -> None:
     assert sampler.should_sample(None, 1, "BRPOP", kind=SpanKind.CLIENT).decision == Decision.DROP
     for kind in (SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.INTERNAL):
         assert sampler.should_sample(None, 1, "root", kind=kind).decision == Decision.RECORD_AND_SAMPLE
+
+
+def test_a_real_worker_joins_the_sender_trace_or_else_the_task_trace(
+    store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch, worker_factory
+) -> None:
+    from orchestrator import dispatch
+    from tests.support.api import route_steps_to
+    from tests.support.otlp_receiver import OtlpReceiver
+    from tests.support.wait import wait_for
+
+    sender = "00-11111111111111111111111111111111-2222222222222222-01"
+    receiver = OtlpReceiver().start()
+    try:
+        route_steps_to(settings, monkeypatch)
+        # The solo pool: the worker traces in its own process (worker_init), not in a prefork child.
+        worker_factory(
+            queues=("events", "coordination"),
+            pool="solo",
+            env={"ORCHESTRATOR_OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+        )
+        store.create_task(
+            service="billing",
+            task_id=5,
+            agent="claude",
+            trace_parent=TRACEPARENT,
+            spec={"id": 5, "service_name": "billing", "agent_name": "claude", "title": "t"},
+        )
+        monkeypatch.setattr(tracing, "current_traceparent", lambda: sender)
+        dispatch.send(Step.PROBE)  # acts for no task: the message's header is its parent
+        dispatch.send(Step.REPORT_STATUS, "billing", 5)  # a task's step: the task's trace wins over the header
+
+        def both() -> dict | None:
+            found = {s.name: s for s in receiver.received()}
+            names = (f"run/{Step.PROBE.value}", f"run/{Step.REPORT_STATUS.value}")
+            return found if all(name in found for name in names) else None
+
+        spans = wait_for(both, "the worker's step spans", timeout=30)
+    finally:
+        receiver.stop()
+    probe, report = spans[f"run/{Step.PROBE.value}"], spans[f"run/{Step.REPORT_STATUS.value}"]
+    assert (probe.trace_id, probe.parent_span_id) == (sender.split("-")[1], sender.split("-")[2])
+    assert (report.trace_id, report.parent_span_id) == (TRACEPARENT.split("-")[1], TRACEPARENT.split("-")[2])
+    assert probe.service == report.service == "orchestrator-worker"

@@ -100,6 +100,7 @@ def setup(
         if _provider is None:
             _provider = _build_provider(settings, component, exporter)
             _instrument_clients(_provider)
+            _correlate_logs()
         if worker and not _worker_hooked:
             _hook_worker(_provider)
             _worker_hooked = True
@@ -178,6 +179,24 @@ def _instrument_clients(provider: Any) -> None:
 
     RedisInstrumentor().instrument(tracer_provider=provider)
     RequestsInstrumentor().instrument(tracer_provider=provider)
+
+
+def _correlate_logs() -> None:
+    """Every log record made inside a span carries `trace_id` and `span_id` (JSON lines show them), so a
+    log line leads to its trace. At the record's creation: handlers are installed later, and by others."""
+    from opentelemetry import trace
+
+    make_record = logging.getLogRecordFactory()
+
+    def with_trace_ids(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+        return record
+
+    logging.setLogRecordFactory(with_trace_ids)
 
 
 def _hook_worker(provider: Any) -> None:

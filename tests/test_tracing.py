@@ -209,3 +209,44 @@ def test_a_real_worker_joins_the_sender_trace_or_else_the_task_trace(
     assert (probe.trace_id, probe.parent_span_id) == (sender.split("-")[1], sender.split("-")[2])
     assert (report.trace_id, report.parent_span_id) == (TRACEPARENT.split("-")[1], TRACEPARENT.split("-")[2])
     assert probe.service == report.service == "orchestrator-worker"
+
+
+# Tracing on in a process of its own (it sets process-wide state), spans kept in memory.
+TRACED = """
+import json, logging
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from orchestrator import logs, tracing
+from orchestrator.settings import Settings
+
+exporter = InMemorySpanExporter()
+settings = Settings.from_env({"ORCHESTRATOR_OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"})
+assert tracing.setup(settings, "api", exporter=exporter) and tracing.enabled()
+assert tracing.setup(settings, "api", exporter=exporter)  # a second call changes nothing
+logs.configure("INFO")
+with trace.get_tracer("test").start_as_current_span("request", kind=trace.SpanKind.SERVER) as span:
+    logging.getLogger("orchestrator.test").info("inside")
+    traceparent = tracing.current_traceparent()
+logging.getLogger("orchestrator.test").info("outside")
+tracing.shutdown()
+context = span.get_span_context()
+print(json.dumps({"traceparent": traceparent, "trace_id": format(context.trace_id, "032x"),
+                  "span_id": format(context.span_id, "016x"),
+                  "spans": [s.name for s in exporter.get_finished_spans()]}))
+"""
+
+
+def test_tracing_on_names_the_current_span_and_puts_its_ids_on_log_lines(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "OTEL_"))}
+    env.update(PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", TRACED], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["traceparent"].split("-")[1:3] == [seen["trace_id"], seen["span_id"]]
+    assert seen["spans"] == ["request"]
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    inside, outside = (next(line for line in lines if line.get("message") == m) for m in ("inside", "outside"))
+    assert (inside["trace_id"], inside["span_id"]) == (seen["trace_id"], seen["span_id"])
+    assert "trace_id" not in outside

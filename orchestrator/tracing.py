@@ -12,7 +12,9 @@ sends steps outside any request, so a header on the message cannot carry
 the task's trace everywhere: instead a worker looks the task's traceparent
 up before each step of a task runs (`task_trace_parent`) and hands it to
 Celery's instrumentation as the step's parent. Retries, re-drives and
-watcher-initiated steps join the same trace that way. An agent run gets the
+watcher-initiated steps join the same trace that way. Messages carry the
+sender's traceparent as well (orchestrator/celery_dispatch.py), which is what
+a step of no single task (a GitHub delivery's) joins. An agent run gets the
 launch step's context as `TRACEPARENT`, so its own spans join it too.
 """
 

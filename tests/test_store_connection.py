@@ -104,3 +104,16 @@ def test_broker_url_round_trips_users_and_odd_passwords() -> None:
     assert identity_of(back.client()) == identity_of(target.client())
     kwargs = back.client().connection_pool.connection_kwargs
     assert (kwargs["username"], kwargs["password"]) == ("app", "p@ss:w")
+
+
+def test_a_fixed_replica_count_is_the_operators_and_auto_waits_for_none_without_replicas(redis_url: str) -> None:
+    from orchestrator.store import NotReplicated, StoreUnavailable
+
+    auto = TaskStore(connect(redis_url), wait_replicas=None, wait_timeout_ms=50)
+    auto.create_task(service="svc", task_id=1, agent="claude", spec={})  # a master without replicas: no WAIT
+    assert auto._replicas_wanted() == 0
+    fixed = TaskStore(connect(redis_url), wait_replicas=1, wait_timeout_ms=50)
+    with pytest.raises(NotReplicated) as refused:
+        fixed.create_task(service="svc", task_id=2, agent="claude", spec={})
+    assert isinstance(refused.value, StoreUnavailable)  # the API's 503, with the retry it implies
+    assert auto.get_task("svc", 2) is not None  # written on the master; a retry finds it (409, or a replay)

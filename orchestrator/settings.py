@@ -1,8 +1,7 @@
 """Configuration: every environment variable the system reads, in one table.
 
-The table below is the single source of truth: `Settings.from_env` parses it,
-and the README's configuration table is checked against it by a test, so the
-documentation cannot drift from the code.
+The table below is the single source of truth: `Settings.from_env` parses it, and a
+test checks the README's table against it, so the documentation cannot drift.
 """
 
 from __future__ import annotations
@@ -101,6 +100,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Local state of `orchestrator up`: Redis data, run logs, pid files."),
     Variable("ORCHESTRATOR_LOG_LEVEL", "log_level", parse_str, "INFO",
              "Log level of every process (DEBUG, INFO, WARNING, ERROR)."),
+    Variable("ORCHESTRATOR_METRICS_PORT", "metrics_port", non_negative_int, "0",
+             "Port on which a Celery worker (its pool processes merged) and `orchestrator watcher` serve Prometheus metrics at `/metrics`, on every interface. 0: not served (the API serves its own on its port)."),
     Variable("ORCHESTRATOR_STATUS_HISTORY_LIMIT", "status_history_limit", positive_int, "200",
              "Status history entries kept per task (oldest dropped first)."),
     Variable("ORCHESTRATOR_IDEMPOTENCY_TTL_SECONDS", "idempotency_ttl_seconds", positive_int, "86400",
@@ -266,6 +267,7 @@ class Settings:
     api_token: str
     data_dir: Path
     log_level: str
+    metrics_port: int
     status_history_limit: int
     idempotency_ttl_seconds: int
     delivery_ttl_seconds: int

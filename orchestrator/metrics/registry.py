@@ -154,6 +154,11 @@ def get() -> Metrics:
     return _metrics
 
 
+def built() -> bool:
+    """True once this process's metrics exist (their storage is then chosen)."""
+    return _metrics is not None
+
+
 def exported_names() -> set[str]:
     """The names of every series these metrics export (`_total`, `_bucket`... included)."""
     names: set[str] = set()

@@ -46,9 +46,17 @@ def prepare_directory() -> str:
         _created.append(path)
         os.environ[ENV] = path
     if _chose_memory():
-        # prometheus-client chose in-memory values before the directory was set: only
-        # this process's figures would be served, not its pool's.
-        log.warning("metrics: prometheus_client was imported before %s was set; pool processes are not merged", ENV)
+        # prometheus-client was imported before the directory was set: the `celery`
+        # command loads Flower's plugin, whose events module imports it. It picks the
+        # storage of each metric when the metric is built, from this module global, and
+        # ours are built on first use (none yet): switch it so they write to the directory.
+        from prometheus_client import values
+
+        from orchestrator.metrics import registry
+
+        if registry.built():
+            log.warning("metrics: built before %s was set; pool processes are not merged", ENV)
+        values.ValueClass = values.MultiProcessValue()
     return path
 
 

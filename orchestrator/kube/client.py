@@ -345,6 +345,7 @@ class KubeClient:
         try:
             yield from _lines(response)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            metrics.kube_error(kube_error_kind(None, exc))
             raise TransientKubeError(f"the log stream of pod {name} broke ({type(exc).__name__})") from None
         finally:
             response.release_conn()
@@ -383,11 +384,13 @@ class KubeClient:
                 obj = event.get("object") or {}
                 if kind_of == "ERROR":
                     code = obj.get("code")
+                    metrics.kube_error(kube_error_kind(code if isinstance(code, int) else 500))
                     if code == 410:
                         raise Gone(obj.get("message") or "resourceVersion too old", 410)
                     raise TransientKubeError(f"watch {kind}: {obj.get('message') or obj}", code)
                 yield kind_of, obj
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            metrics.kube_error(kube_error_kind(None, exc))
             raise TransientKubeError(f"watch {kind}: the stream broke ({type(exc).__name__})") from None
         finally:
             response.release_conn()

@@ -7,6 +7,7 @@ never from a list written here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -22,6 +23,8 @@ from tests.support.chart import CHART_DIR
 
 DASHBOARD = CHART_DIR / "dashboards" / "orchestrator.json"
 METRIC = re.compile(r"\b(orchestrator_[a-z0-9_]+)\b")
+LABELS_BY = re.compile(r"\bby \(([^)]*)\)")
+LABEL_MATCH = re.compile(r"[{,]\s*([a-z_]+)\s*[=!~]")
 
 
 def _queries() -> list[tuple[str, str]]:
@@ -30,23 +33,44 @@ def _queries() -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def exported(settings: Settings, store: TaskStore) -> set[str]:
-    names = registry.exported_names()
+def exported(settings: Settings, store: TaskStore) -> dict[str, set[str]]:
+    """Every exported series name -> the labels it carries."""
+    names: dict[str, set[str]] = {}
+    metrics = registry.get()
+    for field in dataclasses.fields(metrics):
+        metric = getattr(metrics, field.name)
+        if field.name == "registry":
+            continue
+        for family in metric.describe():
+            for name in registry.exported_names() & _series_of(family.name):
+                names[name] = set(metric._labelnames) | ({"le"} if name.endswith("_bucket") else set())
     client = create_app(settings).test_client()
     client.get("/health")  # the request metrics have a sample once a request was served
+    store.redis.lpush("deploy", "m")  # and the queue depths one once a queue holds a message
     text = client.get("/metrics").get_data(as_text=True)
     for family in text_string_to_metric_families(text):
-        names.add(family.name)
-        names.update(sample.name for sample in family.samples)
+        names.setdefault(family.name, set())
+        for sample in family.samples:
+            names.setdefault(sample.name, set()).update(sample.labels)
     return names
 
 
-def test_every_query_names_only_exported_metrics(exported: set[str]) -> None:
+def _series_of(family: str) -> set[str]:
+    return {family} | {family + suffix for suffix in ("_total", "_created", "_bucket", "_count", "_sum")}
+
+
+def test_every_query_names_only_exported_metrics_and_their_labels(exported: dict[str, set[str]]) -> None:
     queries = _queries()
     assert queries
     unknown = {(title, name) for title, expr in queries for name in METRIC.findall(expr) if name not in exported}
     assert not unknown, unknown
     assert all(METRIC.search(expr) for _, expr in queries), "a query that names none of our metrics"
+    # Labels grouped by or matched on are labels of the metrics the query names.
+    for title, expr in queries:
+        carried = set().union(*(exported[name] for name in METRIC.findall(expr)))
+        used = {label.strip() for group in LABELS_BY.findall(expr) for label in group.split(",")}
+        used |= set(LABEL_MATCH.findall(expr))
+        assert used <= carried, (title, used - carried)
 
 
 def test_the_dashboard_shows_what_the_issue_asks_for() -> None:

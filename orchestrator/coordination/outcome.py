@@ -151,7 +151,8 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
         if release_run(store, service, run_id):
             admit_waiting(store, settings)
         return FinishResult.RACED
-    _count_end(store.get_run(run_id) or run, task.agent, again)
+    ended = (run.outcome or NO_CHANGES) if run.phase == RunPhase.SUCCEEDED else FAILED  # as written above
+    _count_end(dataclasses.replace(run, outcome=ended), task.agent, again)
     release_run(store, service, run_id)
     if target == Status.QUEUED:
         task_after = store.require_task(service, task_id)

@@ -60,6 +60,7 @@ def forget_pool_process(pid: int | None = None, **kwargs: Any) -> None:
 
 @signals.worker_shutdown.connect
 def remove_metrics_directory(**kwargs: Any) -> None:
+    """The worker stops: remove the metrics directory it created (one it was given stays)."""
     from orchestrator.metrics import server
 
     server.remove_directory()

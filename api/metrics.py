@@ -4,7 +4,8 @@ Request counts and latencies are recorded by the app's request hooks. Task
 counts and queue depths are read from Redis when Prometheus scrapes, so they
 are the same whichever worker answers. Under gunicorn with several workers,
 set PROMETHEUS_MULTIPROC_DIR (api/gunicorn_conf.py does) and the request
-metrics of every worker are merged.
+metrics of every worker are merged, with those the core records in them
+(orchestrator.metrics: the webhook receipts).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from orchestrator.metrics import registry as core_metrics
 from orchestrator.steps import QUEUES  # the queues the API reports (no Celery app built to be scraped)
 from orchestrator.store import StoreError
 
@@ -110,6 +112,7 @@ def metrics() -> Response:
         multiprocess.MultiProcessCollector(scrape)  # every worker's request metrics
         text = b""
     else:
-        text = generate_latest(own.registry)
+        # One process: its request metrics, and those the core records in it (webhook receipts...).
+        text = generate_latest(own.registry) + generate_latest(core_metrics.get().registry)
     scrape.register(StoreCollector(current_app._get_current_object()))  # type: ignore[attr-defined]
     return Response(text + generate_latest(scrape), mimetype=CONTENT_TYPE_LATEST)

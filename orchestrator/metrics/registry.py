@@ -47,6 +47,7 @@ class Metrics:
     run_retries: Counter
     steps: Counter
     webhook_deliveries: Counter
+    webhook_receipts: Counter
     kube_errors: Counter
     agent_tokens: Counter
     agent_cost: Counter
@@ -87,6 +88,11 @@ def _build() -> Metrics:
         webhook_deliveries=counter(
             "orchestrator_webhook_deliveries",
             "GitHub deliveries handled by the workers, by event and decision.",
+            ("event", "decision"),
+        ),
+        webhook_receipts=counter(
+            "orchestrator_webhook_receipts",
+            "Signed GitHub deliveries the API answered, by event and decision (pong, ignored, duplicate, queued).",
             ("event", "decision"),
         ),
         kube_errors=counter(
@@ -218,6 +224,12 @@ def step_done(step: str, result: str) -> None:
 def webhook_delivery(event: str, decision: str) -> None:
     """A worker handled a GitHub delivery: changed, ignored, duplicate or expired."""
     get().webhook_deliveries.labels(bounded("event", event), bounded("decision", decision)).inc()
+
+
+@_safely
+def webhook_received(event: str, decision: str) -> None:
+    """The API answered a signed GitHub delivery: queued for a worker, or decided at once."""
+    get().webhook_receipts.labels(bounded("event", event), bounded("decision", decision)).inc()
 
 
 @_safely

@@ -168,3 +168,34 @@ def test_recording_never_fails_the_caller(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(registry, "get", broken)
     registry.run_ended("billing", "claude", "failed", "stalled: no output", 3.0)
     registry.step_done("orchestrator.admit", "SUCCESS")
+
+
+def test_the_api_counts_what_it_decided_about_each_signed_delivery(github_settings: Settings) -> None:
+    import json
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from api.app import create_app
+    from tests.support.github import load, signed_headers
+
+    client = create_app(github_settings).test_client()
+
+    def post(payload: str, event: str, delivery: str | None = None) -> None:
+        body = json.dumps(load(payload)).encode()
+        client.post("/webhooks/github", data=body, headers=signed_headers(body, event, delivery))
+
+    before = {
+        d: value("orchestrator_webhook_receipts_total", event=e, decision=d)
+        for e, d in (("ping", "pong"), ("star", "ignored"), ("issues", "queued"), ("issues", "duplicate"))
+    }
+    post("ping/payload.json", "ping")
+    post("star/created.payload.json", "star")
+    post("issues/labeled.payload.json", "issues", "metrics-delivery-1")
+    post("issues/labeled.payload.json", "issues", "metrics-delivery-1")
+    assert value("orchestrator_webhook_receipts_total", event="ping", decision="pong") == before["pong"] + 1
+    assert value("orchestrator_webhook_receipts_total", event="star", decision="ignored") == before["ignored"] + 1
+    assert value("orchestrator_webhook_receipts_total", event="issues", decision="queued") == before["queued"] + 1
+    assert value("orchestrator_webhook_receipts_total", event="issues", decision="duplicate") == before["duplicate"] + 1
+    # The API's /metrics shows them (one process here; gunicorn's merge them through its directory).
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "orchestrator_webhook_receipts" in {family.name for family in text_string_to_metric_families(text)}

@@ -54,8 +54,6 @@ class Metrics:
     stalls: Counter
     rate_limit_pauses: Counter
     budget_holds: Counter
-    workspace_disk: Gauge
-    workspace_service_disk: Gauge
     watcher_leader: Gauge
     reconcile_duration: Histogram
     runs_lost: Counter
@@ -116,19 +114,6 @@ def _build() -> Metrics:
         ),
         budget_holds=counter(
             "orchestrator_budget_holds", "Tasks held Blocked because a daily budget is spent, by service.", ("service",)
-        ),
-        workspace_disk=Gauge(
-            "orchestrator_workspace_disk_bytes",
-            "Disk used by the shared workspace, as its last sweep measured it.",
-            registry=registry,
-            multiprocess_mode="mostrecent",
-        ),
-        workspace_service_disk=Gauge(
-            "orchestrator_workspace_service_disk_bytes",
-            "Disk used by one service's part of the workspace, as its last sweep measured it.",
-            ["service"],
-            registry=registry,
-            multiprocess_mode="mostrecent",
         ),
         watcher_leader=Gauge(
             "orchestrator_watcher_leader",
@@ -275,14 +260,6 @@ def rate_limit_paused(agent: str) -> None:
 @_safely
 def budget_held(service: str) -> None:
     get().budget_holds.labels(bounded("service", service)).inc()
-
-
-@_safely
-def workspace_disk(total: int, services: Mapping[str, int]) -> None:
-    m = get()
-    m.workspace_disk.set(total)
-    for service, used in services.items():
-        m.workspace_service_disk.labels(bounded("service", service)).set(used)
 
 
 @_safely

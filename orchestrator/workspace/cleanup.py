@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import validation
-from orchestrator.metrics import registry as metrics
 from orchestrator.model import Task
 from orchestrator.settings import Settings
 from orchestrator.states import TERMINAL, Status
@@ -143,7 +142,6 @@ def sweep(store: TaskStore, settings: Settings, *, now: float | None = None) -> 
             store.set_gauge(f"{DISK_GAUGE}:{service}", used)
     report.disk_bytes = disk_usage(root)
     store.set_gauge(DISK_GAUGE, report.disk_bytes)
-    metrics.workspace_disk(report.disk_bytes, report.services)
     return report
 
 

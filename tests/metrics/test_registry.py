@@ -37,7 +37,6 @@ def test_every_metric_is_exported_even_before_anything_is_recorded() -> None:
         "orchestrator_run_stalls_total",
         "orchestrator_rate_limit_pauses_total",
         "orchestrator_budget_holds_total",
-        "orchestrator_workspace_disk_bytes",
         "orchestrator_watcher_leader",
         "orchestrator_reconcile_duration_seconds_count",
     ):

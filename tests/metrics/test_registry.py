@@ -198,3 +198,59 @@ def test_the_api_counts_what_it_decided_about_each_signed_delivery(github_settin
     # The API's /metrics shows them (one process here; gunicorn's merge them through its directory).
     text = client.get("/metrics").get_data(as_text=True)
     assert "orchestrator_webhook_receipts" in {family.name for family in text_string_to_metric_families(text)}
+
+
+def test_a_budget_hold_is_counted_when_the_task_is_held_not_while_it_stays_held(
+    store: TaskStore, settings: Settings
+) -> None:
+    from orchestrator.coordination import admission
+    from tests.support.runs import Sent
+    from tests.usage.test_budget import SERVICE, spend, submit
+
+    Sent().install()
+    limited = settings.replace(service_daily_budgets={SERVICE: 1.0})
+    spend(store, 1.5)
+    held = value("orchestrator_budget_holds_total", service=SERVICE)
+    submit(store, 1)
+    assert admission.admit(store, limited, SERVICE, 1) == "Blocked"
+    assert admission.reevaluate(store, limited, SERVICE, 1) == "Blocked"
+    assert value("orchestrator_budget_holds_total", service=SERVICE) == held + 1
+
+
+def test_a_stall_is_counted_with_its_end_and_its_retry(
+    store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import time
+
+    from orchestrator import runs
+    from orchestrator.coordination import outcome
+    from orchestrator.runners import get_runner
+    from orchestrator.watcher import Watcher
+    from orchestrator.workspace.layout import checkout_dir
+    from tests.support.runs import Sent, launching_task
+    from tests.support.wait import wait_for
+
+    sent = Sent().install()
+    monkeypatch.setattr(outcome, "notify", lambda *a: None)
+    quiet = settings.replace(
+        stall_seconds=60, retry_backoff_seconds=1, local_agent_command=("/bin/sh", "-c", "echo started; sleep 30")
+    )
+    stalls = value("orchestrator_run_stalls_total", service="billing")
+    ended = value("orchestrator_runs_ended_total", outcome="failed", reason="stalled")
+    retries = value("orchestrator_run_retries_total", cause="stalled")
+    run_id = launching_task(store)
+    checkout_dir(quiet.workspace_root, "billing", 1).mkdir(parents=True, exist_ok=True)
+    runner = get_runner(quiet)
+    runs.launch(store, quiet, runner, run_id, send=sent)
+    watcher = Watcher(store, quiet, runner, send=sent)
+    log = runner.run_dir(run_id) / "output.log"
+    wait_for(lambda: watcher.reconcile() is not None and log.exists() and log.stat().st_size > 0)
+    old = time.time() - 120
+    os.utime(log, (old, old))
+    store.update_run(run_id, started_at=old)
+    assert run_id in watcher.reconcile().finished
+    assert outcome.finish(store, quiet, run_id) == "Queued"
+    assert value("orchestrator_run_stalls_total", service="billing") == stalls + 1
+    assert value("orchestrator_runs_ended_total", outcome="failed", reason="stalled") == ended + 1
+    assert value("orchestrator_run_retries_total", cause="stalled") == retries + 1

@@ -78,6 +78,16 @@ def test_a_run_shows_in_the_worker_and_watcher_metrics(stack: Stack) -> None:
     )
     assert not any(dict(labels).keys() & {"task_id", "run_id", "task", "run"} for _, labels in worker)
 
+    # The sweep the watcher queued at its start measured the workspace; the API exports the figure.
+    status, text = stack.request("GET", "/metrics")
+    api = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert status == 200 and total(api, "orchestrator_workspace_disk_bytes") >= 0
+    assert ("orchestrator_workspace_disk_bytes", ()) in api
+
     watcher_port: int = stack.watcher_metrics  # type: ignore[attr-defined]
     watcher = scrape(watcher_port)
     assert total(watcher, "orchestrator_watcher_leader") == 1

@@ -75,8 +75,10 @@ def test_a_given_directory_is_emptied_at_start(tmp_path: Path) -> None:
 
 def test_importing_starts_nothing() -> None:
     code = (
-        "import sys, workers.app, workers.steps, orchestrator.watcher, orchestrator.metrics.server; "
-        "assert 'prometheus_client' not in sys.modules, 'metrics built at import'"
+        "import threading, workers.app, workers.steps, orchestrator.watcher, api.app; "
+        "from orchestrator.metrics import registry; "
+        "assert not registry.built(), 'metrics built at import'; "
+        "assert threading.active_count() == 1, 'a thread (a server?) started at import'"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],

@@ -1,4 +1,7 @@
-"""Every metric the workers and the watcher export, and the calls that record them.
+"""Every metric the core records, and the calls that record them.
+
+The workers and the watcher serve them (server.py); the API serves those its
+own processes record (the webhook receipts) with its request metrics.
 
 The metrics are built on first use, not at import: prometheus-client picks
 its storage when it is first imported (in memory, or files shared by a

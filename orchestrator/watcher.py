@@ -10,6 +10,8 @@ when it lapses). While leader it drives the runner's `Tracker`
   most): one list of Jobs and one of pods (two requests however many runs), or
   the local status files, compared with the runs our store says are active,
   repairing whatever a stream missed; after a restart this adopts every run;
+- renews, on every reconcile, the workspace leases of every active run (a run
+  may outlast one lease), fenced like its writes;
 - sweeps what finished runs left, older than ORCHESTRATOR_SWEEP_AFTER_SECONDS.
 Every observation it records carries its fencing token: the store refuses it
 once the lease passed to another holder, so a deposed leader writes nothing.
@@ -39,6 +41,7 @@ from orchestrator.states import Status
 from orchestrator.steps import Step
 from orchestrator.store import LeaseNotHeld, StoreError, TaskStore
 from orchestrator.usage.stall import StallCheck
+from orchestrator.workspace import lease as leases
 
 log = logging.getLogger("orchestrator.watcher")
 LEASE = "watcher"
@@ -49,7 +52,7 @@ LEASE = "watcher"
 # (inputs, outputs...) took 0.4 s of each reconcile, more than the rest of its
 # store reads together. tests/test_watcher.py checks is_quiet gives the same
 # answer on these fields as on the whole record.
-RECONCILE_RUN_FIELDS = ("run_id", "phase", "job_name", "started_at", "observed_reason")
+RECONCILE_RUN_FIELDS = ("run_id", "service", "task_id", "phase", "job_name", "started_at", "observed_reason")
 
 # How long a stopping watcher waits for its watch streams before it releases the lease.
 SHUTDOWN_WAIT_SECONDS = 2.0
@@ -68,6 +71,7 @@ class ReconcileReport:
     lost: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
     redriven: dict[str, list[str]] = field(default_factory=dict)
+    renewed: int = 0  # workspace leases extended
 
 
 class Watcher:
@@ -160,6 +164,7 @@ class Watcher:
         report = ReconcileReport()
         active = self.active_runs()
         report.active = len(active)
+        report.renewed = self.renew_workspaces(active)
         self.tracker.relist()
         observations = self.tracker.observations(active)
         report.observed = sum(1 for run_id in active if run_id in observations)
@@ -203,6 +208,20 @@ class Watcher:
         report.swept = self.sweep()
         report.redriven = self.coordinate()
         return report
+
+    def renew_workspaces(self, active: dict[str, tuple[Run, Status]]) -> int:
+        """Extend the worktree lease (and an exclusive run's service lock) of every active run.
+
+        A run may last ORCHESTRATOR_MAX_TIMEOUT_SECONDS, far longer than one
+        lease; without this its lease lapsed mid-run and another run could
+        take (and reset) the worktree under a live agent. Fenced by our lease.
+        """
+        held = [(run.service, run.task_id, run_id) for run_id, (run, _) in active.items() if run.service]
+        try:
+            return leases.renew_all(self.store, held, self.settings.workspace_lease_seconds, fence=self.fence)
+        except LeaseNotHeld:
+            log.warning("not renewing workspace leases: the watcher lease passed to another holder")
+            return 0
 
     def coordinate(self) -> dict[str, list[str]]:
         """Coordination's periodic share: re-drive tasks whose step was lost, renew or reclaim slots,

@@ -115,15 +115,20 @@ def _fail_launch(store: TaskStore, run_id: str, reason: str, send: Send) -> None
 def launch(
     store: TaskStore, settings: Settings, runner: Runner, run_id: str, *, send: Send = dispatch.send
 ) -> str | None:
-    """Start the run (or adopt it) and record its Job name; a refused launch fails the run at once."""
+    """Start the run (or adopt it) and record its Job name; a refused launch fails the run at once.
+
+    Keeping the Job is decided in the store, in one step with the cancel's own
+    write (`record_launch`): a cancel that lands anywhere in a launch either
+    finds the Job recorded (its cancel step deletes it) or makes the launch
+    delete the Job it made. No Job is left that nothing tracks.
+    """
     run, task, _ = store.get_run_with_task(run_id)
     if run is None:
         log.warning("launch_run: no run %s; ignored", run_id)
         return None
-    if task is None or task.current_run != run_id or task.status not in LAUNCHABLE:
+    if task is None or task.current_run != run_id or task.status not in LAUNCHABLE or run.ended:
         log.info("launch_run: run %s is no longer the task's active run; ignored", run_id)
-        return None
-    if run.ended:
+        _stop_unrecorded(store, runner, settings, run)
         return None
     try:
         request = build_request(settings, task, run)
@@ -136,7 +141,7 @@ def launch(
     try:
         done = effects.once(
             store,
-            effects.LOCAL_AGENT if settings.runner == "local" else effects.JOB,
+            _effect_kind(settings),
             run_id,
             act=lambda: runner.launch(request),
             find=(lambda: find(request)) if find is not None else None,
@@ -149,30 +154,48 @@ def launch(
     if done.result is None:
         return None  # another delivery of this step is launching it right now
     name = done.result
-    if done.how == "acted" and not _still_launchable(store, run_id):
-        # Cancelled (or superseded) while the Job was being created: the agent nobody wants
-        # any more is stopped now instead of running to its end.
-        log.warning("launch_run: run %s was cancelled while it launched; stopping it", run_id)
-        try:
-            runner.cancel(run_id)
-        except RunnerError as exc:
-            log.warning("launch_run: could not stop run %s: %s (the watcher's sweep will)", run_id, exc)
-        return None
     if done.how == "recorded" and run.job_name:
         return name  # launched and recorded before: nothing to do
-    store.update_run(
-        run_id,
+    recorded = store.record_launch(
+        run,
+        TERMINAL_PHASES,
+        LAUNCHABLE,
         job_name=name,
         runner=settings.runner,
         launched_at=time.time(),
         phase=RunPhase.RUNNING if run.phase == RunPhase.RUNNING else RunPhase.LAUNCHED,
     )
+    if not recorded:
+        # Cancelled (or superseded) while the Job was being created: the agent nobody wants
+        # any more is stopped now instead of running to its end.
+        log.warning("launch_run: run %s was cancelled while it launched; stopping it", run_id)
+        _stop(runner, run_id)
+        return None
     return name
 
 
-def _still_launchable(store: TaskStore, run_id: str) -> bool:
-    _, task, _ = store.get_run_with_task(run_id)
-    return task is not None and task.current_run == run_id and task.status in LAUNCHABLE
+def _effect_kind(settings: Settings) -> str:
+    return effects.LOCAL_AGENT if settings.runner == "local" else effects.JOB
+
+
+def _stop(runner: Runner, run_id: str) -> None:
+    try:
+        runner.cancel(run_id)
+    except RunnerError as exc:
+        log.warning("launch_run: could not stop run %s: %s (the watcher's sweep will)", run_id, exc)
+
+
+def _stop_unrecorded(store: TaskStore, runner: Runner, settings: Settings, run: Run) -> None:
+    """Stop what an interrupted launch of a run nobody wants may have made and never recorded.
+
+    A worker that created the Job and died before recording it leaves only its
+    intent (or completion) in the store; when the run was cancelled meanwhile,
+    the cancel step found no Job to delete and nothing else would ever look.
+    """
+    if run.job_name or not store.effect(_effect_kind(settings), run.run_id):
+        return  # recorded (the cancel or the watcher sees to it), or never attempted
+    log.warning("launch_run: run %s may have an unrecorded Job from an interrupted launch; stopping it", run.run_id)
+    _stop(runner, run.run_id)
 
 
 def _finish(store: TaskStore, run_id: str, send: Send) -> bool:

@@ -17,7 +17,7 @@ from orchestrator.store.keys import (
     task_key,
     task_runs_key,
 )
-from orchestrator.store.records import decode_run, decode_task
+from orchestrator.store.records import decode_run, decode_task, encode_fields, flatten
 
 
 class Runs(StoreBase):
@@ -109,6 +109,25 @@ class Runs(StoreBase):
         if written < 0:
             raise StoreError(f"no run {run_id}")
         return bool(written)
+
+    def record_launch(self, run: Run, ended: Iterable[str], launchable: Iterable[Status | str], **fields: Any) -> bool:
+        """Write a launched run's fields only while it is its task's current run, the task in one of
+        `launchable` and the run's phase none of `ended`; False (nothing written) otherwise."""
+        written = int(
+            self._call(
+                self._launch_record,
+                keys=[run_key(run.run_id), task_key(run.service, run.task_id)],
+                args=[
+                    run.run_id,
+                    ",".join(ended),
+                    ",".join(Status(s).value for s in launchable),
+                    *flatten(encode_fields(fields)),
+                ],
+            )
+        )
+        if written == -1:
+            raise StoreError(f"no run {run.run_id}")
+        return written == 1
 
     def list_runs(self, service: str, task_id: int) -> list[Run]:
         """Every run of the task, oldest first."""

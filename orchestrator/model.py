@@ -226,6 +226,7 @@ class Run:
     delivered_at: float | None = None
     delivery_failures: int = 0
     delivery_error: str = ""
+    launch_failures: int = 0  # launches the runner's platform refused for now (retried by the step)
     # What the agent's stream-json said it consumed, and a model rate limit's end.
     usage: dict[str, Any] = field(default_factory=dict)
     rate_limited_until: float | None = None

@@ -13,15 +13,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator import agent_env, dispatch, effects, validation
+from orchestrator import agent_env, backoff, dispatch, effects, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.model import ENDED_PHASES, Outcome, Run, RunPhase, Task, is_reserved_env
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, Runner, RunObservation, RunRequest
-from orchestrator.runners.errors import RunnerError
+from orchestrator.runners.errors import RunnerError, RunnerUnavailable
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.steps import Step
-from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.store import IllegalTransition, StoreError, TaskStore
 from orchestrator.usage.budget import with_limits
 from orchestrator.workspace.layout import checkout_dir
 
@@ -31,6 +31,23 @@ Send = Callable[..., None]
 TERMINAL_PHASES = ENDED_PHASES  # a recorded end is never written over
 LAUNCHABLE = frozenset({Status.LAUNCHING, Status.RUNNING})
 ACTOR = "watcher"
+
+# A launch the runner's platform refused for now (the Kubernetes API busy, down or timing
+# out, still after the client's own quick retries) is tried again by the step, this many
+# times, LAUNCH_BACKOFF_SECONDS doubled each time (jittered, and never longer than half
+# ORCHESTRATOR_STUCK_AFTER_SECONDS, so the re-drive does not take the waiting step for a
+# lost one); then the run fails with the reason. A control-plane upgrade or an API server
+# restart lasts about that long; an outage past it is reported rather than waited out.
+LAUNCH_RETRIES = 5
+LAUNCH_BACKOFF_SECONDS = 5.0
+
+
+class LaunchLater(Exception):
+    """The launch should be tried again in `countdown` seconds (the step retries it)."""
+
+    def __init__(self, message: str, countdown: float):
+        super().__init__(message)
+        self.countdown = countdown
 
 
 def agent_spec(settings: Settings, agent: str, model: str | None) -> AgentSpec:
@@ -113,7 +130,13 @@ def _fail_launch(store: TaskStore, run_id: str, reason: str, send: Send) -> None
 
 
 def launch(
-    store: TaskStore, settings: Settings, runner: Runner, run_id: str, *, send: Send = dispatch.send
+    store: TaskStore,
+    settings: Settings,
+    runner: Runner,
+    run_id: str,
+    *,
+    send: Send = dispatch.send,
+    retries: int = 0,
 ) -> str | None:
     """Start the run (or adopt it) and record its Job name; a refused launch fails the run at once.
 
@@ -121,6 +144,10 @@ def launch(
     write (`record_launch`): a cancel that lands anywhere in a launch either
     finds the Job recorded (its cancel step deletes it) or makes the launch
     delete the Job it made. No Job is left that nothing tracks.
+
+    Raises LaunchLater when the runner's platform refused for now and fewer
+    than LAUNCH_RETRIES tries were made (`retries`: the step's own count; the
+    run's count wins, so a re-sent message does not start it again).
     """
     run, task, _ = store.get_run_with_task(run_id)
     if run is None:
@@ -147,6 +174,9 @@ def launch(
             find=(lambda: find(request)) if find is not None else None,
             lease_seconds=max(settings.stuck_after_seconds, 5.0),
         )
+    except RunnerUnavailable as exc:
+        _later_or_fail(store, settings, run, max(retries, run.launch_failures), exc, send)
+        return None
     except RunnerError as exc:
         log.warning("launch_run: run %s failed to launch: %s", run_id, exc)
         _fail_launch(store, run_id, f"launch failed: {exc}", send)
@@ -172,6 +202,27 @@ def launch(
         _stop(runner, run_id)
         return None
     return name
+
+
+def _later_or_fail(
+    store: TaskStore, settings: Settings, run: Run, retries: int, exc: RunnerUnavailable, send: Send
+) -> None:
+    """Raise LaunchLater while tries are left; else fail the run, saying how long it was tried."""
+    if retries >= LAUNCH_RETRIES:
+        log.warning("launch_run: run %s failed to launch after %d retries: %s", run.run_id, retries, exc)
+        _fail_launch(
+            store, run.run_id, f"launch failed after {retries} retries (the platform kept refusing): {exc}", send
+        )
+        return
+    countdown = min(backoff.delay(retries, base=LAUNCH_BACKOFF_SECONDS), settings.stuck_after_seconds / 2)
+    message = f"launch failed for now ({exc}); retry {retries + 1} of {LAUNCH_RETRIES} in {countdown:.0f}s"
+    store.update_unended_run(run.run_id, TERMINAL_PHASES, launch_failures=retries + 1, observed_reason=message[:1000])
+    try:
+        store.update_task(run.service, run.task_id)  # touched: a step waiting to retry is not a lost one
+    except StoreError:
+        pass
+    log.warning("launch_run: run %s: %s", run.run_id, message)
+    raise LaunchLater(message, countdown)
 
 
 def _effect_kind(settings: Settings) -> str:

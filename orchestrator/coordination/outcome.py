@@ -122,11 +122,12 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
             target = Status.QUEUED
             reason = f"model rate limit; resumes at {at(verdict.rate_limited_until)}"
         elif retryable and retries < settings.max_retries:
-            delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
+            # Jittered: runs that failed together (a lost node, an API outage) come back spread out.
+            delay = round(backoff.delay(retries, base=settings.retry_backoff_seconds))
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
             target = Status.QUEUED
-            reason = f"run {run_id} failed ({why}); retry {retries + 1} of {settings.max_retries} in {delay:g}s"
+            reason = f"run {run_id} failed ({why}); retry {retries + 1} of {settings.max_retries} in {delay}s"
         else:
             fields = {"outputs": task_outputs}
             target = Status.FAILED

@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from orchestrator import backoff
 from orchestrator.backoff import retry_after_seconds
 from orchestrator.kube.listing import _CHUNK, Listing, Transform, _lines, parse_list
-from orchestrator.runners.errors import RunnerError
+from orchestrator.runners.errors import RunnerError, RunnerUnavailable
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.kube")
@@ -42,7 +42,7 @@ class KubeError(RunnerError):
         self.status = status
 
 
-class TransientKubeError(KubeError):
+class TransientKubeError(KubeError, RunnerUnavailable):
     """May heal: the API was busy, slow or unreachable (still failing after our retries)."""
 
 

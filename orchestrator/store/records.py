@@ -160,6 +160,7 @@ _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
     "pull_request_number": _lenient_int,
     "delivered_at": float,
     "delivery_failures": int,
+    "launch_failures": int,
     "delivery_error": str,
     "usage": _json_object,
     "rate_limited_until": float,

@@ -227,6 +227,7 @@ class Run:
     delivery_failures: int = 0
     delivery_error: str = ""
     launch_failures: int = 0  # launches the runner's platform refused for now (retried by the step)
+    vanished: bool = False  # its Job or process was gone before its end was seen
     # What the agent's stream-json said it consumed, and a model rate limit's end.
     usage: dict[str, Any] = field(default_factory=dict)
     rate_limited_until: float | None = None

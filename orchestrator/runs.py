@@ -328,6 +328,8 @@ def apply_observation(
             retryable="1" if obs.retryable else "0",
             failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000],
         )
+        if obs.vanished:
+            fields["vanished"] = "1"
         fields.setdefault("started_at", run.started_at or obs.started_at)
         if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False  # its end was recorded meanwhile (a cancel, another watcher), with its finish
@@ -362,7 +364,7 @@ def record_lost(
         return False
     return apply_observation(
         store,
-        RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(), retryable=True),
+        RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(), retryable=True, vanished=True),
         send=send,
         lease=lease,
     )

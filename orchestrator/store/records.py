@@ -161,6 +161,7 @@ _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
     "delivered_at": float,
     "delivery_failures": int,
     "launch_failures": int,
+    "vanished": _flag,
     "delivery_error": str,
     "usage": _json_object,
     "rate_limited_until": float,

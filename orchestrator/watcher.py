@@ -103,6 +103,7 @@ class Watcher:
         self.fence: tuple[str, str, int] | None = None
         self.lock = threading.Lock()
         self._missing: dict[str, int] = {}
+        self._gone: dict[str, int] = {}  # stopping runs seen with nothing left, by run id
         self._streams: list[threading.Thread] = []
         self._stream_stop = threading.Event()
         self.leader = False
@@ -209,6 +210,21 @@ class Watcher:
         report.redriven = self.coordinate()
         return report
 
+    def _agent_gone(self, run: Run) -> bool:
+        """True when nothing of a superseded or cancelled run's agent is left, twice in a row (after
+        the reconcile's relist): then its slot and worktree are freed for the next run."""
+        obs = self.tracker.observations([run.run_id]).get(run.run_id)
+        stopped = obs is None or (obs.phase in (SUCCEEDED, FAILED) and not self.tracker.still_running(run.run_id))
+        if not stopped:
+            self._gone.pop(run.run_id, None)
+            return False
+        # One odd list must not free the worktree of a live agent.
+        self._gone[run.run_id] = self._gone.get(run.run_id, 0) + 1
+        if self._gone[run.run_id] < 2:
+            return False
+        self._gone.pop(run.run_id, None)
+        return True
+
     def renew_workspaces(self, active: dict[str, tuple[Run, Status]]) -> int:
         """Extend the worktree lease (and an exclusive run's service lock) of every active run.
 
@@ -227,10 +243,12 @@ class Watcher:
         """Coordination's periodic share: re-drive tasks whose step was lost, renew or reclaim slots,
         and now and then sweep the workspace of tasks that ended for good."""
         try:
-            done = redrive.redrive_stuck(self.store, self.settings)
+            done = redrive.redrive_stuck(self.store, self.settings, agent_gone=self._agent_gone, fence=self.fence)
         except (StoreError, dispatch.QueueUnavailable) as exc:
             log.warning("re-drive failed: %s", exc)
             return {}
+        draining = set(done.get("draining", ()))
+        self._gone = {run_id: seen for run_id, seen in self._gone.items() if run_id in draining}
         now = time.monotonic()
         if now >= self._next_workspace_sweep:
             self._next_workspace_sweep = now + WORKSPACE_SWEEP_SECONDS

@@ -162,6 +162,7 @@ _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
     "delivery_failures": int,
     "launch_failures": int,
     "vanished": _flag,
+    "stopped_at": float,
     "delivery_error": str,
     "usage": _json_object,
     "rate_limited_until": float,

@@ -85,15 +85,17 @@ def _holder_is_over(store: TaskStore, holder: str) -> bool:
     run = store.get_run(holder)
     if run is None:
         return False  # not a run (a sweep, an operator): respect its expiry
+    # A run whose agent was launched may still be writing (a cancelled pod
+    # takes a while to stop, and a cancel records the end when it asks, not
+    # when the agent stops): wait until the watcher sees it gone, or the expiry.
+    if run.agent_may_run:
+        return False
     if run.finished_at:
         return True
     task = store.get_task(run.service, run.task_id)
     if task is None:
         return True
-    superseded = task.current_run != holder or task.status in TERMINAL
-    # A run whose agent was launched may still be writing (a cancelled pod
-    # takes a while to stop): wait for its end to be recorded, or the expiry.
-    return superseded and not run.job_name
+    return task.current_run != holder or task.status in TERMINAL
 
 
 def acquire(store: TaskStore, service: str, holder: str, ttl_seconds: float, *, task_id: int | None = None) -> Lease:

@@ -67,3 +67,19 @@ def test_a_deposed_watcher_renews_no_lease(
     watcher.reconcile()
     assert store.redis.pttl(store_keys.lease_key(leases.lease_name("billing", 1))) > 50_000
     assert leases.holder(store, "billing", 1) == run_id
+
+
+def test_an_exclusive_run_keeps_the_service_lock_past_its_expiry(
+    store: TaskStore, kube_settings: Settings, kube_runner: KubernetesRunner, emulator: KubeEmulator
+) -> None:
+    settings = kube_settings.replace(workspace_lease_seconds=1)
+    run_id, _ = _running_with_its_lease(store, settings, kube_runner, emulator)
+    lock = leases.acquire(store, "billing", run_id, settings.workspace_lease_seconds)  # the whole service
+    watcher = Watcher(store, settings, kube_runner, send=Sent())
+    for _ in range(5):
+        watcher.reconcile()
+        time.sleep(0.5)
+    assert leases.holder(store, "billing") == run_id
+    leases.check(store, lock)
+    with pytest.raises(leases.LeaseBusy):
+        leases.acquire(store, "billing", "billing-2-v1-a1", 60)

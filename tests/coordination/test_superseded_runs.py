@@ -34,7 +34,7 @@ def test_a_superseded_runs_worktree_and_slot_stay_its_own_until_its_agent_stops(
     )
     leases.acquire(store, "billing", old, settings.workspace_lease_seconds, task_id=1)
     runs.launch(store, settings, kube_runner, old, send=sent)
-    emulator.start_pod("billing-1-v1-a1")
+    pod = emulator.start_pod("billing-1-v1-a1")
 
     operations.add_context(store, "billing", 1, {"content": "more"}, actor="pm", dispatcher=sent)
     admission.admit(store, settings, "billing", 1)  # admitted again before the cancel step ran
@@ -52,7 +52,17 @@ def test_a_superseded_runs_worktree_and_slot_stay_its_own_until_its_agent_stops(
     watcher.reconcile()
     assert leases.holder(store, "billing", 1) == old and old in store.slot_holders()  # its agent still runs
 
-    runs.cancel(store, kube_runner, old, actor="pm")  # the cancel step: the Job and its pod go
+    runs.cancel(store, kube_runner, old, actor="pm")  # the cancel step deletes the Job...
+    assert store.get_run(old).phase == "Cancelled"
+    for stale in ("resourceVersion", "uid"):
+        pod["metadata"].pop(stale)
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    lingering = emulator.put("pods", pod)  # ...while its pod takes its grace period to stop
+    watcher.reconcile()
+    watcher.reconcile()
+    assert leases.holder(store, "billing", 1) == old and old in store.slot_holders()
+    assert store.get_task("billing", 1).status == Status.QUEUED
+    emulator.delete("pods", lingering["metadata"]["name"])  # the agent has stopped
     watcher.reconcile()
     watcher.reconcile()
     assert old not in store.slot_holders()

@@ -108,6 +108,7 @@ class Watcher:
         self._stream_stop = threading.Event()
         self.leader = False
         self._next_workspace_sweep = 0.0
+        self._next_lease_renewal = 0.0
         self.stalls = StallCheck(settings, runner)
 
     # Applying observations ---------------------------------------------------------
@@ -232,12 +233,20 @@ class Watcher:
         lease; without this its lease lapsed mid-run and another run could
         take (and reset) the worktree under a live agent. Fenced by our lease.
         """
+        ttl = self.settings.workspace_lease_seconds
+        now = time.monotonic()
+        if now < self._next_lease_renewal:
+            return 0  # renewed moments ago: every lease has most of its expiry left
         held = [(run.service, run.task_id, run_id) for run_id, (run, _) in active.items() if run.service]
         try:
-            return leases.renew_all(self.store, held, self.settings.workspace_lease_seconds, fence=self.fence)
+            renewed = leases.renew_all(self.store, held, ttl, fence=self.fence)
         except LeaseNotHeld:
             log.warning("not renewing workspace leases: the watcher lease passed to another holder")
             return 0
+        # A quarter of the shortest expiry a run's lease may have been left with: an exclusive
+        # run's service lock is extended to CLONE_LOCK_SECONDS by its own preparation's clone work.
+        self._next_lease_renewal = now + min(ttl, leases.CLONE_LOCK_SECONDS) / 4
+        return renewed
 
     def coordinate(self) -> dict[str, list[str]]:
         """Coordination's periodic share: re-drive tasks whose step was lost, renew or reclaim slots,
@@ -313,6 +322,7 @@ class Watcher:
                     log.info("watcher lease taken (fencing token %d); adopting every active run", token)
                     self.leader = True
                     next_reconcile = 0.0
+                    self._next_lease_renewal = 0.0
                 now = time.monotonic()
                 if now >= next_reconcile:
                     try:

@@ -190,10 +190,10 @@ def launch(
         run,
         TERMINAL_PHASES,
         LAUNCHABLE,
+        phase=RunPhase.LAUNCHED,  # unless the watcher saw it start meanwhile
         job_name=name,
         runner=settings.runner,
         launched_at=time.time(),
-        phase=RunPhase.RUNNING if run.phase == RunPhase.RUNNING else RunPhase.LAUNCHED,
     )
     if not recorded:
         # Cancelled (or superseded) while the Job was being created: the agent nobody wants

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from orchestrator import operations, runs
+from orchestrator.runners.base import RUNNING, RunObservation
 from orchestrator.runners.kubernetes import KubernetesRunner
 from orchestrator.settings import Settings
 from orchestrator.steps import Step
@@ -115,3 +116,21 @@ def test_a_launch_that_died_after_the_create_and_is_redelivered_after_a_cancel_r
         runs.cancel(store, kube_runner, cancelled, actor="pm")
     _settled(store, run_id, emulator)
     assert emulator.count(lambda r: r.method == "DELETE") >= 1
+
+
+def test_a_launch_recorded_after_the_watcher_saw_its_pod_start_stays_running(
+    store: TaskStore, kube_settings: Settings, kube_runner: KubernetesRunner, emulator: KubeEmulator
+) -> None:
+    run_id = launching_task(store)
+    create = kube_runner.launch
+
+    def create_then_seen_running(request: Any) -> str:
+        name = create(request)
+        runs.apply_observation(store, RunObservation(run_id, RUNNING, started_at=100.0), send=Sent())
+        return name
+
+    kube_runner.launch = create_then_seen_running  # type: ignore[method-assign]
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=Sent()) == "billing-1-v1-a1"
+    run = store.get_run(run_id)
+    assert run.phase == RUNNING and run.job_name == "billing-1-v1-a1"  # not back to Launched
+    assert store.get_task("billing", 1).status == "Running"

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.model import Run, Status, Task
+from orchestrator.model import Run, RunPhase, Status, Task
 from orchestrator.store.base import StoreBase
 from orchestrator.store.errors import LeaseNotHeld, StoreError
 from orchestrator.store.keys import (
@@ -110,9 +110,20 @@ class Runs(StoreBase):
             raise StoreError(f"no run {run_id}")
         return bool(written)
 
-    def record_launch(self, run: Run, ended: Iterable[str], launchable: Iterable[Status | str], **fields: Any) -> bool:
+    def record_launch(
+        self,
+        run: Run,
+        ended: Iterable[str],
+        launchable: Iterable[Status | str],
+        *,
+        phase: RunPhase = RunPhase.LAUNCHED,
+        **fields: Any,
+    ) -> bool:
         """Write a launched run's fields only while it is its task's current run, the task in one of
-        `launchable` and the run's phase none of `ended`; False (nothing written) otherwise."""
+        `launchable` and the run's phase none of `ended`; False (nothing written) otherwise.
+
+        `phase` is written only over a phase not yet observed (Queued): what the
+        watcher saw meanwhile (Pending, Running) stays."""
         written = int(
             self._call(
                 self._launch_record,
@@ -121,6 +132,8 @@ class Runs(StoreBase):
                     run.run_id,
                     ",".join(ended),
                     ",".join(Status(s).value for s in launchable),
+                    RunPhase(phase).value,
+                    RunPhase.QUEUED.value,
                     *flatten(encode_fields(fields)),
                 ],
             )

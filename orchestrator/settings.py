@@ -105,6 +105,9 @@ class Settings:
     daily_budget_usd: float | None
     service_daily_budgets: Mapping[str, float]
     stall_seconds: int
+    otel_endpoint: str
+    otel_protocol: str
+    otel_headers: str
     anthropic_api_key: str
     allow_local_repos: bool
     pull_request_draft: bool

@@ -218,6 +218,10 @@ class Watcher:
         stopped = obs is None or (obs.phase in (SUCCEEDED, FAILED) and not self.tracker.still_running(run.run_id))
         if not stopped:
             self._gone.pop(run.run_id, None)
+            if not run.ended:
+                # Superseded, and nobody asked it to stop yet (its cancel_run is still queued, or
+                # was lost with a worker): ask now; deleting twice is harmless.
+                self._stop_superseded(run.run_id)
             return False
         # One odd list must not free the worktree of a live agent.
         self._gone[run.run_id] = self._gone.get(run.run_id, 0) + 1
@@ -225,6 +229,13 @@ class Watcher:
             return False
         self._gone.pop(run.run_id, None)
         return True
+
+    def _stop_superseded(self, run_id: str) -> None:
+        with self.lock:
+            try:
+                runs.cancel(self.store, self.runner, run_id, actor="watcher (superseded run)")
+            except (RunnerError, StoreError) as exc:
+                log.warning("could not stop superseded run %s: %s (next reconcile)", run_id, exc)
 
     def renew_workspaces(self, active: dict[str, tuple[Run, Status]]) -> int:
         """Extend the worktree lease (and an exclusive run's service lock) of every active run.

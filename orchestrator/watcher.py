@@ -10,8 +10,10 @@ when it lapses). While leader it drives the runner's `Tracker`
   most): one list of Jobs and one of pods (two requests however many runs), or
   the local status files, compared with the runs our store says are active,
   repairing whatever a stream missed; after a restart this adopts every run;
-- renews, on every reconcile, the workspace leases of every active run (a run
-  may outlast one lease), fenced like its writes;
+- renews, from its reconcile, the workspace leases of every active run (a run
+  may outlast one lease), fenced like its writes; keeps a superseded or
+  cancelled run's slot and worktree until nothing of its agent is left (and
+  stops such an agent no cancel reached);
 - sweeps what finished runs left, older than ORCHESTRATOR_SWEEP_AFTER_SECONDS.
 Every observation it records carries its fencing token: the store refuses it
 once the lease passed to another holder, so a deposed leader writes nothing.

@@ -47,6 +47,7 @@ class Settings:
     api_token: str
     data_dir: Path
     log_level: str
+    metrics_port: int
     status_history_limit: int
     idempotency_ttl_seconds: int
     delivery_ttl_seconds: int

@@ -93,7 +93,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ORCHESTRATOR_MAX_RETRIES", "max_retries", non_negative_int, "2",
              "Further attempts of a run that failed for a platform reason (eviction, node loss, image pull); agent failures are not retried."),
     Variable("ORCHESTRATOR_RETRY_BACKOFF_SECONDS", "retry_backoff_seconds", parse_float, "30",
-             "Delay before the first retry attempt; doubled for each further one."),
+             "Delay before the first retry attempt; doubled for each further one (with jitter)."),
     Variable("ORCHESTRATOR_SLOT_LEASE_SECONDS", "slot_lease_seconds", parse_float, "900",
              "Lease of a run's capacity slot; renewed while the run is active, so a lost run frees its slot after this long."),
     Variable("ORCHESTRATOR_STUCK_AFTER_SECONDS", "stuck_after_seconds", parse_float, "90",

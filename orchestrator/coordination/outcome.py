@@ -20,7 +20,7 @@ from orchestrator.coordination.admission import (
     reevaluate_dependents,
 )
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
-from orchestrator.coordination.outputs import read_outputs
+from orchestrator.coordination.outputs import read_end, read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
 from orchestrator.delivery.record import CANCELLED, FAILED, NO_CHANGES
 from orchestrator.delivery.step import needs_delivery
@@ -65,6 +65,8 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
     if run.phase not in ENDED_PHASES:
         return FinishResult.NOT_ENDED  # the watcher records the end before it sends finish
 
+    if run.vanished and run.phase == RunPhase.FAILED:
+        run = _judge_vanished(store, settings, run)
     outputs = dict(run.outputs)
     # What the agent wrote is shown and kept: never with a secret in it (the agent holds two).
     secrets = settings.secret_values()
@@ -125,11 +127,12 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
             target, again = Status.QUEUED, "rate_limit"
             reason = f"model rate limit; resumes at {at(verdict.rate_limited_until)}"
         elif retryable and retries < settings.max_retries:
-            delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
+            # Jittered: runs that failed together (a lost node, an API outage) come back spread out.
+            delay = round(backoff.delay(retries, base=settings.retry_backoff_seconds))
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
             target, again = Status.QUEUED, "retry"
-            reason = f"run {run_id} failed ({why}); retry {retries + 1} of {settings.max_retries} in {delay:g}s"
+            reason = f"run {run_id} failed ({why}); retry {retries + 1} of {settings.max_retries} in {delay}s"
         else:
             fields = {"outputs": task_outputs}
             target = Status.FAILED
@@ -172,6 +175,34 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
         reevaluate_dependents(store, settings, service, task_id)
     admit_waiting(store, settings)
     return target
+
+
+def _judge_vanished(store: TaskStore, settings: Settings, run: Run) -> Run:
+    """A run whose Job was gone before its end was seen (the watcher away longer than the Job's TTL):
+    what it left in its output directory says whether it ended. An agent that wrote outputs.json
+    (the contract's last step), or left its exit code, reached its end: its end is recorded from
+    that, and a succeeded run is never run again. With nothing there it stays lost (retried)."""
+    wrote_outputs, code = read_end(
+        checkout_dir(settings.workspace_root, run.service, run.task_id), run.service, run.task_id, run.run_id
+    )
+    if code is None and not wrote_outputs:
+        return run
+    seen = "its Job was removed before its end was seen; "
+    if code is None or code == 0:
+        what = "its exit code 0" if code == 0 else "outputs.json"
+        fields: dict[str, Any] = dict(
+            phase=RunPhase.SUCCEEDED, exit_code=0, failure_reason="", observed_reason=f"{seen}{what} says it ended"
+        )
+    else:
+        fields = dict(
+            phase=RunPhase.FAILED,
+            exit_code=code,
+            failure_reason=f"agent exited with code {code} ({seen}read from its output directory)",
+            observed_reason=f"{seen}its exit code {code} says it failed",
+        )
+    log.info("run %s: %s", run.run_id, fields["observed_reason"])
+    store.update_run(run.run_id, retryable="0", **fields)
+    return store.get_run(run.run_id) or run
 
 
 def _record_end_outcome(store: TaskStore, run: Run) -> None:

@@ -27,7 +27,7 @@ from orchestrator.backoff import retry_after_seconds
 from orchestrator.kube.listing import _CHUNK, Listing, Transform, _lines, parse_list
 from orchestrator.metrics import registry as metrics
 from orchestrator.metrics.labels import kube_error_kind
-from orchestrator.runners.errors import RunnerError
+from orchestrator.runners.errors import RunnerError, RunnerUnavailable
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.kube")
@@ -44,7 +44,7 @@ class KubeError(RunnerError):
         self.status = status
 
 
-class TransientKubeError(KubeError):
+class TransientKubeError(KubeError, RunnerUnavailable):
     """May heal: the API was busy, slow or unreachable (still failing after our retries)."""
 
 

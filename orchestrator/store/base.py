@@ -37,6 +37,7 @@ _SCRIPTS = {
     "_effect_complete": "effect_complete",
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
+    "_launch_record": "launch_record",
     "_purge_task": "purge_task",
 }
 
@@ -75,6 +76,7 @@ class StoreBase:
     _effect_complete: Script
     _queued_steps: Script
     _usage_record: Script
+    _launch_record: Script
     _purge_task: Script
 
     def __init__(

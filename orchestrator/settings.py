@@ -103,6 +103,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Log level of every process (DEBUG, INFO, WARNING, ERROR)."),
     Variable("ORCHESTRATOR_STATUS_HISTORY_LIMIT", "status_history_limit", positive_int, "200",
              "Status history entries kept per task (oldest dropped first)."),
+    Variable("ORCHESTRATOR_MAX_TASKS_PER_SERVICE", "max_tasks_per_service", positive_int, "10000", "Tasks one service may hold in the store, whatever their status (nothing removes a task yet, so this bounds the store's memory); one more submission gets 409 `limit_reached` naming this variable."),
+    Variable("ORCHESTRATOR_MAX_CONTEXTS_PER_TASK", "max_contexts_per_task", positive_int, "50", "Context documents one task may be sent after its submission (API, console, GitHub comments and reviews); one more gets 409 `limit_reached` naming this variable."),
     Variable("ORCHESTRATOR_IDEMPOTENCY_TTL_SECONDS", "idempotency_ttl_seconds", positive_int, "86400",
              "How long an `Idempotency-Key` of a submission is remembered."),
     Variable("ORCHESTRATOR_DELIVERY_TTL_SECONDS", "delivery_ttl_seconds", positive_int, "604800",
@@ -267,6 +269,8 @@ class Settings:
     data_dir: Path
     log_level: str
     status_history_limit: int
+    max_tasks_per_service: int
+    max_contexts_per_task: int
     idempotency_ttl_seconds: int
     delivery_ttl_seconds: int
     step_soft_time_limit: int
@@ -351,18 +355,14 @@ class Settings:
 
     def check(self) -> None:
         """Cross-field rules that no single variable can express."""
-        if self.step_time_limit <= self.step_soft_time_limit:
-            raise ConfigError("ORCHESTRATOR_STEP_TIME_LIMIT: must be greater than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT")
-        if self.default_timeout_seconds > self.max_timeout_seconds:
-            raise ConfigError(
-                "ORCHESTRATOR_DEFAULT_TIMEOUT_SECONDS: must not be greater than ORCHESTRATOR_MAX_TIMEOUT_SECONDS"
-            )
-        if self.git_timeout_seconds >= self.step_soft_time_limit:
-            raise ConfigError("ORCHESTRATOR_GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT")
-        if self.broker_visibility_timeout <= self.step_time_limit:
-            raise ConfigError(
-                "ORCHESTRATOR_BROKER_VISIBILITY_TIMEOUT: must be greater than ORCHESTRATOR_STEP_TIME_LIMIT"
-            )
+        for holds, rule in (
+            (self.step_time_limit > self.step_soft_time_limit, "STEP_TIME_LIMIT: must be greater than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT"),
+            (self.default_timeout_seconds <= self.max_timeout_seconds, "DEFAULT_TIMEOUT_SECONDS: must not be greater than ORCHESTRATOR_MAX_TIMEOUT_SECONDS"),
+            (self.git_timeout_seconds < self.step_soft_time_limit, "GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT"),
+            (self.broker_visibility_timeout > self.step_time_limit, "BROKER_VISIBILITY_TIMEOUT: must be greater than ORCHESTRATOR_STEP_TIME_LIMIT"),
+        ):  # fmt: skip
+            if not holds:
+                raise ConfigError(f"ORCHESTRATOR_{rule}")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and the local stack use it)."""

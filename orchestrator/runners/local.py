@@ -138,9 +138,11 @@ class LocalRunner:
                 raise LaunchFailed(f"the run's working directory {cwd} does not exist")
             if user is not None:
                 agent_user.hand_over(request.workspace_dir, user)  # its checkout, writable by it alone
+                agent_user.let_through(self.settings.workspace_root, request.workspace_dir, user)
                 shared_git = request.workspace_dir.parent.parent / CLONE_DIR / ".git"  # a worktree commits through it
                 if (request.workspace_dir / ".git").is_file() and shared_git.is_dir() and not shared_git.is_symlink():
                     agent_user.hand_over(shared_git, user)
+                    agent_user.let_through(self.settings.workspace_root, shared_git, user)
             timeout = max(
                 1,
                 min(

@@ -289,7 +289,7 @@ def test_a_hostile_agent_under_orchestrator_up(base_env: dict[str, str], public_
             if path.is_file():
                 assert leaks(path.read_text(errors="replace"), values) == [], path
     except BaseException:
-        print(up.output(), up.logs(), sep="\n")
+        print(up.output(), up.logs(), *[a for a in answers if "Traceback" in a or "HOSTILE" in a][:2], sep="\n")
         raise
 
 

@@ -25,6 +25,7 @@ from orchestrator.runners.agent_user import AgentUser
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
 from orchestrator.runners.local_files import (
+    kill_lost_agent,
     same_namespace,
     signal_group,
     supervisor_alive,
@@ -209,7 +210,9 @@ class LocalRunner:
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
         if phase == "Running" and not supervisor_alive(run_dir, status):
-            # The supervisor died without writing an outcome (machine restart, SIGKILL).
+            # The supervisor died without writing an outcome (machine restart, SIGKILL); its agent must not outlive it.
+            if same_namespace(status):
+                kill_lost_agent(int(status.get("agent_pgid") or 0), run_id)
             return RunObservation(
                 run_id,
                 FAILED,

@@ -133,12 +133,13 @@ def test_run_state_is_on_one_volume_for_every_service_that_reads_it(compose: dic
 SECRETS = ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY",
            "ORCHESTRATOR_SESSION_SECRET", "FLOWER_BASIC_AUTH")
 SECRETS_USED = {
-    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET"},
+    # ANTHROPIC_API_KEY where agents' output is read: masked only where known (#16 finding 9).
+    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET", "ANTHROPIC_API_KEY"},
     "worker-events": {"GITHUB_TOKEN"},  # handles deliveries, reports status to GitHub
-    "worker-coordination": {"GITHUB_TOKEN"},  # queues a status report only when a token is configured
+    "worker-coordination": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY"},  # status reports; the run's log excerpt
     "worker-workspace": {"GITHUB_TOKEN"},  # clones and fetches
     "worker-deploy": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY"},  # the local runner hands both to its agents
-    "watcher": set(),
+    "watcher": {"ANTHROPIC_API_KEY"},  # records the excerpt of agents' output a run keeps
     "flower": {"FLOWER_BASIC_AUTH"},
 }
 

@@ -131,15 +131,17 @@ def test_run_state_is_on_one_volume_for_every_service_that_reads_it(compose: dic
 
 
 SECRETS = ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY",
-           "ORCHESTRATOR_SESSION_SECRET", "FLOWER_BASIC_AUTH")
+           "ORCHESTRATOR_SESSION_SECRET", "FLOWER_BASIC_AUTH", "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS")
+OTLP = "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS"  # every traced process exports its spans
 SECRETS_USED = {
     # ANTHROPIC_API_KEY where agents' output is read: masked only where known (#16 finding 9).
-    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET", "ANTHROPIC_API_KEY"},
-    "worker-events": {"GITHUB_TOKEN"},  # handles deliveries, reports status to GitHub
-    "worker-coordination": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY"},  # status reports; the run's log excerpt
-    "worker-workspace": {"GITHUB_TOKEN"},  # clones and fetches
-    "worker-deploy": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY"},  # the local runner hands both to its agents
-    "watcher": {"ANTHROPIC_API_KEY"},  # records the excerpt of agents' output a run keeps
+    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET", "ANTHROPIC_API_KEY",
+            OTLP},
+    "worker-events": {"GITHUB_TOKEN", OTLP},  # handles deliveries, reports status to GitHub
+    "worker-coordination": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY", OTLP},  # status reports; the run's log excerpt
+    "worker-workspace": {"GITHUB_TOKEN", OTLP},  # clones and fetches
+    "worker-deploy": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY", OTLP},  # the local runner hands them to its agents
+    "watcher": {"ANTHROPIC_API_KEY", OTLP},  # records the excerpt of agents' output a run keeps
     "flower": {"FLOWER_BASIC_AUTH"},
 }
 

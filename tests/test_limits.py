@@ -39,7 +39,7 @@ def test_a_full_service_takes_no_more_tasks_and_others_are_not_affected(redis_ur
     assert store.get_task("web", 4) is None and store.queue_depths(["coordination"])["coordination"] == 0
     assert [t.id for t in store.list_tasks(service="web")[0]] == [3, 2, 1]  # nothing half-written
     make(store, 1, service="api")  # another service has its own count
-    # Finished tasks still count: nothing removes a task, so the cap bounds the store.
+    # Ended tasks still count (until the retention sweep deletes them), so the cap bounds the store.
     store.transition("web", 1, Status.CANCELLED, reason="test", actor="test")
     with pytest.raises(LimitReached):
         make(store, 5)

@@ -79,6 +79,7 @@ _SCRIPTS = {
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
     "_add_context": "add_context",
+    "_purge_task": "purge_task",
 }
 
 _sources: dict[str, str] = {}
@@ -117,6 +118,7 @@ class StoreBase:
     _queued_steps: Script
     _usage_record: Script
     _add_context: Script
+    _purge_task: Script
 
     def __init__(
         self,

@@ -225,6 +225,7 @@ be defined first).
 {{- define "orchestrator.workerEnv" -}}
 {{ include "orchestrator.redisEnv" . | trim }}
 {{ include "orchestrator.secretEnv" (dict "root" . "env" "GITHUB_TOKEN" "key" "github-token") }}
+{{ include "orchestrator.secretEnv" (dict "root" . "env" "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS" "key" "otel-exporter-otlp-headers") }}
 {{- /* The local runner's agent needs the key itself. With Jobs, workers and the watcher read the
 agents' pod logs (a run keeps a scrubbed excerpt, the stall check reads them), and mask only
 the secrets they know: an agent printing its own key must find it masked. */}}

@@ -47,6 +47,7 @@ class Settings:
     api_token: str
     data_dir: Path
     log_level: str
+    metrics_port: int
     status_history_limit: int
     max_tasks_per_service: int
     max_contexts_per_task: int

@@ -95,6 +95,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Local state of `orchestrator up`: Redis data, run logs, pid files."),
     Variable("ORCHESTRATOR_LOG_LEVEL", "log_level", parse_str, "INFO",
              "Log level of every process (DEBUG, INFO, WARNING, ERROR)."),
+    Variable("ORCHESTRATOR_METRICS_PORT", "metrics_port", non_negative_int, "0",
+             "Port on which a Celery worker (its pool processes merged) and `orchestrator watcher` serve Prometheus metrics at `/metrics`, on every interface. 0: not served (the API serves its own on its port)."),
     Variable("ORCHESTRATOR_STATUS_HISTORY_LIMIT", "status_history_limit", positive_int, "200",
              "Status history entries kept per task (oldest dropped first)."),
     Variable("ORCHESTRATOR_MAX_TASKS_PER_SERVICE", "max_tasks_per_service", positive_int, "10000",

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from orchestrator import dispatch, runs
 from orchestrator.coordination import redrive, retention
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import Run
 from orchestrator.runners.base import FAILED, SUCCEEDED, Runner, RunObservation, Tracker
 from orchestrator.runners.errors import RunnerError
@@ -158,6 +159,7 @@ class Watcher:
     def reconcile(self) -> ReconcileReport:
         """List what exists, compare with the store, repair what the watch missed."""
         report = ReconcileReport()
+        began = time.monotonic()
         active = self.active_runs()
         report.active = len(active)
         self.tracker.relist()
@@ -188,6 +190,7 @@ class Watcher:
                             lease=self.fence,
                         ):
                             report.lost.append(run_id)
+                            metrics.run_lost()
                     except LeaseNotHeld:
                         log.warning("not recording run %s lost: the watcher lease passed to another holder", run_id)
         for run_id in list(self._missing):
@@ -202,6 +205,7 @@ class Watcher:
         )
         report.swept = self.sweep()
         report.redriven = self.coordinate()
+        metrics.reconciled(time.monotonic() - began)
         return report
 
     def coordinate(self) -> dict[str, list[str]]:
@@ -269,12 +273,14 @@ class Watcher:
                         log.warning("lost the watcher lease; standing by")
                         self._stop_streams()
                     self.leader = False
+                    metrics.watcher_leader(False)
                     stop.wait(min(ttl / 3, 5.0))
                     continue
                 self.fence = (LEASE, self.holder, token)  # a new token when the lease lapsed and was taken again
                 if not self.leader:
                     log.info("watcher lease taken (fencing token %d); adopting every active run", token)
                     self.leader = True
+                    metrics.watcher_leader(True)
                     next_reconcile = 0.0
                 now = time.monotonic()
                 if now >= next_reconcile:
@@ -306,3 +312,4 @@ class Watcher:
                 except StoreError:
                     pass
             self.leader = False
+            metrics.watcher_leader(False)

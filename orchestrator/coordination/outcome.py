@@ -6,6 +6,7 @@ only makes sure the run's capacity is free.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from orchestrator.coordination.stages import next_stage, stages_of
 from orchestrator.delivery.record import CANCELLED, FAILED, NO_CHANGES
 from orchestrator.delivery.step import needs_delivery
 from orchestrator.logs import bounded_excerpt, scrub
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import ENDED_PHASES, FinishResult, Run, RunPhase
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
@@ -92,6 +94,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
     stage = run.stage
     task_outputs = _merge_outputs(task.outputs, outputs, run, stage)
     now = time.time()
+    again = ""  # "retry" or "rate_limit": counted once the move is written
 
     if run.phase == RunPhase.SUCCEEDED:
         following = next_stage(stages_of(settings, task), stage) if stage else None
@@ -119,13 +122,13 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
                 store, settings, task, stage, retries=retries, not_before=verdict.rate_limited_until
             )
             fields["outputs"] = task_outputs
-            target = Status.QUEUED
+            target, again = Status.QUEUED, "rate_limit"
             reason = f"model rate limit; resumes at {at(verdict.rate_limited_until)}"
         elif retryable and retries < settings.max_retries:
             delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
-            target = Status.QUEUED
+            target, again = Status.QUEUED, "retry"
             reason = f"run {run_id} failed ({why}); retry {retries + 1} of {settings.max_retries} in {delay:g}s"
         else:
             fields = {"outputs": task_outputs}
@@ -148,6 +151,8 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
         if release_run(store, service, run_id):
             admit_waiting(store, settings)
         return FinishResult.RACED
+    ended = (run.outcome or NO_CHANGES) if run.phase == RunPhase.SUCCEEDED else FAILED  # as written above
+    _count_end(dataclasses.replace(run, outcome=ended), task.agent, again)
     release_run(store, service, run_id)
     if target == Status.QUEUED:
         task_after = store.require_task(service, task_id)
@@ -174,6 +179,19 @@ def _record_end_outcome(store: TaskStore, run: Run) -> None:
     outcome = {RunPhase.FAILED: FAILED, RunPhase.CANCELLED: CANCELLED}.get(run.phase)
     if outcome and not run.outcome:
         store.update_run(run.run_id, outcome=outcome)
+        _count_end(dataclasses.replace(run, outcome=outcome), run.agent)
+
+
+def _count_end(run: Run, agent: str, again: str = "") -> None:
+    """The run's end in the metrics: once, by the finish that moved its task (or gave it its outcome)."""
+    seconds = run.finished_at - run.started_at if run.finished_at and run.started_at else None
+    metrics.run_ended(
+        run.service, run.agent or agent, run.outcome or "unknown", run.failure_reason, seconds, retryable=run.retryable
+    )
+    if again == "retry":
+        metrics.run_retried(run.failure_reason, retryable=run.retryable)
+    elif again == "rate_limit":
+        metrics.rate_limit_paused(run.agent or agent)
 
 
 def _delivery_reason(reason: str, run: Run, stage: str, has_repository: bool) -> str:

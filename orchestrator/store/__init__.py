@@ -16,6 +16,7 @@ from orchestrator.store.effects import EffectClaim, Effects
 from orchestrator.store.errors import (
     IllegalTransition,
     LeaseNotHeld,
+    LimitReached,
     StoreError,
     StoreUnavailable,
     TaskExists,
@@ -39,6 +40,7 @@ __all__ = [
     "EffectClaim",
     "IllegalTransition",
     "LeaseNotHeld",
+    "LimitReached",
     "StoreError",
     "StoreUnavailable",
     "TaskExists",

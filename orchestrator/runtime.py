@@ -26,37 +26,43 @@ def redis_target(settings: Settings) -> RedisTarget:
     )
 
 
-def new_store(settings: Settings, *, timeout: float = 5.0) -> TaskStore:
-    """A task store on the settings' Redis, with their history limit and wait for replicas."""
-    return _new_store(
-        redis_target(settings),
+def _options(settings: Settings) -> tuple[int, int | None, int, int, int]:
+    """The store's settings beside where Redis is: history limit, replica wait, and the caps."""
+    return (
         settings.status_history_limit,
         settings.redis_wait_replicas,
         settings.redis_wait_timeout_ms,
-        timeout,
+        settings.max_tasks_per_service,
+        settings.max_contexts_per_task,
     )
 
 
-def _new_store(target: RedisTarget, history: int, replicas: int | None, wait_ms: int, timeout: float) -> TaskStore:
-    client = target.client(timeout=timeout)
-    return TaskStore(client, history_limit=history, wait_replicas=replicas, wait_timeout_ms=wait_ms)
+def new_store(settings: Settings, *, timeout: float = 5.0) -> TaskStore:
+    """A task store on the settings' Redis, with their history limit, wait for replicas and caps."""
+    return _new_store(redis_target(settings), _options(settings), timeout)
+
+
+def _new_store(target: RedisTarget, options: tuple[int, int | None, int, int, int], timeout: float) -> TaskStore:
+    history, replicas, wait_ms, max_tasks, max_contexts = options
+    return TaskStore(
+        target.client(timeout=timeout),
+        history_limit=history,
+        wait_replicas=replicas,
+        wait_timeout_ms=wait_ms,
+        max_tasks_per_service=max_tasks,
+        max_contexts_per_task=max_contexts,
+    )
 
 
 @functools.lru_cache(maxsize=4)
-def _store_for(target: RedisTarget, history: int, replicas: int | None, wait_ms: int, pid: int) -> TaskStore:
-    return _new_store(target, history, replicas, wait_ms, 5.0)
+def _store_for(target: RedisTarget, options: tuple[int, int | None, int, int, int], pid: int) -> TaskStore:
+    return _new_store(target, options, 5.0)
 
 
 def get_store() -> TaskStore:
     """The task store of this process, on the Redis the settings name."""
     settings = get_settings()
-    return _store_for(
-        redis_target(settings),
-        settings.status_history_limit,
-        settings.redis_wait_replicas,
-        settings.redis_wait_timeout_ms,
-        os.getpid(),
-    )
+    return _store_for(redis_target(settings), _options(settings), os.getpid())
 
 
 def reset() -> None:

@@ -54,6 +54,8 @@ class Settings:
     log_level: str
     metrics_port: int
     status_history_limit: int
+    max_tasks_per_service: int
+    max_contexts_per_task: int
     idempotency_ttl_seconds: int
     delivery_ttl_seconds: int
     step_soft_time_limit: int

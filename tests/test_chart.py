@@ -189,6 +189,16 @@ def test_the_api_believes_the_ingress_about_https_and_gets_the_session_secret(de
     assert env["ORCHESTRATOR_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "session-secret"
 
 
+def test_every_process_reading_agent_logs_knows_the_model_key_to_mask_it(default: Rendered) -> None:
+    """#16 finding 9: the API and the workers serve and keep excerpts of pod logs, where an agent may print its key."""
+    readers = [default.named("Deployment", "orchestrator-api"), default.named("Deployment", "orchestrator-watcher"),
+               *_worker_deployments(default).values()]
+    for deployment in readers:
+        env = _env(deployment["spec"]["template"]["spec"]["containers"][0])
+        ref = env["ANTHROPIC_API_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "anthropic-api-key", deployment["metadata"]["name"]
+
+
 def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered], default: Rendered) -> None:
     from orchestrator.settings import Settings
 
@@ -537,9 +547,12 @@ def test_redis_through_sentinel_reaches_every_process(renders: dict[str, Rendere
     assert default["ORCHESTRATOR_REDIS_WAIT_REPLICAS"]["value"] == "auto"
 
 
-def test_anthropic_key_only_where_the_agent_runs_in_the_worker(renders: dict[str, Rendered]) -> None:
+def test_anthropic_key_only_where_the_agent_runs_or_its_logs_are_read(renders: dict[str, Rendered]) -> None:
+    # The API, the watcher and the workers read agents' logs and mask the key in them (see above); no other pod.
+    readers = ("orchestrator-api", "orchestrator-watcher", "orchestrator-worker-")
     for owner, spec in renders["default"].pod_specs():
-        assert "ANTHROPIC_API_KEY" not in _env(spec["containers"][0]), owner
+        if not any(name in str(owner) for name in readers):
+            assert "ANTHROPIC_API_KEY" not in _env(spec["containers"][0]), owner
     local = renders["external-redis-values"].named("Deployment", "orchestrator-worker-coordination")
     assert "ANTHROPIC_API_KEY" in _env(local["spec"]["template"]["spec"]["containers"][0])
 

@@ -31,12 +31,20 @@ from api.console import data
 from api.console import session as console_session
 from api.console.graph import layout
 from api.console.markdown import render_markdown
-from api.errors import ApiError
+from api.errors import ApiError, limit_errors
 from orchestrator import operations, taskmaster
 from orchestrator.logs import scrub_lines
 from orchestrator.runners.errors import RunnerError
 from orchestrator.states import CANCELLABLE_FROM, RETRYABLE_FROM, Status
-from orchestrator.store import IllegalTransition, NotReplicated, StoreUnavailable, TaskExists, TaskNotFound, task_ref
+from orchestrator.store import (
+    IllegalTransition,
+    LimitReached,
+    NotReplicated,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+    task_ref,
+)
 
 log = logging.getLogger("orchestrator.api")
 
@@ -289,6 +297,8 @@ def _run_action(service: str, task_id: int, action: str) -> Any:
         flash(exc.message + (f" ({details})" if details else ""), "error")
     except (operations.OperationRefused, IllegalTransition) as exc:
         flash(str(exc), "error")
+    except LimitReached as exc:
+        flash(" ".join(m for ms in limit_errors(exc).values() for m in ms), "error")
     return redirect(url_for("console.task", service=service, task_id=task_id), 303)
 
 
@@ -416,6 +426,8 @@ def submit() -> Any:
             errors, status = {"id": [f"{exc}; submit it with another id, or add context to it"]}, 409
         except operations.DependencyCycle as exc:
             errors, status = {"dependencies": [str(exc)]}, 409
+        except LimitReached as exc:
+            errors, status = field_errors(limit_errors(exc)), 409
     return render_template(
         "console/submit.html", form=form, errors=errors, tm_errors={}, tm_form={}, priorities=PRIORITIES
     ), status
@@ -495,6 +507,8 @@ def submit_taskmaster() -> Any:
         return _taskmaster_page(form, raw, tasks, {"task_id": [f"{exc}; add context to it instead"]}, 409)
     except operations.DependencyCycle as exc:
         return _taskmaster_page(form, raw, tasks, {"task_id": [str(exc)]}, 409)
+    except LimitReached as exc:
+        return _taskmaster_page(form, raw, tasks, field_errors(limit_errors(exc)), 409)
     flash("Task submitted from the Task Master file.", "ok")
     return redirect(url_for("console.task", service=spec["service_name"], task_id=spec["id"]), 303)
 

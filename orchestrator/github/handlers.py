@@ -29,10 +29,10 @@ from orchestrator.github.event import EventContext
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
 from orchestrator.metrics import registry as metrics
 from orchestrator.model import Task
-from orchestrator.settings import Settings
+from orchestrator.settings import VARIABLES, Settings
 from orchestrator.states import RETRYABLE_FROM, TERMINAL
 from orchestrator.steps import Step
-from orchestrator.store import TaskExists, TaskStore
+from orchestrator.store import LimitReached, TaskExists, TaskStore
 from orchestrator.validation import agent_name
 
 log = logging.getLogger("orchestrator.github")
@@ -300,7 +300,11 @@ def _handle_event(
         outcome = Outcome("ignored", decision.reason)
     else:
         ctx = EventContext(store, settings, config, delivery_id, event, payload)
-        outcome = HANDLERS[decision.handler](ctx)
+        try:
+            outcome = HANDLERS[decision.handler](ctx)
+        except LimitReached as exc:  # a full cap is an answer, not a failure to retry
+            variable = next((v.env for v in VARIABLES if v.attr == exc.setting), exc.setting)
+            outcome = Outcome("ignored", f"{exc} ({variable}={exc.limit})")
     store.mark_event_handled(delivery_id, settings.delivery_ttl_seconds)
     log.info("github delivery %s (%s): %s: %s", delivery_id, event, outcome.status, outcome.detail)
     result: dict[str, Any] = {

@@ -16,6 +16,7 @@ from orchestrator.store.effects import EffectClaim, Effects
 from orchestrator.store.errors import (
     IllegalTransition,
     LeaseNotHeld,
+    LimitReached,
     NotReplicated,
     StoreError,
     StoreUnavailable,
@@ -42,6 +43,7 @@ __all__ = [
     "LeaseNotHeld",
     "NotReplicated",
     "RedisTarget",
+    "LimitReached",
     "StoreError",
     "StoreUnavailable",
     "TaskExists",

@@ -38,6 +38,7 @@ _SCRIPTS = {
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
     "_launch_record": "launch_record",
+    "_add_context": "add_context",
     "_purge_task": "purge_task",
 }
 
@@ -77,6 +78,7 @@ class StoreBase:
     _queued_steps: Script
     _usage_record: Script
     _launch_record: Script
+    _add_context: Script
     _purge_task: Script
 
     def __init__(
@@ -86,9 +88,14 @@ class StoreBase:
         history_limit: int = 200,
         wait_replicas: int | None = 0,
         wait_timeout_ms: int = 1000,
+        max_tasks_per_service: int = 0,
+        max_contexts_per_task: int = 0,
     ):
         self.redis = client
         self.history_limit = history_limit
+        # Caps enforced inside the scripts that write (0: none, for tools and tests that build a store).
+        self.max_tasks_per_service = max_tasks_per_service
+        self.max_contexts_per_task = max_contexts_per_task
         # Replicas that must hold an intake write before it is acknowledged; None: one when the
         # master has any (see _replicas_wanted).
         self.wait_replicas = wait_replicas

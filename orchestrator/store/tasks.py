@@ -7,8 +7,6 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import redis
-
 from orchestrator.model import Priority, Task
 from orchestrator.states import Status, sources_of
 from orchestrator.store.base import StoreBase
@@ -16,7 +14,7 @@ from orchestrator.store.broker import queue_key
 from orchestrator.store.errors import (
     IllegalTransition,
     LeaseNotHeld,
-    StoreUnavailable,
+    LimitReached,
     TaskExists,
     TaskNotFound,
 )
@@ -119,10 +117,17 @@ class Tasks(StoreBase):
                 value,
                 enqueue[1] if enqueue else "",
                 str(task_id),
+                self.max_tasks_per_service,
                 *(item for pair in fields.items() for item in pair),
             ],
             replicated=True,
         )
+        if int(created) < 0:
+            raise LimitReached(
+                "max_tasks_per_service",
+                self.max_tasks_per_service,
+                f"service {service} already holds {_seq} tasks, the most allowed; none was added",
+            )
         if not int(created):
             raise TaskExists(f"task {member} already exists")
         # The script wrote exactly these fields, atomically: no need to read them back.
@@ -334,27 +339,24 @@ class Tasks(StoreBase):
     # Context documents -------------------------------------------------------
 
     def add_context(self, service: str, task_id: int, document: Mapping[str, Any]) -> int:
-        """Append a context document and bump the context version; returns it."""
-        key = task_key(service, task_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    if not pipe.exists(key):
-                        pipe.reset()
-                        raise TaskNotFound(f"no task {task_ref(service, task_id)}")
-                    pipe.multi()
-                    pipe.hincrby(key, "context_version", 1)
-                    pipe.rpush(contexts_key(service, task_id), encode(dict(document)))
-                    pipe.hset(key, "updated_at", repr(time.time()))
-                    version, _, _ = pipe.execute()
-                    return int(version)
-                except redis.WatchError:
-                    continue
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    raise StoreUnavailable("the task store (Redis) does not answer") from exc
-                except redis.exceptions.OutOfMemoryError as exc:
-                    raise StoreUnavailable("the task store (Redis) is full") from exc
+        """Append a context document and bump the context version; returns it.
+
+        Raises TaskNotFound, or LimitReached when the task already holds `max_contexts_per_task`.
+        """
+        result = self._call(
+            self._add_context,
+            keys=[task_key(service, task_id), contexts_key(service, task_id)],
+            args=[encode(dict(document)), repr(time.time()), self.max_contexts_per_task],
+        )
+        if int(result[0]) == -1:
+            raise TaskNotFound(f"no task {task_ref(service, task_id)}")
+        if int(result[0]) == -2:
+            raise LimitReached(
+                "max_contexts_per_task",
+                self.max_contexts_per_task,
+                f"task {task_ref(service, task_id)} already holds {result[1]} context documents, the most allowed",
+            )
+        return int(result[1])
 
     def contexts(self, service: str, task_id: int) -> list[dict[str, Any]]:
         """Context documents added after submission, oldest first."""

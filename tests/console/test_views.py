@@ -329,3 +329,26 @@ def test_a_task_master_file_is_uploaded_and_one_task_picked(client: FlaskClient,
     assert bad.status_code == 400 and 'id="service_name-error"' in bad.get_data(as_text=True)
     broken = client.post("/submit/taskmaster", data={"csrf_token": csrf, "tasks_json": "{not json"})
     assert broken.status_code == 400 and 'id="tasks_file-error"' in broken.get_data(as_text=True)
+
+
+def test_a_full_cap_is_shown_on_the_field_it_concerns(console_settings: Settings, store: TaskStore,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """#16 finding 7: the caps answer the console as they answer the API, naming their variable."""
+    small = console_settings.replace(max_tasks_per_service=1, max_contexts_per_task=1)
+    celery = route_steps_to(small, monkeypatch)
+    try:
+        client = create_app(small).test_client()
+        submit_api(client, dependencies=[])
+        csrf = sign_in(client)
+        full = client.post("/submit", data={"csrf_token": csrf, "service_name": "billing", "id": "12",
+                                            "title": "One too many", "agent_name": "claude", "document": "x"})
+        html = full.get_data(as_text=True)
+        assert full.status_code == 409 and 'id="service_name-error"' in html
+        assert "ORCHESTRATOR_MAX_TASKS_PER_SERVICE=1" in html and store.get_task("billing", 12) is None
+        client.post("/tasks/billing/7/context", data={"csrf_token": csrf, "content": "first"})
+        page = client.post("/tasks/billing/7/context", data={"csrf_token": csrf, "content": "second"},
+                           follow_redirects=True)
+        assert "ORCHESTRATOR_MAX_CONTEXTS_PER_TASK=1" in page.get_data(as_text=True)
+        assert [c["content"] for c in store.contexts("billing", 7)] == ["first"]
+    finally:
+        celery.close()

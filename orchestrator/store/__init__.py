@@ -23,13 +23,14 @@ from orchestrator.store.errors import (
 )
 from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
 from orchestrator.store.leases import Leases
+from orchestrator.store.listing import Listing
 from orchestrator.store.records import Transition
 from orchestrator.store.runs import Runs
 from orchestrator.store.tasks import Tasks
 from orchestrator.store.usage import Usage
 
 
-class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage):
+class TaskStore(Tasks, Listing, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 

@@ -75,7 +75,7 @@ def _require_session() -> Any:
     """Pages need a live session; a GET is sent to sign in, anything else is refused."""
     if request.endpoint in OPEN_ENDPOINTS or console_session.signed_in():
         return None
-    console_session.sign_out()
+    console_session.forget()
     if request.method == "GET" and request.endpoint not in {"console.events", "console.logs"}:
         return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
     abort(401, description="sign in first")

@@ -26,11 +26,12 @@ from orchestrator.store.leases import Leases
 from orchestrator.store.listing import Listing
 from orchestrator.store.records import Transition
 from orchestrator.store.runs import Runs
+from orchestrator.store.sessions import ConsoleSessions
 from orchestrator.store.tasks import Tasks
 from orchestrator.store.usage import Usage
 
 
-class TaskStore(Tasks, Listing, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage):
+class TaskStore(Tasks, Listing, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage, ConsoleSessions):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 

@@ -157,3 +157,11 @@ def usage_day(day: str) -> str:
 def effect_key(kind: str, subject: str) -> str:
     """The intent/completion record of one side effect (a Job created, a branch pushed...) of one subject."""
     return f"{PREFIX}:effect:{kind}:{subject}"
+
+
+# Web console sign-ins ----------------------------------------------------------------
+
+
+def console_session_key(digest: str) -> str:
+    """One signed-in console session (a digest of its id), expiring with the session's lifetime."""
+    return f"{PREFIX}:console-session:{digest}"

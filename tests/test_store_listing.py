@@ -155,3 +155,23 @@ def test_filters_walk_the_smallest_index_and_a_title_search_is_bounded(store: Ta
     assert [t.id for t in found] == [37, 3] and cursor is None
     page, cursor = store.list_summaries(service="api", limit=3)
     assert [t.id for t in page] == [40, 38, 36] and cursor == str(page[-1].seq)
+
+
+def test_a_title_search_looks_at_a_bounded_number_of_tasks_per_page(
+    store: TaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.store import listing
+
+    monkeypatch.setattr(listing, "TITLE_SCAN_MAX", 10)
+    for task_id in range(1, 31):
+        title = "Needle" if task_id in (2, 25) else f"task {task_id}"
+        store.create_task(service="web", task_id=task_id, agent="claude", spec={"title": title})
+    pages, cursor, seen = 0, None, []
+    while True:
+        found, cursor = store.list_summaries(title_contains="needle", limit=5, cursor=cursor)
+        seen += [t.id for t in found]
+        pages += 1
+        if cursor is None:
+            break
+    assert seen == [25, 2] and pages == 3  # 30 tasks, 10 looked at per page
+    assert store.list_summaries(title_contains="needle", agent="codex")[0] == []

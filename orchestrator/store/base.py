@@ -78,6 +78,7 @@ _SCRIPTS = {
     "_effect_complete": "effect_complete",
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
+    "_title_scan": "title_scan",
 }
 
 _sources: dict[str, str] = {}
@@ -98,6 +99,7 @@ class StoreBase:
     _create: Script
     _claim_delivery: Script
     _transition: Script
+    _title_scan: Script
     _run_with_task: Script
     _create_run: Script
     _acquire: Script

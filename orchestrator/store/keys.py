@@ -28,8 +28,11 @@ def run_id_for(service: str, task_id: int, version: int, attempt: int, stage: st
 # Tasks and runs ------------------------------------------------------------------
 
 
+TASK_KEY_PREFIX = f"{PREFIX}:task:"
+
+
 def task_key(service: str, task_id: int | str) -> str:
-    return f"{PREFIX}:task:{service}:{task_id}"
+    return f"{TASK_KEY_PREFIX}{service}:{task_id}"
 
 
 def history_key(service: str, task_id: int | str) -> str:

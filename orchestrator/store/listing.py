@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from orchestrator.model import Task, TaskSummary
 from orchestrator.store.base import StoreBase
-from orchestrator.store.keys import IDX_ALL, idx_agent, idx_service, idx_status, task_key
+from orchestrator.store.keys import IDX_ALL, TASK_KEY_PREFIX, idx_agent, idx_service, idx_status, task_key
 from orchestrator.store.records import SUMMARY_FIELDS, decode_summary, decode_task, summary_fields
 
 T = TypeVar("T")
@@ -62,35 +62,50 @@ class Listing(StoreBase):
     ) -> tuple[list[TaskSummary], str | None]:
         """Task summaries newest first, filtered; only the summary fields of each task are read (one HMGET).
 
-        With `title_contains` (case-insensitive) at most TITLE_SCAN_MAX entries
-        are looked at for one page: the page may be short, and its cursor goes on.
+        With `title_contains` (ASCII letters without case) the titles are
+        compared in Redis and at most TITLE_SCAN_MAX tasks are looked at for
+        one page: the page may be short, and its cursor goes on. A task stored
+        before summaries existed is found once a list has shown it.
         """
-        needle = title_contains.casefold().strip()
+        needle = title_contains.strip().lower()
+        if needle:
+            return self._title_search(needle, service, status, agent, limit, cursor)
+        return self._walk(self._read_summaries, service=service, status=status, agent=agent, limit=limit, cursor=cursor)
 
-        def read(members: Sequence[str]) -> list[TaskSummary | None]:
-            pipe = self.redis.pipeline(transaction=False)
-            for member in members:
-                pipe.hmget(task_key(*member.rsplit("/", 1)), SUMMARY_FIELDS)
-            rows = [dict(zip(SUMMARY_FIELDS, values)) for values in self._safe(pipe.execute)]
-            self._fill_legacy_summaries(members, rows)
-            return [
-                decode_summary({k: v for k, v in row.items() if v is not None}) if row["status"] is not None else None
-                for row in rows
-            ]
+    def _read_summaries(self, members: Sequence[str]) -> list[TaskSummary | None]:
+        """The summaries of index members, one HMGET each in one round trip (None for a task that is gone)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.hmget(task_key(*member.rsplit("/", 1)), SUMMARY_FIELDS)
+        rows = [dict(zip(SUMMARY_FIELDS, values)) for values in self._safe(pipe.execute)]
+        self._fill_legacy_summaries(members, rows)
+        return [
+            decode_summary({k: v for k, v in row.items() if v is not None}) if row["status"] is not None else None
+            for row in rows
+        ]
 
-        def title_matches(item: TaskSummary) -> bool:
-            return needle in item.title.casefold()
-
-        return self._walk(
-            read,
-            service=service,
-            status=status,
-            agent=agent,
-            limit=limit,
-            cursor=cursor,
-            extra=title_matches if needle else None,
-            scan_max=TITLE_SCAN_MAX if needle else None,
+    def _title_search(
+        self, needle: str, service: str | None, status: str | None, agent: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[TaskSummary], str | None]:
+        """Titles are compared inside Redis (title_scan.lua): only the matches travel, as summaries."""
+        index = self._smallest_index(service, status, agent)
+        found = self._call(
+            self._title_scan,
+            keys=[index],
+            args=[
+                f"({int(cursor)}" if cursor else "+inf",
+                needle,
+                limit,
+                TITLE_SCAN_MAX,
+                TASK_KEY_PREFIX,
+                service or "",
+                status or "",
+                agent or "",
+            ],
         )
+        members, last = found[:-1], found[-1]
+        items = [item for item in self._read_summaries(members) if item is not None]
+        return items, (str(int(float(last))) if last else None)
 
     def _fill_legacy_summaries(self, members: Sequence[str], rows: list[dict[str, Any]]) -> None:
         """A record stored before summaries had a title: read its spec once, and keep the summary beside it."""
@@ -115,15 +130,12 @@ class Listing(StoreBase):
         agent: str | None,
         limit: int,
         cursor: str | None,
-        extra: Callable[[T], bool] | None = None,
-        scan_max: int | None = None,
     ) -> tuple[list[T], str | None]:
         """The walk behind both lists: `read` turns index members into records (None: gone)."""
         index = self._smallest_index(service, status, agent)
         upper = f"({int(cursor)}" if cursor else "+inf"
         found: list[T] = []
         batch = max(limit * 2, 20)
-        scanned = 0
         while True:
             members = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch, withscores=True)
             if not members:
@@ -131,15 +143,12 @@ class Listing(StoreBase):
             records = read([member for member, _ in members])
             for (_member, score), item in zip(members, records):
                 upper = f"({int(score)}"
-                scanned += 1
                 if item is None or not self._matches(item, service, status, agent):
-                    continue
-                if extra is not None and not extra(item):
                     continue
                 found.append(item)
                 if len(found) == limit:
                     break
-            if len(found) == limit or (scan_max is not None and scanned >= scan_max):
+            if len(found) == limit:
                 more = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=1)
                 return found, (upper[1:] if more else None)
             if len(members) < batch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from orchestrator.store.base import connect
 from orchestrator.store.broker import Broker
 from orchestrator.store.capacity import Capacity
+from orchestrator.store.changes import StatusChange, StatusChanges
 from orchestrator.store.deliveries import Deliveries
 from orchestrator.store.effects import EffectClaim, Effects
 from orchestrator.store.errors import (
@@ -31,7 +32,9 @@ from orchestrator.store.tasks import Tasks
 from orchestrator.store.usage import Usage
 
 
-class TaskStore(Tasks, Listing, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage, ConsoleSessions):
+class TaskStore(
+    Tasks, Listing, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage, ConsoleSessions, StatusChanges
+):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 
@@ -40,6 +43,7 @@ __all__ = [
     "EffectClaim",
     "IllegalTransition",
     "LeaseNotHeld",
+    "StatusChange",
     "StoreError",
     "StoreUnavailable",
     "TaskExists",

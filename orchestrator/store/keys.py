@@ -168,3 +168,8 @@ def effect_key(kind: str, subject: str) -> str:
 def console_session_key(digest: str) -> str:
     """One signed-in console session (a digest of its id), expiring with the session's lifetime."""
     return f"{PREFIX}:console-session:{digest}"
+
+
+# Every status change, as a capped stream (ref, status, reason, at): what live pages follow.
+STATUS_CHANGES = f"{PREFIX}:changes:status"
+STATUS_CHANGES_MAX = 10_000

@@ -1,0 +1,114 @@
+"""Live pages under real gunicorn: 200 open status streams hold a socket each, not a request thread (#20).
+
+Two workers of four threads each: before the live hub, at most half the
+threads of a process served streams and the rest of the 200 pages were told to
+come back later; here every page gets its stream, /health still answers, and
+a status change reaches the open streams.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.store import TaskStore
+from tests.support.gunicorn import Gunicorn
+
+TOKEN = "live-hub-token"
+PAGES = 200
+
+
+@pytest.fixture
+def server(base_env: dict[str, str], tmp_path: Path) -> Iterator[Gunicorn]:
+    env = {**base_env, "ORCHESTRATOR_API_TOKENS": TOKEN, "ORCHESTRATOR_SESSION_SECRET": "live-hub-secret"}
+    server = Gunicorn(env, tmp_path, GUNICORN_WORKERS="2", GUNICORN_THREADS="4").start()
+    yield server
+    server.stop()
+
+
+def session_cookie(server: Gunicorn) -> str:
+    status, headers, body = server.request("GET", "/sign-in", headers={"Accept": "text/html"})
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    csrf = re.search(rb'name="csrf_token" value="([^"]+)"', body)
+    assert status == 200 and csrf
+    form = f"token={TOKEN}&csrf_token={csrf.group(1).decode()}"
+    conn_status, answer = request_raw(
+        server,
+        f"POST /sign-in HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(form)}\r\nConnection: close\r\n\r\n{form}",
+    )
+    assert conn_status == 303, answer
+    return re.search(r"Set-Cookie: ([^;]+);", answer).group(1)  # type: ignore[union-attr]
+
+
+def request_raw(server: Gunicorn, text: str) -> tuple[int, str]:
+    with server.connect() as sock:
+        sock.sendall(text.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head = data.decode("latin-1")
+    return int(head.split(" ", 2)[1]), head
+
+
+def open_stream(server: Gunicorn, cookie: str, ref: str) -> socket.socket:
+    sock = server.connect()
+    sock.sendall(f"GET /console/events?task={ref} HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n".encode())
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes, seconds: float = 20) -> bytes:
+    data = b""
+    deadline = time.monotonic() + seconds
+    sock.settimeout(1)
+    while marker not in data and time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_two_hundred_live_pages_hold_a_socket_each_and_the_api_still_answers(
+    server: Gunicorn, store: TaskStore
+) -> None:
+    store.create_task(service="live", task_id=1, agent="claude", spec={"title": "watched"})
+    cookie = session_cookie(server)
+    streams = [open_stream(server, cookie, "live/1") for _ in range(PAGES)]
+    try:
+        firsts = [read_until(sock, b'"status":"Pending"') for sock in streams]
+        assert all(first.startswith(b"HTTP/1.1 200 ") for first in firsts), {f[:40] for f in firsts}
+        assert all(b"text/event-stream" in first and b'"status":"Pending"' in first for first in firsts)
+
+        status, _, body = server.request("GET", "/health", timeout=10)
+        assert status == 200, body  # every thread is still free for it
+        assert server.request("GET", "/api/v1/pm/tasks/live/1", headers={"Authorization": "Bearer x"})[0] == 401
+
+        store.transition("live", 1, "Cancelled", reason="seen live", actor="test")
+        changed = [read_until(sock, b'"status":"Cancelled"') for sock in streams]
+        assert all(b'"reason":"seen live"' in data for data in changed)
+    finally:
+        for sock in streams:
+            sock.close()
+
+
+def test_a_live_stream_without_a_session_is_refused_and_closed(server: Gunicorn) -> None:
+    sock = open_stream(server, "orchestrator_session=forged", "live/1")
+    try:
+        data = read_until(sock, b"sign in first")
+        assert data.startswith(b"HTTP/1.1 401 ")
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # answered and closed: nothing held
+    finally:
+        sock.close()

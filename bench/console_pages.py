@@ -14,7 +14,9 @@ after the other, `--requests` times each:
   agent, and a title search (`/?q=needle`, a word in one task in 1,000);
 - a deep cursor: the page 99% of the way down (`/?cursor=<seq of the task 1% from the oldest>`).
 
-Latency is measured at the client (loopback, the same two cores). Memory is
+Latency is measured at the client (loopback, the same two cores), and the
+server's CPU time per request from /proc (gunicorn's processes), which a
+loaded machine inflates less than it inflates latency. Memory is
 the peak RSS (VmHWM) of gunicorn's workers after every request was served: it
 should be the same at both sizes, since a page reads summary fields of its 50
 rows only (bench/RESULTS.md).
@@ -32,7 +34,7 @@ from typing import Any
 
 import requests
 
-from bench._common import ROOT, percentile, serve, stop
+from bench._common import ROOT, cpu_seconds, percentile, serve, stop
 from orchestrator.store import TaskStore, connect
 from tests.support.redis_server import RedisServer
 
@@ -122,6 +124,7 @@ def measure(redis_url: str, store: TaskStore, requests_each: int, log: Path) -> 
                 session.get(base + path, headers=headers)
             times: list[float] = []
             rows = 0
+            cpu_before = cpu_seconds(process.pid)
             for _ in range(requests_each):
                 began = time.perf_counter()
                 answer = session.get(base + path, headers=headers)
@@ -129,6 +132,7 @@ def measure(redis_url: str, store: TaskStore, requests_each: int, log: Path) -> 
                 assert answer.status_code == 200, (path, answer.status_code)
                 rows = len(answer.json()["items"]) if path.startswith("/api/") else answer.text.count("<tr data-task=")
             out[name] = {
+                "server_cpu_ms": (cpu_seconds(process.pid) - cpu_before) / requests_each * 1000,
                 "p50_ms": percentile(times, 0.5),
                 "p95_ms": percentile(times, 0.95),
                 "max_ms": max(times),
@@ -136,7 +140,8 @@ def measure(redis_url: str, store: TaskStore, requests_each: int, log: Path) -> 
             }
             print(
                 f"  {name:32} p50 {out[name]['p50_ms']:6.1f} ms  p95 {out[name]['p95_ms']:6.1f} ms  "
-                f"max {out[name]['max_ms']:6.1f} ms  ({rows} rows)",
+                f"max {out[name]['max_ms']:6.1f} ms  "
+                f"server CPU {out[name]['server_cpu_ms']:5.1f} ms/request  ({rows} rows)",
                 flush=True,
             )
         out["worker_peak_rss_mib"] = worker_peak_rss(process.pid)

@@ -112,3 +112,57 @@ def test_a_live_stream_without_a_session_is_refused_and_closed(server: Gunicorn)
         assert sock.recv(100) == b""  # answered and closed: nothing held
     finally:
         sock.close()
+
+
+class FakeChanges:
+    """The store's stream of status changes, fed by the test (the hub's reader blocks on it)."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.queue: queue.Queue = queue.Queue()
+
+    def status_changes_cursor(self) -> str:
+        return "0-0"
+
+    def status_changes(self, after: str, *, block_ms: int) -> tuple[str, list]:
+        import queue
+
+        try:
+            return after, [self.queue.get(timeout=block_ms / 1000)]
+        except queue.Empty:
+            return after, []
+
+
+def test_the_hub_writes_changes_to_the_streams_that_follow_them_and_forgets_a_client_that_left() -> None:
+    from api.live_hub import SUBSCRIPTION_KEY, LiveHub, Subscription
+    from orchestrator.store import StatusChange
+
+    def app(environ, start_response):
+        refs = frozenset(environ["QUERY_STRING"].split(","))
+        environ[SUBSCRIPTION_KEY] = Subscription(refs, b"retry: 1000\n\n")
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return [b""]
+
+    changes = FakeChanges()
+    hub = LiveHub(app, lambda: changes)  # type: ignore[arg-type]
+    pairs = [socket.socketpair() for _ in range(3)]
+    for (server_side, _), query in zip(pairs, ("a/1", "a/1,a/2", "b/9")):
+        hub.accept(server_side, {"QUERY_STRING": query})
+    for _, client in pairs:
+        assert read_until(client, b"retry: 1000").startswith(b"HTTP/1.1 200 OK")
+    changes.queue.put(StatusChange("a/1", "Running", "run started", 1_700_000_000.0))
+    assert b'"status":"Running"' in read_until(pairs[0][1], b"Running")
+    assert b'"status":"Running"' in read_until(pairs[1][1], b"Running")
+    pairs[2][1].settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        pairs[2][1].recv(100)  # b/9 did not change
+    pairs[0][1].close()  # a page closed
+    deadline = time.monotonic() + 5
+    while hub.count() != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hub.count() == 2
+    changes.queue.put(StatusChange("a/2", "Failed", "exit 1", 1_700_000_001.0))
+    assert b'"status":"Failed"' in read_until(pairs[1][1], b"Failed")
+    for _, client in pairs[1:]:
+        client.close()

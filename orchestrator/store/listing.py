@@ -135,7 +135,9 @@ class Listing(StoreBase):
         index = self._smallest_index(service, status, agent)
         upper = f"({int(cursor)}" if cursor else "+inf"
         found: list[T] = []
-        batch = max(limit * 2, 20)
+        # One filter (or none) is the index itself: every member matches, so read no
+        # more rows than the page shows. With more, read ahead for those that will not.
+        batch = limit if sum(1 for f in (service, status, agent) if f) <= 1 else max(limit * 2, 20)
         while True:
             members = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch, withscores=True)
             if not members:

@@ -78,7 +78,7 @@ def _room(module: str) -> str:
 # dependency between rooms is a decision, made here and in that map together.
 FOUNDATION = {"orchestrator", "orchestrator.config_values", "orchestrator.model", "orchestrator.states", "orchestrator.validation",
               "orchestrator.agent_env", "orchestrator.steps", "orchestrator.backoff", "orchestrator.logs",
-              "orchestrator.taskmaster", "orchestrator.settings"}
+              "orchestrator.taskmaster", "orchestrator.settings", "orchestrator.variables"}
 SENDING = {"orchestrator.store", "orchestrator.dispatch", "orchestrator.celery_app", "orchestrator.celery_dispatch",
            "orchestrator.runtime", "orchestrator.effects"}
 EDGES = {"orchestrator.kube", "orchestrator.runners", "orchestrator.github"}
@@ -97,8 +97,9 @@ ALLOWED: dict[str, set[str]] = {
     "orchestrator.agent_env": {"orchestrator.validation"},
     "orchestrator.taskmaster": {"orchestrator.model"},
     # pipelines are parsed with the settings; stages.py imports nothing of coordination
-    "orchestrator.settings": {"orchestrator.config_values", "orchestrator.validation", "orchestrator.agent_env",
-                              "orchestrator.coordination"},
+    "orchestrator.settings": {"orchestrator.config_values", "orchestrator.variables"},
+    "orchestrator.variables": {"orchestrator.config_values", "orchestrator.validation", "orchestrator.agent_env",
+                               "orchestrator.coordination"},
     "orchestrator.store": {"orchestrator.model", "orchestrator.states"},
     "orchestrator.dispatch": {"orchestrator.steps", "orchestrator.store"},
     "orchestrator.celery_app": {"orchestrator.settings", "orchestrator.steps"},

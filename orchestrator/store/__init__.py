@@ -26,6 +26,7 @@ from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
 from orchestrator.store.leases import Leases
 from orchestrator.store.listing import Listing
 from orchestrator.store.records import Transition
+from orchestrator.store.retention import Retention
 from orchestrator.store.runs import Runs
 from orchestrator.store.sessions import ConsoleSessions
 from orchestrator.store.tasks import Tasks
@@ -33,7 +34,18 @@ from orchestrator.store.usage import Usage
 
 
 class TaskStore(
-    Tasks, Listing, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage, ConsoleSessions, StatusChanges
+    Tasks,
+    Listing,
+    Runs,
+    Capacity,
+    Leases,
+    Deliveries,
+    Effects,
+    Broker,
+    Usage,
+    Retention,
+    ConsoleSessions,
+    StatusChanges,
 ):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 

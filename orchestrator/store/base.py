@@ -79,6 +79,7 @@ _SCRIPTS = {
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
     "_title_scan": "title_scan",
+    "_purge_task": "purge_task",
 }
 
 _sources: dict[str, str] = {}
@@ -117,6 +118,7 @@ class StoreBase:
     _effect_complete: Script
     _queued_steps: Script
     _usage_record: Script
+    _purge_task: Script
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 200):
         self.redis = client

@@ -32,7 +32,12 @@ TASK_KEY_PREFIX = f"{PREFIX}:task:"
 
 
 def task_key(service: str, task_id: int | str) -> str:
-    return f"{TASK_KEY_PREFIX}{service}:{task_id}"
+    return f"{task_key_prefix(service)}{task_id}"
+
+
+def task_key_prefix(service: str) -> str:
+    """What every task key of `service` starts with (a script builds keys of the service's tasks from it)."""
+    return f"{TASK_KEY_PREFIX}{service}:"
 
 
 def history_key(service: str, task_id: int | str) -> str:
@@ -62,6 +67,7 @@ GAUGES_KEY = f"{PREFIX}:gauges"
 IDX_PREFIX = f"{PREFIX}:idx"
 IDX_ALL = f"{IDX_PREFIX}:all"
 IDX_STATUS_PREFIX = f"{IDX_PREFIX}:status:"
+IDX_AGENT_PREFIX = f"{IDX_PREFIX}:agent:"
 
 
 def idx_service(service: str) -> str:
@@ -69,7 +75,7 @@ def idx_service(service: str) -> str:
 
 
 def idx_agent(agent: str) -> str:
-    return f"{IDX_PREFIX}:agent:{agent}"
+    return f"{IDX_AGENT_PREFIX}{agent}"
 
 
 def idx_status(status: str) -> str:

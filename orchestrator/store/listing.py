@@ -139,21 +139,22 @@ class Listing(StoreBase):
         # more rows than the page shows. With more, read ahead for those that will not.
         batch = limit if sum(1 for f in (service, status, agent) if f) <= 1 else max(limit * 2, 20)
         while True:
-            members = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch, withscores=True)
+            # One member past the batch, unread: whether the index goes on, without another round trip.
+            members = self._safe(
+                self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch + 1, withscores=True
+            )
             if not members:
                 return found, None
-            records = read([member for member, _ in members])
-            for (_member, score), item in zip(members, records):
+            head = members[:batch]
+            records = read([member for member, _ in head])
+            for position, ((_member, score), item) in enumerate(zip(head, records)):
                 upper = f"({int(score)}"
                 if item is None or not self._matches(item, service, status, agent):
                     continue
                 found.append(item)
                 if len(found) == limit:
-                    break
-            if len(found) == limit:
-                more = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=1)
-                return found, (upper[1:] if more else None)
-            if len(members) < batch:
+                    return found, (upper[1:] if position + 1 < len(members) else None)
+            if len(members) <= batch:
                 return found, None
 
     def _smallest_index(self, service: str | None, status: str | None, agent: str | None) -> str:

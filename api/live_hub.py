@@ -42,6 +42,7 @@ STREAM_SECONDS = 600.0  # then the stream ends and the browser reconnects (its s
 MAX_STREAMS = 2000  # per process; past that a page is answered 503 and retries
 PENDING_MAX = 64 << 10  # bytes a slow reader may have waiting; past that it is dropped
 READ_BLOCK_MS = 2000
+SESSION_CHECK_SECONDS = 30.0  # a signed-out session's open streams end within this
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Subscription:
 
     refs: frozenset[str]
     first: bytes = b""
+    session_id: str = ""  # the console session it was opened under: its stream ends when that session does
 
 
 @dataclass(eq=False)
@@ -58,6 +60,7 @@ class _Stream:
     refs: frozenset[str]
     ends_at: float
     keepalive_at: float
+    session_id: str = ""
     pending: bytearray = field(default_factory=bytearray)
 
 
@@ -91,6 +94,7 @@ class LiveHub:
         self._by_ref: dict[str, set[_Stream]] = defaultdict(set)
         self._started = False
         self._lock = threading.Lock()
+        self._sessions_checked = time.monotonic()
 
     # Called by the worker's event loop ----------------------------------------------------------------
 
@@ -144,6 +148,7 @@ class LiveHub:
     def _serve_once(self) -> None:
         now = time.monotonic()
         timeout = min((min(s.keepalive_at, s.ends_at) for s in self._streams.values()), default=now + 60) - now
+        timeout = min(timeout, self._sessions_checked + SESSION_CHECK_SECONDS - now)
         for key, _ in self._selector.select(max(0.0, timeout)):
             if key.data is None:
                 with contextlib.suppress(BlockingIOError, OSError):
@@ -158,12 +163,29 @@ class LiveHub:
                 for stream in list(self._by_ref.get(change.ref, ())):
                     self._send(stream, status_event(change))
         now = time.monotonic()
+        if now >= self._sessions_checked + SESSION_CHECK_SECONDS:
+            self._sessions_checked = now
+            self._end_signed_out()
         for stream in list(self._streams.values()):
             if now >= stream.ends_at:
                 self._close(stream)
             elif now >= stream.keepalive_at:
                 stream.keepalive_at = now + KEEPALIVE_SECONDS
                 self._send(stream, b": keepalive\n\n")
+
+    def _end_signed_out(self) -> None:
+        """End the streams whose console session was signed out (or expired) since they opened."""
+        ids = sorted({s.session_id for s in self._streams.values() if s.session_id})
+        if not ids:
+            return
+        try:
+            still_open = dict(zip(ids, self.store().console_sessions_open(ids)))
+        except Exception:  # noqa: BLE001 - the store away: checked again next time
+            log.warning("live pages: could not check console sessions", exc_info=True)
+            return
+        for stream in list(self._streams.values()):
+            if stream.session_id and not still_open.get(stream.session_id, True):
+                self._close(stream)
 
     # Streams -------------------------------------------------------------------------------------------------
 
@@ -204,7 +226,9 @@ class LiveHub:
         head.append("Connection: close")
         sock.setblocking(False)
         now = time.monotonic()
-        stream = _Stream(sock, subscription.refs, now + STREAM_SECONDS, now + KEEPALIVE_SECONDS)
+        stream = _Stream(
+            sock, subscription.refs, now + STREAM_SECONDS, now + KEEPALIVE_SECONDS, subscription.session_id
+        )
         self._streams[sock] = stream
         for ref in stream.refs:
             self._by_ref[ref].add(stream)

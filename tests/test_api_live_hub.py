@@ -166,3 +166,35 @@ def test_the_hub_writes_changes_to_the_streams_that_follow_them_and_forgets_a_cl
     assert b'"status":"Failed"' in read_until(pairs[1][1], b"Failed")
     for _, client in pairs[1:]:
         client.close()
+
+
+def test_the_streams_of_a_signed_out_session_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import live_hub
+    from api.live_hub import SUBSCRIPTION_KEY, LiveHub, Subscription
+
+    monkeypatch.setattr(live_hub, "SESSION_CHECK_SECONDS", 0.2)
+
+    def app(environ, start_response):
+        environ[SUBSCRIPTION_KEY] = Subscription(frozenset({"a/1"}), b"retry: 1000\n\n", environ["QUERY_STRING"])
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return [b""]
+
+    class Sessions(FakeChanges):
+        open = {"kept", "signed-out"}
+
+        def console_sessions_open(self, ids: list[str]) -> list[bool]:
+            return [i in self.open for i in ids]
+
+    store = Sessions()
+    hub = LiveHub(app, lambda: store)  # type: ignore[arg-type]
+    kept, ended = socket.socketpair(), socket.socketpair()
+    hub.accept(kept[0], {"QUERY_STRING": "kept"})
+    hub.accept(ended[0], {"QUERY_STRING": "signed-out"})
+    for _, client in (kept, ended):
+        assert read_until(client, b"retry: 1000").startswith(b"HTTP/1.1 200 OK")
+    Sessions.open = {"kept"}  # signed out in another tab
+    ended[1].settimeout(5)
+    assert ended[1].recv(100) == b""  # its stream was closed
+    assert hub.count() == 1
+    for pair in (kept, ended):
+        pair[1].close()

@@ -107,6 +107,12 @@ def sign_out() -> None:
     g.pop("console_signed_in", None)
 
 
+def session_id() -> str:
+    """The signed-in session's id (as recorded in the store), '' when none."""
+    sid = session.get("sid")
+    return sid if isinstance(sid, str) else ""
+
+
 def forget() -> None:
     """Drop the cookie of a session that is not signed in (nothing to end in the store)."""
     session.clear()

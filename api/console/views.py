@@ -584,7 +584,9 @@ def _live_subscription(refs: list[tuple[str, int]]) -> Response:
     current = data.statuses(refs) if refs else {}
     first = "retry: 1000\n\n" + "".join(_sse("status", row) for row in current.values())
     request.environ[live_hub.SUBSCRIPTION_KEY] = live_hub.Subscription(
-        frozenset(task_ref(service, task_id) for service, task_id in refs), first.encode()
+        frozenset(task_ref(service, task_id) for service, task_id in refs),
+        first.encode(),
+        console_session.session_id(),
     )
     return Response(b"", mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

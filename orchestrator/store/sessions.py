@@ -30,6 +30,13 @@ class ConsoleSessions(StoreBase):
         """True while the session was opened and neither closed nor expired."""
         return bool(session_id) and bool(self._safe(self.redis.exists, console_session_key(_digest(session_id))))
 
+    def console_sessions_open(self, session_ids: list[str]) -> list[bool]:
+        """For each session id, whether it is still open (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.exists(console_session_key(_digest(session_id)))
+        return [bool(n) for n in self._safe(pipe.execute)] if session_ids else []
+
     def close_console_session(self, session_id: str) -> None:
         """End the session everywhere: a replayed cookie naming it is refused from now on."""
         if session_id:

@@ -176,6 +176,8 @@ class Task:
     pull_request_outcome: str | None = None
     github_status_comment: str | None = None
     github_status_digest: str | None = None
+    # W3C traceparent of the submission (tracing on): every step of the task joins that trace.
+    trace_parent: str = ""
 
     @property
     def ref(self) -> tuple[str, int]:
@@ -251,6 +253,9 @@ class Run:
     delivered_at: float | None = None
     delivery_failures: int = 0
     delivery_error: str = ""
+    launch_failures: int = 0  # launches the runner's platform refused for now (retried by the step)
+    vanished: bool = False  # its Job or process was gone before its end was seen
+    stopped_at: float | None = None  # when the watcher saw nothing of its agent left (after a cancel)
     # What the agent's stream-json said it consumed, and a model rate limit's end.
     usage: dict[str, Any] = field(default_factory=dict)
     rate_limited_until: float | None = None
@@ -259,3 +264,13 @@ class Run:
     def ended(self) -> bool:
         """True once the run's end is recorded (it is never written over)."""
         return self.phase in ENDED_PHASES
+
+    @property
+    def agent_may_run(self) -> bool:
+        """True while its agent may still be at work: launched, and neither seen to end nor seen gone.
+
+        A cancel records the run Cancelled when it asks the runner to stop, not
+        when the agent has stopped (a deleted pod takes its grace period): such a
+        run keeps its worktree and slot until the watcher sees it gone (`stopped_at`).
+        """
+        return bool(self.job_name) and not self.stopped_at and self.phase not in (RunPhase.SUCCEEDED, RunPhase.FAILED)

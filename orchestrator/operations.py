@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator import dispatch
+from orchestrator import dispatch, tracing
 from orchestrator.coordination.rules import dependency_ids, find_cycle, format_cycle
 from orchestrator.dispatch import Dispatcher, Enqueue, Write
 from orchestrator.model import Task
@@ -81,6 +81,8 @@ def submit_task(
             idempotency_value=idempotency_value,
             dependencies=dependencies,
             enqueue=enqueue,
+            # The trace of this submission (a request, a webhook's step) becomes the task's.
+            trace_parent=tracing.current_traceparent(),
         ),
     )
     try:

@@ -47,6 +47,7 @@ class Settings:
     api_token: str
     data_dir: Path
     log_level: str
+    metrics_port: int
     status_history_limit: int
     idempotency_ttl_seconds: int
     delivery_ttl_seconds: int
@@ -105,6 +106,9 @@ class Settings:
     daily_budget_usd: float | None
     service_daily_budgets: Mapping[str, float]
     stall_seconds: int
+    otel_endpoint: str
+    otel_protocol: str
+    otel_headers: str
     anthropic_api_key: str
     allow_local_repos: bool
     pull_request_draft: bool

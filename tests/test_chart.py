@@ -176,7 +176,8 @@ def test_secret_values_land_in_the_secret(renders: dict[str, Rendered]) -> None:
     decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert decoded == {"anthropic-api-key": "ci-anthropic-key", "github-token": "ci-github-token",
                        "github-webhook-secret": "ci-webhook-secret", "api-tokens": "ci-token-a,ci-token-b",
-                       "session-secret": "ci-session-secret"}
+                       "session-secret": "ci-session-secret",
+                       "otel-exporter-otlp-headers": "Authorization=Bearer ci-otlp-token"}
     flower = rendered.named("Secret", "orchestrator-flower")
     assert base64.b64decode(flower["data"]["flower-basic-auth"]).decode() == "ops:ci-flower-password"
 
@@ -198,6 +199,12 @@ def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered
     settings = Settings.from_env({k: v for k, v in config.items() if k != "ORCHESTRATOR_JOB_TEMPLATE"})
     assert settings.max_retries == 3 and settings.github_trigger_label == "agent"
     assert set(settings.pipelines) == {"review"}
+    assert settings.otel_endpoint == "http://otel-collector.observability:4318" and settings.otel_protocol == "grpc"
+    # The exporter's headers are a credential: every process reads them from the Secret.
+    for name in ("orchestrator-api", "orchestrator-watcher"):
+        container = renders["all-on-values"].named("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        ref = _env(container)["ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "otel-exporter-otlp-headers"
     assert "ORCHESTRATOR_PIPELINES" not in default.named("ConfigMap", "orchestrator-config")["data"]
 
 
@@ -355,15 +362,48 @@ def test_keda_scaled_objects_replace_the_hpa(renders: dict[str, Rendered]) -> No
     assert rendered.named("Deployment", "orchestrator-worker-coordination")["spec"]["replicas"] == 1
 
 
-def test_service_monitor_scrapes_metrics(renders: dict[str, Rendered]) -> None:
+def test_service_monitor_scrapes_the_api_every_worker_group_and_the_watcher(renders: dict[str, Rendered]) -> None:
     rendered = renders["all-on-values"]
     (monitor,) = rendered.of_kind("ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s",
-                                             "scrapeTimeout": "10s"}]
-    service = rendered.named("Service", "orchestrator")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"},
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"},
+    ]
+    ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    scraped = {s["metadata"]["name"] for s in rendered.of_kind("Service")
+               if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+               and ports & {p["name"] for p in s["spec"]["ports"]}}
+    # Every Deployment but Flower is scraped, each through a Service whose port its container names.
+    deployments = {d["metadata"]["name"]: d for d in rendered.of_kind("Deployment")}
+    assert scraped == {"orchestrator"} | set(deployments) - {"orchestrator-api", "orchestrator-flower"}
+    port = rendered.values["metrics"]["port"]
+    for name in scraped - {"orchestrator"}:
+        service = rendered.named("Service", name)
+        assert service["spec"]["clusterIP"] == "None" and service["spec"]["ports"][0]["port"] == port
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    config = rendered.named("ConfigMap", "orchestrator-config")["data"]
+    assert config["ORCHESTRATOR_METRICS_PORT"] == str(port)
+
+
+def test_metrics_can_be_turned_off(chart: Any) -> None:
+    rendered = render(chart, {"metrics": {"enabled": False}, "serviceMonitor": {"enabled": True}})
+    (monitor,) = rendered.of_kind("ServiceMonitor")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Service")] == ["orchestrator"]
+    assert "ORCHESTRATOR_METRICS_PORT" not in rendered.named("ConfigMap", "orchestrator-config")["data"]
+
+
+def test_only_the_metrics_port_of_workers_and_watcher_is_reachable(chart: Any) -> None:
+    rendered = render(chart, {"networkPolicy": {"enabled": True}})
+    policy = rendered.named("NetworkPolicy", "orchestrator-internal")
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 9100, "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    closed = render(chart, {"networkPolicy": {"enabled": True}, "metrics": {"enabled": False}})
+    assert closed.named("NetworkPolicy", "orchestrator-internal")["spec"]["ingress"] == []
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -595,7 +635,7 @@ OPEN_OBJECTS = {"global", "podSecurityContext", "securityContext", "affinity", "
                 "claudeCodeChart.jobTemplate", "config.extraEnv", "podAnnotations", "nodeSelector",
                 "serviceAccount.annotations", "ingress.annotations", "serviceMonitor.labels", "limits", "requests",
                 "networkPolicy.agents.dns", "networkPolicy.agents.extraEgress", "networkPolicy.api.from",
-                "networkPolicy.flower.from"}
+                "networkPolicy.flower.from", "networkPolicy.metrics.from", "grafanaDashboard.labels"}
 
 
 def _schema_nodes(schema: dict[str, Any], root: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict]]:
@@ -850,11 +890,14 @@ def _ingress_rules(rendered: Rendered, labels: dict[str, str]) -> list[dict[str,
     return [rule for p in policies for rule in p["spec"].get("ingress", [])]
 
 
-def test_workers_and_the_watcher_take_no_connections(default: Rendered) -> None:
+def test_workers_and_the_watcher_take_no_connections_but_scrapes(default: Rendered) -> None:
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     for deployment in default.of_kind("Deployment"):
         name = deployment["metadata"]["name"]
         if name.startswith("orchestrator-worker-") or name == "orchestrator-watcher":
-            assert _ingress_rules(default, _pod_labels(default, name)) == [], name
+            # Only their metrics port, only from Prometheus' namespace.
+            rules = _ingress_rules(default, _pod_labels(default, name))
+            assert rules == [{"from": monitoring, "ports": [{"port": 9100, "protocol": "TCP"}]}], name
             # Their egress (Redis, the Kubernetes API, GitHub) is not restricted by the chart.
             for policy in _policies_for(default, _pod_labels(default, name), NAMESPACE):
                 assert policy["spec"]["policyTypes"] == ["Ingress"], name

@@ -27,6 +27,7 @@ from orchestrator.github.documents import (
 )
 from orchestrator.github.event import EventContext
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import Task
 from orchestrator.settings import Settings
 from orchestrator.states import RETRYABLE_FROM, TERMINAL
@@ -268,6 +269,14 @@ def handle_event(
     Without `payload`, the delivery's pending copy in the store is the payload:
     the receiver keeps the body there once, and queues only the delivery id.
     """
+    result = _handle_event(store, settings, delivery_id, event, payload)
+    metrics.webhook_delivery(event, result["status"])
+    return result
+
+
+def _handle_event(
+    store: TaskStore, settings: Settings, delivery_id: str, event: str, payload: Mapping[str, Any] | None
+) -> dict[str, Any]:
     if store.event_handled(delivery_id):
         return {"delivery": delivery_id, "status": "duplicate", "detail": "already handled"}
     if payload is None:

@@ -47,6 +47,8 @@ class RunRequest:
     output_dir: str = ""
     # Our own contract values for this run (stage prompt, previous stage's outputs), all ORCHESTRATOR_*.
     contract_env: Mapping[str, str] = field(default_factory=dict)
+    # W3C trace context of the step that launched the run (tracing on): the agent's spans join the task's trace.
+    traceparent: str = ""
 
 
 # Phases a runner reports; the watcher maps them onto task statuses.
@@ -66,6 +68,9 @@ class RunObservation:
     # True when the failure came from the platform (eviction, node loss, image
     # pull hiccup) rather than the agent, so another attempt may succeed.
     retryable: bool = False
+    # True when nothing of the run was left to see (its Job or process gone before its end was
+    # seen): finish_run then reads what the run left in its output directory before deciding.
+    vanished: bool = False
 
 
 class Tracker(Protocol):

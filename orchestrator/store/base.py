@@ -79,6 +79,7 @@ _SCRIPTS = {
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
     "_title_scan": "title_scan",
+    "_launch_record": "launch_record",
     "_purge_task": "purge_task",
 }
 
@@ -118,6 +119,7 @@ class StoreBase:
     _effect_complete: Script
     _queued_steps: Script
     _usage_record: Script
+    _launch_record: Script
     _purge_task: Script
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 200):

@@ -121,6 +121,7 @@ _TASK_FIELDS: dict[str, Callable[[str], Any]] = {
     "pull_request_outcome": str,
     "github_status_comment": str,
     "github_status_digest": str,
+    "trace_parent": str,
 }
 
 # What a list shows of a task (TaskSummary): read with one HMGET, the spec never.
@@ -191,6 +192,9 @@ _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
     "pull_request_number": _lenient_int,
     "delivered_at": float,
     "delivery_failures": int,
+    "launch_failures": int,
+    "vanished": _flag,
+    "stopped_at": float,
     "delivery_error": str,
     "usage": _json_object,
     "rate_limited_until": float,

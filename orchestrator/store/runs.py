@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.model import Run, Status, Task
+from orchestrator.model import Run, RunPhase, Status, Task
 from orchestrator.store.base import StoreBase
 from orchestrator.store.errors import LeaseNotHeld, StoreError
 from orchestrator.store.keys import (
@@ -17,7 +17,7 @@ from orchestrator.store.keys import (
     task_key,
     task_runs_key,
 )
-from orchestrator.store.records import decode_run, decode_task
+from orchestrator.store.records import decode_run, decode_task, encode_fields, flatten
 
 
 class Runs(StoreBase):
@@ -109,6 +109,38 @@ class Runs(StoreBase):
         if written < 0:
             raise StoreError(f"no run {run_id}")
         return bool(written)
+
+    def record_launch(
+        self,
+        run: Run,
+        ended: Iterable[str],
+        launchable: Iterable[Status | str],
+        *,
+        phase: RunPhase = RunPhase.LAUNCHED,
+        **fields: Any,
+    ) -> bool:
+        """Write a launched run's fields only while it is its task's current run, the task in one of
+        `launchable` and the run's phase none of `ended`; False (nothing written) otherwise.
+
+        `phase` is written only over a phase not yet observed (Queued): what the
+        watcher saw meanwhile (Pending, Running) stays."""
+        written = int(
+            self._call(
+                self._launch_record,
+                keys=[run_key(run.run_id), task_key(run.service, run.task_id)],
+                args=[
+                    run.run_id,
+                    ",".join(ended),
+                    ",".join(Status(s).value for s in launchable),
+                    RunPhase(phase).value,
+                    RunPhase.QUEUED.value,
+                    *flatten(encode_fields(fields)),
+                ],
+            )
+        )
+        if written == -1:
+            raise StoreError(f"no run {run.run_id}")
+        return written == 1
 
     def list_runs(self, service: str, task_id: int) -> list[Run]:
         """Every run of the task, oldest first."""

@@ -62,6 +62,8 @@ _CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$
 _CHUNKED = re.compile(rb"^transfer-encoding[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _WEBHOOK = re.compile(rb"[A-Z]+ (?:https?://[^/ ]*)?/webhooks/")  # the request line of a webhook
 _EXPECT_CONTINUE = re.compile(rb"^expect[ \t]*:[ \t]*100-continue", re.IGNORECASE | re.MULTILINE)
+# The console's live status streams: served by the process's live hub, never by a request thread (api/live_hub.py).
+_LIVE_REQUEST = re.compile(rb"^GET /console/events[? ]")
 
 
 def _seconds(name: str, default: float) -> float:
@@ -173,7 +175,24 @@ class ReadAheadWorker(ThreadWorker):
         if state.buffer:
             conn.parser.unreader.unread(bytes(state.buffer))
         conn.data_ready = True
+        if _LIVE_REQUEST.match(state.buffer) and self._to_live_hub(conn):
+            return
         super().enqueue_req(conn)
+
+    def _to_live_hub(self, conn: Any) -> bool:
+        """Give a live page's stream, fully read, to the live hub: it holds a socket there, not a thread."""
+        from gunicorn.http import wsgi
+
+        from api.live_hub import hub_for
+
+        try:
+            req = next(conn.parser)  # every byte is in memory: this does not wait
+            _resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
+        except Exception:  # noqa: BLE001 - a request the parser refuses goes the usual way, and is answered there
+            return False
+        self.nr_conns -= 1  # the worker no longer holds it
+        hub_for(self.wsgi).accept(conn.sock, environ)
+        return True
 
     def _refuse(self, conn: Any, answer: bytes, *, counted: bool) -> None:
         try:

@@ -28,6 +28,7 @@ __all__ = [
     "PrepareAction",
     "ReportResult",
     "Task",
+    "TaskSummary",
     "Run",
     "RESERVED_ENV",
     "RESERVED_ENV_PREFIX",
@@ -181,6 +182,30 @@ class Task:
     @property
     def ref(self) -> tuple[str, int]:
         return self.service, self.id
+
+
+@dataclass(slots=True)
+class TaskSummary:
+    """A task as lists show it: the few small fields kept beside its record, never its documents.
+
+    A list page of huge tasks reads only these (`title` and `submitted_status`
+    are copied out of the spec when the task is stored), so its cost does not
+    grow with what PMs submitted.
+    """
+
+    service: str = ""
+    id: int = 0
+    agent: str = ""
+    priority: Priority = Priority.MEDIUM
+    title: str = ""
+    submitted_status: str = "pending"
+    status: Status = Status.PENDING
+    status_reason: str = ""
+    context_version: int = 1
+    current_run: str | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    seq: int = 0
 
 
 @dataclass(slots=True)

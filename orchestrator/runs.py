@@ -246,6 +246,8 @@ def _stop_unrecorded(store: TaskStore, runner: Runner, settings: Settings, run: 
     """
     if run.job_name or not store.effect(_effect_kind(settings), run.run_id):
         return  # recorded (the cancel or the watcher sees to it), or never attempted
+    if run.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED):
+        return  # the watcher saw the agent end: nothing runs; the Job (and its logs) stay until its TTL
     log.warning("launch_run: run %s may have an unrecorded Job from an interrupted launch; stopping it", run.run_id)
     _stop(runner, run.run_id)
 

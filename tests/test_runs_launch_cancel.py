@@ -134,3 +134,28 @@ def test_a_launch_recorded_after_the_watcher_saw_its_pod_start_stays_running(
     run = store.get_run(run_id)
     assert run.phase == RUNNING and run.job_name == "billing-1-v1-a1"  # not back to Launched
     assert store.get_task("billing", 1).status == "Running"
+
+
+def test_a_launch_redelivered_after_its_run_ended_by_itself_deletes_nothing(
+    store: TaskStore, kube_settings: Settings, kube_runner: KubernetesRunner, emulator: KubeEmulator
+) -> None:
+    """The worker died between creating the Job and recording it; the watcher saw the agent run and
+    succeed; the re-driven launch must leave the finished Job (and its logs) to its TTL."""
+    from orchestrator.runners.base import SUCCEEDED
+
+    run_id = launching_task(store, env={})
+    create = kube_runner.launch
+
+    def create_then_die(request: Any) -> str:
+        create(request)
+        raise Died()
+
+    kube_runner.launch = create_then_die  # type: ignore[method-assign]
+    with pytest.raises(Died):
+        runs.launch(store, kube_settings, kube_runner, run_id, send=Sent())
+    kube_runner.launch = create  # type: ignore[method-assign]
+    runs.apply_observation(store, RunObservation(run_id, RUNNING, started_at=100.0), send=Sent())
+    runs.apply_observation(store, RunObservation(run_id, SUCCEEDED, finished_at=200.0, exit_code=0), send=Sent())
+    runs.launch(store, kube_settings, kube_runner, run_id, send=Sent())  # the message is redelivered
+    assert emulator.count(lambda r: r.method == "DELETE") == 0
+    assert emulator.get("jobs", "billing-1-v1-a1") is not None

@@ -25,7 +25,7 @@ from flask import (
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
-from api import log_follow, schemas
+from api import live_hub, log_follow, schemas
 from api import tasks as api_tasks
 from api.console import data
 from api.console import session as console_session
@@ -83,7 +83,7 @@ def _require_session() -> Any:
     """Pages need a live session; a GET is sent to sign in, anything else is refused."""
     if request.endpoint in OPEN_ENDPOINTS or console_session.signed_in():
         return None
-    console_session.sign_out()
+    console_session.forget()
     if request.method == "GET" and request.endpoint not in {"console.events", "console.logs"}:
         return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
     abort(401, description="sign in first")
@@ -546,6 +546,8 @@ def events() -> Response:
     when the client goes); one refused is told to come back in a few seconds.
     """
     refs = [r for r in (data.parse_ref(v) for v in request.args.getlist("task")[:EVENTS_MAX_TASKS]) if r]
+    if live_hub.ENVIRON_KEY in request.environ:
+        return _live_subscription(refs)
     store = data.store()
     follow = log_follow.Follow(store, console_session.token_owner() + ":status")
     try:
@@ -587,6 +589,22 @@ def events() -> Response:
     response = _event_stream(stream())
     response.call_on_close(follow.release)  # also when the stream never started
     return response
+
+
+def _live_subscription(refs: list[tuple[str, int]]) -> Response:
+    """The stream's first bytes; the process's live hub (api/live_hub.py) keeps it open and writes the changes.
+
+    Statuses are read after the hub started following changes, so a change is
+    either in what this sends or among those the hub sends next.
+    """
+    current = data.statuses(refs) if refs else {}
+    first = "retry: 1000\n\n" + "".join(_sse("status", row) for row in current.values())
+    request.environ[live_hub.SUBSCRIPTION_KEY] = live_hub.Subscription(
+        frozenset(task_ref(service, task_id) for service, task_id in refs),
+        first.encode(),
+        console_session.session_id(),
+    )
+    return Response(b"", mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def _runner() -> Any:

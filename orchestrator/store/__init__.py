@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from orchestrator.store.broker import Broker
 from orchestrator.store.capacity import Capacity
+from orchestrator.store.changes import StatusChange, StatusChanges
 from orchestrator.store.connection import RedisTarget, connect
 from orchestrator.store.deliveries import Deliveries
 from orchestrator.store.effects import EffectClaim, Effects
@@ -25,14 +26,29 @@ from orchestrator.store.errors import (
 )
 from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
 from orchestrator.store.leases import Leases
+from orchestrator.store.listing import Listing
 from orchestrator.store.records import Transition
 from orchestrator.store.retention import Retention
 from orchestrator.store.runs import Runs
+from orchestrator.store.sessions import ConsoleSessions
 from orchestrator.store.tasks import Tasks
 from orchestrator.store.usage import Usage
 
 
-class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage, Retention):
+class TaskStore(
+    Tasks,
+    Listing,
+    Runs,
+    Capacity,
+    Leases,
+    Deliveries,
+    Effects,
+    Broker,
+    Usage,
+    Retention,
+    ConsoleSessions,
+    StatusChanges,
+):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 
@@ -44,6 +60,7 @@ __all__ = [
     "NotReplicated",
     "RedisTarget",
     "LimitReached",
+    "StatusChange",
     "StoreError",
     "StoreUnavailable",
     "TaskExists",

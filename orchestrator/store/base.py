@@ -37,6 +37,7 @@ _SCRIPTS = {
     "_effect_complete": "effect_complete",
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
+    "_title_scan": "title_scan",
     "_launch_record": "launch_record",
     "_add_context": "add_context",
     "_purge_task": "purge_task",
@@ -60,6 +61,7 @@ class StoreBase:
     _create: Script
     _claim_delivery: Script
     _transition: Script
+    _title_scan: Script
     _run_with_task: Script
     _create_run: Script
     _acquire: Script

@@ -152,15 +152,26 @@ class Runs(StoreBase):
             pipe.hgetall(run_key(run_id))
         return [decode_run(raw) for raw in self._safe(pipe.execute) if raw]
 
-    def get_runs(self, run_ids: Iterable[str], *, batch: int = 1000) -> list[Run | None]:
-        """Many runs (None for one that is gone), in pipelined batches."""
+    def get_runs(self, run_ids: Iterable[str], *fields: str, batch: int = 1000) -> list[Run | None]:
+        """Many runs (None for one that is gone), in pipelined batches.
+
+        With `fields`, only those are read (HMGET; `run_id` always): a list
+        showing a run's outcome and cost does not load its prompt.
+        """
         run_ids = list(run_ids)
+        names = ["run_id", *fields] if fields else []
         out: list[Run | None] = []
         for start in range(0, len(run_ids), batch):
             pipe = self.redis.pipeline(transaction=False)
             for run_id in run_ids[start : start + batch]:
-                pipe.hgetall(run_key(run_id))
-            out.extend(decode_run(raw) if raw else None for raw in self._safe(pipe.execute))
+                if names:
+                    pipe.hmget(run_key(run_id), names)
+                else:
+                    pipe.hgetall(run_key(run_id))
+            for raw in self._safe(pipe.execute):
+                if names:
+                    raw = {k: v for k, v in zip(names, raw) if v is not None}
+                out.append(decode_run(raw) if raw else None)
         return out
 
     def current_runs(

@@ -22,6 +22,8 @@ from orchestrator.store.keys import (
     IDX_ALL,
     IDX_STATUS_PREFIX,
     SEQ_KEY,
+    STATUS_CHANGES,
+    STATUS_CHANGES_MAX,
     WAITING,
     contexts_key,
     dependents_key,
@@ -38,7 +40,7 @@ from orchestrator.store.keys import (
     task_ref,
     task_runs_key,
 )
-from orchestrator.store.records import Transition, decode_task, encode, encode_fields
+from orchestrator.store.records import Transition, decode_task, encode, encode_fields, summary_fields
 
 
 class Tasks(StoreBase):
@@ -83,6 +85,7 @@ class Tasks(StoreBase):
             "outputs": "{}",
             "status": Status.PENDING.value,
             "status_reason": "submitted",
+            **summary_fields(spec),
             "context_version": "1",
             "created_at": repr(now),
             "updated_at": repr(now),
@@ -209,7 +212,7 @@ class Tasks(StoreBase):
             allowed,
             Status(expect).value if expect else "",
             self.history_limit,
-            IDX_STATUS_PREFIX,
+            f"{IDX_STATUS_PREFIX}\n{STATUS_CHANGES}\n{STATUS_CHANGES_MAX}",
             task_ref(service, task_id),
             json.dumps(extra) if extra else "{}",
             json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
@@ -244,58 +247,6 @@ class Tasks(StoreBase):
         start = -limit if limit else 0
         raw = self._safe(self.redis.lrange, history_key(service, task_id), start, -1)
         return [json.loads(item) for item in raw]
-
-    def list_tasks(
-        self,
-        *,
-        service: str | None = None,
-        status: str | None = None,
-        agent: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[Task], str | None]:
-        """Tasks newest first, filtered; returns a page and the cursor of the next one.
-
-        The most selective index drives the scan; other filters are checked on
-        the records, so a page is always full unless the index is exhausted.
-        """
-        if status:
-            index = idx_status(status)
-        elif service:
-            index = idx_service(service)
-        elif agent:
-            index = idx_agent(agent)
-        else:
-            index = IDX_ALL
-        upper = f"({int(cursor)}" if cursor else "+inf"
-        found: list[Task] = []
-        batch = max(limit * 2, 20)
-        while len(found) < limit:
-            members = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch, withscores=True)
-            if not members:
-                return found, None
-            pipe = self.redis.pipeline(transaction=False)
-            for member, _score in members:
-                pipe.hgetall(task_key(*member.rsplit("/", 1)))
-            records = self._safe(pipe.execute)
-            for (_member, score), raw in zip(members, records):
-                upper = f"({int(score)}"
-                if not raw:
-                    continue
-                task = decode_task(raw)
-                if service and task.service != service:
-                    continue
-                if status and task.status != status:
-                    continue
-                if agent and task.agent != agent:
-                    continue
-                found.append(task)
-                if len(found) == limit:
-                    more = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=1)
-                    return found, (upper[1:] if more else None)
-            if len(members) < batch:
-                return found, None
-        return found, None
 
     def count_by_status(self) -> dict[str, int]:
         """How many tasks are in each status (for metrics)."""

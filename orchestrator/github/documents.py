@@ -12,15 +12,13 @@ from typing import Any
 from orchestrator.github.event import EventContext
 from orchestrator.github.hidden import removal_note, strip_hidden
 from orchestrator.github.routing import dig, number
+from orchestrator.validation import issue_task_id
 
 log = logging.getLogger("orchestrator.github")
 
 MAX_TITLE = 200
 MAX_DOCUMENT = 60_000  # GitHub caps an issue body at 65536 characters; keep room for the heading
 PR_SCAN_LIMIT = 200
-
-MAX_TITLE = 200
-MAX_DOCUMENT = 60_000  # GitHub caps an issue body at 65536 characters; keep room for the heading
 
 
 def bounded_text(value: Any, limit: int) -> str:
@@ -34,7 +32,11 @@ def _visible(value: Any, limit: int, what: str) -> tuple[str, str]:
 
 
 def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -> dict[str, Any]:
-    """The task spec of an issue: its title and body become the task document."""
+    """The task spec of an issue: its title and body become the task document.
+
+    Its id is the issue's in the issues' own id space (`issue_task_id`), never the bare
+    number: issue #3 and Task Master task 3 are different tasks of the same service.
+    """
     issue_number = number(dig(payload, "issue", "number"))
     title = bounded_text(dig(payload, "issue", "title"), MAX_TITLE).strip() or f"Issue #{issue_number}"
     body, note = _visible(dig(payload, "issue", "body"), MAX_DOCUMENT, "this issue")
@@ -45,7 +47,7 @@ def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -
     clone_url = dig(payload, "repository", "clone_url")
     document = f"# {title}\n\n{body.strip()}\n\n---\n{note}From GitHub issue {full_name}#{issue_number}: {url}\n"
     return {
-        "id": issue_number,
+        "id": issue_task_id(issue_number) if issue_number is not None else 0,
         "title": title,
         "description": title,
         "details": body,  # without hidden comments, like the document

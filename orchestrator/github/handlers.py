@@ -69,6 +69,15 @@ def _owns_issue(task: Task, repo: str, issue: int) -> bool:
     )
 
 
+def _issue_task(store: TaskStore, service: str, repo: str, issue: int) -> tuple[str, int] | None:
+    """The task made from `repo`#`issue`: in the issues' id space, or (made before it) the bare number."""
+    for task_id in (validation.issue_task_id(issue), issue):
+        task = store.get_task(service, task_id)
+        if task and _owns_issue(task, repo, issue):
+            return service, task_id
+    return None
+
+
 def find_task_for_pull_request(
     store: TaskStore,
     config: GitHubConfig,
@@ -163,10 +172,7 @@ def run_command(ctx: EventContext) -> Outcome:
             repo=ctx.repo,
         )
     else:
-        task = ctx.store.get_task(service, issue)
-        ref = (service, issue) if task and _owns_issue(task, ctx.repo, issue) else None
-        if task and ref is None:
-            return _ignored(f"task {service}/{issue} was not created from {ctx.repo}#{issue}")
+        ref = _issue_task(ctx.store, service, ctx.repo, issue)
     if ref is None:
         if command.word == "run" and not is_pull_request:
             return create_task_from_issue(ctx)

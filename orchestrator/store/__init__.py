@@ -21,6 +21,7 @@ from orchestrator.store.errors import (
     TaskExists,
     TaskNotFound,
 )
+from orchestrator.store.github import GitHubPacing
 from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
 from orchestrator.store.leases import Leases
 from orchestrator.store.records import Transition
@@ -29,7 +30,7 @@ from orchestrator.store.tasks import Tasks
 from orchestrator.store.usage import Usage
 
 
-class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage):
+class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage, GitHubPacing):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 

@@ -78,6 +78,8 @@ _SCRIPTS = {
     "_effect_complete": "effect_complete",
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
+    "_github_write_take": "github_write_take",
+    "_github_write_pause": "github_write_pause",
 }
 
 _sources: dict[str, str] = {}
@@ -115,6 +117,8 @@ class StoreBase:
     _effect_complete: Script
     _queued_steps: Script
     _usage_record: Script
+    _github_write_take: Script
+    _github_write_pause: Script
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 200):
         self.redis = client

@@ -157,3 +157,19 @@ def usage_day(day: str) -> str:
 def effect_key(kind: str, subject: str) -> str:
     """The intent/completion record of one side effect (a Job created, a branch pushed...) of one subject."""
     return f"{PREFIX}:effect:{kind}:{subject}"
+
+
+# GitHub pacing ---------------------------------------------------------------------
+
+GITHUB_WRITES = f"{PREFIX}:github:writes"  # sorted set: the writes of the last minute, by time
+GITHUB_PAUSE = f"{PREFIX}:github:pause"  # set while GitHub asked every writer to wait
+
+
+def comment_edited_key(ref: str) -> str:
+    """Set for the edit interval after a task's status comment was written."""
+    return f"{PREFIX}:github:edited:{ref}"
+
+
+def comment_trailing_key(ref: str) -> str:
+    """Set while a later edit of a task's status comment is scheduled."""
+    return f"{PREFIX}:github:trailing:{ref}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,16 +79,32 @@ class FakeGitHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail_next(self, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
+    def fail_next(self, status: int, headers: dict[str, str] | None = None, times: int = 1,
+                  message: str = "scripted failure") -> None:
         for _ in range(times):
-            self._script.append((status, headers or {}))
+            self._script.append((status, headers or {}, message))
+
+    def secondary_rate_limit(self, *, retry_after: float | None = None, reset_in: float | None = None,
+                             times: int = 1) -> None:
+        """Answer the next requests 403 as GitHub's secondary rate limit does (Retry-After, or the reset time)."""
+        headers: dict[str, str] = {}
+        if retry_after is not None:
+            headers["Retry-After"] = str(int(retry_after))
+        if reset_in is not None:
+            headers.update({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time() + reset_in))})
+        self.fail_next(403, headers, times, message="You have exceeded a secondary rate limit. Please wait a few "
+                                                    "minutes before you try again.")
+
+    def writes(self) -> list[Recorded]:
+        """Every content-changing request (POST, PATCH), in order."""
+        return [r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")]
 
     def _answer(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict, Any]:
         with self._lock:
             self.requests.append(Recorded(method, path, headers, body))
             if self._script:
-                status, extra = self._script.popleft()
-                return status, extra, {"message": "scripted failure"}
+                status, extra, message = self._script.popleft()
+                return status, extra, {"message": message}
             if not headers.get("Authorization", "").startswith("Bearer "):
                 return 401, {}, {"message": "Requires authentication"}
             created = _CREATE.match(path)

@@ -34,6 +34,8 @@ class Pacing(Protocol):
 
     def pause_github_writes(self, seconds: float) -> float: ...
 
+    def github_pause_left(self) -> float: ...
+
 
 class BudgetSpent(Exception):
     """No write may go out before `wait` seconds; the caller retries later."""
@@ -59,11 +61,18 @@ class WriteBudget:
         self.max_wait = max_wait
         self.sleep = sleep
 
-    def take(self) -> None:
-        """Return once a write may go out; raise BudgetSpent when that is further off than `max_wait`."""
+    def take(self, *, write: bool = True) -> None:
+        """Return once a write may go out; raise BudgetSpent when that is further off than `max_wait`.
+
+        A read (`write=False`) takes nothing from the budget but waits out GitHub's pause all the
+        same: requests sent while rate limited only make the limit last longer.
+        """
         waited = 0.0
         while True:
-            wait = self.pacing.take_github_write(self.per_minute, window_seconds=WINDOW_SECONDS)
+            if write:
+                wait = self.pacing.take_github_write(self.per_minute, window_seconds=WINDOW_SECONDS)
+            else:
+                wait = self.pacing.github_pause_left()
             if wait <= 0:
                 return
             if waited + wait > self.max_wait:

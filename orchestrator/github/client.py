@@ -154,8 +154,8 @@ class GitHubClient:
         write = method.upper() in WRITES
         for attempt in range(self.attempts):
             try:
-                if write and self.budget is not None:
-                    self.budget.take()
+                if self.budget is not None:
+                    self.budget.take(write=write)
                 return self._once(method, path, payload)
             except BudgetSpent as spent:
                 raise GitHubError(str(spent), transient=True, retry_after=spent.wait, rate_limited=True) from None

@@ -32,6 +32,10 @@ class GitHubPacing(StoreBase):
         """Hold every GitHub write for `seconds` (a longer pause already set stays); the pause now in force."""
         return int(self._call(self._github_write_pause, keys=[GITHUB_PAUSE], args=[max(1, int(seconds * 1000))])) / 1000
 
+    def github_pause_left(self) -> float:
+        """Seconds left of the pause GitHub asked for (0.0: none)."""
+        return max(0, int(self._safe(self.redis.pttl, GITHUB_PAUSE))) / 1000
+
     def comment_edit_wait(self, ref: str) -> float:
         """Seconds until the task's status comment may be written again (0.0: now)."""
         left = self._safe(self.redis.pttl, comment_edited_key(ref))

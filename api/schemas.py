@@ -449,6 +449,13 @@ class TaskViewSchema(TaskSummarySchema):
         metadata={"description": "totals of the task's runs: tokens by kind, cost_usd, num_turns, runs"}
     )
     runs = fields.List(fields.Nested(RunViewSchema))
+    delivery = fields.String(
+        allow_none=True,
+        metadata={
+            "enum": ["delivered", "declined"],
+            "description": "the task's pull request was merged (delivered) or closed unmerged (declined)",
+        },
+    )
     history = fields.List(
         fields.Nested(HistoryEntrySchema),
         metadata={"description": f"the newest {HISTORY_SHOWN} status changes, oldest first"},

@@ -143,6 +143,17 @@ class GitHubClient:
                 return None
         return None
 
+    def review_comments(self, repo: str, pull: int, review_id: int, *, pages: int = 3) -> list[dict[str, Any]]:
+        """The inline comments of one pull request review, oldest first (at most `pages` pages of 100)."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, pages + 1):
+            path = f"/repos/{_repo(repo)}/pulls/{int(pull)}/reviews/{int(review_id)}/comments?per_page=100&page={page}"
+            batch = self.request("GET", path) or []
+            found += [c for c in batch if isinstance(c, dict)]
+            if len(batch) < 100:
+                break
+        return found
+
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
         """Replace the text of an issue comment."""
         return self.request("PATCH", f"/repos/{_repo(repo)}/issues/comments/{int(comment_id)}", {"body": body})

@@ -77,30 +77,70 @@ def issue_origin(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def review_document(ctx: EventContext) -> dict[str, Any]:
+def review_of(ctx: EventContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The review an event belongs to, and the inline comments the payload itself carries.
+
+    A review event carries the review; an inline comment carries itself and its review's id.
+    """
     p = ctx.payload
-    pr = number(dig(p, "pull_request", "number"))
     if ctx.event == "pull_request_review":
-        item_id, user = dig(p, "review", "id"), dig(p, "review", "user", "login")
-        body, note = _visible(dig(p, "review", "body"), MAX_DOCUMENT, "this review")
-        url = bounded_text(dig(p, "review", "html_url"), 500)
-        heading = f"Changes requested by @{user} on pull request #{pr}"
-        where = ""
-    else:
-        item_id, user = dig(p, "comment", "id"), dig(p, "comment", "user", "login")
-        body, note = _visible(dig(p, "comment", "body"), MAX_DOCUMENT, "this comment")
-        url = bounded_text(dig(p, "comment", "html_url"), 500)
-        heading = f"Review comment by @{user} on pull request #{pr}"
-        path, line = dig(p, "comment", "path"), dig(p, "comment", "line")
-        hunk = strip_hidden(bounded_text(dig(p, "comment", "diff_hunk"), 5000))[0]
-        where = f"File `{path}`" + (f", line {line}" if isinstance(line, int) else "") + "\n\n" if path else ""
-        if hunk:
-            where += f"```diff\n{hunk}\n```\n\n"
-    kind = "review" if ctx.event == "pull_request_review" else "review-comment"
-    safe_id = item_id if isinstance(item_id, int) else ctx.delivery_id
+        review = p.get("review")
+        return (dict(review) if isinstance(review, Mapping) else {}), []
+    comment = p.get("comment")
+    comment = dict(comment) if isinstance(comment, Mapping) else {}
+    review = {"id": comment.get("pull_request_review_id"), "user": comment.get("user"), "body": ""}
+    return review, [comment]
+
+
+def _inline(comment: Mapping[str, Any], budget: int) -> str:
+    body, note = _visible(comment.get("body"), budget, "this comment")
+    user = dig(comment, "user", "login")
+    path, line = comment.get("path"), comment.get("line") or comment.get("original_line")
+    where = f"`{path}`" + (f", line {line}" if isinstance(line, int) else "") if path else "(no file)"
+    hunk = strip_hidden(bounded_text(comment.get("diff_hunk"), 5000))[0]
+    text = f"### File {where} (@{user})\n\n"
+    if hunk:
+        text += f"```diff\n{hunk}\n```\n\n"
+    return text + f"{note}{body.strip() or '(no text)'}\n\n{bounded_text(comment.get('html_url'), 500)}\n"
+
+
+def review_document(
+    ctx: EventContext, *, review: Mapping[str, Any] | None = None, inline: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """One context document for one review: its text and every inline comment of it.
+
+    `review` and `inline` are what GitHub's REST API says of the review (read by the
+    handler); without them, what the event's payload carries.
+    """
+    payload_review, payload_inline = review_of(ctx)
+    review = dict(review) if review else payload_review
+    inline = inline if inline is not None else payload_inline
+    pr = number(dig(ctx.payload, "pull_request", "number"))
+    user = dig(review, "user", "login") or (dig(inline[0], "user", "login") if inline else None)
+    body, note = _visible(review.get("body"), MAX_DOCUMENT, "this review")
+    state = str(review.get("state") or "").lower()
+    heading = (
+        f"Changes requested by @{user} on pull request #{pr}"
+        if state == "changes_requested"
+        else f"Review by @{user} on pull request #{pr}"
+    )
+    text = f"# {heading}\n\n{note}{body.strip() or '(no text)'}\n"
+    if inline:
+        text += "\n## Inline comments\n"
+        room = MAX_DOCUMENT - len(text)
+        for comment in inline:
+            part = _inline(comment, max(0, room - 200))
+            if len(part) > room:
+                text += "\n(more inline comments than fit; read them on the pull request)\n"
+                break
+            text += "\n" + part
+            room -= len(part) + 1
+    url = bounded_text(review.get("html_url"), 500) or (bounded_text(inline[0].get("html_url"), 500) if inline else "")
+    review_id = review.get("id")
+    safe_id = review_id if isinstance(review_id, int) and not isinstance(review_id, bool) else ctx.delivery_id
     return {
-        "filename": f"{kind}-{safe_id}.md",
-        "content": f"# {heading}\n\n{where}{body.strip() or '(no text)'}\n\n---\n{note}{url}\n",
+        "filename": f"review-{safe_id}.md",
+        "content": f"{text}\n---\n{url}\n",
         "file_type": "context",
         "source": {"github": {"repo": ctx.repo, "pull_request": pr, "url": url, "delivery": ctx.delivery_id}},
     }

@@ -17,12 +17,14 @@ import orjson
 
 from orchestrator import dispatch, operations, validation
 from orchestrator.github import reporter
+from orchestrator.github.client import GitHubClient, GitHubError
 from orchestrator.github.commands import parse_command
 from orchestrator.github.documents import (
     bounded_text,
     comment_document,
     issue_origin,
     review_document,
+    review_of,
     task_spec_from_issue,
 )
 from orchestrator.github.event import EventContext
@@ -223,14 +225,49 @@ _COMMANDS: dict[str, Callable[[EventContext, tuple[str, int], str], Outcome]] = 
 
 
 def follow_up_on_review(ctx: EventContext) -> Outcome:
-    """Changes requested or a review comment on our pull request: run again with the review as context."""
+    """Changes requested or inline review comments on our pull request: run again with the review as context.
+
+    GitHub sends one event for a review and one more for each of its inline comments,
+    in no set order. The first of them claims the review and starts one run whose
+    context is the whole review (read over REST: its text and every inline comment);
+    the others of the same review start nothing.
+    """
     ref = _pull_request_task(ctx)
     if ref is None:
         return _ignored(f"pull request {ctx.repo}#{dig(ctx.payload, 'pull_request', 'number')} is not one of ours")
     if dig(ctx.payload, "pull_request", "state") == "closed":
         return _ignored(f"pull request of task {ref[0]}/{ref[1]} is closed", ref)
-    operations.add_context(ctx.store, *ref, review_document(ctx), actor=ctx.actor)
+    pull = number(dig(ctx.payload, "pull_request", "number")) or 0
+    review, inline = review_of(ctx)
+    review_id = review.get("id")
+    if isinstance(review_id, int) and not isinstance(review_id, bool):
+        claim = f"review:{ctx.repo.lower()}#{pull}:{review_id}"
+        if not ctx.store.claim_event(claim, ctx.delivery_id, ctx.settings.delivery_ttl_seconds):
+            return _ignored(f"review {review_id} already started a run of task {ref[0]}/{ref[1]}", ref)
+        review, inline = _read_review(ctx, pull, review_id, review, inline)
+    document = review_document(ctx, review=review, inline=inline)
+    operations.add_context(ctx.store, *ref, document, actor=ctx.actor)
     return _changed(ctx, f"task {ref[0]}/{ref[1]} runs again with the review as new context", ref)
+
+
+def _read_review(
+    ctx: EventContext, pull: int, review_id: int, review: dict[str, Any], inline: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The review and all its inline comments as GitHub has them; what the payload carries when GitHub cannot say."""
+    if not ctx.settings.github_token:
+        return review, inline
+    client = GitHubClient.from_settings(ctx.settings, store=ctx.store)
+    try:
+        found = client.request("GET", f"/repos/{ctx.repo}/pulls/{int(pull)}/reviews/{int(review_id)}")
+        comments = client.review_comments(ctx.repo, pull, review_id)
+    except GitHubError as exc:
+        log.warning(
+            "could not read review %s of %s#%s (%s); using the event's own text", review_id, ctx.repo, pull, exc
+        )
+        return review, inline
+    finally:
+        client.close()
+    return (dict(found) if isinstance(found, dict) else review), comments or inline
 
 
 def close_pull_request(ctx: EventContext) -> Outcome:
@@ -240,6 +277,7 @@ def close_pull_request(ctx: EventContext) -> Outcome:
         return _ignored(f"pull request {ctx.repo}#{dig(ctx.payload, 'pull_request', 'number')} is not one of ours")
     merged = dig(ctx.payload, "pull_request", "merged") is True
     outcome = "merged" if merged else "closed"
+    delivery = "delivered" if merged else "declined"
     task = ctx.store.require_task(*ref)
     if task.status not in TERMINAL:
         try:
@@ -255,7 +293,7 @@ def close_pull_request(ctx: EventContext) -> Outcome:
         dispatch.send(Step.CLEANUP_WORKSPACE, ref[0], ref[1])
     except dispatch.QueueUnavailable:
         log.warning("could not queue the workspace cleanup of %s/%s", *ref)
-    return _changed(ctx, f"task {ref[0]}/{ref[1]}: pull request {outcome}; workspace released", ref)
+    return _changed(ctx, f"task {ref[0]}/{ref[1]} {delivery}: pull request {outcome}; workspace released", ref)
 
 
 HANDLERS: dict[str, Callable[[EventContext], Outcome]] = {

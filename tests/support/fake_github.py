@@ -20,6 +20,7 @@ _CREATE = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$")
 _EDIT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)$")
 _PULLS = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls$")
 _PULL = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$")
+_REVIEW = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews/(\d+)(/comments)?$")
 
 
 @dataclass
@@ -37,6 +38,8 @@ class FakeGitHub:
     requests: list[Recorded] = field(default_factory=list)
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
     pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (owner/repo, number) -> pull
+    # (owner/repo, pull number, review id) -> (the review, its inline comments); see `add_review`
+    reviews: dict[tuple[str, int, int], tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=dict)
     _script: deque = field(default_factory=deque)
     _next_id: int = 1000
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,6 +97,10 @@ class FakeGitHub:
             headers.update({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time() + reset_in))})
         self.fail_next(403, headers, times, message="You have exceeded a secondary rate limit. Please wait a few "
                                                     "minutes before you try again.")
+
+    def add_review(self, repo: str, pull: int, review: dict[str, Any], comments: list[dict[str, Any]]) -> None:
+        """A submitted review and its inline comments, as GET .../pulls/{n}/reviews/{id}[/comments] answer them."""
+        self.reviews[(repo.lower(), pull, int(review["id"]))] = (review, comments)
 
     def writes(self) -> list[Recorded]:
         """Every content-changing request (POST, PATCH), in order."""
@@ -171,6 +178,16 @@ class FakeGitHub:
                         "owner": listed.group(1)}
                 self.pulls[(repo, number)] = pull
                 return 201, {}, pull
+        review = _REVIEW.match(path)
+        if review and method == "GET":
+            key = (f"{review.group(1)}/{review.group(2)}".lower(), int(review.group(3)), int(review.group(4)))
+            if key not in self.reviews:
+                return 404, {}, {"message": "Not Found"}
+            found, comments = self.reviews[key]
+            if not review.group(5):
+                return 200, {}, found
+            page, per_page = int((query.get("page") or ["1"])[0]), int((query.get("per_page") or ["30"])[0])
+            return 200, {}, comments[(page - 1) * per_page: page * per_page]
         one = _PULL.match(path)
         if one:
             pull = self.pulls.get((f"{one.group(1)}/{one.group(2)}".lower(), int(one.group(3))))

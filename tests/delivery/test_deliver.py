@@ -322,3 +322,29 @@ def test_a_secondary_rate_limit_on_the_pull_request_waits_without_failing_or_los
     store.redis.delete(GITHUB_PAUSE)  # the pause is over
     assert deliver_run(store, dl_settings, run_id).action == "delivered"
     assert len(github.pull_requests()) == 1
+
+
+def test_the_branch_template_names_the_pushed_branch_and_finds_its_pull_requests(
+        store: TaskStore, dl_settings: Settings, remote: Path, git_server: GitHttpServer, github: FakeGitHub,
+        sent: list) -> None:
+    from orchestrator.github.handlers import find_task_for_pull_request
+    from orchestrator.github.routing import GitHubConfig
+
+    settings = dl_settings.replace(branch_template="orchestrator/{service}/{task_id}",
+                                   github_repositories={"acme/shop": SERVICE})
+    run_id = prepare_and_run(store, settings, issue_spec())
+    (workspace(settings) / "login.py").write_text("def login(): ...\n")
+    agent_ended(store, run_id)
+    assert finish_through_delivery(store, settings, run_id, sent) == "Succeeded"
+    run = store.get_run(run_id)
+    assert run.branch == "orchestrator/shop/7" and bare_ref(remote, "orchestrator/shop/7") == run.commit
+    assert bare_ref(remote, "task-7") is None
+    (pull,) = github.pull_requests()
+    assert pull["head"]["ref"] == "orchestrator/shop/7"
+    # A pull request event this store has no link for is recognised by the template's branch, and only by it.
+    config = GitHubConfig.from_settings(settings)
+    found = find_task_for_pull_request(store, config, "acme/shop#99", repo="acme/shop",
+                                       head_ref="orchestrator/shop/7", head_repo="acme/shop")
+    assert found == (SERVICE, 7)
+    assert find_task_for_pull_request(store, config, "acme/shop#98", repo="acme/shop",
+                                      head_ref="task-7", head_repo="acme/shop") is None

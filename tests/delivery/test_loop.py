@@ -9,6 +9,7 @@ when the README's copy differs (`ORCHESTRATOR_REGENERATE_README=1` rewrites the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -83,7 +84,7 @@ def run_agent(
     git("commit", "--quiet", "-m", summary, cwd=ws)
     out = ws / f".task/{TASK}/runs/{run_id}"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "outputs.json").write_text('{"summary": "%s"}' % summary)
+    (out / "outputs.json").write_text(json.dumps({"summary": summary}))
     agent_ended(store, run_id)
     # Fixed figures, so the README's copy does not change with the machine's speed.
     store.update_run(run_id, started_at=1_000.0, finished_at=1_185.0, usage={"num_turns": turns, "cost_usd": cost})
@@ -160,7 +161,8 @@ def readme_shows(*, comment: str, body: str) -> None:
     for name, text in (("status-comment", comment), ("pull-request", body)):
         pattern = re.compile(rf"<!-- loop:{name} -->\n.*?<!-- /loop:{name} -->", re.DOTALL)
         assert pattern.search(readme), f"the README has no <!-- loop:{name} --> block"
-        wanted = pattern.sub(lambda _: _block(name, text), wanted)
+        block = _block(name, text)
+        wanted = pattern.sub(lambda _, block=block: block, wanted)
     if os.environ.get("ORCHESTRATOR_REGENERATE_README") == "1":
         README.write_text(wanted)
         return

@@ -154,6 +154,16 @@ class GitHubClient:
                 break
         return found
 
+    def pull_request_comments(self, repo: str, pull: int, *, pages: int = 3) -> list[dict[str, Any]]:
+        """Every inline review comment of a pull request, oldest first (at most `pages` pages of 100)."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, pages + 1):
+            batch = self.request("GET", f"/repos/{_repo(repo)}/pulls/{int(pull)}/comments?per_page=100&page={page}")
+            found += [c for c in batch or [] if isinstance(c, dict)]
+            if len(batch or []) < 100:
+                break
+        return found
+
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
         """Replace the text of an issue comment."""
         return self.request("PATCH", f"/repos/{_repo(repo)}/issues/comments/{int(comment_id)}", {"body": body})

@@ -146,6 +146,22 @@ def review_document(
     }
 
 
+def with_review_comments(document: dict[str, Any], comments: list[dict[str, Any]]) -> dict[str, Any]:
+    """`document` (a `/orchestrator run` on a pull request) with the pull request's inline review comments."""
+    if not comments:
+        return document
+    text = str(document["content"]) + "\n## Review comments on the pull request\n"
+    room = MAX_DOCUMENT - len(text)
+    for comment in comments:
+        part = _inline(comment, max(0, room - 200))
+        if len(part) > room:
+            text += "\n(more review comments than fit; read them on the pull request)\n"
+            break
+        text += "\n" + part
+        room -= len(part) + 1
+    return {**document, "content": text}
+
+
 def comment_document(ctx: EventContext, text: str) -> dict[str, Any]:
     text, note = _visible(text, MAX_DOCUMENT, "this comment")
     user = dig(ctx.payload, "comment", "user", "login")

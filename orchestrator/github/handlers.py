@@ -26,6 +26,7 @@ from orchestrator.github.documents import (
     review_document,
     review_of,
     task_spec_from_issue,
+    with_review_comments,
 )
 from orchestrator.github.event import EventContext
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
@@ -190,7 +191,12 @@ def _command_run(ctx: EventContext, ref: tuple[str, int], argument: str) -> Outc
         return _command_retry(ctx, ref, argument)
     if status in TERMINAL:
         body = str(dig(ctx.payload, "comment", "body"))
-        operations.add_context(ctx.store, *ref, comment_document(ctx, body), actor=ctx.actor)
+        document = comment_document(ctx, body)
+        pull = number(dig(ctx.payload, "issue", "number"))
+        if dig(ctx.payload, "issue", "pull_request") is not None and pull:
+            # On our pull request: the follow-up sees the review comments, not only the command.
+            document = with_review_comments(document, _pull_request_comments(ctx, pull))
+        operations.add_context(ctx.store, *ref, document, actor=ctx.actor)
         return _changed(ctx, f"started task {ref[0]}/{ref[1]} again with the comment as context", ref)
     return _ignored(f"task {ref[0]}/{ref[1]} is {status}; it is already on its way", ref)
 
@@ -248,6 +254,21 @@ def follow_up_on_review(ctx: EventContext) -> Outcome:
     document = review_document(ctx, review=review, inline=inline)
     operations.add_context(ctx.store, *ref, document, actor=ctx.actor)
     return _changed(ctx, f"task {ref[0]}/{ref[1]} runs again with the review as new context", ref)
+
+
+def _pull_request_comments(ctx: EventContext, pull: int) -> list[dict[str, Any]]:
+    if not ctx.settings.github_token:
+        return []
+    client = GitHubClient.from_settings(ctx.settings, store=ctx.store)
+    try:
+        return client.pull_request_comments(ctx.repo, pull)
+    except GitHubError as exc:
+        log.warning(
+            "could not read the review comments of %s#%s (%s); the command alone is the context", ctx.repo, pull, exc
+        )
+        return []
+    finally:
+        client.close()
 
 
 def _read_review(

@@ -135,3 +135,21 @@ def test_a_second_review_starts_another_run(store: TaskStore, github_settings: S
     second["review"]["id"] = REVIEW_ID + 1
     assert deliver(store, github_settings, "pull_request_review", second)["status"] == "changed"
     assert store.require_task(SERVICE, 9).context_version == 3
+
+
+def test_run_on_our_pull_request_starts_a_follow_up_with_the_review_comments(
+    store: TaskStore, gh_settings: Settings, github: FakeGitHub
+) -> None:
+    our_pull_request(store)
+    github.add_review(REPO, 2, {"id": REVIEW_ID, "state": "COMMENTED", "body": ""}, COMMENTS[:2])
+    payload = load("issue_comment/created.payload.json")
+    payload["issue"]["number"] = 2
+    payload["issue"]["pull_request"] = {"html_url": PR_URL, "url": f"https://api.github.com/repos/{REPO}/pulls/2"}
+    payload["comment"].update(body="/orchestrator run\nPlease address the comments.", author_association="MEMBER")
+    result = deliver(store, gh_settings, "issue_comment", payload)
+    assert result["status"] == "changed" and result["task"] == f"{SERVICE}/9"
+    (context,) = store.contexts(SERVICE, 9)
+    content = context["content"]
+    assert "Please address the comments." in content and "## Review comments on the pull request" in content
+    assert "Name this constant." in content and "Say how to run it." in content
+    assert store.require_task(SERVICE, 9).context_version == 2

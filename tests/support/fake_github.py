@@ -20,6 +20,7 @@ _CREATE = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$")
 _EDIT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)$")
 _PULLS = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls$")
 _PULL = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$")
+_PULL_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/comments$")
 _REVIEW = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews/(\d+)(/comments)?$")
 
 
@@ -178,6 +179,13 @@ class FakeGitHub:
                         "owner": listed.group(1)}
                 self.pulls[(repo, number)] = pull
                 return 201, {}, pull
+        on_pull = _PULL_COMMENTS.match(path)
+        if on_pull and method == "GET":
+            repo, pull = f"{on_pull.group(1)}/{on_pull.group(2)}".lower(), int(on_pull.group(3))
+            every = [c for (name, number, _), (_, comments) in sorted(self.reviews.items())
+                     if (name, number) == (repo, pull) for c in comments]
+            page, per_page = int((query.get("page") or ["1"])[0]), int((query.get("per_page") or ["30"])[0])
+            return 200, {}, every[(page - 1) * per_page: page * per_page]
         review = _REVIEW.match(path)
         if review and method == "GET":
             key = (f"{review.group(1)}/{review.group(2)}".lower(), int(review.group(3)), int(review.group(4)))

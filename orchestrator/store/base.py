@@ -78,6 +78,7 @@ _SCRIPTS = {
     "_effect_complete": "effect_complete",
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
+    "_purge_task": "purge_task",
     "_github_write_take": "github_write_take",
     "_github_write_pause": "github_write_pause",
 }
@@ -117,6 +118,7 @@ class StoreBase:
     _effect_complete: Script
     _queued_steps: Script
     _usage_record: Script
+    _purge_task: Script
     _github_write_take: Script
     _github_write_pause: Script
 

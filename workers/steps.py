@@ -130,9 +130,11 @@ def deliver_run(self: Task, run_id: str) -> dict[str, Any]:
     """Commit, push and open or update the pull request of a succeeded run, then finish it (orchestrator.delivery)."""
     from orchestrator.delivery.step import deliver_run as deliver
 
-    # Transient failures come back as "retry" with a countdown; the bound lives in the plain code.
+    # Transient failures come back as "retry" with a countdown; the bound lives in the plain code, which
+    # counts failures on the run: Celery's own count also has the waits for GitHub's rate limit, which are
+    # no failures.
     try:
-        result = deliver(get_store(), get_settings(), run_id, retries=self.request.retries or 0)
+        result = deliver(get_store(), get_settings(), run_id)
     except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
         raise self.retry(exc=exc, countdown=10, max_retries=30) from None
     if result.action == "retry":

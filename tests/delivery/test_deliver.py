@@ -320,6 +320,10 @@ def test_a_secondary_rate_limit_on_the_pull_request_waits_without_failing_or_los
     assert bare_ref(remote, "task-7") is not None  # the branch is pushed already
     assert len(github.requests) == 1  # only the first asked GitHub: the others waited out the shared pause
     store.redis.delete(GITHUB_PAUSE)  # the pause is over
+    # The waits were no failures: a real one still gets every retry.
+    github.fail_next(502, times=4)
+    assert deliver_run(store, dl_settings, run_id).action == "retry"
+    assert store.get_run(run_id).delivery_failures == 1
     assert deliver_run(store, dl_settings, run_id).action == "delivered"
     assert len(github.pull_requests()) == 1
 

@@ -137,7 +137,7 @@ def cancel_task(
     else:
         raise OperationRefused(f"task {service}/{task_id} keeps changing; try the cancel again")
     _queue(dispatcher, Step.ADMIT, service, task_id)  # dependents and waiting tasks may move now
-    return _reported(store, service, task_id)
+    return _reported(store, service, task_id, dispatcher)
 
 
 def retry_task(
@@ -156,7 +156,7 @@ def retry_task(
     except IllegalTransition as exc:
         raise OperationRefused(str(exc)) from None
     _queue(dispatcher, Step.ADMIT, service, task_id)
-    return _reported(store, service, task_id)
+    return _reported(store, service, task_id, dispatcher)
 
 
 def add_context(
@@ -183,17 +183,17 @@ def add_context(
         except IllegalTransition:
             pass  # another writer moved it meanwhile; admission reads the new version anyway
     _queue(dispatcher, Step.ADMIT, service, task_id)
-    return _reported(store, service, task_id)
+    return _reported(store, service, task_id, dispatcher)
 
 
-def _reported(store: TaskStore, service: str, task_id: int) -> Task:
+def _reported(store: TaskStore, service: str, task_id: int, dispatcher: Dispatcher | None) -> Task:
     """The task as it is now, its GitHub status comment (if it came from GitHub) queued for an edit.
 
     Cancel, retry and new context come over REST as well as from GitHub: either way the
     issue's comment must not keep showing the state before.
     """
     task = store.require_task(service, task_id)
-    notify_status(service, task_id, store=store, task=task)
+    notify_status(service, task_id, store=store, task=task, dispatcher=dispatcher)
     return task
 
 

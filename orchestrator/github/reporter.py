@@ -66,8 +66,12 @@ def notify_status(
     store: TaskStore | None = None,
     settings: Settings | None = None,
     task: Task | None = None,
+    dispatcher: dispatch.Dispatcher | None = None,
 ) -> bool:
-    """Queue a status report when the task came from GitHub; never raises. True when queued."""
+    """Queue a status report when the task came from GitHub; never raises. True when queued.
+
+    `dispatcher`: the caller's, when it has its own (the API's is handed to its app, not installed).
+    """
     try:
         settings = settings or get_settings()
         if not settings.github_token:
@@ -80,7 +84,7 @@ def notify_status(
             task = store.get_task(service, task_id)
         if github_origin(task) is None:
             return False
-        dispatch.send(Step.REPORT_STATUS, service, int(task_id))
+        (dispatcher or dispatch.current()).send(Step.REPORT_STATUS, service, int(task_id))
         return True
     except Exception as exc:  # a report is never worth failing the caller for
         log.warning("could not queue the GitHub status report of %s/%s: %s", service, task_id, type(exc).__name__)

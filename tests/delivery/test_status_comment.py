@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from orchestrator import operations, runs
 from orchestrator.coordination import admission, outcome
 from orchestrator.delivery.step import deliver_run
@@ -122,3 +124,29 @@ def test_no_changes_is_said_plainly(
     outcome.finish(store, dl_settings, run_id)
     assert "Outcome: **no changes**" in reports.comments[-1] and "Pull request" not in reports.comments[-1]
     assert git("branch", "--list", cwd=dl_settings.workspace_root / SERVICE / "worktrees" / "7")
+
+
+def test_a_rest_cancel_reports_through_the_apps_own_dispatcher(
+        store: TaskStore, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API hands its dispatcher to its app and installs none: the report must go through that one."""
+    from api.app import create_app
+    from orchestrator import dispatch
+    from orchestrator.settings import reset_settings_cache
+    from orchestrator.steps import Step
+    from tests.delivery.conftest import Recorder
+    from tests.support.api import AUTH
+
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_rest")
+    reset_settings_cache()
+    store.create_task(service=SERVICE, task_id=7, agent="claude", spec={"id": 7}, origin=ORIGIN)
+    recorder = Recorder()
+    monkeypatch.setattr(dispatch, "_default", None)
+    previous = dispatch.install(None)
+    try:
+        client = create_app(settings.replace(github_token="ghp_rest"), dispatcher=recorder).test_client()
+        answer = client.post(f"/api/v1/pm/tasks/{SERVICE}/7/cancel", json={"reason": "not now"}, headers=AUTH)
+        assert answer.status_code == 200, answer.get_json()
+    finally:
+        dispatch.install(previous)
+        reset_settings_cache()
+    assert (Step.REPORT_STATUS, (SERVICE, 7)) in recorder.calls

@@ -8,8 +8,9 @@ from flask import Flask
 
 from orchestrator import dispatch
 from orchestrator.dispatch import Dispatcher
+from orchestrator.runtime import new_store
 from orchestrator.settings import Settings, get_settings
-from orchestrator.store import TaskStore, connect
+from orchestrator.store import TaskStore
 
 
 class Resources:
@@ -29,9 +30,7 @@ class Resources:
 
     def store(self) -> TaskStore:
         if self._store is None:
-            self._store = TaskStore(
-                connect(self.settings.redis_url, timeout=2.0), history_limit=self.settings.status_history_limit
-            )
+            self._store = new_store(self.settings, timeout=2.0)
         return self._store
 
     def runner(self) -> Any:

@@ -10,7 +10,15 @@ from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from orchestrator.operations import OperationRefused
-from orchestrator.store import IllegalTransition, StoreUnavailable, TaskExists, TaskNotFound
+from orchestrator.settings import VARIABLES
+from orchestrator.store import (
+    IllegalTransition,
+    LimitReached,
+    NotReplicated,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+)
 
 log = logging.getLogger("orchestrator.api")
 
@@ -59,6 +67,16 @@ def request_id() -> str:
     return rid
 
 
+# The field a full cap is reported on: the service of a submission, the task of a context.
+_LIMIT_FIELDS = {"max_tasks_per_service": "service_name", "max_contexts_per_task": "task_id"}
+
+
+def limit_errors(exc: LimitReached) -> dict[str, list[str]]:
+    """The field-level errors of a full cap, naming the variable that sets it."""
+    variable = next((v.env for v in VARIABLES if v.attr == exc.setting), exc.setting)
+    return {_LIMIT_FIELDS.get(exc.setting, "_schema"): [f"{exc} ({variable}={exc.limit})"]}
+
+
 def register_error_handlers(app: Flask) -> None:
     """Render every error as the envelope; never a stack trace or a secret."""
 
@@ -76,6 +94,10 @@ def register_error_handlers(app: Flask) -> None:
     def _exists(exc: TaskExists) -> Response:
         return envelope(409, "task_exists", f"{exc}; submit it with another id, or send new context to it")
 
+    @app.errorhandler(LimitReached)
+    def _limit(exc: LimitReached) -> Response:
+        return envelope(409, "limit_reached", f"{exc}; see errors", limit_errors(exc))
+
     @app.errorhandler(OperationRefused)
     @app.errorhandler(IllegalTransition)
     def _refused(exc: Exception) -> Response:
@@ -84,6 +106,19 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> Response:
         response = envelope(503, "unavailable", "the task store is unavailable; nothing was changed, retry shortly")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(NotReplicated)
+    def _not_replicated(exc: NotReplicated) -> Response:
+        # Not a 202: a failover now could lose the write. It stays on the master, so
+        # the retry is deduplicated (the same Idempotency-Key replays the answer, a
+        # delivery id already claimed is answered as a duplicate).
+        response = envelope(
+            503,
+            "unavailable",
+            "stored, but not yet confirmed by a Redis replica; retry shortly (a retry is deduplicated)",
+        )
         response.headers["Retry-After"] = "5"
         return response
 

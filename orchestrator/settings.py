@@ -24,6 +24,11 @@ class Settings:
     """Typed configuration, read once from the environment."""
 
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...]
+    redis_sentinel_master: str
+    redis_sentinel_password: str
+    redis_wait_replicas: int | None
+    redis_wait_timeout_ms: int
     api_tokens: tuple[str, ...]
     session_secret: str
     session_lifetime_seconds: int
@@ -47,7 +52,10 @@ class Settings:
     api_token: str
     data_dir: Path
     log_level: str
+    metrics_port: int
     status_history_limit: int
+    max_tasks_per_service: int
+    max_contexts_per_task: int
     idempotency_ttl_seconds: int
     delivery_ttl_seconds: int
     step_soft_time_limit: int
@@ -145,6 +153,8 @@ class Settings:
             )
         if self.git_timeout_seconds >= self.step_soft_time_limit:
             raise ConfigError("ORCHESTRATOR_GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT")
+        if self.redis_sentinels and self.redis_url.startswith("rediss://"):
+            raise ConfigError("ORCHESTRATOR_REDIS_SENTINELS: TLS (rediss://) with Sentinel is not supported yet")
         if self.broker_visibility_timeout <= self.step_time_limit:
             raise ConfigError(
                 "ORCHESTRATOR_BROKER_VISIBILITY_TIMEOUT: must be greater than ORCHESTRATOR_STEP_TIME_LIMIT"

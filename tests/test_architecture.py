@@ -78,7 +78,8 @@ def _room(module: str) -> str:
 # dependency between rooms is a decision, made here and in that map together.
 FOUNDATION = {"orchestrator", "orchestrator.config_values", "orchestrator.model", "orchestrator.states", "orchestrator.validation",
               "orchestrator.agent_env", "orchestrator.steps", "orchestrator.backoff", "orchestrator.logs",
-              "orchestrator.taskmaster", "orchestrator.settings", "orchestrator.variables"}
+              "orchestrator.taskmaster", "orchestrator.settings", "orchestrator.variables",
+              "orchestrator.metrics"}
 SENDING = {"orchestrator.store", "orchestrator.dispatch", "orchestrator.celery_app", "orchestrator.celery_dispatch",
            "orchestrator.runtime", "orchestrator.effects", "orchestrator.tracing"}
 EDGES = {"orchestrator.kube", "orchestrator.runners", "orchestrator.github"}
@@ -93,6 +94,7 @@ ALLOWED: dict[str, set[str]] = {
     "orchestrator.steps": set(),
     "orchestrator.backoff": set(),
     "orchestrator.logs": set(),
+    "orchestrator.metrics": {"orchestrator.steps"},  # step names bound a label; nothing else of ours
     "orchestrator.validation": {"orchestrator.model"},
     "orchestrator.agent_env": {"orchestrator.validation"},
     "orchestrator.taskmaster": {"orchestrator.model"},
@@ -102,7 +104,8 @@ ALLOWED: dict[str, set[str]] = {
                                "orchestrator.coordination"},
     "orchestrator.store": {"orchestrator.model", "orchestrator.states"},
     "orchestrator.dispatch": {"orchestrator.steps", "orchestrator.store"},
-    "orchestrator.celery_app": {"orchestrator.settings", "orchestrator.steps"},
+    # where Redis is (a URL or Sentinels) is decided once, in runtime.redis_target, for the broker too
+    "orchestrator.celery_app": {"orchestrator.settings", "orchestrator.steps", "orchestrator.runtime"},
     "orchestrator.celery_dispatch": {"orchestrator.celery_app", "orchestrator.dispatch", "orchestrator.steps",
                                      "orchestrator.store", "orchestrator.tracing"},
     "orchestrator.runtime": {"orchestrator.settings", "orchestrator.store"},

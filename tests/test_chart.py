@@ -73,7 +73,7 @@ def _worker_deployments(rendered: Rendered) -> dict[str, dict[str, Any]]:
 
 def test_ci_values_files_exist() -> None:
     assert {"production-values", "minimal-values", "all-on-values", "keda-values",
-            "external-redis-values"} <= set(VALUE_SETS)
+            "external-redis-values", "sentinel-values"} <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -187,6 +187,16 @@ def test_the_api_believes_the_ingress_about_https_and_gets_the_session_secret(de
     env = _env(api)
     assert env["FORWARDED_ALLOW_IPS"]["value"] == "*"  # so the console's cookie is Secure behind TLS
     assert env["ORCHESTRATOR_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "session-secret"
+
+
+def test_every_process_reading_agent_logs_knows_the_model_key_to_mask_it(default: Rendered) -> None:
+    """#16 finding 9: the API and the workers serve and keep excerpts of pod logs, where an agent may print its key."""
+    readers = [default.named("Deployment", "orchestrator-api"), default.named("Deployment", "orchestrator-watcher"),
+               *_worker_deployments(default).values()]
+    for deployment in readers:
+        env = _env(deployment["spec"]["template"]["spec"]["containers"][0])
+        ref = env["ANTHROPIC_API_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "anthropic-api-key", deployment["metadata"]["name"]
 
 
 def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered], default: Rendered) -> None:
@@ -362,15 +372,48 @@ def test_keda_scaled_objects_replace_the_hpa(renders: dict[str, Rendered]) -> No
     assert rendered.named("Deployment", "orchestrator-worker-coordination")["spec"]["replicas"] == 1
 
 
-def test_service_monitor_scrapes_metrics(renders: dict[str, Rendered]) -> None:
+def test_service_monitor_scrapes_the_api_every_worker_group_and_the_watcher(renders: dict[str, Rendered]) -> None:
     rendered = renders["all-on-values"]
     (monitor,) = rendered.of_kind("ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s",
-                                             "scrapeTimeout": "10s"}]
-    service = rendered.named("Service", "orchestrator")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"},
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"},
+    ]
+    ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    scraped = {s["metadata"]["name"] for s in rendered.of_kind("Service")
+               if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+               and ports & {p["name"] for p in s["spec"]["ports"]}}
+    # Every Deployment but Flower is scraped, each through a Service whose port its container names.
+    deployments = {d["metadata"]["name"]: d for d in rendered.of_kind("Deployment")}
+    assert scraped == {"orchestrator"} | set(deployments) - {"orchestrator-api", "orchestrator-flower"}
+    port = rendered.values["metrics"]["port"]
+    for name in scraped - {"orchestrator"}:
+        service = rendered.named("Service", name)
+        assert service["spec"]["clusterIP"] == "None" and service["spec"]["ports"][0]["port"] == port
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    config = rendered.named("ConfigMap", "orchestrator-config")["data"]
+    assert config["ORCHESTRATOR_METRICS_PORT"] == str(port)
+
+
+def test_metrics_can_be_turned_off(chart: Any) -> None:
+    rendered = render(chart, {"metrics": {"enabled": False}, "serviceMonitor": {"enabled": True}})
+    (monitor,) = rendered.of_kind("ServiceMonitor")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Service")] == ["orchestrator"]
+    assert "ORCHESTRATOR_METRICS_PORT" not in rendered.named("ConfigMap", "orchestrator-config")["data"]
+
+
+def test_only_the_metrics_port_of_workers_and_watcher_is_reachable(chart: Any) -> None:
+    rendered = render(chart, {"networkPolicy": {"enabled": True}})
+    policy = rendered.named("NetworkPolicy", "orchestrator-internal")
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 9100, "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    closed = render(chart, {"networkPolicy": {"enabled": True}, "metrics": {"enabled": False}})
+    assert closed.named("NetworkPolicy", "orchestrator-internal")["spec"]["ingress"] == []
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -461,9 +504,55 @@ def test_redis_url_from_release_or_external_secret(renders: dict[str, Rendered])
     assert _env(minimal["containers"][0])["ORCHESTRATOR_REDIS_URL"]["value"] == "redis://redis-master:6379/0"
 
 
-def test_anthropic_key_only_where_the_agent_runs_in_the_worker(renders: dict[str, Rendered]) -> None:
+def test_redis_through_sentinel_reaches_every_process(renders: dict[str, Rendered]) -> None:
+    from orchestrator.celery_app import celery_config
+    from orchestrator.settings import Settings
+
+    rendered = renders["sentinel-values"]
+    sentinels = "redis-node-0.redis-headless:26379,redis-node-1.redis-headless:26379,redis-node-2.redis-headless:26379"
+    for name, spec in rendered.pod_specs():
+        for container in spec["containers"]:
+            env = _env(container)
+            if "ORCHESTRATOR_REDIS_URL" not in env:
+                continue
+            assert env["ORCHESTRATOR_REDIS_SENTINELS"]["value"] == sentinels, name
+            assert env["ORCHESTRATOR_REDIS_SENTINEL_MASTER"]["value"] == "mymaster"
+            # The Sentinels' password is Redis's own, from the same Secret, never a literal.
+            assert env["ORCHESTRATOR_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+                "name": "redis-auth", "key": "redis-password"}
+            assert env["ORCHESTRATOR_REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@mymaster:6379/0"
+            assert env["ORCHESTRATOR_REDIS_WAIT_REPLICAS"]["value"] == "2"
+    # What the chart renders is what the processes accept: Celery on the sentinel:// transport.
+    api = _env(rendered.named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]["containers"][0])
+    settings = Settings.from_env({
+        "ORCHESTRATOR_REDIS_URL": api["ORCHESTRATOR_REDIS_URL"]["value"].replace("$(REDIS_PASSWORD)", "pw"),
+        "ORCHESTRATOR_REDIS_SENTINEL_PASSWORD": "pw",
+        **{k: v["value"] for k, v in api.items()
+           if k.startswith("ORCHESTRATOR_REDIS_") and "value" in v and k != "ORCHESTRATOR_REDIS_URL"},
+    })
+    assert settings.redis_wait_replicas == 2 and settings.redis_wait_timeout_ms == 500
+    config = celery_config(settings)
+    assert config["broker_url"].startswith("sentinel://:pw@redis-node-0.redis-headless:26379/0;")
+    assert config["broker_transport_options"]["master_name"] == "mymaster"
+    # KEDA asks the Sentinels too, with both passwords from the Secret.
+    (scaled,) = rendered.of_kind("ScaledObject")
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "redis-sentinel"
+    assert trigger["metadata"]["addresses"] == sentinels and trigger["metadata"]["sentinelMaster"] == "mymaster"
+    auth = rendered.named("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"password", "sentinelPassword"}
+    # Without Sentinel nothing of it is rendered, and the wait stays automatic.
+    default = _env(renders["default"].named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]["containers"][0])
+    assert "ORCHESTRATOR_REDIS_SENTINELS" not in default
+    assert default["ORCHESTRATOR_REDIS_WAIT_REPLICAS"]["value"] == "auto"
+
+
+def test_anthropic_key_only_where_the_agent_runs_or_its_logs_are_read(renders: dict[str, Rendered]) -> None:
+    # The API, the watcher and the workers read agents' logs and mask the key in them (see above); no other pod.
+    readers = ("orchestrator-api", "orchestrator-watcher", "orchestrator-worker-")
     for owner, spec in renders["default"].pod_specs():
-        assert "ANTHROPIC_API_KEY" not in _env(spec["containers"][0]), owner
+        if not any(name in str(owner) for name in readers):
+            assert "ANTHROPIC_API_KEY" not in _env(spec["containers"][0]), owner
     local = renders["external-redis-values"].named("Deployment", "orchestrator-worker-coordination")
     assert "ANTHROPIC_API_KEY" in _env(local["spec"]["template"]["spec"]["containers"][0])
 
@@ -602,7 +691,7 @@ OPEN_OBJECTS = {"global", "podSecurityContext", "securityContext", "affinity", "
                 "claudeCodeChart.jobTemplate", "config.extraEnv", "podAnnotations", "nodeSelector",
                 "serviceAccount.annotations", "ingress.annotations", "serviceMonitor.labels", "limits", "requests",
                 "networkPolicy.agents.dns", "networkPolicy.agents.extraEgress", "networkPolicy.api.from",
-                "networkPolicy.flower.from"}
+                "networkPolicy.flower.from", "networkPolicy.metrics.from", "grafanaDashboard.labels"}
 
 
 def _schema_nodes(schema: dict[str, Any], root: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict]]:
@@ -857,11 +946,14 @@ def _ingress_rules(rendered: Rendered, labels: dict[str, str]) -> list[dict[str,
     return [rule for p in policies for rule in p["spec"].get("ingress", [])]
 
 
-def test_workers_and_the_watcher_take_no_connections(default: Rendered) -> None:
+def test_workers_and_the_watcher_take_no_connections_but_scrapes(default: Rendered) -> None:
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     for deployment in default.of_kind("Deployment"):
         name = deployment["metadata"]["name"]
         if name.startswith("orchestrator-worker-") or name == "orchestrator-watcher":
-            assert _ingress_rules(default, _pod_labels(default, name)) == [], name
+            # Only their metrics port, only from Prometheus' namespace.
+            rules = _ingress_rules(default, _pod_labels(default, name))
+            assert rules == [{"from": monitoring, "ports": [{"port": 9100, "protocol": "TCP"}]}], name
             # Their egress (Redis, the Kubernetes API, GitHub) is not restricted by the chart.
             for policy in _policies_for(default, _pod_labels(default, name), NAMESPACE):
                 assert policy["spec"]["policyTypes"] == ["Ingress"], name

@@ -11,6 +11,14 @@ class StoreUnavailable(StoreError):
     """Redis does not answer; callers answer 503 and retry later."""
 
 
+class NotReplicated(StoreUnavailable):
+    """An intake write reached the master, but too few replicas confirmed it in time.
+
+    The write stays (a retry of it is deduplicated), but it is not acknowledged:
+    a failover now could lose it.
+    """
+
+
 class TaskNotFound(StoreError):
     """No task with that (service, id)."""
 
@@ -31,3 +39,14 @@ class IllegalTransition(StoreError):
         self.conflict = conflict
         why = "the task moved on meanwhile" if conflict else "that transition is not allowed"
         super().__init__(f"task {service}/{task_id} is {current}; cannot move to {target}: {why}")
+
+
+class LimitReached(StoreError):
+    """A configured cap (tasks per service, contexts per task) is full; nothing was written.
+
+    `setting` is the Settings attribute of the cap, so the API can name its variable.
+    """
+
+    def __init__(self, setting: str, limit: int, message: str):
+        self.setting, self.limit = setting, limit
+        super().__init__(message)

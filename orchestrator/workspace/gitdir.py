@@ -17,21 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator import validation
 from orchestrator.workspace.files import atomic_write, remove_path
 from orchestrator.workspace.git import (
     _FILESYSTEM_SETTINGS,
     FETCH_REFSPEC,
     PLANTABLE_PATHS,
-    CheckoutResult,
     Git,
     PermanentGitError,
     WrongRemote,
-    clear_interrupted_state,
     normalize_url,
     scrub,
-    set_excludes,
-    set_skip_worktree,
 )
 
 log = logging.getLogger("orchestrator.workspace.git")
@@ -49,8 +44,15 @@ def render_config(url: str | None, filesystem: dict[str, bool]) -> str:
 
 
 def _config_file_values(git: Git, *args: str) -> list[str]:
-    """Values read from `.git/config` alone: no includes, no other file. Nothing found: []."""
-    result = git.run("config", "--file", str(git.directory / ".git" / "config"), "--no-includes", *args, check=False)
+    """Values read from `.git/config` alone: no includes, no other file. Nothing found: [].
+
+    `--git-dir` names no repository: run in the checkout, git would first set up the
+    repository there and read its config with its includes (--no-includes covers only
+    the read asked for), so a circular include an agent planted failed the run and an
+    included FIFO held it until the git timeout.
+    """
+    path = str(git.directory / ".git" / "config")
+    result = git.run(f"--git-dir={os.devnull}", "config", "--file", path, "--no-includes", *args, check=False)
     if result.returncode not in (0, 1):  # 1: no such key; anything else: a file git cannot read
         message = scrub((result.stderr or "").strip(), [git.token, *git.secrets])[-500:]
         raise PermanentGitError(f"the checkout's .git/config cannot be read ({message}); refusing to reuse it")
@@ -317,45 +319,3 @@ def start_point(git: Git, branch: str, base: str) -> tuple[str, str]:
     if remote:
         return remote, "remote"
     return base, "base"
-
-
-def checkout_branch(
-    git: Git, *, url: str, base_branch: str, branch: str, local_files: Sequence[str] = (), excludes: Sequence[str] = ()
-) -> CheckoutResult:
-    """Clone or refresh the checkout and leave it clean on `branch`.
-
-    The branch keeps the work committed on it earlier (locally, or pushed to
-    the remote); otherwise it is created from the remote's `base_branch`.
-    Uncommitted changes and untracked files (except ignored ones) are
-    discarded, so the agent starts from committed state only.
-    """
-    validation.git_ref(base_branch, what="base branch")
-    validation.git_ref(branch, what="branch")
-    if branch == base_branch:
-        raise PermanentGitError(f"the task branch {branch!r} is the base branch; refusing to work on it")
-    created = ensure_remote(git, url)
-    git.token_origin = credential_origin(url, git.output("ls-remote", "--get-url", "origin"))
-    clear_interrupted_state(git)
-    # Before `git clean`: files listed here survive it (our task files, other tasks' too).
-    set_excludes(git, excludes)
-    for relpath in local_files:
-        set_skip_worktree(git, relpath, False)
-    git.run("fetch", "--prune", "--no-tags", "--no-recurse-submodules", "--quiet", "origin", network=True)
-    # Learn the remote's default branch (what clone would record); best effort.
-    git.run("remote", "set-head", "origin", "--auto", network=True, check=False)
-    default = git.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False).stdout.strip()
-    if default and default.removeprefix("refs/remotes/origin/") == branch:
-        raise PermanentGitError(
-            f"the task branch {branch!r} is the repository's default branch; refusing to work on it"
-        )
-    base = git.rev(f"refs/remotes/origin/{base_branch}")
-    if base is None:
-        raise PermanentGitError(f"base branch {base_branch!r} does not exist in the repository")
-    start, started_from = start_point(git, branch, base)
-    git.run("checkout", "--force", "--quiet", "--no-track", "-B", branch, start, "--")
-    git.run("reset", "--hard", "--quiet", start)
-    git.run("clean", "-d", "--force", "--quiet")
-    commit = git.output("rev-parse", "HEAD")
-    return CheckoutResult(
-        branch=branch, base_branch=base_branch, commit=commit, started_from=started_from, cloned=created
-    )

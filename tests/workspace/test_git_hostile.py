@@ -12,9 +12,11 @@ clear reason.
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,8 @@ import pytest
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.workspace.git import Git, PermanentGitError
-from orchestrator.workspace.gitdir import checkout_branch, linked_paths
+from orchestrator.workspace.gitdir import linked_paths
+from orchestrator.workspace.worktree import checkout_worktree
 from orchestrator.workspace.prepare import prepare_workspace
 from tests.support.attacker_server import AttackerServer
 from tests.support.git_server import GitHttpServer, git
@@ -111,6 +114,15 @@ def plant_include(scene: Scene) -> None:
     git("config", f"includeIf.gitdir:{scene.root}/.path", str(evil), cwd=scene.root)
 
 
+def plant_include_loop_and_fifo(scene: Scene) -> None:
+    # Reading the config must not follow these: a loop made git fail, a FIFO made it wait.
+    loop, fifo = scene.tmp / "loop.gitconfig", scene.tmp / "fifo.gitconfig"
+    loop.write_text(f"[include]\n\tpath = {loop}\n" + _redirect(scene))
+    os.mkfifo(fifo)
+    with (scene.git_dir / "config").open("a") as config:
+        config.write(f"[include]\n\tpath = {loop}\n\tpath = {fifo}\n")
+
+
 def plant_hooks_path(scene: Scene) -> None:
     hooks = scene.tmp / "agent-hooks"
     hooks.mkdir()
@@ -150,6 +162,7 @@ PLANTS: dict[str, Callable[[Scene], None]] = {
     "alternates": plant_alternates,
     "commondir": plant_commondir,
     "include-and-includeIf": plant_include,
+    "include-loop-and-fifo": plant_include_loop_and_fifo,
     "core-hooksPath": plant_hooks_path,
     "hooks-in-git-dir": plant_hooks,
     "core-fsmonitor": plant_fsmonitor,
@@ -251,10 +264,12 @@ def test_a_planted_file_behind_a_linked_directory_is_never_removed(remote: Path,
     with pytest.raises(Exception, match="symbolic link|not a directory|escape|outside"):
         prepare_workspace(store, ws_settings, run.run_id)
     assert (elsewhere / "attributes").read_text() == "someone else's file\n"
-    # Below the workspace layer too (checkout_branch alone): refused before anything is removed.
-    repo = Git(first.path.parent.parent / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))
+    # Below the workspace layer too (checkout_worktree alone): refused before anything is removed.
+    clone = Git(first.path.parent.parent / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))
+    tree = Git(first.path, token=TOKEN, timeout=30, secrets=(TOKEN,), clone=clone.directory)
     with pytest.raises(PermanentGitError, match=r"symbolic links \(info\)"):
-        checkout_branch(repo, url="https://git.example.test/acme/shop.git", base_branch="main", branch="task-7")
+        checkout_worktree(clone, tree, url="https://git.example.test/acme/shop.git", base_branch="main",
+                          branch="task-7", lock=nullcontext)
     assert (elsewhere / "attributes").exists()
 
 
@@ -287,10 +302,12 @@ def test_a_redirect_to_another_host_gets_no_token(attacker: AttackerServer, tmp_
         monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
         monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{redirector.url}.insteadOf")
         monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://git.example.test/")
-        repo = Git(tmp_path / "ws" / "shop", token=TOKEN, timeout=30, secrets=(TOKEN,))
-        repo.directory.mkdir(parents=True)
+        root = tmp_path / "ws" / "shop"
+        clone = Git(root / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))
+        tree = Git(root / "worktrees" / "1", token=TOKEN, timeout=30, secrets=(TOKEN,), clone=clone.directory)
         with pytest.raises(PermanentGitError):
-            checkout_branch(repo, url="https://git.example.test/acme/shop.git", base_branch="main", branch="task-1")
+            checkout_worktree(clone, tree, url="https://git.example.test/acme/shop.git", base_branch="main",
+                              branch="task-1", lock=nullcontext)
     finally:
         redirector.stop()
     assert redirector.requests and attacker.requests, "git followed the redirect"

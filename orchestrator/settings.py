@@ -106,6 +106,7 @@ class Settings:
     github_trusted_authors_only: bool
     github_api_url: str
     github_bot_login: str
+    github_writes_per_minute: int
     default_agent: str
     webhook_max_bytes: int
     default_max_cost_usd: float | None

@@ -232,6 +232,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Base URL of GitHub's REST API (GitHub Enterprise: `https://host/api/v3`)."),
     Variable("ORCHESTRATOR_GITHUB_BOT_LOGIN", "github_bot_login", parse_str, "",
              "Login of the account that owns `GITHUB_TOKEN`; its own comments never trigger work."),
+    Variable("ORCHESTRATOR_GITHUB_WRITES_PER_MINUTE", "github_writes_per_minute", positive_int, "60",
+             "Budget of GitHub writes (comments, pull requests) per minute, shared by every worker through Redis; below GitHub's secondary limit of 80 content-creating requests a minute."),
     Variable("ORCHESTRATOR_DEFAULT_AGENT", "default_agent", parse_str, "claude",
              "Agent of tasks created from GitHub issues."),
     Variable("ORCHESTRATOR_WEBHOOK_MAX_BYTES", "webhook_max_bytes", positive_int, "2097152",

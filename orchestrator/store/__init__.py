@@ -24,6 +24,7 @@ from orchestrator.store.errors import (
     TaskExists,
     TaskNotFound,
 )
+from orchestrator.store.github import GitHubPacing
 from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
 from orchestrator.store.leases import Leases
 from orchestrator.store.listing import Listing
@@ -48,6 +49,7 @@ class TaskStore(
     Retention,
     ConsoleSessions,
     StatusChanges,
+    GitHubPacing,
 ):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 

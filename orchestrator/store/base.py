@@ -41,6 +41,8 @@ _SCRIPTS = {
     "_launch_record": "launch_record",
     "_add_context": "add_context",
     "_purge_task": "purge_task",
+    "_github_write_take": "github_write_take",
+    "_github_write_pause": "github_write_pause",
 }
 
 _sources: dict[str, str] = {}
@@ -82,6 +84,8 @@ class StoreBase:
     _launch_record: Script
     _add_context: Script
     _purge_task: Script
+    _github_write_take: Script
+    _github_write_pause: Script
 
     def __init__(
         self,

@@ -308,6 +308,8 @@ def _snapshot(store: TaskStore) -> dict:
             snap[key] = store.redis.zrange(key, 0, -1, withscores=True)
         elif kind == "set":
             snap[key] = sorted(store.redis.smembers(key))
+        elif kind == "stream":  # status changes: a step that changes nothing adds none
+            snap[key] = store.redis.xlen(key)
         else:
             snap[key] = store.redis.get(key)
     snap["slots"] = sorted(store.slot_holders())

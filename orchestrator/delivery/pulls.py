@@ -63,8 +63,10 @@ def render_body(
     closes: int | None,
     run_id: str,
     stages_left: Sequence[str] = (),
+    figures: str = "",
 ) -> str:
-    """The pull request's description: the task, its acceptance criteria, the agent's summary, `Closes #N`."""
+    """The pull request's description: the task, its acceptance criteria, the agent's summary, the run's
+    figures (duration, turns, cost: those known), `Closes #N`."""
     out = [_text(spec.get("description")) or f"Task {task_id} of service `{service}`.", ""]
     details = _text(spec.get("details"))
     if details:
@@ -74,6 +76,8 @@ def render_body(
         out += ["## Acceptance criteria", "", criteria, ""]
     if agent_summary:
         out += ["## Summary from the agent", "", agent_summary.strip(), ""]
+    if figures:
+        out += [f"Run `{run_id}`: {figures}", ""]
     if stages_left:
         out += [f"_Stages still to run: {', '.join(stages_left)}; this pull request is a draft until they have._", ""]
     if closes:

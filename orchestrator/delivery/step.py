@@ -42,6 +42,7 @@ from orchestrator.delivery.record import CHANGES, FAILED, NO_CHANGES
 from orchestrator.github.client import GitHubClient, GitHubError
 from orchestrator.github.reporter import github_origin
 from orchestrator.github.routing import pull_request_key
+from orchestrator.github.status_text import figures
 from orchestrator.model import Run, RunPhase, Task
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE
@@ -241,6 +242,7 @@ def _deliver(
         closes=issue,
         run_id=run_id,
         stages_left=left,
+        figures=figures(run),
     )
     github = client or GitHubClient.from_settings(settings, store=store)
 

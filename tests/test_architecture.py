@@ -78,7 +78,7 @@ def _room(module: str) -> str:
 # dependency between rooms is a decision, made here and in that map together.
 FOUNDATION = {"orchestrator", "orchestrator.config_values", "orchestrator.model", "orchestrator.states", "orchestrator.validation",
               "orchestrator.agent_env", "orchestrator.steps", "orchestrator.backoff", "orchestrator.logs",
-              "orchestrator.taskmaster", "orchestrator.settings"}
+              "orchestrator.taskmaster", "orchestrator.settings", "orchestrator.heartbeat"}
 SENDING = {"orchestrator.store", "orchestrator.dispatch", "orchestrator.celery_app", "orchestrator.celery_dispatch",
            "orchestrator.runtime", "orchestrator.effects"}
 EDGES = {"orchestrator.kube", "orchestrator.runners", "orchestrator.github"}
@@ -93,6 +93,7 @@ ALLOWED: dict[str, set[str]] = {
     "orchestrator.steps": set(),
     "orchestrator.backoff": set(),
     "orchestrator.logs": set(),
+    "orchestrator.heartbeat": set(),  # the worker's consumer heartbeat file: written by workers/, read by cli/
     "orchestrator.validation": {"orchestrator.model"},
     "orchestrator.agent_env": {"orchestrator.validation"},
     "orchestrator.taskmaster": {"orchestrator.model"},

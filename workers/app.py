@@ -15,6 +15,7 @@ from orchestrator.celery_app import celery_config, create_celery
 from orchestrator.celery_dispatch import CeleryDispatcher
 from orchestrator.settings import ConfigError, get_settings
 from orchestrator.steps import QUEUES
+from workers import heartbeat
 
 __all__ = ["QUEUES", "app", "celery_config", "create_celery"]
 
@@ -43,5 +44,7 @@ def _load() -> Celery:
 
 
 app = _load()
+# `--heartbeat-file`: the consumer heartbeat the chart's liveness probe and `orchestrator up` read.
+heartbeat.install(app)
 # The steps this process runs send their next steps through this app.
 dispatch.set_default(lambda: CeleryDispatcher(app))

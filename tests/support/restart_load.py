@@ -39,9 +39,13 @@ DEFAULT_RECOVERY = {
 
 @dataclass(frozen=True)
 class Outage:
-    """Redis away: `after` seconds after the previous event (the first: after `tasks_before` were accepted)."""
+    """One fault, `after` seconds after the previous one (the first: once `tasks_before` were accepted).
 
-    how: str = "sigterm"  # or "sigkill"
+    `how`: "sigterm" (Redis stopped cleanly) or "sigkill" (Redis crashed), each for `seconds` and then
+    started again; or "worker" / "watcher": that process SIGKILLed, left to the supervisor.
+    """
+
+    how: str = "sigterm"
     seconds: float = 10.0
     after: float = 0.0
 
@@ -56,9 +60,10 @@ class Result:
     lost: list[str] = field(default_factory=list)  # accepted, never ended (or not found)
     twice: list[str] = field(default_factory=list)  # an agent started more than once for the task
     not_succeeded: list[str] = field(default_factory=list)
-    recovery_seconds: float | None = None  # from Redis's last return to the last accepted task's end
+    recovery_seconds: float | None = None  # from Redis's last return (or the kill) to the last task's end
     restarts: dict[str, int] = field(default_factory=dict)
     stuck: Counter[str] = field(default_factory=Counter)  # statuses of the tasks not ended at the deadline
+    dead: list[str] = field(default_factory=list)  # unsupervised processes that were not running at the end
 
     def summary(self) -> str:
         recovery = "never" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f} s"
@@ -82,6 +87,7 @@ class RestartLoad:
         services: int = 2,
         env: dict[str, str] | None = None,
         concurrency: int = 2,
+        supervise: bool = True,
     ):
         self.tmp = tmp
         self.tasks = tasks
@@ -92,6 +98,7 @@ class RestartLoad:
         self.starts.touch()
         self.concurrency = concurrency
         self.services = services
+        self.supervise = supervise  # False: as before issue #19, a process that dies stays dead
         merged = {
             "ORCHESTRATOR_LOCAL_AGENT_COMMAND": f"{sys.executable} {REPO_ROOT}/tests/support/counting_agent.py "
             f"{self.starts}",
@@ -116,6 +123,8 @@ class RestartLoad:
         self.stack.start_api()
         self.stack.start_worker("worker", concurrency=self.concurrency)
         self.stack.start_watcher()
+        if not self.supervise:
+            return
         procs = {name: self.stack.processes[name] for name in ("worker", "watcher")}
         self.supervisor = Supervisor(
             {name: _Restartable(self.stack, name, proc) for name, proc in procs.items()},
@@ -159,6 +168,10 @@ class RestartLoad:
             time.sleep(0.05)
         for outage in outages:
             time.sleep(outage.after)
+            if outage.how in ("worker", "watcher"):
+                self.stack.processes[outage.how].kill()  # the supervisor starts it again
+                self.redis_back_at = time.monotonic()
+                continue
             if outage.how == "sigkill":
                 self.stack.redis.kill()
             else:
@@ -198,6 +211,9 @@ class RestartLoad:
         result.twice = sorted(task for task, count in per_task.items() if count > 1)
         if self.supervisor:
             result.restarts = dict(self.supervisor.restarts)
+        else:
+            result.restarts = {name: 0 for name in ("worker", "watcher")}
+            result.dead = [name for name in ("worker", "watcher") if not self.stack.processes[name].alive]
         return result
 
     def _status(self, service: str, task_id: int) -> str:

@@ -42,7 +42,8 @@ class Outage:
     """One fault, `after` seconds after the previous one (the first: once `tasks_before` were accepted).
 
     `how`: "sigterm" (Redis stopped cleanly) or "sigkill" (Redis crashed), each for `seconds` and then
-    started again; or "worker" / "watcher": that process SIGKILLed, left to the supervisor.
+    started again; "worker" / "watcher": that process SIGKILLed, left to the supervisor; "none": nothing
+    (the baseline, timed from the same moment).
     """
 
     how: str = "sigterm"
@@ -168,6 +169,9 @@ class RestartLoad:
             time.sleep(0.05)
         for outage in outages:
             time.sleep(outage.after)
+            if outage.how == "none":  # the baseline: the same stream, nothing broken
+                self.redis_back_at = time.monotonic()
+                continue
             if outage.how in ("worker", "watcher"):
                 self.stack.processes[outage.how].kill()  # the supervisor starts it again
                 self.redis_back_at = time.monotonic()

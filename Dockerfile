@@ -14,7 +14,7 @@ COPY pyproject.toml setup.cfg README.md ./
 COPY api ./api
 COPY workers ./workers
 COPY orchestrator ./orchestrator
-RUN pip wheel --wheel-dir /wheels ".[flower]"
+RUN pip wheel --wheel-dir /wheels ".[flower,otel]"
 
 # --- runtime: the package installed, no build tools, not root ----------------
 FROM python:3.11-slim AS runtime
@@ -36,7 +36,7 @@ RUN apt-get update \
  && mkdir -p /workspace /var/lib/orchestrator \
  && chown 1000:1000 /workspace /var/lib/orchestrator
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels "orchestrator[flower]" \
+RUN pip install --no-index --find-links /wheels "orchestrator[flower,otel]" \
  && rm -rf /wheels
 WORKDIR /tmp
 USER 1000:1000

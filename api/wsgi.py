@@ -12,9 +12,13 @@ from orchestrator.settings import ConfigError
 
 try:
     from api.app import create_app
+    from orchestrator import tracing
     from orchestrator.celery_dispatch import default as celery_dispatcher
+    from orchestrator.settings import get_settings
 
     app = create_app(dispatcher=celery_dispatcher())
+    # Off (and nothing of OpenTelemetry imported) unless ORCHESTRATOR_OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    tracing.setup(get_settings(), "api", flask_app=app)
 except ConfigError as exc:
     # One readable line instead of a traceback, then a non-zero exit.
     raise SystemExit(f"orchestrator: configuration error: {exc}") from None

@@ -38,6 +38,10 @@ NEVER_ALLOWED: tuple[str, ...] = (
     "KUBECONFIG",
     "MCP_*",
     "DISABLE_*",
+    # Where telemetry goes (prompts and tool details may be in it), and which trace it joins.
+    "OTEL_*",
+    "TRACEPARENT",
+    "TRACESTATE",
     # Where connections go and whom they trust.
     "*PROXY*",
     "SSL_*",

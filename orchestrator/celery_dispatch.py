@@ -32,6 +32,7 @@ from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
 from redis.connection import parse_url
 
+from orchestrator import tracing
 from orchestrator.celery_app import create_celery
 from orchestrator.dispatch import Enqueue, QueueUnavailable, Write
 from orchestrator.steps import Step
@@ -81,8 +82,12 @@ class CeleryDispatcher:
 
     def _publish(self, step: str, args: list[Any], *, countdown: float | None, argsrepr: str | None) -> None:
         if not self.plain_redis:
+            traceparent = tracing.current_traceparent()
+            headers = {"traceparent": traceparent} if traceparent else None
             try:
-                self.app.send_task(str(step), args=args, countdown=countdown, argsrepr=argsrepr, retry=False)
+                self.app.send_task(
+                    str(step), args=args, countdown=countdown, argsrepr=argsrepr, retry=False, headers=headers
+                )
             except OperationalError as exc:
                 raise QueueUnavailable("the queue does not answer") from exc
             return
@@ -147,6 +152,11 @@ class CeleryDispatcher:
                 ignore_result=None,
             )
             headers, properties, embed = task.headers, dict(task.properties), dumps(task.body[2])
+        # Tracing on: the step's span is a child of the sender's (a webhook's request, the step before). A step
+        # of a task joins the task's own trace instead (orchestrator.tracing); this covers the others.
+        traceparent = tracing.current_traceparent()
+        if traceparent:
+            headers["traceparent"] = traceparent
         return queue, kombu_message(queue, headers, properties, args, embed, reply_to=_REPLY_TO)
 
     def queue_of(self, step: str) -> str:

@@ -125,6 +125,27 @@ def parse_runner(raw: str) -> str:
     return value
 
 
+def parse_otlp_endpoint(raw: str) -> str:
+    """An OTLP base URL (http or https, no query), without its trailing slash; empty: telemetry off."""
+    value = raw.strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlparse(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"expected an http(s) URL such as http://collector:4318, got {raw!r}")
+    return value
+
+
+OTLP_PROTOCOLS = ("http/protobuf", "http/json", "grpc")
+
+
+def parse_otlp_protocol(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in OTLP_PROTOCOLS:
+        raise ValueError(f"expected one of {', '.join(OTLP_PROTOCOLS)}, got {raw!r}")
+    return value
+
+
 def parse_path(raw: str) -> Path:
     return Path(raw.strip()).expanduser().resolve()
 

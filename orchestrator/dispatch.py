@@ -89,10 +89,12 @@ class NoDispatcher(RuntimeError):
     """Nothing installed a dispatcher in this process: its entry point must (see the module's docstring)."""
 
 
-def set_default(factory: Callable[[], Dispatcher] | None) -> None:
-    """Register what builds this process's dispatcher on first use when none is installed."""
+def set_default(factory: Callable[[], Dispatcher] | None) -> Callable[[], Dispatcher] | None:
+    """Register what builds the dispatcher on first use when none is installed; returns the one it replaces."""
     global _default
-    _default = factory
+    with _lock:
+        previous, _default = _default, factory
+    return previous
 
 
 def install(dispatcher: Dispatcher | None) -> Dispatcher | None:

@@ -175,6 +175,8 @@ class Task:
     pull_request_outcome: str | None = None
     github_status_comment: str | None = None
     github_status_digest: str | None = None
+    # W3C traceparent of the submission (tracing on): every step of the task joins that trace.
+    trace_parent: str = ""
 
     @property
     def ref(self) -> tuple[str, int]:

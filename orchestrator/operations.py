@@ -13,13 +13,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator import dispatch
+from orchestrator import dispatch, tracing
 from orchestrator.coordination.rules import dependency_ids, find_cycle, format_cycle
-from orchestrator.dispatch import Dispatcher, Write
+from orchestrator.dispatch import Dispatcher, Enqueue, Write
 from orchestrator.model import Task
 from orchestrator.states import ACTIVE, CANCELLABLE_FROM, RETRYABLE_FROM, TERMINAL, Status
 from orchestrator.steps import Step
-from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.store import IllegalTransition, TaskStore, Transition
 
 log = logging.getLogger("orchestrator.operations")
 
@@ -81,6 +81,8 @@ def submit_task(
             idempotency_value=idempotency_value,
             dependencies=dependencies,
             enqueue=enqueue,
+            # The trace of this submission (a request, a webhook's step) becomes the task's.
+            trace_parent=tracing.current_traceparent(),
         ),
     )
     try:
@@ -105,23 +107,34 @@ def cancel_task(
         task = store.require_task(service, task_id)
         if task.status not in CANCELLABLE_FROM:
             raise OperationRefused(f"task {service}/{task_id} already ended ({task.status}); nothing to cancel")
-        try:
-            store.transition(
+
+        def record(enqueue: Enqueue | None, seen: Task = task) -> Transition:
+            return store.transition(
                 service,
                 task_id,
                 Status.CANCELLED,
                 reason=reason or f"cancelled by {actor}",
                 actor=actor,
-                expect=task.status,
+                expect=seen.status,
+                enqueue=enqueue,
             )
+
+        try:
+            if task.status in ACTIVE and task.current_run:
+                # Recorded and its stop queued in one script: a process that dies right after
+                # the cancel cannot leave the run's agent working with nobody to stop it.
+                (dispatcher or dispatch.current()).send(Step.CANCEL_RUN, task.current_run, write=Write(store, record))
+            else:
+                record(None)
             break
         except IllegalTransition as exc:
             if not exc.conflict:
                 raise OperationRefused(str(exc)) from None
+        except dispatch.QueueUnavailable:
+            log.warning("could not queue %s for %s; its agent runs until it ends", Step.CANCEL_RUN, task.current_run)
+            break
     else:
         raise OperationRefused(f"task {service}/{task_id} keeps changing; try the cancel again")
-    if task.status in ACTIVE and task.current_run:
-        _queue(dispatcher, Step.CANCEL_RUN, task.current_run)
     _queue(dispatcher, Step.ADMIT, service, task_id)  # dependents and waiting tasks may move now
     return store.require_task(service, task_id)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator import agent_env, dispatch, effects, validation
+from orchestrator import agent_env, dispatch, effects, tracing, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.model import ENDED_PHASES, Outcome, Run, RunPhase, Task, is_reserved_env
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, Runner, RunObservation, RunRequest
@@ -102,6 +102,7 @@ def build_request(settings: Settings, task: Task, run: Run) -> RunRequest:
         origin=json.dumps(origin, sort_keys=True) if origin else "",
         output_dir=output_dir,
         contract_env=contract,
+        traceparent=tracing.current_traceparent(),
     )
 
 

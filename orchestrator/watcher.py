@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestrator import dispatch, runs
-from orchestrator.coordination import redrive
+from orchestrator.coordination import redrive, retention
 from orchestrator.model import Run
 from orchestrator.runners.base import FAILED, SUCCEEDED, Runner, RunObservation, Tracker
 from orchestrator.runners.errors import RunnerError
@@ -54,7 +54,7 @@ RECONCILE_RUN_FIELDS = ("run_id", "phase", "job_name", "started_at", "observed_r
 # How long a stopping watcher waits for its watch streams before it releases the lease.
 SHUTDOWN_WAIT_SECONDS = 2.0
 
-# The workspace sweep only removes files of tasks that ended long ago: hourly is plenty.
+# The workspace sweep and retention only remove what ended long ago: hourly is plenty.
 WORKSPACE_SWEEP_SECONDS = 3600.0
 
 
@@ -206,7 +206,7 @@ class Watcher:
 
     def coordinate(self) -> dict[str, list[str]]:
         """Coordination's periodic share: re-drive tasks whose step was lost, renew or reclaim slots,
-        and now and then sweep the workspace of tasks that ended for good."""
+        and now and then sweep the workspace of tasks that ended for good and delete tasks past retention."""
         try:
             done = redrive.redrive_stuck(self.store, self.settings)
         except (StoreError, dispatch.QueueUnavailable) as exc:
@@ -219,6 +219,10 @@ class Watcher:
                 self.send(Step.CLEANUP_WORKSPACE)
             except dispatch.QueueUnavailable as exc:
                 log.warning("could not queue the workspace sweep: %s", exc)
+            try:
+                retention.expire_ended(self.store, self.settings)
+            except StoreError as exc:
+                log.warning("retention pass failed (next one in an hour): %s", exc)
         return {key: value for key, value in done.items() if value}
 
     def sweep(self) -> list[str]:

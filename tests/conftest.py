@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -88,7 +89,26 @@ def settings(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Itera
             monkeypatch.setenv(key, value)
     reset_settings_cache()
     runtime.reset()
-    yield Settings.from_env(base_env)
+    parsed = Settings.from_env(base_env)
+    # Steps sent by a test that installs no dispatcher of its own go to this test's Redis:
+    # workers.app registers a default built from whatever environment first imported it
+    # (import it now, so its registration is the one replaced), and ours builds on first send.
+    import workers.app  # noqa: F401
+    from orchestrator.celery_app import create_celery
+    from orchestrator.celery_dispatch import CeleryDispatcher
+
+    built: list[Any] = []
+
+    def _dispatcher() -> CeleryDispatcher:
+        celery = create_celery(parsed)
+        built.append(celery)
+        return CeleryDispatcher(celery)
+
+    previous = dispatch.set_default(_dispatcher)
+    yield parsed
+    dispatch.set_default(previous)
+    for celery in built:
+        celery.close()
     reset_settings_cache()
     runtime.reset()
 

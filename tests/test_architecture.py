@@ -78,9 +78,10 @@ def _room(module: str) -> str:
 # dependency between rooms is a decision, made here and in that map together.
 FOUNDATION = {"orchestrator", "orchestrator.config_values", "orchestrator.model", "orchestrator.states", "orchestrator.validation",
               "orchestrator.agent_env", "orchestrator.steps", "orchestrator.backoff", "orchestrator.logs",
-              "orchestrator.taskmaster", "orchestrator.settings", "orchestrator.heartbeat"}
+              "orchestrator.taskmaster", "orchestrator.settings", "orchestrator.variables",
+              "orchestrator.heartbeat"}
 SENDING = {"orchestrator.store", "orchestrator.dispatch", "orchestrator.celery_app", "orchestrator.celery_dispatch",
-           "orchestrator.runtime", "orchestrator.effects"}
+           "orchestrator.runtime", "orchestrator.effects", "orchestrator.tracing"}
 EDGES = {"orchestrator.kube", "orchestrator.runners", "orchestrator.github"}
 DOMAIN = {"orchestrator.workspace", "orchestrator.delivery", "orchestrator.coordination", "orchestrator.usage",
           "orchestrator.runs", "orchestrator.operations", "orchestrator.watcher"}
@@ -98,15 +99,18 @@ ALLOWED: dict[str, set[str]] = {
     "orchestrator.agent_env": {"orchestrator.validation"},
     "orchestrator.taskmaster": {"orchestrator.model"},
     # pipelines are parsed with the settings; stages.py imports nothing of coordination
-    "orchestrator.settings": {"orchestrator.config_values", "orchestrator.validation", "orchestrator.agent_env",
-                              "orchestrator.coordination"},
+    "orchestrator.settings": {"orchestrator.config_values", "orchestrator.variables"},
+    "orchestrator.variables": {"orchestrator.config_values", "orchestrator.validation", "orchestrator.agent_env",
+                               "orchestrator.coordination"},
     "orchestrator.store": {"orchestrator.model", "orchestrator.states"},
     "orchestrator.dispatch": {"orchestrator.steps", "orchestrator.store"},
     "orchestrator.celery_app": {"orchestrator.settings", "orchestrator.steps"},
     "orchestrator.celery_dispatch": {"orchestrator.celery_app", "orchestrator.dispatch", "orchestrator.steps",
-                                     "orchestrator.store"},
+                                     "orchestrator.store", "orchestrator.tracing"},
     "orchestrator.runtime": {"orchestrator.settings", "orchestrator.store"},
     "orchestrator.effects": {"orchestrator.store"},  # intent and completion of side effects, kept in the store
+    # a step's task trace is read from the store by the process's own store (runtime)
+    "orchestrator.tracing": {"orchestrator.settings", "orchestrator.steps", "orchestrator.store", "orchestrator.runtime"},
     # the runners and their Kubernetes edge know where a run's worktree is, nothing else of the workspace
     "orchestrator.kube": FOUNDATION | {"orchestrator.store", "orchestrator.runners", "orchestrator.workspace"},
     "orchestrator.runners": FOUNDATION | {"orchestrator.kube", "orchestrator.workspace"},

@@ -176,7 +176,8 @@ def test_secret_values_land_in_the_secret(renders: dict[str, Rendered]) -> None:
     decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert decoded == {"anthropic-api-key": "ci-anthropic-key", "github-token": "ci-github-token",
                        "github-webhook-secret": "ci-webhook-secret", "api-tokens": "ci-token-a,ci-token-b",
-                       "session-secret": "ci-session-secret"}
+                       "session-secret": "ci-session-secret",
+                       "otel-exporter-otlp-headers": "Authorization=Bearer ci-otlp-token"}
     flower = rendered.named("Secret", "orchestrator-flower")
     assert base64.b64decode(flower["data"]["flower-basic-auth"]).decode() == "ops:ci-flower-password"
 
@@ -198,6 +199,12 @@ def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered
     settings = Settings.from_env({k: v for k, v in config.items() if k != "ORCHESTRATOR_JOB_TEMPLATE"})
     assert settings.max_retries == 3 and settings.github_trigger_label == "agent"
     assert set(settings.pipelines) == {"review"}
+    assert settings.otel_endpoint == "http://otel-collector.observability:4318" and settings.otel_protocol == "grpc"
+    # The exporter's headers are a credential: every process reads them from the Secret.
+    for name in ("orchestrator-api", "orchestrator-watcher"):
+        container = renders["all-on-values"].named("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        ref = _env(container)["ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "otel-exporter-otlp-headers"
     assert "ORCHESTRATOR_PIPELINES" not in default.named("ConfigMap", "orchestrator-config")["data"]
 
 

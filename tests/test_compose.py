@@ -131,14 +131,15 @@ def test_run_state_is_on_one_volume_for_every_service_that_reads_it(compose: dic
 
 
 SECRETS = ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "ANTHROPIC_API_KEY",
-           "ORCHESTRATOR_SESSION_SECRET", "FLOWER_BASIC_AUTH")
+           "ORCHESTRATOR_SESSION_SECRET", "FLOWER_BASIC_AUTH", "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS")
+OTLP = "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS"  # every traced process exports its spans
 SECRETS_USED = {
-    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET"},
-    "worker-events": {"GITHUB_TOKEN"},  # handles deliveries, reports status to GitHub
-    "worker-coordination": {"GITHUB_TOKEN"},  # queues a status report only when a token is configured
-    "worker-workspace": {"GITHUB_TOKEN"},  # clones and fetches
-    "worker-deploy": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY"},  # the local runner hands both to its agents
-    "watcher": set(),
+    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET", OTLP},
+    "worker-events": {"GITHUB_TOKEN", OTLP},  # handles deliveries, reports status to GitHub
+    "worker-coordination": {"GITHUB_TOKEN", OTLP},  # queues a status report only when a token is configured
+    "worker-workspace": {"GITHUB_TOKEN", OTLP},  # clones and fetches
+    "worker-deploy": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY", OTLP},  # the local runner hands them to its agents
+    "watcher": {OTLP},
     "flower": {"FLOWER_BASIC_AUTH"},
 }
 

@@ -149,6 +149,8 @@ def test_a_stopped_redis_is_queue_unavailable(own_redis, settings: Settings, mon
 def test_without_an_installed_dispatcher_the_default_is_the_workers_app(settings: Settings) -> None:
     import workers.app
 
+    # The settings fixture routes this test's steps to its own Redis; put back what workers.app registered.
+    dispatch.set_default(workers.app.default_dispatcher)
     dispatch.install(None)
     built = dispatch.current()
     assert isinstance(built, CeleryDispatcher) and built.app is workers.app.app

@@ -62,9 +62,9 @@ def test_runs_as_non_root(stages: list[list[tuple[str, str]]]) -> None:
     assert uid == "1000"  # the chart's runAsUser
 
 
-def test_installs_the_package_with_flower(stages: list[list[tuple[str, str]]]) -> None:
+def test_installs_the_package_with_flower_and_otel(stages: list[list[tuple[str, str]]]) -> None:
     runtime = " ".join(args for keyword, args in stages[-1] if keyword == "RUN")
-    assert '"orchestrator[flower]"' in runtime
+    assert '"orchestrator[flower,otel]"' in runtime
     assert "--no-index" in runtime  # only the wheels built in the first stage
 
 

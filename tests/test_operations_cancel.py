@@ -36,3 +36,29 @@ def test_cancel_of_an_ended_task_is_refused(store: TaskStore) -> None:
     store.transition("web", 2, "Cancelled", reason="", actor="t")
     with pytest.raises(operations.OperationRefused, match="already ended"):
         operations.cancel_task(store, "web", 2, actor="pm")
+
+
+def test_the_cancel_and_its_cancel_run_are_one_write(store: TaskStore, settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API process that dies right after recording a cancel must not leave the run's agent working:
+    the cancel_run message is pushed by the same script that records Cancelled (issue #22, the API cell)."""
+    from orchestrator.celery_app import create_celery
+    from orchestrator.celery_dispatch import CeleryDispatcher
+    from orchestrator.store import broker
+
+    celery = create_celery(settings)
+    dispatcher = CeleryDispatcher(celery)
+    assert dispatcher.bound_to(store)
+
+    def died(*args, **kwargs):  # a publish after the write never happens: the process is gone
+        raise SystemExit("the API process died after the write")
+
+    monkeypatch.setattr(dispatcher, "_publish", died)
+    store.create_task(service="web", task_id=3, agent="a", spec={})
+    for status in ("Queued", "Preparing", "Launching", "Running"):
+        store.transition("web", 3, status, reason="", actor="t", fields={"current_run": "web-3-v1-a1"})
+    with pytest.raises(SystemExit):  # at the first publish after the write
+        operations.cancel_task(store, "web", 3, actor="pm", dispatcher=dispatcher)
+    queued = store.redis.lrange(broker.queue_key(Step.CANCEL_RUN.queue), 0, -1)
+    assert any("web-3-v1-a1" in message and "cancel_run" in message for message in queued)
+    assert store.require_task("web", 3).status == "Cancelled"
+    celery.close()

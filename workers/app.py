@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from orchestrator import dispatch
+from orchestrator import dispatch, tracing
 from orchestrator.celery_app import celery_config, create_celery
 from orchestrator.celery_dispatch import CeleryDispatcher
 from orchestrator.settings import ConfigError, get_settings
@@ -35,8 +35,29 @@ def scrub_worker_logs(logger: Any = None, **kwargs: Any) -> None:
             handler.addFilter(SecretFilter(secrets))
 
 
+@signals.worker_process_init.connect
+def trace_worker_process(**kwargs: Any) -> None:
+    """Tracing in each prefork child: an exporter's thread and connections do not survive a fork."""
+    tracing.setup(get_settings(), "worker", worker=True)
+
+
+@signals.worker_init.connect
+def trace_worker(sender: Any = None, **kwargs: Any) -> None:
+    """Tracing in the worker itself when its pool runs steps in this process (solo, threads)."""
+    if "prefork" not in str(getattr(sender, "pool_cls", "prefork")).lower():
+        tracing.setup(get_settings(), "worker", worker=True)
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def flush_traces(**kwargs: Any) -> None:
+    """Send the spans still buffered before the process ends."""
+    tracing.shutdown()
+
+
 def _load() -> Celery:
     try:
+        tracing.require(get_settings())  # configured but not installed: say so now, not in every child
         return create_celery(include=["workers.steps"])
     except ConfigError as exc:
         # One readable line instead of a traceback, then a non-zero exit.
@@ -46,5 +67,11 @@ def _load() -> Celery:
 app = _load()
 # `--heartbeat-file`: the consumer heartbeat the chart's liveness probe and `orchestrator up` read.
 heartbeat.install(app)
-# The steps this process runs send their next steps through this app.
-dispatch.set_default(lambda: CeleryDispatcher(app))
+
+
+def default_dispatcher() -> CeleryDispatcher:
+    """What the steps this process runs send their next steps through: this app."""
+    return CeleryDispatcher(app)
+
+
+dispatch.set_default(default_dispatcher)

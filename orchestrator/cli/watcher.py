@@ -37,7 +37,7 @@ ALIASES = {"watch": "watcher"}
 def watcher(app: Context, watch_timeout: int) -> int:
     """Track every run: watch, reconcile, sweep (leader-elected)."""
     # Imported here: the other commands never need the runners or a Celery app.
-    from orchestrator import dispatch
+    from orchestrator import dispatch, tracing
     from orchestrator.celery_dispatch import default as celery_dispatcher
     from orchestrator.runners import get_runner
     from orchestrator.runtime import get_store
@@ -48,6 +48,7 @@ def watcher(app: Context, watch_timeout: int) -> int:
     dispatch.install(celery_dispatcher())
     # JSON lines with every configured secret scrubbed, like the API's and the workers' logs.
     logs.configure(settings.log_level, secrets=settings.secret_values())
+    tracing.setup(settings, "watcher")  # off unless ORCHESTRATOR_OTEL_EXPORTER_OTLP_ENDPOINT is set
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -57,7 +58,10 @@ def watcher(app: Context, watch_timeout: int) -> int:
     signal.signal(signal.SIGINT, on_signal)
     loop = Watcher(get_store(), settings, get_runner(settings), watch_timeout=watch_timeout)
     print(f"orchestrator: watching {settings.runner} runs as {loop.holder}", flush=True)
-    loop.run(stop)
+    try:
+        loop.run(stop)
+    finally:
+        tracing.shutdown()
     return 0
 
 

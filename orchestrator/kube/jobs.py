@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from orchestrator.model import is_reserved_env
+from orchestrator.runners import agent_telemetry
 from orchestrator.runners.base import RunRequest
 from orchestrator.settings import Settings
 from orchestrator.store import run_id_for
@@ -120,8 +121,12 @@ def container_env(request: RunRequest, settings: Settings, *, output_root: str) 
         contract["ORCHESTRATOR_STAGE"] = request.stage
     if request.agent.model:
         contract["ANTHROPIC_MODEL"] = request.agent.model
+    contract.update(agent_telemetry.agent_env(request, settings))
     env.extend({"name": k, "value": v} for k, v in contract.items())
-    for name, key in SECRET_KEYS.items():
+    secrets = dict(SECRET_KEYS)
+    if settings.otel_endpoint:  # the exporter's headers carry its credential: from the Secret, like the API key
+        secrets[agent_telemetry.HEADERS_ENV] = agent_telemetry.HEADERS_SECRET_KEY
+    for name, key in secrets.items():
         if name == "GITHUB_TOKEN" and not settings.agent_github_token:
             continue  # delivery pushes and opens pull requests; the agent gets the token only when configured
         env.append(

@@ -47,6 +47,8 @@ class RunRequest:
     output_dir: str = ""
     # Our own contract values for this run (stage prompt, previous stage's outputs), all ORCHESTRATOR_*.
     contract_env: Mapping[str, str] = field(default_factory=dict)
+    # W3C trace context of the step that launched the run (tracing on): the agent's spans join the task's trace.
+    traceparent: str = ""
 
 
 # Phases a runner reports; the watcher maps them onto task statuses.

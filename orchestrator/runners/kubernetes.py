@@ -59,8 +59,18 @@ class KubernetesRunner:
         return status.observe(run_id, job, pods, now=time.time(), pending_timeout=self.settings.pending_timeout_seconds)
 
     def cancel(self, run_id: str) -> None:
-        """Delete the Job and its pods (foreground); nothing happens when it is gone already."""
-        self.client.delete_job(jobs.name_for(run_id))
+        """Delete the Job and its pods (foreground); nothing is asked when it is gone or going already.
+
+        A cancel is delivered more than once (a redelivered step after its
+        worker died past the DELETE, a stall and a PM cancel together): the GET
+        first makes every later delivery a read, so the API server receives one
+        DELETE per run, as it receives one create.
+        """
+        name = jobs.name_for(run_id)
+        job = self.client.get_job(name)
+        if job is None or job.get("metadata", {}).get("deletionTimestamp"):
+            return
+        self.client.delete_job(name)
 
     def logs(self, run_id: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """The newest pod's agent log (after retries, the attempt that counts)."""

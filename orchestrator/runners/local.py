@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.model import is_reserved_env
-from orchestrator.runners import agent_user
+from orchestrator.runners import agent_telemetry, agent_user
 from orchestrator.runners.agent_user import AgentUser
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
@@ -111,6 +111,10 @@ class LocalRunner:
             env["ORCHESTRATOR_STAGE"] = request.stage
         if request.agent.model:
             env["ANTHROPIC_MODEL"] = request.agent.model
+        telemetry = agent_telemetry.agent_env(request, self.settings)
+        if telemetry and self.settings.otel_headers:
+            telemetry[agent_telemetry.HEADERS_ENV] = self.settings.otel_headers
+        env.update(telemetry)
         # Delivery (commit, push, pull request) is the orchestrator's: the agent never needs GITHUB_TOKEN.
         if self.settings.anthropic_api_key and is_claude_code(request.agent.command):
             env["ANTHROPIC_API_KEY"] = self.settings.anthropic_api_key

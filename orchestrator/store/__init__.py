@@ -24,12 +24,13 @@ from orchestrator.store.errors import (
 from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
 from orchestrator.store.leases import Leases
 from orchestrator.store.records import Transition
+from orchestrator.store.retention import Retention
 from orchestrator.store.runs import Runs
 from orchestrator.store.tasks import Tasks
 from orchestrator.store.usage import Usage
 
 
-class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage):
+class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage, Retention):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 

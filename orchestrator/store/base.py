@@ -78,6 +78,7 @@ _SCRIPTS = {
     "_effect_complete": "effect_complete",
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
+    "_purge_task": "purge_task",
 }
 
 _sources: dict[str, str] = {}
@@ -115,6 +116,7 @@ class StoreBase:
     _effect_complete: Script
     _queued_steps: Script
     _usage_record: Script
+    _purge_task: Script
 
     def __init__(self, client: redis.Redis, *, history_limit: int = 200):
         self.redis = client

@@ -147,6 +147,13 @@ class Deliveries(StoreBase):
         """Remember which task a pull request (`owner/repo#n`) belongs to."""
         self._safe(self.redis.set, pull_request_key(key), task_ref(service, task_id))
 
+    def unlink_pull_request(self, key: str, service: str, task_id: int) -> None:
+        """Forget a pull request's link, if it still names that task (retention deleted the task)."""
+        name = pull_request_key(key)
+        # Not atomic, and needs not be: a pull request belongs to one task for its whole life.
+        if self._safe(self.redis.get, name) == task_ref(service, task_id):
+            self._safe(self.redis.delete, name)
+
     def task_for_pull_request(self, key: str) -> tuple[str, int] | None:
         """(service, task id) linked to a pull request, or None."""
         ref = self._safe(self.redis.get, pull_request_key(key))

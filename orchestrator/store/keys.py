@@ -29,7 +29,12 @@ def run_id_for(service: str, task_id: int, version: int, attempt: int, stage: st
 
 
 def task_key(service: str, task_id: int | str) -> str:
-    return f"{PREFIX}:task:{service}:{task_id}"
+    return f"{task_key_prefix(service)}{task_id}"
+
+
+def task_key_prefix(service: str) -> str:
+    """What every task key of `service` starts with (a script builds keys of the service's tasks from it)."""
+    return f"{PREFIX}:task:{service}:"
 
 
 def history_key(service: str, task_id: int | str) -> str:
@@ -59,6 +64,7 @@ GAUGES_KEY = f"{PREFIX}:gauges"
 IDX_PREFIX = f"{PREFIX}:idx"
 IDX_ALL = f"{IDX_PREFIX}:all"
 IDX_STATUS_PREFIX = f"{IDX_PREFIX}:status:"
+IDX_AGENT_PREFIX = f"{IDX_PREFIX}:agent:"
 
 
 def idx_service(service: str) -> str:
@@ -66,7 +72,7 @@ def idx_service(service: str) -> str:
 
 
 def idx_agent(agent: str) -> str:
-    return f"{IDX_PREFIX}:agent:{agent}"
+    return f"{IDX_AGENT_PREFIX}{agent}"
 
 
 def idx_status(status: str) -> str:

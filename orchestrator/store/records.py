@@ -121,6 +121,7 @@ _TASK_FIELDS: dict[str, Callable[[str], Any]] = {
     "pull_request_outcome": str,
     "github_status_comment": str,
     "github_status_digest": str,
+    "trace_parent": str,
 }
 
 _RUN_FIELDS: dict[str, Callable[[str], Any]] = {

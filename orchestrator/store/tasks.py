@@ -62,6 +62,7 @@ class Tasks(StoreBase):
         dependencies: Iterable[int] = (),
         enqueue: tuple[str, bytes | str] | None = None,
         now: float | None = None,
+        trace_parent: str = "",
     ) -> Task:
         """Store a new task in Pending; raise TaskExists when (service, id) is taken.
 
@@ -89,6 +90,8 @@ class Tasks(StoreBase):
             "updated_at": repr(now),
             "submitted_by": actor,
         }
+        if trace_parent:
+            fields["trace_parent"] = trace_parent
         idem = idem_key(idempotency_key) if idempotency_key else idem_key("-")
         ttl = idempotency_ttl if idempotency_key else 0
         value = encode(idempotency_value if idempotency_value is not None else {"task": member})

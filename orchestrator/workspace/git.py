@@ -178,7 +178,7 @@ def normalize_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class CheckoutResult:
-    """Where a checkout stands after `checkout_branch`."""
+    """Where a checkout stands after preparation (`worktree.checkout_worktree`)."""
 
     branch: str
     base_branch: str

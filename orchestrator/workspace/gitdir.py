@@ -17,21 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator import validation
 from orchestrator.workspace.files import atomic_write, remove_path
 from orchestrator.workspace.git import (
     _FILESYSTEM_SETTINGS,
     FETCH_REFSPEC,
     PLANTABLE_PATHS,
-    CheckoutResult,
     Git,
     PermanentGitError,
     WrongRemote,
-    clear_interrupted_state,
     normalize_url,
     scrub,
-    set_excludes,
-    set_skip_worktree,
 )
 
 log = logging.getLogger("orchestrator.workspace.git")
@@ -317,45 +312,3 @@ def start_point(git: Git, branch: str, base: str) -> tuple[str, str]:
     if remote:
         return remote, "remote"
     return base, "base"
-
-
-def checkout_branch(
-    git: Git, *, url: str, base_branch: str, branch: str, local_files: Sequence[str] = (), excludes: Sequence[str] = ()
-) -> CheckoutResult:
-    """Clone or refresh the checkout and leave it clean on `branch`.
-
-    The branch keeps the work committed on it earlier (locally, or pushed to
-    the remote); otherwise it is created from the remote's `base_branch`.
-    Uncommitted changes and untracked files (except ignored ones) are
-    discarded, so the agent starts from committed state only.
-    """
-    validation.git_ref(base_branch, what="base branch")
-    validation.git_ref(branch, what="branch")
-    if branch == base_branch:
-        raise PermanentGitError(f"the task branch {branch!r} is the base branch; refusing to work on it")
-    created = ensure_remote(git, url)
-    git.token_origin = credential_origin(url, git.output("ls-remote", "--get-url", "origin"))
-    clear_interrupted_state(git)
-    # Before `git clean`: files listed here survive it (our task files, other tasks' too).
-    set_excludes(git, excludes)
-    for relpath in local_files:
-        set_skip_worktree(git, relpath, False)
-    git.run("fetch", "--prune", "--no-tags", "--no-recurse-submodules", "--quiet", "origin", network=True)
-    # Learn the remote's default branch (what clone would record); best effort.
-    git.run("remote", "set-head", "origin", "--auto", network=True, check=False)
-    default = git.run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False).stdout.strip()
-    if default and default.removeprefix("refs/remotes/origin/") == branch:
-        raise PermanentGitError(
-            f"the task branch {branch!r} is the repository's default branch; refusing to work on it"
-        )
-    base = git.rev(f"refs/remotes/origin/{base_branch}")
-    if base is None:
-        raise PermanentGitError(f"base branch {base_branch!r} does not exist in the repository")
-    start, started_from = start_point(git, branch, base)
-    git.run("checkout", "--force", "--quiet", "--no-track", "-B", branch, start, "--")
-    git.run("reset", "--hard", "--quiet", start)
-    git.run("clean", "-d", "--force", "--quiet")
-    commit = git.output("rev-parse", "HEAD")
-    return CheckoutResult(
-        branch=branch, base_branch=base_branch, commit=commit, started_from=started_from, cloned=created
-    )

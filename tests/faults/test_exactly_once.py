@@ -51,6 +51,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator: KubeEmulator) -> I
         running.down()
 
 
+def job_deletes(emu: KubeEmulator) -> int:
+    """Job delete requests the API server received (a run that succeeded is never deleted by us: its TTL does)."""
+    return emu.count(lambda r: r.method == "DELETE" and "/jobs/" in r.path)
+
+
 def job_posts(emu: KubeEmulator, names: set[str] | None = None) -> int:
     """Job create requests the API server received (every POST, answered 201 or 409)."""
     return emu.count(lambda r: r.method == "POST" and r.path.endswith("/jobs"))
@@ -63,7 +68,7 @@ def launches_received(log: str) -> int:
 def test_only_worker_killed_mid_burst_then_replaced_asks_for_each_job_once(stack: FaultStack,
                                                                            emulator: KubeEmulator) -> None:
     services = [f"burst-{i}" for i in range(12)]
-    posts_before = job_posts(emulator)
+    posts_before, deletes_before = job_posts(emulator), job_deletes(emulator)
     jobs_before = jobs_created(emulator)
     for service in services:
         status, body = stack.request("POST", "/api/v1/pm/tasks", task_body(1, service))
@@ -85,13 +90,14 @@ def test_only_worker_killed_mid_burst_then_replaced_asks_for_each_job_once(stack
     posts = job_posts(emulator) - posts_before
     assert posts == len(services), (f"{posts} Job POSTs for {len(services)} Jobs; "
                                     f"the new worker received launch_run {launches_received(new_log)} times")
+    assert job_deletes(emulator) == deletes_before
 
 
 @pytest.mark.parametrize("point", ["job.before", "job.between", "job.after"])
 def test_worker_killed_around_the_job_create_asks_for_the_job_once(stack: FaultStack, emulator: KubeEmulator,
                                                                    point: str) -> None:
     service = f"job-{point.split('.')[1]}"
-    posts_before = job_posts(emulator)
+    posts_before, deletes_before = job_posts(emulator), job_deletes(emulator)
     stack.processes["worker0"].stop()
     paused = stack.start_paused_worker("paused", point, concurrency=1)
     status, body = stack.request("POST", "/api/v1/pm/tasks", task_body(1, service))
@@ -107,3 +113,19 @@ def test_worker_killed_around_the_job_create_asks_for_the_job_once(stack: FaultS
     # Killed before the create: the fresh worker's POST is the only one. Between the create and its
     # record: the killed worker's POST, and the Job found by a GET. After the record: nothing asked again.
     assert job_posts(emulator) - posts_before == 1
+    assert job_deletes(emulator) == deletes_before
+
+
+def test_a_cancelled_run_has_its_job_deleted_once(stack: FaultStack, emulator: KubeEmulator) -> None:
+    """The PM's cancel reaches the API server as one DELETE of the run's Job, and the agent stops."""
+    deletes_before = job_deletes(emulator)
+    status, body = stack.request("POST", "/api/v1/pm/tasks", task_body(1, "hold-cancel"))
+    assert status == 202, body
+    wait_until(lambda: stack.task("hold-cancel", 1)["status"] == "Running", 60, "the run to be Running")
+    run_id = stack.task("hold-cancel", 1)["runs"][0]["run_id"]
+    status, body = stack.request("POST", "/api/v1/pm/tasks/hold-cancel/1/cancel", {})
+    assert status in (200, 202), body
+    wait_until(lambda: emulator.get("jobs", run_id) is None, 60, "the Job to be deleted")
+    wait_until(lambda: stack.task("hold-cancel", 1)["runs"][0]["phase"] == "Cancelled", 60, "the run's end")
+    assert stack.task("hold-cancel", 1)["status"] == "Cancelled"
+    assert job_deletes(emulator) - deletes_before == 1

@@ -25,7 +25,8 @@ from tests.support.kube_emulator import Fault, KubeEmulator
 
 
 class JobController:
-    """Stands in for Kubernetes' Job controller: a pod per new Job, which succeeds a moment later."""
+    """Stands in for Kubernetes' Job controller: a pod per new Job, which succeeds a moment later
+    (except the Jobs of services named `hold-*`, which run until deleted)."""
 
     def __init__(self, emulator: KubeEmulator, run_seconds: float = 0.5):
         self.emu = emulator
@@ -42,6 +43,8 @@ class JobController:
                     pod = self.emu.start_pod(name)
                     self.started[name] = time.monotonic()
                     self.emu.append_log(pod["metadata"]["name"], "agent: working")
+                elif name.startswith("hold-"):
+                    continue
                 elif not job["status"].get("conditions") and time.monotonic() - self.started[name] > self.run_seconds:
                     for pod in self.emu.items("pods", selector=f"job-name={name}"):
                         self.emu.terminate_pod(pod["metadata"]["name"], 0)

@@ -65,3 +65,29 @@ def test_a_foreign_job_with_our_name_is_not_adopted(kube_runner: KubernetesRunne
 def test_the_runner_builds_no_client_until_used(kube_settings) -> None:
     runner = KubernetesRunner(kube_settings)  # no kubeconfig, not in a cluster: fine until used
     assert runner._client is None
+
+
+def _job_deletes(emulator: KubeEmulator) -> int:
+    return emulator.count(lambda r: r.method == "DELETE" and "/jobs/" in r.path)
+
+
+def test_a_cancel_delivered_twice_deletes_the_job_once(kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    """A redelivered cancel_run (its worker killed after the DELETE) finds the Job gone and asks nothing more."""
+    kube_runner.launch(request())
+    kube_runner.cancel("billing-1-v1-a1")
+    kube_runner.cancel("billing-1-v1-a1")
+    assert emulator.get("jobs", "billing-1-v1-a1") is None
+    assert _job_deletes(emulator) == 1
+
+
+def test_cancelling_a_run_whose_job_never_existed_deletes_nothing(kube_runner: KubernetesRunner,
+                                                                  emulator: KubeEmulator) -> None:
+    kube_runner.cancel("billing-2-v1-a1")  # cancelled while it was still preparing
+    assert _job_deletes(emulator) == 0
+
+
+def test_a_job_being_deleted_is_not_deleted_again(kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    kube_runner.launch(request())
+    emulator.patch("jobs", "billing-1-v1-a1", {"metadata": {"deletionTimestamp": "2026-11-30T00:00:00Z"}})
+    kube_runner.cancel("billing-1-v1-a1")
+    assert _job_deletes(emulator) == 0

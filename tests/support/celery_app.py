@@ -14,3 +14,8 @@ def point_celery_at(url: str) -> None:
     pools.reset()  # kombu keeps connection pools per URL, process-wide
     app._pool = None
     app.amqp._producer_pool = None
+    from orchestrator import dispatch
+    from orchestrator.celery_dispatch import CeleryDispatcher
+
+    # Steps go through that app (the settings fixture's default would send to the test's other Redis).
+    dispatch.install(CeleryDispatcher(app))  # uninstalled after the test (tests/conftest.py)

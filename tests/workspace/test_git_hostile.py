@@ -15,6 +15,7 @@ import base64
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ import pytest
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
 from orchestrator.workspace.git import Git, PermanentGitError
-from orchestrator.workspace.gitdir import checkout_branch, linked_paths
+from orchestrator.workspace.gitdir import linked_paths
+from orchestrator.workspace.worktree import checkout_worktree
 from orchestrator.workspace.prepare import prepare_workspace
 from tests.support.attacker_server import AttackerServer
 from tests.support.git_server import GitHttpServer, git
@@ -251,10 +253,12 @@ def test_a_planted_file_behind_a_linked_directory_is_never_removed(remote: Path,
     with pytest.raises(Exception, match="symbolic link|not a directory|escape|outside"):
         prepare_workspace(store, ws_settings, run.run_id)
     assert (elsewhere / "attributes").read_text() == "someone else's file\n"
-    # Below the workspace layer too (checkout_branch alone): refused before anything is removed.
-    repo = Git(first.path.parent.parent / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))
+    # Below the workspace layer too (checkout_worktree alone): refused before anything is removed.
+    clone = Git(first.path.parent.parent / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))
+    tree = Git(first.path, token=TOKEN, timeout=30, secrets=(TOKEN,), clone=clone.directory)
     with pytest.raises(PermanentGitError, match=r"symbolic links \(info\)"):
-        checkout_branch(repo, url="https://git.example.test/acme/shop.git", base_branch="main", branch="task-7")
+        checkout_worktree(clone, tree, url="https://git.example.test/acme/shop.git", base_branch="main",
+                          branch="task-7", lock=nullcontext)
     assert (elsewhere / "attributes").exists()
 
 
@@ -287,10 +291,12 @@ def test_a_redirect_to_another_host_gets_no_token(attacker: AttackerServer, tmp_
         monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
         monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{redirector.url}.insteadOf")
         monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://git.example.test/")
-        repo = Git(tmp_path / "ws" / "shop", token=TOKEN, timeout=30, secrets=(TOKEN,))
-        repo.directory.mkdir(parents=True)
+        root = tmp_path / "ws" / "shop"
+        clone = Git(root / ".clone", token=TOKEN, timeout=30, secrets=(TOKEN,))
+        tree = Git(root / "worktrees" / "1", token=TOKEN, timeout=30, secrets=(TOKEN,), clone=clone.directory)
         with pytest.raises(PermanentGitError):
-            checkout_branch(repo, url="https://git.example.test/acme/shop.git", base_branch="main", branch="task-1")
+            checkout_worktree(clone, tree, url="https://git.example.test/acme/shop.git", base_branch="main",
+                              branch="task-1", lock=nullcontext)
     finally:
         redirector.stop()
     assert redirector.requests and attacker.requests, "git followed the redirect"

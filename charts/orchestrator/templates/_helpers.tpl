@@ -225,6 +225,7 @@ be defined first).
 {{- define "orchestrator.workerEnv" -}}
 {{ include "orchestrator.redisEnv" . | trim }}
 {{ include "orchestrator.secretEnv" (dict "root" . "env" "GITHUB_TOKEN" "key" "github-token") }}
+{{ include "orchestrator.secretEnv" (dict "root" . "env" "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS" "key" "otel-exporter-otlp-headers") }}
 {{- if eq .Values.config.runner "local" }}
 {{- /* The local runner starts the agent as a child process, which needs the key itself. */}}
 {{ include "orchestrator.secretEnv" (dict "root" . "env" "ANTHROPIC_API_KEY" "key" "anthropic-api-key") }}

@@ -30,7 +30,10 @@ class Resources:
     def store(self) -> TaskStore:
         if self._store is None:
             self._store = TaskStore(
-                connect(self.settings.redis_url, timeout=2.0), history_limit=self.settings.status_history_limit
+                connect(self.settings.redis_url, timeout=2.0),
+                history_limit=self.settings.status_history_limit,
+                max_tasks_per_service=self.settings.max_tasks_per_service,
+                max_contexts_per_task=self.settings.max_contexts_per_task,
             )
         return self._store
 

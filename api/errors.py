@@ -10,7 +10,8 @@ from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from orchestrator.operations import OperationRefused
-from orchestrator.store import IllegalTransition, StoreUnavailable, TaskExists, TaskNotFound
+from orchestrator.settings import VARIABLES
+from orchestrator.store import IllegalTransition, LimitReached, StoreUnavailable, TaskExists, TaskNotFound
 
 log = logging.getLogger("orchestrator.api")
 
@@ -59,6 +60,16 @@ def request_id() -> str:
     return rid
 
 
+# The field a full cap is reported on: the service of a submission, the task of a context.
+_LIMIT_FIELDS = {"max_tasks_per_service": "service_name", "max_contexts_per_task": "task_id"}
+
+
+def limit_errors(exc: LimitReached) -> dict[str, list[str]]:
+    """The field-level errors of a full cap, naming the variable that sets it."""
+    variable = next((v.env for v in VARIABLES if v.attr == exc.setting), exc.setting)
+    return {_LIMIT_FIELDS.get(exc.setting, "_schema"): [f"{exc} ({variable}={exc.limit})"]}
+
+
 def register_error_handlers(app: Flask) -> None:
     """Render every error as the envelope; never a stack trace or a secret."""
 
@@ -75,6 +86,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(TaskExists)
     def _exists(exc: TaskExists) -> Response:
         return envelope(409, "task_exists", f"{exc}; submit it with another id, or send new context to it")
+
+    @app.errorhandler(LimitReached)
+    def _limit(exc: LimitReached) -> Response:
+        return envelope(409, "limit_reached", f"{exc}; see errors", limit_errors(exc))
 
     @app.errorhandler(OperationRefused)
     @app.errorhandler(IllegalTransition)

@@ -1,7 +1,10 @@
 """gunicorn settings: `gunicorn -c python:api.gunicorn_conf api.wsgi:app`.
 
 Sized for the machine: gthread workers (a followed log stream holds a thread,
-not a whole worker, and the worker's heartbeat goes on while it streams).
+not a whole worker, and the worker's heartbeat goes on while it streams). The
+console's live status streams hold no thread at all: the worker class hands
+them to its process's live hub (api/live_hub.py), so open pages never count
+against `threads` or `worker_connections`.
 Everything can be changed with GUNICORN_* variables. Logs are JSON on stdout
 (one line per request, written by the app with its request id), so gunicorn's
 own access log is off to avoid a second line per request.

@@ -5,9 +5,12 @@ thread then blocks until the whole head (and, in the app, the body) has come.
 Twelve clients sending a byte a second held every thread of two workers, and
 /health timed out: gunicorn's `timeout` and `keepalive` are no read deadlines
 for this worker. Here the worker's event loop reads what a client sends, without
-blocking, until the head is complete and a body of known length (up to
-READ_AHEAD_BODY_MAX, more than the app accepts) has arrived; only then does a
-thread take the request, with every byte it needs already in memory. A client that takes longer than
+blocking, until the head is complete and a body of known length (up to the
+largest body the app accepts on that path, `ORCHESTRATOR_WEBHOOK_MAX_BYTES`
+for webhooks, else `ORCHESTRATOR_MAX_REQUEST_BYTES`) has arrived; only then does a thread take the
+request, with every byte it needs already in memory. A longer Content-Length
+is answered 413 before any of the body is read: nobody, signed or not, makes a
+worker hold more than the app would take. A client that takes longer than
 GUNICORN_HEADER_TIMEOUT for its head, or GUNICORN_BODY_TIMEOUT for its body,
 is answered 408 and closed. Connections being read ahead do not count against
 `worker_connections` (they hold no thread), so slow clients do not stop a worker
@@ -30,28 +33,37 @@ import time
 from functools import partial
 from typing import Any
 
+import orjson
 from gunicorn.workers.gthread import ThreadWorker
 
-# Bodies up to this are read ahead: more than any the app accepts (a webhook, 25 MB), so
-# a thread never waits on a body; a longer one is refused with 413 from its Content-Length.
-READ_AHEAD_BODY_MAX = 26 << 20
+from orchestrator.settings import get_settings
+
 READ_AHEAD_BYTES_MAX = 64 << 20  # of all connections being read ahead by one worker
 HEAD_MAX = 64 << 10
 READING_MAX = 256
 
 
-def _answer(status: str) -> bytes:
-    return f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode()
+def _answer(status: str, body: bytes = b"") -> bytes:
+    kind = "Content-Type: application/json\r\n" if body else ""
+    return f"HTTP/1.1 {status}\r\nConnection: close\r\n{kind}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def _too_large(limit: int) -> bytes:
+    """413 in the app's error envelope, before the body is read."""
+    message = f"the body is larger than {limit} bytes"
+    return _answer("413 Content Too Large", orjson.dumps({"code": "payload_too_large", "message": message}))
 
 
 TIMED_OUT = _answer("408 Request Timeout")
 LENGTH_REQUIRED = _answer("411 Length Required")
-TOO_LARGE = _answer("413 Content Too Large")
 HEAD_TOO_LARGE = _answer("431 Request Header Fields Too Large")
 BUSY = _answer("503 Service Unavailable")
 _CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _CHUNKED = re.compile(rb"^transfer-encoding[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_WEBHOOK = re.compile(rb"[A-Z]+ (?:https?://[^/ ]*)?/webhooks/")  # the request line of a webhook
 _EXPECT_CONTINUE = re.compile(rb"^expect[ \t]*:[ \t]*100-continue", re.IGNORECASE | re.MULTILINE)
+# The console's live status streams: served by the process's live hub, never by a request thread (api/live_hub.py).
+_LIVE_REQUEST = re.compile(rb"^GET /console/events[? ]")
 
 
 def _seconds(name: str, default: float) -> float:
@@ -77,6 +89,10 @@ class ReadAheadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.header_timeout = _seconds("GUNICORN_HEADER_TIMEOUT", 10.0)
         self.body_timeout = _seconds("GUNICORN_BODY_TIMEOUT", 60.0)
+        # Bodies up to the app's own cap of their path are read ahead, so a thread never waits on one.
+        settings = get_settings()
+        self.caps = {True: settings.webhook_max_bytes, False: settings.max_request_bytes}
+        self.too_large = {webhook: _too_large(cap) for webhook, cap in self.caps.items()}
         self.reading: dict[Any, _Reading] = {}  # insertion order: the oldest first
 
     def enqueue_req(self, conn: Any) -> None:
@@ -140,8 +156,9 @@ class ReadAheadWorker(ThreadWorker):
                 return LENGTH_REQUIRED
             match = _CONTENT_LENGTH.search(head)
             length = int(match.group(1)) if match else 0
-            if length > READ_AHEAD_BODY_MAX:
-                return TOO_LARGE
+            webhook = _WEBHOOK.match(head) is not None
+            if length > self.caps[webhook]:
+                return self.too_large[webhook]
             state.needed = end + 4 + length
             if length:
                 state.deadline = time.monotonic() + self.body_timeout
@@ -158,7 +175,24 @@ class ReadAheadWorker(ThreadWorker):
         if state.buffer:
             conn.parser.unreader.unread(bytes(state.buffer))
         conn.data_ready = True
+        if _LIVE_REQUEST.match(state.buffer) and self._to_live_hub(conn):
+            return
         super().enqueue_req(conn)
+
+    def _to_live_hub(self, conn: Any) -> bool:
+        """Give a live page's stream, fully read, to the live hub: it holds a socket there, not a thread."""
+        from gunicorn.http import wsgi
+
+        from api.live_hub import hub_for
+
+        try:
+            req = next(conn.parser)  # every byte is in memory: this does not wait
+            _resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
+        except Exception:  # noqa: BLE001 - a request the parser refuses goes the usual way, and is answered there
+            return False
+        self.nr_conns -= 1  # the worker no longer holds it
+        hub_for(self.wsgi).accept(conn.sock, environ)
+        return True
 
     def _refuse(self, conn: Any, answer: bytes, *, counted: bool) -> None:
         try:

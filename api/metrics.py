@@ -4,7 +4,8 @@ Request counts and latencies are recorded by the app's request hooks. Task
 counts and queue depths are read from Redis when Prometheus scrapes, so they
 are the same whichever worker answers. Under gunicorn with several workers,
 set PROMETHEUS_MULTIPROC_DIR (api/gunicorn_conf.py does) and the request
-metrics of every worker are merged.
+metrics of every worker are merged, with those the core records in them
+(orchestrator.metrics: the webhook receipts).
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from orchestrator.metrics import registry as core_metrics
+from orchestrator.metrics.labels import bounded
 from orchestrator.steps import QUEUES  # the queues the API reports (no Celery app built to be scraped)
 from orchestrator.store import StoreError
+from orchestrator.workspace.cleanup import DISK_GAUGE
 
 log = logging.getLogger("orchestrator.api")
 
@@ -65,7 +69,7 @@ class RequestMetrics:
 
 
 class StoreCollector(Collector):
-    """Tasks by status and queue depths, read from Redis at scrape time."""
+    """Tasks by status, queue depths and the workspace's disk use, read from Redis at scrape time."""
 
     def __init__(self, app: Flask):
         self.app = app
@@ -76,6 +80,7 @@ class StoreCollector(Collector):
         try:
             counts = store.count_by_status()
             depths = store.queue_depths(QUEUES)
+            gauges = store.gauges()
         except StoreError:
             up.add_metric([], 0)
             yield up
@@ -90,6 +95,35 @@ class StoreCollector(Collector):
         for queue, n in depths.items():
             queues.add_metric([queue], n)
         yield queues
+        yield from _disk(gauges)
+
+
+def _disk(gauges: dict[str, float]) -> Iterator[Metric]:
+    """The workspace's disk use as the last sweep measured it, whichever worker ran it.
+
+    Read from the store like the task counts: every API pod reports the same
+    figure, where a gauge in each worker would go stale in the pods that did
+    not sweep last.
+    """
+    total = GaugeMetricFamily(
+        "orchestrator_workspace_disk_bytes", "Disk used by the shared workspace, as its last sweep measured it."
+    )
+    per_service = GaugeMetricFamily(
+        "orchestrator_workspace_service_disk_bytes",
+        "Disk used by one service's part of the workspace, as its last sweep measured it.",
+        labels=["service"],
+    )
+    services: dict[str, float] = {}
+    for name, value in gauges.items():
+        if name == DISK_GAUGE:
+            total.add_metric([], value)
+        elif name.startswith(DISK_GAUGE + ":"):
+            service = bounded("service", name[len(DISK_GAUGE) + 1 :])  # past the cap, "other" adds up
+            services[service] = services.get(service, 0.0) + value
+    for service, value in services.items():
+        per_service.add_metric([service], value)
+    yield total
+    yield per_service
 
 
 def init_metrics(app: Flask) -> RequestMetrics:
@@ -110,6 +144,7 @@ def metrics() -> Response:
         multiprocess.MultiProcessCollector(scrape)  # every worker's request metrics
         text = b""
     else:
-        text = generate_latest(own.registry)
+        # One process: its request metrics, and those the core records in it (webhook receipts...).
+        text = generate_latest(own.registry) + generate_latest(core_metrics.get().registry)
     scrape.register(StoreCollector(current_app._get_current_object()))  # type: ignore[attr-defined]
     return Response(text + generate_latest(scrape), mimetype=CONTENT_TYPE_LATEST)

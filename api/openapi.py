@@ -118,7 +118,10 @@ def build_spec(settings: Any) -> dict[str, Any]:
                 "responses": {
                     "202": _ok("accepted and stored", "Task", LOCATION),
                     **COMMON,
-                    "409": _error("a task with this service_name and id exists"),
+                    "409": _error(
+                        "a task with this service_name and id exists, or the service holds "
+                        "ORCHESTRATOR_MAX_TASKS_PER_SERVICE tasks (limit_reached)"
+                    ),
                     "413": _error("request body too large"),
                     "415": _error("not application/json"),
                     "422": _error("Idempotency-Key reused for a different request"),
@@ -160,6 +163,7 @@ def build_spec(settings: Any) -> dict[str, Any]:
                     "202": _ok("stored; a new run follows", "Task", LOCATION),
                     **COMMON,
                     "404": _error("no such task"),
+                    "409": _error("the task holds ORCHESTRATOR_MAX_CONTEXTS_PER_TASK documents (limit_reached)"),
                     "413": _error("request body too large"),
                     "415": _error("not application/json"),
                 },

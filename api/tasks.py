@@ -23,7 +23,7 @@ from orchestrator import operations, validation
 from orchestrator.delivery.record import run_view_fields
 from orchestrator.dispatch import Dispatcher
 from orchestrator.logs import scrub_lines
-from orchestrator.model import Run, Task
+from orchestrator.model import Run, Task, TaskSummary
 from orchestrator.runners.errors import LogsUnavailable, RunnerError
 from orchestrator.settings import Settings
 from orchestrator.states import Status
@@ -175,18 +175,21 @@ def task_url(service: str, task_id: int) -> str:
     return f"{PREFIX}/{service}/{task_id}"
 
 
-def task_summary(task: Task) -> dict[str, Any]:
-    """A task as the list shows it (TaskSummarySchema)."""
-    spec = task.spec
+def task_summary(task: Task | TaskSummary) -> dict[str, Any]:
+    """A task as the list shows it (TaskSummarySchema), from its summary or its whole record."""
+    if isinstance(task, TaskSummary):
+        title, submitted_status = task.title, task.submitted_status
+    else:
+        title, submitted_status = task.spec.get("title", ""), task.spec.get("status", "pending")
     return {
         "service_name": task.service,
         "id": task.id,
         "agent_name": task.agent,
-        "title": spec.get("title", ""),
+        "title": title,
         "priority": task.priority.value,
         "status": task.status.value,
         "status_reason": task.status_reason,
-        "submitted_status": spec.get("status", "pending"),
+        "submitted_status": submitted_status,
         "context_version": task.context_version,
         "current_run": task.current_run or None,
         "created_at": _iso(task.created_at),
@@ -337,7 +340,8 @@ def _replay(store: TaskStore, first: Mapping[str, Any], fingerprint: str) -> Res
 def list_tasks() -> Response:
     """Tasks newest first, filtered by service, status and agent, one page at a time."""
     query = _query("list")
-    items, cursor = _store().list_tasks(
+    # Summaries only: a page of huge tasks costs what a page of small ones does (#16 item 7).
+    items, cursor = _store().list_summaries(
         service=query.get("service"),
         status=query.get("status"),
         agent=query.get("agent"),

@@ -19,6 +19,7 @@ from api.errors import ApiError
 from orchestrator.dispatch import QueueUnavailable, Write
 from orchestrator.github import signature
 from orchestrator.github.routing import GitHubConfig, event_identity, match
+from orchestrator.metrics import registry as metrics
 from orchestrator.steps import Step
 from orchestrator.store import StoreUnavailable
 
@@ -44,6 +45,12 @@ def _announce(state: BlueprintSetupState) -> None:
 def _answer(status: int, body: dict[str, Any]) -> tuple[Response, int]:
     # orjson straight into a response: jsonify's provider machinery showed in the profile.
     return current_app.response_class(orjson.dumps(body), mimetype="application/json"), status
+
+
+def _decided(event: str, status: int, body: dict[str, Any]) -> tuple[Response, int]:
+    """Answer a signed delivery, counting it by event and decision (pong, ignored, duplicate, queued)."""
+    metrics.webhook_received(event, body["status"])
+    return _answer(status, body)
 
 
 def _read_body(req: Request, limit: int) -> bytes:
@@ -113,20 +120,21 @@ def github() -> tuple[Response, int]:
     payload = _parse_json(body)
 
     if event == "ping":
-        return _answer(200, {"status": "pong", "delivery": delivery})
+        return _decided(event, 200, {"status": "pong", "delivery": delivery})
     config = current_app.extensions.get(_CONFIG_KEY) or GitHubConfig.from_settings(settings)
     decision = match(event, payload, config)
     if not decision.routed:
         # The reason also goes to GitHub's delivery log in the answer; here for whoever reads ours.
         log.info("webhook %s (%s) ignored: %s", delivery, event, decision.reason)
-        return _answer(202, {"status": "ignored", "reason": decision.reason, "delivery": delivery})
+        return _decided(event, 202, {"status": "ignored", "reason": decision.reason, "delivery": delivery})
 
     store = resources.store()
     # A signed payload sent again under a new delivery id (a replay) is the same event.
     identity = event_identity(event, payload)
     if identity and not store.claim_event(identity, delivery, settings.delivery_ttl_seconds):
         log.warning("delivery %s repeats event %s that another delivery brought; ignored", delivery, identity)
-        return _answer(
+        return _decided(
+            event,
             200,
             {
                 "status": "duplicate",
@@ -147,7 +155,7 @@ def github() -> tuple[Response, int]:
     )
     try:
         if not resources.dispatcher().send(Step.HANDLE_EVENT, delivery, event, write=write):
-            return _answer(200, {"status": "duplicate", "delivery": delivery})
+            return _decided(event, 200, {"status": "duplicate", "delivery": delivery})
     except QueueUnavailable:
         # Not queued: forget the claim so GitHub's redelivery (same id) is processed.
         try:
@@ -156,4 +164,4 @@ def github() -> tuple[Response, int]:
         except StoreUnavailable:
             log.error("delivery %s was claimed but not queued, and the claim could not be released", delivery)
         raise
-    return _answer(202, {"status": "queued", "delivery": delivery})
+    return _decided(event, 202, {"status": "queued", "delivery": delivery})

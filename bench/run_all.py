@@ -32,6 +32,8 @@ QUICK: dict[str, list[str]] = {
     "tracking": ["--counts", "10,100,1000,10000", "--window", "12", "--reconcile", "5"],
     "webhook_burst": ["--deliveries", "5000", "--replays", "250"],
     "exactly_once": ["--tasks", "1"],
+    "console_pages": ["--tasks", "100000", "--requests", "100"],
+    "live_pages": ["--pages", "200", "--idle", "20"],
 }
 FULL: dict[str, list[str]] = {
     "api_submit": ["--seconds", "30"],
@@ -40,6 +42,8 @@ FULL: dict[str, list[str]] = {
     "tracking": ["--counts", "10,100,1000,10000", "--window", "60", "--reconcile", "30"],
     "webhook_burst": ["--deliveries", "5000", "--replays", "500"],
     "exactly_once": ["--tasks", "3"],
+    "console_pages": ["--tasks", "100000", "--requests", "300"],
+    "live_pages": ["--pages", "200", "--idle", "60"],
 }
 
 
@@ -199,6 +203,28 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"wrong ends {e['wrong_end']}; recovery median {recovery[len(recovery) // 2]:.1f} s, "
                     f"max {recovery[-1]:.1f} s", "0 duplicates, 0 missing",
                     _ok(e["duplicates"] == 0 and e["missing"] == 0 and e["wrong_end"] == 0)))
+    c = results.get("console_pages")
+    if c:
+        full, small = c["at_full"], c["at_small"]
+        pages = {k: v for k, v in full.items() if isinstance(v, dict)}
+        out.append((f"Tasks page and API list at {c['tasks']:,} tasks over {c['services']} services, worst p95 "
+                    "(first page, filtered, title search, deep cursor; bench/console_pages.py)",
+                    f"{c['p95_ms_worst']:.1f} ms (" + ", ".join(f"{k} {v['p95_ms']:.0f}" for k, v in pages.items())
+                    + "; server CPU " + ", ".join(f"{v['server_cpu_ms']:.1f}" for v in pages.values()) + " ms)",
+                    "< 100 ms", _ok(c["p95_ms_worst"] < 100)))
+        out.append((f"Tasks page: API worker peak RSS at {c['small']:,} / {c['tasks']:,} tasks",
+                    f"{small['worker_peak_rss_mib']:.1f} / {full['worker_peak_rss_mib']:.1f} MiB",
+                    "flat (< 10 MiB more)", _ok(c["rss_growth_mib"] < 10)))
+    lp = results.get("live_pages")
+    if lp:
+        out.append((f"Live pages: {lp['pages']} open status streams, each following {lp['tasks_per_page']} tasks",
+                    f"{lp['streams_open']}/{lp['pages']} open; GET /health meanwhile p50 "
+                    f"{lp['health_p50_ms']:.1f} ms, max {lp['health_max_ms']:.1f} ms; a change reached every page "
+                    f"in {lp['delivery_seconds']:.2f} s", "every page open, /health answers",
+                    _ok(lp["streams_open"] == lp["pages"])))
+        out.append(("Live pages: server CPU per idle page (bench/live_pages.py)",
+                    f"{lp['cpu_share_per_page'] * 100:.4f}% of a core ({lp['server_cpu_share_idle'] * 100:.2f}% for "
+                    f"all {lp['streams_open']})", "< 1% of a core", _ok(lp["cpu_share_per_page"] < 0.01)))
     return out
 
 

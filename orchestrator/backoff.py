@@ -9,14 +9,12 @@ sees it and gives up or leaves it to a later step).
 
 Who uses it: the Kubernetes client (API retries) and the watcher's watch
 streams, the GitHub client (API retries) and the report step, the workspace
-step (transient git failures), the event step (store away), and the platform
-retries of a failed run (below, without jitter).
-
-Platform retries of a run (`ORCHESTRATOR_RETRY_BACKOFF_SECONDS`) use
-`jitter=False`: the README documents them as that value doubled for each
-further retry, the wait is shown to the user in the task's status reason
-("retry 2 of 3 in 60s"), and runs fail at unrelated moments anyway, so there
-is no herd to spread.
+step (transient git failures), the event step (store away), the launch step
+(a Kubernetes API that refuses for now), and the platform retries of a failed
+run (`ORCHESTRATOR_RETRY_BACKOFF_SECONDS`, doubled per retry): runs that failed
+together, under a lost node or an API outage, would otherwise all come back at
+the same second. The wait chosen is shown in the task's status reason
+("retry 2 of 3 in 47s").
 
 Not a backoff: a busy workspace lease is polled at a fixed, jittered interval
 (workspace/step.py, BUSY_COUNTDOWN), for a bounded time before the task goes

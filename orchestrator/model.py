@@ -28,6 +28,7 @@ __all__ = [
     "PrepareAction",
     "ReportResult",
     "Task",
+    "TaskSummary",
     "Run",
     "RESERVED_ENV",
     "RESERVED_ENV_PREFIX",
@@ -184,6 +185,30 @@ class Task:
 
 
 @dataclass(slots=True)
+class TaskSummary:
+    """A task as lists show it: the few small fields kept beside its record, never its documents.
+
+    A list page of huge tasks reads only these (`title` and `submitted_status`
+    are copied out of the spec when the task is stored), so its cost does not
+    grow with what PMs submitted.
+    """
+
+    service: str = ""
+    id: int = 0
+    agent: str = ""
+    priority: Priority = Priority.MEDIUM
+    title: str = ""
+    submitted_status: str = "pending"
+    status: Status = Status.PENDING
+    status_reason: str = ""
+    context_version: int = 1
+    current_run: str | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    seq: int = 0
+
+
+@dataclass(slots=True)
 class Run:
     """One attempt of a task at one context version (and pipeline stage)."""
 
@@ -228,6 +253,9 @@ class Run:
     delivered_at: float | None = None
     delivery_failures: int = 0
     delivery_error: str = ""
+    launch_failures: int = 0  # launches the runner's platform refused for now (retried by the step)
+    vanished: bool = False  # its Job or process was gone before its end was seen
+    stopped_at: float | None = None  # when the watcher saw nothing of its agent left (after a cancel)
     # What the agent's stream-json said it consumed, and a model rate limit's end.
     usage: dict[str, Any] = field(default_factory=dict)
     rate_limited_until: float | None = None
@@ -236,3 +264,13 @@ class Run:
     def ended(self) -> bool:
         """True once the run's end is recorded (it is never written over)."""
         return self.phase in ENDED_PHASES
+
+    @property
+    def agent_may_run(self) -> bool:
+        """True while its agent may still be at work: launched, and neither seen to end nor seen gone.
+
+        A cancel records the run Cancelled when it asks the runner to stop, not
+        when the agent has stopped (a deleted pod takes its grace period): such a
+        run keeps its worktree and slot until the watcher sees it gone (`stopped_at`).
+        """
+        return bool(self.job_name) and not self.stopped_at and self.phase not in (RunPhase.SUCCEEDED, RunPhase.FAILED)

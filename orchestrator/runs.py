@@ -13,15 +13,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator import agent_env, dispatch, effects, tracing, validation
+from orchestrator import agent_env, backoff, dispatch, effects, tracing, validation
 from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.model import ENDED_PHASES, Outcome, Run, RunPhase, Task, is_reserved_env
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, Runner, RunObservation, RunRequest
-from orchestrator.runners.errors import RunnerError
+from orchestrator.runners.errors import RunnerError, RunnerUnavailable
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.steps import Step
-from orchestrator.store import IllegalTransition, TaskStore
+from orchestrator.store import IllegalTransition, StoreError, TaskStore
 from orchestrator.usage.budget import with_limits
 from orchestrator.workspace.layout import checkout_dir
 
@@ -31,6 +31,23 @@ Send = Callable[..., None]
 TERMINAL_PHASES = ENDED_PHASES  # a recorded end is never written over
 LAUNCHABLE = frozenset({Status.LAUNCHING, Status.RUNNING})
 ACTOR = "watcher"
+
+# A launch the runner's platform refused for now (the Kubernetes API busy, down or timing
+# out, still after the client's own quick retries) is tried again by the step, this many
+# times, LAUNCH_BACKOFF_SECONDS doubled each time (jittered, and never longer than half
+# ORCHESTRATOR_STUCK_AFTER_SECONDS, so the re-drive does not take the waiting step for a
+# lost one); then the run fails with the reason. A control-plane upgrade or an API server
+# restart lasts about that long; an outage past it is reported rather than waited out.
+LAUNCH_RETRIES = 5
+LAUNCH_BACKOFF_SECONDS = 5.0
+
+
+class LaunchLater(Exception):
+    """The launch should be tried again in `countdown` seconds (the step retries it)."""
+
+    def __init__(self, message: str, countdown: float):
+        super().__init__(message)
+        self.countdown = countdown
 
 
 def agent_spec(settings: Settings, agent: str, model: str | None) -> AgentSpec:
@@ -114,17 +131,32 @@ def _fail_launch(store: TaskStore, run_id: str, reason: str, send: Send) -> None
 
 
 def launch(
-    store: TaskStore, settings: Settings, runner: Runner, run_id: str, *, send: Send = dispatch.send
+    store: TaskStore,
+    settings: Settings,
+    runner: Runner,
+    run_id: str,
+    *,
+    send: Send = dispatch.send,
+    retries: int = 0,
 ) -> str | None:
-    """Start the run (or adopt it) and record its Job name; a refused launch fails the run at once."""
+    """Start the run (or adopt it) and record its Job name; a refused launch fails the run at once.
+
+    Keeping the Job is decided in the store, in one step with the cancel's own
+    write (`record_launch`): a cancel that lands anywhere in a launch either
+    finds the Job recorded (its cancel step deletes it) or makes the launch
+    delete the Job it made. No Job is left that nothing tracks.
+
+    Raises LaunchLater when the runner's platform refused for now and fewer
+    than LAUNCH_RETRIES tries were made (`retries`: the step's own count; the
+    run's count wins, so a re-sent message does not start it again).
+    """
     run, task, _ = store.get_run_with_task(run_id)
     if run is None:
         log.warning("launch_run: no run %s; ignored", run_id)
         return None
-    if task is None or task.current_run != run_id or task.status not in LAUNCHABLE:
+    if task is None or task.current_run != run_id or task.status not in LAUNCHABLE or run.ended:
         log.info("launch_run: run %s is no longer the task's active run; ignored", run_id)
-        return None
-    if run.ended:
+        _stop_unrecorded(store, runner, settings, run)
         return None
     try:
         request = build_request(settings, task, run)
@@ -137,12 +169,15 @@ def launch(
     try:
         done = effects.once(
             store,
-            effects.LOCAL_AGENT if settings.runner == "local" else effects.JOB,
+            _effect_kind(settings),
             run_id,
             act=lambda: runner.launch(request),
             find=(lambda: find(request)) if find is not None else None,
             lease_seconds=max(settings.stuck_after_seconds, 5.0),
         )
+    except RunnerUnavailable as exc:
+        _later_or_fail(store, settings, run, max(retries, run.launch_failures), exc, send)
+        return None
     except RunnerError as exc:
         log.warning("launch_run: run %s failed to launch: %s", run_id, exc)
         _fail_launch(store, run_id, f"launch failed: {exc}", send)
@@ -150,30 +185,71 @@ def launch(
     if done.result is None:
         return None  # another delivery of this step is launching it right now
     name = done.result
-    if done.how == "acted" and not _still_launchable(store, run_id):
-        # Cancelled (or superseded) while the Job was being created: the agent nobody wants
-        # any more is stopped now instead of running to its end.
-        log.warning("launch_run: run %s was cancelled while it launched; stopping it", run_id)
-        try:
-            runner.cancel(run_id)
-        except RunnerError as exc:
-            log.warning("launch_run: could not stop run %s: %s (the watcher's sweep will)", run_id, exc)
-        return None
     if done.how == "recorded" and run.job_name:
         return name  # launched and recorded before: nothing to do
-    store.update_run(
-        run_id,
+    recorded = store.record_launch(
+        run,
+        TERMINAL_PHASES,
+        LAUNCHABLE,
+        phase=RunPhase.LAUNCHED,  # unless the watcher saw it start meanwhile
         job_name=name,
         runner=settings.runner,
         launched_at=time.time(),
-        phase=RunPhase.RUNNING if run.phase == RunPhase.RUNNING else RunPhase.LAUNCHED,
     )
+    if not recorded:
+        # Cancelled (or superseded) while the Job was being created: the agent nobody wants
+        # any more is stopped now instead of running to its end.
+        log.warning("launch_run: run %s was cancelled while it launched; stopping it", run_id)
+        _stop(runner, run_id)
+        return None
     return name
 
 
-def _still_launchable(store: TaskStore, run_id: str) -> bool:
-    _, task, _ = store.get_run_with_task(run_id)
-    return task is not None and task.current_run == run_id and task.status in LAUNCHABLE
+def _later_or_fail(
+    store: TaskStore, settings: Settings, run: Run, retries: int, exc: RunnerUnavailable, send: Send
+) -> None:
+    """Raise LaunchLater while tries are left; else fail the run, saying how long it was tried."""
+    if retries >= LAUNCH_RETRIES:
+        log.warning("launch_run: run %s failed to launch after %d retries: %s", run.run_id, retries, exc)
+        _fail_launch(
+            store, run.run_id, f"launch failed after {retries} retries (the platform kept refusing): {exc}", send
+        )
+        return
+    countdown = min(backoff.delay(retries, base=LAUNCH_BACKOFF_SECONDS), settings.stuck_after_seconds / 2)
+    message = f"launch failed for now ({exc}); retry {retries + 1} of {LAUNCH_RETRIES} in {countdown:.0f}s"
+    store.update_unended_run(run.run_id, TERMINAL_PHASES, launch_failures=retries + 1, observed_reason=message[:1000])
+    try:
+        store.update_task(run.service, run.task_id)  # touched: a step waiting to retry is not a lost one
+    except StoreError:
+        pass
+    log.warning("launch_run: run %s: %s", run.run_id, message)
+    raise LaunchLater(message, countdown)
+
+
+def _effect_kind(settings: Settings) -> str:
+    return effects.LOCAL_AGENT if settings.runner == "local" else effects.JOB
+
+
+def _stop(runner: Runner, run_id: str) -> None:
+    try:
+        runner.cancel(run_id)
+    except RunnerError as exc:
+        log.warning("launch_run: could not stop run %s: %s (the watcher's sweep will)", run_id, exc)
+
+
+def _stop_unrecorded(store: TaskStore, runner: Runner, settings: Settings, run: Run) -> None:
+    """Stop what an interrupted launch of a run nobody wants may have made and never recorded.
+
+    A worker that created the Job and died before recording it leaves only its
+    intent (or completion) in the store; when the run was cancelled meanwhile,
+    the cancel step found no Job to delete and nothing else would ever look.
+    """
+    if run.job_name or not store.effect(_effect_kind(settings), run.run_id):
+        return  # recorded (the cancel or the watcher sees to it), or never attempted
+    if run.phase in (RunPhase.SUCCEEDED, RunPhase.FAILED):
+        return  # the watcher saw the agent end: nothing runs; the Job (and its logs) stay until its TTL
+    log.warning("launch_run: run %s may have an unrecorded Job from an interrupted launch; stopping it", run.run_id)
+    _stop(runner, run.run_id)
 
 
 def _finish(store: TaskStore, run_id: str, send: Send) -> bool:
@@ -255,6 +331,8 @@ def apply_observation(
             retryable="1" if obs.retryable else "0",
             failure_reason="" if obs.phase == SUCCEEDED else obs.reason[:1000],
         )
+        if obs.vanished:
+            fields["vanished"] = "1"
         fields.setdefault("started_at", run.started_at or obs.started_at)
         if not store.update_unended_run(obs.run_id, TERMINAL_PHASES, lease=lease, **fields):
             return False  # its end was recorded meanwhile (a cancel, another watcher), with its finish
@@ -289,7 +367,7 @@ def record_lost(
         return False
     return apply_observation(
         store,
-        RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(), retryable=True),
+        RunObservation(run_id, FAILED, reason=reason, finished_at=time.time(), retryable=True, vanished=True),
         send=send,
         lease=lease,
     )

@@ -14,14 +14,17 @@ from orchestrator.store import TaskStore, connect
 
 
 @functools.lru_cache(maxsize=4)
-def _store_for(url: str, history_limit: int, pid: int) -> TaskStore:
-    return TaskStore(connect(url), history_limit=history_limit)
+def _store_for(url: str, history_limit: int, caps: tuple[int, int], pid: int) -> TaskStore:
+    return TaskStore(
+        connect(url), history_limit=history_limit, max_tasks_per_service=caps[0], max_contexts_per_task=caps[1]
+    )
 
 
 def get_store() -> TaskStore:
     """The task store of this process, connected to ORCHESTRATOR_REDIS_URL."""
     settings = get_settings()
-    return _store_for(settings.redis_url, settings.status_history_limit, os.getpid())
+    caps = (settings.max_tasks_per_service, settings.max_contexts_per_task)
+    return _store_for(settings.redis_url, settings.status_history_limit, caps, os.getpid())
 
 
 def reset() -> None:

@@ -47,7 +47,10 @@ class Settings:
     api_token: str
     data_dir: Path
     log_level: str
+    metrics_port: int
     status_history_limit: int
+    max_tasks_per_service: int
+    max_contexts_per_task: int
     idempotency_ttl_seconds: int
     delivery_ttl_seconds: int
     step_soft_time_limit: int

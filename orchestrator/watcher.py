@@ -10,6 +10,10 @@ when it lapses). While leader it drives the runner's `Tracker`
   most): one list of Jobs and one of pods (two requests however many runs), or
   the local status files, compared with the runs our store says are active,
   repairing whatever a stream missed; after a restart this adopts every run;
+- renews, from its reconcile, the workspace leases of every active run (a run
+  may outlast one lease), fenced like its writes; keeps a superseded or
+  cancelled run's slot and worktree until nothing of its agent is left (and
+  stops such an agent no cancel reached);
 - sweeps what finished runs left, older than ORCHESTRATOR_SWEEP_AFTER_SECONDS.
 Every observation it records carries its fencing token: the store refuses it
 once the lease passed to another holder, so a deposed leader writes nothing.
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 
 from orchestrator import dispatch, runs
 from orchestrator.coordination import redrive, retention
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import Run
 from orchestrator.runners.base import FAILED, SUCCEEDED, Runner, RunObservation, Tracker
 from orchestrator.runners.errors import RunnerError
@@ -39,6 +44,7 @@ from orchestrator.states import Status
 from orchestrator.steps import Step
 from orchestrator.store import LeaseNotHeld, StoreError, TaskStore
 from orchestrator.usage.stall import StallCheck
+from orchestrator.workspace import lease as leases
 
 log = logging.getLogger("orchestrator.watcher")
 LEASE = "watcher"
@@ -49,7 +55,7 @@ LEASE = "watcher"
 # (inputs, outputs...) took 0.4 s of each reconcile, more than the rest of its
 # store reads together. tests/test_watcher.py checks is_quiet gives the same
 # answer on these fields as on the whole record.
-RECONCILE_RUN_FIELDS = ("run_id", "phase", "job_name", "started_at", "observed_reason")
+RECONCILE_RUN_FIELDS = ("run_id", "service", "task_id", "phase", "job_name", "started_at", "observed_reason")
 
 # How long a stopping watcher waits for its watch streams before it releases the lease.
 SHUTDOWN_WAIT_SECONDS = 2.0
@@ -68,6 +74,7 @@ class ReconcileReport:
     lost: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
     redriven: dict[str, list[str]] = field(default_factory=dict)
+    renewed: int = 0  # workspace leases extended
 
 
 class Watcher:
@@ -99,10 +106,12 @@ class Watcher:
         self.fence: tuple[str, str, int] | None = None
         self.lock = threading.Lock()
         self._missing: dict[str, int] = {}
+        self._gone: dict[str, int] = {}  # stopping runs seen with nothing left, by run id
         self._streams: list[threading.Thread] = []
         self._stream_stop = threading.Event()
         self.leader = False
         self._next_workspace_sweep = 0.0
+        self._next_lease_renewal = 0.0
         self.stalls = StallCheck(settings, runner)
 
     # Applying observations ---------------------------------------------------------
@@ -158,8 +167,10 @@ class Watcher:
     def reconcile(self) -> ReconcileReport:
         """List what exists, compare with the store, repair what the watch missed."""
         report = ReconcileReport()
+        began = time.monotonic()
         active = self.active_runs()
         report.active = len(active)
+        report.renewed = self.renew_workspaces(active)
         self.tracker.relist()
         observations = self.tracker.observations(active)
         report.observed = sum(1 for run_id in active if run_id in observations)
@@ -188,6 +199,7 @@ class Watcher:
                             lease=self.fence,
                         ):
                             report.lost.append(run_id)
+                            metrics.run_lost()
                     except LeaseNotHeld:
                         log.warning("not recording run %s lost: the watcher lease passed to another holder", run_id)
         for run_id in list(self._missing):
@@ -202,16 +214,67 @@ class Watcher:
         )
         report.swept = self.sweep()
         report.redriven = self.coordinate()
+        metrics.reconciled(time.monotonic() - began)
         return report
+
+    def _agent_gone(self, run: Run) -> bool:
+        """True when nothing of a superseded or cancelled run's agent is left, twice in a row (after
+        the reconcile's relist): then its slot and worktree are freed for the next run."""
+        obs = self.tracker.observations([run.run_id]).get(run.run_id)
+        stopped = obs is None or (obs.phase in (SUCCEEDED, FAILED) and not self.tracker.still_running(run.run_id))
+        if not stopped:
+            self._gone.pop(run.run_id, None)
+            if not run.ended:
+                # Superseded, and nobody asked it to stop yet (its cancel_run is still queued, or
+                # was lost with a worker): ask now; deleting twice is harmless.
+                self._stop_superseded(run.run_id)
+            return False
+        # One odd list must not free the worktree of a live agent.
+        self._gone[run.run_id] = self._gone.get(run.run_id, 0) + 1
+        if self._gone[run.run_id] < 2:
+            return False
+        self._gone.pop(run.run_id, None)
+        return True
+
+    def _stop_superseded(self, run_id: str) -> None:
+        with self.lock:
+            try:
+                runs.cancel(self.store, self.runner, run_id, actor="watcher (superseded run)")
+            except (RunnerError, StoreError) as exc:
+                log.warning("could not stop superseded run %s: %s (next reconcile)", run_id, exc)
+
+    def renew_workspaces(self, active: dict[str, tuple[Run, Status]]) -> int:
+        """Extend the worktree lease (and an exclusive run's service lock) of every active run.
+
+        A run may last ORCHESTRATOR_MAX_TIMEOUT_SECONDS, far longer than one
+        lease; without this its lease lapsed mid-run and another run could
+        take (and reset) the worktree under a live agent. Fenced by our lease.
+        """
+        ttl = self.settings.workspace_lease_seconds
+        now = time.monotonic()
+        if now < self._next_lease_renewal:
+            return 0  # renewed moments ago: every lease has most of its expiry left
+        held = [(run.service, run.task_id, run_id) for run_id, (run, _) in active.items() if run.service]
+        try:
+            renewed = leases.renew_all(self.store, held, ttl, fence=self.fence)
+        except LeaseNotHeld:
+            log.warning("not renewing workspace leases: the watcher lease passed to another holder")
+            return 0
+        # A quarter of the shortest expiry a run's lease may have been left with: an exclusive
+        # run's service lock is extended to CLONE_LOCK_SECONDS by its own preparation's clone work.
+        self._next_lease_renewal = now + min(ttl, leases.CLONE_LOCK_SECONDS) / 4
+        return renewed
 
     def coordinate(self) -> dict[str, list[str]]:
         """Coordination's periodic share: re-drive tasks whose step was lost, renew or reclaim slots,
         and now and then sweep the workspace of tasks that ended for good and delete tasks past retention."""
         try:
-            done = redrive.redrive_stuck(self.store, self.settings)
+            done = redrive.redrive_stuck(self.store, self.settings, agent_gone=self._agent_gone, fence=self.fence)
         except (StoreError, dispatch.QueueUnavailable) as exc:
             log.warning("re-drive failed: %s", exc)
             return {}
+        draining = set(done.get("draining", ()))
+        self._gone = {run_id: seen for run_id, seen in self._gone.items() if run_id in draining}
         now = time.monotonic()
         if now >= self._next_workspace_sweep:
             self._next_workspace_sweep = now + WORKSPACE_SWEEP_SECONDS
@@ -272,13 +335,16 @@ class Watcher:
                         log.warning("lost the watcher lease; standing by")
                         self._stop_streams()
                     self.leader = False
+                    metrics.watcher_leader(False)
                     stop.wait(min(ttl / 3, 5.0))
                     continue
                 self.fence = (LEASE, self.holder, token)  # a new token when the lease lapsed and was taken again
                 if not self.leader:
                     log.info("watcher lease taken (fencing token %d); adopting every active run", token)
                     self.leader = True
+                    metrics.watcher_leader(True)
                     next_reconcile = 0.0
+                    self._next_lease_renewal = 0.0
                 now = time.monotonic()
                 if now >= next_reconcile:
                     try:
@@ -314,3 +380,4 @@ class Watcher:
                 except StoreError:
                     pass
             self.leader = False
+            metrics.watcher_leader(False)

@@ -74,3 +74,12 @@ def test_unknown_methods_share_one_label(settings: Settings) -> None:
         if name == "orchestrator_api_requests_total":
             methods[dict(labels)["method"]] = methods.get(dict(labels)["method"], 0) + value
     assert methods == {"other": 3, "GET": 2}
+
+
+def test_the_workspace_disk_use_of_the_last_sweep_is_exported(store: TaskStore, settings: Settings) -> None:
+    """The sweep writes it to Redis (orchestrator/workspace/cleanup.py); every API pod reports that one figure."""
+    store.set_gauge("workspace_disk_bytes", 5000)
+    store.set_gauge("workspace_disk_bytes:shop", 3000)
+    samples = _samples(create_app(settings).test_client().get("/metrics").get_data(as_text=True))
+    assert samples[("orchestrator_workspace_disk_bytes", ())] == 5000
+    assert samples[("orchestrator_workspace_service_disk_bytes", (("service", "shop"),))] == 3000

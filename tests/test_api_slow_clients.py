@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.github.routing import ROUTES
+from orchestrator.settings import VARIABLES
+from tests.support.github import corpus
 from tests.support.gunicorn import Gunicorn
 
 HEAD = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n"
@@ -104,3 +107,49 @@ def test_requests_read_ahead_are_served_whole_pipelined_and_refused_when_chunked
     with server.connect() as sock:
         sock.sendall(BODY_HEAD.replace(b"Content-Length: 4000", b"Transfer-Encoding: chunked"))
         assert sock.recv(65536).startswith(b"HTTP/1.1 411")
+
+
+def _answer(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_an_unsigned_webhook_body_over_the_cap_is_refused_before_any_of_it_is_read(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """#16 finding 14: an outsider's body is held only up to ORCHESTRATOR_WEBHOOK_MAX_BYTES, never 25 MB."""
+    env = {**base_env, "GITHUB_WEBHOOK_SECRET": "s3cret", "ORCHESTRATOR_WEBHOOK_MAX_BYTES": "4096"}
+    server = Gunicorn(env, tmp_path, GUNICORN_WORKERS="1", GUNICORN_THREADS="2").start()
+    head = (b"POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"X-GitHub-Event: issues\r\nX-GitHub-Delivery: d-1\r\nX-Hub-Signature-256: sha256=00\r\n")
+    try:
+        with server.connect() as sock:  # 25 MB announced, not one byte of it sent: answered at once
+            sock.settimeout(5)
+            sock.sendall(head + b"Content-Length: 26214400\r\n\r\n")
+            answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert b'"code":"payload_too_large"' in answer and b"larger than 4096 bytes" in answer
+        with server.connect() as sock:  # one byte over the cap: the same, before the body
+            sock.settimeout(5)
+            sock.sendall(head + b"Content-Length: 4097\r\n\r\n")
+            assert _answer(sock).startswith(b"HTTP/1.1 413")
+        with server.connect() as sock:  # at the cap it is read, and the signature refuses it
+            sock.settimeout(5)
+            sock.sendall(head + b"Content-Length: 4096\r\nConnection: close\r\n\r\n" + b" " * 4094 + b"{}")
+            answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 401") and b"bad_signature" in answer
+    finally:
+        server.stop()
+
+
+def test_the_default_webhook_cap_holds_every_real_payload_the_receiver_acts_on() -> None:
+    default = int(next(v.default for v in VARIABLES if v.env == "ORCHESTRATOR_WEBHOOK_MAX_BYTES"))
+    assert default <= 2 << 20  # not GitHub's 25 MB: what an unsigned sender may make us hold
+    routed = {route.event for route in ROUTES}
+    sizes = [path.stat().st_size for event, path in corpus() if event in routed]
+    assert len(sizes) > 20
+    # GitHub caps an issue, comment, review or pull request text at 65536 characters; the
+    # worst a routed payload carries is two of them (issue and comment), \u-escaped (6 bytes each).
+    assert max(sizes) + 2 * 65536 * 6 < default

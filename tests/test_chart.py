@@ -189,6 +189,16 @@ def test_the_api_believes_the_ingress_about_https_and_gets_the_session_secret(de
     assert env["ORCHESTRATOR_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "session-secret"
 
 
+def test_every_process_reading_agent_logs_knows_the_model_key_to_mask_it(default: Rendered) -> None:
+    """#16 finding 9: the API and the workers serve and keep excerpts of pod logs, where an agent may print its key."""
+    readers = [default.named("Deployment", "orchestrator-api"), default.named("Deployment", "orchestrator-watcher"),
+               *_worker_deployments(default).values()]
+    for deployment in readers:
+        env = _env(deployment["spec"]["template"]["spec"]["containers"][0])
+        ref = env["ANTHROPIC_API_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "anthropic-api-key", deployment["metadata"]["name"]
+
+
 def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered], default: Rendered) -> None:
     from orchestrator.settings import Settings
 
@@ -362,15 +372,48 @@ def test_keda_scaled_objects_replace_the_hpa(renders: dict[str, Rendered]) -> No
     assert rendered.named("Deployment", "orchestrator-worker-coordination")["spec"]["replicas"] == 1
 
 
-def test_service_monitor_scrapes_metrics(renders: dict[str, Rendered]) -> None:
+def test_service_monitor_scrapes_the_api_every_worker_group_and_the_watcher(renders: dict[str, Rendered]) -> None:
     rendered = renders["all-on-values"]
     (monitor,) = rendered.of_kind("ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s",
-                                             "scrapeTimeout": "10s"}]
-    service = rendered.named("Service", "orchestrator")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"},
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"},
+    ]
+    ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    scraped = {s["metadata"]["name"] for s in rendered.of_kind("Service")
+               if _selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+               and ports & {p["name"] for p in s["spec"]["ports"]}}
+    # Every Deployment but Flower is scraped, each through a Service whose port its container names.
+    deployments = {d["metadata"]["name"]: d for d in rendered.of_kind("Deployment")}
+    assert scraped == {"orchestrator"} | set(deployments) - {"orchestrator-api", "orchestrator-flower"}
+    port = rendered.values["metrics"]["port"]
+    for name in scraped - {"orchestrator"}:
+        service = rendered.named("Service", name)
+        assert service["spec"]["clusterIP"] == "None" and service["spec"]["ports"][0]["port"] == port
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    config = rendered.named("ConfigMap", "orchestrator-config")["data"]
+    assert config["ORCHESTRATOR_METRICS_PORT"] == str(port)
+
+
+def test_metrics_can_be_turned_off(chart: Any) -> None:
+    rendered = render(chart, {"metrics": {"enabled": False}, "serviceMonitor": {"enabled": True}})
+    (monitor,) = rendered.of_kind("ServiceMonitor")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Service")] == ["orchestrator"]
+    assert "ORCHESTRATOR_METRICS_PORT" not in rendered.named("ConfigMap", "orchestrator-config")["data"]
+
+
+def test_only_the_metrics_port_of_workers_and_watcher_is_reachable(chart: Any) -> None:
+    rendered = render(chart, {"networkPolicy": {"enabled": True}})
+    policy = rendered.named("NetworkPolicy", "orchestrator-internal")
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 9100, "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    closed = render(chart, {"networkPolicy": {"enabled": True}, "metrics": {"enabled": False}})
+    assert closed.named("NetworkPolicy", "orchestrator-internal")["spec"]["ingress"] == []
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -467,9 +510,12 @@ def test_redis_url_from_release_or_external_secret(renders: dict[str, Rendered])
     assert _env(minimal["containers"][0])["ORCHESTRATOR_REDIS_URL"]["value"] == "redis://redis-master:6379/0"
 
 
-def test_anthropic_key_only_where_the_agent_runs_in_the_worker(renders: dict[str, Rendered]) -> None:
+def test_anthropic_key_only_where_the_agent_runs_or_its_logs_are_read(renders: dict[str, Rendered]) -> None:
+    # The API, the watcher and the workers read agents' logs and mask the key in them (see above); no other pod.
+    readers = ("orchestrator-api", "orchestrator-watcher", "orchestrator-worker-")
     for owner, spec in renders["default"].pod_specs():
-        assert "ANTHROPIC_API_KEY" not in _env(spec["containers"][0]), owner
+        if not any(name in str(owner) for name in readers):
+            assert "ANTHROPIC_API_KEY" not in _env(spec["containers"][0]), owner
     local = renders["external-redis-values"].named("Deployment", "orchestrator-worker-coordination")
     assert "ANTHROPIC_API_KEY" in _env(local["spec"]["template"]["spec"]["containers"][0])
 
@@ -608,7 +654,7 @@ OPEN_OBJECTS = {"global", "podSecurityContext", "securityContext", "affinity", "
                 "claudeCodeChart.jobTemplate", "config.extraEnv", "podAnnotations", "nodeSelector",
                 "serviceAccount.annotations", "ingress.annotations", "serviceMonitor.labels", "limits", "requests",
                 "networkPolicy.agents.dns", "networkPolicy.agents.extraEgress", "networkPolicy.api.from",
-                "networkPolicy.flower.from"}
+                "networkPolicy.flower.from", "networkPolicy.metrics.from", "grafanaDashboard.labels"}
 
 
 def _schema_nodes(schema: dict[str, Any], root: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict]]:
@@ -863,11 +909,14 @@ def _ingress_rules(rendered: Rendered, labels: dict[str, str]) -> list[dict[str,
     return [rule for p in policies for rule in p["spec"].get("ingress", [])]
 
 
-def test_workers_and_the_watcher_take_no_connections(default: Rendered) -> None:
+def test_workers_and_the_watcher_take_no_connections_but_scrapes(default: Rendered) -> None:
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     for deployment in default.of_kind("Deployment"):
         name = deployment["metadata"]["name"]
         if name.startswith("orchestrator-worker-") or name == "orchestrator-watcher":
-            assert _ingress_rules(default, _pod_labels(default, name)) == [], name
+            # Only their metrics port, only from Prometheus' namespace.
+            rules = _ingress_rules(default, _pod_labels(default, name))
+            assert rules == [{"from": monitoring, "ports": [{"port": 9100, "protocol": "TCP"}]}], name
             # Their egress (Redis, the Kubernetes API, GitHub) is not restricted by the chart.
             for policy in _policies_for(default, _pod_labels(default, name), NAMESPACE):
                 assert policy["spec"]["policyTypes"] == ["Ingress"], name

@@ -134,12 +134,14 @@ SECRETS = ("ORCHESTRATOR_API_TOKENS", "GITHUB_TOKEN", "GITHUB_WEBHOOK_SECRET", "
            "ORCHESTRATOR_SESSION_SECRET", "FLOWER_BASIC_AUTH", "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS")
 OTLP = "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS"  # every traced process exports its spans
 SECRETS_USED = {
-    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET", OTLP},
+    # ANTHROPIC_API_KEY where agents' output is read: masked only where known (#16 finding 9).
+    "api": {"ORCHESTRATOR_API_TOKENS", "GITHUB_WEBHOOK_SECRET", "ORCHESTRATOR_SESSION_SECRET", "ANTHROPIC_API_KEY",
+            OTLP},
     "worker-events": {"GITHUB_TOKEN", OTLP},  # handles deliveries, reports status to GitHub
-    "worker-coordination": {"GITHUB_TOKEN", OTLP},  # queues a status report only when a token is configured
+    "worker-coordination": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY", OTLP},  # status reports; the run's log excerpt
     "worker-workspace": {"GITHUB_TOKEN", OTLP},  # clones and fetches
     "worker-deploy": {"GITHUB_TOKEN", "ANTHROPIC_API_KEY", OTLP},  # the local runner hands them to its agents
-    "watcher": {OTLP},
+    "watcher": {"ANTHROPIC_API_KEY", OTLP},  # records the excerpt of agents' output a run keeps
     "flower": {"FLOWER_BASIC_AUTH"},
 }
 

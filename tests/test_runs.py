@@ -95,18 +95,39 @@ def test_a_stale_launch_message_does_nothing(store: TaskStore, kube_settings: Se
     assert emulator.items("jobs") == []
 
 
-def test_retries_then_permanent_failure_after_the_limit(store: TaskStore, kube_settings: Settings,
-                                                        kube_runner: KubernetesRunner, emulator: KubeEmulator,
-                                                        sleeps: list[float]) -> None:
+def test_a_kubernetes_error_at_launch_is_retried_by_the_step_then_fails_with_the_reason(
+        store: TaskStore, kube_settings: Settings, kube_runner: KubernetesRunner, emulator: KubeEmulator,
+        sleeps: list[float]) -> None:
     run_id = launching_task(store)
     emulator.faults.append(Fault(status=503, times=1000, method="POST"))
     sent = Sent()
+    for retry in range(runs.LAUNCH_RETRIES):  # the step's retries, each after a jittered, growing wait
+        with pytest.raises(runs.LaunchLater) as later:
+            runs.launch(store, kube_settings, kube_runner, run_id, send=sent, retries=retry)
+        assert 0 < later.value.countdown <= kube_settings.stuck_after_seconds / 2
+        assert store.get_run(run_id).phase != FAILED and store.get_task("billing", 1).status == "Launching"
+    assert store.get_run(run_id).launch_failures == runs.LAUNCH_RETRIES
+    # Each try is the client's quick retries (ORCHESTRATOR_KUBE_RETRIES), then no more.
     assert runs.launch(store, kube_settings, kube_runner, run_id, send=sent) is None
-    assert emulator.count(lambda r: r.method == "POST") == kube_settings.kube_retries + 1
-    assert len(sleeps) == kube_settings.kube_retries
+    tries = runs.LAUNCH_RETRIES + 1
+    assert emulator.count(lambda r: r.method == "POST") == tries * (kube_settings.kube_retries + 1)
+    assert len(sleeps) == tries * kube_settings.kube_retries
     run = store.get_run(run_id)
-    assert run.phase == FAILED and "503 after 4 attempts" in run.failure_reason
+    assert run.phase == FAILED and f"launch failed after {runs.LAUNCH_RETRIES} retries" in run.failure_reason
+    assert "503 after 4 attempts" in run.failure_reason
     assert sent.of(Step.FINISH_RUN) == [(run_id,)]
+
+
+def test_a_kubernetes_error_at_launch_that_heals_launches_one_job(
+        store: TaskStore, kube_settings: Settings, kube_runner: KubernetesRunner, emulator: KubeEmulator) -> None:
+    run_id = launching_task(store)
+    emulator.faults.append(Fault(status=500, times=kube_settings.kube_retries + 1, method="POST"))
+    with pytest.raises(runs.LaunchLater):
+        runs.launch(store, kube_settings, kube_runner, run_id, send=Sent())
+    assert "retry 1 of" in store.get_run(run_id).observed_reason
+    assert runs.launch(store, kube_settings, kube_runner, run_id, send=Sent(), retries=1) == "billing-1-v1-a1"
+    assert [created[:2] for created in emulator.created] == [("jobs", "billing-1-v1-a1")]
+    assert store.get_run(run_id).job_name == "billing-1-v1-a1"
 
 
 def test_a_refused_manifest_fails_the_run_at_once(store: TaskStore, kube_settings: Settings,

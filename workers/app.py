@@ -6,6 +6,7 @@ contacted only when a worker starts or a message is sent.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, signals
@@ -33,6 +34,45 @@ def scrub_worker_logs(logger: Any = None, **kwargs: Any) -> None:
     for handler in getattr(logger, "handlers", []):
         if not any(isinstance(f, SecretFilter) for f in handler.filters):
             handler.addFilter(SecretFilter(secrets))
+
+
+@signals.celeryd_init.connect
+def serve_metrics(**kwargs: Any) -> None:
+    """Serve the worker's metrics on ORCHESTRATOR_METRICS_PORT, its pool processes merged (orchestrator.metrics.server).
+
+    celeryd_init: the worker's main process, before its pool starts, so every pool
+    process writes its figures to the directory this sets.
+    """
+    port = get_settings().metrics_port
+    if port:
+        from orchestrator.metrics import server
+
+        server.prepare_directory()
+        server.serve(port)
+
+
+@signals.worker_process_shutdown.connect
+def forget_pool_process(pid: int | None = None, **kwargs: Any) -> None:
+    """A pool process ends: its live gauges leave the merged metrics."""
+    from orchestrator.metrics import server
+
+    server.process_ended(pid or os.getpid())
+
+
+@signals.worker_shutdown.connect
+def remove_metrics_directory(**kwargs: Any) -> None:
+    """The worker stops: remove the metrics directory it created (one it was given stays)."""
+    from orchestrator.metrics import server
+
+    server.remove_directory()
+
+
+@signals.task_postrun.connect
+def count_step(sender: Any = None, state: str | None = None, **kwargs: Any) -> None:
+    """Steps by name and result (success, failure, retry), counted in the process that ran them."""
+    from orchestrator.metrics import registry
+
+    registry.step_done(getattr(sender, "name", ""), state or "unknown")
 
 
 @signals.worker_process_init.connect

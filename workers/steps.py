@@ -91,10 +91,14 @@ def _runner() -> Any:
     return cached[1]
 
 
-@step(Step.LAUNCH_RUN)
-def launch_run(run_id: str) -> str | None:
+@step(Step.LAUNCH_RUN, bind=True, max_retries=None)
+def launch_run(self: Task, run_id: str) -> str | None:
     """Start a run's Job (or local process), or adopt it when it exists already."""
-    return runs.launch(get_store(), get_settings(), _runner(), run_id)
+    # A platform that refuses for now comes back as LaunchLater; the bound lives in the plain code.
+    try:
+        return runs.launch(get_store(), get_settings(), _runner(), run_id, retries=self.request.retries or 0)
+    except runs.LaunchLater as later:
+        raise self.retry(countdown=later.countdown, max_retries=None) from None
 
 
 @step(Step.CANCEL_RUN)

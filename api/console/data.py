@@ -16,10 +16,8 @@ from flask import current_app
 from api import tasks as api_tasks
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore, split_ref, task_ref
+from orchestrator.usage.totals import run_usage
 
-# A text filter on titles is applied to the pages the store returns: scan at
-# most this many store pages for one console page, then offer "more".
-TEXT_SCAN_PAGES = 10
 QUEUES = ("events", "coordination", "workspace", "deploy")
 
 
@@ -36,35 +34,38 @@ def list_query(args: Mapping[str, str]) -> dict[str, Any]:
     return api_tasks._load("list", {k: v for k, v in args.items() if v != "" and k != "q"})
 
 
+# What a tasks row shows of the latest run: read alone (never the run's prompt or inputs).
+ROW_RUN_FIELDS = ("phase", "outcome", "usage", "pull_request_url")
+
+
 def latest_runs(summaries: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The current (latest) run of each task, as the API shows a run, by task url."""
+    """The current (latest) run of each task, its outcome, cost and pull request, by task url."""
     wanted = [(s["url"], s["current_run"]) for s in summaries if s.get("current_run")]
     if not wanted:
         return {}
-    runs = store().get_runs([run_id for _, run_id in wanted])
-    return {url: api_tasks.run_view(run) for (url, _), run in zip(wanted, runs, strict=True) if run}
+    runs = store().get_runs([run_id for _, run_id in wanted], *ROW_RUN_FIELDS)
+    return {
+        url: {
+            "outcome": run.outcome.value if run.outcome else None,
+            "usage": run_usage(run),
+            "pull_request_url": run.pull_request_url or None,
+        }
+        for (url, _), run in zip(wanted, runs, strict=True)
+        if run
+    }
 
 
 def task_page(query: Mapping[str, Any], text: str) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of task summaries, newest first, with the title filter applied."""
-    needle = text.casefold().strip()
-    limit = query["limit"]
-    cursor = query.get("cursor")
-    found: list[dict[str, Any]] = []
-    for _ in range(TEXT_SCAN_PAGES if needle else 1):
-        items, cursor = store().list_tasks(
-            service=query.get("service"),
-            status=query.get("status"),
-            agent=query.get("agent"),
-            limit=limit,
-            cursor=cursor,
-        )
-        found += [api_tasks.task_summary(t) for t in items]
-        if needle:
-            found = [s for s in found if needle in s["title"].casefold()]
-        if len(found) >= limit or cursor is None:
-            break
-    return found, cursor
+    """One page of task summaries, newest first, with the title filter applied (summary fields only)."""
+    items, cursor = store().list_summaries(
+        service=query.get("service"),
+        status=query.get("status"),
+        agent=query.get("agent"),
+        title_contains=text,
+        limit=query["limit"],
+        cursor=query.get("cursor"),
+    )
+    return [api_tasks.task_summary(t) for t in items], cursor
 
 
 def full_view(service: str, task_id: int) -> dict[str, Any]:

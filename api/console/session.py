@@ -6,6 +6,11 @@ X-Forwarded-Proto for the proxies in FORWARDED_ALLOW_IPS). It carries an HMAC
 of the token under the session secret: every request checks that HMAC against
 the tokens configured now, so removing a token from ORCHESTRATOR_API_TOKENS
 ends its sessions. The lifetime counts from sign-in.
+
+A signed cookie stays valid wherever a copy of it went, so each sign-in also
+gets a random session id, recorded in the store for the session's lifetime
+(orchestrator/store/sessions.py) and deleted on sign-out: a signed-out cookie,
+replayed, names a session that is gone and is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from api.auth import token_accepted
 from orchestrator.settings import Settings
+from orchestrator.store import TaskStore
 
 log = logging.getLogger("orchestrator.api")
 
@@ -61,6 +67,10 @@ def _settings() -> Settings:
     return current_app.extensions["orchestrator"].settings
 
 
+def _store() -> TaskStore:
+    return current_app.extensions["orchestrator"].store()
+
+
 def token_id(token: str) -> str:
     """Which token signed in: an HMAC under the session secret (the cookie is signed, not encrypted)."""
     key = str(current_app.secret_key).encode()
@@ -77,24 +87,52 @@ def sign_in(presented: str) -> bool:
     presented = presented.strip()
     if not token_accepted(presented, _settings().api_tokens):
         return False
+    session_id = secrets.token_urlsafe(24)
+    _store().open_console_session(session_id, _settings().session_lifetime_seconds)
     session.clear()
     session.permanent = True
     session["tid"] = token_id(presented)
     session["iat"] = int(time.time())
+    session["sid"] = session_id
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
     return True
 
 
 def sign_out() -> None:
+    """End the session in the store too, so the cookie is refused wherever a copy of it is replayed."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str) and session_id:
+        _store().close_console_session(session_id)
+    session.clear()
+    g.pop("console_signed_in", None)
+
+
+def session_id() -> str:
+    """The signed-in session's id (as recorded in the store), '' when none."""
+    sid = session.get("sid")
+    return sid if isinstance(sid, str) else ""
+
+
+def forget() -> None:
+    """Drop the cookie of a session that is not signed in (nothing to end in the store)."""
     session.clear()
 
 
 def signed_in() -> bool:
-    """True while the session is young enough and its token is still configured."""
-    tid, iat = session.get("tid"), session.get("iat")
-    if not isinstance(tid, str) or not isinstance(iat, int):
+    """True while the session is young enough, still open in the store, and its token still configured."""
+    if "console_signed_in" not in g:
+        g.console_signed_in = _signed_in()
+    return bool(g.console_signed_in)
+
+
+def _signed_in() -> bool:
+    g.console_actor = g.console_owner = ""
+    tid, iat, sid = session.get("tid"), session.get("iat"), session.get("sid")
+    if not isinstance(tid, str) or not isinstance(iat, int) or not isinstance(sid, str):
         return False
     if time.time() - iat > _settings().session_lifetime_seconds:
+        return False
+    if not _store().console_session_open(sid):  # signed out (here or in another tab), or expired
         return False
     matched = ""
     for token in _settings().api_tokens:  # every token compared: timing says nothing about which

@@ -25,18 +25,18 @@ from flask import (
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
-from api import log_follow, schemas
+from api import live_hub, log_follow, schemas
 from api import tasks as api_tasks
 from api.console import data
 from api.console import session as console_session
 from api.console.graph import layout
 from api.console.markdown import render_markdown
-from api.errors import ApiError
+from api.errors import ApiError, limit_errors
 from orchestrator import operations, taskmaster
 from orchestrator.logs import scrub_lines
 from orchestrator.runners.errors import RunnerError
 from orchestrator.states import CANCELLABLE_FROM, RETRYABLE_FROM, Status
-from orchestrator.store import IllegalTransition, StoreUnavailable, TaskExists, TaskNotFound, task_ref
+from orchestrator.store import IllegalTransition, LimitReached, StoreUnavailable, TaskExists, TaskNotFound, task_ref
 
 log = logging.getLogger("orchestrator.api")
 
@@ -75,7 +75,7 @@ def _require_session() -> Any:
     """Pages need a live session; a GET is sent to sign in, anything else is refused."""
     if request.endpoint in OPEN_ENDPOINTS or console_session.signed_in():
         return None
-    console_session.sign_out()
+    console_session.forget()
     if request.method == "GET" and request.endpoint not in {"console.events", "console.logs"}:
         return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
     abort(401, description="sign in first")
@@ -287,6 +287,8 @@ def _run_action(service: str, task_id: int, action: str) -> Any:
         flash(exc.message + (f" ({details})" if details else ""), "error")
     except (operations.OperationRefused, IllegalTransition) as exc:
         flash(str(exc), "error")
+    except LimitReached as exc:
+        flash(" ".join(m for ms in limit_errors(exc).values() for m in ms), "error")
     return redirect(url_for("console.task", service=service, task_id=task_id), 303)
 
 
@@ -414,6 +416,8 @@ def submit() -> Any:
             errors, status = {"id": [f"{exc}; submit it with another id, or add context to it"]}, 409
         except operations.DependencyCycle as exc:
             errors, status = {"dependencies": [str(exc)]}, 409
+        except LimitReached as exc:
+            errors, status = field_errors(limit_errors(exc)), 409
     return render_template(
         "console/submit.html", form=form, errors=errors, tm_errors={}, tm_form={}, priorities=PRIORITIES
     ), status
@@ -493,6 +497,8 @@ def submit_taskmaster() -> Any:
         return _taskmaster_page(form, raw, tasks, {"task_id": [f"{exc}; add context to it instead"]}, 409)
     except operations.DependencyCycle as exc:
         return _taskmaster_page(form, raw, tasks, {"task_id": [str(exc)]}, 409)
+    except LimitReached as exc:
+        return _taskmaster_page(form, raw, tasks, field_errors(limit_errors(exc)), 409)
     flash("Task submitted from the Task Master file.", "ok")
     return redirect(url_for("console.task", service=spec["service_name"], task_id=spec["id"]), 303)
 
@@ -530,6 +536,8 @@ def events() -> Response:
     when the client goes); one refused is told to come back in a few seconds.
     """
     refs = [r for r in (data.parse_ref(v) for v in request.args.getlist("task")[:EVENTS_MAX_TASKS]) if r]
+    if live_hub.ENVIRON_KEY in request.environ:
+        return _live_subscription(refs)
     store = data.store()
     follow = log_follow.Follow(store, console_session.token_owner() + ":status")
     try:
@@ -571,6 +579,22 @@ def events() -> Response:
     response = _event_stream(stream())
     response.call_on_close(follow.release)  # also when the stream never started
     return response
+
+
+def _live_subscription(refs: list[tuple[str, int]]) -> Response:
+    """The stream's first bytes; the process's live hub (api/live_hub.py) keeps it open and writes the changes.
+
+    Statuses are read after the hub started following changes, so a change is
+    either in what this sends or among those the hub sends next.
+    """
+    current = data.statuses(refs) if refs else {}
+    first = "retry: 1000\n\n" + "".join(_sse("status", row) for row in current.values())
+    request.environ[live_hub.SUBSCRIPTION_KEY] = live_hub.Subscription(
+        frozenset(task_ref(service, task_id) for service, task_id in refs),
+        first.encode(),
+        console_session.session_id(),
+    )
+    return Response(b"", mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def _runner() -> Any:

@@ -56,6 +56,10 @@ def watcher(app: Context, watch_timeout: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port:  # one process: its own figures (or a multiprocess directory's, when one is set)
+        from orchestrator.metrics import server
+
+        server.serve(settings.metrics_port)
     loop = Watcher(get_store(), settings, get_runner(settings), watch_timeout=watch_timeout)
     print(f"orchestrator: watching {settings.runner} runs as {loop.holder}", flush=True)
     try:

@@ -16,6 +16,7 @@ from orchestrator.coordination.outputs import run_output_dir
 from orchestrator.coordination.rules import admission_score, dependency_ids, dependency_state, find_cycle, format_cycle
 from orchestrator.coordination.stages import find_stage, stages_of
 from orchestrator.dispatch import Write
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import StartResult, Task
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, TERMINAL, Status
@@ -126,6 +127,8 @@ def reevaluate(
                 store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
                 if status != Status.BLOCKED or task.status_reason != spent:
                     store.transition(service, task_id, Status.BLOCKED, reason=spent, actor=ACTOR, expect=status)
+                    if status != Status.BLOCKED:
+                        metrics.budget_held(service)
                 return Status.BLOCKED.value
             score = admission_score_of(settings, task)
             if status == Status.QUEUED:
@@ -243,6 +246,7 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
             store.transition(
                 service, task_id, Status.BLOCKED, reason=spent[0], actor=ACTOR, expect=Status.QUEUED, unwait=True
             )
+            metrics.budget_held(service)
         except IllegalTransition:
             pass
         return (StartResult.GLOBAL_FULL if spent[1] else StartResult.SERVICE_FULL), run_id

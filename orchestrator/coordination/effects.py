@@ -33,8 +33,20 @@ def send(step: Step | str, *args: Any, write: Write | None = None, countdown: fl
         log.warning("could not queue %s%s; the reconcile loop will re-drive it", step, args)
 
 
-def release_run(store: TaskStore, service: str, run_id: str) -> bool:
-    """Free the run's capacity slot and its workspace lease; True when a slot was held."""
+def release_run(store: TaskStore, service: str, run_id: str, *, force: bool = False) -> bool:
+    """Free the run's capacity slot and its workspace lease; True when a slot was held.
+
+    Not while its agent may still be at work (launched, and not yet seen to end
+    or to be gone: a superseded or cancelled run whose pod is still stopping):
+    a new run would take its slot and reset the worktree under it. The watcher
+    frees those (`force`) once it sees nothing of the agent left, and renews
+    them meanwhile; if no watcher does, they lapse by their expiry.
+    """
+    if not force:
+        run = store.get_run(run_id)
+        if run is not None and run.agent_may_run:
+            log.info("run %s: its agent may still be at work; its slot and worktree are kept until it stops", run_id)
+            return False
     released = store.release_slot(run_id)
     try:
         lease.release(store, service, run_id)

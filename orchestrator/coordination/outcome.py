@@ -6,6 +6,7 @@ only makes sure the run's capacity is free.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -19,11 +20,12 @@ from orchestrator.coordination.admission import (
     reevaluate_dependents,
 )
 from orchestrator.coordination.effects import ACTOR, notify, release_run, send
-from orchestrator.coordination.outputs import read_outputs
+from orchestrator.coordination.outputs import read_end, read_outputs
 from orchestrator.coordination.stages import next_stage, stages_of
 from orchestrator.delivery.record import CANCELLED, FAILED, NO_CHANGES
 from orchestrator.delivery.step import needs_delivery
 from orchestrator.logs import bounded_excerpt, scrub
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import ENDED_PHASES, FinishResult, Run, RunPhase
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
@@ -63,6 +65,8 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
     if run.phase not in ENDED_PHASES:
         return FinishResult.NOT_ENDED  # the watcher records the end before it sends finish
 
+    if run.vanished and run.phase == RunPhase.FAILED:
+        run = _judge_vanished(store, settings, run)
     outputs = dict(run.outputs)
     # What the agent wrote is shown and kept: never with a secret in it (the agent holds two).
     secrets = settings.secret_values()
@@ -92,6 +96,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
     stage = run.stage
     task_outputs = _merge_outputs(task.outputs, outputs, run, stage)
     now = time.time()
+    again = ""  # "retry" or "rate_limit": counted once the move is written
 
     if run.phase == RunPhase.SUCCEEDED:
         following = next_stage(stages_of(settings, task), stage) if stage else None
@@ -119,14 +124,15 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
                 store, settings, task, stage, retries=retries, not_before=verdict.rate_limited_until
             )
             fields["outputs"] = task_outputs
-            target = Status.QUEUED
+            target, again = Status.QUEUED, "rate_limit"
             reason = f"model rate limit; resumes at {at(verdict.rate_limited_until)}"
         elif retryable and retries < settings.max_retries:
-            delay = backoff.delay(retries, base=settings.retry_backoff_seconds, jitter=False)  # as documented
+            # Jittered: runs that failed together (a lost node, an API outage) come back spread out.
+            delay = round(backoff.delay(retries, base=settings.retry_backoff_seconds))
             fields = next_run_fields(store, settings, task, stage, retries=retries + 1, not_before=now + delay)
             fields["outputs"] = task_outputs
-            target = Status.QUEUED
-            reason = f"run {run_id} failed ({why}); retry {retries + 1} of {settings.max_retries} in {delay:g}s"
+            target, again = Status.QUEUED, "retry"
+            reason = f"run {run_id} failed ({why}); retry {retries + 1} of {settings.max_retries} in {delay}s"
         else:
             fields = {"outputs": task_outputs}
             target = Status.FAILED
@@ -148,6 +154,8 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
         if release_run(store, service, run_id):
             admit_waiting(store, settings)
         return FinishResult.RACED
+    ended = (run.outcome or NO_CHANGES) if run.phase == RunPhase.SUCCEEDED else FAILED  # as written above
+    _count_end(dataclasses.replace(run, outcome=ended), task.agent, again)
     release_run(store, service, run_id)
     if target == Status.QUEUED:
         task_after = store.require_task(service, task_id)
@@ -169,11 +177,52 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
     return target
 
 
+def _judge_vanished(store: TaskStore, settings: Settings, run: Run) -> Run:
+    """A run whose Job was gone before its end was seen (the watcher away longer than the Job's TTL):
+    what it left in its output directory says whether it ended. An agent that wrote outputs.json
+    (the contract's last step), or left its exit code, reached its end: its end is recorded from
+    that, and a succeeded run is never run again. With nothing there it stays lost (retried)."""
+    wrote_outputs, code = read_end(
+        checkout_dir(settings.workspace_root, run.service, run.task_id), run.service, run.task_id, run.run_id
+    )
+    if code is None and not wrote_outputs:
+        return run
+    seen = "its Job was removed before its end was seen; "
+    if code is None or code == 0:
+        what = "its exit code 0" if code == 0 else "outputs.json"
+        fields: dict[str, Any] = dict(
+            phase=RunPhase.SUCCEEDED, exit_code=0, failure_reason="", observed_reason=f"{seen}{what} says it ended"
+        )
+    else:
+        fields = dict(
+            phase=RunPhase.FAILED,
+            exit_code=code,
+            failure_reason=f"agent exited with code {code} ({seen}read from its output directory)",
+            observed_reason=f"{seen}its exit code {code} says it failed",
+        )
+    log.info("run %s: %s", run.run_id, fields["observed_reason"])
+    store.update_run(run.run_id, retryable="0", **fields)
+    return store.get_run(run.run_id) or run
+
+
 def _record_end_outcome(store: TaskStore, run: Run) -> None:
     """Give an ended run that is no longer its task's current one its outcome (failed or cancelled)."""
     outcome = {RunPhase.FAILED: FAILED, RunPhase.CANCELLED: CANCELLED}.get(run.phase)
     if outcome and not run.outcome:
         store.update_run(run.run_id, outcome=outcome)
+        _count_end(dataclasses.replace(run, outcome=outcome), run.agent)
+
+
+def _count_end(run: Run, agent: str, again: str = "") -> None:
+    """The run's end in the metrics: once, by the finish that moved its task (or gave it its outcome)."""
+    seconds = run.finished_at - run.started_at if run.finished_at and run.started_at else None
+    metrics.run_ended(
+        run.service, run.agent or agent, run.outcome or "unknown", run.failure_reason, seconds, retryable=run.retryable
+    )
+    if again == "retry":
+        metrics.run_retried(run.failure_reason, retryable=run.retryable)
+    elif again == "rate_limit":
+        metrics.rate_limit_paused(run.agent or agent)
 
 
 def _delivery_reason(reason: str, run: Run, stage: str, has_repository: bool) -> str:

@@ -8,6 +8,9 @@ from typing import Any
 
 OUTPUTS_FILE = "outputs.json"
 HANDOFF_FILE = "handoff.md"
+# Optional: the agent's exit code as text, left by an agent (or a wrapper of its command) at its
+# very end. With outputs.json, the only trace of a run whose Job was removed before its end was seen.
+EXIT_CODE_FILE = "exit_code"
 MAX_OUTPUT_BYTES = 64 * 1024
 OUTPUT_KEYS = ("pull_request_url", "branch", "summary", "commit")
 
@@ -51,3 +54,24 @@ def read_outputs(workspace_dir: Path, service: str, task_id: int, run_id: str) -
     except (OSError, RuntimeError):
         pass
     return found
+
+
+def read_end(workspace_dir: Path, service: str, task_id: int, run_id: str) -> tuple[bool, int | None]:
+    """What the run's output directory says of its end: (outputs.json was written, the exit code left).
+
+    Read when a run's Job vanished before its end was seen: outputs.json is the
+    contract's last step, so an agent that wrote it reached its end.
+    """
+    root = workspace_dir.resolve()
+    try:
+        resolved = (workspace_dir / run_output_dir(service, task_id, run_id)).resolve()
+        if not resolved.is_relative_to(root):
+            return False, None
+        wrote_outputs = (resolved / OUTPUTS_FILE).is_file()
+        marker = resolved / EXIT_CODE_FILE
+        code: int | None = None
+        if marker.is_file() and marker.stat().st_size <= 64:
+            code = int(marker.read_text(errors="replace").strip())
+    except (OSError, RuntimeError, ValueError):
+        return False, None
+    return wrote_outputs, code

@@ -8,28 +8,50 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from orchestrator import dispatch
 from orchestrator.coordination.admission import admit_waiting, reevaluate
 from orchestrator.coordination.effects import release_run, send
-from orchestrator.model import ACTIVE, ENDED_PHASES, Status
+from orchestrator.model import ACTIVE, ENDED_PHASES, Run, Status
 from orchestrator.settings import Settings
 from orchestrator.steps import Step
-from orchestrator.store import TaskStore
+from orchestrator.store import LeaseNotHeld, TaskStore
+from orchestrator.workspace import lease
 
 log = logging.getLogger("orchestrator.coordination")
 
 
-def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None) -> dict[str, list[str]]:
+def redrive_stuck(
+    store: TaskStore,
+    settings: Settings,
+    now: float | None = None,
+    *,
+    agent_gone: Callable[[Run], bool] | None = None,
+    fence: tuple[str, str, int] | None = None,
+) -> dict[str, list[str]]:
     """The reconcile loop's share of coordination: renew or reclaim slots, re-send lost steps.
 
     Every step is idempotent, so re-sending the step the store says is next
     is always safe; it is re-sent only when its message no longer waits in its
     queue, so a re-drive never doubles a delivery still on its way. Returns
     what it did.
+
+    A run that is no longer its task's active one but whose agent may still be
+    at work (superseded or cancelled, its pod still stopping) keeps its slot
+    and worktree lease, renewed here (under the watcher's `fence`), until
+    `agent_gone(run)` (the watcher's tracker) says nothing of it is left; then
+    they are freed. Without `agent_gone` they lapse by their expiry.
     """
     now = time.time() if now is None else now
-    done: dict[str, list[str]] = {"renewed": [], "released": [], "resent": [], "reevaluated": [], "queued": []}
+    done: dict[str, list[str]] = {
+        "renewed": [],
+        "released": [],
+        "draining": [],
+        "resent": [],
+        "reevaluated": [],
+        "queued": [],
+    }
 
     # Reads in pipelined batches: with thousands of active runs, one round trip
     # per run and per reconcile would make the reconcile as long as its period.
@@ -39,15 +61,32 @@ def redrive_stuck(store: TaskStore, settings: Settings, now: float | None = None
         [(r.service, r.task_id) if r else ("", 0) for r in held_runs], "current_run", "next_run"
     )
     renew: list[str] = []
+    draining: list[Run] = []  # superseded or cancelled, their agent maybe still at work
     for (run_id, (_service, _expiry)), run, task in zip(holders.items(), held_runs, held_tasks):
         task = task if run else None
         if task and task.status in ACTIVE and task.current_run == run_id:
             renew.append(run_id)
         elif task and task.status == Status.QUEUED and task.next_run == run_id:
             pass  # an admission in flight (or interrupted): the walk below finishes it
+        elif run is not None and run.agent_may_run and not (agent_gone is not None and agent_gone(run)):
+            draining.append(run)
         else:
-            release_run(store, run.service if run else _service, run_id)
+            if run is not None and run.agent_may_run:
+                store.update_run(run_id, stopped_at=now)  # seen gone: its end is over for good
+            release_run(store, run.service if run else _service, run_id, force=True)
             done["released"].append(run_id)
+    if agent_gone is not None and draining:
+        try:
+            lease.renew_all(
+                store,
+                ((r.service, r.task_id, r.run_id) for r in draining),
+                settings.workspace_lease_seconds,
+                fence=fence,
+            )
+            renew += [r.run_id for r in draining]
+        except LeaseNotHeld:
+            log.warning("not renewing what stopping runs hold: the watcher lease passed to another holder")
+    done["draining"] = [r.run_id for r in draining]
     store.renew_slots(renew, settings.slot_lease_seconds)
     done["renewed"].extend(renew)
 

@@ -27,11 +27,12 @@ from orchestrator.github.documents import (
 )
 from orchestrator.github.event import EventContext
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import Task
-from orchestrator.settings import Settings
+from orchestrator.settings import VARIABLES, Settings
 from orchestrator.states import RETRYABLE_FROM, TERMINAL
 from orchestrator.steps import Step
-from orchestrator.store import TaskExists, TaskStore
+from orchestrator.store import LimitReached, TaskExists, TaskStore
 from orchestrator.validation import agent_name
 
 log = logging.getLogger("orchestrator.github")
@@ -268,6 +269,14 @@ def handle_event(
     Without `payload`, the delivery's pending copy in the store is the payload:
     the receiver keeps the body there once, and queues only the delivery id.
     """
+    result = _handle_event(store, settings, delivery_id, event, payload)
+    metrics.webhook_delivery(event, result["status"])
+    return result
+
+
+def _handle_event(
+    store: TaskStore, settings: Settings, delivery_id: str, event: str, payload: Mapping[str, Any] | None
+) -> dict[str, Any]:
     if store.event_handled(delivery_id):
         return {"delivery": delivery_id, "status": "duplicate", "detail": "already handled"}
     if payload is None:
@@ -291,7 +300,11 @@ def handle_event(
         outcome = Outcome("ignored", decision.reason)
     else:
         ctx = EventContext(store, settings, config, delivery_id, event, payload)
-        outcome = HANDLERS[decision.handler](ctx)
+        try:
+            outcome = HANDLERS[decision.handler](ctx)
+        except LimitReached as exc:  # a full cap is an answer, not a failure to retry
+            variable = next((v.env for v in VARIABLES if v.attr == exc.setting), exc.setting)
+            outcome = Outcome("ignored", f"{exc} ({variable}={exc.limit})")
     store.mark_event_handled(delivery_id, settings.delivery_ttl_seconds)
     log.info("github delivery %s (%s): %s: %s", delivery_id, event, outcome.status, outcome.detail)
     result: dict[str, Any] = {

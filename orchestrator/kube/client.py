@@ -25,7 +25,9 @@ from kubernetes.client.exceptions import ApiException
 from orchestrator import backoff
 from orchestrator.backoff import retry_after_seconds
 from orchestrator.kube.listing import _CHUNK, Listing, Transform, _lines, parse_list
-from orchestrator.runners.errors import RunnerError
+from orchestrator.metrics import registry as metrics
+from orchestrator.metrics.labels import kube_error_kind
+from orchestrator.runners.errors import RunnerError, RunnerUnavailable
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.kube")
@@ -42,7 +44,7 @@ class KubeError(RunnerError):
         self.status = status
 
 
-class TransientKubeError(KubeError):
+class TransientKubeError(KubeError, RunnerUnavailable):
     """May heal: the API was busy, slow or unreachable (still failing after our retries)."""
 
 
@@ -126,6 +128,7 @@ class KubeClient:
                 return func()
             except ApiException as exc:
                 status = exc.status or 0
+                metrics.kube_error(kube_error_kind(status))
                 if status in RETRYABLE_STATUS and attempt < self.retries:
                     delay = self._delay(attempt, _retry_after(exc))
                     log.warning(
@@ -141,6 +144,7 @@ class KubeClient:
                     continue
                 raise self._map(exc, what, verb, resource) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:
+                metrics.kube_error(kube_error_kind(None, exc))
                 if attempt < self.retries:
                     delay = self._delay(attempt, None)
                     log.warning(
@@ -341,6 +345,7 @@ class KubeClient:
         try:
             yield from _lines(response)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            metrics.kube_error(kube_error_kind(None, exc))
             raise TransientKubeError(f"the log stream of pod {name} broke ({type(exc).__name__})") from None
         finally:
             response.release_conn()
@@ -379,11 +384,13 @@ class KubeClient:
                 obj = event.get("object") or {}
                 if kind_of == "ERROR":
                     code = obj.get("code")
+                    metrics.kube_error(kube_error_kind(code if isinstance(code, int) else 500))
                     if code == 410:
                         raise Gone(obj.get("message") or "resourceVersion too old", 410)
                     raise TransientKubeError(f"watch {kind}: {obj.get('message') or obj}", code)
                 yield kind_of, obj
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            metrics.kube_error(kube_error_kind(None, exc))
             raise TransientKubeError(f"watch {kind}: the stream broke ({type(exc).__name__})") from None
         finally:
             response.release_conn()

@@ -109,3 +109,27 @@ def hand_over(directory: Path, user: AgentUser) -> None:
                 os.chown(os.path.join(root, name), user.uid, user.gid, follow_symlinks=False)
             except FileNotFoundError:
                 pass
+
+
+def let_through(top: Path, directory: Path, user: AgentUser) -> None:
+    """Let the agent's group pass (enter, not list) through every directory from `top` down to `directory`.
+
+    `up` writes under umask 077, so a service's directory and its `worktrees/`
+    were 0700 root: an agent reached its checkout only as its working directory,
+    and every absolute path in it (which Claude Code's tools use), and the
+    service clone's `.git` its worktree commits through, were refused to it.
+    A `directory` outside `top` is no part of the workspace: nothing is opened.
+    """
+    top = top.resolve()
+    current = directory.resolve()
+    if current != top and top not in current.parents:
+        return
+    passage = [current, *(p for p in current.parents if p == top or top in p.parents)]
+    for path in passage[1:]:  # the checkout itself is handed over, not opened
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            raise ValueError(f"{path} is a symbolic link")
+        if info.st_gid != user.gid:
+            os.chown(path, -1, user.gid, follow_symlinks=False)
+        if not info.st_mode & stat.S_IXGRP:
+            os.chmod(path, stat.S_IMODE(info.st_mode) | stat.S_IXGRP)

@@ -68,6 +68,9 @@ class RunObservation:
     # True when the failure came from the platform (eviction, node loss, image
     # pull hiccup) rather than the agent, so another attempt may succeed.
     retryable: bool = False
+    # True when nothing of the run was left to see (its Job or process gone before its end was
+    # seen): finish_run then reads what the run left in its output directory before deciding.
+    vanished: bool = False
 
 
 class Tracker(Protocol):

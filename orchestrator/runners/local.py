@@ -25,6 +25,7 @@ from orchestrator.runners.agent_user import AgentUser
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, Lines, RunObservation, RunRequest
 from orchestrator.runners.errors import LaunchFailed, LogsUnavailable
 from orchestrator.runners.local_files import (
+    kill_lost_agent,
     same_namespace,
     signal_group,
     supervisor_alive,
@@ -142,9 +143,11 @@ class LocalRunner:
                 raise LaunchFailed(f"the run's working directory {cwd} does not exist")
             if user is not None:
                 agent_user.hand_over(request.workspace_dir, user)  # its checkout, writable by it alone
+                agent_user.let_through(self.settings.workspace_root, request.workspace_dir, user)
                 shared_git = request.workspace_dir.parent.parent / CLONE_DIR / ".git"  # a worktree commits through it
                 if (request.workspace_dir / ".git").is_file() and shared_git.is_dir() and not shared_git.is_symlink():
                     agent_user.hand_over(shared_git, user)
+                    agent_user.let_through(self.settings.workspace_root, shared_git, user)
             timeout = max(
                 1,
                 min(
@@ -211,7 +214,9 @@ class LocalRunner:
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
         if phase == "Running" and not supervisor_alive(run_dir, status):
-            # The supervisor died without writing an outcome (machine restart, SIGKILL).
+            # The supervisor died without writing an outcome (machine restart, SIGKILL); its agent must not outlive it.
+            if same_namespace(status):
+                kill_lost_agent(int(status.get("agent_pgid") or 0), run_id)
             return RunObservation(
                 run_id,
                 FAILED,

@@ -8,6 +8,7 @@ container on the same volume) cannot see its pid, so the heartbeat decides there
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -105,3 +106,28 @@ def signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_lost_agent(pgid: int, run_id: str) -> bool:
+    """SIGKILL the agent group of a run declared lost, if it still runs; True when it did.
+
+    A supervisor killed outright leaves its agent working: the retry would then
+    start a second agent in the same checkout. The group id may have been
+    reused since, so a group is killed only when one of its processes carries
+    this run's id in its environment (the agent contract's ORCHESTRATOR_RUN_ID).
+    """
+    if pgid <= 0:
+        return False
+    wanted = f"ORCHESTRATOR_RUN_ID={run_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                signal_group(pgid, signal.SIGKILL)
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False

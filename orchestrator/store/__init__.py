@@ -11,11 +11,13 @@ from __future__ import annotations
 from orchestrator.store.base import connect
 from orchestrator.store.broker import Broker
 from orchestrator.store.capacity import Capacity
+from orchestrator.store.changes import StatusChange, StatusChanges
 from orchestrator.store.deliveries import Deliveries
 from orchestrator.store.effects import EffectClaim, Effects
 from orchestrator.store.errors import (
     IllegalTransition,
     LeaseNotHeld,
+    LimitReached,
     StoreError,
     StoreUnavailable,
     TaskExists,
@@ -23,14 +25,29 @@ from orchestrator.store.errors import (
 )
 from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
 from orchestrator.store.leases import Leases
+from orchestrator.store.listing import Listing
 from orchestrator.store.records import Transition
 from orchestrator.store.retention import Retention
 from orchestrator.store.runs import Runs
+from orchestrator.store.sessions import ConsoleSessions
 from orchestrator.store.tasks import Tasks
 from orchestrator.store.usage import Usage
 
 
-class TaskStore(Tasks, Runs, Capacity, Leases, Deliveries, Effects, Broker, Usage, Retention):
+class TaskStore(
+    Tasks,
+    Listing,
+    Runs,
+    Capacity,
+    Leases,
+    Deliveries,
+    Effects,
+    Broker,
+    Usage,
+    Retention,
+    ConsoleSessions,
+    StatusChanges,
+):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
 
@@ -39,6 +56,8 @@ __all__ = [
     "EffectClaim",
     "IllegalTransition",
     "LeaseNotHeld",
+    "LimitReached",
+    "StatusChange",
     "StoreError",
     "StoreUnavailable",
     "TaskExists",

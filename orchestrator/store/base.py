@@ -78,6 +78,9 @@ _SCRIPTS = {
     "_effect_complete": "effect_complete",
     "_queued_steps": "queued_steps",
     "_usage_record": "usage_record",
+    "_title_scan": "title_scan",
+    "_launch_record": "launch_record",
+    "_add_context": "add_context",
     "_purge_task": "purge_task",
 }
 
@@ -99,6 +102,7 @@ class StoreBase:
     _create: Script
     _claim_delivery: Script
     _transition: Script
+    _title_scan: Script
     _run_with_task: Script
     _create_run: Script
     _acquire: Script
@@ -116,11 +120,23 @@ class StoreBase:
     _effect_complete: Script
     _queued_steps: Script
     _usage_record: Script
+    _launch_record: Script
+    _add_context: Script
     _purge_task: Script
 
-    def __init__(self, client: redis.Redis, *, history_limit: int = 200):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        history_limit: int = 200,
+        max_tasks_per_service: int = 0,
+        max_contexts_per_task: int = 0,
+    ):
         self.redis = client
         self.history_limit = history_limit
+        # Caps enforced inside the scripts that write (0: none, for tools and tests that build a store).
+        self.max_tasks_per_service = max_tasks_per_service
+        self.max_contexts_per_task = max_contexts_per_task
         for attribute, name in _SCRIPTS.items():
             setattr(self, attribute, client.register_script(script_source(name)))
 

@@ -31,3 +31,14 @@ class IllegalTransition(StoreError):
         self.conflict = conflict
         why = "the task moved on meanwhile" if conflict else "that transition is not allowed"
         super().__init__(f"task {service}/{task_id} is {current}; cannot move to {target}: {why}")
+
+
+class LimitReached(StoreError):
+    """A configured cap (tasks per service, contexts per task) is full; nothing was written.
+
+    `setting` is the Settings attribute of the cap, so the API can name its variable.
+    """
+
+    def __init__(self, setting: str, limit: int, message: str):
+        self.setting, self.limit = setting, limit
+        super().__init__(message)

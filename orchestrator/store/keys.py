@@ -28,13 +28,16 @@ def run_id_for(service: str, task_id: int, version: int, attempt: int, stage: st
 # Tasks and runs ------------------------------------------------------------------
 
 
+TASK_KEY_PREFIX = f"{PREFIX}:task:"
+
+
 def task_key(service: str, task_id: int | str) -> str:
     return f"{task_key_prefix(service)}{task_id}"
 
 
 def task_key_prefix(service: str) -> str:
     """What every task key of `service` starts with (a script builds keys of the service's tasks from it)."""
-    return f"{PREFIX}:task:{service}:"
+    return f"{TASK_KEY_PREFIX}{service}:"
 
 
 def history_key(service: str, task_id: int | str) -> str:
@@ -163,3 +166,16 @@ def usage_day(day: str) -> str:
 def effect_key(kind: str, subject: str) -> str:
     """The intent/completion record of one side effect (a Job created, a branch pushed...) of one subject."""
     return f"{PREFIX}:effect:{kind}:{subject}"
+
+
+# Web console sign-ins ----------------------------------------------------------------
+
+
+def console_session_key(digest: str) -> str:
+    """One signed-in console session (a digest of its id), expiring with the session's lifetime."""
+    return f"{PREFIX}:console-session:{digest}"
+
+
+# Every status change, as a capped stream (ref, status, reason, at): what live pages follow.
+STATUS_CHANGES = f"{PREFIX}:changes:status"
+STATUS_CHANGES_MAX = 10_000

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from orchestrator.store.base import StoreBase
+from orchestrator.store.errors import LeaseNotHeld
 from orchestrator.store.keys import fence_key, follows_key, lease_key
 
 
@@ -19,6 +22,34 @@ class Leases(StoreBase):
 
     def renew_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
         return bool(self._call(self._renew, keys=[lease_key(name)], args=[holder, int(ttl_seconds * 1000)]))
+
+    def renew_leases(
+        self,
+        held: Iterable[tuple[str, str]],
+        ttl_seconds: float,
+        *,
+        fence: tuple[str, str, int] | None = None,
+        batch: int = 1000,
+    ) -> int:
+        """`renew_lease` for many (name, holder) pairs in pipelined batches; how many were extended.
+
+        With `fence=(lease, holder, token)` each renewal happens only while that
+        lease is still held with that token; LeaseNotHeld once it is not.
+        """
+        held = list(held)
+        ttl = max(1, int(ttl_seconds * 1000))
+        fence_keys = [lease_key(fence[0]), fence_key(fence[0])] if fence else []
+        fence_args: list[str | int] = [fence[1], int(fence[2])] if fence else []
+        renewed = 0
+        for start in range(0, len(held), batch):
+            pipe = self.redis.pipeline(transaction=False)
+            for name, holder in held[start : start + batch]:
+                self._renew(keys=[lease_key(name), *fence_keys], args=[holder, ttl, *fence_args], client=pipe)
+            results = [int(r) for r in self._safe(pipe.execute)]
+            if -2 in results:
+                raise LeaseNotHeld(f"the lease {fence[0] if fence else ''} passed to another holder")
+            renewed += sum(1 for r in results if r > 0)
+        return renewed
 
     def release_lease(self, name: str, holder: str) -> bool:
         return bool(self._call(self._release, keys=[lease_key(name)], args=[holder]))

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.model import Outcome, Priority, Run, RunPhase, Status, Task
+from orchestrator.model import Outcome, Priority, Run, RunPhase, Status, Task, TaskSummary
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,37 @@ _TASK_FIELDS: dict[str, Callable[[str], Any]] = {
     "trace_parent": str,
 }
 
+# What a list shows of a task (TaskSummary): read with one HMGET, the spec never.
+_SUMMARY_FIELDS: dict[str, Callable[[str], Any]] = {
+    "service": str,
+    "id": int,
+    "agent": str,
+    "priority": Priority.parse,
+    "title": str,
+    "submitted_status": str,
+    "status": Status,
+    "status_reason": str,
+    "context_version": int,
+    "current_run": str,
+    "created_at": float,
+    "updated_at": float,
+    "seq": int,
+}
+SUMMARY_FIELDS: tuple[str, ...] = tuple(_SUMMARY_FIELDS)
+
+
+def summary_fields(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The summary's copies of spec fields, stored beside the record when it is written."""
+    title, status = spec.get("title", ""), spec.get("status", "pending")
+    title = title if isinstance(title, str) else str(title)
+    status = status if isinstance(status, str) and status else "pending"
+    # Plain strings in the hash: a lone surrogate (which UTF-8 cannot hold) shows as '?' in a list.
+    return {
+        "title": title.encode("utf-8", "replace").decode("utf-8"),
+        "submitted_status": status.encode("utf-8", "replace").decode("utf-8"),
+    }
+
+
 _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
     "run_id": str,
     "service": str,
@@ -161,6 +192,9 @@ _RUN_FIELDS: dict[str, Callable[[str], Any]] = {
     "pull_request_number": _lenient_int,
     "delivered_at": float,
     "delivery_failures": int,
+    "launch_failures": int,
+    "vanished": _flag,
+    "stopped_at": float,
     "delivery_error": str,
     "usage": _json_object,
     "rate_limited_until": float,
@@ -183,3 +217,8 @@ def decode_task(raw: Mapping[str, str]) -> Task:
 def decode_run(raw: Mapping[str, str]) -> Run:
     """A run hash (or some of its fields) as a Run."""
     return Run(**_decoded(raw, _RUN_FIELDS))
+
+
+def decode_summary(raw: Mapping[str, str]) -> TaskSummary:
+    """The summary fields of a task hash (as HMGET of SUMMARY_FIELDS read them) as a TaskSummary."""
+    return TaskSummary(**_decoded(raw, _SUMMARY_FIELDS))

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.model import Run, Status, Task
+from orchestrator.model import Run, RunPhase, Status, Task
 from orchestrator.store.base import StoreBase
 from orchestrator.store.errors import LeaseNotHeld, StoreError
 from orchestrator.store.keys import (
@@ -17,7 +17,7 @@ from orchestrator.store.keys import (
     task_key,
     task_runs_key,
 )
-from orchestrator.store.records import decode_run, decode_task
+from orchestrator.store.records import decode_run, decode_task, encode_fields, flatten
 
 
 class Runs(StoreBase):
@@ -110,6 +110,38 @@ class Runs(StoreBase):
             raise StoreError(f"no run {run_id}")
         return bool(written)
 
+    def record_launch(
+        self,
+        run: Run,
+        ended: Iterable[str],
+        launchable: Iterable[Status | str],
+        *,
+        phase: RunPhase = RunPhase.LAUNCHED,
+        **fields: Any,
+    ) -> bool:
+        """Write a launched run's fields only while it is its task's current run, the task in one of
+        `launchable` and the run's phase none of `ended`; False (nothing written) otherwise.
+
+        `phase` is written only over a phase not yet observed (Queued): what the
+        watcher saw meanwhile (Pending, Running) stays."""
+        written = int(
+            self._call(
+                self._launch_record,
+                keys=[run_key(run.run_id), task_key(run.service, run.task_id)],
+                args=[
+                    run.run_id,
+                    ",".join(ended),
+                    ",".join(Status(s).value for s in launchable),
+                    RunPhase(phase).value,
+                    RunPhase.QUEUED.value,
+                    *flatten(encode_fields(fields)),
+                ],
+            )
+        )
+        if written == -1:
+            raise StoreError(f"no run {run.run_id}")
+        return written == 1
+
     def list_runs(self, service: str, task_id: int) -> list[Run]:
         """Every run of the task, oldest first."""
         ids = self._safe(self.redis.zrange, task_runs_key(service, task_id), 0, -1)
@@ -120,15 +152,26 @@ class Runs(StoreBase):
             pipe.hgetall(run_key(run_id))
         return [decode_run(raw) for raw in self._safe(pipe.execute) if raw]
 
-    def get_runs(self, run_ids: Iterable[str], *, batch: int = 1000) -> list[Run | None]:
-        """Many runs (None for one that is gone), in pipelined batches."""
+    def get_runs(self, run_ids: Iterable[str], *fields: str, batch: int = 1000) -> list[Run | None]:
+        """Many runs (None for one that is gone), in pipelined batches.
+
+        With `fields`, only those are read (HMGET; `run_id` always): a list
+        showing a run's outcome and cost does not load its prompt.
+        """
         run_ids = list(run_ids)
+        names = ["run_id", *fields] if fields else []
         out: list[Run | None] = []
         for start in range(0, len(run_ids), batch):
             pipe = self.redis.pipeline(transaction=False)
             for run_id in run_ids[start : start + batch]:
-                pipe.hgetall(run_key(run_id))
-            out.extend(decode_run(raw) if raw else None for raw in self._safe(pipe.execute))
+                if names:
+                    pipe.hmget(run_key(run_id), names)
+                else:
+                    pipe.hgetall(run_key(run_id))
+            for raw in self._safe(pipe.execute):
+                if names:
+                    raw = {k: v for k, v in zip(names, raw) if v is not None}
+                out.append(decode_run(raw) if raw else None)
         return out
 
     def current_runs(

@@ -7,8 +7,6 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import redis
-
 from orchestrator.model import Priority, Task
 from orchestrator.states import Status, sources_of
 from orchestrator.store.base import StoreBase
@@ -16,7 +14,7 @@ from orchestrator.store.broker import queue_key
 from orchestrator.store.errors import (
     IllegalTransition,
     LeaseNotHeld,
-    StoreUnavailable,
+    LimitReached,
     TaskExists,
     TaskNotFound,
 )
@@ -24,6 +22,8 @@ from orchestrator.store.keys import (
     IDX_ALL,
     IDX_STATUS_PREFIX,
     SEQ_KEY,
+    STATUS_CHANGES,
+    STATUS_CHANGES_MAX,
     WAITING,
     contexts_key,
     dependents_key,
@@ -40,7 +40,7 @@ from orchestrator.store.keys import (
     task_ref,
     task_runs_key,
 )
-from orchestrator.store.records import Transition, decode_task, encode, encode_fields
+from orchestrator.store.records import Transition, decode_task, encode, encode_fields, summary_fields
 
 
 class Tasks(StoreBase):
@@ -85,6 +85,7 @@ class Tasks(StoreBase):
             "outputs": "{}",
             "status": Status.PENDING.value,
             "status_reason": "submitted",
+            **summary_fields(spec),
             "context_version": "1",
             "created_at": repr(now),
             "updated_at": repr(now),
@@ -119,9 +120,16 @@ class Tasks(StoreBase):
                 value,
                 enqueue[1] if enqueue else "",
                 str(task_id),
+                self.max_tasks_per_service,
                 *(item for pair in fields.items() for item in pair),
             ],
         )
+        if int(created) < 0:
+            raise LimitReached(
+                "max_tasks_per_service",
+                self.max_tasks_per_service,
+                f"service {service} already holds {_seq} tasks, the most allowed; none was added",
+            )
         if not int(created):
             raise TaskExists(f"task {member} already exists")
         # The script wrote exactly these fields, atomically: no need to read them back.
@@ -203,7 +211,7 @@ class Tasks(StoreBase):
             allowed,
             Status(expect).value if expect else "",
             self.history_limit,
-            IDX_STATUS_PREFIX,
+            f"{IDX_STATUS_PREFIX}\n{STATUS_CHANGES}\n{STATUS_CHANGES_MAX}",
             task_ref(service, task_id),
             json.dumps(extra) if extra else "{}",
             json.dumps({k: str(v) for k, v in expect_fields.items()}) if expect_fields else "{}",
@@ -238,58 +246,6 @@ class Tasks(StoreBase):
         start = -limit if limit else 0
         raw = self._safe(self.redis.lrange, history_key(service, task_id), start, -1)
         return [json.loads(item) for item in raw]
-
-    def list_tasks(
-        self,
-        *,
-        service: str | None = None,
-        status: str | None = None,
-        agent: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[Task], str | None]:
-        """Tasks newest first, filtered; returns a page and the cursor of the next one.
-
-        The most selective index drives the scan; other filters are checked on
-        the records, so a page is always full unless the index is exhausted.
-        """
-        if status:
-            index = idx_status(status)
-        elif service:
-            index = idx_service(service)
-        elif agent:
-            index = idx_agent(agent)
-        else:
-            index = IDX_ALL
-        upper = f"({int(cursor)}" if cursor else "+inf"
-        found: list[Task] = []
-        batch = max(limit * 2, 20)
-        while len(found) < limit:
-            members = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=batch, withscores=True)
-            if not members:
-                return found, None
-            pipe = self.redis.pipeline(transaction=False)
-            for member, _score in members:
-                pipe.hgetall(task_key(*member.rsplit("/", 1)))
-            records = self._safe(pipe.execute)
-            for (_member, score), raw in zip(members, records):
-                upper = f"({int(score)}"
-                if not raw:
-                    continue
-                task = decode_task(raw)
-                if service and task.service != service:
-                    continue
-                if status and task.status != status:
-                    continue
-                if agent and task.agent != agent:
-                    continue
-                found.append(task)
-                if len(found) == limit:
-                    more = self._safe(self.redis.zrevrangebyscore, index, upper, "-inf", start=0, num=1)
-                    return found, (upper[1:] if more else None)
-            if len(members) < batch:
-                return found, None
-        return found, None
 
     def count_by_status(self) -> dict[str, int]:
         """How many tasks are in each status (for metrics)."""
@@ -333,27 +289,24 @@ class Tasks(StoreBase):
     # Context documents -------------------------------------------------------
 
     def add_context(self, service: str, task_id: int, document: Mapping[str, Any]) -> int:
-        """Append a context document and bump the context version; returns it."""
-        key = task_key(service, task_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    if not pipe.exists(key):
-                        pipe.reset()
-                        raise TaskNotFound(f"no task {task_ref(service, task_id)}")
-                    pipe.multi()
-                    pipe.hincrby(key, "context_version", 1)
-                    pipe.rpush(contexts_key(service, task_id), encode(dict(document)))
-                    pipe.hset(key, "updated_at", repr(time.time()))
-                    version, _, _ = pipe.execute()
-                    return int(version)
-                except redis.WatchError:
-                    continue
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    raise StoreUnavailable("the task store (Redis) does not answer") from exc
-                except redis.exceptions.OutOfMemoryError as exc:
-                    raise StoreUnavailable("the task store (Redis) is full") from exc
+        """Append a context document and bump the context version; returns it.
+
+        Raises TaskNotFound, or LimitReached when the task already holds `max_contexts_per_task`.
+        """
+        result = self._call(
+            self._add_context,
+            keys=[task_key(service, task_id), contexts_key(service, task_id)],
+            args=[encode(dict(document)), repr(time.time()), self.max_contexts_per_task],
+        )
+        if int(result[0]) == -1:
+            raise TaskNotFound(f"no task {task_ref(service, task_id)}")
+        if int(result[0]) == -2:
+            raise LimitReached(
+                "max_contexts_per_task",
+                self.max_contexts_per_task,
+                f"task {task_ref(service, task_id)} already holds {result[1]} context documents, the most allowed",
+            )
+        return int(result[1])
 
     def contexts(self, service: str, task_id: int) -> list[dict[str, Any]]:
         """Context documents added after submission, oldest first."""

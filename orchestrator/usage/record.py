@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import Run, RunPhase
 from orchestrator.runners import get_runner
 from orchestrator.settings import Settings
@@ -55,7 +56,8 @@ def account_run(
     usage = parser.usage()
     if usage is not None:
         try:
-            store.record_usage(run.run_id, run.service, run.agent or agent, usage, day=today(now))
+            if store.record_usage(run.run_id, run.service, run.agent or agent, usage, day=today(now)):
+                metrics.agent_usage(run.service, run.agent or agent, usage)  # counted now, so only once
         except Exception:
             log.warning("could not record the usage of run %s", run.run_id, exc_info=True)
     verdict = parser.verdict(now=now)

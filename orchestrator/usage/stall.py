@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator import runs
+from orchestrator.metrics import registry as metrics
 from orchestrator.model import Run
 from orchestrator.runners.base import FAILED, RUNNING, RunObservation
 from orchestrator.settings import Settings
@@ -113,6 +114,7 @@ class StallCheck:
             except Exception:
                 log.warning("could not stop stalled run %s", run_id, exc_info=True)
             log.warning("run %s stalled: no output for %d s; stopped", run_id, idle)
+            metrics.run_stalled(run.service)
             stopped.append(run_id)
             self.seen.pop(run_id, None)
         return stopped

@@ -44,8 +44,15 @@ def render_config(url: str | None, filesystem: dict[str, bool]) -> str:
 
 
 def _config_file_values(git: Git, *args: str) -> list[str]:
-    """Values read from `.git/config` alone: no includes, no other file. Nothing found: []."""
-    result = git.run("config", "--file", str(git.directory / ".git" / "config"), "--no-includes", *args, check=False)
+    """Values read from `.git/config` alone: no includes, no other file. Nothing found: [].
+
+    `--git-dir` names no repository: run in the checkout, git would first set up the
+    repository there and read its config with its includes (--no-includes covers only
+    the read asked for), so a circular include an agent planted failed the run and an
+    included FIFO held it until the git timeout.
+    """
+    path = str(git.directory / ".git" / "config")
+    result = git.run(f"--git-dir={os.devnull}", "config", "--file", path, "--no-includes", *args, check=False)
     if result.returncode not in (0, 1):  # 1: no such key; anything else: a file git cannot read
         message = scrub((result.stderr or "").strip(), [git.token, *git.secrets])[-500:]
         raise PermanentGitError(f"the checkout's .git/config cannot be read ({message}); refusing to reuse it")

@@ -17,8 +17,10 @@ token that only grows: a holder that was paused past its expiry finds a newer
 token and stops before it writes.
 
 The run holds the lease from preparation until it ends: coordination code
-calls `release(store, service, run_id)` when the run ends, and a long run's
-tracker calls `renew(...)`. A lease whose holder run is over (it is no longer
+calls `release(store, service, run_id)` when the run ends, and the watcher's
+reconcile renews the leases of every run it tracks (`renew_all`, fenced by the
+watcher's own lease), so a run that outlasts ORCHESTRATOR_WORKSPACE_LEASE_SECONDS
+keeps its worktree. A lease whose holder run is over (it is no longer
 recorded as finished, or it never launched an agent and is no longer its
 task's current run) is taken over at once instead of waiting for the expiry.
 """
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,15 +85,17 @@ def _holder_is_over(store: TaskStore, holder: str) -> bool:
     run = store.get_run(holder)
     if run is None:
         return False  # not a run (a sweep, an operator): respect its expiry
+    # A run whose agent was launched may still be writing (a cancelled pod
+    # takes a while to stop, and a cancel records the end when it asks, not
+    # when the agent stops): wait until the watcher sees it gone, or the expiry.
+    if run.agent_may_run:
+        return False
     if run.finished_at:
         return True
     task = store.get_task(run.service, run.task_id)
     if task is None:
         return True
-    superseded = task.current_run != holder or task.status in TERMINAL
-    # A run whose agent was launched may still be writing (a cancelled pod
-    # takes a while to stop): wait for its end to be recorded, or the expiry.
-    return superseded and not run.job_name
+    return task.current_run != holder or task.status in TERMINAL
 
 
 def acquire(store: TaskStore, service: str, holder: str, ttl_seconds: float, *, task_id: int | None = None) -> Lease:
@@ -131,6 +135,23 @@ def renew(store: TaskStore, service: str, holder: str, ttl_seconds: float) -> bo
     task_id = _task_of(store, holder)
     renewed = task_id is not None and store.renew_lease(lease_name(service, task_id), holder, ttl_seconds)
     return store.renew_lease(lease_name(service), holder, ttl_seconds) or renewed
+
+
+def renew_all(
+    store: TaskStore,
+    held: Iterable[tuple[str, int, str]],
+    ttl_seconds: float,
+    *,
+    fence: tuple[str, str, int] | None = None,
+) -> int:
+    """`renew` for many runs at once, (service, task id, run id) each: the watcher's reconcile keeps
+    every live run's worktree (and an exclusive run's service lock) for as long as the run lasts,
+    which may be far longer than one expiry. With the watcher's `fence`, a deposed watcher renews
+    nothing (LeaseNotHeld). Returns how many leases were extended."""
+    pairs: list[tuple[str, str]] = []
+    for service, task_id, run_id in held:
+        pairs += [(lease_name(service, task_id), run_id), (lease_name(service), run_id)]
+    return store.renew_leases(pairs, ttl_seconds, fence=fence)
 
 
 def release(store: TaskStore, service: str, holder: str) -> bool:

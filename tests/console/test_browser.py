@@ -37,6 +37,10 @@ try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None  # type: ignore[assignment]
+try:  # axe-core (axe.min.js, vendored by the package), injected by the test: the app never serves it
+    from axe_playwright_python.sync_playwright import Axe
+except ImportError:  # pragma: no cover - the test extra installs it
+    Axe = None  # type: ignore[assignment,misc]
 
 pytestmark = [
     pytest.mark.browser,
@@ -265,3 +269,36 @@ def test_a_browser_opening_the_cli_task_url_lands_on_the_task_page(page: Page, s
     page.goto("/api/v1/pm/tasks/demo/4")
     expect(page).to_have_url(re.compile(r"/tasks/demo/4$"))
     expect(page.locator("main > h1")).to_contain_text("Task 4")
+
+
+def accessibility_problems(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now (WCAG 2.x A and AA rules, best practices)."""
+    results = Axe().run(page, options={"resultTypes": ["violations"]})
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v["impact"] in {"serious", "critical"}
+    ]
+
+
+@pytest.mark.skipif(Axe is None, reason="axe-playwright-python is not installed (pip install -e '.[test]')")
+def test_pages_pass_an_automated_accessibility_scan(page: Page, stack: Stack) -> None:
+    submit(stack, task(5, service="a11y", title="Scanned for accessibility"))
+    found: dict[str, list[str]] = {}
+    page.goto("/sign-in")
+    found["sign-in"] = accessibility_problems(page)
+    sign_in(page)
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    found["tasks"] = accessibility_problems(page)
+    page.goto("/?service=nothing-here")
+    found["tasks, empty"] = accessibility_problems(page)
+    page.goto("/tasks/a11y/5")
+    expect(page.locator("main > h1")).to_contain_text("Scanned for accessibility")
+    found["task"] = accessibility_problems(page)
+    page.goto("/submit")
+    found["submit"] = accessibility_problems(page)
+    page.get_by_role("button", name="Submit task").click()  # the same form with its field errors
+    found["submit, with errors"] = accessibility_problems(page)
+    page.goto("/services")
+    found["services"] = accessibility_problems(page)
+    assert not {name: problems for name, problems in found.items() if problems}

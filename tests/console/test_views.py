@@ -126,13 +126,35 @@ def test_posts_without_the_csrf_token_are_refused(client: FlaskClient, store: Ta
 
 def test_sign_out_ends_the_session(client: FlaskClient) -> None:
     csrf = sign_in(client)
-    old_cookie = client.get_cookie(COOKIE_NAME).value
     response = client.post("/sign-out", data={"csrf_token": csrf})
     assert response.status_code == 303 and response.headers["Location"] == "/sign-in"
     assert client.get("/").status_code == 302
-    # The signed cookie replayed after sign-out is a different, older session: still refused
-    # once its token is revoked (below), and sign-out emptied this one.
-    assert old_cookie
+
+
+def test_a_signed_out_cookie_replayed_is_refused(app: Flask, client: FlaskClient, store: TaskStore) -> None:
+    """The cookie is validly signed forever after: the store's record of its session is what sign-out ends."""
+    csrf = sign_in(client)
+    stolen = client.get_cookie(COOKIE_NAME).value
+    other_tab = app.test_client()
+    other_tab.set_cookie(COOKIE_NAME, stolen)
+    assert other_tab.get("/").status_code == 200  # the same session, as a copied cookie
+    assert client.post("/sign-out", data={"csrf_token": csrf}).status_code == 303
+    replay = app.test_client()
+    replay.set_cookie(COOKIE_NAME, stolen)
+    assert replay.get("/").status_code == 302
+    assert replay.get("/console/events?task=billing/7").status_code == 401
+    assert replay.post("/tasks/billing/7/cancel", data={"csrf_token": csrf}).status_code == 401
+    assert other_tab.get("/").status_code == 302
+    assert not store.redis.keys("orch:console-session:*")  # nothing left of it
+
+
+def test_each_sign_in_is_its_own_session(app: Flask) -> None:
+    first, second = app.test_client(), app.test_client()
+    csrf = sign_in(first)
+    sign_in(second)
+    first.post("/sign-out", data={"csrf_token": csrf})
+    assert first.get("/").status_code == 302
+    assert second.get("/").status_code == 200  # signing out one browser leaves the other signed in
 
 
 def test_revoking_the_token_ends_its_sessions(app: Flask, client: FlaskClient,
@@ -329,3 +351,26 @@ def test_a_task_master_file_is_uploaded_and_one_task_picked(client: FlaskClient,
     assert bad.status_code == 400 and 'id="service_name-error"' in bad.get_data(as_text=True)
     broken = client.post("/submit/taskmaster", data={"csrf_token": csrf, "tasks_json": "{not json"})
     assert broken.status_code == 400 and 'id="tasks_file-error"' in broken.get_data(as_text=True)
+
+
+def test_a_full_cap_is_shown_on_the_field_it_concerns(console_settings: Settings, store: TaskStore,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """#16 finding 7: the caps answer the console as they answer the API, naming their variable."""
+    small = console_settings.replace(max_tasks_per_service=1, max_contexts_per_task=1)
+    celery = route_steps_to(small, monkeypatch)
+    try:
+        client = create_app(small).test_client()
+        submit_api(client, dependencies=[])
+        csrf = sign_in(client)
+        full = client.post("/submit", data={"csrf_token": csrf, "service_name": "billing", "id": "12",
+                                            "title": "One too many", "agent_name": "claude", "document": "x"})
+        html = full.get_data(as_text=True)
+        assert full.status_code == 409 and 'id="service_name-error"' in html
+        assert "ORCHESTRATOR_MAX_TASKS_PER_SERVICE=1" in html and store.get_task("billing", 12) is None
+        client.post("/tasks/billing/7/context", data={"csrf_token": csrf, "content": "first"})
+        page = client.post("/tasks/billing/7/context", data={"csrf_token": csrf, "content": "second"},
+                           follow_redirects=True)
+        assert "ORCHESTRATOR_MAX_CONTEXTS_PER_TASK=1" in page.get_data(as_text=True)
+        assert [c["content"] for c in store.contexts("billing", 7)] == ["first"]
+    finally:
+        celery.close()

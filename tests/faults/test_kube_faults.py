@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import runs
 from orchestrator.kube import jobs as kjobs
 from orchestrator.store import TaskStore, connect
 from tests.support.faults import ALL_SECRETS, FaultStack, assert_no_secret_leaked, leaks_in_text, succeeded_count, \
@@ -161,8 +162,10 @@ def test_failures_past_the_retry_limit_fail_the_task_with_the_reason(stack: Faul
     finally:
         emulator.faults.clear()
     assert task["status"] == "Failed", task
-    assert "launch failed" in task["status_reason"] and "500" in task["status_reason"], task["status_reason"]
-    assert fault.hits == 4  # the first try and ORCHESTRATOR_KUBE_RETRIES=3 retries, then no more
+    assert "launch failed after" in task["status_reason"] and "500" in task["status_reason"], task["status_reason"]
+    # Each of the step's tries (the first and runs.LAUNCH_RETRIES more, after a wait of at most half
+    # ORCHESTRATOR_STUCK_AFTER_SECONDS) is the first request and ORCHESTRATOR_KUBE_RETRIES=3 retries.
+    assert fault.hits == 4 * (runs.LAUNCH_RETRIES + 1)
     assert len(task["runs"]) == 1 and jobs_created(emulator, task["runs"][0]["run_id"]) == 0
     # The worker is free again: the next task runs.
     submit(stack, "kube-down", 2)

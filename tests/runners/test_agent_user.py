@@ -118,3 +118,25 @@ def test_reachability(public_root: Path) -> None:
     closed.chmod(0o700)
     assert agent_user.unreachable(closed / "inner", user) == closed
     assert agent_user.unreachable(public_root, user) is None
+
+
+def test_the_agent_reaches_its_checkout_and_its_clone_by_absolute_path(public_root: Path) -> None:
+    """Found by the hostile-agent suite: under `up`'s umask a service's directories were 0700 root,
+    so an agent could write in its checkout only through relative paths and its git found no clone."""
+    user = agent_user.ensure(USER)
+    root = public_root / "workspaces"
+    checkout, git_dir, other = root / "shop" / "worktrees" / "1", root / "shop" / ".clone" / ".git", root / "other"
+    for path in (checkout, git_dir, other):
+        path.mkdir(parents=True)
+    for path in (root, root / "shop", root / "shop" / "worktrees", root / "shop" / ".clone", other):
+        path.chmod(0o700)
+    agent_user.hand_over(checkout, user)
+    agent_user.let_through(root, checkout, user)
+    agent_user.hand_over(git_dir, user)
+    agent_user.let_through(root, git_dir, user)
+    assert agent_user.unreachable(checkout / "file.py", user) is None
+    assert agent_user.unreachable(git_dir / "config", user) is None
+    assert agent_user.unreachable(other / "file", user) == other  # another service stays closed
+    assert (root / "shop").stat().st_mode & 0o777 == 0o710  # enter, never list
+    agent_user.let_through(root / "shop", other, user)  # not under it: nothing opened
+    assert other.stat().st_mode & 0o777 == 0o700

@@ -111,3 +111,17 @@ def test_cancel_from_another_container_stops_the_agent(local: LocalRunner, setti
     wait_for(lambda: not alive(child), timeout=10)
     wait_for(lambda: not alive(int(status["pid"])), timeout=10)
 
+
+
+def test_the_agent_of_a_killed_supervisor_is_killed_when_its_run_is_found_lost(
+        local: LocalRunner, settings: Settings) -> None:
+    """#16 finding 14: otherwise the retry starts a second agent beside the first in the same checkout."""
+    local.launch(request(settings, "r-orphan", sh("sleep 60")))
+    status = wait_for(lambda: (s := local._status("r-orphan")) and s.get("agent_pgid") and s)
+    agent = int(status["agent_pgid"])
+    os.kill(int(status["pid"]), signal.SIGKILL)  # the supervisor alone: its agent goes on
+    wait_for(lambda: not alive(int(status["pid"])), timeout=10)
+    assert alive(agent)
+    observed = local.observe("r-orphan")
+    assert observed is not None and observed.phase == "Failed" and "lost" in observed.reason
+    wait_for(lambda: not alive(agent), timeout=10, what="the lost run's agent to be killed")

@@ -12,6 +12,7 @@ clear reason.
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -113,6 +114,15 @@ def plant_include(scene: Scene) -> None:
     git("config", f"includeIf.gitdir:{scene.root}/.path", str(evil), cwd=scene.root)
 
 
+def plant_include_loop_and_fifo(scene: Scene) -> None:
+    # Reading the config must not follow these: a loop made git fail, a FIFO made it wait.
+    loop, fifo = scene.tmp / "loop.gitconfig", scene.tmp / "fifo.gitconfig"
+    loop.write_text(f"[include]\n\tpath = {loop}\n" + _redirect(scene))
+    os.mkfifo(fifo)
+    with (scene.git_dir / "config").open("a") as config:
+        config.write(f"[include]\n\tpath = {loop}\n\tpath = {fifo}\n")
+
+
 def plant_hooks_path(scene: Scene) -> None:
     hooks = scene.tmp / "agent-hooks"
     hooks.mkdir()
@@ -152,6 +162,7 @@ PLANTS: dict[str, Callable[[Scene], None]] = {
     "alternates": plant_alternates,
     "commondir": plant_commondir,
     "include-and-includeIf": plant_include,
+    "include-loop-and-fifo": plant_include_loop_and_fifo,
     "core-hooksPath": plant_hooks_path,
     "hooks-in-git-dir": plant_hooks,
     "core-fsmonitor": plant_fsmonitor,

@@ -226,10 +226,10 @@ be defined first).
 {{ include "orchestrator.redisEnv" . | trim }}
 {{ include "orchestrator.secretEnv" (dict "root" . "env" "GITHUB_TOKEN" "key" "github-token") }}
 {{ include "orchestrator.secretEnv" (dict "root" . "env" "ORCHESTRATOR_OTEL_EXPORTER_OTLP_HEADERS" "key" "otel-exporter-otlp-headers") }}
-{{- if eq .Values.config.runner "local" }}
-{{- /* The local runner starts the agent as a child process, which needs the key itself. */}}
+{{- /* The local runner's agent needs the key itself. With Jobs, workers and the watcher read the
+agents' pod logs (a run keeps a scrubbed excerpt, the stall check reads them), and mask only
+the secrets they know: an agent printing its own key must find it masked. */}}
 {{ include "orchestrator.secretEnv" (dict "root" . "env" "ANTHROPIC_API_KEY" "key" "anthropic-api-key") }}
-{{- end }}
 {{- end }}
 
 {{- define "orchestrator.flowerSecretName" -}}

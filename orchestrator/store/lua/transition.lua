@@ -3,7 +3,8 @@
 -- and drops the task from the admission index.
 -- KEYS: task, history, then optionally run, queue list, admission index.
 -- ARGV: target, reason, actor, now, allowed sources (csv), expected current
--- status ('' for any), history limit, status index prefix, member, extra fields
+-- status ('' for any), history limit, status index prefix (with, after a newline,
+-- the stream of status changes and its length cap: 'prefix\nstream\ncap'), member, extra fields
 -- json, expected field values json, then with the optional keys: run fields
 -- json, message ('' for none), '1' to drop from the admission index, score to
 -- add to it with ('' for none); and with a lease and its fence as KEYS 6 and 7,
@@ -27,10 +28,17 @@ local seq = redis.call('HINCRBY', KEYS[1], 'history_seq', 1)
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'status_reason', ARGV[2], 'updated_at', ARGV[4])
 local extra = cjson.decode(ARGV[10])
 for k, v in pairs(extra) do redis.call('HSET', KEYS[1], k, v) end
+local index_prefix, changes, cap = string.match(ARGV[8], '^([^\n]*)\n([^\n]+)\n(%d+)$')
+if not index_prefix then index_prefix = ARGV[8] end
 if current ~= ARGV[1] then
   local score = redis.call('HGET', KEYS[1], 'seq')
-  redis.call('ZREM', ARGV[8] .. current, ARGV[9])
-  redis.call('ZADD', ARGV[8] .. ARGV[1], score, ARGV[9])
+  redis.call('ZREM', index_prefix .. current, ARGV[9])
+  redis.call('ZADD', index_prefix .. ARGV[1], score, ARGV[9])
+end
+-- Live pages follow this stream (api/live_hub.py): written with the change, so none is missed.
+if changes then
+  redis.call('XADD', changes, 'MAXLEN', '~', cap, '*', 'ref', ARGV[9], 'status', ARGV[1],
+    'reason', ARGV[2], 'at', ARGV[4])
 end
 redis.call('RPUSH', KEYS[2], cjson.encode({seq = seq, at = tonumber(ARGV[4]), from = current,
   to = ARGV[1], reason = ARGV[2], actor = ARGV[3]}))

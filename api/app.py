@@ -8,8 +8,9 @@ from flask import Flask
 
 from orchestrator import dispatch
 from orchestrator.dispatch import Dispatcher
+from orchestrator.runtime import new_store
 from orchestrator.settings import Settings, get_settings
-from orchestrator.store import TaskStore, connect
+from orchestrator.store import TaskStore
 
 
 class Resources:
@@ -29,12 +30,7 @@ class Resources:
 
     def store(self) -> TaskStore:
         if self._store is None:
-            self._store = TaskStore(
-                connect(self.settings.redis_url, timeout=2.0),
-                history_limit=self.settings.status_history_limit,
-                max_tasks_per_service=self.settings.max_tasks_per_service,
-                max_contexts_per_task=self.settings.max_contexts_per_task,
-            )
+            self._store = new_store(self.settings, timeout=2.0)
         return self._store
 
     def runner(self) -> Any:

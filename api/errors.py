@@ -11,7 +11,14 @@ from werkzeug.exceptions import HTTPException
 
 from orchestrator.operations import OperationRefused
 from orchestrator.settings import VARIABLES
-from orchestrator.store import IllegalTransition, LimitReached, StoreUnavailable, TaskExists, TaskNotFound
+from orchestrator.store import (
+    IllegalTransition,
+    LimitReached,
+    NotReplicated,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+)
 
 log = logging.getLogger("orchestrator.api")
 
@@ -99,6 +106,19 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable) -> Response:
         response = envelope(503, "unavailable", "the task store is unavailable; nothing was changed, retry shortly")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(NotReplicated)
+    def _not_replicated(exc: NotReplicated) -> Response:
+        # Not a 202: a failover now could lose the write. It stays on the master, so
+        # the retry is deduplicated (the same Idempotency-Key replays the answer, a
+        # delivery id already claimed is answered as a duplicate).
+        response = envelope(
+            503,
+            "unavailable",
+            "stored, but not yet confirmed by a Redis replica; retry shortly (a retry is deduplicated)",
+        )
         response.headers["Retry-After"] = "5"
         return response
 

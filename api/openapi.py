@@ -36,7 +36,10 @@ def _ok(description: str, schema: str | None = None, headers: dict[str, Any] | N
 COMMON = {
     "400": _error("invalid request: `errors` names each bad field"),
     "401": _error("missing or unknown bearer token"),
-    "503": _error("the task store (Redis) is unavailable; nothing was changed"),
+    "503": _error(
+        "the task store (Redis) is unavailable (nothing was changed), or a write was not yet confirmed by a Redis "
+        "replica (a retry is deduplicated); retry after `Retry-After` seconds"
+    ),
 }
 LOCATION = {"Location": {"description": "path of the task", "schema": {"type": "string"}}}
 TASK_PARAMS = [

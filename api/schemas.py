@@ -54,7 +54,20 @@ def _text(max_length: int = MAX_TEXT, *, required: bool = False, min_length: int
 
 
 def _task_id(**meta: Any) -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(min=1, max=2**31 - 1), **meta)
+    return fields.Integer(strict=True, validate=validate.Range(min=1, max=validation.MAX_TASK_ID), **meta)
+
+
+def _pm_task_id(**meta: Any) -> fields.Integer:
+    """A submitted task's own id: below the id space of tasks made from GitHub issues (dependencies may name those)."""
+    return fields.Integer(
+        strict=True,
+        validate=validate.Range(
+            min=1,
+            max=validation.ISSUE_TASK_ID_OFFSET - 1,
+            error=f"must be from 1 to {validation.ISSUE_TASK_ID_OFFSET - 1}; larger ids are GitHub issues' tasks",
+        ),
+        **meta,
+    )
 
 
 def _at_most(n: int) -> Any:
@@ -135,7 +148,10 @@ class AgentOverridesField(fields.Dict):
 class TaskSubmissionSchema(StrictSchema):
     """POST /api/v1/pm/tasks: a Task Master task plus where and how to run it."""
 
-    id = _task_id(required=True, metadata={"description": "Task Master id; (service_name, id) names the task"})
+    id = _pm_task_id(
+        required=True,
+        metadata={"description": "Task Master id (below 1000000000); (service_name, id) names the task"},
+    )
     title = _text(500, required=True, min_length=1)
     description = _text()
     details = _text()
@@ -433,6 +449,13 @@ class TaskViewSchema(TaskSummarySchema):
         metadata={"description": "totals of the task's runs: tokens by kind, cost_usd, num_turns, runs"}
     )
     runs = fields.List(fields.Nested(RunViewSchema))
+    delivery = fields.String(
+        allow_none=True,
+        metadata={
+            "enum": ["delivered", "declined"],
+            "description": "the task's pull request was merged (delivered) or closed unmerged (declined)",
+        },
+    )
     history = fields.List(
         fields.Nested(HistoryEntrySchema),
         metadata={"description": f"the newest {HISTORY_SHOWN} status changes, oldest first"},

@@ -22,6 +22,7 @@ from api.errors import ApiError
 from orchestrator import operations, validation
 from orchestrator.delivery.record import run_view_fields
 from orchestrator.dispatch import Dispatcher
+from orchestrator.github.status_text import delivery_of
 from orchestrator.logs import scrub_lines
 from orchestrator.model import Run, Task, TaskSummary
 from orchestrator.runners.errors import LogsUnavailable, RunnerError
@@ -239,6 +240,7 @@ def task_view(task: Task, runs: Sequence[Run], history: Sequence[Mapping[str, An
     view["runs"] = [run_view(r) for r in runs]
     view["usage"] = usage_totals(r["usage"] for r in view["runs"])
     view["history"] = [history_view(h) for h in history]
+    view["delivery"] = delivery_of(task)
     return view
 
 

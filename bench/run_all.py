@@ -34,6 +34,7 @@ QUICK: dict[str, list[str]] = {
     "exactly_once": ["--tasks", "1"],
     "console_pages": ["--tasks", "100000", "--requests", "100"],
     "live_pages": ["--pages", "200", "--idle", "20"],
+    "redis_failover": ["--rounds", "1"],
 }
 FULL: dict[str, list[str]] = {
     "api_submit": ["--seconds", "30"],
@@ -44,6 +45,7 @@ FULL: dict[str, list[str]] = {
     "exactly_once": ["--tasks", "3"],
     "console_pages": ["--tasks", "100000", "--requests", "300"],
     "live_pages": ["--pages", "200", "--idle", "60"],
+    "redis_failover": ["--rounds", "3"],
 }
 
 
@@ -225,6 +227,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append(("Live pages: server CPU per idle page (bench/live_pages.py)",
                     f"{lp['cpu_share_per_page'] * 100:.4f}% of a core ({lp['server_cpu_share_idle'] * 100:.2f}% for "
                     f"all {lp['streams_open']})", "< 1% of a core", _ok(lp["cpu_share_per_page"] < 0.01)))
+    f = results.get("redis_failover")
+    if f:
+        out.append((f"Redis failover: kill -9 of the Sentinel-managed master under submissions and webhooks, "
+                    f"until the API accepts again ({len(f['rounds'])} rounds, bench/redis_failover.py)",
+                    f"median {f['first_202_median_s']:.2f} s, max {f['first_202_max_s']:.2f} s (503 meanwhile, "
+                    f"other errors {f['other']}); every accepted task settled within {f['settled_max_s']:.0f} s; "
+                    f"lost {f['lost']}, run twice {f['run_twice']}", "0 lost, 0 twice, only 503s",
+                    _ok(f["lost"] == 0 and f["run_twice"] == 0 and f["other"] == 0 and f["unsettled"] == 0)))
     return out
 
 

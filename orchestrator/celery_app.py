@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from orchestrator.runtime import redis_target
 from orchestrator.settings import Settings, get_settings
 from orchestrator.steps import DEFAULT_QUEUE, QUEUES, routes
 
@@ -24,10 +25,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # visibility timeout passes. With acks_late a step is acknowledged only when
     # it ends, so the timeout must outlast the longest step (its hard time
     # limit), or a slow but healthy step would be delivered a second time.
-    transport_options = {"visibility_timeout": settings.broker_visibility_timeout}
+    target = redis_target(settings)
+    # With Sentinels: kombu's and Celery's `sentinel://` transports, told the
+    # master's name, ask the Sentinels again after a failover.
+    transport_options = {"visibility_timeout": settings.broker_visibility_timeout, **target.transport_options()}
     return {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
+        "broker_url": target.broker_url(),
+        "result_backend": target.broker_url(),
         "broker_transport_options": transport_options,
         "result_backend_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,

@@ -30,15 +30,15 @@ from celery import Celery
 from celery.utils.saferepr import saferepr
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps
-from redis.connection import parse_url
 
 from orchestrator import tracing
 from orchestrator.celery_app import create_celery
 from orchestrator.dispatch import Enqueue, QueueUnavailable, Write
 from orchestrator.steps import Step
-from orchestrator.store import StoreUnavailable, TaskStore, connect
+from orchestrator.store import RedisTarget, StoreUnavailable, TaskStore
 from orchestrator.store.broker import message as kombu_message
 from orchestrator.store.broker import new_id
+from orchestrator.store.connection import identity_of
 
 _REPLY_TO = str(uuid.uuid4())  # unused (results are ignored) but present, as send_task writes it
 
@@ -50,8 +50,12 @@ class CeleryDispatcher:
         self.app = app
         self.url = str(app.conf.broker_url or "")
         options = app.conf.broker_transport_options or {}
-        # A Redis whose queue lists carry their plain names: we may push ourselves.
-        self.plain_redis = self.url.startswith(("redis://", "rediss://")) and not options.get("global_keyprefix")
+        # A Redis (named by its URL or by Sentinels) whose queue lists carry their
+        # plain names: we may push ourselves.
+        self.target = RedisTarget.from_broker(self.url, options)
+        self.plain_redis = self.url.startswith(("redis://", "rediss://", "sentinel://")) and not options.get(
+            "global_keyprefix"
+        )
         self._queues: dict[str, str] = {}
         # (step, pid) -> (headers, properties, the JSON of the body's embed part) of Celery's message.
         self._templates: dict[tuple[str, int], tuple[dict[str, Any], dict[str, Any], str]] = {}
@@ -105,7 +109,7 @@ class CeleryDispatcher:
             with self._lock:
                 client = self._brokers.get(pid)
                 if client is None:
-                    client = self._brokers[pid] = TaskStore(connect(self.url, timeout=2.0))
+                    client = self._brokers[pid] = TaskStore(self.target.client(timeout=2.0))
         return client
 
     def bound_to(self, store: TaskStore) -> bool:
@@ -115,13 +119,7 @@ class CeleryDispatcher:
         pool = store.redis.connection_pool
         known = self._bound.get(id(pool))
         if known is None:
-            broker = parse_url(self.url)
-            mine = pool.connection_kwargs
-            fields = ("host", "port", "db", "path", "username")
-            defaults = {"host": "localhost", "port": 6379, "db": 0, "path": None, "username": None}
-            known = self._bound[id(pool)] = all(
-                str(broker.get(f, defaults[f])) == str(mine.get(f, defaults[f])) for f in fields
-            )
+            known = self._bound[id(pool)] = identity_of(store.redis) == self.target.identity()
         return known
 
     # The message -------------------------------------------------------------------

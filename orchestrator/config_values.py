@@ -118,6 +118,31 @@ def parse_redis_url(raw: str) -> str:
     return url
 
 
+def parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port` of each Redis Sentinel, separated by commas (IPv6 in brackets)."""
+    found: list[tuple[str, int]] = []
+    for item in parse_list(raw):
+        parsed = urlparse(f"//{item}")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not parsed.hostname or port is None or parsed.path or parsed.username is not None:
+            raise ValueError(f"expected host:port pairs separated by commas, got {item!r}")
+        found.append((parsed.hostname, port))
+    return tuple(found)
+
+
+def parse_wait_replicas(raw: str) -> int | None:
+    """`auto` (None) or how many replicas must hold an accepted write."""
+    if raw.strip().lower() == "auto":
+        return None
+    try:
+        return non_negative_int(raw)
+    except ValueError:
+        raise ValueError(f"expected auto or an integer >= 0, got {raw!r}") from None
+
+
 def parse_runner(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"local", "kubernetes"}:

@@ -130,6 +130,8 @@ class ReportResult(enum.StrEnum):
     UNCHANGED = "unchanged"
     SKIPPED = "skipped"
     REFUSED = "refused"
+    DEFERRED = "deferred"  # inside the edit interval: a later edit is scheduled
+    COALESCED = "coalesced"  # inside the edit interval: the later edit already scheduled shows it
 
 
 # Environment names a task's `env` may not set: the runners set them (credentials

@@ -16,6 +16,7 @@ from typing import Any
 from orchestrator import dispatch, tracing
 from orchestrator.coordination.rules import dependency_ids, find_cycle, format_cycle
 from orchestrator.dispatch import Dispatcher, Enqueue, Write
+from orchestrator.github.reporter import notify_status
 from orchestrator.model import Task
 from orchestrator.states import ACTIVE, CANCELLABLE_FROM, RETRYABLE_FROM, TERMINAL, Status
 from orchestrator.steps import Step
@@ -136,7 +137,7 @@ def cancel_task(
     else:
         raise OperationRefused(f"task {service}/{task_id} keeps changing; try the cancel again")
     _queue(dispatcher, Step.ADMIT, service, task_id)  # dependents and waiting tasks may move now
-    return store.require_task(service, task_id)
+    return _reported(store, service, task_id, dispatcher)
 
 
 def retry_task(
@@ -155,7 +156,7 @@ def retry_task(
     except IllegalTransition as exc:
         raise OperationRefused(str(exc)) from None
     _queue(dispatcher, Step.ADMIT, service, task_id)
-    return store.require_task(service, task_id)
+    return _reported(store, service, task_id, dispatcher)
 
 
 def add_context(
@@ -182,7 +183,18 @@ def add_context(
         except IllegalTransition:
             pass  # another writer moved it meanwhile; admission reads the new version anyway
     _queue(dispatcher, Step.ADMIT, service, task_id)
-    return store.require_task(service, task_id)
+    return _reported(store, service, task_id, dispatcher)
+
+
+def _reported(store: TaskStore, service: str, task_id: int, dispatcher: Dispatcher | None) -> Task:
+    """The task as it is now, its GitHub status comment (if it came from GitHub) queued for an edit.
+
+    Cancel, retry and new context come over REST as well as from GitHub: either way the
+    issue's comment must not keep showing the state before.
+    """
+    task = store.require_task(service, task_id)
+    notify_status(service, task_id, store=store, task=task, dispatcher=dispatcher)
+    return task
 
 
 __all__ = ["OperationRefused", "DependencyCycle", "submit_task", "cancel_task", "retry_task", "add_context", "TERMINAL"]

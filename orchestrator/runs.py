@@ -15,6 +15,7 @@ from typing import Any
 
 from orchestrator import agent_env, backoff, dispatch, effects, tracing, validation
 from orchestrator.coordination.outputs import run_output_dir
+from orchestrator.github.reporter import notify_status
 from orchestrator.model import ENDED_PHASES, Outcome, Run, RunPhase, Task, is_reserved_env
 from orchestrator.runners.base import FAILED, PENDING, RUNNING, SUCCEEDED, AgentSpec, Runner, RunObservation, RunRequest
 from orchestrator.runners.errors import RunnerError, RunnerUnavailable
@@ -353,6 +354,7 @@ def apply_observation(
                     expect=Status.LAUNCHING,
                     lease=lease,
                 )
+                notify_status(run.service, run.task_id, store=store, task=task)
             except IllegalTransition:
                 pass  # moved on meanwhile (cancelled, superseded): nothing to do
     return False

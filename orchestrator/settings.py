@@ -24,6 +24,11 @@ class Settings:
     """Typed configuration, read once from the environment."""
 
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...]
+    redis_sentinel_master: str
+    redis_sentinel_password: str
+    redis_wait_replicas: int | None
+    redis_wait_timeout_ms: int
     api_tokens: tuple[str, ...]
     session_secret: str
     session_lifetime_seconds: int
@@ -101,6 +106,7 @@ class Settings:
     github_trusted_authors_only: bool
     github_api_url: str
     github_bot_login: str
+    github_writes_per_minute: int
     default_agent: str
     webhook_max_bytes: int
     default_max_cost_usd: float | None
@@ -147,6 +153,8 @@ class Settings:
             )
         if self.git_timeout_seconds >= self.step_soft_time_limit:
             raise ConfigError("ORCHESTRATOR_GIT_TIMEOUT_SECONDS: must be less than ORCHESTRATOR_STEP_SOFT_TIME_LIMIT")
+        if self.redis_sentinels and self.redis_url.startswith("rediss://"):
+            raise ConfigError("ORCHESTRATOR_REDIS_SENTINELS: TLS (rediss://) with Sentinel is not supported yet")
         if self.broker_visibility_timeout <= self.step_time_limit:
             raise ConfigError(
                 "ORCHESTRATOR_BROKER_VISIBILITY_TIMEOUT: must be greater than ORCHESTRATOR_STEP_TIME_LIMIT"

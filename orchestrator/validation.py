@@ -31,6 +31,33 @@ PATH_CHARS = re.compile(r"[A-Za-z0-9._/@+=,-]+")
 REPO_PATH = re.compile(r"^/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(\.git)?/?$")
 
 
+# Task ids: Task Master's (submitted by PMs) sit below ISSUE_TASK_ID_OFFSET; a task made
+# from GitHub issue #N is ISSUE_TASK_ID_OFFSET + N. Issue numbers and Task Master ids both
+# start at 1 in their own repositories, so sharing one space let issue #3 collide with PM
+# task 3 (and a PM task depending on 3 wait on the issue). Both stay below 2**31.
+ISSUE_TASK_ID_OFFSET = 1_000_000_000
+MAX_TASK_ID = 2**31 - 1
+
+
+def pm_task_id(value: int) -> int:
+    """A Task Master id a PM may submit: 1 to ISSUE_TASK_ID_OFFSET - 1 (above is the issues' space)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < ISSUE_TASK_ID_OFFSET:
+        raise ValueError(f"a task id must be from 1 to {ISSUE_TASK_ID_OFFSET - 1}; larger ids are GitHub issues' tasks")
+    return value
+
+
+def issue_task_id(issue: int) -> int:
+    """The task id of GitHub issue #`issue` (ISSUE_TASK_ID_OFFSET + its number)."""
+    if isinstance(issue, bool) or not isinstance(issue, int) or not 1 <= issue <= MAX_TASK_ID - ISSUE_TASK_ID_OFFSET:
+        raise ValueError(f"not an issue number: {issue!r}")
+    return ISSUE_TASK_ID_OFFSET + issue
+
+
+def issue_of_task_id(task_id: int) -> int | None:
+    """The issue number of a task made from an issue, else None (a Task Master id)."""
+    return task_id - ISSUE_TASK_ID_OFFSET if task_id > ISSUE_TASK_ID_OFFSET else None
+
+
 def dns_label(value: str, *, what: str = "name", max_length: int = 63) -> str:
     """A DNS-1123 label: lower-case letters, digits and '-', starting and ending alphanumeric."""
     if not isinstance(value, str) or not value:

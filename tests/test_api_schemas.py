@@ -140,3 +140,19 @@ def test_a_valid_env_is_kept(client: FlaskClient) -> None:
     response = client.post("/api/v1/pm/tasks", json=valid_task(env=env), headers=AUTH)
     assert response.status_code == 202, response.get_json()
     assert response.get_json()["env"] == env
+
+
+def test_a_submitted_task_id_stays_below_the_issues_id_space(settings: Settings) -> None:
+    from marshmallow import ValidationError
+
+    from api.schemas import TaskSubmissionSchema
+    from orchestrator.validation import ISSUE_TASK_ID_OFFSET, issue_of_task_id, issue_task_id
+
+    schema = TaskSubmissionSchema(settings=settings)
+    field = schema.fields["id"]
+    field.deserialize(ISSUE_TASK_ID_OFFSET - 1)
+    with pytest.raises(ValidationError, match="GitHub issues' tasks"):
+        field.deserialize(ISSUE_TASK_ID_OFFSET + 3)
+    # A dependency may name an issue's task.
+    schema.fields["dependencies"].deserialize([issue_task_id(3)])
+    assert issue_of_task_id(issue_task_id(3)) == 3 and issue_of_task_id(3) is None

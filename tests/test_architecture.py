@@ -105,7 +105,8 @@ ALLOWED: dict[str, set[str]] = {
                                "orchestrator.coordination"},
     "orchestrator.store": {"orchestrator.model", "orchestrator.states"},
     "orchestrator.dispatch": {"orchestrator.steps", "orchestrator.store"},
-    "orchestrator.celery_app": {"orchestrator.settings", "orchestrator.steps"},
+    # where Redis is (a URL or Sentinels) is decided once, in runtime.redis_target, for the broker too
+    "orchestrator.celery_app": {"orchestrator.settings", "orchestrator.steps", "orchestrator.runtime"},
     "orchestrator.celery_dispatch": {"orchestrator.celery_app", "orchestrator.dispatch", "orchestrator.steps",
                                      "orchestrator.store", "orchestrator.tracing"},
     "orchestrator.runtime": {"orchestrator.settings", "orchestrator.store"},

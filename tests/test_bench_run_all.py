@@ -58,6 +58,18 @@ def test_every_figure_has_a_row_with_its_target(tmp_path: Path) -> None:
     assert [v for k, v in met.items() if k.startswith("Exactly once:")] == ["**NO** |"]
 
 
+def test_the_failover_row_says_lost_twice_and_non_503s() -> None:
+    def figures(**changes: int) -> dict:
+        rounds = [{"first_202_s": 2.4, "settled_s": 60.0}]
+        return {"rounds": rounds, "first_202_median_s": 2.4, "first_202_max_s": 2.5, "settled_max_s": 60.0,
+                "lost": 0, "run_twice": 0, "other": 0, "unsettled": 0, **changes}
+
+    (row,) = run_all.rows({"redis_failover": figures()})
+    assert row[0].startswith("Redis failover") and "median 2.40 s, max 2.50 s" in row[1] and row[3] == "**yes**"
+    for change in ({"lost": 1}, {"run_twice": 1}, {"other": 1}, {"unsettled": 1}):
+        assert run_all.rows({"redis_failover": figures(**change)})[0][3] == "**NO**"
+
+
 def test_a_missing_benchmark_is_named(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     run_all.write(out, {"pipeline": None}, run_all.machine(), "abc", "now", False)

@@ -73,7 +73,7 @@ def _worker_deployments(rendered: Rendered) -> dict[str, dict[str, Any]]:
 
 def test_ci_values_files_exist() -> None:
     assert {"production-values", "minimal-values", "all-on-values", "keda-values",
-            "external-redis-values"} <= set(VALUE_SETS)
+            "external-redis-values", "sentinel-values"} <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -508,6 +508,49 @@ def test_redis_url_from_release_or_external_secret(renders: dict[str, Rendered])
     assert "REDIS_PASSWORD" not in env
     minimal = renders["minimal-values"].named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]
     assert _env(minimal["containers"][0])["ORCHESTRATOR_REDIS_URL"]["value"] == "redis://redis-master:6379/0"
+
+
+def test_redis_through_sentinel_reaches_every_process(renders: dict[str, Rendered]) -> None:
+    from orchestrator.celery_app import celery_config
+    from orchestrator.settings import Settings
+
+    rendered = renders["sentinel-values"]
+    sentinels = "redis-node-0.redis-headless:26379,redis-node-1.redis-headless:26379,redis-node-2.redis-headless:26379"
+    for name, spec in rendered.pod_specs():
+        for container in spec["containers"]:
+            env = _env(container)
+            if "ORCHESTRATOR_REDIS_URL" not in env:
+                continue
+            assert env["ORCHESTRATOR_REDIS_SENTINELS"]["value"] == sentinels, name
+            assert env["ORCHESTRATOR_REDIS_SENTINEL_MASTER"]["value"] == "mymaster"
+            # The Sentinels' password is Redis's own, from the same Secret, never a literal.
+            assert env["ORCHESTRATOR_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+                "name": "redis-auth", "key": "redis-password"}
+            assert env["ORCHESTRATOR_REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@mymaster:6379/0"
+            assert env["ORCHESTRATOR_REDIS_WAIT_REPLICAS"]["value"] == "2"
+    # What the chart renders is what the processes accept: Celery on the sentinel:// transport.
+    api = _env(rendered.named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]["containers"][0])
+    settings = Settings.from_env({
+        "ORCHESTRATOR_REDIS_URL": api["ORCHESTRATOR_REDIS_URL"]["value"].replace("$(REDIS_PASSWORD)", "pw"),
+        "ORCHESTRATOR_REDIS_SENTINEL_PASSWORD": "pw",
+        **{k: v["value"] for k, v in api.items()
+           if k.startswith("ORCHESTRATOR_REDIS_") and "value" in v and k != "ORCHESTRATOR_REDIS_URL"},
+    })
+    assert settings.redis_wait_replicas == 2 and settings.redis_wait_timeout_ms == 500
+    config = celery_config(settings)
+    assert config["broker_url"].startswith("sentinel://:pw@redis-node-0.redis-headless:26379/0;")
+    assert config["broker_transport_options"]["master_name"] == "mymaster"
+    # KEDA asks the Sentinels too, with both passwords from the Secret.
+    (scaled,) = rendered.of_kind("ScaledObject")
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "redis-sentinel"
+    assert trigger["metadata"]["addresses"] == sentinels and trigger["metadata"]["sentinelMaster"] == "mymaster"
+    auth = rendered.named("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"password", "sentinelPassword"}
+    # Without Sentinel nothing of it is rendered, and the wait stays automatic.
+    default = _env(renders["default"].named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]["containers"][0])
+    assert "ORCHESTRATOR_REDIS_SENTINELS" not in default
+    assert default["ORCHESTRATOR_REDIS_WAIT_REPLICAS"]["value"] == "auto"
 
 
 def test_anthropic_key_only_where_the_agent_runs_or_its_logs_are_read(renders: dict[str, Rendered]) -> None:

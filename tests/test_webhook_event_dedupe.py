@@ -18,6 +18,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from tests.support.github import (
+    ISSUE_TASK,
     SERVICE,
     drain,
     load,
@@ -44,19 +45,19 @@ def test_a_replayed_run_comment_under_a_new_delivery_starts_nothing(github_setti
     assert first.status_code == 202 and first.get_json()["status"] == "queued"
     (message,) = drain(redis_url, "events")
     assert handle_event(store, github_settings, *message["args"])["status"] == "changed"
-    task = store.require_task(SERVICE, 1)
-    history = len(store.history(SERVICE, 1))
+    task = store.require_task(SERVICE, ISSUE_TASK)
+    history = len(store.history(SERVICE, ISSUE_TASK))
     # Let the task end, so that a second `run` would start it again.
     for status in (Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.FAILED):
-        store.transition(SERVICE, 1, status, reason="test", actor="test")
-    settled = store.require_task(SERVICE, 1)
+        store.transition(SERVICE, ISSUE_TASK, status, reason="test", actor="test")
+    settled = store.require_task(SERVICE, ISSUE_TASK)
 
     replay = post(client, body, "issue_comment", str(uuid.uuid4()))
     assert replay.status_code == 200, replay.get_json()
     assert replay.get_json()["status"] == "duplicate" and "another delivery" in replay.get_json()["reason"]
     assert drain(redis_url, "events") == []
-    assert store.require_task(SERVICE, 1) == settled and settled.status == "Failed"
-    assert task.created_at == settled.created_at and len(store.history(SERVICE, 1)) == history + 4
+    assert store.require_task(SERVICE, ISSUE_TASK) == settled and settled.status == "Failed"
+    assert task.created_at == settled.created_at and len(store.history(SERVICE, ISSUE_TASK)) == history + 4
 
 
 def test_a_replayed_review_under_a_new_delivery_is_a_duplicate(github_settings: Settings, redis_url: str) -> None:

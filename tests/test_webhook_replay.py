@@ -19,7 +19,7 @@ from orchestrator.github.handlers import handle_event
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.github import REPO, SERVICE, corpus, drain, signed_headers
+from tests.support.github import ISSUE_TASK, REPO, SERVICE, corpus, drain, signed_headers
 
 CORPUS = corpus()
 OUR_PR = 2  # the corpus' pull requests are #2 of the repository, on branch "changes"
@@ -69,7 +69,7 @@ def expected_after(before: dict[str, Any], effect: str | None) -> dict[str, Any]
     after = {ref: dict(state) for ref, state in before.items()}
     ours = after[f"{SERVICE}/7"]
     if effect == "create":
-        after[f"{SERVICE}/1"] = {"status": "Pending", "context_version": 1, "outcome": None, "contexts": 0,
+        after[f"{SERVICE}/{ISSUE_TASK}"] = {"status": "Pending", "context_version": 1, "outcome": None, "contexts": 0,
                                  "history": 1}
     elif effect == "close":
         ours["outcome"] = "closed"  # closed unmerged; the task had already ended, so its status stays

@@ -59,17 +59,23 @@ def handle_event(self: Task, delivery_id: str, event: str, payload: dict[str, An
 
 
 @step(Step.REPORT_STATUS, bind=True, max_retries=8)
-def report_status(self: Task, service: str, task_id: int) -> str:
-    """Create or edit the task's GitHub status comment; a failure here never fails the task."""
+def report_status(self: Task, service: str, task_id: int, trailing: bool = False) -> str:
+    """Create or edit the task's GitHub status comment; a failure here never fails the task.
+
+    `trailing`: this is the edit scheduled for the end of the comment's edit interval.
+    """
     from orchestrator.github import reporter
 
     try:
-        return reporter.report_status(get_store(), get_settings(), service, int(task_id))
+        return reporter.report_status(get_store(), get_settings(), service, int(task_id), trailing=bool(trailing))
     except (reporter.ReportLater, StoreUnavailable) as exc:
         # 5 s, 10 s, 20 s... jittered, and never sooner than GitHub (or the report lock) asked.
         countdown = backoff.delay(
             self.request.retries or 0, base=5.0, cap=300.0, retry_after=getattr(exc, "countdown", None)
         )
+        if getattr(exc, "rate_limited", False):
+            # GitHub asked us to wait: waiting is the fix, so the newest state is never given up for it.
+            raise self.retry(countdown=countdown, exc=exc, max_retries=None) from None
         if self.request.retries >= self.max_retries:
             log.warning("gave up reporting the status of %s/%s to GitHub: %s", service, task_id, exc)
             return "gave-up"
@@ -128,9 +134,11 @@ def deliver_run(self: Task, run_id: str) -> dict[str, Any]:
     """Commit, push and open or update the pull request of a succeeded run, then finish it (orchestrator.delivery)."""
     from orchestrator.delivery.step import deliver_run as deliver
 
-    # Transient failures come back as "retry" with a countdown; the bound lives in the plain code.
+    # Transient failures come back as "retry" with a countdown; the bound lives in the plain code, which
+    # counts failures on the run: Celery's own count also has the waits for GitHub's rate limit, which are
+    # no failures.
     try:
-        result = deliver(get_store(), get_settings(), run_id, retries=self.request.retries or 0)
+        result = deliver(get_store(), get_settings(), run_id)
     except (StoreUnavailable, SoftTimeLimitExceeded) as exc:
         raise self.retry(exc=exc, countdown=10, max_retries=30) from None
     if result.action == "retry":

@@ -36,7 +36,15 @@ from orchestrator import operations, taskmaster
 from orchestrator.logs import scrub_lines
 from orchestrator.runners.errors import RunnerError
 from orchestrator.states import CANCELLABLE_FROM, RETRYABLE_FROM, Status
-from orchestrator.store import IllegalTransition, LimitReached, StoreUnavailable, TaskExists, TaskNotFound, task_ref
+from orchestrator.store import (
+    IllegalTransition,
+    LimitReached,
+    NotReplicated,
+    StoreUnavailable,
+    TaskExists,
+    TaskNotFound,
+    task_ref,
+)
 
 log = logging.getLogger("orchestrator.api")
 
@@ -124,6 +132,8 @@ def _not_found(exc: TaskNotFound) -> tuple[str, int]:
 
 @bp.errorhandler(StoreUnavailable)
 def _unavailable(exc: StoreUnavailable) -> tuple[str, int]:
+    if isinstance(exc, NotReplicated):  # written, but not yet safe from a failover
+        return _page_error(503, "stored, but not yet confirmed by a Redis replica; check the task list shortly")
     return _page_error(503, "the task store is unavailable; nothing was changed, retry shortly")
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import redis
 from rich.text import Text
 
 from orchestrator.cli import localstate
@@ -44,6 +45,19 @@ def redis_configured() -> bool:
     return bool(os.environ.get("ORCHESTRATOR_REDIS_URL", "").strip())
 
 
+def sentinel_master_answers(settings: Settings) -> bool:
+    """True when the master the configured Sentinels name answers PING."""
+    from orchestrator.runtime import redis_target
+
+    client = redis_target(settings).client(timeout=1.0)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
 def start_redis(
     stack: Stack, settings: Settings, args: UpOptions, env: Mapping[str, str], ctx: Context
 ) -> tuple[str, str]:
@@ -52,7 +66,9 @@ def start_redis(
     Whatever answers on the default port (another program's Redis, say) is not ours to use:
     only a URL set explicitly in ORCHESTRATOR_REDIS_URL is.
     """
-    if redis_configured() and redis_answers(settings.redis_url):
+    if redis_configured() and settings.redis_sentinels and sentinel_master_answers(settings):
+        return settings.redis_url, "configured (ORCHESTRATOR_REDIS_SENTINELS)"
+    if redis_configured() and not settings.redis_sentinels and redis_answers(settings.redis_url):
         return settings.redis_url, "configured (ORCHESTRATOR_REDIS_URL)"
     port = args.redis_port if port_free("127.0.0.1", args.redis_port) else free_port()
     url = f"redis://127.0.0.1:{port}/0"
@@ -132,6 +148,8 @@ def child_env(
 ) -> dict[str, str]:
     """The environment of every child: this one, plus where Redis is and the local defaults."""
     env = dict(os.environ)
+    if redis_url != settings.redis_url:  # a Redis of our own: configured Sentinels name another
+        env.pop("ORCHESTRATOR_REDIS_SENTINELS", None)
     env["ORCHESTRATOR_REDIS_URL"] = redis_url
     if not settings.api_tokens:
         env["ORCHESTRATOR_API_TOKENS"] = token

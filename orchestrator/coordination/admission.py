@@ -110,6 +110,7 @@ def reevaluate(
                     expect=status,
                     reason=f"pipeline {pipeline_name!r} is not configured",
                 )
+                notify(service, task_id)
                 return Status.FAILED.value
             deps = dependency_state(store, service, task.spec)
             if not deps.satisfied:
@@ -121,12 +122,14 @@ def reevaluate(
                 store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
                 if status != Status.BLOCKED or task.status_reason != reason:
                     store.transition(service, task_id, Status.BLOCKED, reason=reason, actor=ACTOR, expect=status)
+                    notify(service, task_id)
                 return Status.BLOCKED.value
             spent = blocked_reason(store, settings, service)  # a daily budget: wait for the next day
             if spent:
                 store.remove_waiting(service, task_id, keep=(Status.QUEUED,))
                 if status != Status.BLOCKED or task.status_reason != spent:
                     store.transition(service, task_id, Status.BLOCKED, reason=spent, actor=ACTOR, expect=status)
+                    notify(service, task_id)
                     if status != Status.BLOCKED:
                         metrics.budget_held(service)
                 return Status.BLOCKED.value
@@ -145,6 +148,7 @@ def reevaluate(
                     fields=next_run_fields(store, settings, task, has_runs=has_runs),
                     wait_score=score,
                 )
+                notify(service, task_id)
             return Status.QUEUED.value
         except IllegalTransition as exc:
             if not exc.conflict:
@@ -179,8 +183,6 @@ def admit(store: TaskStore, settings: Settings, service: str, task_id: int) -> s
         # A retried task: its dependents blocked on its failure now wait for it again.
         # (A dependent submitted after the read above is admitted by its own step.)
         reevaluate_dependents(store, settings, service, task_id, dependents)
-    if result == Status.FAILED.value:
-        notify(service, task_id)
     started = _admit_waiting(store, settings)
     # What this call left it in, without reading the task once more.
     if result == Status.QUEUED.value and (service, task_id) in started:
@@ -246,6 +248,7 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
             store.transition(
                 service, task_id, Status.BLOCKED, reason=spent[0], actor=ACTOR, expect=Status.QUEUED, unwait=True
             )
+            notify(service, task_id)
             metrics.budget_held(service)
         except IllegalTransition:
             pass
@@ -306,4 +309,5 @@ def _try_start(store: TaskStore, settings: Settings, service: str, task_id: int,
             if store.release_slot(run_id):  # the task moved away (cancelled, new context) before it started
                 return StartResult.RELEASED, run_id
         return StartResult.RACED, run_id
+    notify(service, task_id)
     return StartResult.STARTED, run_id

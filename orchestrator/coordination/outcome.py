@@ -157,6 +157,7 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
     ended = (run.outcome or NO_CHANGES) if run.phase == RunPhase.SUCCEEDED else FAILED  # as written above
     _count_end(dataclasses.replace(run, outcome=ended), task.agent, again)
     release_run(store, service, run_id)
+    notify(service, task_id)  # the end, or the wait before a retry or the next stage
     if target == Status.QUEUED:
         task_after = store.require_task(service, task_id)
         store.add_waiting(service, task_id, admission_score_of(settings, task_after))
@@ -171,7 +172,6 @@ def finish(store: TaskStore, settings: Settings, run_id: str) -> FinishResult | 
                 countdown=min(max(0.0, fields["not_before"] - time.time()), settings.broker_visibility_timeout / 2),
             )
     else:
-        notify(service, task_id)
         reevaluate_dependents(store, settings, service, task_id)
     admit_waiting(store, settings)
     return target

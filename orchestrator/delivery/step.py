@@ -127,6 +127,8 @@ def deliver_run(
     except GitError as exc:
         return _retry_or_fail(store, settings, run, retries, str(exc), transient=exc.transient, known=known)
     except GitHubError as exc:
+        if exc.rate_limited:
+            return _wait_for_github(store, settings, run, exc)
         return _retry_or_fail(
             store, settings, run, retries, f"pull request: {exc}", transient=exc.transient, known=known
         )
@@ -240,7 +242,7 @@ def _deliver(
         run_id=run_id,
         stages_left=left,
     )
-    github = client or GitHubClient.from_settings(settings)
+    github = client or GitHubClient.from_settings(settings, store=store)
 
     def open_pull() -> str:
         pull = pulls.open_or_update(
@@ -275,6 +277,23 @@ def _deliver(
 def _effect_lease(settings: Settings) -> float:
     """How long a push's or pull request's intent stays live unrenewed: a dead holder's lapses this soon."""
     return max(settings.stuck_after_seconds, 5.0)
+
+
+def _wait_for_github(store: TaskStore, settings: Settings, run: Run, exc: GitHubError) -> DeliveryResult:
+    """GitHub's rate limit (or the shared write budget) said "later": retry then, without counting a failure.
+
+    The pull request is not given up for it: the commits are pushed already, and
+    the write goes out once GitHub lets it.
+    """
+    wait = max(exc.retry_after or 0.0, 1.0)
+    countdown = min(wait, max(settings.stuck_after_seconds / 2, 1.0))
+    store.update_run(run.run_id, delivery_error=scrub(f"pull request: {exc}", settings.secret_values())[:1500])
+    try:
+        store.update_task(run.service, run.task_id)  # touched: a step waiting on GitHub is not a lost one
+    except StoreError:
+        pass
+    log.info("run %s: GitHub asked to wait (%s); the pull request is retried in %.0fs", run.run_id, exc, countdown)
+    return DeliveryResult("retry", f"pull request: {exc}", countdown=countdown)
 
 
 def _retry_or_fail(

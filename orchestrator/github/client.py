@@ -1,5 +1,9 @@
 """A small GitHub REST client: issue comments, with retries that honour Retry-After.
 
+Writes (POST, PATCH, PUT, DELETE) take one unit of the shared write budget
+first (`orchestrator.github.budget`, when the client is given one), and a
+secondary rate limit answer pauses every writer for as long as GitHub asked.
+
 On `requests`: one Session per client (its connection pool and our headers),
 a timeout on every call, errors typed by whether trying later may help
 (`GitHubError.transient`). The token goes in one header and nowhere else: not
@@ -18,23 +22,33 @@ import requests
 
 from orchestrator import __version__, backoff
 from orchestrator.backoff import retry_after_seconds
+from orchestrator.github.budget import SECONDARY_LIMIT_WAIT, BudgetSpent, WriteBudget
 
 log = logging.getLogger("orchestrator.github")
 
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 
 class GitHubError(Exception):
     """GitHub refused or did not answer. `transient`: trying later may work."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, transient: bool = False, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
     ):
         super().__init__(message)
         self.status = status
         self.transient = transient
         self.retry_after = retry_after
+        # GitHub (or our shared budget) said "not now": waiting is the fix, not a failure to count.
+        self.rate_limited = rate_limited
 
 
 def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
@@ -62,8 +76,10 @@ class GitHubClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         session: requests.Session | None = None,
+        budget: WriteBudget | None = None,
     ):
         self._token = token
+        self.budget = budget
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.attempts = attempts
@@ -74,8 +90,15 @@ class GitHubClient:
         self._session = session
 
     @classmethod
-    def from_settings(cls, settings: Any, **kwargs: Any) -> GitHubClient:
-        """A client with GITHUB_TOKEN and ORCHESTRATOR_GITHUB_API_URL."""
+    def from_settings(cls, settings: Any, *, store: Any = None, **kwargs: Any) -> GitHubClient:
+        """A client with GITHUB_TOKEN and ORCHESTRATOR_GITHUB_API_URL; with `store`, on the shared write budget."""
+        if store is not None and "budget" not in kwargs:
+            kwargs["budget"] = WriteBudget(
+                store,
+                settings.github_writes_per_minute,
+                max_wait=kwargs.get("max_wait", 20.0),
+                sleep=kwargs.get("sleep", time.sleep),
+            )
         return cls(settings.github_token, settings.github_api_url, **kwargs)
 
     def __repr__(self) -> str:
@@ -120,6 +143,27 @@ class GitHubClient:
                 return None
         return None
 
+    def review_comments(self, repo: str, pull: int, review_id: int, *, pages: int = 3) -> list[dict[str, Any]]:
+        """The inline comments of one pull request review, oldest first (at most `pages` pages of 100)."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, pages + 1):
+            path = f"/repos/{_repo(repo)}/pulls/{int(pull)}/reviews/{int(review_id)}/comments?per_page=100&page={page}"
+            batch = self.request("GET", path) or []
+            found += [c for c in batch if isinstance(c, dict)]
+            if len(batch) < 100:
+                break
+        return found
+
+    def pull_request_comments(self, repo: str, pull: int, *, pages: int = 3) -> list[dict[str, Any]]:
+        """Every inline review comment of a pull request, oldest first (at most `pages` pages of 100)."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, pages + 1):
+            batch = self.request("GET", f"/repos/{_repo(repo)}/pulls/{int(pull)}/comments?per_page=100&page={page}")
+            found += [c for c in batch or [] if isinstance(c, dict)]
+            if len(batch or []) < 100:
+                break
+        return found
+
     def update_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
         """Replace the text of an issue comment."""
         return self.request("PATCH", f"/repos/{_repo(repo)}/issues/comments/{int(comment_id)}", {"body": body})
@@ -128,10 +172,18 @@ class GitHubClient:
 
     def request(self, method: str, path: str, payload: Any = None) -> Any:
         """One API call, retried on 429, 5xx, secondary rate limits and network errors."""
+        write = method.upper() in WRITES
         for attempt in range(self.attempts):
             try:
+                if self.budget is not None:
+                    self.budget.take(write=write)
                 return self._once(method, path, payload)
+            except BudgetSpent as spent:
+                raise GitHubError(str(spent), transient=True, retry_after=spent.wait, rate_limited=True) from None
             except GitHubError as exc:
+                if exc.rate_limited and self.budget is not None:
+                    # Every writer of every worker holds off, not only this one.
+                    exc.retry_after = self.budget.pause(exc.retry_after)
                 if not exc.transient or attempt == self.attempts - 1:
                     raise
                 wait = backoff.delay(attempt, base=self.backoff, retry_after=exc.retry_after)
@@ -154,13 +206,19 @@ class GitHubClient:
             except (ValueError, AttributeError):
                 detail = ""
             retry_after = _retry_after(response.headers, self.clock())
-            # 403 with Retry-After or an exhausted quota is GitHub's (secondary) rate limit.
-            transient = status in RETRY_STATUSES or (status == 403 and retry_after is not None)
+            # 403 with Retry-After, an exhausted quota or GitHub's own words is a (secondary) rate limit;
+            # so is every 429. Without a stated wait, GitHub asks for at least a minute.
+            rate_limited = status == 429 or (
+                status == 403 and (retry_after is not None or "rate limit" in str(detail).lower())
+            )
+            if rate_limited and retry_after is None:
+                retry_after = SECONDARY_LIMIT_WAIT
             raise GitHubError(
                 f"GitHub answered {status} {str(detail)[:200]}".strip(),
                 status=status,
-                transient=transient,
+                transient=status in RETRY_STATUSES or rate_limited,
                 retry_after=retry_after,
+                rate_limited=rate_limited,
             )
         if not response.content:
             return None

@@ -12,15 +12,13 @@ from typing import Any
 from orchestrator.github.event import EventContext
 from orchestrator.github.hidden import removal_note, strip_hidden
 from orchestrator.github.routing import dig, number
+from orchestrator.validation import issue_task_id
 
 log = logging.getLogger("orchestrator.github")
 
 MAX_TITLE = 200
 MAX_DOCUMENT = 60_000  # GitHub caps an issue body at 65536 characters; keep room for the heading
 PR_SCAN_LIMIT = 200
-
-MAX_TITLE = 200
-MAX_DOCUMENT = 60_000  # GitHub caps an issue body at 65536 characters; keep room for the heading
 
 
 def bounded_text(value: Any, limit: int) -> str:
@@ -34,7 +32,11 @@ def _visible(value: Any, limit: int, what: str) -> tuple[str, str]:
 
 
 def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -> dict[str, Any]:
-    """The task spec of an issue: its title and body become the task document."""
+    """The task spec of an issue: its title and body become the task document.
+
+    Its id is the issue's in the issues' own id space (`issue_task_id`), never the bare
+    number: issue #3 and Task Master task 3 are different tasks of the same service.
+    """
     issue_number = number(dig(payload, "issue", "number"))
     title = bounded_text(dig(payload, "issue", "title"), MAX_TITLE).strip() or f"Issue #{issue_number}"
     body, note = _visible(dig(payload, "issue", "body"), MAX_DOCUMENT, "this issue")
@@ -45,7 +47,7 @@ def task_spec_from_issue(payload: Mapping[str, Any], service: str, agent: str) -
     clone_url = dig(payload, "repository", "clone_url")
     document = f"# {title}\n\n{body.strip()}\n\n---\n{note}From GitHub issue {full_name}#{issue_number}: {url}\n"
     return {
-        "id": issue_number,
+        "id": issue_task_id(issue_number) if issue_number is not None else 0,
         "title": title,
         "description": title,
         "details": body,  # without hidden comments, like the document
@@ -75,33 +77,89 @@ def issue_origin(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def review_document(ctx: EventContext) -> dict[str, Any]:
+def review_of(ctx: EventContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The review an event belongs to, and the inline comments the payload itself carries.
+
+    A review event carries the review; an inline comment carries itself and its review's id.
+    """
     p = ctx.payload
-    pr = number(dig(p, "pull_request", "number"))
     if ctx.event == "pull_request_review":
-        item_id, user = dig(p, "review", "id"), dig(p, "review", "user", "login")
-        body, note = _visible(dig(p, "review", "body"), MAX_DOCUMENT, "this review")
-        url = bounded_text(dig(p, "review", "html_url"), 500)
-        heading = f"Changes requested by @{user} on pull request #{pr}"
-        where = ""
-    else:
-        item_id, user = dig(p, "comment", "id"), dig(p, "comment", "user", "login")
-        body, note = _visible(dig(p, "comment", "body"), MAX_DOCUMENT, "this comment")
-        url = bounded_text(dig(p, "comment", "html_url"), 500)
-        heading = f"Review comment by @{user} on pull request #{pr}"
-        path, line = dig(p, "comment", "path"), dig(p, "comment", "line")
-        hunk = strip_hidden(bounded_text(dig(p, "comment", "diff_hunk"), 5000))[0]
-        where = f"File `{path}`" + (f", line {line}" if isinstance(line, int) else "") + "\n\n" if path else ""
-        if hunk:
-            where += f"```diff\n{hunk}\n```\n\n"
-    kind = "review" if ctx.event == "pull_request_review" else "review-comment"
-    safe_id = item_id if isinstance(item_id, int) else ctx.delivery_id
+        review = p.get("review")
+        return (dict(review) if isinstance(review, Mapping) else {}), []
+    comment = p.get("comment")
+    comment = dict(comment) if isinstance(comment, Mapping) else {}
+    review = {"id": comment.get("pull_request_review_id"), "user": comment.get("user"), "body": ""}
+    return review, [comment]
+
+
+def _inline(comment: Mapping[str, Any], budget: int) -> str:
+    body, note = _visible(comment.get("body"), budget, "this comment")
+    user = dig(comment, "user", "login")
+    path, line = comment.get("path"), comment.get("line") or comment.get("original_line")
+    where = f"`{path}`" + (f", line {line}" if isinstance(line, int) else "") if path else "(no file)"
+    hunk = strip_hidden(bounded_text(comment.get("diff_hunk"), 5000))[0]
+    text = f"### File {where} (@{user})\n\n"
+    if hunk:
+        text += f"```diff\n{hunk}\n```\n\n"
+    return text + f"{note}{body.strip() or '(no text)'}\n\n{bounded_text(comment.get('html_url'), 500)}\n"
+
+
+def review_document(
+    ctx: EventContext, *, review: Mapping[str, Any] | None = None, inline: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """One context document for one review: its text and every inline comment of it.
+
+    `review` and `inline` are what GitHub's REST API says of the review (read by the
+    handler); without them, what the event's payload carries.
+    """
+    payload_review, payload_inline = review_of(ctx)
+    review = dict(review) if review else payload_review
+    inline = inline if inline is not None else payload_inline
+    pr = number(dig(ctx.payload, "pull_request", "number"))
+    user = dig(review, "user", "login") or (dig(inline[0], "user", "login") if inline else None)
+    body, note = _visible(review.get("body"), MAX_DOCUMENT, "this review")
+    state = str(review.get("state") or "").lower()
+    heading = (
+        f"Changes requested by @{user} on pull request #{pr}"
+        if state == "changes_requested"
+        else f"Review by @{user} on pull request #{pr}"
+    )
+    text = f"# {heading}\n\n{note}{body.strip() or '(no text)'}\n"
+    if inline:
+        text += "\n## Inline comments\n"
+        room = MAX_DOCUMENT - len(text)
+        for comment in inline:
+            part = _inline(comment, max(0, room - 200))
+            if len(part) > room:
+                text += "\n(more inline comments than fit; read them on the pull request)\n"
+                break
+            text += "\n" + part
+            room -= len(part) + 1
+    url = bounded_text(review.get("html_url"), 500) or (bounded_text(inline[0].get("html_url"), 500) if inline else "")
+    review_id = review.get("id")
+    safe_id = review_id if isinstance(review_id, int) and not isinstance(review_id, bool) else ctx.delivery_id
     return {
-        "filename": f"{kind}-{safe_id}.md",
-        "content": f"# {heading}\n\n{where}{body.strip() or '(no text)'}\n\n---\n{note}{url}\n",
+        "filename": f"review-{safe_id}.md",
+        "content": f"{text}\n---\n{url}\n",
         "file_type": "context",
         "source": {"github": {"repo": ctx.repo, "pull_request": pr, "url": url, "delivery": ctx.delivery_id}},
     }
+
+
+def with_review_comments(document: dict[str, Any], comments: list[dict[str, Any]]) -> dict[str, Any]:
+    """`document` (a `/orchestrator run` on a pull request) with the pull request's inline review comments."""
+    if not comments:
+        return document
+    text = str(document["content"]) + "\n## Review comments on the pull request\n"
+    room = MAX_DOCUMENT - len(text)
+    for comment in comments:
+        part = _inline(comment, max(0, room - 200))
+        if len(part) > room:
+            text += "\n(more review comments than fit; read them on the pull request)\n"
+            break
+        text += "\n" + part
+        room -= len(part) + 1
+    return {**document, "content": text}
 
 
 def comment_document(ctx: EventContext, text: str) -> dict[str, Any]:

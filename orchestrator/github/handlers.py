@@ -17,13 +17,16 @@ import orjson
 
 from orchestrator import dispatch, operations, validation
 from orchestrator.github import reporter
+from orchestrator.github.client import GitHubClient, GitHubError
 from orchestrator.github.commands import parse_command
 from orchestrator.github.documents import (
     bounded_text,
     comment_document,
     issue_origin,
     review_document,
+    review_of,
     task_spec_from_issue,
+    with_review_comments,
 )
 from orchestrator.github.event import EventContext
 from orchestrator.github.routing import GitHubConfig, dig, match, number, pull_request_key, task_id_of_branch
@@ -68,6 +71,15 @@ def _owns_issue(task: Task, repo: str, issue: int) -> bool:
         and str(origin.get("repo", "")).lower() == repo.lower()
         and origin.get("issue") == issue
     )
+
+
+def _issue_task(store: TaskStore, service: str, repo: str, issue: int) -> tuple[str, int] | None:
+    """The task made from `repo`#`issue`: in the issues' id space, or (made before it) the bare number."""
+    for task_id in (validation.issue_task_id(issue), issue):
+        task = store.get_task(service, task_id)
+        if task and _owns_issue(task, repo, issue):
+            return service, task_id
+    return None
 
 
 def find_task_for_pull_request(
@@ -164,10 +176,7 @@ def run_command(ctx: EventContext) -> Outcome:
             repo=ctx.repo,
         )
     else:
-        task = ctx.store.get_task(service, issue)
-        ref = (service, issue) if task and _owns_issue(task, ctx.repo, issue) else None
-        if task and ref is None:
-            return _ignored(f"task {service}/{issue} was not created from {ctx.repo}#{issue}")
+        ref = _issue_task(ctx.store, service, ctx.repo, issue)
     if ref is None:
         if command.word == "run" and not is_pull_request:
             return create_task_from_issue(ctx)
@@ -183,7 +192,12 @@ def _command_run(ctx: EventContext, ref: tuple[str, int], argument: str) -> Outc
         return _command_retry(ctx, ref, argument)
     if status in TERMINAL:
         body = str(dig(ctx.payload, "comment", "body"))
-        operations.add_context(ctx.store, *ref, comment_document(ctx, body), actor=ctx.actor)
+        document = comment_document(ctx, body)
+        pull = number(dig(ctx.payload, "issue", "number"))
+        if dig(ctx.payload, "issue", "pull_request") is not None and pull:
+            # On our pull request: the follow-up sees the review comments, not only the command.
+            document = with_review_comments(document, _pull_request_comments(ctx, pull))
+        operations.add_context(ctx.store, *ref, document, actor=ctx.actor)
         return _changed(ctx, f"started task {ref[0]}/{ref[1]} again with the comment as context", ref)
     return _ignored(f"task {ref[0]}/{ref[1]} is {status}; it is already on its way", ref)
 
@@ -218,14 +232,64 @@ _COMMANDS: dict[str, Callable[[EventContext, tuple[str, int], str], Outcome]] = 
 
 
 def follow_up_on_review(ctx: EventContext) -> Outcome:
-    """Changes requested or a review comment on our pull request: run again with the review as context."""
+    """Changes requested or inline review comments on our pull request: run again with the review as context.
+
+    GitHub sends one event for a review and one more for each of its inline comments,
+    in no set order. The first of them claims the review and starts one run whose
+    context is the whole review (read over REST: its text and every inline comment);
+    the others of the same review start nothing.
+    """
     ref = _pull_request_task(ctx)
     if ref is None:
         return _ignored(f"pull request {ctx.repo}#{dig(ctx.payload, 'pull_request', 'number')} is not one of ours")
     if dig(ctx.payload, "pull_request", "state") == "closed":
         return _ignored(f"pull request of task {ref[0]}/{ref[1]} is closed", ref)
-    operations.add_context(ctx.store, *ref, review_document(ctx), actor=ctx.actor)
+    pull = number(dig(ctx.payload, "pull_request", "number")) or 0
+    review, inline = review_of(ctx)
+    review_id = review.get("id")
+    if isinstance(review_id, int) and not isinstance(review_id, bool):
+        claim = f"review:{ctx.repo.lower()}#{pull}:{review_id}"
+        if not ctx.store.claim_event(claim, ctx.delivery_id, ctx.settings.delivery_ttl_seconds):
+            return _ignored(f"review {review_id} already started a run of task {ref[0]}/{ref[1]}", ref)
+        review, inline = _read_review(ctx, pull, review_id, review, inline)
+    document = review_document(ctx, review=review, inline=inline)
+    operations.add_context(ctx.store, *ref, document, actor=ctx.actor)
     return _changed(ctx, f"task {ref[0]}/{ref[1]} runs again with the review as new context", ref)
+
+
+def _pull_request_comments(ctx: EventContext, pull: int) -> list[dict[str, Any]]:
+    if not ctx.settings.github_token:
+        return []
+    client = GitHubClient.from_settings(ctx.settings, store=ctx.store)
+    try:
+        return client.pull_request_comments(ctx.repo, pull)
+    except GitHubError as exc:
+        log.warning(
+            "could not read the review comments of %s#%s (%s); the command alone is the context", ctx.repo, pull, exc
+        )
+        return []
+    finally:
+        client.close()
+
+
+def _read_review(
+    ctx: EventContext, pull: int, review_id: int, review: dict[str, Any], inline: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The review and all its inline comments as GitHub has them; what the payload carries when GitHub cannot say."""
+    if not ctx.settings.github_token:
+        return review, inline
+    client = GitHubClient.from_settings(ctx.settings, store=ctx.store)
+    try:
+        found = client.request("GET", f"/repos/{ctx.repo}/pulls/{int(pull)}/reviews/{int(review_id)}")
+        comments = client.review_comments(ctx.repo, pull, review_id)
+    except GitHubError as exc:
+        log.warning(
+            "could not read review %s of %s#%s (%s); using the event's own text", review_id, ctx.repo, pull, exc
+        )
+        return review, inline
+    finally:
+        client.close()
+    return (dict(found) if isinstance(found, dict) else review), comments or inline
 
 
 def close_pull_request(ctx: EventContext) -> Outcome:
@@ -235,6 +299,7 @@ def close_pull_request(ctx: EventContext) -> Outcome:
         return _ignored(f"pull request {ctx.repo}#{dig(ctx.payload, 'pull_request', 'number')} is not one of ours")
     merged = dig(ctx.payload, "pull_request", "merged") is True
     outcome = "merged" if merged else "closed"
+    delivery = "delivered" if merged else "declined"
     task = ctx.store.require_task(*ref)
     if task.status not in TERMINAL:
         try:
@@ -250,7 +315,7 @@ def close_pull_request(ctx: EventContext) -> Outcome:
         dispatch.send(Step.CLEANUP_WORKSPACE, ref[0], ref[1])
     except dispatch.QueueUnavailable:
         log.warning("could not queue the workspace cleanup of %s/%s", *ref)
-    return _changed(ctx, f"task {ref[0]}/{ref[1]}: pull request {outcome}; workspace released", ref)
+    return _changed(ctx, f"task {ref[0]}/{ref[1]} {delivery}: pull request {outcome}; workspace released", ref)
 
 
 HANDLERS: dict[str, Callable[[EventContext], Outcome]] = {

@@ -14,31 +14,38 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator import dispatch, effects
 from orchestrator.github.client import GitHubClient, GitHubError
 from orchestrator.github.routing import STATUS_MARKER, pull_request_key
-from orchestrator.logs import scrub
-from orchestrator.model import ReportResult, Task
+from orchestrator.github.status_text import render_status
+from orchestrator.model import ReportResult, Run, Task
 from orchestrator.settings import Settings, get_settings
-from orchestrator.states import Status
 from orchestrator.steps import Step
 from orchestrator.store import TaskStore
 
 log = logging.getLogger("orchestrator.github")
 
 LEASE_SECONDS = 60
-MAX_REASON = 1500
+# One comment is edited at most once per this many seconds (GitHub's advice for content-creating requests
+# is to space them; a task moving Queued -> Preparing -> Launching -> Running in a second needs one edit).
+EDIT_INTERVAL_SECONDS = 10.0
+# How long a scheduled later edit is trusted to come before another report schedules one again.
+TRAILING_GRACE_SECONDS = 60
 
 
 class ReportLater(Exception):
-    """The report could not be written now; the step retries after `countdown` seconds."""
+    """The report could not be written now; the step retries after `countdown` seconds.
 
-    def __init__(self, message: str, countdown: float):
+    `rate_limited`: GitHub (or the shared budget) asked to wait; such a retry is not
+    counted against the step's limit, so the newest state is never dropped for it.
+    """
+
+    def __init__(self, message: str, countdown: float, *, rate_limited: bool = False):
         super().__init__(message)
         self.countdown = countdown
+        self.rate_limited = rate_limited
 
 
 def github_origin(task: Task | None) -> tuple[str, int] | None:
@@ -59,8 +66,12 @@ def notify_status(
     store: TaskStore | None = None,
     settings: Settings | None = None,
     task: Task | None = None,
+    dispatcher: dispatch.Dispatcher | None = None,
 ) -> bool:
-    """Queue a status report when the task came from GitHub; never raises. True when queued."""
+    """Queue a status report when the task came from GitHub; never raises. True when queued.
+
+    `dispatcher`: the caller's, when it has its own (the API's is handed to its app, not installed).
+    """
     try:
         settings = settings or get_settings()
         if not settings.github_token:
@@ -73,61 +84,15 @@ def notify_status(
             task = store.get_task(service, task_id)
         if github_origin(task) is None:
             return False
-        dispatch.send(Step.REPORT_STATUS, service, int(task_id))
+        (dispatcher or dispatch.current()).send(Step.REPORT_STATUS, service, int(task_id))
         return True
     except Exception as exc:  # a report is never worth failing the caller for
         log.warning("could not queue the GitHub status report of %s/%s: %s", service, task_id, type(exc).__name__)
         return False
 
 
-_HEADLINES = {
-    Status.PENDING: "⏳ Pending: waiting to be admitted",
-    Status.QUEUED: "⏳ Queued",
-    Status.BLOCKED: "⏸️ Blocked",
-    Status.PREPARING: "🛠️ Preparing the workspace",
-    Status.LAUNCHING: "🚀 Launching",
-    Status.RUNNING: "🏃 Running",
-    Status.SUCCEEDED: "✅ Succeeded",
-    Status.FAILED: "❌ Failed",
-    Status.CANCELLED: "🛑 Cancelled",
-}
-
-
-def _clean(text: str, secrets: list[str]) -> str:
-    text = scrub(text, secrets)
-    # No mentions from our text: a reason quoting "@someone" must not ping them.
-    return text.replace("@", "@\u200b")[:MAX_REASON]
-
-
-def render_status(
-    task: Task, *, job_name: str = "", secrets: list[str] | None = None, now: datetime | None = None
-) -> str:
-    """The Markdown of a task's status comment (pure)."""
-    secrets = secrets or []
-    status = task.status
-    ref = f"{task.service}/{task.id}"
-    lines = [f"{STATUS_MARKER} {ref} -->", f"**Orchestrator** · task `{ref}` · agent `{task.agent}`", ""]
-    headline = _HEADLINES[status]
-    if job_name and status in (Status.LAUNCHING, Status.RUNNING):
-        headline += f" (Job `{_clean(job_name, secrets)}`)"
-    lines.append(f"**{headline}**")
-    reason = task.status_reason
-    if reason and status != Status.SUCCEEDED:
-        lines += ["", f"Reason: {_clean(reason, secrets)}"]
-    pull_request = task.outputs.get("pull_request_url")
-    if isinstance(pull_request, str) and pull_request.startswith("https://"):
-        lines += ["", f"Pull request: {_clean(pull_request, secrets)}"]
-    outcome = task.pull_request_outcome
-    if outcome:
-        lines += ["", f"Pull request {_clean(str(outcome), secrets)}."]
-    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
-    lines += ["", f"<sub>Updated {stamp}. Commands: `run`, `cancel`, `retry`, `status`.</sub>"]
-    return "\n".join(lines)
-
-
-def _job_name(store: TaskStore, task: Task) -> str:
-    run = store.get_run(task.current_run) if task.current_run else None
-    return run.job_name if run else ""
+def _current_run(store: TaskStore, task: Task) -> Run | None:
+    return store.get_run(task.current_run) if task.current_run else None
 
 
 def _comment_id(comment: Mapping[str, Any] | None) -> str | None:
@@ -135,11 +100,21 @@ def _comment_id(comment: Mapping[str, Any] | None) -> str | None:
 
 
 def report_status(
-    store: TaskStore, settings: Settings, service: str, task_id: int, *, client: GitHubClient | None = None
+    store: TaskStore,
+    settings: Settings,
+    service: str,
+    task_id: int,
+    *,
+    client: GitHubClient | None = None,
+    trailing: bool = False,
 ) -> ReportResult:
-    """Create or edit the task's status comment; returns created, updated, unchanged or skipped.
+    """Create or edit the task's status comment; returns what it did (see ReportResult).
 
-    Raises ReportLater when GitHub or the per-task lock says "not now".
+    One comment is edited at most once per EDIT_INTERVAL_SECONDS.
+    A change inside that interval is not dropped: the first one schedules a later
+    edit (`trailing=True`, sent with a countdown) and the others leave it to that one
+    (`coalesced`); the later edit renders the task as it is then, so the last state
+    always lands. Raises ReportLater when GitHub or the per-task lock says "not now".
     """
     if not settings.github_token:
         return ReportResult.SKIPPED
@@ -147,6 +122,7 @@ def report_status(
     holder = uuid.uuid4().hex
     if not store.acquire_lease(lease, holder, LEASE_SECONDS):
         raise ReportLater(f"another report of {service}/{task_id} is being written", countdown=2)
+    ref = f"{service}/{task_id}"
     try:
         task = store.get_task(service, task_id)  # read under the lock: the newest state wins
         origin = github_origin(task)
@@ -156,13 +132,19 @@ def report_status(
         key = pull_request_key(task.outputs.get("pull_request_url"))
         if key:
             store.link_pull_request(key, service, task_id)
-        body = render_status(task, job_name=_job_name(store, task), secrets=settings.secret_values())
+        body = render_status(task, run=_current_run(store, task), secrets=settings.secret_values())
         # The timestamp line changes every time; compare what matters.
         digest = hashlib.sha256(body.rsplit("\n", 1)[0].encode()).hexdigest()
         comment_id = task.github_status_comment or ""
         if comment_id and task.github_status_digest == digest:
+            if trailing:
+                store.clear_trailing_edit(ref)
             return ReportResult.UNCHANGED
-        client = client or GitHubClient.from_settings(settings)
+        interval = EDIT_INTERVAL_SECONDS
+        wait = store.comment_edit_wait(ref) if comment_id.isdigit() else 0.0
+        if wait > 0:
+            return _later(store, service, task_id, wait, trailing=trailing)
+        client = client or GitHubClient.from_settings(settings, store=store)
         action = ReportResult.UPDATED
         try:
             if comment_id.isdigit():
@@ -194,10 +176,28 @@ def report_status(
                 action = ReportResult.CREATED
         except GitHubError as exc:
             if exc.transient:
-                raise ReportLater(str(exc), countdown=max(exc.retry_after or 0, 5)) from None
+                countdown = max(exc.retry_after or 0, 5)
+                raise ReportLater(str(exc), countdown=countdown, rate_limited=exc.rate_limited) from None
             log.warning("GitHub refused the status report of %s/%s: %s", service, task_id, exc)
             return ReportResult.REFUSED
         store.update_task(service, task_id, github_status_digest=digest)
+        store.mark_comment_edited(ref, interval)
+        if trailing:
+            store.clear_trailing_edit(ref)
         return action
     finally:
         store.release_lease(lease, holder)
+
+
+def _later(store: TaskStore, service: str, task_id: int, wait: float, *, trailing: bool) -> ReportResult:
+    """Inside the edit interval: schedule the one later edit, or leave it to the one already scheduled."""
+    ref = f"{service}/{task_id}"
+    if not trailing and not store.claim_trailing_edit(ref, wait + TRAILING_GRACE_SECONDS):
+        return ReportResult.COALESCED
+    store.keep_trailing_edit(ref, wait + TRAILING_GRACE_SECONDS)
+    try:
+        dispatch.send(Step.REPORT_STATUS, service, int(task_id), True, countdown=wait)
+    except dispatch.QueueUnavailable:
+        store.clear_trailing_edit(ref)  # nobody will come: the next report schedules it again
+        raise ReportLater(f"could not schedule the next edit of {ref}", countdown=wait) from None
+    return ReportResult.DEFERRED

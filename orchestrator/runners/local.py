@@ -214,17 +214,22 @@ class LocalRunner:
             return RunObservation(run_id, PENDING, reason="starting")
         phase = status.get("phase")
         if phase == "Running" and not supervisor_alive(run_dir, status):
-            # The supervisor died without writing an outcome (machine restart, SIGKILL); its agent must not outlive it.
-            if same_namespace(status):
-                kill_lost_agent(int(status.get("agent_pgid") or 0), run_id)
-            return RunObservation(
-                run_id,
-                FAILED,
-                reason="the local run was lost (its supervisor died)",
-                started_at=status.get("started_at"),
-                finished_at=time.time(),
-                retryable=True,
-            )
+            # It may have written its outcome and exited since the read above: only a status still
+            # Running after the supervisor is gone means it died without one.
+            status = self._status(run_id) or status
+            phase = status.get("phase")
+            if phase == "Running":
+                # It died without writing an outcome (machine restart, SIGKILL); its agent must not outlive it.
+                if same_namespace(status):
+                    kill_lost_agent(int(status.get("agent_pgid") or 0), run_id)
+                return RunObservation(
+                    run_id,
+                    FAILED,
+                    reason="the local run was lost (its supervisor died)",
+                    started_at=status.get("started_at"),
+                    finished_at=time.time(),
+                    retryable=True,
+                )
         if phase not in {PENDING, RUNNING, SUCCEEDED, FAILED}:
             phase = FAILED
         return RunObservation(

@@ -8,21 +8,23 @@ Running, and exactly one of them may write Succeeded.
 
 from __future__ import annotations
 
-from orchestrator.store.base import connect
 from orchestrator.store.broker import Broker
 from orchestrator.store.capacity import Capacity
 from orchestrator.store.changes import StatusChange, StatusChanges
+from orchestrator.store.connection import RedisTarget, connect
 from orchestrator.store.deliveries import Deliveries
 from orchestrator.store.effects import EffectClaim, Effects
 from orchestrator.store.errors import (
     IllegalTransition,
     LeaseNotHeld,
     LimitReached,
+    NotReplicated,
     StoreError,
     StoreUnavailable,
     TaskExists,
     TaskNotFound,
 )
+from orchestrator.store.github import GitHubPacing
 from orchestrator.store.keys import PREFIX, run_id_for, split_ref, task_ref
 from orchestrator.store.leases import Leases
 from orchestrator.store.listing import Listing
@@ -47,6 +49,7 @@ class TaskStore(
     Retention,
     ConsoleSessions,
     StatusChanges,
+    GitHubPacing,
 ):
     """Tasks, runs and their history, stored in Redis: one object over every part of the store."""
 
@@ -56,6 +59,8 @@ __all__ = [
     "EffectClaim",
     "IllegalTransition",
     "LeaseNotHeld",
+    "NotReplicated",
+    "RedisTarget",
     "LimitReached",
     "StatusChange",
     "StoreError",

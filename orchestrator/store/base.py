@@ -1,7 +1,8 @@
-"""The store's connection to Redis, its scripts, and what every part of it shares."""
+"""The store's client and scripts, the wait for replicas, and the error mapping every part of it shares."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
@@ -9,52 +10,10 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from orchestrator.store.errors import StoreUnavailable
+from orchestrator.store.connection import connect  # noqa: F401 - where older imports find it
+from orchestrator.store.errors import NotReplicated, StoreUnavailable
 from orchestrator.store.keys import GAUGES_KEY, fence_key, lease_key
 from orchestrator.store.records import encode_fields, flatten
-
-
-class _OneWrite:
-    """Sends each packed command in one write.
-
-    redis-py packs a command holding a large value (a webhook body, a task
-    document) as separate pieces and writes each with its own `sendall`; over
-    loopback every write costs a system call that also delivers to Redis, so
-    one write is cheaper on the intake path (bench/webhooks.py shows it).
-    Joining them costs one copy, up to a bound, past which the copy would cost
-    more than the writes it saves.
-    """
-
-    _JOIN_BELOW = 1 << 20
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if isinstance(command, list) and len(command) > 1 and sum(map(len, command)) < self._JOIN_BELOW:
-            command = [b"".join(command)]
-        super().send_packed_command(command, check_health)  # type: ignore[misc]
-
-
-_one_write_classes: dict[type, type] = {}
-
-
-def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
-    """A Redis client for the store. Connects lazily, on the first command."""
-    client = redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=15,
-        retry_on_timeout=False,
-    )
-    # The URL chose the connection class (TCP, TLS or Unix socket): keep it, write once.
-    pool = client.connection_pool
-    base = pool.connection_class
-    one_write = _one_write_classes.get(base)
-    if one_write is None:
-        one_write = _one_write_classes[base] = type(f"OneWrite{base.__name__}", (_OneWrite, base), {})
-    pool.connection_class = one_write
-    return client
-
 
 # Attribute of the store -> its script in lua/<name>.lua.
 _SCRIPTS = {
@@ -82,6 +41,8 @@ _SCRIPTS = {
     "_launch_record": "launch_record",
     "_add_context": "add_context",
     "_purge_task": "purge_task",
+    "_github_write_take": "github_write_take",
+    "_github_write_pause": "github_write_pause",
 }
 
 _sources: dict[str, str] = {}
@@ -123,12 +84,16 @@ class StoreBase:
     _launch_record: Script
     _add_context: Script
     _purge_task: Script
+    _github_write_take: Script
+    _github_write_pause: Script
 
     def __init__(
         self,
         client: redis.Redis,
         *,
         history_limit: int = 200,
+        wait_replicas: int | None = 0,
+        wait_timeout_ms: int = 1000,
         max_tasks_per_service: int = 0,
         max_contexts_per_task: int = 0,
     ):
@@ -137,6 +102,11 @@ class StoreBase:
         # Caps enforced inside the scripts that write (0: none, for tools and tests that build a store).
         self.max_tasks_per_service = max_tasks_per_service
         self.max_contexts_per_task = max_contexts_per_task
+        # Replicas that must hold an intake write before it is acknowledged; None: one when the
+        # master has any (see _replicas_wanted).
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self._replicas_seen: tuple[float, int] = (0.0, 0)
         for attribute, name in _SCRIPTS.items():
             setattr(self, attribute, client.register_script(script_source(name)))
 
@@ -175,13 +145,50 @@ class StoreBase:
         args = [",".join(unless_phase), holder, token, *flatten(encode_fields(fields))]
         return int(self._call(self._update_existing, keys=keys, args=args))
 
-    def _call(self, script: Any, *, keys: Iterable[str], args: Iterable[Any]) -> Any:
+    def _call(self, script: Any, *, keys: Iterable[str], args: Iterable[Any], replicated: bool = False) -> Any:
+        """Run a script; `replicated`: an intake write, acknowledged only once enough replicas hold it."""
         try:
-            return script(keys=list(keys), args=list(args))
+            wanted = self._replicas_wanted() if replicated else 0
+            if not wanted:
+                return script(keys=list(keys), args=list(args))
+            # WAIT counts the replicas holding this connection's own writes, so it
+            # must follow the script on the same connection: one pipeline.
+            with self.redis.pipeline(transaction=False) as pipe:
+                script(keys=list(keys), args=list(args), client=pipe)
+                pipe.execute_command("WAIT", wanted, self.wait_timeout_ms)
+                result, acked = pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._replicas_seen = (0.0, 0)  # a failover may follow: ask the next master afresh
             raise StoreUnavailable("the task store (Redis) does not answer") from exc
         except redis.exceptions.OutOfMemoryError as exc:  # maxmemory with noeviction: writes wait for room
             raise StoreUnavailable("the task store (Redis) is full") from exc
+        if int(acked) < wanted:
+            self._replicas_seen = (0.0, 0)
+            raise NotReplicated(f"the write reached the master but {acked} of {wanted} replicas in time")
+        return result
+
+    def _replicas_wanted(self) -> int:
+        """How many replicas must acknowledge an intake write.
+
+        A fixed number is the operator's. Auto (None) is one when the master has a
+        replica and none when it has not: without a replica Sentinel has nothing to
+        promote, so no failover can drop the write (it rests on the AOF, as on a
+        standalone Redis), and refusing every submission then would only turn a
+        lost replica into an outage. The count is asked at most once a second.
+        """
+        if self.wait_replicas is not None:
+            return self.wait_replicas
+        at, count = self._replicas_seen
+        now = time.monotonic()
+        if now - at < 1.0:
+            return count
+        try:
+            role = self.redis.execute_command("ROLE")
+            count = min(1, len(role[2])) if role and role[0] == "master" else 0
+        except redis.ResponseError:  # a server without ROLE (a proxy, fakeredis) shows no replicas
+            count = 0
+        self._replicas_seen = (now, count)
+        return count
 
     @staticmethod
     def _safe(func: Any, *args: Any, **kwargs: Any) -> Any:

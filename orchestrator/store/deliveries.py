@@ -63,6 +63,7 @@ class Deliveries(StoreBase):
                     self._claim_delivery,
                     keys=keys,
                     args=[ttl, enqueue[1] if enqueue else "", event, body, repr(now), delivery_id],
+                    replicated=True,
                 )
             )
         )

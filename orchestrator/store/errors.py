@@ -11,6 +11,14 @@ class StoreUnavailable(StoreError):
     """Redis does not answer; callers answer 503 and retry later."""
 
 
+class NotReplicated(StoreUnavailable):
+    """An intake write reached the master, but too few replicas confirmed it in time.
+
+    The write stays (a retry of it is deduplicated), but it is not acknowledged:
+    a failover now could lose it.
+    """
+
+
 class TaskNotFound(StoreError):
     """No task with that (service, id)."""
 

@@ -179,3 +179,19 @@ def console_session_key(digest: str) -> str:
 # Every status change, as a capped stream (ref, status, reason, at): what live pages follow.
 STATUS_CHANGES = f"{PREFIX}:changes:status"
 STATUS_CHANGES_MAX = 10_000
+
+
+# GitHub pacing ---------------------------------------------------------------------
+
+GITHUB_WRITES = f"{PREFIX}:github:writes"  # sorted set: the writes of the last minute, by time
+GITHUB_PAUSE = f"{PREFIX}:github:pause"  # set while GitHub asked every writer to wait
+
+
+def comment_edited_key(ref: str) -> str:
+    """Set for the edit interval after a task's status comment was written."""
+    return f"{PREFIX}:github:edited:{ref}"
+
+
+def comment_trailing_key(ref: str) -> str:
+    """Set while a later edit of a task's status comment is scheduled."""
+    return f"{PREFIX}:github:trailing:{ref}"

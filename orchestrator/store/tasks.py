@@ -123,6 +123,7 @@ class Tasks(StoreBase):
                 self.max_tasks_per_service,
                 *(item for pair in fields.items() for item in pair),
             ],
+            replicated=True,
         )
         if int(created) < 0:
             raise LimitReached(

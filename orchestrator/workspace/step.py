@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from orchestrator import dispatch
 from orchestrator.backoff import delay
 from orchestrator.dispatch import Write
+from orchestrator.github.reporter import notify_status
 from orchestrator.model import PrepareAction, Run, RunPhase
 from orchestrator.settings import Settings
 from orchestrator.states import ACTIVE, Status
@@ -109,6 +110,7 @@ def _fail(store: TaskStore, settings: Settings, run: Run, message: str) -> StepR
         return StepResult(PrepareAction.SKIPPED, "the task moved on meanwhile")
     store.update_run(run_id, phase=RunPhase.FAILED, failure_reason=reason, finished_at=time.time())
     leases.release(store, service, run_id)
+    notify_status(service, task_id, store=store, settings=settings)  # the issue hears why it failed
     try:
         # finish_run frees the run's capacity slot; admit moves dependents and waiting tasks.
         dispatch.send(Step.FINISH_RUN, run_id)
@@ -206,6 +208,7 @@ def _prepare(store: TaskStore, settings: Settings, run_id: str, retries: int) ->
         except IllegalTransition:
             return StepResult(PrepareAction.SKIPPED, "the task moved on meanwhile")
         leases.release(store, service, run_id)
+        notify_status(service, task_id, store=store, settings=settings)
         try:
             dispatch.send(Step.ADMIT, service, task_id)  # admission decides when it runs again
         except dispatch.QueueUnavailable:
@@ -277,4 +280,5 @@ def _prepare(store: TaskStore, settings: Settings, run_id: str, retries: int) ->
         # Cancelled or superseded while we prepared: the workspace is not ours to keep.
         leases.release(store, service, run_id)
         return StepResult(PrepareAction.SKIPPED, "the task moved on meanwhile")
+    notify_status(service, task_id, store=store, settings=settings)
     return StepResult(PrepareAction.LAUNCHED, f"workspace ready {where}", prepared=prepared)

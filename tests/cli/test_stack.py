@@ -200,3 +200,14 @@ def test_up_starts_a_dead_worker_watcher_or_redis_again_instead_of_stopping(up_f
         print(up.output(), up.logs(), sep="\n")
         raise
     assert up.interrupt() == 0
+
+
+def test_a_redis_of_ups_own_drops_configured_sentinels(settings, monkeypatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_REDIS_SENTINELS", "127.0.0.1:1")
+    sentinel = settings.replace(redis_sentinels=(("127.0.0.1", 1),))
+    # Sentinels that do not answer: `up` starts a Redis of its own, and its children must not ask them.
+    assert not children.sentinel_master_answers(sentinel)
+    own = stack.child_env(sentinel, "redis://127.0.0.1:2/0", "tok", "127.0.0.1:1")
+    assert "ORCHESTRATOR_REDIS_SENTINELS" not in own and own["ORCHESTRATOR_REDIS_URL"] == "redis://127.0.0.1:2/0"
+    kept = stack.child_env(sentinel, sentinel.redis_url, "tok", "127.0.0.1:1")
+    assert kept["ORCHESTRATOR_REDIS_SENTINELS"] == "127.0.0.1:1"

@@ -297,3 +297,58 @@ def test_a_pull_request_opened_meanwhile_is_updated_not_duplicated(github: FakeG
                                  title="t2", body="b2", draft=False)
     assert (again.number, again.created, first.created) == (1, False, True)
     assert len(github.pull_requests()) == 1 and github.pull_requests()[0]["title"] == "t2"
+
+
+def test_a_secondary_rate_limit_on_the_pull_request_waits_without_failing_or_losing_it(
+        store: TaskStore, dl_settings: Settings, remote: Path, git_server: GitHttpServer, github: FakeGitHub,
+        sent: list) -> None:
+    from orchestrator.store.keys import GITHUB_PAUSE
+
+    run_id = prepare_and_run(store, dl_settings, issue_spec())
+    (workspace(dl_settings) / "login.py").write_text("def login(): ...\n")
+    agent_ended(store, run_id)
+    assert outcome.finish(store, dl_settings, run_id) == "delivering"
+    github.secondary_rate_limit(retry_after=120)
+    # Far more often than the delivery retry limit (2 here): a rate limit is waited out, never counted.
+    for attempt in range(dl_settings.delivery_retries + 2):
+        later = deliver_run(store, dl_settings, run_id, retries=0)
+        assert later.action == "retry", later
+        assert ("secondary rate limit" if attempt == 0 else "write budget is spent") in later.message
+        assert later.countdown and later.countdown > 1
+    run = store.get_run(run_id)
+    assert run.delivery_failures == 0 and run.phase == "Succeeded" and not run.outcome
+    assert bare_ref(remote, "task-7") is not None  # the branch is pushed already
+    assert len(github.requests) == 1  # only the first asked GitHub: the others waited out the shared pause
+    store.redis.delete(GITHUB_PAUSE)  # the pause is over
+    # The waits were no failures: a real one still gets every retry.
+    github.fail_next(502, times=4)
+    assert deliver_run(store, dl_settings, run_id).action == "retry"
+    assert store.get_run(run_id).delivery_failures == 1
+    assert deliver_run(store, dl_settings, run_id).action == "delivered"
+    assert len(github.pull_requests()) == 1
+
+
+def test_the_branch_template_names_the_pushed_branch_and_finds_its_pull_requests(
+        store: TaskStore, dl_settings: Settings, remote: Path, git_server: GitHttpServer, github: FakeGitHub,
+        sent: list) -> None:
+    from orchestrator.github.handlers import find_task_for_pull_request
+    from orchestrator.github.routing import GitHubConfig
+
+    settings = dl_settings.replace(branch_template="orchestrator/{service}/{task_id}",
+                                   github_repositories={"acme/shop": SERVICE})
+    run_id = prepare_and_run(store, settings, issue_spec())
+    (workspace(settings) / "login.py").write_text("def login(): ...\n")
+    agent_ended(store, run_id)
+    assert finish_through_delivery(store, settings, run_id, sent) == "Succeeded"
+    run = store.get_run(run_id)
+    assert run.branch == "orchestrator/shop/7" and bare_ref(remote, "orchestrator/shop/7") == run.commit
+    assert bare_ref(remote, "task-7") is None
+    (pull,) = github.pull_requests()
+    assert pull["head"]["ref"] == "orchestrator/shop/7"
+    # A pull request event this store has no link for is recognised by the template's branch, and only by it.
+    config = GitHubConfig.from_settings(settings)
+    found = find_task_for_pull_request(store, config, "acme/shop#99", repo="acme/shop",
+                                       head_ref="orchestrator/shop/7", head_repo="acme/shop")
+    assert found == (SERVICE, 7)
+    assert find_task_for_pull_request(store, config, "acme/shop#98", repo="acme/shop",
+                                      head_ref="task-7", head_repo="acme/shop") is None

@@ -13,7 +13,7 @@ from orchestrator.github.handlers import handle_event, task_spec_from_issue
 from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
-from tests.support.github import BOT, REPO, SERVICE, drain, load, queued
+from tests.support.github import BOT, ISSUE_TASK, REPO, SERVICE, drain, load, queued
 
 PR_URL = f"https://github.com/{REPO}/pull/2"
 
@@ -44,7 +44,7 @@ def move(store: TaskStore, task_id: int, *statuses: Status) -> None:
 def create_from_issue(store: TaskStore, settings: Settings) -> dict[str, Any]:
     result = deliver(store, settings, "issues", load("issues/labeled.payload.json"))
     assert result["status"] == "changed"
-    return store.require_task(SERVICE, 1)
+    return store.require_task(SERVICE, ISSUE_TASK)
 
 
 def pr_task(store: TaskStore, task_id: int = 9, **outputs: Any) -> None:
@@ -60,7 +60,7 @@ def test_an_issue_becomes_a_task(store: TaskStore, github_settings: Settings, re
     assert task.status == "Pending" and task.agent == "claude" and task.service == SERVICE
     assert task.origin == {"github": {"repo": REPO, "issue": 1,
                                          "url": f"https://github.com/{REPO}/issues/1"}}
-    assert spec["id"] == 1 and spec["title"] == "Spelling error in the README file"
+    assert spec["id"] == ISSUE_TASK and spec["title"] == "Spelling error in the README file"
     assert spec["repository"] == {"url": f"https://github.com/{REPO}.git", "branch": "master"}
     assert set(spec) >= {"id", "title", "description", "details", "test_strategy", "priority", "status",
                          "dependencies", "subtasks", "service_name", "agent_name", "markdown_files"}
@@ -91,7 +91,7 @@ def test_an_issue_naming_a_refused_repository_makes_no_task(store: TaskStore, gi
     result = deliver(store, github_settings, "issues", payload)
     assert result["status"] == "ignored" and "repository is refused" in result["detail"], result
     assert reason in result["detail"]
-    assert store.get_task(SERVICE, 1) is None
+    assert store.get_task(SERVICE, ISSUE_TASK) is None
 
 
 def test_an_enterprise_host_is_taken_from_the_payload_when_allowed(store: TaskStore,
@@ -101,58 +101,72 @@ def test_an_enterprise_host_is_taken_from_the_payload_when_allowed(store: TaskSt
     assert deliver(store, github_settings, "issues", payload)["status"] == "ignored"
     allowed = github_settings.replace(allowed_git_hosts=("github.com", "git.acme.example"))
     assert deliver(store, allowed, "issues", payload)["status"] == "changed"
-    assert store.require_task(SERVICE, 1).spec["repository"]["url"] == f"https://git.acme.example/{REPO}.git"
+    assert store.require_task(SERVICE, ISSUE_TASK).spec["repository"]["url"] == f"https://git.acme.example/{REPO}.git"
 
 
 def test_the_default_agent_is_validated(store: TaskStore, github_settings: Settings) -> None:
     result = deliver(store, github_settings.replace(default_agent="Bad Agent"), "issues",
                      load("issues/labeled.payload.json"))
     assert result["status"] == "ignored" and "ORCHESTRATOR_DEFAULT_AGENT" in result["detail"]
-    assert store.get_task(SERVICE, 1) is None
+    assert store.get_task(SERVICE, ISSUE_TASK) is None
 
 
-def test_an_existing_task_is_never_overwritten(store: TaskStore, github_settings: Settings) -> None:
+def test_an_issue_whose_number_is_a_pm_task_id_gets_its_own_task(store: TaskStore, github_settings: Settings) -> None:
     store.create_task(service=SERVICE, task_id=1, agent="claude", spec={"id": 1, "title": "the PM's own task"})
     result = deliver(store, github_settings, "issues", load("issues/labeled.payload.json"))
-    assert result["status"] == "ignored" and "already exists" in result["detail"]
+    assert result["status"] == "changed" and result["task"] == f"{SERVICE}/{ISSUE_TASK}"
+    assert ISSUE_TASK == 1_000_000_001
     assert store.require_task(SERVICE, 1).spec["title"] == "the PM's own task"
-    # And a comment on issue #1 cannot steer the PM's task 1, which did not come from that issue.
+    assert store.require_task(SERVICE, ISSUE_TASK).origin["github"]["issue"] == 1
+    # A comment on issue #1 steers the issue's task, never the PM's task 1.
     result = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel"))
-    assert result["status"] == "ignored" and "was not created from" in result["detail"]
+    assert result["status"] == "changed" and result["task"] == f"{SERVICE}/{ISSUE_TASK}"
     assert store.require_task(SERVICE, 1).status == "Pending"
+    assert store.require_task(SERVICE, ISSUE_TASK).status == "Cancelled"
+    # The issue's task exists once: labelling it again makes nothing new.
+    again = deliver(store, github_settings, "issues", load("issues/labeled.payload.json"))
+    assert again["status"] == "ignored" and "already exists" in again["detail"]
+
+
+def test_a_task_made_from_an_issue_before_the_id_space_is_still_found(store: TaskStore,
+                                                                       github_settings: Settings) -> None:
+    store.create_task(service=SERVICE, task_id=1, agent="claude", spec={"id": 1},
+                      origin={"github": {"repo": REPO, "issue": 1}})
+    result = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel"))
+    assert result["status"] == "changed" and result["task"] == f"{SERVICE}/1"
 
 
 def test_cancel_retry_and_run_commands(store: TaskStore, github_settings: Settings) -> None:
     create_from_issue(store, github_settings)
     assert deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel"))["status"] == "changed"
-    task = store.require_task(SERVICE, 1)
+    task = store.require_task(SERVICE, ISSUE_TASK)
     assert task.status == "Cancelled" and "github:alice" in task.status_reason
     again = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel"))
     assert again["status"] == "ignored" and "already ended" in again["detail"]
 
     assert deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator retry"))["status"] == "changed"
-    assert store.require_task(SERVICE, 1).status == "Pending"
+    assert store.require_task(SERVICE, ISSUE_TASK).status == "Pending"
     busy = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator run"))
     assert busy["status"] == "ignored" and "already on its way" in busy["detail"]
 
-    move(store, 1, Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.RUNNING, Status.FAILED)
+    move(store, ISSUE_TASK, Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.RUNNING, Status.FAILED)
     assert deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator run"))["status"] == "changed"
-    assert store.require_task(SERVICE, 1).status == "Pending"
+    assert store.require_task(SERVICE, ISSUE_TASK).status == "Pending"
 
-    move(store, 1, Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.SUCCEEDED)
+    move(store, ISSUE_TASK, Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.SUCCEEDED)
     result = deliver(store, github_settings, "issue_comment",
                      comment_on_issue("/orchestrator run\nAlso fix the typo in CONTRIBUTING."))
     assert result["status"] == "changed"
-    task = store.require_task(SERVICE, 1)
+    task = store.require_task(SERVICE, ISSUE_TASK)
     assert task.status == "Pending" and task.context_version == 2
-    (context,) = store.contexts(SERVICE, 1)
+    (context,) = store.contexts(SERVICE, ISSUE_TASK)
     assert "CONTRIBUTING" in context["content"] and context["file_type"] == "context"
 
 
 def test_run_on_an_issue_without_a_task_creates_it(store: TaskStore, github_settings: Settings) -> None:
     result = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator run", issue=1))
-    assert result["status"] == "changed" and result["task"] == f"{SERVICE}/1"
-    assert store.require_task(SERVICE, 1).origin["github"]["issue"] == 1
+    assert result["status"] == "changed" and result["task"] == f"{SERVICE}/{ISSUE_TASK}"
+    assert store.require_task(SERVICE, ISSUE_TASK).origin["github"]["issue"] == 1
     other = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel", issue=5))
     assert other["status"] == "ignored" and "not an issue this system owns" in other["detail"]
 
@@ -164,7 +178,7 @@ def test_status_command_queues_a_report_only_with_a_token(store: TaskStore, gith
     settings = github_settings.replace(github_token="ghp_test")
     result = deliver(store, settings, "issue_comment", comment_on_issue("/orchestrator status"))
     assert result["status"] == "reported"
-    assert queued(redis_url, "events") == [{"step": "orchestrator.report_status", "args": [SERVICE, 1]}]
+    assert queued(redis_url, "events") == [{"step": "orchestrator.report_status", "args": [SERVICE, ISSUE_TASK]}]
 
 
 def test_commands_on_our_pull_request(store: TaskStore, github_settings: Settings) -> None:
@@ -269,4 +283,16 @@ def test_bots_never_trigger(store: TaskStore, github_settings: Settings, login: 
     create_from_issue(store, github_settings)
     result = deliver(store, github_settings, "issue_comment", comment_on_issue("/orchestrator cancel", login=login))
     assert result["status"] == "ignored"
-    assert store.require_task(SERVICE, 1).status == "Pending"
+    assert store.require_task(SERVICE, ISSUE_TASK).status == "Pending"
+
+
+def test_pm_tasks_and_issue_tasks_depend_on_each_other_by_their_ids(store: TaskStore,
+                                                                   github_settings: Settings) -> None:
+    from orchestrator.coordination.rules import dependency_state
+
+    store.create_task(service=SERVICE, task_id=1, agent="claude", spec={"id": 1})  # PM task 1, not done
+    create_from_issue(store, github_settings)  # issue #1's task
+    move(store, ISSUE_TASK, Status.QUEUED, Status.PREPARING, Status.LAUNCHING, Status.RUNNING, Status.SUCCEEDED)
+    # A PM task waiting on the issue's task sees it done; one waiting on PM task 3 never sees the issue.
+    assert dependency_state(store, SERVICE, {"dependencies": [ISSUE_TASK]}).satisfied
+    assert not dependency_state(store, SERVICE, {"dependencies": [1]}).satisfied

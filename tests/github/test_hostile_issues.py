@@ -20,6 +20,7 @@ from orchestrator.settings import Settings
 from orchestrator.states import Status
 from orchestrator.store import TaskStore
 from tests.support.github import (
+    ISSUE_TASK,
     REPO,
     SERVICE,
     drain,
@@ -55,7 +56,7 @@ def test_an_outsiders_labelled_issue_is_refused_at_intake_with_the_reason(github
     # The handler decides the same when it sees the payload (a delivery queued before an upgrade).
     result = deliver(store, github_settings, "issues", outsider_issue())
     assert result["status"] == "ignored" and "ORCHESTRATOR_GITHUB_TRUSTED_AUTHORS_ONLY" in result["detail"]
-    assert store.get_task(SERVICE, 1) is None
+    assert store.get_task(SERVICE, ISSUE_TASK) is None
 
 
 def test_a_trusted_labeller_the_payload_names_or_the_setting_off_lets_it_through(github_settings: Settings,
@@ -75,7 +76,7 @@ def test_hidden_comments_never_reach_the_task_and_the_task_says_so(github_settin
     payload = load("issues/labeled.payload.json")  # a trusted author: hidden text is stripped all the same
     payload["issue"]["body"] = f"Fix the typo.\n{HIDDEN}\nIn the README.\n\n{UNCLOSED}\nmore hidden text"
     assert deliver(store, github_settings, "issues", payload)["status"] == "changed"
-    spec = store.require_task(SERVICE, 1).spec
+    spec = store.require_task(SERVICE, ISSUE_TASK).spec
     document = spec["markdown_files"][0]["content"]
     for text in (document, spec["details"]):
         assert "attacker.example" not in text and "ANTHROPIC_API_KEY" not in text and "more hidden" not in text

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator import effects
+from orchestrator.github import reporter
 from orchestrator.github.client import GitHubClient
 from orchestrator.github.reporter import ReportLater, notify_status, render_status, report_status
 from orchestrator.github.routing import GitHubConfig, match
@@ -32,6 +33,12 @@ def github() -> Iterator[FakeGitHub]:
 @pytest.fixture
 def report_settings(github_settings: Settings, github: FakeGitHub) -> Settings:
     return github_settings.replace(github_token=TOKEN, github_api_url=github.url)
+
+
+@pytest.fixture(autouse=True)
+def unpaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edits are not paced here (test_status_pacing.py covers the interval)."""
+    monkeypatch.setattr(reporter, "EDIT_INTERVAL_SECONDS", 0.0)
 
 
 def client_for(settings: Settings) -> GitHubClient:

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.settings import Settings
 from orchestrator.store import TaskStore
-from tests.support.github import SERVICE, load
+from tests.support.github import ISSUE_TASK, SERVICE, load
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_an_inline_payload_without_a_kept_copy_does_nothing(step, store: TaskSto
     # A labelled issue would create a task, were the inline body believed.
     result = step.run("d-inline", "issues", load("issues/labeled.payload.json"))
     assert result["status"] == "expired"
-    assert store.get_task(SERVICE, 1) is None
+    assert store.get_task(SERVICE, ISSUE_TASK) is None
 
 
 def test_the_kept_copy_wins_over_an_inline_payload(step, store: TaskStore) -> None:
@@ -38,5 +38,5 @@ def test_the_kept_copy_wins_over_an_inline_payload(step, store: TaskStore) -> No
     forged = load("issues/labeled.payload.json")
     forged["issue"]["title"] = "forged title"
     assert step.run("d-kept", "issues", forged)["status"] != "expired"
-    task = store.get_task(SERVICE, 1)
+    task = store.get_task(SERVICE, ISSUE_TASK)
     assert task is not None and "forged" not in json.dumps(dataclasses.asdict(task))

@@ -263,3 +263,25 @@ def test_tail_lines_match_splitlines(tmp_path: Path, content: bytes) -> None:
         for count in (0, 1, 2, 3, 5, 40000):
             assert tail_lines(handle, count) == (content.splitlines()[-count:] if count else [])
             assert handle.tell() == len(content)
+
+
+def test_a_run_that_ends_while_it_is_observed_is_not_taken_for_lost(local: LocalRunner, settings: Settings,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor writes its outcome and exits between the watcher's read of the status and its
+    liveness check: the run succeeded, and must not be declared lost and run a second time."""
+    import orchestrator.runners.local as local_module
+
+    run_id = "shop-1-v1-a1"
+    run_dir = local.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    status = {"phase": "Running", "pid": 999999, "started_at": 1.0}
+    (run_dir / "status.json").write_text(json.dumps(status))
+
+    def finished_meanwhile(path: Path, seen: dict) -> bool:
+        (run_dir / "status.json").write_text(json.dumps({**status, "phase": "Succeeded", "exit_code": 0,
+                                                          "finished_at": 2.0, "reason": "exit code 0"}))
+        return False  # the supervisor is gone: it exited after writing
+
+    monkeypatch.setattr(local_module, "supervisor_alive", finished_meanwhile)
+    obs = local.observe(run_id)
+    assert obs is not None and obs.phase == "Succeeded" and obs.exit_code == 0, obs

@@ -47,8 +47,8 @@ def route_steps_to(settings: Any, monkeypatch: Any) -> Any:
     app built from `settings` (and makes that app `workers.app.app`); returns the app."""
     import workers.app
     from orchestrator import dispatch
-    from workers.app import create_celery
     from orchestrator.celery_dispatch import CeleryDispatcher
+    from workers.app import create_celery
 
     celery = create_celery(settings)
     monkeypatch.setattr(workers.app, "app", celery)

@@ -24,8 +24,8 @@ from orchestrator.coordination import admission, outcome
 from orchestrator.coordination.outputs import HANDOFF_FILE, OUTPUTS_FILE
 from orchestrator.settings import Settings
 from orchestrator.states import Status
-from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.steps import Step
+from orchestrator.store import IllegalTransition, TaskStore
 from orchestrator.workspace.layout import checkout_dir
 
 BEHAVIOUR_KEY = "test:behaviour"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,8 @@ _CREATE = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$")
 _EDIT = re.compile(r"^/repos/([^/]+)/([^/]+)/issues/comments/(\d+)$")
 _PULLS = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls$")
 _PULL = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$")
+_PULL_COMMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/comments$")
+_REVIEW = re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews/(\d+)(/comments)?$")
 
 
 @dataclass
@@ -36,6 +39,8 @@ class FakeGitHub:
     requests: list[Recorded] = field(default_factory=list)
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
     pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (owner/repo, number) -> pull
+    # (owner/repo, pull number, review id) -> (the review, its inline comments); see `add_review`
+    reviews: dict[tuple[str, int, int], tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=dict)
     _script: deque = field(default_factory=deque)
     _next_id: int = 1000
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,16 +83,36 @@ class FakeGitHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail_next(self, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
+    def fail_next(self, status: int, headers: dict[str, str] | None = None, times: int = 1,
+                  message: str = "scripted failure") -> None:
         for _ in range(times):
-            self._script.append((status, headers or {}))
+            self._script.append((status, headers or {}, message))
+
+    def secondary_rate_limit(self, *, retry_after: float | None = None, reset_in: float | None = None,
+                             times: int = 1) -> None:
+        """Answer the next requests 403 as GitHub's secondary rate limit does (Retry-After, or the reset time)."""
+        headers: dict[str, str] = {}
+        if retry_after is not None:
+            headers["Retry-After"] = str(int(retry_after))
+        if reset_in is not None:
+            headers.update({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time() + reset_in))})
+        self.fail_next(403, headers, times, message="You have exceeded a secondary rate limit. Please wait a few "
+                                                    "minutes before you try again.")
+
+    def add_review(self, repo: str, pull: int, review: dict[str, Any], comments: list[dict[str, Any]]) -> None:
+        """A submitted review and its inline comments, as GET .../pulls/{n}/reviews/{id}[/comments] answer them."""
+        self.reviews[(repo.lower(), pull, int(review["id"]))] = (review, comments)
+
+    def writes(self) -> list[Recorded]:
+        """Every content-changing request (POST, PATCH), in order."""
+        return [r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")]
 
     def _answer(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict, Any]:
         with self._lock:
             self.requests.append(Recorded(method, path, headers, body))
             if self._script:
-                status, extra = self._script.popleft()
-                return status, extra, {"message": "scripted failure"}
+                status, extra, message = self._script.popleft()
+                return status, extra, {"message": message}
             if not headers.get("Authorization", "").startswith("Bearer "):
                 return 401, {}, {"message": "Requires authentication"}
             created = _CREATE.match(path)
@@ -154,6 +179,23 @@ class FakeGitHub:
                         "owner": listed.group(1)}
                 self.pulls[(repo, number)] = pull
                 return 201, {}, pull
+        on_pull = _PULL_COMMENTS.match(path)
+        if on_pull and method == "GET":
+            repo, pull = f"{on_pull.group(1)}/{on_pull.group(2)}".lower(), int(on_pull.group(3))
+            every = [c for (name, number, _), (_, comments) in sorted(self.reviews.items())
+                     if (name, number) == (repo, pull) for c in comments]
+            page, per_page = int((query.get("page") or ["1"])[0]), int((query.get("per_page") or ["30"])[0])
+            return 200, {}, every[(page - 1) * per_page: page * per_page]
+        review = _REVIEW.match(path)
+        if review and method == "GET":
+            key = (f"{review.group(1)}/{review.group(2)}".lower(), int(review.group(3)), int(review.group(4)))
+            if key not in self.reviews:
+                return 404, {}, {"message": "Not Found"}
+            found, comments = self.reviews[key]
+            if not review.group(5):
+                return 200, {}, found
+            page, per_page = int((query.get("page") or ["1"])[0]), int((query.get("per_page") or ["30"])[0])
+            return 200, {}, comments[(page - 1) * per_page: page * per_page]
         one = _PULL.match(path)
         if one:
             pull = self.pulls.get((f"{one.group(1)}/{one.group(2)}".lower(), int(one.group(3))))

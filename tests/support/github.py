@@ -11,12 +11,14 @@ from typing import Any
 import redis
 
 from orchestrator.github.signature import sign
+from orchestrator.validation import issue_task_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-webhook-secret"
 REPO = "Codertocat/Hello-World"
 SERVICE = "hello-world"
 BOT = "orchestrator-bot"
+ISSUE_TASK = issue_task_id(1)  # the task made from issue #1 of the corpus (the issues' own id space)
 
 
 def fixtures_dir() -> Path:

@@ -144,11 +144,40 @@ checksum/job-template: {{ include (print .Template.BasePath "/config/job-templat
 {{- end }}
 
 {{/*
-ORCHESTRATOR_REDIS_URL: the whole URL from a Secret, or built from host, port
-and a password from a Secret (Kubernetes expands $(REDIS_PASSWORD), which must
-be defined first).
+Where every process finds Redis: the URL, with Sentinel the Sentinels (their
+password from the same Secret as Redis's), and the wait for replicas.
 */}}
 {{- define "orchestrator.redisEnv" -}}
+{{- include "orchestrator.redisUrlEnv" . }}
+{{- with .Values.redis.sentinel }}
+{{- if .enabled }}
+- name: ORCHESTRATOR_REDIS_SENTINELS
+  value: {{ required "redis.sentinel.hosts is required when redis.sentinel.enabled" (join "," .hosts) | quote }}
+- name: ORCHESTRATOR_REDIS_SENTINEL_MASTER
+  value: {{ .masterSet | quote }}
+{{- if and .usePassword $.Values.redis.auth.enabled }}
+- name: ORCHESTRATOR_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.redis.auth.existingSecret }}
+      key: {{ $.Values.redis.auth.existingSecretPasswordKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+- name: ORCHESTRATOR_REDIS_WAIT_REPLICAS
+  value: {{ .Values.redis.waitReplicas | toString | quote }}
+- name: ORCHESTRATOR_REDIS_WAIT_TIMEOUT_MS
+  value: {{ .Values.redis.waitTimeoutMs | toString | quote }}
+{{- end }}
+
+{{/*
+ORCHESTRATOR_REDIS_URL: the whole URL from a Secret, or built from host, port
+and a password from a Secret (Kubernetes expands $(REDIS_PASSWORD), which must
+be defined first). With Sentinel its host is the master set's name, for the
+reader only: the processes ask the Sentinels where the master is.
+*/}}
+{{- define "orchestrator.redisUrlEnv" -}}
+{{- $host := ternary .Values.redis.sentinel.masterSet .Values.redis.host .Values.redis.sentinel.enabled }}
 {{- if .Values.redis.externalUrl.existingSecret }}
 - name: ORCHESTRATOR_REDIS_URL
   valueFrom:
@@ -164,10 +193,10 @@ be defined first).
       name: {{ required "redis.auth.existingSecret is required when redis.auth.enabled" .Values.redis.auth.existingSecret }}
       key: {{ .Values.redis.auth.existingSecretPasswordKey }}
 - name: ORCHESTRATOR_REDIS_URL
-  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s:%d/%d" $scheme .Values.redis.host (int .Values.redis.port) (int .Values.redis.db) | quote }}
+  value: {{ printf "%s://:$(REDIS_PASSWORD)@%s:%d/%d" $scheme $host (int .Values.redis.port) (int .Values.redis.db) | quote }}
 {{- else }}
 - name: ORCHESTRATOR_REDIS_URL
-  value: {{ printf "%s://%s:%d/%d" $scheme .Values.redis.host (int .Values.redis.port) (int .Values.redis.db) | quote }}
+  value: {{ printf "%s://%s:%d/%d" $scheme $host (int .Values.redis.port) (int .Values.redis.db) | quote }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -326,6 +326,9 @@ class Watcher:
                 except StoreError as exc:
                     log.warning("lease: %s", exc)
                     token = 0
+                except Exception:  # noqa: BLE001 - as a reconcile below: the loop outlives one bad pass
+                    log.exception("lease: unexpected error; standing by")
+                    token = 0
                 if not token:
                     self.fence = None
                     if self.leader:
@@ -356,6 +359,11 @@ class Watcher:
                         )
                     except (RunnerError, StoreError) as exc:
                         log.warning("reconcile failed: %s", exc)
+                    except Exception:  # noqa: BLE001
+                        # The control loop outlives one bad pass: Redis answering an error of its own
+                        # while it loads its AOF or changes master (READONLY, MISCONF) is not a
+                        # reason to stop tracking every run; the next pass starts afresh.
+                        log.exception("reconcile failed unexpectedly")
                     next_reconcile = now + self.poll_seconds
                     self._start_streams()
                 stop.wait(max(0.05, min(ttl / 3, next_reconcile - time.monotonic())))

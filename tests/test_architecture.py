@@ -79,7 +79,7 @@ def _room(module: str) -> str:
 FOUNDATION = {"orchestrator", "orchestrator.config_values", "orchestrator.model", "orchestrator.states", "orchestrator.validation",
               "orchestrator.agent_env", "orchestrator.steps", "orchestrator.backoff", "orchestrator.logs",
               "orchestrator.taskmaster", "orchestrator.settings", "orchestrator.variables",
-              "orchestrator.metrics"}
+              "orchestrator.heartbeat", "orchestrator.metrics"}
 SENDING = {"orchestrator.store", "orchestrator.dispatch", "orchestrator.celery_app", "orchestrator.celery_dispatch",
            "orchestrator.runtime", "orchestrator.effects", "orchestrator.tracing"}
 EDGES = {"orchestrator.kube", "orchestrator.runners", "orchestrator.github"}
@@ -94,6 +94,7 @@ ALLOWED: dict[str, set[str]] = {
     "orchestrator.steps": set(),
     "orchestrator.backoff": set(),
     "orchestrator.logs": set(),
+    "orchestrator.heartbeat": set(),  # the worker's consumer heartbeat file: written by workers/, read by cli/
     "orchestrator.metrics": {"orchestrator.steps"},  # step names bound a label; nothing else of ours
     "orchestrator.validation": {"orchestrator.model"},
     "orchestrator.agent_env": {"orchestrator.validation"},

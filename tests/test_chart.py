@@ -442,13 +442,19 @@ def test_workers_shut_down_warm(renders: dict[str, Rendered], name: str) -> None
         assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
 
 
-def test_worker_liveness_pings_through_the_broker(default: Rendered) -> None:
+def test_worker_liveness_reads_the_consumer_heartbeat_the_worker_writes(default: Rendered) -> None:
     for deployment in _worker_deployments(default).values():
-        probe = deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
-        command = " ".join(probe["exec"]["command"])
-        assert "celery -A workers.app inspect ping" in command
-        assert '-d "celery@${HOSTNAME}"' in command
-        assert probe["timeoutSeconds"] > 10  # the ping itself waits up to 10 s
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        probe = container["livenessProbe"]
+        written = container["command"][container["command"].index("--heartbeat-file") + 1]
+        read = shlex.split(probe["exec"]["command"][-1])
+        assert read[:2] == ["orchestrator", "worker-alive"]
+        assert read[read.index("--heartbeat-file") + 1] == written and written.startswith("/tmp/")
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # writable, kept across restarts
+        max_age = float(read[read.index("--max-age") + 1])
+        assert max_age == default.values["workerSettings"]["livenessProbe"]["maxAgeSeconds"]
+        # A 10 s Redis restart and Celery's reconnect fit well inside what the probe allows.
+        assert max_age + probe["periodSeconds"] * probe["failureThreshold"] >= 120
 
 
 def test_api_runs_gunicorn_with_health_probes(default: Rendered) -> None:

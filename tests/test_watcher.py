@@ -335,3 +335,39 @@ def test_a_deposed_leaders_observation_is_refused(store, kube_settings, kube_run
     runs.apply_observation(store, RunObservation(run_id, "Running", started_at=time.time()), send=sent,
                            lease=(LEASE, "new", token + 1))
     assert status_of(store, 7) == "Running" and store.get_run(run_id).phase == "Running"
+
+
+def test_the_watcher_outlives_errors_redis_answers_while_it_restarts_or_fails_over(store, settings,
+                                                                                  monkeypatch) -> None:
+    # Not a lost connection (that is a StoreError): Redis's own refusals, raised as they come.
+    import redis
+
+    settings = settings.replace(runner="local", watcher_lease_seconds=1.5)
+    watcher = Watcher(store, settings, LocalRunner(settings), send=Sent(), poll_seconds=0.2)
+    failures = {"lease": 2, "reconcile": 2}
+    passes: list[float] = []
+    acquire, reconcile = store.acquire_lease, watcher.reconcile
+
+    def flaky_acquire(*args, **kwargs):
+        if failures["lease"]:
+            failures["lease"] -= 1
+            raise redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica.")
+        return acquire(*args, **kwargs)
+
+    def flaky_reconcile():
+        if failures["reconcile"]:
+            failures["reconcile"] -= 1
+            raise redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots")
+        passes.append(time.monotonic())
+        return reconcile()
+
+    monkeypatch.setattr(store, "acquire_lease", flaky_acquire)
+    monkeypatch.setattr(watcher, "reconcile", flaky_reconcile)
+    running = Running(watcher)
+    try:
+        wait_for(lambda: failures == {"lease": 0, "reconcile": 0} and watcher.leader, timeout=20)
+        # It goes on reconciling, as leader, after the errors.
+        wait_for(lambda: len(passes) >= 3, timeout=10)
+        assert running.thread.is_alive() and watcher.leader
+    finally:
+        running.stop()

@@ -16,6 +16,7 @@ from orchestrator.celery_app import celery_config, create_celery
 from orchestrator.celery_dispatch import CeleryDispatcher
 from orchestrator.settings import ConfigError, get_settings
 from orchestrator.steps import QUEUES
+from workers import heartbeat
 
 __all__ = ["QUEUES", "app", "celery_config", "create_celery"]
 
@@ -104,6 +105,8 @@ def _load() -> Celery:
 
 
 app = _load()
+# `--heartbeat-file`: the consumer heartbeat the chart's liveness probe and `orchestrator up` read.
+heartbeat.install(app)
 
 
 def default_dispatcher() -> CeleryDispatcher:

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 import click
 
 from orchestrator import __version__
-from orchestrator.cli import pm, stack, watcher
+from orchestrator.cli import pm, probe, stack, watcher
 from orchestrator.cli.command import RootGroup
 from orchestrator.cli.options import common_options, examples
 
 # Modules whose `COMMANDS` are sub-commands of `orchestrator`, in help order.
-COMMAND_MODULES = (stack, pm, watcher)
+COMMAND_MODULES = (stack, pm, watcher, probe)
 
 
 class OrchestratorGroup(RootGroup):

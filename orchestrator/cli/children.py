@@ -37,6 +37,7 @@ REDIS_PASSWORD_FILE = "redis-password"  # our redis-server's requirepass (mode 0
 FLOWER_PASSWORD_FILE = "flower-password"  # Flower's basic auth password (mode 0600)
 SESSION_SECRET_FILE = "session-secret"  # signs the web console's cookies across restarts (mode 0600)
 FLOWER_USER = "orchestrator"
+WORKER_HEARTBEAT_FILE = "worker-heartbeat.json"  # the worker's consumer heartbeat (orchestrator/heartbeat.py)
 
 
 def redis_configured() -> bool:

@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 import redis
 
@@ -120,12 +119,12 @@ class Stack:
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-        self._logs: list[IO[bytes]] = []
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def start(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        self.commands[name] = (list(args), dict(env))
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "ab")
-        self._logs.append(log)
         # Own session per child: Ctrl-C reaches `up` only, which stops children in order.
         proc = subprocess.Popen(
             list(args),
@@ -136,8 +135,24 @@ class Stack:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
+        log.close()  # the child has its own copy; a restarted child opens it again
+        for index, (other, _proc, _log) in enumerate(self.children):
+            if other == name:  # started again: it keeps its place in the stopping order
+                self.children[index] = (name, proc, log_path)
+                return proc
         self.children.append((name, proc, log_path))
         return proc
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start an ended child again with its command and environment (what is left of its group is killed)."""
+        old = self.process(name)
+        if old is not None:
+            signal_group(old.pid, signal.SIGKILL)
+        args, env = self.commands[name]
+        return self.start(name, args, env)
+
+    def process(self, name: str) -> subprocess.Popen[bytes] | None:
+        return next((proc for other, proc, _log in self.children if other == name), None)
 
     def exited(self) -> tuple[str, int, Path] | None:
         """The first child that has exited, if any."""
@@ -165,8 +180,6 @@ class Stack:
         if before_sweep is not None:
             before_sweep()
         self._sweep()
-        for log in self._logs:
-            log.close()
 
     def _sweep(self) -> None:
         """Stop descendants re-parented to us (agents in their own session) and reap them."""

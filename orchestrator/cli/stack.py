@@ -5,7 +5,10 @@ terminal reaches this process alone, which then stops the children in reverse
 order. This process is also a child subreaper (Linux), so an agent that its
 worker left behind is re-parented here and stopped too: nothing outlives `up`.
 Runs still going when it stops are abandoned, not cancelled: the next `up`
-finds them lost and runs them again.
+finds them lost and runs them again. Once everything answers, a child that
+exits, or a worker whose consumer heartbeat says it stopped consuming, is
+started again with backoff (orchestrator/cli/supervise.py) instead of
+stopping the stack: the store keeps the work, and the watcher re-drives it.
 
 Other local users are kept out: the data directory is 0700 (0710 with the
 agents' group when agents run as their own user), our redis-server and Flower
@@ -33,6 +36,7 @@ from orchestrator.cli import localstate
 from orchestrator.cli.children import (
     FLOWER_PASSWORD_FILE,
     FLOWER_USER,
+    WORKER_HEARTBEAT_FILE,
     api_command,
     child_env,
     start_redis,
@@ -41,7 +45,6 @@ from orchestrator.cli.children import (
 from orchestrator.cli.command import Command
 from orchestrator.cli.context import Context
 from orchestrator.cli.errors import (
-    EXIT_FAILED,
     EXIT_OK,
     Conflict,
     Unreachable,
@@ -56,6 +59,7 @@ from orchestrator.cli.processes import (
     port_free,
     tail,
 )
+from orchestrator.cli.supervise import describe, supervise_stack
 from orchestrator.runners import agent_user
 from orchestrator.settings import Settings
 
@@ -173,6 +177,7 @@ def cmd_up(ctx: Context, args: UpOptions) -> int:
         stack.start("api", api_command(f"{args.host}:{api_port}"), env)
         from orchestrator.steps import QUEUES
 
+        worker_heartbeat = data_dir / WORKER_HEARTBEAT_FILE
         stack.start(
             "worker",
             [
@@ -192,6 +197,8 @@ def cmd_up(ctx: Context, args: UpOptions) -> int:
                 "--without-mingle",
                 "-l",
                 "INFO",
+                "--heartbeat-file",
+                str(worker_heartbeat),
             ],
             env,
         )
@@ -243,14 +250,12 @@ def cmd_up(ctx: Context, args: UpOptions) -> int:
             boundary=boundary,
             flower_password=flower_password,
         )
+        # From now on a child that exits (a worker that died when Redis went away and came back) or a
+        # worker that stopped consuming is started again, with backoff: the store keeps the work.
+        supervisor = supervise_stack(stack, worker_heartbeat)
         while True:
-            ended = stack.exited()
-            if ended:
-                name, code, log_path = ended
-                ctx.fail(
-                    f"{name} exited with code {code}; stopping everything. Last lines of {log_path}:\n" + tail(log_path)
-                )
-                return EXIT_FAILED
+            for event in supervisor.check():
+                ctx.note(describe(event, stack))
             time.sleep(0.5)
     except (KeyboardInterrupt, StopRequested):
         ctx.note("\norchestrator up: stopping…")

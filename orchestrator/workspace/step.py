@@ -21,6 +21,7 @@ Launching (compare-and-set); queue `launch_run`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -129,7 +130,29 @@ def _release_unless_launched(store: TaskStore, run: Run) -> None:
 
 
 def prepare_for_run(store: TaskStore, settings: Settings, run_id: str, *, retries: int = 0) -> StepResult:
-    """Do the prepare_workspace step for `run_id`; `retries` is how often it was retried already."""
+    """Do the prepare_workspace step for `run_id`; `retries` is how often it was retried already.
+
+    A retry waits in the worker that holds its message (Celery keeps a
+    countdown's message taken and unacknowledged, out of the queue where the
+    re-drive looks), so the wait is never longer than half the re-drive's
+    patience and the task is touched: a live retry loop is not taken for a
+    lost step, which would start a second one. A worker that dies holding the
+    message stops touching, and the task is re-driven as before.
+    """
+    result = _prepare(store, settings, run_id, retries)
+    if result.action == PrepareAction.RETRY:
+        run = store.get_run(run_id)
+        try:
+            if run is not None:
+                store.update_task(run.service, run.task_id)
+        except StoreError:
+            pass  # Redis away: the retry goes on; a re-drive meanwhile finds the task Launching or prepares again
+        countdown = min(result.countdown or 0.0, settings.stuck_after_seconds / 2)
+        return dataclasses.replace(result, countdown=countdown)
+    return result
+
+
+def _prepare(store: TaskStore, settings: Settings, run_id: str, retries: int) -> StepResult:
     run, task, contexts = store.get_run_with_task(run_id, contexts=True)
     if run is None:
         return StepResult(PrepareAction.SKIPPED, f"no run {run_id}")

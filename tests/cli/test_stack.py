@@ -9,10 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+from orchestrator import heartbeat as hb
 from orchestrator.cli import children, localstate, processes, stack
 from orchestrator.cli.errors import EXIT_CONFLICT
 from tests.cli.up_process import alive, cli
 from tests.support.redis_server import free_port
+from tests.support.wait import wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_up_starts_everything_refuses_a_second_and_leaves_nothing_on_ctrl_c(up_factory, tmp_path: Path) -> None:
@@ -155,6 +159,47 @@ def test_child_env_keeps_one_console_session_secret(settings) -> None:
     assert secret_file.stat().st_mode & 0o077 == 0
     configured = stack.child_env(settings.replace(session_secret="mine"), "redis://x:1/0", "tok", "127.0.0.1:1")
     assert configured.get("ORCHESTRATOR_SESSION_SECRET", "mine") == "mine"
+
+
+def _child(up_pid: int, *words: str) -> int:
+    """The direct child of `up` whose command line holds every word."""
+    for pid in processes.child_pids(up_pid):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        if all(word in cmdline for word in words):
+            return pid
+    raise AssertionError(f"no child of up runs {words}")
+
+
+def test_up_starts_a_dead_worker_watcher_or_redis_again_instead_of_stopping(up_factory, tmp_path: Path) -> None:
+    up = up_factory(env={"ORCHESTRATOR_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                         "ORCHESTRATOR_LOCAL_AGENT_COMMAND": "python -m orchestrator.agents.example"})
+    up.start()
+    try:
+        data_dir = Path(up.env["ORCHESTRATOR_DATA_DIR"])
+        heartbeat_file = data_dir / children.WORKER_HEARTBEAT_FILE
+        worker = _child(up.proc.pid, "celery", "worker", "--heartbeat-file")
+        wait_for(lambda: (hb.read(heartbeat_file) or {}).get("pid") == worker, "the worker's heartbeat")
+        # The worker as the broker restart left it, the watcher and Redis too: SIGKILL, no clean-up.
+        for words in (("celery", "worker"), ("orchestrator.cli", "watcher"), ("redis-server",)):
+            os.killpg(_child(up.proc.pid, *words), signal.SIGKILL)
+        for name in ("worker", "watcher", "redis"):
+            wait_for(lambda name=name: f"{name} started again" in up.output(), f"{name} started again", timeout=60)
+        assert "exited with code -9; starting it again in" in up.output()
+        assert up.proc.poll() is None
+        wait_for(lambda: (hb.read(heartbeat_file) or {}).get("pid") not in (None, worker), "the new worker's beat",
+                 timeout=60)
+        # The restarted pieces work together: a submission runs to its end.
+        env = {k: v for k, v in up.env.items() if k not in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN")}
+        submitted = cli(env, "task", "submit", "--task-json", str(EXAMPLES / "tasks.json"), "--task-id", "1",
+                        "--service", "demo", "--agent", "claude")
+        assert submitted.returncode == 0, submitted.stderr
+        watched = subprocess.run([sys.executable, "-m", "orchestrator.cli", "task", "watch", "demo/1",
+                                  "--interval", "0.5"], env=env, capture_output=True, text=True, timeout=180)
+        assert watched.stdout.splitlines()[-1].split()[2] == "Succeeded", watched.stdout + up.logs()
+    except BaseException:
+        print(up.output(), up.logs(), sep="\n")
+        raise
+    assert up.interrupt() == 0
 
 
 def test_a_redis_of_ups_own_drops_configured_sentinels(settings, monkeypatch) -> None:

@@ -16,7 +16,7 @@ class WorkerProcess:
 
     def __init__(self, env: Mapping[str, str], log_path: Path, *, queues: Iterable[str],
                  concurrency: int = 1, pool: str = "prefork", name: str = "test",
-                 include: Iterable[str] = ()):
+                 include: Iterable[str] = (), extra_args: Iterable[str] = ()):
         self.env = dict(env)
         self.log_path = log_path
         self.queues = ",".join(queues)
@@ -24,6 +24,7 @@ class WorkerProcess:
         self.pool = pool
         self.name = name
         self.include = ",".join(include)  # extra step modules (test stand-ins)
+        self.extra_args = list(extra_args)  # more worker options (--heartbeat-file...)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
@@ -34,6 +35,7 @@ class WorkerProcess:
         ]
         if self.include:
             args += ["--include", self.include]
+        args += self.extra_args
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)

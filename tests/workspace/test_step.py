@@ -184,3 +184,19 @@ def test_a_slow_preparation_keeps_its_task_fresh(remote: Path, git_server: GitHt
     touched = store.get_task("shop", 7).updated_at
     time.sleep(1.0)
     assert store.get_task("shop", 7).updated_at == touched
+
+
+def test_a_retry_waiting_in_its_worker_is_not_taken_for_a_lost_step(ws_settings: Settings, store: TaskStore,
+                                                                    sent: list) -> None:
+    # A countdown's message is held by the worker, out of the queue where the re-drive looks: the wait is
+    # shorter than half the re-drive's patience and the task is touched, so no second preparation starts.
+    settings = ws_settings.replace(stuck_after_seconds=4.0)
+    run_id = start_run(store, task_spec(repository=None))
+    leases.acquire(store, "shop", "another-tool", 3600, task_id=7)
+    time.sleep(settings.stuck_after_seconds + 0.5)  # the task has sat in Preparing past the threshold
+    result = pipeline.prepare_for_run(store, settings, run_id)
+    assert result.action == "retry" and result.countdown <= settings.stuck_after_seconds / 2
+    assert redrive.redrive_stuck(store, settings)["resent"] == []
+    # The worker holding the retry died: nothing touches the task any more, and it is re-driven.
+    time.sleep(settings.stuck_after_seconds + 0.5)
+    assert redrive.redrive_stuck(store, settings)["resent"] == [f"{Step.PREPARE_WORKSPACE}:{run_id}"]

@@ -1,0 +1,289 @@
+"""A rolling upgrade under a stream of submissions (issue #19, item 8): shared by the fault test
+(tests/faults/test_rolling_upgrade.py) and the benchmark (bench/rolling_upgrade.py).
+
+The system runs as separate processes: redis-server, two API gunicorns behind a client-side pool of
+endpoints (the Service), two Celery workers for every queue, two watchers (the leader and a standby),
+the local runner with an agent that counts its own starts and takes a few seconds. While submissions
+stream in, every process is replaced one at a time the way a Deployment's rolling update does it:
+the new one is started and ready first, then the old one is taken out of the Service's endpoints
+(API only: the preStop pause), sent SIGTERM (to its main process, as the kubelet does for a
+container's PID 1) and given a grace period to exit; only past that is it SIGKILLed, and counted.
+
+What is measured: whether every accepted task ends Succeeded with its agent started once, which
+answers the submissions got, whether the standby took the watcher lease, and how long after the
+roll's start every accepted task had settled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.faults import END_STATES, FaultStack, task_body
+from tests.support.redis_server import free_port
+from tests.support.restart_load import _task_of
+from tests.support.stack import REPO_ROOT, Process
+
+LEADER_LOG = "watcher lease taken"
+API_ARGS = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"]
+
+
+@dataclass
+class Result:
+    accepted: int = 0
+    answers: Counter[int] = field(default_factory=Counter)
+    ended: int = 0
+    succeeded: int = 0
+    lost: list[str] = field(default_factory=list)
+    not_succeeded: list[str] = field(default_factory=list)
+    twice: list[str] = field(default_factory=list)
+    never_started: list[str] = field(default_factory=list)
+    settle_seconds: float | None = None  # from the roll's start until every accepted task ended
+    roll_seconds: float = 0.0  # from the roll's start until the last old process exited
+    replaced: list[str] = field(default_factory=list)  # "old -> new (exit code, seconds to exit)"
+    killed: list[str] = field(default_factory=list)  # old processes still alive after their grace
+    standby_took_lease: bool = False
+    finished_in_shutdown: list[str] = field(default_factory=list)  # paused steps the warm shutdown let end
+
+    def summary(self) -> str:
+        settled = "not settled" if self.settle_seconds is None else f"{self.settle_seconds:.1f} s"
+        return (
+            f"accepted {self.accepted}, answers {dict(self.answers)}, succeeded {self.succeeded}, "
+            f"lost {len(self.lost)}, twice {len(self.twice)}, not succeeded {len(self.not_succeeded)}, "
+            f"settled {settled} after the roll's start (roll {self.roll_seconds:.1f} s), killed {self.killed}, "
+            f"standby took the lease: {self.standby_took_lease}"
+        )
+
+
+class RollingUpgrade:
+    """The stack, the endpoints pool, the submission stream and the roll."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        tasks: int = 20,
+        rate: float = 1.0,
+        tasks_before: int = 4,
+        agent_seconds: float = 3.0,
+        grace_seconds: float = 60.0,
+        api_grace_seconds: float = 30.0,
+        pre_stop_seconds: float = 1.0,
+        pauses: dict[str, str] | None = None,
+        pause_seconds: float = 6.0,
+        env: dict[str, str] | None = None,
+    ):
+        self.tmp = tmp
+        self.tasks, self.rate, self.tasks_before = tasks, rate, tasks_before
+        self.grace_seconds, self.api_grace_seconds = grace_seconds, api_grace_seconds
+        self.pre_stop_seconds = pre_stop_seconds
+        # role -> pause point (tests/support/step_hooks.py) of its first process: SIGTERMed inside that step
+        self.pauses, self.pause_seconds = dict(pauses or {}), pause_seconds
+        self.starts = tmp / "agent-starts.log"
+        self.starts.parent.mkdir(parents=True, exist_ok=True)
+        self.starts.touch()
+        merged = {
+            "ORCHESTRATOR_LOCAL_AGENT_COMMAND": f"{sys.executable} {REPO_ROOT}/tests/support/counting_agent.py "
+            f"{self.starts}",
+            "COUNTING_AGENT_SECONDS": str(agent_seconds),
+            "ORCHESTRATOR_MAX_ACTIVE_RUNS": "1000",
+            "ORCHESTRATOR_MAX_RUNS_PER_SERVICE": "1000",
+            "ORCHESTRATOR_LOG_LEVEL": "INFO",
+            "GUNICORN_WORKERS": "2",
+            **(env or {}),
+        }
+        self.stack = FaultStack(tmp / "stack", env=merged)
+        self.endpoints: list[str] = []  # the Service: API pods that are ready and not terminating
+        self.lock = threading.Lock()
+        self.accepted: list[tuple[str, int]] = []
+        self.answers: Counter[int] = Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._submit, daemon=True, name="submissions")
+        self.generation: dict[str, int] = {}
+        self.roll_started = 0.0
+
+    # The stack -------------------------------------------------------------------------
+
+    def up(self) -> None:
+        self.stack.start_redis()
+        self._start("api")
+        self._start("api-b")
+        self._start("worker-a")
+        self._start("worker-b")
+        leader = self._start("watcher-a")
+        self._wait_log(leader, LEADER_LOG, 30)  # the first watcher leads, the second stands by
+        self._start("watcher-b")
+
+    def down(self) -> None:
+        self.stop.set()
+        self.stack.down()
+
+    def _name(self, role: str) -> str:
+        return f"{role}-{self.generation.get(role, 1)}"
+
+    def _start(self, role: str) -> Process:
+        generation = self.generation.get(role, 0) + 1
+        self.generation[role] = generation
+        name = f"{role}-{generation}"
+        if role.startswith("worker"):
+            if generation == 1 and role in self.pauses:
+                return self.stack.start_paused_worker(name, self.pauses[role], self.pause_seconds, concurrency=2)
+            return self.stack.start_worker(name, concurrency=2)
+        if role.startswith("watcher"):
+            return self.stack.start_watcher(name)
+        port = free_port()
+        proc = self.stack._start(name, API_ARGS, {"GUNICORN_BIND": f"127.0.0.1:{port}"})
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while self._get(url, "/ready") != 200:  # the readiness probe
+            if not proc.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not become ready:\n{proc.log()[-3000:]}")
+            time.sleep(0.2)
+        proc.url = url  # type: ignore[attr-defined]
+        with self.lock:
+            self.endpoints.append(url)
+        return proc
+
+    def _wait_log(self, proc: Process, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in proc.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{proc.name} never logged {text!r}\n{self.stack.dump_logs()}")
+            time.sleep(0.1)
+
+    # The roll --------------------------------------------------------------------------
+
+    def replace(self, role: str, result: Result) -> None:
+        """Start the new process, wait until ready, then SIGTERM the old one and wait out its grace."""
+        old = self.stack.processes[self._name(role)]
+        paused = self.pauses.get(role) if self.generation[role] == 1 else None
+        if paused:
+            self.stack.wait_hook(paused, timeout=60)  # the old worker is inside that step now
+        new = self._start(role)
+        grace = self.grace_seconds
+        if role.startswith("api"):
+            grace = self.api_grace_seconds
+            with self.lock:  # the endpoints controller takes the terminating pod out of the Service
+                self.endpoints.remove(old.url)  # type: ignore[attr-defined]
+            time.sleep(self.pre_stop_seconds)  # preStop: requests already routed to it still arrive
+        assert old.proc is not None
+        began = time.monotonic()
+        old.proc.send_signal(signal.SIGTERM)  # the container's PID 1 only, as the kubelet sends it
+        try:
+            code = old.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            result.killed.append(old.name)
+            old.kill()
+            code = -9
+        old.kill()  # reaps what is left of its process group (pool processes), as the container's end does
+        result.replaced.append(f"{old.name} -> {new.name} (exit {code}, {time.monotonic() - began:.1f} s)")
+        if paused and f"TEST HOOK: resuming {paused}" in old.log():
+            result.finished_in_shutdown.append(f"{old.name}: {paused}")
+
+    def roll(self, result: Result) -> None:
+        for role in ("api", "api-b", "worker-a", "worker-b"):
+            self.replace(role, result)
+        leader = self.stack.processes[self._name("watcher-a")]
+        standby = self.stack.processes[self._name("watcher-b")]
+        offset = len(standby.log())
+        self.replace("watcher-a", result)  # the leader goes: the standby must take over
+        deadline = time.monotonic() + 30
+        while LEADER_LOG not in standby.log()[offset:] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        result.standby_took_lease = LEADER_LOG in standby.log()[offset:] and not leader.alive
+        self.replace("watcher-b", result)
+
+    # Traffic ---------------------------------------------------------------------------
+
+    def _get(self, url: str, path: str) -> int:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url + path, timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return 0
+
+    def _request(self, method: str, path: str, body: Any = None, timeout: float = 15) -> tuple[int, Any]:
+        with self.lock:
+            url = self.endpoints[next(self._turn) % len(self.endpoints)]
+        saved = self.stack.api_port
+        self.stack.api_port = int(url.rsplit(":", 1)[1])  # only this thread and settle() send requests
+        try:
+            return self.stack.request(method, path, body, timeout=timeout)
+        finally:
+            self.stack.api_port = saved
+
+    _turn = itertools.count()
+
+    def _submit(self) -> None:
+        n = 0
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self.stop.is_set() and len(self.accepted) < self.tasks:
+            n += 1
+            service = f"roll-{n % 2}"
+            try:
+                status, _ = self._request("POST", "/api/v1/pm/tasks", task_body(n, service))
+            except OSError:
+                status = 0  # a connection refused or reset: the client saw no answer
+            self.answers[status] += 1
+            if status == 202:
+                self.accepted.append((service, n))
+            next_at += interval
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def run(self, settle_timeout: float = 90.0) -> Result:
+        result = Result()
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while len(self.accepted) < self.tasks_before:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(self.accepted)} submissions accepted\n{self.stack.dump_logs()}")
+            time.sleep(0.05)
+        self.roll_started = time.monotonic()
+        self.roll(result)
+        result.roll_seconds = time.monotonic() - self.roll_started
+        self.thread.join(timeout=120)
+        return self.settle(result, settle_timeout)
+
+    def settle(self, result: Result, timeout: float) -> Result:
+        result.accepted, result.answers = len(self.accepted), Counter(self.answers)
+        deadline = time.monotonic() + timeout
+        pending = set(self.accepted)
+        statuses: dict[tuple[str, int], str] = {}
+        while pending and time.monotonic() < deadline:
+            for ref in sorted(pending):
+                statuses[ref] = self._status(*ref)
+                if statuses[ref] in END_STATES:
+                    pending.discard(ref)
+            if pending:
+                time.sleep(0.5)
+        if not pending:
+            result.settle_seconds = time.monotonic() - self.roll_started
+        result.ended = result.accepted - len(pending)
+        result.lost = [f"{s}/{t}" for s, t in sorted(pending)]
+        result.not_succeeded = [f"{s}/{t}" for (s, t) in self.accepted if statuses.get((s, t)) != "Succeeded"]
+        result.succeeded = result.accepted - len(result.not_succeeded)
+        per_task = Counter(_task_of(line) for line in self.starts.read_text().splitlines() if line.strip())
+        result.twice = sorted(task for task, count in per_task.items() if count > 1)
+        result.never_started = [f"{s}/{t}" for s, t in self.accepted if per_task.get(f"{s}/{t}", 0) == 0]
+        return result
+
+    def _status(self, service: str, task_id: int) -> str:
+        try:
+            status, body = self._request("GET", f"/api/v1/pm/tasks/{service}/{task_id}", timeout=10)
+        except OSError:
+            return "?"
+        return str(body["status"]) if status == 200 and isinstance(body, dict) else f"HTTP {status}"

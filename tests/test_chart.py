@@ -788,6 +788,48 @@ def test_grace_period_shorter_than_a_step_is_refused(chart: Any) -> None:
         chart.render(values=values, name="orchestrator", namespace=NAMESPACE)
 
 
+# --- Graceful upgrades (issue #19, item 8; tests/faults/test_rolling_upgrade.py runs the roll) ---
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_a_rolling_upgrade_starts_the_new_pod_before_an_old_one_goes(renders: dict[str, Rendered], name: str) -> None:
+    rendered = renders[name]
+    rolled = [d for d in rendered.of_kind("Deployment")
+              if d["metadata"]["name"] == "orchestrator-api" or d["metadata"]["name"] == "orchestrator-watcher"
+              or d["metadata"]["name"].startswith("orchestrator-worker-")]
+    assert rolled
+    for deployment in rolled:
+        strategy = deployment["spec"]["strategy"]
+        assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, \
+            deployment["metadata"]["name"]
+
+
+def test_api_pods_drain_before_gunicorn_stops(default: Rendered) -> None:
+    spec = default.named("Deployment", "orchestrator-api")["spec"]["template"]["spec"]
+    api = spec["containers"][0]
+    pause = api["lifecycle"]["preStop"]["sleep"]["seconds"]
+    graceful = int(_env(api)["GUNICORN_GRACEFUL_TIMEOUT"]["value"])
+    assert pause >= 5 and graceful == 30
+    assert spec["terminationGracePeriodSeconds"] > pause + graceful
+    assert api["readinessProbe"]["httpGet"]["path"] == "/ready"  # no traffic until Redis answers
+
+
+def test_workers_outlast_a_step_and_the_watcher_lets_go_of_its_lease(default: Rendered) -> None:
+    config = default.named("ConfigMap", "orchestrator-config")["data"]
+    soft, hard = int(config["ORCHESTRATOR_STEP_SOFT_TIME_LIMIT"]), int(config["ORCHESTRATOR_STEP_TIME_LIMIT"])
+    assert soft < hard
+    for deployment in _worker_deployments(default).values():
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > hard
+    watcher = default.named("Deployment", "orchestrator-watcher")["spec"]["template"]["spec"]
+    assert watcher["terminationGracePeriodSeconds"] >= 30
+
+
+def test_api_grace_period_shorter_than_its_drain_is_refused(chart: Any) -> None:
+    values = {"api": {"terminationGracePeriodSeconds": 30, "preStopSeconds": 5, "gracefulTimeoutSeconds": 30}}
+    with pytest.raises(helm.HelmRenderError, match="api.terminationGracePeriodSeconds"):
+        chart.render(values=values, name="orchestrator", namespace=NAMESPACE)
+
+
 # --- Exposure: the Ingress (issue #16, item 11) ---
 
 PUBLIC_TLS = {"tls": [{"secretName": "orchestrator-tls", "hosts": ["orchestrator.local"]}]}

@@ -244,7 +244,8 @@ class RollingUpgrade:
             next_at += interval
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def run(self, settle_timeout: float = 90.0) -> Result:
+    def run(self, settle_timeout: float = 90.0, roll: bool = True) -> Result:
+        """Stream submissions, roll every process (`roll=False`: the baseline, timed from the same moment)."""
         result = Result()
         self.thread.start()
         deadline = time.monotonic() + 60
@@ -253,7 +254,8 @@ class RollingUpgrade:
                 raise AssertionError(f"only {len(self.accepted)} submissions accepted\n{self.stack.dump_logs()}")
             time.sleep(0.05)
         self.roll_started = time.monotonic()
-        self.roll(result)
+        if roll:
+            self.roll(result)
         result.roll_seconds = time.monotonic() - self.roll_started
         self.thread.join(timeout=120)
         return self.settle(result, settle_timeout)

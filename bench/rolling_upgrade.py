@@ -8,9 +8,10 @@ workers each) behind a client-side pool of endpoints standing in for the Service
 every queue (concurrency 2), two watchers (the leader and a standby), the local runner with an agent that
 counts its own starts and takes 3 s, caps of 1000, the fault suites' recovery settings (a reconcile every
 second). Submissions stream at `--rate` a second over two services until `--tasks` were accepted. Once a
-tenth were accepted, every process is replaced one at a time as a Deployment's rolling update does it:
-the new one started and ready, the old one taken out of the endpoints (APIs: then the 1 s preStop pause),
-SIGTERM to its main process, up to 60 s (APIs 30 s) to exit before SIGKILL. The first two workers are
+tenth were accepted, every process is replaced as the chart's Deployments roll (their strategy, the API's
+preStop pause and the grace periods read from the rendered chart; waited at most 60 s): with a surge, the
+new one started and ready first, the old one out of the endpoints (reaching the clients 1 s later; one
+stale-routed submission is sent to it half-way through), SIGTERM to its main process. The first two workers are
 SIGTERMed inside a step (one after its local agent started and before that was recorded, one inside
 finish_run), so their warm shutdown has a step to finish. Rows:
 
@@ -43,7 +44,8 @@ SETTLE_SECONDS = 300.0
 
 def run(name: str, tasks: int, rate: float, keep: Path | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"rolling-upgrade-{name}-", dir=keep))
-    load = RollingUpgrade(tmp, tasks=tasks, rate=rate, tasks_before=max(1, tasks // 10), pauses=PAUSES)
+    load = RollingUpgrade(tmp, tasks=tasks, rate=rate, tasks_before=max(1, tasks // 10), pauses=PAUSES,
+                          grace_cap_seconds=60.0)
     started = time.monotonic()
     try:
         load.up()

@@ -9,6 +9,12 @@ the new one is started and ready first, then the old one is taken out of the Ser
 (API only: the preStop pause), sent SIGTERM (to its main process, as the kubelet does for a
 container's PID 1) and given a grace period to exit; only past that is it SIGKILLed, and counted.
 
+How each Deployment rolls is read from the chart as it renders with its defaults (`chart_plan`): its
+strategy (a surge starts the new pod first; `Recreate`, or no surge, stops every old pod first), the
+API's preStop pause and every grace period. Taking a pod out of the endpoints reaches the clients only
+after `propagation_seconds` (kube-proxy and the ingress catch up), as in a cluster: without a preStop
+pause longer than that, requests still sent to a pod that got SIGTERM meet a closed socket.
+
 What is measured: whether every accepted task ends Succeeded with its agent started once, which
 answers the submissions got, whether the standby took the watcher lease, and how long after the
 roll's start every accepted task had settled.
@@ -17,6 +23,7 @@ roll's start every accepted task had settled.
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import subprocess
 import sys
@@ -33,6 +40,43 @@ from tests.support.restart_load import _task_of
 from tests.support.stack import REPO_ROOT, Process
 
 LEADER_LOG = "watcher lease taken"
+DEPLOYMENTS = {"api": "orchestrator-api", "worker": "orchestrator-worker-", "watcher": "orchestrator-watcher"}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How one Deployment's pods are replaced, as the chart says."""
+
+    surge: bool  # the new pod starts (and is ready) before an old one goes
+    grace_seconds: float  # terminationGracePeriodSeconds
+    pre_stop_seconds: float = 0.0  # lifecycle.preStop sleep
+
+
+def chart_plan() -> dict[str, Rollout]:
+    """api / worker / watcher -> Rollout, from charts/orchestrator rendered with its defaults."""
+    import helm_python as helm
+
+    from tests.support.chart import CHART_DIR, render
+
+    with helm.Chart.load(CHART_DIR) as chart:
+        rendered = render(chart, {})
+    plan = {}
+    for role, prefix in DEPLOYMENTS.items():
+        deployment = next(d for d in rendered.of_kind("Deployment") if d["metadata"]["name"].startswith(prefix))
+        strategy = deployment["spec"].get("strategy", {"type": "RollingUpdate"})
+        rolling = strategy.get("rollingUpdate", {})
+        # One pod at a time: Kubernetes rounds a percentage surge up and a percentage unavailability down.
+        surge = strategy["type"] == "RollingUpdate" and str(rolling.get("maxSurge", "25%")) not in ("0", "0%")
+        spec = deployment["spec"]["template"]["spec"]
+        pre_stop = spec["containers"][0].get("lifecycle", {}).get("preStop", {})
+        plan[role] = Rollout(
+            surge=surge,
+            grace_seconds=float(spec.get("terminationGracePeriodSeconds", 30)),
+            pre_stop_seconds=float(pre_stop.get("sleep", {}).get("seconds", 0)),
+        )
+    return plan
+
+
 API_ARGS = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"]
 
 
@@ -48,7 +92,7 @@ class Result:
     never_started: list[str] = field(default_factory=list)
     settle_seconds: float | None = None  # from the roll's start until every accepted task ended
     roll_seconds: float = 0.0  # from the roll's start until the last old process exited
-    replaced: list[str] = field(default_factory=list)  # "old -> new (exit code, seconds to exit)"
+    replaced: list[str] = field(default_factory=list)  # "old (exit code, seconds to exit), replaced by new"
     killed: list[str] = field(default_factory=list)  # old processes still alive after their grace
     standby_took_lease: bool = False
     finished_in_shutdown: list[str] = field(default_factory=list)  # paused steps the warm shutdown let end
@@ -74,17 +118,18 @@ class RollingUpgrade:
         rate: float = 1.0,
         tasks_before: int = 4,
         agent_seconds: float = 3.0,
-        grace_seconds: float = 60.0,
-        api_grace_seconds: float = 30.0,
-        pre_stop_seconds: float = 1.0,
+        plan: dict[str, Rollout] | None = None,
+        propagation_seconds: float = 1.0,
+        grace_cap_seconds: float | None = None,
         pauses: dict[str, str] | None = None,
         pause_seconds: float = 6.0,
         env: dict[str, str] | None = None,
     ):
         self.tmp = tmp
         self.tasks, self.rate, self.tasks_before = tasks, rate, tasks_before
-        self.grace_seconds, self.api_grace_seconds = grace_seconds, api_grace_seconds
-        self.pre_stop_seconds = pre_stop_seconds
+        self.plan = plan if plan is not None else chart_plan()
+        self.propagation_seconds = propagation_seconds
+        self.grace_cap_seconds = grace_cap_seconds  # waited at most this long, even for a longer grace period
         # role -> pause point (tests/support/step_hooks.py) of its first process: SIGTERMed inside that step
         self.pauses, self.pause_seconds = dict(pauses or {}), pause_seconds
         self.starts = tmp / "agent-starts.log"
@@ -104,6 +149,7 @@ class RollingUpgrade:
         self.endpoints: list[str] = []  # the Service: API pods that are ready and not terminating
         self.lock = threading.Lock()
         self.accepted: list[tuple[str, int]] = []
+        self._numbers, self._turn = itertools.count(1), itertools.count()  # task ids; endpoints in turn
         self.answers: Counter[int] = Counter()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._submit, daemon=True, name="submissions")
@@ -161,45 +207,76 @@ class RollingUpgrade:
 
     # The roll --------------------------------------------------------------------------
 
-    def replace(self, role: str, result: Result) -> None:
-        """Start the new process, wait until ready, then SIGTERM the old one and wait out its grace."""
-        old = self.stack.processes[self._name(role)]
+    def _rollout(self, role: str) -> Rollout:
+        return self.plan[role.split("-")[0]]
+
+    def _paused_in(self, role: str) -> str | None:
         paused = self.pauses.get(role) if self.generation[role] == 1 else None
         if paused:
             self.stack.wait_hook(paused, timeout=60)  # the old worker is inside that step now
+        return paused
+
+    def replace(self, role: str, result: Result) -> None:
+        """A surge: start the new process and wait until ready, then terminate the old one."""
+        old = self.stack.processes[self._name(role)]
+        paused = self._paused_in(role)
         new = self._start(role)
-        grace = self.grace_seconds
+        self.terminate(role, old, result, paused)
+        result.replaced[-1] += f", replaced by {new.name}"
+
+    def recreate(self, roles: list[str], result: Result) -> None:
+        """`Recreate` (or no surge): terminate every old pod of the Deployment, then start the new ones."""
+        olds = [(role, self.stack.processes[self._name(role)], self._paused_in(role)) for role in roles]
+        for role, old, paused in olds:
+            self.terminate(role, old, result, paused)
+        for role in roles:
+            self._start(role)
+
+    def terminate(self, role: str, old: Process, result: Result, paused: str | None) -> None:
+        """What the kubelet and the endpoints controller do to a terminating pod."""
+        rollout = self._rollout(role)
         if role.startswith("api"):
-            grace = self.api_grace_seconds
-            with self.lock:  # the endpoints controller takes the terminating pod out of the Service
-                self.endpoints.remove(old.url)  # type: ignore[attr-defined]
-            time.sleep(self.pre_stop_seconds)  # preStop: requests already routed to it still arrive
+            # The pod leaves the endpoints now; clients stop sending to it only after the propagation.
+            url = old.url  # type: ignore[attr-defined]
+            threading.Timer(self.propagation_seconds, self._leave, args=(url,)).start()
+            # A client whose route is not updated yet sends it one more submission, half-way through.
+            threading.Timer(self.propagation_seconds / 2, self._submit_one, args=(url,)).start()
+            time.sleep(rollout.pre_stop_seconds)  # preStop: the pod keeps serving
         assert old.proc is not None
         began = time.monotonic()
         old.proc.send_signal(signal.SIGTERM)  # the container's PID 1 only, as the kubelet sends it
         try:
-            code = old.proc.wait(timeout=grace)
+            code = old.proc.wait(timeout=min(rollout.grace_seconds, self.grace_cap_seconds or rollout.grace_seconds))
         except subprocess.TimeoutExpired:
             result.killed.append(old.name)
             old.kill()
             code = -9
         old.kill()  # reaps what is left of its process group (pool processes), as the container's end does
-        result.replaced.append(f"{old.name} -> {new.name} (exit {code}, {time.monotonic() - began:.1f} s)")
+        result.replaced.append(f"{old.name} (exit {code}, {time.monotonic() - began:.1f} s after SIGTERM)")
         if paused and f"TEST HOOK: resuming {paused}" in old.log():
             result.finished_in_shutdown.append(f"{old.name}: {paused}")
 
+    def _leave(self, url: str) -> None:
+        with self.lock:
+            if url in self.endpoints:
+                self.endpoints.remove(url)
+
     def roll(self, result: Result) -> None:
-        for role in ("api", "api-b", "worker-a", "worker-b"):
-            self.replace(role, result)
-        leader = self.stack.processes[self._name("watcher-a")]
-        standby = self.stack.processes[self._name("watcher-b")]
-        offset = len(standby.log())
-        self.replace("watcher-a", result)  # the leader goes: the standby must take over
-        deadline = time.monotonic() + 30
-        while LEADER_LOG not in standby.log()[offset:] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        result.standby_took_lease = LEADER_LOG in standby.log()[offset:] and not leader.alive
-        self.replace("watcher-b", result)
+        """Each Deployment in turn (api, workers, watchers), one pod at a time when it surges."""
+        for deployment in (["api", "api-b"], ["worker-a", "worker-b"], ["watcher-a", "watcher-b"]):
+            leader = deployment[0] == "watcher-a"
+            standby = self.stack.processes[self._name("watcher-b")] if leader else None
+            offset = len(standby.log()) if standby else 0
+            if not self._rollout(deployment[0]).surge:
+                self.recreate(deployment, result)
+            else:
+                for role in deployment:
+                    self.replace(role, result)
+                    if role == "watcher-a" and standby is not None:  # the leader went: the standby takes over
+                        deadline = time.monotonic() + 30
+                        while LEADER_LOG not in standby.log()[offset:] and time.monotonic() < deadline:
+                            time.sleep(0.1)
+                        result.standby_took_lease = LEADER_LOG in standby.log()[offset:]
 
     # Traffic ---------------------------------------------------------------------------
 
@@ -215,34 +292,54 @@ class RollingUpgrade:
         except OSError:
             return 0
 
-    def _request(self, method: str, path: str, body: Any = None, timeout: float = 15) -> tuple[int, Any]:
-        with self.lock:
-            url = self.endpoints[next(self._turn) % len(self.endpoints)]
-        saved = self.stack.api_port
-        self.stack.api_port = int(url.rsplit(":", 1)[1])  # only this thread and settle() send requests
-        try:
-            return self.stack.request(method, path, body, timeout=timeout)
-        finally:
-            self.stack.api_port = saved
+    def _request(
+        self, method: str, path: str, body: Any = None, timeout: float = 15, url: str | None = None
+    ) -> tuple[int, Any]:
+        """One request to `url`, or to the next endpoint of the Service in turn."""
+        import urllib.error
+        import urllib.request
 
-    _turn = itertools.count()
+        if url is None:
+            with self.lock:
+                url = self.endpoints[next(self._turn) % len(self.endpoints)]
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.stack.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = int(resp.status), resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = int(exc.code), exc.read()
+        self.stack.responses.append(raw.decode(errors="replace"))
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
 
     def _submit(self) -> None:
-        n = 0
         interval = 1.0 / self.rate
         next_at = time.monotonic()
         while not self.stop.is_set() and len(self.accepted) < self.tasks:
-            n += 1
-            service = f"roll-{n % 2}"
-            try:
-                status, _ = self._request("POST", "/api/v1/pm/tasks", task_body(n, service))
-            except OSError:
-                status = 0  # a connection refused or reset: the client saw no answer
+            self._submit_one()
+            next_at += interval
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _submit_one(self, url: str | None = None) -> int:
+        with self.lock:
+            n = next(self._numbers)
+        service = f"roll-{n % 2}"
+        try:
+            status, _ = self._request("POST", "/api/v1/pm/tasks", task_body(n, service), url=url)
+        except OSError:
+            status = 0  # a connection refused or reset: the client saw no answer
+        with self.lock:
             self.answers[status] += 1
             if status == 202:
                 self.accepted.append((service, n))
-            next_at += interval
-            self.stop.wait(max(0.0, next_at - time.monotonic()))
+        return status
 
     def run(self, settle_timeout: float = 90.0, roll: bool = True) -> Result:
         """Stream submissions, roll every process (`roll=False`: the baseline, timed from the same moment)."""

@@ -122,7 +122,7 @@ class RollingUpgrade:
         propagation_seconds: float = 1.0,
         grace_cap_seconds: float | None = None,
         pauses: dict[str, str] | None = None,
-        pause_seconds: float = 6.0,
+        pause_seconds: float = 30.0,
         env: dict[str, str] | None = None,
     ):
         self.tmp = tmp
@@ -218,11 +218,27 @@ class RollingUpgrade:
 
     def replace(self, role: str, result: Result) -> None:
         """A surge: start the new process and wait until ready, then terminate the old one."""
-        old = self.stack.processes[self._name(role)]
-        paused = self._paused_in(role)
-        new = self._start(role)
-        self.terminate(role, old, result, paused)
-        result.replaced[-1] += f", replaced by {new.name}"
+        self.replace_together([role], result)
+
+    def replace_together(self, roles: list[str], result: Result) -> None:
+        """Surges of several Deployments at once (helm rolls them all): every new one ready, then the old ones go.
+
+        A paused worker is waited for inside its step first, so its SIGTERM comes while the step runs.
+        """
+        olds = [(role, self.stack.processes[self._name(role)], self._paused_in(role)) for role in roles]
+        news = [self._start(role) for role in roles]
+        threads = [
+            threading.Thread(target=self.terminate, args=(role, old, result, paused)) for role, old, paused in olds
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for (_, old, _), new in zip(olds, news, strict=True):
+            result.replaced = [
+                f"{line}, replaced by {new.name}" if line.startswith(f"{old.name} ") else line
+                for line in result.replaced
+            ]
 
     def recreate(self, roles: list[str], result: Result) -> None:
         """`Recreate` (or no surge): terminate every old pod of the Deployment, then start the new ones."""
@@ -243,7 +259,7 @@ class RollingUpgrade:
             threading.Timer(self.propagation_seconds / 2, self._submit_one, args=(url,)).start()
             time.sleep(rollout.pre_stop_seconds)  # preStop: the pod keeps serving
         assert old.proc is not None
-        began = time.monotonic()
+        began, offset = time.monotonic(), len(old.log())
         old.proc.send_signal(signal.SIGTERM)  # the container's PID 1 only, as the kubelet sends it
         try:
             code = old.proc.wait(timeout=min(rollout.grace_seconds, self.grace_cap_seconds or rollout.grace_seconds))
@@ -253,7 +269,7 @@ class RollingUpgrade:
             code = -9
         old.kill()  # reaps what is left of its process group (pool processes), as the container's end does
         result.replaced.append(f"{old.name} (exit {code}, {time.monotonic() - began:.1f} s after SIGTERM)")
-        if paused and f"TEST HOOK: resuming {paused}" in old.log():
+        if paused and f"TEST HOOK: resuming {paused}" in old.log()[offset:]:  # the step ended after the SIGTERM
             result.finished_in_shutdown.append(f"{old.name}: {paused}")
 
     def _leave(self, url: str) -> None:
@@ -264,11 +280,15 @@ class RollingUpgrade:
     def roll(self, result: Result) -> None:
         """Each Deployment in turn (api, workers, watchers), one pod at a time when it surges."""
         for deployment in (["api", "api-b"], ["worker-a", "worker-b"], ["watcher-a", "watcher-b"]):
+            # (The APIs and the watchers are the replicas of one Deployment each; the workers, two groups.)
             leader = deployment[0] == "watcher-a"
             standby = self.stack.processes[self._name("watcher-b")] if leader else None
             offset = len(standby.log()) if standby else 0
             if not self._rollout(deployment[0]).surge:
                 self.recreate(deployment, result)
+            elif deployment[0].startswith("worker"):
+                # Two worker groups' Deployments, each rolling its one pod, at the same time as helm does.
+                self.replace_together(deployment, result)
             else:
                 for role in deployment:
                     self.replace(role, result)
@@ -317,7 +337,6 @@ class RollingUpgrade:
             return status, json.loads(raw) if raw else None
         except ValueError:
             return status, raw.decode(errors="replace")
-
 
     def _submit(self) -> None:
         interval = 1.0 / self.rate

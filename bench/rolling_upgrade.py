@@ -11,10 +11,10 @@ second). Submissions stream at `--rate` a second over two services until `--task
 tenth were accepted, every process is replaced as the chart's Deployments roll (their strategy, the API's
 preStop pause and the grace periods read from the rendered chart; waited at most 60 s): with a surge, the
 new one started and ready first, the old one out of the endpoints (reaching the clients 1 s later; one
-stale-routed submission is sent to it half-way through), SIGTERM to its main process. The two workers (two worker groups' Deployments)
-roll together, as helm rolls every Deployment at once, each SIGTERMed while paused 30 s inside a step (one
-after its local agent started and before that was recorded, one inside finish_run), so their warm
-shutdown has a step to finish. Rows:
+stale-routed submission is sent to it half-way through), SIGTERM to its main process. The two workers (two
+worker groups' Deployments) roll together, as helm rolls every Deployment at once, each SIGTERMed while
+paused 30 s inside a step (one after its local agent started and before that was recorded, one inside
+finish_run), so their warm shutdown has a step to finish. Rows:
 
 - roll: the upgrade; "settled" is from the roll's start to the end of the last accepted task;
 - none: the same stream with nothing replaced, timed from the same moment (the backlog itself).

@@ -73,8 +73,8 @@ def main() -> int:
     rows = [run(name, args.tasks, args.rate, args.keep) for name in args.scenario or ("roll", "none")]
     print()
     print("| scenario | accepted | non-202 | settled after the roll's start | roll | lost | run twice | killed | "
-          "standby took the lease |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "standby took the lease | steps ended inside a warm shutdown |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         seconds = row["settle_seconds"]
         settled = f"not within {SETTLE_SECONDS:.0f} s" if seconds is None else f"{seconds:.1f} s"
@@ -82,7 +82,7 @@ def main() -> int:
         roll = f"{row['roll_seconds']:.1f} s" if row["scenario"] == "roll" else "-"
         standby = ("yes" if row["standby_took_lease"] else "**no**") if row["scenario"] == "roll" else "-"
         print(f"| {row['scenario']} | {row['accepted']} | {other} | {settled} | {roll} | {len(row['lost'])} | "
-              f"{len(row['twice'])} | {len(row['killed'])} | {standby} |")
+              f"{len(row['twice'])} | {len(row['killed'])} | {standby} | {len(row['finished_in_shutdown'])} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))
     return 0 if all(not r["lost"] and not r["twice"] and not r["killed"] for r in rows) else 1

@@ -278,8 +278,9 @@ class RollingUpgrade:
                 self.endpoints.remove(url)
 
     def roll(self, result: Result) -> None:
-        """Each Deployment in turn (api, workers, watchers), one pod at a time when it surges."""
-        for deployment in (["api", "api-b"], ["worker-a", "worker-b"], ["watcher-a", "watcher-b"]):
+        """Each Deployment in turn (workers, APIs, watchers), one pod at a time when it surges."""
+        # Workers first: their paused steps (reached with the first tasks) are still running when the roll begins.
+        for deployment in (["worker-a", "worker-b"], ["api", "api-b"], ["watcher-a", "watcher-b"]):
             # (The APIs and the watchers are the replicas of one Deployment each; the workers, two groups.)
             leader = deployment[0] == "watcher-a"
             standby = self.stack.processes[self._name("watcher-b")] if leader else None

@@ -59,7 +59,7 @@ def kill_watcher_cell(world: EffectsWorld, issues: list[int]) -> float:
         world.open_issue(issue)
     deadline = time.monotonic() + 60
     def status() -> str:
-        code, body = world.stack.request("GET", f"/api/v1/pm/tasks/{SERVICE}/{issues[0]}")
+        code, body = world.stack.request("GET", f"/api/v1/pm/tasks/{SERVICE}/{world.task_id(issues[0])}")
         return body["status"] if code == 200 else ""
 
     while status() not in {"Launching", "Running"}:
@@ -70,7 +70,7 @@ def kill_watcher_cell(world: EffectsWorld, issues: list[int]) -> float:
     started = time.monotonic()
     world.stack.start_watcher()
     for issue in issues:
-        world.stack.wait_end(SERVICE, issue, timeout=120)
+        world.stack.wait_end(SERVICE, world.task_id(issue), timeout=120)
     return time.monotonic() - started
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.validation import ISSUE_TASK_ID_OFFSET
 from tests.support.fake_github import FakeGitHub
 from tests.support.faults import SECRETS, FaultStack, succeeded_count
 from tests.support.git_server import PUBLIC_BASE, GitHttpServer
@@ -115,11 +116,16 @@ class EffectsWorld:
     def comment_posts(self, issue: int) -> int:
         return len(self.github.requests_to("POST", f"/repos/{REPO}/issues/{issue}/comments"))
 
+    @staticmethod
+    def task_id(issue: int) -> int:
+        """The id of the task made from `issue` (issues have their own id space above Task Master's)."""
+        return ISSUE_TASK_ID_OFFSET + issue
+
     def counts(self, issue: int) -> dict[str, Any]:
         """Every effect of the task of `issue`, counted where it was received; waits for the task's end."""
-        task = self.stack.wait_end(SERVICE, issue, timeout=120)
+        task = self.stack.wait_end(SERVICE, self.task_id(issue), timeout=120)
         run_id = task["runs"][0]["run_id"] if task["runs"] else ""
-        branch = f"task-{issue}"
+        branch = f"task-{self.task_id(issue)}"
         # The status report follows the end: give it a moment to arrive (a report killed before
         # its comment waits for the dead worker's report lock to lapse: LEASE_SECONDS, a minute).
         deadline = time.monotonic() + self.comment_wait
@@ -146,7 +152,7 @@ class EffectsWorld:
         started = time.monotonic()
         stack.start_worker("worker0")
         for issue in issues:
-            stack.wait_end(SERVICE, issue, timeout=120)
+            stack.wait_end(SERVICE, self.task_id(issue), timeout=120)
         return time.monotonic() - started
 
 

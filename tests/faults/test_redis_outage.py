@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from orchestrator.github.signature import sign
+from orchestrator.validation import ISSUE_TASK_ID_OFFSET
 from tests.support.faults import SECRETS, FaultStack, assert_no_secret_leaked, succeeded_count, task_body, wait_until
 
 OUTAGE_SECONDS = 10
@@ -125,13 +126,14 @@ def test_redis_down_for_10s_loses_nothing_and_workers_resume(stack: FaultStack) 
     # Every accepted webhook delivery became its task (the handler ran after the restart if need be).
     for answer in traffic.accepted("webhook"):
         assert answer.body["status"] == "queued", answer.body
-        wait_until(lambda: stack.request("GET", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{answer.ref}")[0] == 200, 60,
+        task_id = ISSUE_TASK_ID_OFFSET + answer.ref  # issues have their own id space
+        wait_until(lambda: stack.request("GET", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{task_id}")[0] == 200, 60,
                    f"the task of delivery {answer.ref}")
         # Its repository is github.com, out of reach here: end it by cancelling.
-        status, body = stack.request("POST", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{answer.ref}/cancel",
+        status, body = stack.request("POST", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{task_id}/cancel",
                                      {"reason": "test"})
         assert status == 200 or (status == 409 and "already ended" in body["message"]), body
-        assert stack.wait_end(HOOK_SERVICE, answer.ref)["status"] in {"Cancelled", "Failed"}
+        assert stack.wait_end(HOOK_SERVICE, task_id)["status"] in {"Cancelled", "Failed"}
     # A refused delivery is not half-claimed: GitHub's redelivery of it is accepted now.
     again = next(a for a in refused if a.kind == "webhook")
     raw = json.dumps(issue_labeled(again.ref)).encode()

@@ -19,6 +19,7 @@ import pytest
 
 from orchestrator.store.keys import lease_key, task_key
 from orchestrator.watcher import LEASE
+from orchestrator.validation import ISSUE_TASK_ID_OFFSET
 from tests.support.failover import HOOK_SERVICE, SERVICES, ClusterHandle, Traffic
 from tests.support.faults import FaultStack, assert_no_secret_leaked, succeeded_count, task_body, wait_until
 from tests.support.redis_sentinel import SentinelCluster
@@ -103,7 +104,9 @@ def test_kill_9_of_the_master_only_503s_loses_nothing_and_everyone_follows(
     for answer in traffic.accepted("webhook"):
         assert answer.body["status"] == "queued", answer.body
         wait_until(
-            lambda ref=answer.ref: stack.request("GET", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{ref}")[0] == 200,
+            # issues have their own id space, above Task Master's
+            lambda ref=ISSUE_TASK_ID_OFFSET + answer.ref: stack.request(
+                "GET", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{ref}")[0] == 200,
             30,
             f"the task of delivery {answer.ref}",
         )

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.store.keys import delivery_key, task_key  # noqa: E402
+from orchestrator.validation import ISSUE_TASK_ID_OFFSET  # noqa: E402
 from tests.support.failover import HOOK_SERVICE, SERVICES, ClusterHandle, Traffic  # noqa: E402
 from tests.support.faults import FaultStack, succeeded_count  # noqa: E402
 from tests.support.redis_sentinel import SentinelCluster  # noqa: E402
@@ -80,7 +81,7 @@ def one_round(tmp: Path, warmup: float, after: float) -> dict[str, Any]:
                     pending.discard(ref)
                     twice += int(succeeded_count(body) > 1 or len(body["runs"]) > 1)
             time.sleep(0.2)
-        waiting = {a.ref for a in hooks}
+        waiting = {ISSUE_TASK_ID_OFFSET + a.ref for a in hooks}  # the tasks made from the issues
         while waiting and time.monotonic() < deadline:
             waiting = {ref for ref in waiting
                        if stack.request("GET", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{ref}", timeout=5)[0] != 200}

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from tests.support.entrypoints import REPO_ROOT
+from tests.support.redis_server import free_port
 from tests.support.stack import Process, Stack
 from tests.test_dockerfile import _instructions
 
@@ -145,6 +146,9 @@ class ComposeStack(Stack):
         env["ORCHESTRATOR_REDIS_URL"] = env["ORCHESTRATOR_REDIS_URL"].replace("redis:6379", redis_address)
         if "GUNICORN_BIND" in env:
             env["GUNICORN_BIND"] = f"127.0.0.1:{self.api_port}"
+        if env.get("ORCHESTRATOR_METRICS_PORT", "0") != "0":
+            # Each container has its own network namespace in compose, so all use 9100; here they share one.
+            env["ORCHESTRATOR_METRICS_PORT"] = str(free_port())
         command = [interpolate(str(arg), self.shell) for arg in service["command"]]
         args = [sys.executable, "-m", MODULES[command[0]], *command[1:]]
         if self.namespaces:

@@ -28,7 +28,7 @@ COMMANDS = list(walk(cli))
 def test_the_tree_has_every_documented_command() -> None:
     paths = {" ".join(path) for path, _ in COMMANDS}
     assert paths == {"", "up", "health", "watcher", "task", "task submit", "task list", "task status", "task watch",
-                     "task logs", "task context", "task cancel", "task retry"}
+                     "task logs", "task context", "task cancel", "task retry", "worker-alive"}
 
 
 def test_version() -> None:

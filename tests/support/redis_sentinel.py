@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port, wait_for_ping
 
 MASTER_NAME = "mymaster"
 PASSWORD = "redis-SENTINELSUITE-pw-7f3a9c"
@@ -49,16 +49,7 @@ class ReplicaServer(RedisServer):
         if self.master_port:
             args += ["--replicaof", "127.0.0.1", str(self.master_port)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        wait_for_ping(self.port, password=self.password, what="redis-server")
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, password=self.password, socket_timeout=2, decode_responses=True)
@@ -103,16 +94,7 @@ class SentinelProcess:
         self.process = subprocess.Popen(
             [str(self.binary), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-sentinel did not start on port {self.port}")
+        wait_for_ping(self.port, password=self.password, what="redis-sentinel")
 
     def master(self) -> tuple[str, int] | None:
         client = redis.Redis(port=self.port, password=self.password, socket_timeout=1, decode_responses=True)

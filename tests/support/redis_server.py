@@ -17,6 +17,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_ping(port: int, *, password: str | None = None, what: str = "redis-server") -> None:
+    """Block until a Redis (or Sentinel) on `port` answers PING; RuntimeError after 10 s."""
+    client = redis.Redis(port=port, password=password, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if client.ping():
+                client.close()
+                return
+        except redis.RedisError:
+            time.sleep(0.05)
+    client.close()
+    raise RuntimeError(f"{what} did not start on port {port}")
+
+
 class RedisServer:
     """One redis-server process; `stop()` and `start()` keep the same port and data dir."""
 
@@ -41,16 +56,7 @@ class RedisServer:
             "--appendfsync", "always", "--logfile", str(self.data_dir / "redis.log"),
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        wait_for_ping(self.port)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -92,8 +92,15 @@ def test_start_order_and_health_checks(compose: dict[str, Any]) -> None:
         if name != "watcher":
             assert svc.get("healthcheck"), f"{name} has no health check"
     assert "/ready" in " ".join(compose["services"]["api"]["healthcheck"]["test"])
-    worker = compose["services"]["worker-deploy"]
-    assert "inspect ping" in " ".join(worker["healthcheck"]["test"])
+    for name, svc in compose["services"].items():
+        if name.startswith("worker-"):
+            # The probe reads the heartbeat file the worker writes, and a failing worker is
+            # stopped (Docker never restarts an unhealthy container) so the restart policy acts.
+            check, _, act = svc["healthcheck"]["test"][1].partition(" || ")
+            heartbeat = svc["command"][svc["command"].index("--heartbeat-file") + 1]
+            assert check.split()[:2] == ["orchestrator", "worker-alive"], name
+            assert f"--heartbeat-file {heartbeat}" in check, name
+            assert act == "kill -TERM 1" and svc["init"] is True and svc["restart"] == "unless-stopped", name
 
 
 def test_workers_shut_down_warm(compose: dict[str, Any]) -> None:

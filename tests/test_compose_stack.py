@@ -150,6 +150,7 @@ class ComposeStack(Stack):
             # Each container has its own network namespace in compose, so all use 9100; here they share one.
             env["ORCHESTRATOR_METRICS_PORT"] = str(free_port())
         command = [interpolate(str(arg), self.shell) for arg in service["command"]]
+        command = [str(container.host(arg)) if arg.startswith("/") else arg for arg in command]
         args = [sys.executable, "-m", MODULES[command[0]], *command[1:]]
         if self.namespaces:
             args = [*UNSHARE, "sh", "-c", 'hostname "$0" && exec "$@"', name, *args]
@@ -201,3 +202,17 @@ def test_a_task_runs_once_to_succeeded_and_its_logs_are_read_through_the_api(com
     assert sorted(p.name for p in (data_dirs["worker-deploy"] / "runs").iterdir()) == [run_id]
     # The API, the watcher and the coordination worker (it reads the log tail) see that same directory.
     assert len(set(data_dirs.values())) == 1, data_dirs
+
+
+def test_each_worker_passes_its_compose_health_check(compose_stack: ComposeStack) -> None:
+    """The check compose runs in each worker container passes on a worker that consumes."""
+    for name in SERVICES:
+        if not name.startswith("worker-"):
+            continue
+        check = COMPOSE["services"][name]["healthcheck"]["test"][1].partition(" || ")[0].split()
+        container = compose_stack.containers[name]
+        args = [str(container.host(arg)) if arg.startswith("/") else arg for arg in check[1:]]
+        assert Path(args[args.index("--heartbeat-file") + 1]).is_file(), f"{name} wrote no heartbeat"
+        probe = subprocess.run([sys.executable, "-m", MODULES[check[0]], *args], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
+        assert probe.returncode == 0, f"{name}: {probe.stderr}"

@@ -42,7 +42,7 @@ import redis
 from orchestrator.cli import children
 from orchestrator.kube import jobs as kjobs
 from tests.cli.up_process import Up
-from tests.faults.test_kube_faults import write_kubeconfig
+from tests.support.kube_cluster import write_kubeconfig
 from tests.support.attacker_server import AttackerServer
 from tests.support.fake_github import FakeGitHub
 from tests.support.faults import API_TOKEN, SECOND_API_TOKEN, SECRETS, FaultStack, assert_no_secret_leaked

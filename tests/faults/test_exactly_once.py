@@ -16,39 +16,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.test_kube_faults import JobController, jobs_created, write_kubeconfig
 from tests.support.faults import FAST_RECOVERY, FaultStack, succeeded_count, task_body, wait_until
+from tests.support.kube_cluster import emulated_cluster, jobs_created, kube_stack
 from tests.support.kube_emulator import KubeEmulator
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[KubeEmulator]:
-    emu = KubeEmulator()
-    emu.start()
-    controller = JobController(emu)
-    controller.thread.start()
-    yield emu
-    controller.stop.set()
-    controller.thread.join(timeout=5)
-    emu.stop()
+    with emulated_cluster() as emu:
+        yield emu
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, emulator: KubeEmulator) -> Iterator[FaultStack]:
-    tmp = tmp_path_factory.mktemp("exactly-once")
-    env = {
-        "ORCHESTRATOR_RUNNER": "kubernetes",
-        "ORCHESTRATOR_NAMESPACE": "default",
-        "KUBECONFIG": str(write_kubeconfig(tmp / "kubeconfig", emulator.url)),
-        "ORCHESTRATOR_KUBE_REQUEST_TIMEOUT": "2",
-        "ORCHESTRATOR_KUBE_RETRIES": "3",
-    }
-    running = FaultStack(tmp, env=env)
-    try:
-        running.up()
+    with kube_stack(tmp_path_factory.mktemp("exactly-once"), emulator, request_timeout=2) as running:
         yield running
-    finally:
-        running.down()
 
 
 def job_deletes(emu: KubeEmulator) -> int:

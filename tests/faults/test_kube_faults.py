@@ -10,99 +10,32 @@ Every Job the API server created is counted from the emulator's own events.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from orchestrator import runs
-from orchestrator.kube import jobs as kjobs
 from orchestrator.store import TaskStore, connect
 from tests.support.faults import ALL_SECRETS, FaultStack, assert_no_secret_leaked, leaks_in_text, succeeded_count, \
     task_body
+from tests.support.kube_cluster import emulated_cluster, jobs_created, kube_stack
 from tests.support.kube_emulator import Fault, KubeEmulator
-
-
-class JobController:
-    """Stands in for Kubernetes' Job controller: a pod per new Job, which succeeds a moment later
-    (except the Jobs of services named `hold-*`, which run until deleted)."""
-
-    def __init__(self, emulator: KubeEmulator, run_seconds: float = 0.5):
-        self.emu = emulator
-        self.run_seconds = run_seconds
-        self.started: dict[str, float] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="job-controller", daemon=True)
-
-    def _loop(self) -> None:
-        while not self.stop.wait(0.1):
-            for job in self.emu.items("jobs"):
-                name = job["metadata"]["name"]
-                if name not in self.started:
-                    pod = self.emu.start_pod(name)
-                    self.started[name] = time.monotonic()
-                    self.emu.append_log(pod["metadata"]["name"], "agent: working")
-                elif name.startswith("hold-"):
-                    continue
-                elif not job["status"].get("conditions") and time.monotonic() - self.started[name] > self.run_seconds:
-                    for pod in self.emu.items("pods", selector=f"job-name={name}"):
-                        self.emu.terminate_pod(pod["metadata"]["name"], 0)
-                    self.emu.finish_job(name, "Complete")
-
-
-def jobs_created(emu: KubeEmulator, run_id: str | None = None) -> int:
-    """How many Jobs the API server created (for one run): its own ADDED events, not the requests."""
-    with emu.cond:
-        events = list(emu.state.events)
-    return sum(1 for _rv, kind, type_, obj in events if kind == "jobs" and type_ == "ADDED"
-               and (run_id is None or kjobs.run_id_of(obj) == run_id))
 
 
 def create_requests(emu: KubeEmulator) -> int:
     return emu.count(lambda r: r.method == "POST" and r.path.endswith("/jobs"))
 
 
-def write_kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-        "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator",
-                                                       "namespace": "default"}}],
-    }))
-    return path
-
-
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[KubeEmulator]:
-    emu = KubeEmulator()
-    emu.start()
-    controller = JobController(emu)
-    controller.thread.start()
-    yield emu
-    controller.stop.set()
-    controller.thread.join(timeout=5)
-    emu.stop()
+    with emulated_cluster() as emu:
+        yield emu
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, emulator: KubeEmulator) -> Iterator[FaultStack]:
-    tmp = tmp_path_factory.mktemp("kube-faults")
-    env = {
-        "ORCHESTRATOR_RUNNER": "kubernetes",
-        "ORCHESTRATOR_NAMESPACE": "default",
-        "KUBECONFIG": str(write_kubeconfig(tmp / "kubeconfig", emulator.url)),
-        "ORCHESTRATOR_KUBE_REQUEST_TIMEOUT": "1",
-        "ORCHESTRATOR_KUBE_RETRIES": "3",
-    }
-    running = FaultStack(tmp, env=env)
-    try:
-        running.up()
+    with kube_stack(tmp_path_factory.mktemp("kube-faults"), emulator, request_timeout=1) as running:
         yield running
-    finally:
-        running.down()
 
 
 def submit(stack: FaultStack, service: str, task_id: int = 1) -> None:

@@ -30,6 +30,7 @@ import requests
 from bench._common import ROOT, cpu_seconds, percentile, serve, stop
 from orchestrator.store import TaskStore, connect
 from tests.support.redis_server import RedisServer
+from tests.support.sse import read_until
 
 TOKEN = "bench-live-token"
 
@@ -42,20 +43,6 @@ def sign_in(base: str) -> str:
     answer = session.post(base + "/sign-in", data={"token": TOKEN, "csrf_token": csrf.group(1)}, allow_redirects=False)
     assert answer.status_code == 303
     return "; ".join(f"{k}={v}" for k, v in session.cookies.items())
-
-
-def read_until(sock: socket.socket, marker: bytes, seconds: float = 30) -> bytes:
-    data, deadline = b"", time.monotonic() + seconds
-    sock.settimeout(1)
-    while marker not in data and time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def main() -> None:
@@ -98,7 +85,7 @@ def main() -> None:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=10)
                 sock.sendall(f"GET /console/events?{refs} HTTP/1.1\r\nHost: b\r\nCookie: {cookie}\r\n\r\n".encode())
                 streams.append(sock)
-            opened = [read_until(sock, b'"status":"Pending"') for sock in streams]
+            opened = [read_until(sock, b'"status":"Pending"', 30) for sock in streams]
             ok = sum(1 for data in opened if data.startswith(b"HTTP/1.1 200 ") and b'"status"' in data)
             figures["streams_open"] = ok
             figures["open_seconds"] = time.monotonic() - began
@@ -134,7 +121,7 @@ def main() -> None:
             for page in range(args.pages):
                 n = page * args.tasks_per_page
                 store.transition(f"svc-{n % 50}", n // 50 + 1, "Cancelled", reason="bench", actor="bench")
-            got = [read_until(sock, b'"status":"Cancelled"') for sock in streams]
+            got = [read_until(sock, b'"status":"Cancelled"', 30) for sock in streams]
             figures["changes_delivered"] = sum(1 for data in got if b'"status":"Cancelled"' in data)
             figures["delivery_seconds"] = time.monotonic() - began
             print(

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.store.keys import delivery_key, task_key  # noqa: E402
 from orchestrator.validation import ISSUE_TASK_ID_OFFSET  # noqa: E402
-from tests.support.failover import HOOK_SERVICE, SERVICES, ClusterHandle, Traffic  # noqa: E402
+from tests.support.failover import HOOK_SERVICE, ClusterHandle, Traffic  # noqa: E402
 from tests.support.faults import FaultStack, succeeded_count  # noqa: E402
 from tests.support.redis_sentinel import SentinelCluster  # noqa: E402
 from tests.support.wait import wait_for  # noqa: E402
@@ -68,7 +68,7 @@ def one_round(tmp: Path, warmup: float, after: float) -> dict[str, Any]:
         client = new.client()
         tasks = traffic.accepted("task")
         hooks = traffic.accepted("webhook")
-        lost = [a.ref for a in tasks if not client.exists(task_key(f"ha-{a.ref % SERVICES}", a.ref))]
+        lost = [a.ref for a in tasks if not client.exists(task_key(traffic.service(a.ref), a.ref))]
         lost += [a.ref for a in hooks if not client.exists(delivery_key(f"delivery-{a.ref}"))
                  and not client.exists(task_key(HOOK_SERVICE, a.ref))]
         twice = 0
@@ -76,7 +76,7 @@ def one_round(tmp: Path, warmup: float, after: float) -> dict[str, Any]:
         pending = {a.ref for a in tasks}
         while pending and time.monotonic() < deadline:
             for ref in sorted(pending):
-                status, body = stack.request("GET", f"/api/v1/pm/tasks/ha-{ref % SERVICES}/{ref}", timeout=5)
+                status, body = stack.request("GET", f"/api/v1/pm/tasks/{traffic.service(ref)}/{ref}", timeout=5)
                 if status == 200 and body["status"] in END_STATES:
                     pending.discard(ref)
                     twice += int(succeeded_count(body) > 1 or len(body["runs"]) > 1)
@@ -87,7 +87,7 @@ def one_round(tmp: Path, warmup: float, after: float) -> dict[str, Any]:
                        if stack.request("GET", f"/api/v1/pm/tasks/{HOOK_SERVICE}/{ref}", timeout=5)[0] != 200}
             time.sleep(0.2)
         settled = time.monotonic() - killed
-        stuck = {f"ha-{ref % SERVICES}/{ref}": stack.request("GET", f"/api/v1/pm/tasks/ha-{ref % SERVICES}/{ref}")[1]
+        stuck = {f"{traffic.service(ref)}/{ref}": stack.request("GET", f"/api/v1/pm/tasks/{traffic.service(ref)}/{ref}")[1]
                  for ref in sorted(pending)}
         stuck.update({f"delivery-{ref}": None for ref in sorted(waiting)})
         if stuck:

@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator.store import TaskStore
 from tests.support.gunicorn import Gunicorn
+from tests.support.sse import read_until
 
 TOKEN = "live-hub-token"
 PAGES = 200
@@ -63,21 +64,6 @@ def open_stream(server: Gunicorn, cookie: str, ref: str) -> socket.socket:
     sock = server.connect()
     sock.sendall(f"GET /console/events?task={ref} HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n".encode())
     return sock
-
-
-def read_until(sock: socket.socket, marker: bytes, seconds: float = 20) -> bytes:
-    data = b""
-    deadline = time.monotonic() + seconds
-    sock.settimeout(1)
-    while marker not in data and time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def test_two_hundred_live_pages_hold_a_socket_each_and_the_api_still_answers(

@@ -20,7 +20,7 @@ import pytest
 from orchestrator.store.keys import lease_key, task_key
 from orchestrator.watcher import LEASE
 from orchestrator.validation import ISSUE_TASK_ID_OFFSET
-from tests.support.failover import HOOK_SERVICE, SERVICES, ClusterHandle, Traffic
+from tests.support.failover import HOOK_SERVICE, ClusterHandle, Traffic
 from tests.support.faults import FaultStack, assert_no_secret_leaked, succeeded_count, task_body, wait_until
 from tests.support.redis_sentinel import SentinelCluster
 
@@ -82,7 +82,7 @@ def test_kill_9_of_the_master_only_503s_loses_nothing_and_everyone_follows(
     # Nothing accepted was lost: every 202 is on the new master, which is the only Redis left.
     client = new.client()
     for answer in traffic.accepted("task"):
-        assert client.exists(task_key(f"ha-{answer.ref % SERVICES}", answer.ref)), f"task {answer.ref} was lost"
+        assert client.exists(task_key(traffic.service(answer.ref), answer.ref)), f"task {answer.ref} was lost"
 
     # The same processes, following the new master by themselves.
     for name, pid in pids.items():
@@ -96,7 +96,7 @@ def test_kill_9_of_the_master_only_503s_loses_nothing_and_everyone_follows(
 
     # Every accepted submission runs to its end, once (the worker consumes from the new master).
     for answer in traffic.accepted("task"):
-        task = stack.wait_end(f"ha-{answer.ref % SERVICES}", answer.ref, timeout=60)
+        task = stack.wait_end(traffic.service(answer.ref), answer.ref, timeout=60)
         assert task["status"] == "Succeeded", task
         assert succeeded_count(task) == 1 and len(task["runs"]) == 1
 

@@ -10,41 +10,17 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from orchestrator.github.signature import sign
 from orchestrator.validation import ISSUE_TASK_ID_OFFSET
-from tests.support.faults import SECRETS, FaultStack, assert_no_secret_leaked, succeeded_count, task_body, wait_until
+from tests.support.failover import HOOK_SERVICE, Traffic, issue_labeled
+from tests.support.faults import SECRETS, FaultStack, assert_no_secret_leaked, succeeded_count, wait_until
 
 OUTAGE_SECONDS = 10
-HOOK_SERVICE = "hooks"
-
-
-@dataclass
-class Answer:
-    kind: str  # "task" or "webhook"
-    ref: int
-    status: int
-    body: Any
-    at: float
-
-
-def issue_labeled(number: int) -> dict[str, Any]:
-    """An `issues` `labeled` delivery that creates a task (routed: mapped repository, trigger label)."""
-    return {
-        "action": "labeled", "label": {"name": "orchestrator"},
-        "issue": {"number": number, "title": f"Issue {number}", "body": "Fix it.", "state": "open",
-                  "labels": [{"name": "orchestrator"}], "author_association": "OWNER",
-                  "html_url": f"https://github.com/acme/shop/issues/{number}"},
-        "repository": {"full_name": "acme/shop", "default_branch": "main"},
-        "sender": {"login": "pm", "type": "User"},
-    }
 
 
 @pytest.fixture
@@ -57,36 +33,9 @@ def stack(tmp_path) -> Iterator[FaultStack]:
         running.down()
 
 
-class Traffic:
-    """Submissions and webhooks, alternating, until stopped; every answer recorded."""
-
-    def __init__(self, stack: FaultStack, interval: float = 0.3):
-        self.stack, self.interval = stack, interval
-        self.answers: list[Answer] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            status, body = self.stack.request("POST", "/api/v1/pm/tasks", task_body(n, f"outage-{n % 3}"),
-                                              timeout=15)
-            self.answers.append(Answer("task", n, status, body, time.monotonic()))
-            raw = json.dumps(issue_labeled(n)).encode()
-            status, text = self.stack.raw("POST", "/webhooks/github", raw, {
-                "X-Hub-Signature-256": sign(raw, SECRETS["GITHUB_WEBHOOK_SECRET"]), "X-GitHub-Event": "issues",
-                "X-GitHub-Delivery": f"delivery-{n}", "Content-Type": "application/json"}, timeout=15)
-            self.answers.append(Answer("webhook", n, status, json.loads(text) if text else None, time.monotonic()))
-            self.stop.wait(self.interval)
-
-    def accepted(self, kind: str, after: float = 0.0) -> list[Answer]:
-        return [a for a in list(self.answers) if a.kind == kind and a.status == 202 and a.at > after]
-
-
 def test_redis_down_for_10s_loses_nothing_and_workers_resume(stack: FaultStack) -> None:
     workers = {name: p.proc.pid for name, p in stack.processes.items() if name.startswith("worker") and p.proc}
-    traffic = Traffic(stack)
+    traffic = Traffic(stack, interval=0.3, prefix="outage")
     traffic.thread.start()
     try:
         wait_until(lambda: traffic.accepted("task") and traffic.accepted("webhook"), 30, "accepted traffic")
@@ -117,7 +66,7 @@ def test_redis_down_for_10s_loses_nothing_and_workers_resume(stack: FaultStack) 
 
     # Every accepted submission is still stored and runs to its end, once.
     for answer in traffic.accepted("task"):
-        task = stack.wait_end(f"outage-{answer.ref % 3}", answer.ref, timeout=120)
+        task = stack.wait_end(traffic.service(answer.ref), answer.ref, timeout=120)
         assert task["status"] == "Succeeded", task
         assert succeeded_count(task) == 1 and len(task["runs"]) == 1
     # ... including those submitted after the restart: the reconnected workers consume again.

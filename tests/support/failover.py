@@ -1,4 +1,4 @@
-"""Traffic for failover tests and the failover benchmark: submissions and signed webhooks, every answer kept."""
+"""Traffic for the Redis outage and failover tests and the failover benchmark: submissions and signed webhooks, every answer kept."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def issue_labeled(number: int) -> dict[str, Any]:
 class Traffic:
     """Submissions and webhooks, alternating, until stopped; every answer recorded."""
 
-    def __init__(self, stack: FaultStack, interval: float = 0.2):
-        self.stack, self.interval = stack, interval
+    def __init__(self, stack: FaultStack, interval: float = 0.2, prefix: str = "ha"):
+        self.stack, self.interval, self.prefix = stack, interval, prefix
         self.answers: list[Answer] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -77,7 +77,7 @@ class Traffic:
             n += 1
             sent = time.monotonic()
             status, body = self.stack.request(
-                "POST", "/api/v1/pm/tasks", task_body(n, f"ha-{n % SERVICES}"), timeout=15
+                "POST", "/api/v1/pm/tasks", task_body(n, self.service(n)), timeout=15
             )
             self.answers.append(Answer("task", n, status, body, time.monotonic(), sent))
             raw = json.dumps(issue_labeled(n)).encode()
@@ -98,6 +98,10 @@ class Traffic:
                 Answer("webhook", n, status, json.loads(text) if text else None, time.monotonic(), sent)
             )
             self.stop.wait(self.interval)
+
+    def service(self, ref: int) -> str:
+        """The service submission `ref` went to (spread over SERVICES)."""
+        return f"{self.prefix}-{ref % SERVICES}"
 
     def accepted(self, kind: str, after: float = 0.0) -> list[Answer]:
         """Answers 202 of `kind` to requests sent after `after`."""

@@ -208,6 +208,7 @@ def test_config_values_reach_every_process_and_parse(renders: dict[str, Rendered
     # What the chart renders is what the processes accept at start-up.
     settings = Settings.from_env({k: v for k, v in config.items() if k != "ORCHESTRATOR_JOB_TEMPLATE"})
     assert settings.max_retries == 3 and settings.github_trigger_label == "agent"
+    assert settings.github_writes_per_minute == 40
     assert set(settings.pipelines) == {"review"}
     assert settings.otel_endpoint == "http://otel-collector.observability:4318" and settings.otel_protocol == "grpc"
     # The exporter's headers are a credential: every process reads them from the Secret.

@@ -8,7 +8,7 @@ The system as separate processes (tests/support/restart_load.py): redis-server (
 gunicorn, one Celery worker for every queue (concurrency 2, as `orchestrator up` starts it), the watcher,
 the local runner with an agent that counts its own starts, caps of 1000, and the default recovery settings
 (a reconcile every 30 s, a step re-driven after 90 s stuck, the broker's visibility timeout an hour). The
-worker and the watcher are supervised as `orchestrator up` supervises them. Submissions stream at 20 a
+API, the worker and the watcher are supervised as `orchestrator up` supervises them. Submissions stream at 20 a
 second, spread over two services, until `--tasks` were accepted; refusals (503) while Redis is away are
 not counted. Scenarios:
 
@@ -17,7 +17,9 @@ not counted. Scenarios:
 - sigterm-twice: the same, and a second 10 s outage 30 s after the first return;
 - sigkill: Redis killed with SIGKILL (appendfsync always), started again 10 s later;
 - worker: the worker SIGKILLed once half the tasks were accepted;
-- watcher: the watcher SIGKILLed once half the tasks were accepted.
+- watcher: the watcher SIGKILLed once half the tasks were accepted;
+- api: the API (gunicorn's master and its workers, as a pod dies) SIGKILLed once half the tasks were
+  accepted; submissions meanwhile get no answer (not accepted, so not counted).
 
 "recovery" is from Redis's last return (or the kill, or for the baseline the same moment) to the end
 of the last accepted task (waited for up to 5 minutes; the target is 3); "lost" are accepted tasks not
@@ -49,6 +51,7 @@ SCENARIOS: dict[str, list[Outage]] = {
     "sigkill": [Outage("sigkill", 10)],
     "worker": [Outage("worker", 0)],
     "watcher": [Outage("watcher", 0)],
+    "api": [Outage("api", 0)],
 }
 SETTLE_SECONDS = 300.0  # waited for; the target is 180 s (3 minutes), judged in the table
 TARGET_SECONDS = 180.0
@@ -86,15 +89,16 @@ def main() -> int:
     args = parser.parse_args()
     rows = [run(name, args.tasks, not args.no_supervise, args.keep) for name in args.scenario or SCENARIOS]
     print()
-    print("| scenario | accepted | refused (503) | recovery | within 3 min | lost | run twice | restarts |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| scenario | accepted | refused (503) | no answer | recovery | within 3 min | lost | run twice | restarts |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         seconds = row["recovery_seconds"]
         recovery = f"not within {SETTLE_SECONDS:.0f} s" if seconds is None else f"{seconds:.1f} s"
         within = "yes" if seconds is not None and seconds <= TARGET_SECONDS else "**no**"
         restarts = ", ".join(f"{k} {v}" for k, v in row["restarts"].items() if v) or "none"
         print(
-            f"| {row['scenario']} | {row['accepted']} | {row['refused']} | {recovery} | {within} | "
+            f"| {row['scenario']} | {row['accepted']} | {row['refused']} | {row['other_answers'].get(0, 0)} | "
+            f"{recovery} | {within} | "
             f"{row['lost_count']} | {row['twice_count']} | {restarts} |"
         )
     if args.json:

@@ -37,12 +37,17 @@ DEFAULT_RECOVERY = {
 }
 
 
+# What `orchestrator up` starts and restarts when it exits (orchestrator/cli/supervise.py).
+SUPERVISED = ("api", "worker", "watcher")
+
+
 @dataclass(frozen=True)
 class Outage:
     """One fault, `after` seconds after the previous one (the first: once `tasks_before` were accepted).
 
     `how`: "sigterm" (Redis stopped cleanly) or "sigkill" (Redis crashed), each for `seconds` and then
-    started again; "worker" / "watcher": that process SIGKILLed, left to the supervisor; "none": nothing
+    started again; "worker" / "watcher" / "api": that process (the API: gunicorn's master and its workers)
+    SIGKILLed, left to the supervisor; "none": nothing
     (the baseline, timed from the same moment).
     """
 
@@ -126,7 +131,7 @@ class RestartLoad:
         self.stack.start_watcher()
         if not self.supervise:
             return
-        procs = {name: self.stack.processes[name] for name in ("worker", "watcher")}
+        procs = {name: self.stack.processes[name] for name in SUPERVISED}
         self.supervisor = Supervisor(
             {name: _Restartable(self.stack, name, proc) for name, proc in procs.items()},
             base_delay=0.5,
@@ -172,7 +177,7 @@ class RestartLoad:
             if outage.how == "none":  # the baseline: the same stream, nothing broken
                 self.redis_back_at = time.monotonic()
                 continue
-            if outage.how in ("worker", "watcher"):
+            if outage.how in SUPERVISED:
                 self.stack.processes[outage.how].kill()  # the supervisor starts it again
                 self.redis_back_at = time.monotonic()
                 continue
@@ -216,8 +221,8 @@ class RestartLoad:
         if self.supervisor:
             result.restarts = dict(self.supervisor.restarts)
         else:
-            result.restarts = {name: 0 for name in ("worker", "watcher")}
-            result.dead = [name for name in ("worker", "watcher") if not self.stack.processes[name].alive]
+            result.restarts = {name: 0 for name in SUPERVISED}
+            result.dead = [name for name in SUPERVISED if not self.stack.processes[name].alive]
         return result
 
     def _status(self, service: str, task_id: int) -> str:

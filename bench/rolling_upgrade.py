@@ -4,8 +4,9 @@
     python bench/rolling_upgrade.py --tasks 100 --rate 2 --json /tmp/roll.json
 
 The system as separate processes (tests/support/rolling_upgrade.py): redis-server, two API gunicorns (two
-workers each) behind a client-side pool of endpoints standing in for the Service, two Celery workers for
-every queue (concurrency 2), two watchers (the leader and a standby), the local runner with an agent that
+workers each) behind a client-side pool of endpoints standing in for the Service, two Celery workers
+standing for two of the chart's worker groups (workspace and deploy; events and coordination; concurrency 2),
+two watchers (the leader and a standby), the local runner with an agent that
 counts its own starts and takes 3 s, caps of 1000, the fault suites' recovery settings (a reconcile every
 second). Submissions stream at `--rate` a second over two services until `--tasks` were accepted. Once a
 tenth were accepted, every process is replaced as the chart's Deployments roll (their strategy, the API's

@@ -9,7 +9,7 @@ stream in. On the chart before issue #19's item 8 (the API with no preStop
 pause, the watcher `Recreate`) submissions met a closed socket and both
 watchers went at once. Every accepted task must end Succeeded with
 its agent started once, no submission may be refused or dropped, every old
-process must leave within its grace period, and the standby must take the
+process must leave within its grace period, and a standby must take the
 watcher lease. bench/rolling_upgrade.py times the same roll.
 """
 

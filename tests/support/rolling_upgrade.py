@@ -2,7 +2,8 @@
 (tests/faults/test_rolling_upgrade.py) and the benchmark (bench/rolling_upgrade.py).
 
 The system runs as separate processes: redis-server, two API gunicorns behind a client-side pool of
-endpoints (the Service), two Celery workers for every queue, two watchers (the leader and a standby),
+endpoints (the Service), two Celery workers standing for two of the chart's worker groups (WORKER_QUEUES),
+two watchers (the leader and a standby),
 the local runner with an agent that counts its own starts and takes a few seconds. While submissions
 stream in, every process is replaced one at a time the way a Deployment's rolling update does it:
 the new one is started and ready first, then the old one is taken out of the Service's endpoints
@@ -41,6 +42,12 @@ from tests.support.stack import REPO_ROOT, Process
 
 LEADER_LOG = "watcher lease taken"
 DEPLOYMENTS = {"api": "orchestrator-api", "worker": "orchestrator-worker-", "watcher": "orchestrator-watcher"}
+
+
+# Each worker stands for a group of the chart (one Deployment per group, with its own queues), so a
+# step always lands on the same one: launch_run (deploy) on worker-a, finish_run (coordination) on
+# worker-b, and a pause in either is reached whatever order the messages come in.
+WORKER_QUEUES = {"worker-a": ("workspace", "deploy"), "worker-b": ("events", "coordination")}
 
 
 @dataclass(frozen=True)
@@ -180,9 +187,12 @@ class RollingUpgrade:
         self.generation[role] = generation
         name = f"{role}-{generation}"
         if role.startswith("worker"):
+            queues = WORKER_QUEUES[role]
             if generation == 1 and role in self.pauses:
-                return self.stack.start_paused_worker(name, self.pauses[role], self.pause_seconds, concurrency=2)
-            return self.stack.start_worker(name, concurrency=2)
+                return self.stack.start_paused_worker(
+                    name, self.pauses[role], self.pause_seconds, queues=queues, concurrency=2
+                )
+            return self.stack.start_worker(name, queues=queues, concurrency=2)
         if role.startswith("watcher"):
             return self.stack.start_watcher(name)
         port = free_port()
@@ -293,11 +303,18 @@ class RollingUpgrade:
             else:
                 for role in deployment:
                     self.replace(role, result)
-                    if role == "watcher-a" and standby is not None:  # the leader went: the standby takes over
+                    if role == "watcher-a" and standby is not None:  # the leader went: a standby takes over
+                        # The standby of before or the leader's replacement (started first, so a standby
+                        # too): whichever polls the released lease first leads.
+                        successor = self.stack.processes[self._name(role)]
+
+                        def took() -> bool:
+                            return LEADER_LOG in standby.log()[offset:] or LEADER_LOG in successor.log()
+
                         deadline = time.monotonic() + 30
-                        while LEADER_LOG not in standby.log()[offset:] and time.monotonic() < deadline:
+                        while not took() and time.monotonic() < deadline:
                             time.sleep(0.1)
-                        result.standby_took_lease = LEADER_LOG in standby.log()[offset:]
+                        result.standby_took_lease = took()
 
     # Traffic ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ Pending). At each size a fresh gunicorn (`api.gunicorn_conf`, two workers)
 serves the app against it; one client signed in to the console requests, one
 after the other, `--requests` times each:
 
-- the first page of the tasks page (`/`, 50 rows) and of the API (`/api/v1/pm/tasks`);
+- the first page of the tasks page (`/`, 20 rows, the list's default) and of the API (`/api/v1/pm/tasks`);
 - a filtered page (`/?service=svc-7&status=Cancelled`), and one filtered by
   agent, and a title search (`/?q=needle`, a word in one task in 1,000);
 - a deep cursor: the page 99% of the way down (`/?cursor=<seq of the task 1% from the oldest>`).

@@ -70,6 +70,9 @@ def run(name: str, tasks: int, supervise: bool, keep: Path | None) -> dict:
         "scenario": name,
         "supervised": supervise,
         **asdict(result),
+        # asdict rebuilds a Counter from its items, counting the pairs: keep the counts themselves
+        "other_answers": dict(result.other_answers),
+        "stuck": dict(result.stuck),
         "wall_seconds": time.monotonic() - started,
         "logs": str(tmp / "stack" / "logs"),
     }

@@ -58,6 +58,7 @@ TIMED_OUT = _answer("408 Request Timeout")
 LENGTH_REQUIRED = _answer("411 Length Required")
 HEAD_TOO_LARGE = _answer("431 Request Header Fields Too Large")
 BUSY = _answer("503 Service Unavailable")
+BAD_REQUEST = _answer("400 Bad Request")
 _CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _CHUNKED = re.compile(rb"^transfer-encoding[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _WEBHOOK = re.compile(rb"[A-Z]+ (?:https?://[^/ ]*)?/webhooks/")  # the request line of a webhook
@@ -188,8 +189,11 @@ class ReadAheadWorker(ThreadWorker):
         try:
             req = next(conn.parser)  # every byte is in memory: this does not wait
             _resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
-        except Exception:  # noqa: BLE001 - a request the parser refuses goes the usual way, and is answered there
-            return False
+        except Exception:  # noqa: BLE001 - whatever the parser refuses
+            # Answered here: the parser has consumed the request, so a request thread handed this
+            # connection would wait for another one from the client, and the client for an answer.
+            self._refuse(conn, BAD_REQUEST, counted=True)
+            return True
         self.nr_conns -= 1  # the worker no longer holds it
         hub_for(self.wsgi).accept(conn.sock, environ)
         return True

@@ -100,6 +100,23 @@ def test_a_live_stream_without_a_session_is_refused_and_closed(server: Gunicorn)
         sock.close()
 
 
+def test_a_malformed_live_request_is_answered_400_at_once(server: Gunicorn) -> None:
+    """The read-ahead worker parsed it and gave up: it must answer, not hand a half-read connection to a thread."""
+    sock = server.connect()
+    try:
+        sock.sendall(b"GET /console/events?task=live/1 HTTP/1.1\r\nHost: t\r\nNo colon in this header\r\n\r\n")
+        started = time.monotonic()
+        data = read_until(sock, b"\r\n\r\n", seconds=15)
+        assert data.startswith(b"HTTP/1.1 400 "), (data[:80], f"{time.monotonic() - started:.1f} s")
+        sock.settimeout(5)
+        while sock.recv(4096):  # closed after the answer: nothing held
+            pass
+    finally:
+        sock.close()
+    status, _, _ = server.request("GET", "/health", timeout=10)
+    assert status == 200
+
+
 class FakeChanges:
     """The store's stream of status changes, fed by the test (the hub's reader blocks on it)."""
 

@@ -116,6 +116,22 @@ class FaultStack(Stack):
         return self.wait_status(service, task_id, END_STATES, timeout=timeout)
 
 
+# Kombu's restore of unacknowledged messages on a closed Redis connection (celery #8030, #8384,
+# #10205): the one way a worker may die when Redis goes away; `up`, the chart and compose restart it.
+KOMBU_RESTORE_CRASH = "Unrecoverable error: AttributeError(\"'NoneType' object has no attribute 'hostname'\")"
+
+
+def survived_or_restarted(stack: Stack, name: str, pid: int, event: str) -> None:
+    """Assert the process `name` is still `pid`, or died of Kombu's known crash only (then start it again)."""
+    proc = stack.processes[name]
+    if proc.alive and proc.proc is not None and proc.proc.pid == pid:
+        return
+    log = proc.log()
+    errors = "\n".join(line for line in log.splitlines() if "ERROR" in line or "CRITICAL" in line or "rror:" in line)
+    assert name.startswith("worker") and KOMBU_RESTORE_CRASH in log, f"{name} did not survive {event}:\n{errors[:6000]}"
+    stack.start_worker(name)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll `predicate` until it is truthy; fail with `what` after `timeout` seconds."""
     return wait_for(predicate, what, timeout=timeout, interval=interval)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from orchestrator.cli import main
 from orchestrator.cli.errors import EXIT_FAILED, EXIT_OK
 from orchestrator.cli.follow import watch_view
-from orchestrator.settings import reset_settings_cache
 from tests.cli.fake_api import FakeApi, json_answer
 
 TASKS = "/api/v1/pm/tasks"
@@ -22,19 +19,6 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 class Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        for key in [k for k in __import__("os").environ if k.startswith("ORCHESTRATOR_")]:
-            monkeypatch.delenv(key)
-        monkeypatch.setenv("ORCHESTRATOR_API_URL", fake.url)
-        monkeypatch.setenv("ORCHESTRATOR_API_TOKEN", "tok")
-        monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path / "data"))
-        reset_settings_cache()
-        yield fake
-        reset_settings_cache()
 
 
 def terminal(monkeypatch: pytest.MonkeyPatch) -> Tty:

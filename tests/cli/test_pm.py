@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,25 +15,11 @@ from orchestrator.cli.errors import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
 )
-from orchestrator.settings import reset_settings_cache
 from tests.cli.fake_api import FakeApi, json_answer
 from tests.cli.invoke import invoke
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "tasks.json")
 TASKS = "/api/v1/pm/tasks"
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        for key in [k for k in __import__("os").environ if k.startswith("ORCHESTRATOR_")]:
-            monkeypatch.delenv(key)
-        monkeypatch.setenv("ORCHESTRATOR_API_URL", fake.url)
-        monkeypatch.setenv("ORCHESTRATOR_API_TOKEN", "tok")
-        monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path / "data"))
-        reset_settings_cache()
-        yield fake
-        reset_settings_cache()
 
 
 def accept_submissions(api: FakeApi, existing: set[int] = frozenset()) -> None:

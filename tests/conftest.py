@@ -21,6 +21,7 @@ from orchestrator.store import TaskStore, connect
 from tests.support.api import route_steps_to
 from tests.support.celery_app import point_celery_at
 from tests.support.celery_worker import WorkerProcess
+from tests.support.fake_github import FakeGitHub
 from tests.support.github import BOT, REPO, SECRET, SERVICE
 from tests.support.kube_emulator import KubeEmulator
 from tests.support.redis_server import RedisServer
@@ -202,3 +203,11 @@ def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    """GitHub's REST API as a fake served over HTTP (tests/support/fake_github.py)."""
+    fake = FakeGitHub().start()
+    yield fake
+    fake.stop()

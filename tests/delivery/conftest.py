@@ -22,13 +22,6 @@ from tests.workspace.conftest import REPO_URL, TOKEN, git_server, remote, start_
 __all__ = ["REPO_URL", "TOKEN", "git_server", "remote", "start_run", "task_spec"]
 
 
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub().start()
-    yield fake
-    fake.stop()
-
-
 class Recorder:
     """A dispatcher that records every step instead of queueing it (the write it goes with is applied first)."""
 

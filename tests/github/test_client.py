@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,13 +11,6 @@ from tests.support.fake_github import FakeGitHub
 from tests.support.redis_server import free_port
 
 TOKEN = "ghp_secret_token_value"
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub().start()
-    yield fake
-    fake.stop()
 
 
 def make(github: FakeGitHub, **kwargs) -> tuple[GitHubClient, list[float]]:

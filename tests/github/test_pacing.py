@@ -25,13 +25,6 @@ INTERVAL = 1.0
 
 
 @pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def gh_settings(github_settings: Settings, github: FakeGitHub) -> Settings:
     return github_settings.replace(github_token=TOKEN, github_api_url=github.url)
 

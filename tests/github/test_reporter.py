@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,13 +20,6 @@ from tests.support.fake_github import FakeGitHub
 from tests.support.github import BOT, REPO, SERVICE, queued
 
 TOKEN = "ghp_reporter_token"
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

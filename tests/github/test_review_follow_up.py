@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +18,6 @@ from tests.support.github import REPO, SERVICE, load
 
 PR_URL = f"https://github.com/{REPO}/pull/2"
 REVIEW_ID = 555
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

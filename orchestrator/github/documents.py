@@ -126,15 +126,7 @@ def review_document(
     )
     text = f"# {heading}\n\n{note}{body.strip() or '(no text)'}\n"
     if inline:
-        text += "\n## Inline comments\n"
-        room = MAX_DOCUMENT - len(text)
-        for comment in inline:
-            part = _inline(comment, max(0, room - 200))
-            if len(part) > room:
-                text += "\n(more inline comments than fit; read them on the pull request)\n"
-                break
-            text += "\n" + part
-            room -= len(part) + 1
+        text = _with_comments(text, "Inline comments", inline, "inline comments")
     url = bounded_text(review.get("html_url"), 500) or (bounded_text(inline[0].get("html_url"), 500) if inline else "")
     review_id = review.get("id")
     safe_id = review_id if isinstance(review_id, int) and not isinstance(review_id, bool) else ctx.delivery_id
@@ -150,16 +142,21 @@ def with_review_comments(document: dict[str, Any], comments: list[dict[str, Any]
     """`document` (a `/orchestrator run` on a pull request) with the pull request's inline review comments."""
     if not comments:
         return document
-    text = str(document["content"]) + "\n## Review comments on the pull request\n"
+    text = _with_comments(str(document["content"]), "Review comments on the pull request", comments, "review comments")
+    return {**document, "content": text}
+
+
+def _with_comments(text: str, heading: str, comments: list[dict[str, Any]], what: str) -> str:
+    """`text` with a section of review comments, as many as fit in MAX_DOCUMENT (then a line saying so)."""
+    text += f"\n## {heading}\n"
     room = MAX_DOCUMENT - len(text)
     for comment in comments:
         part = _inline(comment, max(0, room - 200))
         if len(part) > room:
-            text += "\n(more review comments than fit; read them on the pull request)\n"
-            break
+            return text + f"\n(more {what} than fit; read them on the pull request)\n"
         text += "\n" + part
         room -= len(part) + 1
-    return {**document, "content": text}
+    return text
 
 
 def comment_document(ctx: EventContext, text: str) -> dict[str, Any]:

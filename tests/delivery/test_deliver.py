@@ -39,6 +39,15 @@ def issue_spec(task_id: int = 7) -> dict:
     return task_spec(task_id, title="Add login form", dependencies=[])
 
 
+def ready_to_deliver(store: TaskStore, settings: Settings) -> str:
+    """An issue's task whose agent left a change (login.py) and ended: finished, waiting for delivery."""
+    run_id = prepare_and_run(store, settings, issue_spec())
+    (workspace(settings) / "login.py").write_text("def login(): ...\n")
+    agent_ended(store, run_id)
+    assert outcome.finish(store, settings, run_id) == "delivering"
+    return run_id
+
+
 def finish_through_delivery(store: TaskStore, settings: Settings, run_id: str,
                             sent: list) -> str:
     """finish -> deliver_run -> finish, as the queues would run them."""
@@ -177,10 +186,7 @@ def test_a_push_refused_once_is_retried_and_then_accepted(
     hook = remote / "hooks" / "pre-receive"
     hook.write_text(PRE_RECEIVE_ONCE)
     hook.chmod(0o755)
-    run_id = prepare_and_run(store, dl_settings, issue_spec())
-    (workspace(dl_settings) / "login.py").write_text("def login(): ...\n")
-    agent_ended(store, run_id)
-    assert outcome.finish(store, dl_settings, run_id) == "delivering"
+    run_id = ready_to_deliver(store, dl_settings)
     first = deliver_run(store, dl_settings, run_id, retries=0)
     assert first.action == "retry" and "push refused" in first.message and first.countdown is not None
     assert bare_ref(remote, "task-7") is None and github.pull_requests() == []
@@ -222,10 +228,7 @@ def test_a_push_refused_every_time_fails_the_run_naming_delivery_and_keeps_the_c
 def test_a_github_failure_is_retried_then_delivered(
         store: TaskStore, dl_settings: Settings, remote: Path, git_server: GitHttpServer, github: FakeGitHub,
         sent: list) -> None:
-    run_id = prepare_and_run(store, dl_settings, issue_spec())
-    (workspace(dl_settings) / "login.py").write_text("def login(): ...\n")
-    agent_ended(store, run_id)
-    assert outcome.finish(store, dl_settings, run_id) == "delivering"
+    run_id = ready_to_deliver(store, dl_settings)
     github.fail_next(502, times=4)  # the client's own attempts, all of them
     first = deliver_run(store, dl_settings, run_id, retries=0)
     assert first.action == "retry" and "pull request" in first.message
@@ -304,10 +307,7 @@ def test_a_secondary_rate_limit_on_the_pull_request_waits_without_failing_or_los
         sent: list) -> None:
     from orchestrator.store.keys import GITHUB_PAUSE
 
-    run_id = prepare_and_run(store, dl_settings, issue_spec())
-    (workspace(dl_settings) / "login.py").write_text("def login(): ...\n")
-    agent_ended(store, run_id)
-    assert outcome.finish(store, dl_settings, run_id) == "delivering"
+    run_id = ready_to_deliver(store, dl_settings)
     github.secondary_rate_limit(retry_after=120)
     # Far more often than the delivery retry limit (2 here): a rate limit is waited out, never counted.
     for attempt in range(dl_settings.delivery_retries + 2):

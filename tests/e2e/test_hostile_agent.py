@@ -48,6 +48,7 @@ from tests.support.fake_github import FakeGitHub
 from tests.support.faults import API_TOKEN, SECOND_API_TOKEN, SECRETS, FaultStack, assert_no_secret_leaked
 from tests.support.git_server import PUBLIC_BASE, GitHttpServer
 from tests.support.kube_emulator import KubeEmulator
+from tests.support.stack import decode_answer, send_json
 from tests.support.kubelet import ProcessKubelet
 from tests.support.stack import REPO_ROOT
 from tests.support.wait import wait_for
@@ -146,20 +147,10 @@ class World:
 
 
 def http(base: str, token: str, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - our own local URL
-            status, text = response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as error:
-        status, text = error.code, error.read().decode(errors="replace")
-    try:
-        return status, json.loads(text), text
-    except ValueError:
-        return status, None, text
+    status, raw = send_json(base + path, token, method, body, timeout=60)
+    text = raw.decode(errors="replace")
+    answer = decode_answer(raw)
+    return status, answer if not isinstance(answer, str) else None, text
 
 
 def run_both_tasks(base: str, token: str, answers: list[str], timeout: float = 240) -> tuple[dict, dict]:

@@ -24,7 +24,6 @@ roll's start every accepted task had settled.
 from __future__ import annotations
 
 import itertools
-import json
 import signal
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from typing import Any
 from tests.support.faults import END_STATES, FaultStack, task_body
 from tests.support.redis_server import free_port
 from tests.support.restart_load import _task_of
-from tests.support.stack import REPO_ROOT, Process
+from tests.support.stack import REPO_ROOT, Process, decode_answer, send_json
 
 LEADER_LOG = "watcher lease taken"
 DEPLOYMENTS = {"api": "orchestrator-api", "worker": "orchestrator-worker-", "watcher": "orchestrator-watcher"}
@@ -334,27 +333,12 @@ class RollingUpgrade:
         self, method: str, path: str, body: Any = None, timeout: float = 15, url: str | None = None
     ) -> tuple[int, Any]:
         """One request to `url`, or to the next endpoint of the Service in turn."""
-        import urllib.error
-        import urllib.request
-
         if url is None:
             with self.lock:
                 url = self.endpoints[next(self._turn) % len(self.endpoints)]
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.stack.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                status, raw = int(resp.status), resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = int(exc.code), exc.read()
+        status, raw = send_json(url + path, self.stack.token, method, body, timeout=timeout)
         self.stack.responses.append(raw.decode(errors="replace"))
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        return status, decode_answer(raw)
 
     def _submit(self) -> None:
         interval = 1.0 / self.rate

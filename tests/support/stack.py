@@ -25,6 +25,32 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ALL_QUEUES = ("events", "coordination", "workspace", "deploy")
 
 
+
+def send_json(url: str, token: str, method: str, body: Any = None, *, headers: Mapping[str, str] | None = None,
+              timeout: float = 10) -> tuple[int, bytes]:
+    """One API request with a bearer token and a JSON body: its status and raw answer (4xx/5xx included)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for key, value in (headers or {}).items():
+        req.add_header(key, value)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own local URL
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def decode_answer(raw: bytes) -> Any:
+    """An answer's JSON, its text when it is not JSON, None when empty."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
 class Process:
     """One child process with its own log file."""
 
@@ -173,24 +199,8 @@ class Stack:
 
     def request(self, method: str, path: str, body: Any = None, *, headers: Mapping[str, str] | None = None,
                 timeout: float = 10) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.api_url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        for key, value in (headers or {}).items():
-            req.add_header(key, value)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            status = exc.code
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        status, raw = send_json(self.api_url + path, self.token, method, body, headers=headers, timeout=timeout)
+        return status, decode_answer(raw)
 
     def wait_http(self, path: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

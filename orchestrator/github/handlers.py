@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -39,6 +39,7 @@ from orchestrator.store import LimitReached, TaskExists, TaskStore
 from orchestrator.validation import agent_name
 
 log = logging.getLogger("orchestrator.github")
+T = TypeVar("T")
 
 PR_SCAN_LIMIT = 200
 
@@ -258,38 +259,41 @@ def follow_up_on_review(ctx: EventContext) -> Outcome:
 
 
 def _pull_request_comments(ctx: EventContext, pull: int) -> list[dict[str, Any]]:
-    if not ctx.settings.github_token:
-        return []
-    client = GitHubClient.from_settings(ctx.settings, store=ctx.store)
-    try:
-        return client.pull_request_comments(ctx.repo, pull)
-    except GitHubError as exc:
-        log.warning(
-            "could not read the review comments of %s#%s (%s); the command alone is the context", ctx.repo, pull, exc
-        )
-        return []
-    finally:
-        client.close()
+    return _ask_github(
+        ctx,
+        lambda client: client.pull_request_comments(ctx.repo, pull),
+        [],
+        f"the review comments of {ctx.repo}#{pull}",
+        "the command alone is the context",
+    )
 
 
 def _read_review(
     ctx: EventContext, pull: int, review_id: int, review: dict[str, Any], inline: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The review and all its inline comments as GitHub has them; what the payload carries when GitHub cannot say."""
-    if not ctx.settings.github_token:
-        return review, inline
-    client = GitHubClient.from_settings(ctx.settings, store=ctx.store)
-    try:
+
+    def read(client: GitHubClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         found = client.request("GET", f"/repos/{ctx.repo}/pulls/{int(pull)}/reviews/{int(review_id)}")
         comments = client.review_comments(ctx.repo, pull, review_id)
+        return (dict(found) if isinstance(found, dict) else review), comments or inline
+
+    what = f"review {review_id} of {ctx.repo}#{pull}"
+    return _ask_github(ctx, read, (review, inline), what, "using the event's own text")
+
+
+def _ask_github(ctx: EventContext, call: Callable[[GitHubClient], T], fallback: T, what: str, instead: str) -> T:
+    """`call` on a GitHub client; `fallback` without a token or when GitHub fails (logged: `what`, `instead`)."""
+    if not ctx.settings.github_token:
+        return fallback
+    client = GitHubClient.from_settings(ctx.settings, store=ctx.store)
+    try:
+        return call(client)
     except GitHubError as exc:
-        log.warning(
-            "could not read review %s of %s#%s (%s); using the event's own text", review_id, ctx.repo, pull, exc
-        )
-        return review, inline
+        log.warning("could not read %s (%s); %s", what, exc, instead)
+        return fallback
     finally:
         client.close()
-    return (dict(found) if isinstance(found, dict) else review), comments or inline
 
 
 def close_pull_request(ctx: EventContext) -> Outcome:

@@ -120,6 +120,17 @@ def test_without_github_the_event_text_is_the_context(store: TaskStore, github_s
     assert "Name this constant." in context["content"] and "app.py" in context["content"]
 
 
+def test_when_github_cannot_say_the_event_text_is_the_context(
+    store: TaskStore, gh_settings: Settings, github: FakeGitHub
+) -> None:
+    our_pull_request(store)
+    github.fail_next(404, times=3)  # the review and its comments cannot be read
+    assert deliver(store, gh_settings, "pull_request_review", review_event())["status"] == "changed"
+    assert any(r.path.endswith(f"/reviews/{REVIEW_ID}") for r in github.requests)  # it asked, and was refused
+    (context,) = store.contexts(SERVICE, 9)
+    assert "A few things." in context["content"]
+
+
 def test_a_second_review_starts_another_run(store: TaskStore, github_settings: Settings) -> None:
     our_pull_request(store)
     assert deliver(store, github_settings, "pull_request_review", review_event())["status"] == "changed"
